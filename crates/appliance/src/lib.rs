@@ -1,1 +1,9 @@
+//! The cps-trust composition root: configuration, the key ceremony, and (as the services land)
+//! the wiring of HSM, store, PKI and protocol cores into the running appliance.
 
+pub mod ceremony;
+pub mod config;
+mod error;
+pub mod serve;
+
+pub use error::ApplianceError;

@@ -333,10 +333,12 @@ impl Hsm {
         let slot = find_token(&ctx, &cfg.module, &cfg.token_label)?;
         let pin = cfg.pin.read()?;
         let anchor = ctx.open_ro_session(slot).map_err(|e| module_err(&cfg.module, "C_OpenSession", e))?;
-        let mechs = ctx.get_mechanism_list(slot).map_err(|e| module_err(&cfg.module, "C_GetMechanismList", e))?;
+        // Ask for the two mechanisms directly: listing every mechanism makes cryptoki log each
+        // vendor mechanism it does not know.
+        let has = |m: MechanismType| ctx.get_mechanism_info(slot, m).is_ok();
         let inner = Inner {
-            ecdsa_sha256: mechs.contains(&MechanismType::ECDSA_SHA256),
-            ecdsa_sha384: mechs.contains(&MechanismType::ECDSA_SHA384),
+            ecdsa_sha256: has(MechanismType::ECDSA_SHA256),
+            ecdsa_sha384: has(MechanismType::ECDSA_SHA384),
             ctx,
             module: cfg.module.clone(),
             token_label: cfg.token_label.clone(),

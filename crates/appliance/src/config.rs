@@ -1,0 +1,437 @@
+//! The appliance configuration: one strict TOML file in the home directory. Unknown keys are
+//! refused; [`Config::validate`] checks everything that can be checked without the HSM.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cps_hsm::{HsmConfig, KeyAlgorithm, PinSource, SignatureAlgorithm};
+use cps_pki::DistinguishedName;
+use cps_pki::ext::DottedOid;
+use serde::{Deserialize, Serialize};
+
+/// Name of the configuration file inside the home directory.
+pub const CONFIG_FILE: &str = "cps-trust.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub appliance: ApplianceSection,
+    pub hsm: HsmSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub listen: ListenSection,
+    pub ca: CaSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceSection {
+    /// Base URL under which CRLs (`/crl/<ca>.crl`), CA certificates (`/ca/<ca>.der`) and the OCSP
+    /// responder (`/ocsp`) are published; it is written into every certificate.
+    pub public_base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    /// Path of the PKCS#11 module.
+    pub module: PathBuf,
+    /// Label of the token holding the appliance's keys.
+    pub token_label: String,
+    /// `env:NAME` or `file:PATH` (relative paths are relative to the home directory).
+    pub pin: String,
+    /// Sessions kept open for concurrent signing.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+    /// SoftHSM2 configuration file for the embedded HSM (relative to the home directory).
+    /// Absent for a vendor HSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub softhsm2_conf: Option<PathBuf>,
+}
+
+fn default_sessions() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Directory of the embedded store (relative to the home directory).
+    pub path: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { path: "store".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Plain HTTP for public PKI material: OCSP, CRLs, CA certificates, health.
+    pub http: String,
+    /// HTTPS API and console (mutual TLS).
+    pub https: String,
+    /// Syslog over TLS (RFC 5425).
+    pub syslog_tls: String,
+    /// NTP (UDP); 123 in production, an unprivileged port in development.
+    pub ntp: String,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            http: "127.0.0.1:8080".into(),
+            https: "127.0.0.1:8443".into(),
+            syslog_tls: "127.0.0.1:6514".into(),
+            ntp: "127.0.0.1:11123".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CaSection {
+    pub root: CaKeyConfig,
+    /// Issuing CAs by identifier (`personnes`, `organisations`): the identifier names their CRL
+    /// (`/crl/<id>.crl`) and certificate files.
+    pub issuing: BTreeMap<String, IssuingCaConfig>,
+}
+
+/// A certificate of the hierarchy and its key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CaKeyConfig {
+    /// RFC 4514 (`CN=…, O=…, C=FR`) or slash form (`/C=FR/O=…/CN=…`).
+    pub subject: String,
+    /// Label of the key on the token.
+    pub key_label: String,
+    /// `p256`, `p384`, `rsa2048`, `rsa3072`, `rsa4096`.
+    pub algorithm: String,
+    /// Signature algorithm this key signs with (default: from the key algorithm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    pub validity_days: u32,
+    /// Certificate-policy OIDs written in the certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuingCaConfig {
+    #[serde(flatten)]
+    pub ca: CaKeyConfig,
+    /// The delegated OCSP signer of this CA.
+    pub ocsp: CaKeyConfig,
+}
+
+/// A configuration error: one line an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("configuration {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Signature algorithm names as configuration writes them.
+pub fn parse_signature(s: &str) -> Option<SignatureAlgorithm> {
+    Some(match s {
+        "ecdsa-sha256" => SignatureAlgorithm::EcdsaSha256,
+        "ecdsa-sha384" => SignatureAlgorithm::EcdsaSha384,
+        "rsa-pkcs1-sha256" => SignatureAlgorithm::RsaPkcs1Sha256,
+        "rsa-pkcs1-sha384" => SignatureAlgorithm::RsaPkcs1Sha384,
+        "rsa-pss-sha256" => SignatureAlgorithm::RsaPssSha256,
+        "rsa-pss-sha384" => SignatureAlgorithm::RsaPssSha384,
+        _ => return None,
+    })
+}
+
+impl CaKeyConfig {
+    pub fn key_algorithm(&self) -> Result<KeyAlgorithm, ConfigError> {
+        KeyAlgorithm::from_name(&self.algorithm).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "key '{}': unknown algorithm '{}' (use p256, p384, rsa2048, rsa3072 or rsa4096)",
+                self.key_label, self.algorithm
+            ))
+        })
+    }
+
+    pub fn signature_algorithm(&self) -> Result<SignatureAlgorithm, ConfigError> {
+        let key = self.key_algorithm()?;
+        match &self.signature {
+            None => Ok(key.default_signature()),
+            Some(s) => {
+                let sig = parse_signature(s).ok_or_else(|| {
+                    ConfigError::Invalid(format!("key '{}': unknown signature algorithm '{s}'", self.key_label))
+                })?;
+                if !sig.fits(key) {
+                    return Err(ConfigError::Invalid(format!(
+                        "key '{}': signature algorithm {s} does not fit a {key} key",
+                        self.key_label
+                    )));
+                }
+                Ok(sig)
+            }
+        }
+    }
+
+    pub fn subject_name(&self) -> Result<DistinguishedName, ConfigError> {
+        DistinguishedName::parse(&self.subject).map_err(|e| ConfigError::Invalid(format!("key '{}': {e}", self.key_label)))
+    }
+
+    pub fn policy_oids(&self) -> Result<Vec<DottedOid>, ConfigError> {
+        self.policies
+            .iter()
+            .map(|p| DottedOid::parse(p).map_err(|e| ConfigError::Invalid(format!("key '{}': {e}", self.key_label))))
+            .collect()
+    }
+
+    fn validate(&self, what: &str) -> Result<(), ConfigError> {
+        if self.key_label.is_empty() || self.key_label.len() > 64 || !self.key_label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ConfigError::Invalid(format!("{what}: key_label '{}' must be 1-64 letters, digits, '-' or '_'", self.key_label)));
+        }
+        self.signature_algorithm()?;
+        self.subject_name()?;
+        self.policy_oids()?;
+        if self.validity_days == 0 || self.validity_days > 365 * 40 {
+            return Err(ConfigError::Invalid(format!("{what}: validity_days must be between 1 and {}", 365 * 40)));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Read and parse `path` (no validation beyond the schema).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
+        Self::parse(&text).map_err(|reason| ConfigError::Parse { path: path.into(), reason })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a caret diagram; keep it to one line.
+            let msg = e.message().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The embedded default: SoftHSM2 in the home directory, a P-384 root, P-256 issuing CAs and
+    /// OCSP signers, and example policy OIDs under the documentation arc 1.3.6.1.4.1.32473
+    /// (RFC 5612). The X.660 example arc `2.999` is accepted in configuration too, but pkilint's
+    /// DER decoder (pyasn1-fasder 0.1.3) refuses any `2.999.x` OID, so the defaults avoid it.
+    pub fn embedded_default() -> Config {
+        let issuing = |id: &str, cn: &str, policy: &str, ocsp_cn: &str| IssuingCaConfig {
+            ca: CaKeyConfig {
+                subject: format!("CN={cn}, OU=cps-trust IGC, O=cps-trust, C=FR"),
+                key_label: format!("ca-{id}"),
+                algorithm: "p256".into(),
+                signature: None,
+                validity_days: 3650,
+                policies: vec![policy.into()],
+            },
+            ocsp: CaKeyConfig {
+                subject: format!("CN={ocsp_cn}, OU=cps-trust IGC, O=cps-trust, C=FR"),
+                key_label: format!("ocsp-{id}"),
+                algorithm: "p256".into(),
+                signature: None,
+                validity_days: 365,
+                policies: vec![],
+            },
+        };
+        let mut map = BTreeMap::new();
+        map.insert("personnes".into(), issuing("personnes", "cps-trust AC Personnes", "1.3.6.1.4.1.32473.1.1", "cps-trust AC Personnes OCSP"));
+        map.insert(
+            "organisations".into(),
+            issuing("organisations", "cps-trust AC Organisations", "1.3.6.1.4.1.32473.1.2", "cps-trust AC Organisations OCSP"),
+        );
+        Config {
+            appliance: ApplianceSection { public_base_url: "http://127.0.0.1:8080".into() },
+            hsm: HsmSection {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token_label: "cps-trust".into(),
+                pin: "file:secrets/hsm-user.pin".into(),
+                sessions: default_sessions(),
+                softhsm2_conf: Some("softhsm2.conf".into()),
+            },
+            store: StoreSection::default(),
+            listen: ListenSection::default(),
+            ca: CaSection {
+                root: CaKeyConfig {
+                    subject: "CN=cps-trust Root CA, OU=cps-trust IGC, O=cps-trust, C=FR".into(),
+                    key_label: "ca-root".into(),
+                    algorithm: "p384".into(),
+                    signature: None,
+                    validity_days: 7300,
+                    policies: vec![],
+                },
+                issuing: map,
+            },
+        }
+    }
+
+    /// Every check that needs no HSM. `home` resolves relative paths.
+    pub fn validate(&self, home: &Path) -> Result<(), ConfigError> {
+        let url = &self.appliance.public_base_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') || url.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid(format!(
+                "appliance.public_base_url '{url}' must be an http(s) URL without a trailing '/'"
+            )));
+        }
+        if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
+            return Err(ConfigError::Invalid("hsm.token_label must be 1 to 32 characters".into()));
+        }
+        if self.hsm.sessions == 0 || self.hsm.sessions > 1024 {
+            return Err(ConfigError::Invalid("hsm.sessions must be between 1 and 1024".into()));
+        }
+        let module = self.resolve(home, &self.hsm.module);
+        if !module.is_file() {
+            return Err(ConfigError::Invalid(format!("hsm.module {} does not exist", module.display())));
+        }
+        let pin = self.pin_source(home)?;
+        if let PinSource::File(_) = pin {
+            // Same checks as at run time: owner-only, our uid, not empty.
+            pin.read().map_err(|e| ConfigError::Invalid(format!("hsm.pin: {e}")))?;
+        }
+        if let Some(conf) = &self.hsm.softhsm2_conf {
+            let p = self.resolve(home, conf);
+            if !p.is_file() {
+                return Err(ConfigError::Invalid(format!("hsm.softhsm2_conf {} does not exist", p.display())));
+            }
+        }
+        for (name, addr) in [
+            ("listen.http", &self.listen.http),
+            ("listen.https", &self.listen.https),
+            ("listen.syslog_tls", &self.listen.syslog_tls),
+            ("listen.ntp", &self.listen.ntp),
+        ] {
+            addr.parse::<SocketAddr>()
+                .map_err(|_| ConfigError::Invalid(format!("{name} '{addr}' is not an address:port")))?;
+        }
+        self.ca.root.validate("ca.root")?;
+        let mut labels = vec![self.ca.root.key_label.as_str()];
+        for required in ["personnes", "organisations"] {
+            if !self.ca.issuing.contains_key(required) {
+                return Err(ConfigError::Invalid(format!("ca.issuing.{required} is missing (the appliance needs both 'personnes' and 'organisations')")));
+            }
+        }
+        for (id, ca) in &self.ca.issuing {
+            if id.is_empty() || id == "root" || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                return Err(ConfigError::Invalid(format!("ca.issuing.{id}: identifiers are lower-case letters, digits and '-', and not 'root'")));
+            }
+            ca.ca.validate(&format!("ca.issuing.{id}"))?;
+            ca.ocsp.validate(&format!("ca.issuing.{id}.ocsp"))?;
+            if ca.ca.validity_days > self.ca.root.validity_days {
+                return Err(ConfigError::Invalid(format!("ca.issuing.{id}: validity_days exceeds the root's")));
+            }
+            if ca.ocsp.validity_days > ca.ca.validity_days {
+                return Err(ConfigError::Invalid(format!("ca.issuing.{id}.ocsp: validity_days exceeds its CA's")));
+            }
+            labels.push(&ca.ca.key_label);
+            labels.push(&ca.ocsp.key_label);
+        }
+        for (i, l) in labels.iter().enumerate() {
+            if labels[..i].contains(l) {
+                return Err(ConfigError::Invalid(format!("key label '{l}' is used twice")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn resolve(&self, home: &Path, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { home.join(p) }
+    }
+
+    pub fn pin_source(&self, home: &Path) -> Result<PinSource, ConfigError> {
+        match PinSource::parse(&self.hsm.pin).map_err(|e| ConfigError::Invalid(format!("hsm.pin: {e}")))? {
+            PinSource::File(p) => Ok(PinSource::File(self.resolve(home, &p))),
+            env => Ok(env),
+        }
+    }
+
+    pub fn hsm_config(&self, home: &Path) -> Result<HsmConfig, ConfigError> {
+        Ok(HsmConfig {
+            module: self.resolve(home, &self.hsm.module),
+            token_label: self.hsm.token_label.clone(),
+            pin: self.pin_source(home)?,
+            sessions: self.hsm.sessions,
+        })
+    }
+
+    /// Every key label the appliance needs on the token, root first.
+    pub fn key_labels(&self) -> Vec<String> {
+        let mut v = vec![self.ca.root.key_label.clone()];
+        for ca in self.ca.issuing.values() {
+            v.push(ca.ca.key_label.clone());
+            v.push(ca.ocsp.key_label.clone());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let c = Config::embedded_default();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_line() {
+        let mut text = Config::embedded_default().to_toml();
+        text = text.replace("[hsm]\n", "[hsm]\nmodul = \"/x\"\n");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.contains("unknown field `modul`") && err.starts_with("line "), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = {
+            let mut c = Config::embedded_default();
+            c.hsm.softhsm2_conf = None;
+            c.hsm.pin = "env:X".into();
+            c
+        };
+        base.validate(dir.path()).unwrap();
+        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+            (Box::new(|c| c.ca.root.algorithm = "dsa".into()), "unknown algorithm 'dsa'"),
+            (Box::new(|c| c.ca.root.signature = Some("rsa-pkcs1-sha256".into())), "does not fit"),
+            (Box::new(|c| c.ca.root.subject = "CN=x,C=France".into()), "two upper-case letters"),
+            (Box::new(|c| c.ca.issuing.get_mut("personnes").unwrap().ca.policies = vec!["1.40.1".into()]), "not an object identifier"),
+            (Box::new(|c| c.ca.issuing.get_mut("personnes").unwrap().ocsp.key_label = "ca-root".into()), "used twice"),
+            (Box::new(|c| { c.ca.issuing.remove("organisations"); }), "ca.issuing.organisations is missing"),
+            (Box::new(|c| c.hsm.module = "/nonexistent/libp11.so".into()), "does not exist"),
+            (Box::new(|c| c.listen.http = "localhost".into()), "not an address:port"),
+            (Box::new(|c| c.appliance.public_base_url = "ftp://x".into()), "public_base_url"),
+            (Box::new(|c| c.ca.issuing.get_mut("personnes").unwrap().ca.validity_days = 9000), "exceeds the root"),
+            (Box::new(|c| c.hsm.pin = "env:".into()), "hsm.pin"),
+        ];
+        for (mutate, expect) in cases {
+            let mut c = base.clone();
+            mutate(&mut c);
+            let err = c.validate(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(expect), "expected '{expect}' in '{err}'");
+        }
+    }
+}
