@@ -383,7 +383,20 @@ pub struct CaShow {
 
 impl CaShow {
     pub fn is_healthy(&self) -> bool {
-        self.certificates.iter().all(|(_, _, ok)| ok.is_ok()) && matches!(&self.self_check, Ok(r) if r.is_ok())
+        self.first_problem().is_none()
+    }
+
+    /// The first thing wrong, as one line for the operator.
+    pub fn first_problem(&self) -> Option<String> {
+        match &self.self_check {
+            Err(e) => return Some(format!("HSM self-check failed: {e}")),
+            Ok(r) => {
+                if let Some(k) = r.keys.iter().find(|k| !k.problems.is_empty()) {
+                    return Some(format!("HSM self-check failed: key '{}' on token '{}': {}", k.label, r.token, k.problems.join("; ")));
+                }
+            }
+        }
+        self.certificates.iter().find_map(|(e, _, v)| v.as_ref().err().map(|m| format!("certificate '{}': {m}", e.id)))
     }
 }
 

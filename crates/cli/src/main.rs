@@ -140,7 +140,10 @@ fn run(cli: Cli) -> CliResult {
             set_softhsm_env(&home, &config);
             let report = ceremony::show(&home, &config).map_err(fail)?;
             print_show(&report);
-            Ok(if report.is_healthy() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_REFUSED) })
+            match report.first_problem() {
+                None => Ok(ExitCode::SUCCESS),
+                Some(problem) => Err((EXIT_REFUSED, problem)),
+            }
         }
         Command::Serve => {
             let config = load_config(&home)?;

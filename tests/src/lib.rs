@@ -1,0 +1,221 @@
+//! Harness for the end-to-end tests: a temporary home, the `cps-trust` binary, the real peers
+//! (pkcs11-tool, openssl, pkilint), and daemons started by the test and stopped by PID.
+//!
+//! Peers are required, not optional: a missing one fails the test with the command that installs
+//! it (`scripts/install-deps.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Repository root (this package lives in `<repo>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// The `cps-trust` binary of the same build profile as this test; built on demand.
+pub fn cps_trust_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/cps-trust
+    let profile_dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir").to_path_buf();
+    let bin = profile_dir.join("cps-trust");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "cps-trust", "--bin", "cps-trust"]).current_dir(repo_root());
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cargo build");
+        assert!(st.success(), "building cps-trust failed");
+    });
+    assert!(bin.exists(), "{} missing after build", bin.display());
+    bin
+}
+
+/// A peer program: from `.peers/venv/bin` for the Python ones, else from PATH.
+pub fn peer(name: &str) -> PathBuf {
+    let venv = std::env::var_os("CPS_TRUST_PEERS_VENV").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".peers/venv"));
+    let in_venv = venv.join("bin").join(name);
+    if in_venv.exists() {
+        return in_venv;
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("peer '{name}' not found: run scripts/install-deps.sh");
+}
+
+/// A fresh, not yet initialised home in a temporary directory.
+pub struct Home {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("home");
+        Home { _dir: dir, path }
+    }
+
+    /// A home where `cps-trust init` has run successfully.
+    pub fn initialised() -> Home {
+        let h = Home::new();
+        let out = h.cps(&["init"]);
+        assert_success(&out, "cps-trust init");
+        h
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// `cps-trust --home <home> <args>` with a clean environment for the appliance.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(cps_trust_bin());
+        c.arg("--home").arg(&self.path).args(args);
+        c.env_remove("CPS_TRUST_HOME").env_remove("SOFTHSM2_CONF").env("CPS_TRUST_LOG", "warn");
+        c
+    }
+
+    pub fn cps(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run cps-trust")
+    }
+
+    pub fn softhsm_conf(&self) -> PathBuf {
+        self.join("softhsm2.conf")
+    }
+
+    pub fn user_pin(&self) -> String {
+        std::fs::read_to_string(self.join("secrets/hsm-user.pin")).expect("pin file").trim().to_owned()
+    }
+
+    /// `pkcs11-tool` on this home's embedded token.
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        Command::new(peer("pkcs11-tool"))
+            .args(["--module", SOFTHSM_MODULE, "--token-label", "cps-trust"])
+            .args(args)
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .output()
+            .expect("run pkcs11-tool")
+    }
+
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(self.join("cps-trust.toml")).expect("config")
+    }
+
+    pub fn set_config_text(&self, text: &str) {
+        std::fs::write(self.join("cps-trust.toml"), text).expect("write config");
+    }
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Home::new()
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A failed command that explains itself in exactly one `error:` line and did not panic.
+pub fn assert_one_line_error(out: &Output, expect: &[&str]) {
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stdout:\n{}", text(&out.stdout));
+    assert!(!err.contains("panicked"), "panic:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for e in expect {
+        assert!(lines[0].contains(e), "expected '{e}' in: {}", lines[0]);
+    }
+}
+
+/// A background process owned by a test, stopped (SIGTERM, then SIGKILL) by PID on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Daemon {
+        let f = std::fs::File::create(log).expect("log file");
+        let child = cmd.stdout(Stdio::from(f.try_clone().expect("dup"))).stderr(Stdio::from(f)).spawn().expect("spawn daemon");
+        Daemon { child, name: name.into() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM by PID, wait up to `grace`, then SIGKILL. Returns the exit status if it stopped.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let t = Instant::now();
+        while t.elapsed() < grace {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop(Duration::from_secs(3));
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 GET over loopback: (status, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, buf[split + 4..].to_vec()))
+}
+
+/// Wait until `f` returns Some, or panic after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
