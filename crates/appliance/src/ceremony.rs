@@ -12,8 +12,13 @@ use std::sync::Arc;
 
 use cps_hsm::{Hsm, HsmKey, Signer};
 use cps_pki::hierarchy::{self, PublicationPoints};
-use cps_pki::{CertificateParams, Issuer, ParsedCertificate, issue_certificate, parse_certificate, pem_encode, serial_from_random, verify_issued_by};
-use cps_store::{AuditRecord, CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp};
+use cps_pki::{
+    CertificateParams, Issuer, ParsedCertificate, issue_certificate, parse_certificate, pem_encode,
+    serial_from_random, verify_issued_by,
+};
+use cps_store::{
+    AuditRecord, CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{CONFIG_FILE, CaKeyConfig, Config};
@@ -21,6 +26,9 @@ use crate::error::ApplianceError;
 
 /// Seconds certificates are back-dated, to tolerate small clock differences at relying parties.
 const BACKDATE_SECS: i64 = 60;
+
+/// The SoftHSM2 configuration written into an embedded home (`@HOME@` = the home directory).
+const SOFTHSM2_CONF_TEMPLATE: &str = include_str!("../../../hsm-config/softhsm2.conf.template");
 
 /// The published files of the hierarchy, under `<home>/ca/`.
 pub const CA_DIR: &str = "ca";
@@ -54,11 +62,18 @@ pub struct HierarchyEntry {
 /// Path of `SOFTHSM2_CONF` for a configuration, if it uses the embedded SoftHSM2. The binary sets
 /// the variable from this before any thread starts (SoftHSM2 reads it in `C_Initialize`).
 pub fn softhsm_conf_path(home: &Path, config: &Config) -> Option<PathBuf> {
-    config.hsm.softhsm2_conf.as_ref().map(|p| config.resolve(home, p))
+    config
+        .hsm
+        .softhsm2_conf
+        .as_ref()
+        .map(|p| config.resolve(home, p))
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> ApplianceError {
-    ApplianceError::Io { path: path.to_path_buf(), reason: e.to_string() }
+    ApplianceError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), ApplianceError> {
@@ -70,23 +85,29 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), ApplianceError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| io_err(path, e))?;
-    f.write_all(contents).and_then(|_| f.sync_all()).map_err(|e| io_err(path, e))
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err(path, e))
 }
 
 fn write_public(path: &Path, contents: &[u8]) -> Result<(), ApplianceError> {
     std::fs::write(path, contents).map_err(|e| io_err(path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| io_err(path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| io_err(path, e))
 }
 
 fn mkdir_private(path: &Path) -> Result<(), ApplianceError> {
     std::fs::create_dir_all(path).map_err(|e| io_err(path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_err(path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err(path, e))
 }
 
 fn random_pin(hsm_free_rng: &ring::rand::SystemRandom) -> Result<String, ApplianceError> {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 12];
-    hsm_free_rng.fill(&mut b).map_err(|_| ApplianceError::Refused("the system random generator failed".into()))?;
+    hsm_free_rng
+        .fill(&mut b)
+        .map_err(|_| ApplianceError::Refused("the system random generator failed".into()))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -101,7 +122,12 @@ fn check_home_is_fresh(home: &Path) -> Result<bool, ApplianceError> {
                 let what = if home.join(CONFIG_FILE).exists() {
                     format!("it holds {CONFIG_FILE}: an appliance is already initialised there")
                 } else {
-                    format!("it is not empty (found '{}')", first.map(|e| e.file_name().to_string_lossy().into_owned()).unwrap_or_default())
+                    format!(
+                        "it is not empty (found '{}')",
+                        first
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    )
                 };
                 Err(ApplianceError::Refused(format!(
                     "refusing to initialise {}: {what}; nothing was changed (use another --home to create a new appliance)",
@@ -123,7 +149,11 @@ pub fn init(home: &Path, config: &Config, now: i64) -> Result<InitReport, Applia
             if let Ok(entries) = std::fs::read_dir(home) {
                 for e in entries.flatten() {
                     let p = e.path();
-                    let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
                 }
             }
         } else {
@@ -146,13 +176,14 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
         }
         let tokens = home.join("softhsm").join("tokens");
         mkdir_private(&tokens)?;
+        let home_text = home.to_str().ok_or_else(|| {
+            ApplianceError::Refused(format!("home {} is not UTF-8", home.display()))
+        })?;
         write_private(
             &conf,
-            format!(
-                "# SoftHSM2 configuration of this cps-trust home (the embedded HSM)\ndirectories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            )
-            .as_bytes(),
+            SOFTHSM2_CONF_TEMPLATE
+                .replace("@HOME@", home_text)
+                .as_bytes(),
         )?;
         let rng = ring::rand::SystemRandom::new();
         let user_pin = random_pin(&rng)?;
@@ -169,25 +200,40 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
                 "the embedded SoftHSM2 needs hsm.pin = \"file:…\" so that init can create the PIN file".into(),
             ));
         }
-        write_private(&secrets.join("hsm-so.pin"), format!("{so_pin}\n").as_bytes())?;
-        cps_hsm::init_token_on_free_slot(&config.resolve(home, &config.hsm.module), &config.hsm.token_label, &so_pin, &user_pin)?;
+        write_private(
+            &secrets.join("hsm-so.pin"),
+            format!("{so_pin}\n").as_bytes(),
+        )?;
+        cps_hsm::init_token_on_free_slot(
+            &config.resolve(home, &config.hsm.module),
+            &config.hsm.token_label,
+            &so_pin,
+            &user_pin,
+        )?;
     }
     config.validate(home)?;
     let hsm = Hsm::open(&config.hsm_config(home)?)?;
 
     // Keys first: all of them exist, or the ceremony stops before any certificate is made.
     let mut created = Vec::new();
-    let generate = |cfg: &CaKeyConfig, created: &mut Vec<String>| -> Result<HsmKey, ApplianceError> {
-        let key = hsm.generate_key_pair(&cfg.key_label, cfg.key_algorithm()?).map_err(|e| {
-            if created.is_empty() || embedded {
-                ApplianceError::from(e)
-            } else {
-                ApplianceError::Refused(format!("{e}; keys already created on token '{}': {}", config.hsm.token_label, created.join(", ")))
-            }
-        })?;
-        created.push(cfg.key_label.clone());
-        Ok(key)
-    };
+    let generate =
+        |cfg: &CaKeyConfig, created: &mut Vec<String>| -> Result<HsmKey, ApplianceError> {
+            let key = hsm
+                .generate_key_pair(&cfg.key_label, cfg.key_algorithm()?)
+                .map_err(|e| {
+                    if created.is_empty() || embedded {
+                        ApplianceError::from(e)
+                    } else {
+                        ApplianceError::Refused(format!(
+                            "{e}; keys already created on token '{}': {}",
+                            config.hsm.token_label,
+                            created.join(", ")
+                        ))
+                    }
+                })?;
+            created.push(cfg.key_label.clone());
+            Ok(key)
+        };
     let root_key = generate(&config.ca.root, &mut created)?;
     let mut issuing_keys = Vec::new();
     for (id, ca) in &config.ca.issuing {
@@ -200,7 +246,11 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
     let points_of = |id: &str, with_ocsp: bool| PublicationPoints {
         crl: vec![format!("{base}/crl/{id}.crl")],
         ca_issuers: vec![format!("{base}/ca/{id}.der")],
-        ocsp: if with_ocsp { vec![format!("{base}/ocsp")] } else { vec![] },
+        ocsp: if with_ocsp {
+            vec![format!("{base}/ocsp")]
+        } else {
+            vec![]
+        },
     };
     let not_before = now - BACKDATE_SECS;
     let days = |d: u32| not_before + i64::from(d) * 86_400;
@@ -212,7 +262,12 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
     };
 
     let mut out: Vec<(HierarchyEntry, Vec<u8>)> = Vec::new();
-    let entry = |id: &str, issuer_id: &str, role: &str, cfg: &CaKeyConfig, der: &[u8]| -> Result<(HierarchyEntry, Vec<u8>), ApplianceError> {
+    let entry = |id: &str,
+                 issuer_id: &str,
+                 role: &str,
+                 cfg: &CaKeyConfig,
+                 der: &[u8]|
+     -> Result<(HierarchyEntry, Vec<u8>), ApplianceError> {
         let p = parse_certificate(der)?;
         Ok((
             HierarchyEntry {
@@ -244,7 +299,11 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
             not_after: days(root_cfg.validity_days),
             extensions: hierarchy::root_ca(root_key.public_key_der(), None)?,
         },
-        &Issuer { name: &root_name, signer: &root_key, signature: root_sig },
+        &Issuer {
+            name: &root_name,
+            signer: &root_key,
+            signature: root_sig,
+        },
     )?;
     let root_kid = cps_pki::ext::key_identifier(root_key.public_key_der())?;
     out.push(entry("root", "root", "root-ca", root_cfg, &root_der)?);
@@ -259,9 +318,18 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
                 subject_public_key: ca_key.public_key_der().to_vec(),
                 not_before,
                 not_after: days(cfg.ca.validity_days),
-                extensions: hierarchy::issuing_ca(ca_key.public_key_der(), &root_kid, &cfg.ca.policy_oids()?, &points_of("root", false))?,
+                extensions: hierarchy::issuing_ca(
+                    ca_key.public_key_der(),
+                    &root_kid,
+                    &cfg.ca.policy_oids()?,
+                    &points_of("root", false),
+                )?,
             },
-            &Issuer { name: &root_name, signer: &root_key, signature: root_sig },
+            &Issuer {
+                name: &root_name,
+                signer: &root_key,
+                signature: root_sig,
+            },
         )?;
         out.push(entry(id, "root", "issuing-ca", &cfg.ca, &ca_der)?);
         let ca_kid = cps_pki::ext::key_identifier(ca_key.public_key_der())?;
@@ -272,11 +340,26 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
                 subject_public_key: ocsp_key.public_key_der().to_vec(),
                 not_before,
                 not_after: days(cfg.ocsp.validity_days),
-                extensions: hierarchy::ocsp_signer(ocsp_key.public_key_der(), &ca_kid, &cfg.ocsp.policy_oids()?, &points_of(id, false))?,
+                extensions: hierarchy::ocsp_signer(
+                    ocsp_key.public_key_der(),
+                    &ca_kid,
+                    &cfg.ocsp.policy_oids()?,
+                    &points_of(id, false),
+                )?,
             },
-            &Issuer { name: &ca_name, signer: ca_key, signature: cfg.ca.signature_algorithm()? },
+            &Issuer {
+                name: &ca_name,
+                signer: ca_key,
+                signature: cfg.ca.signature_algorithm()?,
+            },
         )?;
-        out.push(entry(&format!("{id}-ocsp"), id, "ocsp-signer", &cfg.ocsp, &ocsp_der)?);
+        out.push(entry(
+            &format!("{id}-ocsp"),
+            id,
+            "ocsp-signer",
+            &cfg.ocsp,
+            &ocsp_der,
+        )?);
     }
 
     // Every key safe, every certificate signed by its issuer's key.
@@ -304,7 +387,10 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
         }));
     }
     let entries: Vec<&HierarchyEntry> = out.iter().map(|(e, _)| e).collect();
-    batch.push(WriteOp::PutMeta { key: "hierarchy".into(), value: serde_json::to_vec(&entries).unwrap_or_default() });
+    batch.push(WriteOp::PutMeta {
+        key: "hierarchy".into(),
+        value: serde_json::to_vec(&entries).unwrap_or_default(),
+    });
     batch.push(WriteOp::AppendAudit(AuditRecord {
         time: now,
         kind: "ca.init".into(),
@@ -320,7 +406,14 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
 
     publish(home, &out)?;
     let cfg_path = home.join(CONFIG_FILE);
-    write_private(&cfg_path, format!("# cps-trust configuration (strict: unknown keys are refused). See README.md.\n{}", config.to_toml()).as_bytes())?;
+    write_private(
+        &cfg_path,
+        format!(
+            "# cps-trust configuration (strict: unknown keys are refused). See README.md.\n{}",
+            config.to_toml()
+        )
+        .as_bytes(),
+    )?;
 
     Ok(InitReport {
         home: home.to_path_buf(),
@@ -337,7 +430,9 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 fn whoami() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn check_chain(certs: &[(HierarchyEntry, Vec<u8>)]) -> Result<(), ApplianceError> {
@@ -345,10 +440,19 @@ fn check_chain(certs: &[(HierarchyEntry, Vec<u8>)]) -> Result<(), ApplianceError
         let issuer = certs
             .iter()
             .find(|(i, _)| i.id == e.issuer_id)
-            .ok_or_else(|| ApplianceError::Refused(format!("certificate '{}' has no issuer '{}' in the hierarchy", e.id, e.issuer_id)))?;
+            .ok_or_else(|| {
+                ApplianceError::Refused(format!(
+                    "certificate '{}' has no issuer '{}' in the hierarchy",
+                    e.id, e.issuer_id
+                ))
+            })?;
         let issuer_spki = parse_certificate(&issuer.1)?.spki;
-        verify_issued_by(der, &issuer_spki)
-            .map_err(|_| ApplianceError::Refused(format!("certificate '{}' does not verify against '{}'", e.id, e.issuer_id)))?;
+        verify_issued_by(der, &issuer_spki).map_err(|_| {
+            ApplianceError::Refused(format!(
+                "certificate '{}' does not verify against '{}'",
+                e.id, e.issuer_id
+            ))
+        })?;
     }
     Ok(())
 }
@@ -357,13 +461,25 @@ fn check_chain(certs: &[(HierarchyEntry, Vec<u8>)]) -> Result<(), ApplianceError
 fn publish(home: &Path, certs: &[(HierarchyEntry, Vec<u8>)]) -> Result<(), ApplianceError> {
     let dir = home.join(CA_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    let pem_of = |id: &str| certs.iter().find(|(e, _)| e.id == id).map(|(_, d)| pem_encode("CERTIFICATE", d)).unwrap_or_default();
+    let pem_of = |id: &str| {
+        certs
+            .iter()
+            .find(|(e, _)| e.id == id)
+            .map(|(_, d)| pem_encode("CERTIFICATE", d))
+            .unwrap_or_default()
+    };
     let mut bundle = String::new();
     for (e, der) in certs {
         write_public(&dir.join(format!("{}.der", e.id)), der)?;
-        write_public(&dir.join(format!("{}.pem", e.id)), pem_encode("CERTIFICATE", der).as_bytes())?;
+        write_public(
+            &dir.join(format!("{}.pem", e.id)),
+            pem_encode("CERTIFICATE", der).as_bytes(),
+        )?;
         if e.role == "issuing-ca" {
-            write_public(&dir.join(format!("{}-chain.pem", e.id)), format!("{}{}", pem_of(&e.id), pem_of("root")).as_bytes())?;
+            write_public(
+                &dir.join(format!("{}-chain.pem", e.id)),
+                format!("{}{}", pem_of(&e.id), pem_of("root")).as_bytes(),
+            )?;
         }
         if e.role != "ocsp-signer" {
             bundle.push_str(&pem_encode("CERTIFICATE", der));
@@ -392,22 +508,38 @@ impl CaShow {
             Err(e) => return Some(format!("HSM self-check failed: {e}")),
             Ok(r) => {
                 if let Some(k) = r.keys.iter().find(|k| !k.problems.is_empty()) {
-                    return Some(format!("HSM self-check failed: key '{}' on token '{}': {}", k.label, r.token, k.problems.join("; ")));
+                    return Some(format!(
+                        "HSM self-check failed: key '{}' on token '{}': {}",
+                        k.label,
+                        r.token,
+                        k.problems.join("; ")
+                    ));
                 }
             }
         }
-        self.certificates.iter().find_map(|(e, _, v)| v.as_ref().err().map(|m| format!("certificate '{}': {m}", e.id)))
+        self.certificates.iter().find_map(|(e, _, v)| {
+            v.as_ref()
+                .err()
+                .map(|m| format!("certificate '{}': {m}", e.id))
+        })
     }
 }
 
 pub fn show(home: &Path, config: &Config) -> Result<CaShow, ApplianceError> {
     let dir = home.join(CA_DIR);
     let mut certs = Vec::new();
-    let ids = std::iter::once(("root".to_string(), "root".to_string(), "root-ca", &config.ca.root)).chain(
-        config.ca.issuing.iter().flat_map(|(id, c)| {
-            [(id.clone(), "root".to_string(), "issuing-ca", &c.ca), (format!("{id}-ocsp"), id.clone(), "ocsp-signer", &c.ocsp)]
-        }),
-    );
+    let ids = std::iter::once((
+        "root".to_string(),
+        "root".to_string(),
+        "root-ca",
+        &config.ca.root,
+    ))
+    .chain(config.ca.issuing.iter().flat_map(|(id, c)| {
+        [
+            (id.clone(), "root".to_string(), "issuing-ca", &c.ca),
+            (format!("{id}-ocsp"), id.clone(), "ocsp-signer", &c.ocsp),
+        ]
+    }));
     for (id, issuer_id, role, cfg) in ids {
         let path = dir.join(format!("{id}.der"));
         let der = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
@@ -434,28 +566,42 @@ pub fn show(home: &Path, config: &Config) -> Result<CaShow, ApplianceError> {
         let verdict = match certs.iter().find(|(i, _)| i.id == e.issuer_id) {
             Some((_, idr)) => parse_certificate(idr)
                 .map_err(|e| e.to_string())
-                .and_then(|i| verify_issued_by(der, &i.spki).map_err(|_| format!("signature does not verify against '{}'", e.issuer_id))),
+                .and_then(|i| {
+                    verify_issued_by(der, &i.spki)
+                        .map_err(|_| format!("signature does not verify against '{}'", e.issuer_id))
+                }),
             None => Err(format!("issuer '{}' missing", e.issuer_id)),
         };
         certificates.push((e.clone(), parsed, verdict));
     }
-    let (token, self_check) = match config.hsm_config(home).map_err(ApplianceError::from).and_then(|c| Ok(Hsm::open(&c)?)) {
+    let (token, self_check) = match config
+        .hsm_config(home)
+        .map_err(ApplianceError::from)
+        .and_then(|c| Ok(Hsm::open(&c)?))
+    {
         Ok(hsm) => {
             let report = hsm.self_check(&config.key_labels());
             // The certificate must certify the key the HSM holds under that label.
             let mut report = report;
             for k in report.keys.iter_mut() {
-                if let (Ok(key), Some((_, parsed, _))) = (hsm.key(&k.label), certificates.iter().find(|(e, _, _)| e.key_label == k.label)) {
-                    if key.public_key_der() != parsed.spki.as_slice() {
-                        k.problems.push("the public key on the token differs from the certificate's".into());
-                    }
+                if let (Ok(key), Some((_, parsed, _))) = (
+                    hsm.key(&k.label),
+                    certificates.iter().find(|(e, _, _)| e.key_label == k.label),
+                ) && key.public_key_der() != parsed.spki.as_slice()
+                {
+                    k.problems
+                        .push("the public key on the token differs from the certificate's".into());
                 }
             }
             (hsm.token_summary().ok(), Ok(report))
         }
         Err(e) => (None, Err(e.to_string())),
     };
-    Ok(CaShow { token, certificates, self_check })
+    Ok(CaShow {
+        token,
+        certificates,
+        self_check,
+    })
 }
 
 /// Open the HSM and refuse to go on unless every configured key passes the self-check.
@@ -464,4 +610,3 @@ pub fn open_checked_hsm(home: &Path, config: &Config) -> Result<Arc<Hsm>, Applia
     hsm.self_check(&config.key_labels()).into_result()?;
     Ok(Arc::new(hsm))
 }
-

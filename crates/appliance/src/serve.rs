@@ -33,17 +33,30 @@ pub struct AppState {
 pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     config.validate(home)?;
     let hsm = open_checked_hsm(home, config)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(config.resolve(home, &config.store.path))?);
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(config.resolve(home, &config.store.path))?);
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
-    let ids = std::iter::once("root".to_string())
-        .chain(config.ca.issuing.keys().flat_map(|id| [id.clone(), format!("{id}-ocsp")]));
+    let ids = std::iter::once("root".to_string()).chain(
+        config
+            .ca
+            .issuing
+            .keys()
+            .flat_map(|id| [id.clone(), format!("{id}-ocsp")]),
+    );
     for id in ids {
         let p = dir.join(format!("{id}.der"));
-        let der = std::fs::read(&p).map_err(|e| ApplianceError::Io { path: p.clone(), reason: e.to_string() })?;
+        let der = std::fs::read(&p).map_err(|e| ApplianceError::Io {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
         ca_certs.insert(id, der);
     }
-    Ok(AppState { hsm, store, ca_certs: Arc::new(ca_certs) })
+    Ok(AppState {
+        hsm,
+        store,
+        ca_certs: Arc::new(ca_certs),
+    })
 }
 
 /// The plain-HTTP router for public PKI material.
@@ -56,7 +69,9 @@ pub fn public_router(state: AppState) -> Router {
 
 async fn health(State(st): State<AppState>) -> Response {
     let hsm = st.hsm.clone();
-    let hsm_ok = tokio::task::spawn_blocking(move || hsm.token_summary().is_ok()).await.unwrap_or(false);
+    let hsm_ok = tokio::task::spawn_blocking(move || hsm.token_summary().is_ok())
+        .await
+        .unwrap_or(false);
     let store_ok = st.store.audit_len().is_ok();
     let ok = hsm_ok && store_ok;
     let body = serde_json::json!({
@@ -65,8 +80,17 @@ async fn health(State(st): State<AppState>) -> Response {
         "store": if store_ok { "ok" } else { "failing" },
         "version": env!("CARGO_PKG_VERSION"),
     });
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn ca_certificate(State(st): State<AppState>, UrlPath(file): UrlPath<String>) -> Response {
@@ -76,8 +100,16 @@ async fn ca_certificate(State(st): State<AppState>, UrlPath(file): UrlPath<Strin
         _ => return (StatusCode::NOT_FOUND, "use /ca/<id>.der or /ca/<id>.pem\n").into_response(),
     };
     match st.ca_certs.get(id) {
-        Some(der) if pem => ([(header::CONTENT_TYPE, "application/x-pem-file")], cps_pki::pem_encode("CERTIFICATE", der)).into_response(),
-        Some(der) => ([(header::CONTENT_TYPE, "application/pkix-cert")], der.clone()).into_response(),
+        Some(der) if pem => (
+            [(header::CONTENT_TYPE, "application/x-pem-file")],
+            cps_pki::pem_encode("CERTIFICATE", der),
+        )
+            .into_response(),
+        Some(der) => (
+            [(header::CONTENT_TYPE, "application/pkix-cert")],
+            der.clone(),
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, format!("no CA certificate '{id}'\n")).into_response(),
     }
 }
@@ -86,9 +118,9 @@ async fn ca_certificate(State(st): State<AppState>, UrlPath(file): UrlPath<Strin
 pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     let state = open(home, config)?;
     let addr = &config.listen.http;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| ApplianceError::Refused(format!("cannot listen on {addr} (listen.http): {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        ApplianceError::Refused(format!("cannot listen on {addr} (listen.http): {e}"))
+    })?;
     tracing::info!(%addr, "public PKI listener up");
     println!("cps-trust serving: http://{addr}/health, /ca/<id>.der");
     axum::serve(listener, public_router(state))
@@ -99,7 +131,8 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
 
 async fn shutdown_signal() {
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -14,10 +14,19 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_REFUSED: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "cps-trust", version, about = "Trust-service appliance: HSM-backed CA, card enrolment, XUA assertions, ATNA audit and CT time")]
+#[command(
+    name = "cps-trust",
+    version,
+    about = "Trust-service appliance: HSM-backed CA, card enrolment, XUA assertions, ATNA audit and CT time"
+)]
 struct Cli {
     /// Home directory holding configuration, HSM token (embedded SoftHSM2), store and published certificates.
-    #[arg(long, global = true, env = "CPS_TRUST_HOME", default_value = "/var/lib/cps-trust")]
+    #[arg(
+        long,
+        global = true,
+        env = "CPS_TRUST_HOME",
+        default_value = "/var/lib/cps-trust"
+    )]
     home: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -77,9 +86,16 @@ enum CaCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if matches!(cli.command, Command::Serve) { "info" } else { "warn" };
+    let filter = if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CPS_TRUST_LOG").unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CPS_TRUST_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -100,7 +116,11 @@ fn fail(e: impl std::fmt::Display) -> (u8, String) {
 fn load_config(home: &Path) -> Result<Config, (u8, String)> {
     let path = home.join(CONFIG_FILE);
     if !path.exists() {
-        return Err(fail(format!("{} not found: run `cps-trust --home {} init` first", path.display(), home.display())));
+        return Err(fail(format!(
+            "{} not found: run `cps-trust --home {} init` first",
+            path.display(),
+            home.display()
+        )));
     }
     Config::load(&path).map_err(fail)
 }
@@ -118,24 +138,33 @@ fn set_softhsm_env(home: &Path, config: &Config) {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn run(cli: Cli) -> CliResult {
     let home = absolute(&cli.home);
     match cli.command {
         Command::Init(args) => init(&home, args),
-        Command::Config { command: ConfigCommand::Validate } => {
+        Command::Config {
+            command: ConfigCommand::Validate,
+        } => {
             let config = load_config(&home)?;
             config.validate(&home).map_err(fail)?;
             println!("{}: OK", home.join(CONFIG_FILE).display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { command: ConfigCommand::Default } => {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
             print!("{}", Config::embedded_default().to_toml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ca { command: CaCommand::Show } => {
+        Command::Ca {
+            command: CaCommand::Show,
+        } => {
             let config = load_config(&home)?;
             set_softhsm_env(&home, &config);
             let report = ceremony::show(&home, &config).map_err(fail)?;
@@ -148,15 +177,25 @@ fn run(cli: Cli) -> CliResult {
         Command::Serve => {
             let config = load_config(&home)?;
             set_softhsm_env(&home, &config);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(fail)?;
-            rt.block_on(cps_appliance::serve::run(&home, &config)).map_err(fail)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(fail)?;
+            rt.block_on(cps_appliance::serve::run(&home, &config))
+                .map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf()) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
 }
 
 fn init(home: &Path, args: InitArgs) -> CliResult {
@@ -187,7 +226,10 @@ fn init(home: &Path, args: InitArgs) -> CliResult {
 fn date(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 
@@ -198,13 +240,27 @@ fn print_init(r: &InitReport) {
     println!(
         "HSM token '{}'{}",
         r.token_label,
-        if r.embedded_hsm { " (embedded SoftHSM2; PINs in secrets/, owner-only)" } else { "" }
+        if r.embedded_hsm {
+            " (embedded SoftHSM2; PINs in secrets/, owner-only)"
+        } else {
+            ""
+        }
     );
     for c in &r.certificates {
-        println!("  {:<22} {:<12} key {:<20} serial {}  until {}", c.id, c.role, c.key_label, c.serial, date(c.not_after));
+        println!(
+            "  {:<22} {:<12} key {:<20} serial {}  until {}",
+            c.id,
+            c.role,
+            c.key_label,
+            c.serial,
+            date(c.not_after)
+        );
         println!("  {:<22} {}", "", c.subject);
     }
-    println!("CA certificates published in {}/ca/ (PEM, DER, <ca>-chain.pem, ca-bundle.pem)", r.home.display());
+    println!(
+        "CA certificates published in {}/ca/ (PEM, DER, <ca>-chain.pem, ca-bundle.pem)",
+        r.home.display()
+    );
     println!("Next: cps-trust --home {} serve", r.home.display());
     emit(&out);
 }
@@ -213,11 +269,22 @@ fn print_show(s: &CaShow) {
     let mut out = String::new();
     macro_rules! println { () => { out.push('\n') }; ($($t:tt)*) => {{ out.push_str(&format!($($t)*)); out.push('\n'); }} }
     match &s.token {
-        Some(t) => println!("HSM token '{}' — {} {} (serial {}), module {} [{}]", t.label, t.manufacturer, t.model, t.serial, t.module.display(), t.library),
+        Some(t) => println!(
+            "HSM token '{}' — {} {} (serial {}), module {} [{}]",
+            t.label,
+            t.manufacturer,
+            t.model,
+            t.serial,
+            t.module.display(),
+            t.library
+        ),
         None => println!("HSM: not reachable"),
     }
     match &s.self_check {
-        Ok(r) if r.is_ok() => println!("HSM self-check: OK — {} keys present, sensitive, never extractable, sign-only", r.keys.len()),
+        Ok(r) if r.is_ok() => println!(
+            "HSM self-check: OK — {} keys present, sensitive, never extractable, sign-only",
+            r.keys.len()
+        ),
         Ok(r) => {
             println!("HSM self-check: FAILED");
             for k in r.keys.iter().filter(|k| !k.problems.is_empty()) {
@@ -229,18 +296,54 @@ fn print_show(s: &CaShow) {
     println!();
     for (e, p, verdict) in &s.certificates {
         let key_state = match &s.self_check {
-            Ok(r) => r.keys.iter().find(|k| k.label == e.key_label).map(|k| if k.problems.is_empty() { "OK" } else { "FAILED" }).unwrap_or("?"),
+            Ok(r) => r
+                .keys
+                .iter()
+                .find(|k| k.label == e.key_label)
+                .map(|k| {
+                    if k.problems.is_empty() {
+                        "OK"
+                    } else {
+                        "FAILED"
+                    }
+                })
+                .unwrap_or("?"),
             Err(_) => "unchecked",
         };
         println!("{} ({})", e.id, e.role);
         println!("  subject     {}", p.subject);
-        println!("  issuer      {}", if e.issuer_id == e.id { "self-signed".to_string() } else { format!("{} — {}", e.issuer_id, p.issuer) });
+        println!(
+            "  issuer      {}",
+            if e.issuer_id == e.id {
+                "self-signed".to_string()
+            } else {
+                format!("{} — {}", e.issuer_id, p.issuer)
+            }
+        );
         println!("  serial      {}", p.serial);
-        println!("  key         '{}' {} — {}", e.key_label, e.algorithm, key_state);
-        println!("  signature   {}", p.signature_algorithm.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into()));
-        println!("  validity    {} → {}", date(p.not_before), date(p.not_after));
+        println!(
+            "  key         '{}' {} — {}",
+            e.key_label, e.algorithm, key_state
+        );
+        println!(
+            "  signature   {}",
+            p.signature_algorithm
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "unknown".into())
+        );
+        println!(
+            "  validity    {} → {}",
+            date(p.not_before),
+            date(p.not_after)
+        );
         println!("  sha256      {}", e.sha256);
-        println!("  chain       {}", match verdict { Ok(()) => format!("signature verified by '{}'", e.issuer_id), Err(m) => format!("FAILED: {m}") });
+        println!(
+            "  chain       {}",
+            match verdict {
+                Ok(()) => format!("signature verified by '{}'", e.issuer_id),
+                Err(m) => format!("FAILED: {m}"),
+            }
+        );
     }
     emit(&out);
 }

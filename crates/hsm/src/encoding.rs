@@ -26,11 +26,17 @@ fn malformed(e: impl std::fmt::Display) -> HsmError {
 
 /// Fixed-width `r ‖ s` → DER `SEQUENCE { r, s }`.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, HsmError> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
-        return Err(malformed(format!("raw ECDSA signature of {} bytes", raw.len())));
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
+        return Err(malformed(format!(
+            "raw ECDSA signature of {} bytes",
+            raw.len()
+        )));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
-    let sig = EcdsaSig { r: UintRef::new(r).map_err(malformed)?, s: UintRef::new(s).map_err(malformed)? };
+    let sig = EcdsaSig {
+        r: UintRef::new(r).map_err(malformed)?,
+        s: UintRef::new(s).map_err(malformed)?,
+    };
     sig.to_der().map_err(malformed)
 }
 
@@ -49,7 +55,9 @@ pub fn ecdsa_der_to_raw(der_sig: &[u8], width: usize) -> Result<Vec<u8>, HsmErro
 
 /// DER of the named-curve OID, as `CKA_EC_PARAMS` wants it.
 pub(crate) fn ec_params(alg: KeyAlgorithm) -> Vec<u8> {
-    curve_oid(alg).and_then(|o| o.to_der().ok()).unwrap_or_default()
+    curve_oid(alg)
+        .and_then(|o| o.to_der().ok())
+        .unwrap_or_default()
 }
 
 fn curve_oid(alg: KeyAlgorithm) -> Option<ObjectIdentifier> {
@@ -69,9 +77,8 @@ pub(crate) fn ec_coordinate_len(alg: KeyAlgorithm) -> usize {
 
 /// Curve from `CKA_EC_PARAMS`.
 pub(crate) fn ec_alg_from_params(params: &[u8]) -> Result<KeyAlgorithm, HsmError> {
-    let oid = ObjectIdentifier::from_der(params).map_err(|_| {
-        HsmError::UnsupportedKey("EC parameters are not a named curve".into())
-    })?;
+    let oid = ObjectIdentifier::from_der(params)
+        .map_err(|_| HsmError::UnsupportedKey("EC parameters are not a named curve".into()))?;
     if oid == SECP_256_R_1 {
         Ok(KeyAlgorithm::EcP256)
     } else if oid == SECP_384_R_1 {
@@ -88,14 +95,22 @@ pub(crate) fn ec_spki(alg: KeyAlgorithm, ec_point: &[u8]) -> Result<Vec<u8>, Hsm
     let point: Vec<u8> = if ec_point.len() == 2 * width + 1 && ec_point[0] == 4 {
         ec_point.to_vec()
     } else {
-        der::asn1::OctetString::from_der(ec_point).map_err(malformed)?.as_bytes().to_vec()
+        der::asn1::OctetString::from_der(ec_point)
+            .map_err(malformed)?
+            .as_bytes()
+            .to_vec()
     };
     if point.len() != 2 * width + 1 || point[0] != 4 {
-        return Err(malformed("EC point is not an uncompressed point of the expected curve"));
+        return Err(malformed(
+            "EC point is not an uncompressed point of the expected curve",
+        ));
     }
     let oid = curve_oid(alg).ok_or_else(|| HsmError::UnsupportedKey(alg.to_string()))?;
     let spki = SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned { oid: ID_EC_PUBLIC_KEY, parameters: Some(der::Any::from(&oid)) },
+        algorithm: AlgorithmIdentifierOwned {
+            oid: ID_EC_PUBLIC_KEY,
+            parameters: Some(der::Any::from(&oid)),
+        },
         subject_public_key: BitString::from_bytes(&point).map_err(malformed)?,
     };
     spki.to_der().map_err(malformed)
@@ -103,11 +118,17 @@ pub(crate) fn ec_spki(alg: KeyAlgorithm, ec_point: &[u8]) -> Result<Vec<u8>, Hsm
 
 /// SPKI for an RSA public key from its modulus and public exponent (big-endian, unsigned).
 pub(crate) fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, HsmError> {
-    let key = RsaPublicKey { modulus: UintRef::new(modulus).map_err(malformed)?, public_exponent: UintRef::new(exponent).map_err(malformed)? }
-        .to_der()
-        .map_err(malformed)?;
+    let key = RsaPublicKey {
+        modulus: UintRef::new(modulus).map_err(malformed)?,
+        public_exponent: UintRef::new(exponent).map_err(malformed)?,
+    }
+    .to_der()
+    .map_err(malformed)?;
     let spki = SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned { oid: RSA_ENCRYPTION, parameters: Some(der::Any::from(der::asn1::Null)) },
+        algorithm: AlgorithmIdentifierOwned {
+            oid: RSA_ENCRYPTION,
+            parameters: Some(der::Any::from(der::asn1::Null)),
+        },
         subject_public_key: BitString::from_bytes(&key).map_err(malformed)?,
     };
     spki.to_der().map_err(malformed)
@@ -118,7 +139,11 @@ pub(crate) fn rsa_alg_from_bits(bits: usize) -> Result<KeyAlgorithm, HsmError> {
         2048 => KeyAlgorithm::Rsa2048,
         3072 => KeyAlgorithm::Rsa3072,
         4096 => KeyAlgorithm::Rsa4096,
-        other => return Err(HsmError::UnsupportedKey(format!("RSA modulus of {other} bits"))),
+        other => {
+            return Err(HsmError::UnsupportedKey(format!(
+                "RSA modulus of {other} bits"
+            )));
+        }
     })
 }
 
@@ -136,7 +161,11 @@ pub(crate) fn parse_spki(spki_der: &[u8]) -> Result<ParsedSpki, HsmError> {
         .ok_or_else(|| malformed("public key bit string has unused bits"))?
         .to_vec();
     let algorithm = if spki.algorithm.oid == ID_EC_PUBLIC_KEY {
-        let params = spki.algorithm.parameters.as_ref().ok_or_else(|| malformed("EC key without curve"))?;
+        let params = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .ok_or_else(|| malformed("EC key without curve"))?;
         let oid: ObjectIdentifier = params.decode_as().map_err(malformed)?;
         ec_alg_from_params(&oid.to_der().map_err(malformed)?)?
     } else if spki.algorithm.oid == RSA_ENCRYPTION {
@@ -145,10 +174,16 @@ pub(crate) fn parse_spki(spki_der: &[u8]) -> Result<ParsedSpki, HsmError> {
         let bits = m.len() * 8 - m.first().map(|b| b.leading_zeros() as usize).unwrap_or(0);
         rsa_alg_from_bits(bits)?
     } else {
-        return Err(HsmError::UnsupportedKey(format!("public key algorithm {}", spki.algorithm.oid)));
+        return Err(HsmError::UnsupportedKey(format!(
+            "public key algorithm {}",
+            spki.algorithm.oid
+        )));
     };
     let _: Option<AnyRef<'_>> = None;
-    Ok(ParsedSpki { algorithm, key_bytes })
+    Ok(ParsedSpki {
+        algorithm,
+        key_bytes,
+    })
 }
 
 #[cfg(test)]

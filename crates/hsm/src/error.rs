@@ -9,17 +9,34 @@ use crate::{KeyAlgorithm, SignatureAlgorithm};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HsmError {
-    #[error("cannot load PKCS#11 module '{module}': {reason} (hint: the path must point to a PKCS#11 shared library, e.g. /usr/lib/softhsm/libsofthsm2.so)")]
+    #[error(
+        "cannot load PKCS#11 module '{module}': {reason} (hint: the path must point to a PKCS#11 shared library, e.g. /usr/lib/softhsm/libsofthsm2.so)"
+    )]
     ModuleLoad { module: PathBuf, reason: String },
 
     #[error("PKCS#11 module '{module}': {function} failed with {rv}{}", hint_suffix(*.rv_hint))]
-    Module { module: PathBuf, function: &'static str, rv: String, rv_hint: Option<&'static str> },
+    Module {
+        module: PathBuf,
+        function: &'static str,
+        rv: String,
+        rv_hint: Option<&'static str>,
+    },
 
     #[error("token '{label}' not found in PKCS#11 module '{module}'; tokens present: {}", present_list(.present))]
-    TokenNotFound { module: PathBuf, label: String, present: Vec<String> },
+    TokenNotFound {
+        module: PathBuf,
+        label: String,
+        present: Vec<String>,
+    },
 
-    #[error("{count} tokens labelled '{label}' in PKCS#11 module '{module}': labels must be unique")]
-    TokenAmbiguous { module: PathBuf, label: String, count: usize },
+    #[error(
+        "{count} tokens labelled '{label}' in PKCS#11 module '{module}': labels must be unique"
+    )]
+    TokenAmbiguous {
+        module: PathBuf,
+        label: String,
+        count: usize,
+    },
 
     #[error("no free slot to create token '{label}' in PKCS#11 module '{module}'")]
     NoFreeSlot { module: PathBuf, label: String },
@@ -28,25 +45,48 @@ pub enum HsmError {
     Pin(String),
 
     #[error("login to token '{label}' failed: {rv}{}", hint_suffix(*.rv_hint))]
-    Login { label: String, rv: String, rv_hint: Option<&'static str> },
+    Login {
+        label: String,
+        rv: String,
+        rv_hint: Option<&'static str>,
+    },
 
-    #[error("key '{key}' not found on token '{token}' (hint: run `cps-trust init` or check the key label in the configuration)")]
+    #[error(
+        "key '{key}' not found on token '{token}' (hint: run `cps-trust init` or check the key label in the configuration)"
+    )]
     KeyNotFound { token: String, key: String },
 
     #[error("key '{key}' already exists on token '{token}': refusing to overwrite it")]
     KeyExists { token: String, key: String },
 
     #[error("{count} private keys labelled '{key}' on token '{token}': labels must be unique")]
-    KeyAmbiguous { token: String, key: String, count: usize },
+    KeyAmbiguous {
+        token: String,
+        key: String,
+        count: usize,
+    },
 
     #[error("key '{key}' on token '{token}' is unsafe: {}", .problems.join(", "))]
-    UnsafeKey { token: String, key: String, problems: Vec<String> },
+    UnsafeKey {
+        token: String,
+        key: String,
+        problems: Vec<String>,
+    },
 
     #[error("token '{token}', key '{key}': {op} failed with {rv}{}", hint_suffix(*.rv_hint))]
-    Operation { token: String, key: String, op: &'static str, rv: String, rv_hint: Option<&'static str> },
+    Operation {
+        token: String,
+        key: String,
+        op: &'static str,
+        rv: String,
+        rv_hint: Option<&'static str>,
+    },
 
     #[error("signature algorithm {signature} does not fit a {key} key")]
-    AlgorithmMismatch { key: KeyAlgorithm, signature: SignatureAlgorithm },
+    AlgorithmMismatch {
+        key: KeyAlgorithm,
+        signature: SignatureAlgorithm,
+    },
 
     #[error("unsupported key: {0}")]
     UnsupportedKey(String),
@@ -66,15 +106,22 @@ fn present_list(p: &[String]) -> String {
     if p.is_empty() {
         "none (hint: initialise the token, e.g. `cps-trust init` for the embedded SoftHSM2, and check SOFTHSM2_CONF)".into()
     } else {
-        p.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(", ")
+        p.iter()
+            .map(|l| format!("'{l}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 /// An operator-facing hint for a PKCS#11 return code.
 pub fn hint_for_rv(rv: &RvError) -> Option<&'static str> {
     Some(match rv {
-        RvError::PinIncorrect => "wrong PIN: check the PIN source (environment variable or PIN file)",
-        RvError::PinLocked => "the user PIN is locked: unlock it with the security officer PIN using the HSM vendor's tool",
+        RvError::PinIncorrect => {
+            "wrong PIN: check the PIN source (environment variable or PIN file)"
+        }
+        RvError::PinLocked => {
+            "the user PIN is locked: unlock it with the security officer PIN using the HSM vendor's tool"
+        }
         RvError::PinExpired => "the user PIN has expired: change it with the HSM vendor's tool",
         RvError::PinLenRange => "the PIN length is outside what the token accepts",
         RvError::MechanismInvalid => "the token does not offer this mechanism",
@@ -82,14 +129,18 @@ pub fn hint_for_rv(rv: &RvError) -> Option<&'static str> {
         RvError::DeviceRemoved | RvError::TokenNotPresent | RvError::DeviceError => {
             "the HSM is unreachable or failed: check the device, its network link or the vendor daemon"
         }
-        RvError::SessionHandleInvalid | RvError::SessionClosed => "the HSM session was closed (HSM restarted?)",
+        RvError::SessionHandleInvalid | RvError::SessionClosed => {
+            "the HSM session was closed (HSM restarted?)"
+        }
         RvError::UserNotLoggedIn => "not logged in: the HSM may have been restarted",
         RvError::ArgumentsBad | RvError::FunctionFailed | RvError::GeneralError => {
             "the vendor library rejected the call: check its logs and that the module is supported"
         }
         RvError::CryptokiAlreadyInitialized => "the module was initialised twice in this process",
         RvError::TokenWriteProtected => "the token is write-protected",
-        RvError::AttributeValueInvalid | RvError::TemplateInconsistent | RvError::TemplateIncomplete => {
+        RvError::AttributeValueInvalid
+        | RvError::TemplateInconsistent
+        | RvError::TemplateIncomplete => {
             "the token refused the key template (vendor restriction on attributes?)"
         }
         _ => return None,
@@ -99,7 +150,9 @@ pub fn hint_for_rv(rv: &RvError) -> Option<&'static str> {
 /// Split a cryptoki error into a printable return code and a hint.
 pub(crate) fn describe(e: &cryptoki::error::Error) -> (String, Option<&'static str>) {
     match e {
-        cryptoki::error::Error::Pkcs11(rv, _) => (format!("{rv:?} ({})", rv_name(rv)), hint_for_rv(rv)),
+        cryptoki::error::Error::Pkcs11(rv, _) => {
+            (format!("{rv:?} ({})", rv_name(rv)), hint_for_rv(rv))
+        }
         other => (other.to_string(), None),
     }
 }

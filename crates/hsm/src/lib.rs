@@ -67,7 +67,10 @@ impl KeyAlgorithm {
     }
 
     pub fn is_rsa(self) -> bool {
-        matches!(self, KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096)
+        matches!(
+            self,
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096
+        )
     }
 
     /// RSA modulus size in bits, or the EC field size.
@@ -113,7 +116,10 @@ pub enum SignatureAlgorithm {
 
 impl SignatureAlgorithm {
     pub fn is_ecdsa(self) -> bool {
-        matches!(self, SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384)
+        matches!(
+            self,
+            SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -129,7 +135,11 @@ impl SignatureAlgorithm {
 
     /// Whether a key of algorithm `key` can produce this signature.
     pub fn fits(self, key: KeyAlgorithm) -> bool {
-        if self.is_ecdsa() { !key.is_rsa() } else { key.is_rsa() }
+        if self.is_ecdsa() {
+            !key.is_rsa()
+        } else {
+            key.is_rsa()
+        }
     }
 
     pub(crate) fn digest(self) -> &'static ring::digest::Algorithm {
@@ -169,7 +179,12 @@ pub trait Signer: Send + Sync {
     /// DER `SubjectPublicKeyInfo` of the public key.
     fn public_key_der(&self) -> &[u8];
     /// Sign `message` (the whole message: hashing is part of the operation).
-    fn sign(&self, alg: SignatureAlgorithm, message: &[u8], format: SigFormat) -> Result<Vec<u8>, HsmError>;
+    fn sign(
+        &self,
+        alg: SignatureAlgorithm,
+        message: &[u8],
+        format: SigFormat,
+    ) -> Result<Vec<u8>, HsmError>;
 }
 
 /// Verify a signature with `ring`, against a DER `SubjectPublicKeyInfo`. Used by tests and by the
@@ -195,8 +210,11 @@ pub fn verify_signature(
     };
     // ECDSA over P-384 with SHA-256 (or P-256 with SHA-384) is legal but not offered by ring's
     // verifier set; the appliance never produces those combinations.
-    if alg.is_ecdsa() != !spki.algorithm.is_rsa() {
-        return Err(HsmError::AlgorithmMismatch { key: spki.algorithm, signature: alg });
+    if alg.is_ecdsa() == spki.algorithm.is_rsa() {
+        return Err(HsmError::AlgorithmMismatch {
+            key: spki.algorithm,
+            signature: alg,
+        });
     }
     rs::UnparsedPublicKey::new(verifier, &spki.key_bytes)
         .verify(message, signature)

@@ -36,13 +36,21 @@ impl PinSource {
         let pin = match self {
             PinSource::Env(name) => match std::env::var(name) {
                 Ok(v) => Zeroizing::new(v),
-                Err(_) => return Err(HsmError::Pin(format!("environment variable {name} is not set"))),
+                Err(_) => {
+                    return Err(HsmError::Pin(format!(
+                        "environment variable {name} is not set"
+                    )));
+                }
             },
             PinSource::File(path) => {
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| HsmError::Pin(format!("cannot read PIN file {}: {e}", path.display())))?;
+                let meta = std::fs::metadata(path).map_err(|e| {
+                    HsmError::Pin(format!("cannot read PIN file {}: {e}", path.display()))
+                })?;
                 if !meta.is_file() {
-                    return Err(HsmError::Pin(format!("PIN file {} is not a regular file", path.display())));
+                    return Err(HsmError::Pin(format!(
+                        "PIN file {} is not a regular file",
+                        path.display()
+                    )));
                 }
                 if meta.mode() & 0o077 != 0 {
                     return Err(HsmError::Pin(format!(
@@ -52,21 +60,21 @@ impl PinSource {
                         path.display()
                     )));
                 }
-                if let Some(uid) = current_uid() {
-                    if meta.uid() != uid {
-                        return Err(HsmError::Pin(format!(
-                            "PIN file {} is owned by uid {} but the appliance runs as uid {uid}",
-                            path.display(),
-                            meta.uid()
-                        )));
-                    }
+                if let Some(uid) = current_uid()
+                    && meta.uid() != uid
+                {
+                    return Err(HsmError::Pin(format!(
+                        "PIN file {} is owned by uid {} but the appliance runs as uid {uid}",
+                        path.display(),
+                        meta.uid()
+                    )));
                 }
-                let raw = Zeroizing::new(
-                    std::fs::read(path)
-                        .map_err(|e| HsmError::Pin(format!("cannot read PIN file {}: {e}", path.display())))?,
-                );
-                let text = std::str::from_utf8(&raw)
-                    .map_err(|_| HsmError::Pin(format!("PIN file {} is not UTF-8 text", path.display())))?;
+                let raw = Zeroizing::new(std::fs::read(path).map_err(|e| {
+                    HsmError::Pin(format!("cannot read PIN file {}: {e}", path.display()))
+                })?);
+                let text = std::str::from_utf8(&raw).map_err(|_| {
+                    HsmError::Pin(format!("PIN file {} is not UTF-8 text", path.display()))
+                })?;
                 Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())
             }
         };
@@ -98,9 +106,18 @@ mod tests {
 
     #[test]
     fn parse_sources() {
-        assert_eq!(PinSource::parse("env:X").unwrap(), PinSource::Env("X".into()));
-        assert_eq!(PinSource::parse("file:/a").unwrap(), PinSource::File("/a".into()));
-        assert_eq!(PinSource::parse("/a").unwrap(), PinSource::File("/a".into()));
+        assert_eq!(
+            PinSource::parse("env:X").unwrap(),
+            PinSource::Env("X".into())
+        );
+        assert_eq!(
+            PinSource::parse("file:/a").unwrap(),
+            PinSource::File("/a".into())
+        );
+        assert_eq!(
+            PinSource::parse("/a").unwrap(),
+            PinSource::File("/a".into())
+        );
         assert!(PinSource::parse("env:").is_err());
         assert!(PinSource::parse("").is_err());
     }
@@ -112,19 +129,34 @@ mod tests {
         std::fs::write(&p, "123456\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = PinSource::File(p.clone()).read().unwrap_err().to_string();
-        assert!(err.contains("readable by others") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("readable by others") && err.contains("chmod 600"),
+            "{err}"
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(PinSource::File(p).read().unwrap().as_str(), "123456");
     }
 
     #[test]
     fn missing_env_and_empty_pin() {
-        let err = PinSource::Env("CPS_TRUST_TEST_PIN_SURELY_UNSET".into()).read().unwrap_err().to_string();
-        assert!(err.contains("CPS_TRUST_TEST_PIN_SURELY_UNSET is not set"), "{err}");
+        let err = PinSource::Env("CPS_TRUST_TEST_PIN_SURELY_UNSET".into())
+            .read()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CPS_TRUST_TEST_PIN_SURELY_UNSET is not set"),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pin");
         std::fs::write(&p, "\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(PinSource::File(p).read().unwrap_err().to_string().contains("empty PIN"));
+        assert!(
+            PinSource::File(p)
+                .read()
+                .unwrap_err()
+                .to_string()
+                .contains("empty PIN")
+        );
     }
 }

@@ -15,7 +15,10 @@ use cryptoki::types::AuthPin;
 use parking_lot::{Condvar, Mutex};
 use zeroize::Zeroizing;
 
-use crate::encoding::{ec_alg_from_params, ec_coordinate_len, ec_params, ec_spki, ecdsa_raw_to_der, rsa_alg_from_bits, rsa_spki};
+use crate::encoding::{
+    ec_alg_from_params, ec_coordinate_len, ec_params, ec_spki, ecdsa_raw_to_der, rsa_alg_from_bits,
+    rsa_spki,
+};
 use crate::error::{describe, rv_of};
 use crate::{HsmError, KeyAlgorithm, PinSource, SigFormat, SignatureAlgorithm, Signer};
 
@@ -41,7 +44,10 @@ fn context_for(module: &Path) -> Result<Pkcs11, HsmError> {
         return Ok(ctx.clone());
     }
     if !module.exists() {
-        return Err(HsmError::ModuleLoad { module: module.into(), reason: "no such file".into() });
+        return Err(HsmError::ModuleLoad {
+            module: module.into(),
+            reason: "no such file".into(),
+        });
     }
     let ctx = Pkcs11::new(module).map_err(|e| HsmError::ModuleLoad {
         module: module.into(),
@@ -54,7 +60,12 @@ fn context_for(module: &Path) -> Result<Pkcs11, HsmError> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => {
             let (rv, rv_hint) = describe(&e);
-            return Err(HsmError::Module { module: module.into(), function: "C_Initialize", rv, rv_hint });
+            return Err(HsmError::Module {
+                module: module.into(),
+                function: "C_Initialize",
+                rv,
+                rv_hint,
+            });
         }
     }
     map.insert(module.into(), ctx.clone());
@@ -63,15 +74,24 @@ fn context_for(module: &Path) -> Result<Pkcs11, HsmError> {
 
 fn module_err(module: &Path, function: &'static str, e: CkError) -> HsmError {
     let (rv, rv_hint) = describe(&e);
-    HsmError::Module { module: module.into(), function, rv, rv_hint }
+    HsmError::Module {
+        module: module.into(),
+        function,
+        rv,
+        rv_hint,
+    }
 }
 
 /// Labels of the initialised tokens a module offers, with their slots.
 fn tokens(ctx: &Pkcs11, module: &Path) -> Result<Vec<(Slot, String)>, HsmError> {
-    let slots = ctx.get_slots_with_initialized_token().map_err(|e| module_err(module, "C_GetSlotList", e))?;
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| module_err(module, "C_GetSlotList", e))?;
     let mut out = Vec::with_capacity(slots.len());
     for slot in slots {
-        let info = ctx.get_token_info(slot).map_err(|e| module_err(module, "C_GetTokenInfo", e))?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| module_err(module, "C_GetTokenInfo", e))?;
         out.push((slot, info.label().to_owned()));
     }
     Ok(out)
@@ -79,7 +99,11 @@ fn tokens(ctx: &Pkcs11, module: &Path) -> Result<Vec<(Slot, String)>, HsmError> 
 
 fn find_token(ctx: &Pkcs11, module: &Path, label: &str) -> Result<Slot, HsmError> {
     let all = tokens(ctx, module)?;
-    let matching: Vec<Slot> = all.iter().filter(|(_, l)| l == label).map(|(s, _)| *s).collect();
+    let matching: Vec<Slot> = all
+        .iter()
+        .filter(|(_, l)| l == label)
+        .map(|(s, _)| *s)
+        .collect();
     match matching.len() {
         1 => Ok(matching[0]),
         0 => Err(HsmError::TokenNotFound {
@@ -87,13 +111,22 @@ fn find_token(ctx: &Pkcs11, module: &Path, label: &str) -> Result<Slot, HsmError
             label: label.into(),
             present: all.into_iter().map(|(_, l)| l).collect(),
         }),
-        n => Err(HsmError::TokenAmbiguous { module: module.into(), label: label.into(), count: n }),
+        n => Err(HsmError::TokenAmbiguous {
+            module: module.into(),
+            label: label.into(),
+            count: n,
+        }),
     }
 }
 
 /// Create and initialise a token on the first free slot (SoftHSM2 always offers one), set its
 /// user PIN and return. Refuses when a token with that label already exists.
-pub fn init_token_on_free_slot(module: &Path, label: &str, so_pin: &str, user_pin: &str) -> Result<(), HsmError> {
+pub fn init_token_on_free_slot(
+    module: &Path,
+    label: &str,
+    so_pin: &str,
+    user_pin: &str,
+) -> Result<(), HsmError> {
     let ctx = context_for(module)?;
     if tokens(&ctx, module)?.iter().any(|(_, l)| l == label) {
         return Err(HsmError::Module {
@@ -103,22 +136,34 @@ pub fn init_token_on_free_slot(module: &Path, label: &str, so_pin: &str, user_pi
             rv_hint: Some("refusing to re-initialise an existing token"),
         });
     }
-    let slots = ctx.get_slots_with_token().map_err(|e| module_err(module, "C_GetSlotList", e))?;
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| module_err(module, "C_GetSlotList", e))?;
     let mut free = None;
     for slot in slots {
-        let info = ctx.get_token_info(slot).map_err(|e| module_err(module, "C_GetTokenInfo", e))?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| module_err(module, "C_GetTokenInfo", e))?;
         if !info.token_initialized() {
             free = Some(slot);
             break;
         }
     }
-    let slot = free.ok_or_else(|| HsmError::NoFreeSlot { module: module.into(), label: label.into() })?;
+    let slot = free.ok_or_else(|| HsmError::NoFreeSlot {
+        module: module.into(),
+        label: label.into(),
+    })?;
     let so = AuthPin::from(so_pin.to_owned());
-    ctx.init_token(slot, &so, label).map_err(|e| module_err(module, "C_InitToken", e))?;
+    ctx.init_token(slot, &so, label)
+        .map_err(|e| module_err(module, "C_InitToken", e))?;
     // SoftHSM2 moves a freshly initialised token to a new slot id: find it again by label.
     let slot = find_token(&ctx, module, label)?;
-    let session = ctx.open_rw_session(slot).map_err(|e| module_err(module, "C_OpenSession", e))?;
-    session.login(UserType::So, Some(&so)).map_err(|e| login_err(label, e))?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(|e| module_err(module, "C_OpenSession", e))?;
+    session
+        .login(UserType::So, Some(&so))
+        .map_err(|e| login_err(label, e))?;
     session
         .init_pin(&AuthPin::from(user_pin.to_owned()))
         .map_err(|e| module_err(module, "C_InitPIN", e))?;
@@ -128,7 +173,11 @@ pub fn init_token_on_free_slot(module: &Path, label: &str, so_pin: &str, user_pi
 
 fn login_err(label: &str, e: CkError) -> HsmError {
     let (rv, rv_hint) = describe(&e);
-    HsmError::Login { label: label.into(), rv, rv_hint }
+    HsmError::Login {
+        label: label.into(),
+        rv,
+        rv_hint,
+    }
 }
 
 struct PoolState {
@@ -176,13 +225,21 @@ impl Inner {
         let mut st = self.pool.lock();
         loop {
             if let Some(s) = st.idle.pop() {
-                return Ok(Pooled { inner: self, session: Some(s), dead: false });
+                return Ok(Pooled {
+                    inner: self,
+                    session: Some(s),
+                    dead: false,
+                });
             }
             if st.open < self.max_sessions {
                 st.open += 1;
                 drop(st);
                 return match self.ctx.open_ro_session(self.slot) {
-                    Ok(s) => Ok(Pooled { inner: self, session: Some(s), dead: false }),
+                    Ok(s) => Ok(Pooled {
+                        inner: self,
+                        session: Some(s),
+                        dead: false,
+                    }),
                     Err(e) => {
                         self.pool.lock().open -= 1;
                         self.available.notify_one();
@@ -196,7 +253,10 @@ impl Inner {
 
     fn login(&self) -> Result<(), HsmError> {
         let anchor = self.anchor.lock();
-        match anchor.login(UserType::User, Some(&AuthPin::from(self.pin.as_str().to_owned()))) {
+        match anchor.login(
+            UserType::User,
+            Some(&AuthPin::from(self.pin.as_str().to_owned())),
+        ) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
             Err(e) => Err(login_err(&self.token_label, e)),
         }
@@ -284,9 +344,15 @@ impl KeyAttributes {
         need(self.token, "not a token object (CKA_TOKEN false)");
         need(self.private, "not private (CKA_PRIVATE false)");
         need(self.sensitive, "not sensitive (CKA_SENSITIVE false)");
-        need(self.always_sensitive, "was not always sensitive (CKA_ALWAYS_SENSITIVE false)");
+        need(
+            self.always_sensitive,
+            "was not always sensitive (CKA_ALWAYS_SENSITIVE false)",
+        );
         need(!self.extractable, "extractable (CKA_EXTRACTABLE true)");
-        need(self.never_extractable, "was extractable once (CKA_NEVER_EXTRACTABLE false)");
+        need(
+            self.never_extractable,
+            "was extractable once (CKA_NEVER_EXTRACTABLE false)",
+        );
         need(self.sign, "cannot sign (CKA_SIGN false)");
         need(!self.decrypt, "can decrypt (CKA_DECRYPT true)");
         need(!self.unwrap, "can unwrap (CKA_UNWRAP true)");
@@ -320,8 +386,15 @@ impl SelfCheckReport {
     pub fn into_result(self) -> Result<(), HsmError> {
         match self.keys.into_iter().find(|k| !k.problems.is_empty()) {
             None => Ok(()),
-            Some(k) if k.attributes.is_none() => Err(HsmError::KeyNotFound { token: self.token, key: k.label }),
-            Some(k) => Err(HsmError::UnsafeKey { token: self.token, key: k.label, problems: k.problems }),
+            Some(k) if k.attributes.is_none() => Err(HsmError::KeyNotFound {
+                token: self.token,
+                key: k.label,
+            }),
+            Some(k) => Err(HsmError::UnsafeKey {
+                token: self.token,
+                key: k.label,
+                problems: k.problems,
+            }),
         }
     }
 }
@@ -332,7 +405,9 @@ impl Hsm {
         let ctx = context_for(&cfg.module)?;
         let slot = find_token(&ctx, &cfg.module, &cfg.token_label)?;
         let pin = cfg.pin.read()?;
-        let anchor = ctx.open_ro_session(slot).map_err(|e| module_err(&cfg.module, "C_OpenSession", e))?;
+        let anchor = ctx
+            .open_ro_session(slot)
+            .map_err(|e| module_err(&cfg.module, "C_OpenSession", e))?;
         // Ask for the two mechanisms directly: listing every mechanism makes cryptoki log each
         // vendor mechanism it does not know.
         let has = |m: MechanismType| ctx.get_mechanism_info(slot, m).is_ok();
@@ -345,13 +420,18 @@ impl Hsm {
             slot,
             pin,
             max_sessions: cfg.sessions.max(1),
-            pool: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
+            pool: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
             available: Condvar::new(),
             anchor: Mutex::new(anchor),
         };
         inner.login()?;
         tracing::info!(module = %cfg.module.display(), token = %cfg.token_label, "HSM token opened");
-        Ok(Hsm { inner: Arc::new(inner) })
+        Ok(Hsm {
+            inner: Arc::new(inner),
+        })
     }
 
     pub fn token_label(&self) -> &str {
@@ -370,8 +450,14 @@ impl Hsm {
 
     pub fn token_summary(&self) -> Result<TokenSummary, HsmError> {
         let i = &self.inner;
-        let info = i.ctx.get_token_info(i.slot).map_err(|e| module_err(&i.module, "C_GetTokenInfo", e))?;
-        let lib = i.ctx.get_library_info().map_err(|e| module_err(&i.module, "C_GetInfo", e))?;
+        let info = i
+            .ctx
+            .get_token_info(i.slot)
+            .map_err(|e| module_err(&i.module, "C_GetTokenInfo", e))?;
+        let lib = i
+            .ctx
+            .get_library_info()
+            .map_err(|e| module_err(&i.module, "C_GetInfo", e))?;
         Ok(TokenSummary {
             module: i.module.clone(),
             label: info.label().to_owned(),
@@ -384,12 +470,26 @@ impl Hsm {
 
     fn op_err(&self, key: &str, op: &'static str, e: CkError) -> HsmError {
         let (rv, rv_hint) = describe(&e);
-        HsmError::Operation { token: self.inner.token_label.clone(), key: key.into(), op, rv, rv_hint }
+        HsmError::Operation {
+            token: self.inner.token_label.clone(),
+            key: key.into(),
+            op,
+            rv,
+            rv_hint,
+        }
     }
 
-    fn find(&self, session: &Session, class: ObjectClass, label: &str) -> Result<Vec<ObjectHandle>, HsmError> {
+    fn find(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+    ) -> Result<Vec<ObjectHandle>, HsmError> {
         session
-            .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
             .map_err(|e| self.op_err(label, "C_FindObjects", e))
     }
 
@@ -400,15 +500,28 @@ impl Hsm {
     pub fn generate_key_pair(&self, label: &str, alg: KeyAlgorithm) -> Result<HsmKey, HsmError> {
         let i = &self.inner;
         if label.is_empty() || label.len() > 64 {
-            return Err(HsmError::UnsupportedKey(format!("key label '{label}' must be 1 to 64 characters")));
+            return Err(HsmError::UnsupportedKey(format!(
+                "key label '{label}' must be 1 to 64 characters"
+            )));
         }
-        let session = i.ctx.open_rw_session(i.slot).map_err(|e| self.op_err(label, "C_OpenSession", e))?;
-        if !self.find(&session, ObjectClass::PRIVATE_KEY, label)?.is_empty()
-            || !self.find(&session, ObjectClass::PUBLIC_KEY, label)?.is_empty()
+        let session = i
+            .ctx
+            .open_rw_session(i.slot)
+            .map_err(|e| self.op_err(label, "C_OpenSession", e))?;
+        if !self
+            .find(&session, ObjectClass::PRIVATE_KEY, label)?
+            .is_empty()
+            || !self
+                .find(&session, ObjectClass::PUBLIC_KEY, label)?
+                .is_empty()
         {
-            return Err(HsmError::KeyExists { token: i.token_label.clone(), key: label.into() });
+            return Err(HsmError::KeyExists {
+                token: i.token_label.clone(),
+                key: label.into(),
+            });
         }
-        let id = ring::digest::digest(&ring::digest::SHA256, label.as_bytes()).as_ref()[..16].to_vec();
+        let id =
+            ring::digest::digest(&ring::digest::SHA256, label.as_bytes()).as_ref()[..16].to_vec();
         let common = |v: &mut Vec<Attribute>| {
             v.push(Attribute::Token(true));
             v.push(Attribute::Label(label.as_bytes().to_vec()));
@@ -449,7 +562,11 @@ impl Hsm {
         let key = self.key(label)?;
         let check = self.check_key(label);
         if !check.problems.is_empty() {
-            return Err(HsmError::UnsafeKey { token: i.token_label.clone(), key: label.into(), problems: check.problems });
+            return Err(HsmError::UnsafeKey {
+                token: i.token_label.clone(),
+                key: label.into(),
+                problems: check.problems,
+            });
         }
         Ok(key)
     }
@@ -470,7 +587,13 @@ impl Hsm {
                 let public_attrs = match pubs.first() {
                     Some(h) => Some(s.get_attributes(
                         *h,
-                        &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::EcPoint, AttributeType::Modulus, AttributeType::PublicExponent],
+                        &[
+                            AttributeType::KeyType,
+                            AttributeType::EcParams,
+                            AttributeType::EcPoint,
+                            AttributeType::Modulus,
+                            AttributeType::PublicExponent,
+                        ],
                     )?),
                     None => None,
                 };
@@ -479,18 +602,42 @@ impl Hsm {
             .map_err(|e| self.op_err(label, "C_FindObjects", e))?;
         let (privs, pub_count, public_attrs) = found;
         let handle = match privs.len() {
-            0 => return Err(HsmError::KeyNotFound { token: i.token_label.clone(), key: label.into() }),
+            0 => {
+                return Err(HsmError::KeyNotFound {
+                    token: i.token_label.clone(),
+                    key: label.into(),
+                });
+            }
             1 => privs[0],
-            n => return Err(HsmError::KeyAmbiguous { token: i.token_label.clone(), key: label.into(), count: n }),
+            n => {
+                return Err(HsmError::KeyAmbiguous {
+                    token: i.token_label.clone(),
+                    key: label.into(),
+                    count: n,
+                });
+            }
         };
         if pub_count > 1 {
-            return Err(HsmError::KeyAmbiguous { token: i.token_label.clone(), key: label.into(), count: pub_count });
+            return Err(HsmError::KeyAmbiguous {
+                token: i.token_label.clone(),
+                key: label.into(),
+                count: pub_count,
+            });
         }
         let attrs = public_attrs.ok_or_else(|| {
-            HsmError::UnsupportedKey(format!("key '{label}' on token '{}' has no public-key object", i.token_label))
+            HsmError::UnsupportedKey(format!(
+                "key '{label}' on token '{}' has no public-key object",
+                i.token_label
+            ))
         })?;
         let (algorithm, spki) = public_key_from_attrs(&attrs)?;
-        Ok(HsmKey { hsm: self.clone(), label: label.into(), handle, algorithm, spki })
+        Ok(HsmKey {
+            hsm: self.clone(),
+            label: label.into(),
+            handle,
+            algorithm,
+            spki,
+        })
     }
 
     /// Read the security attributes of a private key.
@@ -523,11 +670,18 @@ impl Hsm {
                 }
             })
             .map_err(|e| self.op_err(label, "C_GetAttributeValue", e))?
-            .ok_or_else(|| HsmError::KeyNotFound { token: i.token_label.clone(), key: label.into() })?;
+            .ok_or_else(|| HsmError::KeyNotFound {
+                token: i.token_label.clone(),
+                key: label.into(),
+            })?;
         // Attributes a module does not report keep their "unsafe" default for the booleans that
         // must be true (sensitive, never-extractable...) and "safe" for the ones that must be false
         // only if absent is impossible: CKA_EXTRACTABLE defaults to true, so absent = unsafe.
-        let mut k = KeyAttributes { extractable: true, decrypt: false, ..Default::default() };
+        let mut k = KeyAttributes {
+            extractable: true,
+            decrypt: false,
+            ..Default::default()
+        };
         for a in attrs {
             match a {
                 Attribute::Token(v) => k.token = v,
@@ -551,7 +705,12 @@ impl Hsm {
     /// readable (some modules answer `C_GetAttributeValue(CKA_VALUE)` with an empty value rather
     /// than an error: both count as "not readable").
     pub fn check_key(&self, label: &str) -> KeyCheck {
-        let mut check = KeyCheck { label: label.into(), algorithm: None, attributes: None, problems: Vec::new() };
+        let mut check = KeyCheck {
+            label: label.into(),
+            algorithm: None,
+            attributes: None,
+            problems: Vec::new(),
+        };
         match self.key(label) {
             Ok(k) => check.algorithm = Some(k.algorithm),
             Err(e) => {
@@ -567,7 +726,9 @@ impl Hsm {
             Err(e) => check.problems.push(e.to_string()),
         }
         if let Ok(true) = self.secret_value_readable(label) {
-            check.problems.push("private key value is readable from the token".into());
+            check
+                .problems
+                .push("private key value is readable from the token".into());
         }
         check
     }
@@ -582,11 +743,17 @@ impl Hsm {
             ])?;
             let mut readable = false;
             for h in privs {
-                for t in [AttributeType::Value, AttributeType::PrivateExponent, AttributeType::Prime1] {
+                for t in [
+                    AttributeType::Value,
+                    AttributeType::PrivateExponent,
+                    AttributeType::Prime1,
+                ] {
                     // An error (CKR_ATTRIBUTE_SENSITIVE) or an empty answer both mean "not readable".
                     if let Ok(attrs) = s.get_attributes(h, &[t]) {
                         readable |= attrs.iter().any(|a| match a {
-                            Attribute::Value(v) | Attribute::PrivateExponent(v) | Attribute::Prime1(v) => !v.is_empty(),
+                            Attribute::Value(v)
+                            | Attribute::PrivateExponent(v)
+                            | Attribute::Prime1(v) => !v.is_empty(),
                             _ => false,
                         });
                     }
@@ -625,7 +792,8 @@ impl Hsm {
 
     /// Random bytes from the token's generator.
     pub fn random(&self, len: usize) -> Result<Vec<u8>, HsmError> {
-        let n = u32::try_from(len).map_err(|_| HsmError::Malformed("random length too large".into()))?;
+        let n = u32::try_from(len)
+            .map_err(|_| HsmError::Malformed("random length too large".into()))?;
         self.inner
             .with_session(|s| s.generate_random_vec(n))
             .map_err(|e| self.op_err("-", "C_GenerateRandom", e))
@@ -647,13 +815,24 @@ fn public_key_from_attrs(attrs: &[Attribute]) -> Result<(KeyAlgorithm, Vec<u8>),
     }
     match key_type {
         Some(KeyType::EC) => {
-            let alg = ec_alg_from_params(params.ok_or_else(|| HsmError::UnsupportedKey("EC key without CKA_EC_PARAMS".into()))?)?;
-            let spki = ec_spki(alg, point.ok_or_else(|| HsmError::UnsupportedKey("EC key without CKA_EC_POINT".into()))?)?;
+            let alg =
+                ec_alg_from_params(params.ok_or_else(|| {
+                    HsmError::UnsupportedKey("EC key without CKA_EC_PARAMS".into())
+                })?)?;
+            let spki = ec_spki(
+                alg,
+                point.ok_or_else(|| {
+                    HsmError::UnsupportedKey("EC key without CKA_EC_POINT".into())
+                })?,
+            )?;
             Ok((alg, spki))
         }
         Some(KeyType::RSA) => {
-            let m = modulus.ok_or_else(|| HsmError::UnsupportedKey("RSA key without CKA_MODULUS".into()))?;
-            let e = exponent.ok_or_else(|| HsmError::UnsupportedKey("RSA key without CKA_PUBLIC_EXPONENT".into()))?;
+            let m = modulus
+                .ok_or_else(|| HsmError::UnsupportedKey("RSA key without CKA_MODULUS".into()))?;
+            let e = exponent.ok_or_else(|| {
+                HsmError::UnsupportedKey("RSA key without CKA_PUBLIC_EXPONENT".into())
+            })?;
             let bits = m.len() * 8 - m.first().map(|b| b.leading_zeros() as usize).unwrap_or(0);
             Ok((rsa_alg_from_bits(bits)?, rsa_spki(m, e)?))
         }
@@ -700,24 +879,52 @@ impl Signer for HsmKey {
         &self.spki
     }
 
-    fn sign(&self, alg: SignatureAlgorithm, message: &[u8], format: SigFormat) -> Result<Vec<u8>, HsmError> {
+    fn sign(
+        &self,
+        alg: SignatureAlgorithm,
+        message: &[u8],
+        format: SigFormat,
+    ) -> Result<Vec<u8>, HsmError> {
         if !alg.fits(self.algorithm) {
-            return Err(HsmError::AlgorithmMismatch { key: self.algorithm, signature: alg });
+            return Err(HsmError::AlgorithmMismatch {
+                key: self.algorithm,
+                signature: alg,
+            });
         }
         let inner = &self.hsm.inner;
-        let pss = |hash: MechanismType, mgf: PkcsMgfType, len: u64| PkcsPssParams { hash_alg: hash, mgf, s_len: len.into() };
+        let pss = |hash: MechanismType, mgf: PkcsMgfType, len: u64| PkcsPssParams {
+            hash_alg: hash,
+            mgf,
+            s_len: len.into(),
+        };
         let (mechanism, prehash) = match alg {
             SignatureAlgorithm::RsaPkcs1Sha256 => (Mechanism::Sha256RsaPkcs, false),
             SignatureAlgorithm::RsaPkcs1Sha384 => (Mechanism::Sha384RsaPkcs, false),
-            SignatureAlgorithm::RsaPssSha256 => {
-                (Mechanism::Sha256RsaPkcsPss(pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32)), false)
+            SignatureAlgorithm::RsaPssSha256 => (
+                Mechanism::Sha256RsaPkcsPss(pss(
+                    MechanismType::SHA256,
+                    PkcsMgfType::MGF1_SHA256,
+                    32,
+                )),
+                false,
+            ),
+            SignatureAlgorithm::RsaPssSha384 => (
+                Mechanism::Sha384RsaPkcsPss(pss(
+                    MechanismType::SHA384,
+                    PkcsMgfType::MGF1_SHA384,
+                    48,
+                )),
+                false,
+            ),
+            SignatureAlgorithm::EcdsaSha256 if inner.ecdsa_sha256 => {
+                (Mechanism::EcdsaSha256, false)
             }
-            SignatureAlgorithm::RsaPssSha384 => {
-                (Mechanism::Sha384RsaPkcsPss(pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48)), false)
+            SignatureAlgorithm::EcdsaSha384 if inner.ecdsa_sha384 => {
+                (Mechanism::EcdsaSha384, false)
             }
-            SignatureAlgorithm::EcdsaSha256 if inner.ecdsa_sha256 => (Mechanism::EcdsaSha256, false),
-            SignatureAlgorithm::EcdsaSha384 if inner.ecdsa_sha384 => (Mechanism::EcdsaSha384, false),
-            SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => (Mechanism::Ecdsa, true),
+            SignatureAlgorithm::EcdsaSha256 | SignatureAlgorithm::EcdsaSha384 => {
+                (Mechanism::Ecdsa, true)
+            }
         };
         let digest;
         let input: &[u8] = if prehash {
@@ -732,7 +939,10 @@ impl Signer for HsmKey {
         if alg.is_ecdsa() {
             let width = ec_coordinate_len(self.algorithm);
             if sig.len() != 2 * width {
-                return Err(HsmError::Malformed(format!("token returned a {}-byte ECDSA signature", sig.len())));
+                return Err(HsmError::Malformed(format!(
+                    "token returned a {}-byte ECDSA signature",
+                    sig.len()
+                )));
             }
             match format {
                 SigFormat::Raw => Ok(sig),

@@ -28,9 +28,14 @@ impl SoftwareSigner {
         let fixed = match alg {
             KeyAlgorithm::EcP256 => &rs::ECDSA_P256_SHA256_FIXED_SIGNING,
             KeyAlgorithm::EcP384 => &rs::ECDSA_P384_SHA384_FIXED_SIGNING,
-            other => return Err(HsmError::UnsupportedKey(format!("software generation of {other} keys (use from_pkcs8)"))),
+            other => {
+                return Err(HsmError::UnsupportedKey(format!(
+                    "software generation of {other} keys (use from_pkcs8)"
+                )));
+            }
         };
-        let pkcs8 = rs::EcdsaKeyPair::generate_pkcs8(fixed, &rng).map_err(|_| HsmError::Malformed("EC key generation failed".into()))?;
+        let pkcs8 = rs::EcdsaKeyPair::generate_pkcs8(fixed, &rng)
+            .map_err(|_| HsmError::Malformed("EC key generation failed".into()))?;
         Self::from_pkcs8(label, pkcs8.as_ref())
     }
 
@@ -38,21 +43,36 @@ impl SoftwareSigner {
     pub fn from_pkcs8(label: &str, pkcs8: &[u8]) -> Result<Self, HsmError> {
         let rng = SystemRandom::new();
         let bad = |_| HsmError::Malformed("PKCS#8 key not usable".into());
-        let (key, algorithm, spki) = if let Ok(k) = rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng) {
+        let (key, algorithm, spki) = if let Ok(k) =
+            rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+        {
             let spki = crate::encoding::ec_spki(KeyAlgorithm::EcP256, k.public_key().as_ref())?;
-            let asn1 = rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng).map_err(bad)?;
+            let asn1 =
+                rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
+                    .map_err(bad)?;
             (Key::P256(k, asn1), KeyAlgorithm::EcP256, spki)
-        } else if let Ok(k) = rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8, &rng) {
+        } else if let Ok(k) =
+            rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8, &rng)
+        {
             let spki = crate::encoding::ec_spki(KeyAlgorithm::EcP384, k.public_key().as_ref())?;
-            let asn1 = rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8, &rng).map_err(bad)?;
+            let asn1 =
+                rs::EcdsaKeyPair::from_pkcs8(&rs::ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8, &rng)
+                    .map_err(bad)?;
             (Key::P384(k, asn1), KeyAlgorithm::EcP384, spki)
         } else {
-            let k = rs::RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| HsmError::Malformed(format!("PKCS#8 key: {e}")))?;
+            let k = rs::RsaKeyPair::from_pkcs8(pkcs8)
+                .map_err(|e| HsmError::Malformed(format!("PKCS#8 key: {e}")))?;
             let der = rsa_public_to_spki(k.public().as_ref())?;
             let alg = parse_spki(&der)?.algorithm;
             (Key::Rsa(k), alg, der)
         };
-        Ok(SoftwareSigner { label: label.into(), algorithm, spki, key, rng })
+        Ok(SoftwareSigner {
+            label: label.into(),
+            algorithm,
+            spki,
+            key,
+            rng,
+        })
     }
 }
 
@@ -81,26 +101,49 @@ impl Signer for SoftwareSigner {
         &self.spki
     }
 
-    fn sign(&self, alg: SignatureAlgorithm, message: &[u8], format: SigFormat) -> Result<Vec<u8>, HsmError> {
+    fn sign(
+        &self,
+        alg: SignatureAlgorithm,
+        message: &[u8],
+        format: SigFormat,
+    ) -> Result<Vec<u8>, HsmError> {
         if !alg.fits(self.algorithm) {
-            return Err(HsmError::AlgorithmMismatch { key: self.algorithm, signature: alg });
+            return Err(HsmError::AlgorithmMismatch {
+                key: self.algorithm,
+                signature: alg,
+            });
         }
         let fail = |_| HsmError::Malformed("software signing failed".into());
         match (&self.key, alg) {
-            (Key::P256(fixed, asn1), SignatureAlgorithm::EcdsaSha256) | (Key::P384(fixed, asn1), SignatureAlgorithm::EcdsaSha384) => {
-                match format {
-                    SigFormat::Raw => Ok(fixed.sign(&self.rng, message).map_err(fail)?.as_ref().to_vec()),
-                    SigFormat::Der => Ok(asn1.sign(&self.rng, message).map_err(fail)?.as_ref().to_vec()),
-                }
-            }
-            (Key::P256(..) | Key::P384(..), _) => Err(HsmError::AlgorithmMismatch { key: self.algorithm, signature: alg }),
+            (Key::P256(fixed, asn1), SignatureAlgorithm::EcdsaSha256)
+            | (Key::P384(fixed, asn1), SignatureAlgorithm::EcdsaSha384) => match format {
+                SigFormat::Raw => Ok(fixed
+                    .sign(&self.rng, message)
+                    .map_err(fail)?
+                    .as_ref()
+                    .to_vec()),
+                SigFormat::Der => Ok(asn1
+                    .sign(&self.rng, message)
+                    .map_err(fail)?
+                    .as_ref()
+                    .to_vec()),
+            },
+            (Key::P256(..) | Key::P384(..), _) => Err(HsmError::AlgorithmMismatch {
+                key: self.algorithm,
+                signature: alg,
+            }),
             (Key::Rsa(k), _) => {
                 let enc: &dyn rs::RsaEncoding = match alg {
                     SignatureAlgorithm::RsaPkcs1Sha256 => &rs::RSA_PKCS1_SHA256,
                     SignatureAlgorithm::RsaPkcs1Sha384 => &rs::RSA_PKCS1_SHA384,
                     SignatureAlgorithm::RsaPssSha256 => &rs::RSA_PSS_SHA256,
                     SignatureAlgorithm::RsaPssSha384 => &rs::RSA_PSS_SHA384,
-                    _ => return Err(HsmError::AlgorithmMismatch { key: self.algorithm, signature: alg }),
+                    _ => {
+                        return Err(HsmError::AlgorithmMismatch {
+                            key: self.algorithm,
+                            signature: alg,
+                        });
+                    }
                 };
                 let mut sig = vec![0u8; k.public().modulus_len()];
                 k.sign(enc, &self.rng, message, &mut sig).map_err(fail)?;
@@ -109,4 +152,3 @@ impl Signer for SoftwareSigner {
         }
     }
 }
-

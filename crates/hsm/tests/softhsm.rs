@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use cps_hsm::{
-    Hsm, HsmConfig, HsmError, KeyAlgorithm, PinSource, SigFormat, SignatureAlgorithm, Signer, SoftwareSigner,
-    init_token_on_free_slot, verify_signature,
+    Hsm, HsmConfig, HsmError, KeyAlgorithm, PinSource, SigFormat, SignatureAlgorithm, Signer,
+    SoftwareSigner, init_token_on_free_slot, verify_signature,
 };
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -43,7 +43,12 @@ fn token(label: &str) -> Hsm {
 }
 
 fn config(label: &str) -> HsmConfig {
-    HsmConfig { module: SOFTHSM.into(), token_label: label.into(), pin: PinSource::Env(PIN_VAR.into()), sessions: 4 }
+    HsmConfig {
+        module: SOFTHSM.into(),
+        token_label: label.into(),
+        pin: PinSource::Env(PIN_VAR.into()),
+        sessions: 4,
+    }
 }
 
 fn algorithms_for(key: KeyAlgorithm) -> Vec<SignatureAlgorithm> {
@@ -64,15 +69,34 @@ fn exercise_signer(signer: &dyn Signer) {
             verify_signature(signer.public_key_der(), alg, msg, &sig, format)
                 .unwrap_or_else(|e| panic!("{alg} {format:?} from {}: {e}", signer.label()));
             // A changed message must not verify.
-            assert!(verify_signature(signer.public_key_der(), alg, b"other", &sig, format).is_err());
+            assert!(
+                verify_signature(signer.public_key_der(), alg, b"other", &sig, format).is_err()
+            );
         }
     }
     // The wrong family of algorithm is refused, not attempted.
-    let wrong = if signer.key_algorithm().is_rsa() { SignatureAlgorithm::EcdsaSha256 } else { SignatureAlgorithm::RsaPkcs1Sha256 };
-    assert!(matches!(signer.sign(wrong, msg, SigFormat::Der), Err(HsmError::AlgorithmMismatch { .. })));
+    let wrong = if signer.key_algorithm().is_rsa() {
+        SignatureAlgorithm::EcdsaSha256
+    } else {
+        SignatureAlgorithm::RsaPkcs1Sha256
+    };
+    assert!(matches!(
+        signer.sign(wrong, msg, SigFormat::Der),
+        Err(HsmError::AlgorithmMismatch { .. })
+    ));
     if !signer.key_algorithm().is_rsa() {
-        let raw = signer.sign(signer.key_algorithm().default_signature(), msg, SigFormat::Raw).unwrap();
-        let width = if signer.key_algorithm() == KeyAlgorithm::EcP384 { 48 } else { 32 };
+        let raw = signer
+            .sign(
+                signer.key_algorithm().default_signature(),
+                msg,
+                SigFormat::Raw,
+            )
+            .unwrap();
+        let width = if signer.key_algorithm() == KeyAlgorithm::EcP384 {
+            48
+        } else {
+            32
+        };
         assert_eq!(raw.len(), 2 * width, "raw ECDSA is fixed-width r||s");
     }
 }
@@ -87,7 +111,12 @@ fn software_signer_contract() {
 #[test]
 fn hsm_signer_contract_every_algorithm() {
     let hsm = token("contract");
-    for (label, alg) in [("p256", KeyAlgorithm::EcP256), ("p384", KeyAlgorithm::EcP384), ("rsa2048", KeyAlgorithm::Rsa2048), ("rsa3072", KeyAlgorithm::Rsa3072)] {
+    for (label, alg) in [
+        ("p256", KeyAlgorithm::EcP256),
+        ("p384", KeyAlgorithm::EcP384),
+        ("rsa2048", KeyAlgorithm::Rsa2048),
+        ("rsa3072", KeyAlgorithm::Rsa3072),
+    ] {
         let key = hsm.generate_key_pair(label, alg).unwrap();
         assert_eq!(key.key_algorithm(), alg);
         exercise_signer(&key);
@@ -95,17 +124,35 @@ fn hsm_signer_contract_every_algorithm() {
         let again = hsm.key(label).unwrap();
         assert_eq!(again.public_key_der(), key.public_key_der());
     }
-    assert!(!hsm.has_combined_ecdsa(), "SoftHSM 2.6.1 has no CKM_ECDSA_SHA256: the pre-hash path is under test");
+    assert!(
+        !hsm.has_combined_ecdsa(),
+        "SoftHSM 2.6.1 has no CKM_ECDSA_SHA256: the pre-hash path is under test"
+    );
 }
 
 #[test]
 fn generated_keys_have_the_mandated_attributes_and_cannot_be_read() {
     let hsm = token("attrs");
-    for (label, alg) in [("k-ec", KeyAlgorithm::EcP256), ("k-rsa", KeyAlgorithm::Rsa2048)] {
+    for (label, alg) in [
+        ("k-ec", KeyAlgorithm::EcP256),
+        ("k-rsa", KeyAlgorithm::Rsa2048),
+    ] {
         hsm.generate_key_pair(label, alg).unwrap();
         let a = hsm.key_attributes(label).unwrap();
-        assert!(a.token && a.private && a.sensitive && a.always_sensitive && a.never_extractable && a.sign && a.local, "{a:?}");
-        assert!(!a.extractable && !a.decrypt && !a.unwrap && !a.derive, "{a:?}");
+        assert!(
+            a.token
+                && a.private
+                && a.sensitive
+                && a.always_sensitive
+                && a.never_extractable
+                && a.sign
+                && a.local,
+            "{a:?}"
+        );
+        assert!(
+            !a.extractable && !a.decrypt && !a.unwrap && !a.derive,
+            "{a:?}"
+        );
         assert!(a.problems().is_empty());
         assert!(!hsm.secret_value_readable(label).unwrap());
     }
@@ -137,8 +184,23 @@ fn self_check_refuses_extractable_and_missing_keys() {
     let label = b"exportable".to_vec();
     s.generate_key_pair(
         &Mechanism::EccKeyPairGen,
-        &[Attribute::Token(true), Attribute::Label(label.clone()), Attribute::EcParams(vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]), Attribute::Verify(true)],
-        &[Attribute::Token(true), Attribute::Label(label), Attribute::Private(true), Attribute::Sensitive(false), Attribute::Extractable(true), Attribute::Sign(true), Attribute::Derive(true)],
+        &[
+            Attribute::Token(true),
+            Attribute::Label(label.clone()),
+            Attribute::EcParams(vec![
+                0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+            ]),
+            Attribute::Verify(true),
+        ],
+        &[
+            Attribute::Token(true),
+            Attribute::Label(label),
+            Attribute::Private(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Sign(true),
+            Attribute::Derive(true),
+        ],
     )
     .unwrap();
     drop(s);
@@ -146,22 +208,53 @@ fn self_check_refuses_extractable_and_missing_keys() {
     let report = hsm.self_check(&["exportable", "absent"]);
     assert!(!report.is_ok());
     let bad = &report.keys[0];
-    assert!(bad.problems.iter().any(|p| p.contains("CKA_EXTRACTABLE true")), "{:?}", bad.problems);
-    assert!(bad.problems.iter().any(|p| p.contains("CKA_SENSITIVE false")), "{:?}", bad.problems);
-    assert!(bad.problems.iter().any(|p| p.contains("CKA_DERIVE true")), "{:?}", bad.problems);
-    assert!(bad.problems.iter().any(|p| p.contains("readable from the token")), "{:?}", bad.problems);
+    assert!(
+        bad.problems
+            .iter()
+            .any(|p| p.contains("CKA_EXTRACTABLE true")),
+        "{:?}",
+        bad.problems
+    );
+    assert!(
+        bad.problems
+            .iter()
+            .any(|p| p.contains("CKA_SENSITIVE false")),
+        "{:?}",
+        bad.problems
+    );
+    assert!(
+        bad.problems.iter().any(|p| p.contains("CKA_DERIVE true")),
+        "{:?}",
+        bad.problems
+    );
+    assert!(
+        bad.problems
+            .iter()
+            .any(|p| p.contains("readable from the token")),
+        "{:?}",
+        bad.problems
+    );
     assert!(report.keys[1].attributes.is_none());
     let err = report.into_result().unwrap_err().to_string();
-    assert!(err.contains("key 'exportable' on token 'weak' is unsafe"), "{err}");
+    assert!(
+        err.contains("key 'exportable' on token 'weak' is unsafe"),
+        "{err}"
+    );
 }
 
 #[test]
 fn generating_over_an_existing_label_is_refused() {
     let hsm = token("dup");
     let first = hsm.generate_key_pair("ca", KeyAlgorithm::EcP256).unwrap();
-    let err = hsm.generate_key_pair("ca", KeyAlgorithm::EcP256).unwrap_err();
+    let err = hsm
+        .generate_key_pair("ca", KeyAlgorithm::EcP256)
+        .unwrap_err();
     assert!(matches!(err, HsmError::KeyExists { .. }), "{err}");
-    assert_eq!(hsm.key("ca").unwrap().public_key_der(), first.public_key_der(), "original key untouched");
+    assert_eq!(
+        hsm.key("ca").unwrap().public_key_der(),
+        first.public_key_der(),
+        "original key untouched"
+    );
     assert_eq!(hsm.private_key_labels().unwrap(), vec!["ca".to_string()]);
 }
 
@@ -170,31 +263,52 @@ fn actionable_errors() {
     let hsm = token("errors");
     // Missing key names the token and the key.
     let err = hsm.key("nope").unwrap_err().to_string();
-    assert!(err.contains("key 'nope' not found on token 'errors'"), "{err}");
+    assert!(
+        err.contains("key 'nope' not found on token 'errors'"),
+        "{err}"
+    );
     // Missing token lists those present.
     let err = Hsm::open(&config("no-such-token")).unwrap_err().to_string();
-    assert!(err.contains("token 'no-such-token' not found") && err.contains("'errors'"), "{err}");
+    assert!(
+        err.contains("token 'no-such-token' not found") && err.contains("'errors'"),
+        "{err}"
+    );
     // Wrong PIN: the return code and a hint.
     let dir = tempfile::tempdir().unwrap();
     let pin_file = dir.path().join("pin");
     std::fs::write(&pin_file, "000000\n").unwrap();
-    std::fs::set_permissions(&pin_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let mut cfg = config("wrongpin");
     init_token_on_free_slot(Path::new(SOFTHSM), "wrongpin", "87654321", PIN).unwrap();
     cfg.pin = PinSource::File(pin_file);
     let err = Hsm::open(&cfg).unwrap_err().to_string();
-    assert!(err.contains("login to token 'wrongpin' failed") && err.contains("CKR_PIN_INCORRECT") && err.contains("wrong PIN"), "{err}");
+    assert!(
+        err.contains("login to token 'wrongpin' failed")
+            && err.contains("CKR_PIN_INCORRECT")
+            && err.contains("wrong PIN"),
+        "{err}"
+    );
     // A file that is not a PKCS#11 library.
     let not_lib = dir.path().join("libnot.so");
     std::fs::write(&not_lib, "this is not a shared library").unwrap();
     let mut cfg = config("errors");
     cfg.module = not_lib.clone();
     let err = Hsm::open(&cfg).unwrap_err().to_string();
-    assert!(err.contains("cannot load PKCS#11 module") && err.contains(not_lib.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("cannot load PKCS#11 module") && err.contains(not_lib.to_str().unwrap()),
+        "{err}"
+    );
     // A real shared library that is not PKCS#11.
     cfg.module = PathBuf::from(find_libc());
     let err = Hsm::open(&cfg).unwrap_err().to_string();
-    assert!(err.contains("PKCS#11 module") || err.contains("C_GetFunctionList"), "{err}");
+    assert!(
+        err.contains("PKCS#11 module") || err.contains("C_GetFunctionList"),
+        "{err}"
+    );
     // A module path that does not exist.
     cfg.module = dir.path().join("missing.so");
     let err = Hsm::open(&cfg).unwrap_err().to_string();
@@ -202,10 +316,14 @@ fn actionable_errors() {
 }
 
 fn find_libc() -> &'static str {
-    ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libm.so.6"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("a non-PKCS#11 shared library")
+    [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/x86_64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("a non-PKCS#11 shared library")
 }
 
 #[test]
@@ -218,8 +336,21 @@ fn concurrent_signing_through_a_small_pool() {
             std::thread::spawn(move || {
                 for i in 0..200 {
                     let msg = format!("thread {t} message {i}");
-                    let sig = key.sign(SignatureAlgorithm::EcdsaSha256, msg.as_bytes(), SigFormat::Der).unwrap();
-                    verify_signature(key.public_key_der(), SignatureAlgorithm::EcdsaSha256, msg.as_bytes(), &sig, SigFormat::Der).unwrap();
+                    let sig = key
+                        .sign(
+                            SignatureAlgorithm::EcdsaSha256,
+                            msg.as_bytes(),
+                            SigFormat::Der,
+                        )
+                        .unwrap();
+                    verify_signature(
+                        key.public_key_der(),
+                        SignatureAlgorithm::EcdsaSha256,
+                        msg.as_bytes(),
+                        &sig,
+                        SigFormat::Der,
+                    )
+                    .unwrap();
                 }
             })
         })

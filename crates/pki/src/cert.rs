@@ -4,7 +4,7 @@
 use const_oid::ObjectIdentifier;
 use cps_hsm::{SigFormat, SignatureAlgorithm, Signer};
 use der::asn1::{AnyRef, BitStringRef, GeneralizedTime, IntRef, UtcTime};
-use der::{Decode, DateTime, Encode, Sequence};
+use der::{DateTime, Decode, Encode, Sequence};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::ext::Extension;
 use x509_cert::name::RdnSequence;
@@ -25,51 +25,83 @@ const RSASSA_PSS: ObjectIdentifier = oid("1.2.840.113549.1.1.10");
 
 /// RSASSA-PSS-params for SHA-256 / SHA-384: hash, MGF1 with the same hash, salt = hash length.
 const PSS_SHA256_PARAMS: &[u8] = &[
-    0x30, 0x34, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
-    0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09,
-    0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0xa2, 0x03, 0x02, 0x01, 0x20,
+    0x30, 0x34, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+    0x01, 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+    0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0xa2, 0x03, 0x02, 0x01, 0x20,
 ];
 const PSS_SHA384_PARAMS: &[u8] = &[
-    0x30, 0x34, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00,
-    0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09,
-    0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0xa2, 0x03, 0x02, 0x01, 0x30,
+    0x30, 0x34, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+    0x02, 0x05, 0x00, 0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+    0x01, 0x08, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
+    0x00, 0xa2, 0x03, 0x02, 0x01, 0x30,
 ];
 
 /// The `AlgorithmIdentifier` of a signature algorithm, as RFC 5758 / RFC 4055 want it (ECDSA:
 /// parameters absent; RSA PKCS#1: NULL; PSS: explicit parameters).
-pub fn signature_algorithm_identifier(alg: SignatureAlgorithm) -> Result<AlgorithmIdentifierOwned, PkiError> {
+pub fn signature_algorithm_identifier(
+    alg: SignatureAlgorithm,
+) -> Result<AlgorithmIdentifierOwned, PkiError> {
     let null = || Some(der::Any::from(der::asn1::Null));
     Ok(match alg {
-        SignatureAlgorithm::EcdsaSha256 => AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA256, parameters: None },
-        SignatureAlgorithm::EcdsaSha384 => AlgorithmIdentifierOwned { oid: ECDSA_WITH_SHA384, parameters: None },
-        SignatureAlgorithm::RsaPkcs1Sha256 => AlgorithmIdentifierOwned { oid: SHA256_WITH_RSA, parameters: null() },
-        SignatureAlgorithm::RsaPkcs1Sha384 => AlgorithmIdentifierOwned { oid: SHA384_WITH_RSA, parameters: null() },
-        SignatureAlgorithm::RsaPssSha256 => {
-            AlgorithmIdentifierOwned { oid: RSASSA_PSS, parameters: Some(der::Any::from_der(PSS_SHA256_PARAMS)?) }
+        SignatureAlgorithm::EcdsaSha256 => AlgorithmIdentifierOwned {
+            oid: ECDSA_WITH_SHA256,
+            parameters: None,
+        },
+        SignatureAlgorithm::EcdsaSha384 => AlgorithmIdentifierOwned {
+            oid: ECDSA_WITH_SHA384,
+            parameters: None,
+        },
+        SignatureAlgorithm::RsaPkcs1Sha256 => AlgorithmIdentifierOwned {
+            oid: SHA256_WITH_RSA,
+            parameters: null(),
+        },
+        SignatureAlgorithm::RsaPkcs1Sha384 => AlgorithmIdentifierOwned {
+            oid: SHA384_WITH_RSA,
+            parameters: null(),
+        },
+        SignatureAlgorithm::RsaPssSha256 => AlgorithmIdentifierOwned {
+            oid: RSASSA_PSS,
+            parameters: Some(der::Any::from_der(PSS_SHA256_PARAMS)?),
+        },
+        SignatureAlgorithm::RsaPssSha384 => AlgorithmIdentifierOwned {
+            oid: RSASSA_PSS,
+            parameters: Some(der::Any::from_der(PSS_SHA384_PARAMS)?),
+        },
+        _ => {
+            return Err(PkiError::Params(format!(
+                "unsupported signature algorithm {alg}"
+            )));
         }
-        SignatureAlgorithm::RsaPssSha384 => {
-            AlgorithmIdentifierOwned { oid: RSASSA_PSS, parameters: Some(der::Any::from_der(PSS_SHA384_PARAMS)?) }
-        }
-        _ => return Err(PkiError::Params(format!("unsupported signature algorithm {alg}"))),
     })
 }
 
-fn signature_algorithm_from_identifier(ai: &AlgorithmIdentifierOwned) -> Option<SignatureAlgorithm> {
-    let params = ai.parameters.as_ref().map(|p| p.to_der().unwrap_or_default());
+fn signature_algorithm_from_identifier(
+    ai: &AlgorithmIdentifierOwned,
+) -> Option<SignatureAlgorithm> {
+    let params = ai
+        .parameters
+        .as_ref()
+        .map(|p| p.to_der().unwrap_or_default());
     Some(match ai.oid {
         o if o == ECDSA_WITH_SHA256 => SignatureAlgorithm::EcdsaSha256,
         o if o == ECDSA_WITH_SHA384 => SignatureAlgorithm::EcdsaSha384,
         o if o == SHA256_WITH_RSA => SignatureAlgorithm::RsaPkcs1Sha256,
         o if o == SHA384_WITH_RSA => SignatureAlgorithm::RsaPkcs1Sha384,
-        o if o == RSASSA_PSS && params.as_deref() == Some(PSS_SHA256_PARAMS) => SignatureAlgorithm::RsaPssSha256,
-        o if o == RSASSA_PSS && params.as_deref() == Some(PSS_SHA384_PARAMS) => SignatureAlgorithm::RsaPssSha384,
+        o if o == RSASSA_PSS && params.as_deref() == Some(PSS_SHA256_PARAMS) => {
+            SignatureAlgorithm::RsaPssSha256
+        }
+        o if o == RSASSA_PSS && params.as_deref() == Some(PSS_SHA384_PARAMS) => {
+            SignatureAlgorithm::RsaPssSha384
+        }
         _ => return None,
     })
 }
 
 /// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
 pub(crate) fn x509_time(unix: i64) -> Result<Time, PkiError> {
-    let secs = u64::try_from(unix).map_err(|_| PkiError::Params(format!("time {unix} before 1970")))?;
+    let secs =
+        u64::try_from(unix).map_err(|_| PkiError::Params(format!("time {unix} before 1970")))?;
     let dt = DateTime::from_unix_duration(std::time::Duration::from_secs(secs))?;
     Ok(if dt.year() < 2050 {
         Time::UtcTime(UtcTime::from_date_time(dt)?)
@@ -120,9 +152,14 @@ pub struct Issuer<'a> {
 }
 
 /// Build and sign a v3 certificate; returns its DER.
-pub fn issue_certificate(params: &CertificateParams, issuer: &Issuer<'_>) -> Result<Vec<u8>, PkiError> {
+pub fn issue_certificate(
+    params: &CertificateParams,
+    issuer: &Issuer<'_>,
+) -> Result<Vec<u8>, PkiError> {
     if params.not_after <= params.not_before {
-        return Err(PkiError::Params("notAfter must be later than notBefore".into()));
+        return Err(PkiError::Params(
+            "notAfter must be later than notBefore".into(),
+        ));
     }
     if !issuer.signature.fits(issuer.signer.key_algorithm()) {
         return Err(PkiError::Params(format!(
@@ -132,8 +169,14 @@ pub fn issue_certificate(params: &CertificateParams, issuer: &Issuer<'_>) -> Res
         )));
     }
     for (i, e) in params.extensions.iter().enumerate() {
-        if params.extensions[..i].iter().any(|o| o.extn_id == e.extn_id) {
-            return Err(PkiError::Params(format!("extension {} appears twice", e.extn_id)));
+        if params.extensions[..i]
+            .iter()
+            .any(|o| o.extn_id == e.extn_id)
+        {
+            return Err(PkiError::Params(format!(
+                "extension {} appears twice",
+                e.extn_id
+            )));
         }
     }
     let algorithm = signature_algorithm_identifier(issuer.signature)?;
@@ -149,8 +192,12 @@ pub fn issue_certificate(params: &CertificateParams, issuer: &Issuer<'_>) -> Res
     }
     .to_der()?;
     let signature = issuer.signer.sign(issuer.signature, &tbs, SigFormat::Der)?;
-    let cert = SignedEnvelope { tbs: AnyRef::from_der(&tbs)?, algorithm, signature: BitStringRef::from_bytes(&signature)? }
-        .to_der()?;
+    let cert = SignedEnvelope {
+        tbs: AnyRef::from_der(&tbs)?,
+        algorithm,
+        signature: BitStringRef::from_bytes(&signature)?,
+    }
+    .to_der()?;
     // Whatever we emit must parse as a certificate.
     x509_cert::Certificate::from_der(&cert)?;
     Ok(cert)
@@ -159,11 +206,21 @@ pub fn issue_certificate(params: &CertificateParams, issuer: &Issuer<'_>) -> Res
 /// Check that `cert_der` carries a valid signature by the key `issuer_spki_der`.
 pub fn verify_issued_by(cert_der: &[u8], issuer_spki_der: &[u8]) -> Result<(), PkiError> {
     let env = SignedEnvelope::from_der(cert_der)?;
-    let alg = signature_algorithm_from_identifier(&env.algorithm)
-        .ok_or_else(|| PkiError::Params(format!("unsupported signature algorithm {}", env.algorithm.oid)))?;
+    let alg = signature_algorithm_from_identifier(&env.algorithm).ok_or_else(|| {
+        PkiError::Params(format!(
+            "unsupported signature algorithm {}",
+            env.algorithm.oid
+        ))
+    })?;
     let sig = env.signature.as_bytes().ok_or(PkiError::BadSignature)?;
-    cps_hsm::verify_signature(issuer_spki_der, alg, &env.tbs.to_der()?, sig, SigFormat::Der)
-        .map_err(|_| PkiError::BadSignature)
+    cps_hsm::verify_signature(
+        issuer_spki_der,
+        alg,
+        &env.tbs.to_der()?,
+        sig,
+        SigFormat::Der,
+    )
+    .map_err(|_| PkiError::BadSignature)
 }
 
 /// The parts of a certificate operators and the appliance look at.
@@ -190,7 +247,11 @@ pub fn parse_certificate(der_bytes: &[u8]) -> Result<ParsedCertificate, PkiError
         if e.extn_id == ID_CE_BASIC_CONSTRAINTS {
             is_ca = x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes())?.ca;
         } else if e.extn_id == ID_CE_SUBJECT_KEY_IDENTIFIER {
-            subject_key_id = Some(der::asn1::OctetString::from_der(e.extn_value.as_bytes())?.as_bytes().to_vec());
+            subject_key_id = Some(
+                der::asn1::OctetString::from_der(e.extn_value.as_bytes())?
+                    .as_bytes()
+                    .to_vec(),
+            );
         }
     }
     let mut fp = [0u8; 32];
@@ -218,4 +279,3 @@ fn hex_of(b: &[u8]) -> String {
 pub fn pem_encode(label: &str, der_bytes: &[u8]) -> String {
     der::pem::encode_string(label, der::pem::LineEnding::LF, der_bytes).unwrap_or_default()
 }
-

@@ -33,7 +33,11 @@ pub const ID_KP_CLIENT_AUTH: ObjectIdentifier = oid("1.3.6.1.5.5.7.3.2");
 pub const ID_KP_OCSP_SIGNING: ObjectIdentifier = oid("1.3.6.1.5.5.7.3.9");
 
 fn ext(id: ObjectIdentifier, critical: bool, value: &impl Encode) -> Result<Extension, PkiError> {
-    Ok(Extension { extn_id: id, critical, extn_value: OctetString::new(value.to_der()?)? })
+    Ok(Extension {
+        extn_id: id,
+        critical,
+        extn_value: OctetString::new(value.to_der()?)?,
+    })
 }
 
 /// Key usages, by name, as profiles write them.
@@ -77,7 +81,14 @@ impl Usage {
 
 /// basicConstraints, always critical.
 pub fn basic_constraints(ca: bool, path_len: Option<u8>) -> Result<Extension, PkiError> {
-    ext(ID_CE_BASIC_CONSTRAINTS, true, &BasicConstraints { ca, path_len_constraint: if ca { path_len } else { None } })
+    ext(
+        ID_CE_BASIC_CONSTRAINTS,
+        true,
+        &BasicConstraints {
+            ca,
+            path_len_constraint: if ca { path_len } else { None },
+        },
+    )
 }
 
 /// keyUsage, always critical.
@@ -93,8 +104,15 @@ pub fn key_usage(usages: &[Usage]) -> Result<Extension, PkiError> {
 }
 
 /// extendedKeyUsage.
-pub fn extended_key_usage(purposes: &[ObjectIdentifier], critical: bool) -> Result<Extension, PkiError> {
-    ext(ID_CE_EXT_KEY_USAGE, critical, &ExtendedKeyUsage(purposes.to_vec()))
+pub fn extended_key_usage(
+    purposes: &[ObjectIdentifier],
+    critical: bool,
+) -> Result<Extension, PkiError> {
+    ext(
+        ID_CE_EXT_KEY_USAGE,
+        critical,
+        &ExtendedKeyUsage(purposes.to_vec()),
+    )
 }
 
 /// The key identifier of RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING
@@ -102,18 +120,30 @@ pub fn extended_key_usage(purposes: &[ObjectIdentifier], critical: bool) -> Resu
 pub fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>, PkiError> {
     let spki = spki::SubjectPublicKeyInfoOwned::from_der(spki_der)?;
     let bits = spki.subject_public_key.raw_bytes();
-    Ok(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bits).as_ref().to_vec())
+    Ok(
+        ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bits)
+            .as_ref()
+            .to_vec(),
+    )
 }
 
 pub fn subject_key_identifier(key_id: &[u8]) -> Result<Extension, PkiError> {
-    ext(ID_CE_SUBJECT_KEY_IDENTIFIER, false, &OctetString::new(key_id)?)
+    ext(
+        ID_CE_SUBJECT_KEY_IDENTIFIER,
+        false,
+        &OctetString::new(key_id)?,
+    )
 }
 
 pub fn authority_key_identifier(key_id: &[u8]) -> Result<Extension, PkiError> {
     ext(
         ID_CE_AUTHORITY_KEY_IDENTIFIER,
         false,
-        &AuthorityKeyIdentifier { key_identifier: Some(OctetString::new(key_id)?), authority_cert_issuer: None, authority_cert_serial_number: None },
+        &AuthorityKeyIdentifier {
+            key_identifier: Some(OctetString::new(key_id)?),
+            authority_cert_issuer: None,
+            authority_cert_serial_number: None,
+        },
     )
 }
 
@@ -130,7 +160,13 @@ impl DottedOid {
         let bad = |why: &str| PkiError::Params(format!("'{s}' is not an object identifier: {why}"));
         let arcs: Vec<u128> = s
             .split('.')
-            .map(|a| if a.is_empty() || (a.len() > 1 && a.starts_with('0')) { None } else { a.parse::<u128>().ok() })
+            .map(|a| {
+                if a.is_empty() || (a.len() > 1 && a.starts_with('0')) {
+                    None
+                } else {
+                    a.parse::<u128>().ok()
+                }
+            })
             .collect::<Option<_>>()
             .ok_or_else(|| bad("arcs must be decimal numbers without leading zeros"))?;
         if arcs.len() < 2 {
@@ -143,7 +179,10 @@ impl DottedOid {
             return Err(bad("too many arcs"));
         }
         let mut content = Vec::new();
-        let first = arcs[0].checked_mul(40).and_then(|v| v.checked_add(arcs[1])).ok_or_else(|| bad("arc too large"))?;
+        let first = arcs[0]
+            .checked_mul(40)
+            .and_then(|v| v.checked_add(arcs[1]))
+            .ok_or_else(|| bad("arc too large"))?;
         for arc in std::iter::once(first).chain(arcs[2..].iter().copied()) {
             if arc > u64::MAX as u128 {
                 return Err(bad("arc too large"));
@@ -156,7 +195,10 @@ impl DottedOid {
             }
             content.extend(groups.iter().rev());
         }
-        Ok(DottedOid { dotted: s.to_owned(), content })
+        Ok(DottedOid {
+            dotted: s.to_owned(),
+            content,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -199,15 +241,26 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 /// certificatePolicies: `SEQUENCE OF PolicyInformation`, each with its identifier only.
 pub fn certificate_policies(policies: &[DottedOid]) -> Result<Extension, PkiError> {
     if policies.is_empty() {
-        return Err(PkiError::Params("certificatePolicies without any policy".into()));
+        return Err(PkiError::Params(
+            "certificatePolicies without any policy".into(),
+        ));
     }
-    let infos: Vec<u8> = policies.iter().flat_map(|p| tlv(0x30, &p.to_der())).collect();
-    Ok(Extension { extn_id: ID_CE_CERTIFICATE_POLICIES, critical: false, extn_value: OctetString::new(tlv(0x30, &infos))? })
+    let infos: Vec<u8> = policies
+        .iter()
+        .flat_map(|p| tlv(0x30, &p.to_der()))
+        .collect();
+    Ok(Extension {
+        extn_id: ID_CE_CERTIFICATE_POLICIES,
+        critical: false,
+        extn_value: OctetString::new(tlv(0x30, &infos))?,
+    })
 }
 
 fn uri(u: &str) -> Result<GeneralName, PkiError> {
     if !(u.starts_with("http://") || u.starts_with("https://") || u.starts_with("ldap://")) {
-        return Err(PkiError::Params(format!("'{u}' is not an http(s) or ldap URL")));
+        return Err(PkiError::Params(format!(
+            "'{u}' is not an http(s) or ldap URL"
+        )));
     }
     Ok(GeneralName::UniformResourceIdentifier(Ia5String::new(u)?))
 }
@@ -225,15 +278,28 @@ pub fn crl_distribution_points(urls: &[String]) -> Result<Extension, PkiError> {
     )
 }
 
-pub fn authority_info_access(ocsp: &[String], ca_issuers: &[String]) -> Result<Extension, PkiError> {
+pub fn authority_info_access(
+    ocsp: &[String],
+    ca_issuers: &[String],
+) -> Result<Extension, PkiError> {
     let mut v = Vec::new();
     for u in ocsp {
-        v.push(AccessDescription { access_method: ID_AD_OCSP, access_location: uri(u)? });
+        v.push(AccessDescription {
+            access_method: ID_AD_OCSP,
+            access_location: uri(u)?,
+        });
     }
     for u in ca_issuers {
-        v.push(AccessDescription { access_method: ID_AD_CA_ISSUERS, access_location: uri(u)? });
+        v.push(AccessDescription {
+            access_method: ID_AD_CA_ISSUERS,
+            access_location: uri(u)?,
+        });
     }
-    ext(ID_PE_AUTHORITY_INFO_ACCESS, false, &AuthorityInfoAccessSyntax(v))
+    ext(
+        ID_PE_AUTHORITY_INFO_ACCESS,
+        false,
+        &AuthorityInfoAccessSyntax(v),
+    )
 }
 
 /// id-pkix-ocsp-nocheck: the OCSP signer's own status is not checked (RFC 6960 §4.2.2.2.1).
@@ -248,12 +314,30 @@ mod tests {
     #[test]
     fn dotted_oids_encode_like_the_standard_says() {
         // 2.999 is the example arc (X.660): first octet group 40*2+999 = 1079 = 0x88 0x37.
-        assert_eq!(DottedOid::parse("2.999.1").unwrap().to_der(), vec![0x06, 0x03, 0x88, 0x37, 0x01]);
-        assert_eq!(DottedOid::parse("1.2.250.1.71").unwrap().to_der(), vec![0x06, 0x05, 0x2a, 0x81, 0x7a, 0x01, 0x47]);
+        assert_eq!(
+            DottedOid::parse("2.999.1").unwrap().to_der(),
+            vec![0x06, 0x03, 0x88, 0x37, 0x01]
+        );
+        assert_eq!(
+            DottedOid::parse("1.2.250.1.71").unwrap().to_der(),
+            vec![0x06, 0x05, 0x2a, 0x81, 0x7a, 0x01, 0x47]
+        );
         // Cross-check with const-oid where it can represent the OID.
         let c = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
-        assert_eq!(DottedOid::parse("1.3.6.1.5.5.7.48.1.5").unwrap().to_der(), c.to_der().unwrap());
-        for bad in ["", "1", "3.1", "1.40", "1..2", "1.02", "a.b", "2.99999999999999999999999999999999999999999"] {
+        assert_eq!(
+            DottedOid::parse("1.3.6.1.5.5.7.48.1.5").unwrap().to_der(),
+            c.to_der().unwrap()
+        );
+        for bad in [
+            "",
+            "1",
+            "3.1",
+            "1.40",
+            "1..2",
+            "1.02",
+            "a.b",
+            "2.99999999999999999999999999999999999999999",
+        ] {
             assert!(DottedOid::parse(bad).is_err(), "{bad}");
         }
     }

@@ -46,7 +46,10 @@ pub fn issuing_ca(
         v.push(ext::crl_distribution_points(&issuer_points.crl)?);
     }
     if !issuer_points.ca_issuers.is_empty() || !issuer_points.ocsp.is_empty() {
-        v.push(ext::authority_info_access(&issuer_points.ocsp, &issuer_points.ca_issuers)?);
+        v.push(ext::authority_info_access(
+            &issuer_points.ocsp,
+            &issuer_points.ca_issuers,
+        )?);
     }
     Ok(v)
 }
@@ -79,7 +82,10 @@ pub fn ocsp_signer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CertificateParams, DistinguishedName, Issuer, issue_certificate, parse_certificate, serial_from_random, verify_issued_by};
+    use crate::{
+        CertificateParams, DistinguishedName, Issuer, issue_certificate, parse_certificate,
+        serial_from_random, verify_issued_by,
+    };
     use cps_hsm::{KeyAlgorithm, SignatureAlgorithm, Signer, SoftwareSigner};
 
     #[test]
@@ -99,14 +105,22 @@ mod tests {
                 not_after: now + 86400 * 3650,
                 extensions: root_ca(root_key.public_key_der(), None).unwrap(),
             },
-            &Issuer { name: &root_name, signer: &root_key, signature: SignatureAlgorithm::EcdsaSha384 },
+            &Issuer {
+                name: &root_name,
+                signer: &root_key,
+                signature: SignatureAlgorithm::EcdsaSha384,
+            },
         )
         .unwrap();
         let root = parse_certificate(&root_der).unwrap();
         assert!(root.is_ca);
         verify_issued_by(&root_der, root_key.public_key_der()).unwrap();
 
-        let points = PublicationPoints { crl: vec!["http://127.0.0.1:8080/crl/root.crl".into()], ca_issuers: vec!["http://127.0.0.1:8080/ca/root.der".into()], ocsp: vec![] };
+        let points = PublicationPoints {
+            crl: vec!["http://127.0.0.1:8080/crl/root.crl".into()],
+            ca_issuers: vec!["http://127.0.0.1:8080/ca/root.der".into()],
+            ocsp: vec![],
+        };
         let ca_der = issue_certificate(
             &CertificateParams {
                 serial: serial_from_random([2; 16]),
@@ -114,13 +128,26 @@ mod tests {
                 subject_public_key: ca_key.public_key_der().to_vec(),
                 not_before: now,
                 not_after: now + 86400 * 1825,
-                extensions: issuing_ca(ca_key.public_key_der(), root.subject_key_id.as_ref().unwrap(), &[DottedOid::parse("2.999.1.1").unwrap()], &points).unwrap(),
+                extensions: issuing_ca(
+                    ca_key.public_key_der(),
+                    root.subject_key_id.as_ref().unwrap(),
+                    &[DottedOid::parse("2.999.1.1").unwrap()],
+                    &points,
+                )
+                .unwrap(),
             },
-            &Issuer { name: &root_name, signer: &root_key, signature: SignatureAlgorithm::EcdsaSha384 },
+            &Issuer {
+                name: &root_name,
+                signer: &root_key,
+                signature: SignatureAlgorithm::EcdsaSha384,
+            },
         )
         .unwrap();
         verify_issued_by(&ca_der, root_key.public_key_der()).unwrap();
-        assert!(verify_issued_by(&ca_der, ca_key.public_key_der()).is_err(), "wrong issuer key must not verify");
+        assert!(
+            verify_issued_by(&ca_der, ca_key.public_key_der()).is_err(),
+            "wrong issuer key must not verify"
+        );
         let ca = parse_certificate(&ca_der).unwrap();
         assert_eq!(ca.issuer, root_name);
         assert_eq!(ca.not_before, now);
@@ -128,13 +155,24 @@ mod tests {
         let ocsp_der = issue_certificate(
             &CertificateParams {
                 serial: serial_from_random([3; 16]),
-                subject: DistinguishedName::parse("CN=Test Personnes OCSP, O=cps-trust, C=FR").unwrap(),
+                subject: DistinguishedName::parse("CN=Test Personnes OCSP, O=cps-trust, C=FR")
+                    .unwrap(),
                 subject_public_key: ocsp_key.public_key_der().to_vec(),
                 not_before: now,
                 not_after: now + 86400 * 365,
-                extensions: ocsp_signer(ocsp_key.public_key_der(), ca.subject_key_id.as_ref().unwrap(), &[], &points).unwrap(),
+                extensions: ocsp_signer(
+                    ocsp_key.public_key_der(),
+                    ca.subject_key_id.as_ref().unwrap(),
+                    &[],
+                    &points,
+                )
+                .unwrap(),
             },
-            &Issuer { name: &ca_name, signer: &ca_key, signature: SignatureAlgorithm::EcdsaSha256 },
+            &Issuer {
+                name: &ca_name,
+                signer: &ca_key,
+                signature: SignatureAlgorithm::EcdsaSha256,
+            },
         )
         .unwrap();
         verify_issued_by(&ocsp_der, ca_key.public_key_der()).unwrap();
@@ -153,15 +191,32 @@ mod tests {
             not_after: 5,
             extensions: vec![],
         };
-        let issuer = Issuer { name: &name, signer: &key, signature: SignatureAlgorithm::EcdsaSha256 };
-        assert!(issue_certificate(&params, &issuer).is_err(), "notAfter before notBefore");
+        let issuer = Issuer {
+            name: &name,
+            signer: &key,
+            signature: SignatureAlgorithm::EcdsaSha256,
+        };
+        assert!(
+            issue_certificate(&params, &issuer).is_err(),
+            "notAfter before notBefore"
+        );
         params.not_after = 100;
         params.extensions = root_ca(key.public_key_der(), None).unwrap();
         params.extensions.push(params.extensions[0].clone());
-        assert!(issue_certificate(&params, &issuer).is_err(), "duplicate extension");
+        assert!(
+            issue_certificate(&params, &issuer).is_err(),
+            "duplicate extension"
+        );
         params.extensions.clear();
-        let rsa_alg = Issuer { name: &name, signer: &key, signature: SignatureAlgorithm::RsaPkcs1Sha256 };
-        assert!(issue_certificate(&params, &rsa_alg).is_err(), "algorithm does not fit key");
+        let rsa_alg = Issuer {
+            name: &name,
+            signer: &key,
+            signature: SignatureAlgorithm::RsaPkcs1Sha256,
+        };
+        assert!(
+            issue_certificate(&params, &rsa_alg).is_err(),
+            "algorithm does not fit key"
+        );
         params.subject_public_key = b"garbage".to_vec();
         assert!(issue_certificate(&params, &issuer).is_err(), "garbage SPKI");
     }

@@ -144,7 +144,10 @@ impl DistinguishedName {
     /// Parse `/C=FR/O=Org/CN=Name` (encoding order, as `openssl -subj` takes it) or an RFC 4514
     /// string `CN=Name, O=Org, C=FR` (most specific first). `+` joins attributes of one RDN.
     pub fn parse(s: &str) -> Result<Self, PkiError> {
-        let err = |reason: &str| PkiError::Name { name: s.to_owned(), reason: reason.to_owned() };
+        let err = |reason: &str| PkiError::Name {
+            name: s.to_owned(),
+            reason: reason.to_owned(),
+        };
         let t = s.trim();
         if t.is_empty() {
             return Err(err("empty name"));
@@ -158,7 +161,9 @@ impl DistinguishedName {
         for part in parts {
             let mut rdn = Vec::new();
             for atv in split_unescaped(&part, '+') {
-                let (k, v) = atv.split_once('=').ok_or_else(|| err(&format!("'{}' is not attribute=value", atv.trim())))?;
+                let (k, v) = atv
+                    .split_once('=')
+                    .ok_or_else(|| err(&format!("'{}' is not attribute=value", atv.trim())))?;
                 let attr = NameAttribute::from_keyword(k.trim())
                     .ok_or_else(|| err(&format!("unknown attribute type '{}'", k.trim())))?;
                 rdn.push((attr, unescape(v.trim()).map_err(|r| err(&r))?));
@@ -177,7 +182,10 @@ impl DistinguishedName {
     }
 
     fn validate(&self) -> Result<(), PkiError> {
-        let err = |reason: String| PkiError::Name { name: self.to_string(), reason };
+        let err = |reason: String| PkiError::Name {
+            name: self.to_string(),
+            reason,
+        };
         if self.rdns.is_empty() {
             return Err(err("no attributes".into()));
         }
@@ -193,15 +201,19 @@ impl DistinguishedName {
                     return Err(err(format!("{} is empty", attr.keyword())));
                 }
                 let n = value.chars().count();
-                if n > attr.upper_bound() {
-                    return Err(err(format!("{} is {n} characters long (at most {})", attr.keyword(), attr.upper_bound())));
-                }
                 if value.chars().any(|c| c.is_control()) {
-                    return Err(err(format!("{} contains a control character", attr.keyword())));
+                    return Err(err(format!(
+                        "{} contains a control character",
+                        attr.keyword()
+                    )));
                 }
                 match attr {
-                    NameAttribute::Country if !(n == 2 && value.chars().all(|c| c.is_ascii_uppercase())) => {
-                        return Err(err(format!("C must be two upper-case letters (ISO 3166), not '{value}'")));
+                    NameAttribute::Country
+                        if !(n == 2 && value.chars().all(|c| c.is_ascii_uppercase())) =>
+                    {
+                        return Err(err(format!(
+                            "C must be two upper-case letters (ISO 3166), not '{value}'"
+                        )));
                     }
                     NameAttribute::SerialNumber if !value.chars().all(is_printable) => {
                         return Err(err("serialNumber must be a PrintableString".into()));
@@ -210,6 +222,13 @@ impl DistinguishedName {
                         return Err(err("DC must be ASCII".into()));
                     }
                     _ => {}
+                }
+                if n > attr.upper_bound() {
+                    return Err(err(format!(
+                        "{} is {n} characters long (at most {})",
+                        attr.keyword(),
+                        attr.upper_bound()
+                    )));
                 }
             }
         }
@@ -222,7 +241,11 @@ impl DistinguishedName {
 
     /// First value of an attribute, anywhere in the name.
     pub fn get(&self, attr: &NameAttribute) -> Option<&str> {
-        self.rdns.iter().flatten().find(|(a, _)| a == attr).map(|(_, v)| v.as_str())
+        self.rdns
+            .iter()
+            .flatten()
+            .find(|(a, _)| a == attr)
+            .map(|(_, v)| v.as_str())
     }
 
     /// DER `RDNSequence`.
@@ -236,11 +259,16 @@ impl DistinguishedName {
             let mut atvs = Vec::with_capacity(rdn.len());
             for (attr, value) in rdn {
                 let any = match attr {
-                    NameAttribute::Country | NameAttribute::SerialNumber => Any::encode_from(&PrintableStringRef::new(value)?)?,
+                    NameAttribute::Country | NameAttribute::SerialNumber => {
+                        Any::encode_from(&PrintableStringRef::new(value)?)?
+                    }
                     NameAttribute::DomainComponent => Any::encode_from(&Ia5StringRef::new(value)?)?,
                     _ => Any::encode_from(&Utf8StringRef::new(value)?)?,
                 };
-                atvs.push(AttributeTypeAndValue { oid: attr.oid(), value: any });
+                atvs.push(AttributeTypeAndValue {
+                    oid: attr.oid(),
+                    value: any,
+                });
             }
             let set = SetOfVec::try_from(atvs)?;
             seq.push(RelativeDistinguishedName::try_from(set.into_vec())?);
@@ -274,14 +302,22 @@ fn is_printable(c: char) -> bool {
 fn any_to_string(v: &Any) -> String {
     let bytes = v.value();
     match v.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString | Tag::VisibleString => {
-            String::from_utf8_lossy(bytes).into_owned()
-        }
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::TeletexString
+        | Tag::VisibleString => String::from_utf8_lossy(bytes).into_owned(),
         Tag::BmpString => {
-            let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             String::from_utf16_lossy(&units)
         }
-        _ => format!("#{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        _ => format!(
+            "#{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
     }
 }
 
@@ -292,7 +328,12 @@ impl std::fmt::Display for DistinguishedName {
             .rdns
             .iter()
             .rev()
-            .map(|rdn| rdn.iter().map(|(a, v)| format!("{}={}", a.keyword(), escape(v))).collect::<Vec<_>>().join("+"))
+            .map(|rdn| {
+                rdn.iter()
+                    .map(|(a, v)| format!("{}={}", a.keyword(), escape(v)))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
             .collect();
         f.write_str(&rdns.join(","))
     }
@@ -362,9 +403,15 @@ mod tests {
 
     #[test]
     fn cps_person_name_with_multi_valued_rdn() {
-        let dn = DistinguishedName::parse("CN=810002813839+SN=DONNAT-GADY+GN=ISABELLE,title=Médecin,C=FR").unwrap();
+        let dn = DistinguishedName::parse(
+            "CN=810002813839+SN=DONNAT-GADY+GN=ISABELLE,title=Médecin,C=FR",
+        )
+        .unwrap();
         assert_eq!(dn.rdns().len(), 3);
-        assert_eq!(dn.rdns()[0], vec![(NameAttribute::Country, "FR".to_string())]);
+        assert_eq!(
+            dn.rdns()[0],
+            vec![(NameAttribute::Country, "FR".to_string())]
+        );
         assert_eq!(dn.rdns()[2].len(), 3);
         let der_bytes = dn.to_der().unwrap();
         let back = DistinguishedName::from_der(&der_bytes).unwrap();
@@ -377,8 +424,14 @@ mod tests {
 
     #[test]
     fn slash_and_rfc4514_forms_agree() {
-        let a = DistinguishedName::parse("/C=FR/O=ASIP-SANTE/OU=0002 187512751/CN=AC IGC-SANTE FORT PERSONNES").unwrap();
-        let b = DistinguishedName::parse("CN=AC IGC-SANTE FORT PERSONNES, OU=0002 187512751, O=ASIP-SANTE, C=FR").unwrap();
+        let a = DistinguishedName::parse(
+            "/C=FR/O=ASIP-SANTE/OU=0002 187512751/CN=AC IGC-SANTE FORT PERSONNES",
+        )
+        .unwrap();
+        let b = DistinguishedName::parse(
+            "CN=AC IGC-SANTE FORT PERSONNES, OU=0002 187512751, O=ASIP-SANTE, C=FR",
+        )
+        .unwrap();
         assert_eq!(a, b);
         assert_eq!(DistinguishedName::parse(&a.to_string()).unwrap(), a);
     }

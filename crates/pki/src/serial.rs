@@ -8,7 +8,10 @@ impl Serial {
     /// From DER INTEGER content octets; must be positive, minimal and at most 20 octets.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PkiError> {
         if bytes.is_empty() || bytes.len() > 20 {
-            return Err(PkiError::Params(format!("serial number of {} octets (1 to 20 allowed)", bytes.len())));
+            return Err(PkiError::Params(format!(
+                "serial number of {} octets (1 to 20 allowed)",
+                bytes.len()
+            )));
         }
         if bytes[0] & 0x80 != 0 {
             return Err(PkiError::Params("negative serial number".into()));
@@ -34,12 +37,20 @@ impl Serial {
     pub fn from_hex(s: &str) -> Result<Self, PkiError> {
         let s = s.trim().trim_start_matches("0x").replace(':', "");
         if s.is_empty() || s.len() > 42 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(PkiError::Params(format!("'{s}' is not a hexadecimal serial number")));
+            return Err(PkiError::Params(format!(
+                "'{s}' is not a hexadecimal serial number"
+            )));
         }
         let s = if s.len() % 2 == 1 { format!("0{s}") } else { s };
-        let bytes: Vec<u8> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0)).collect();
+        let bytes: Vec<u8> = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
+            .collect();
         // Accept non-minimal input from people (leading zeros), store the minimal form.
-        let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len().saturating_sub(1));
+        let first = bytes
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bytes.len().saturating_sub(1));
         let mut minimal = bytes[first..].to_vec();
         if minimal.first().is_some_and(|b| b & 0x80 != 0) {
             minimal.insert(0, 0);

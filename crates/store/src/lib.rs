@@ -1,0 +1,116 @@
+//! Durable state of the cps-trust appliance.
+//!
+//! [`Store`] is the interface: one write method, [`Store::commit`], which applies a
+//! [`WriteBatch`] of typed operations all-or-nothing, and typed reads. [`SledStore`] is the
+//! embedded backend; a PostgreSQL backend will follow, so every table below is meant to become
+//! one SQL table with the same key:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `certificates` | (issuer, serial as an integer) | [`CertificateRecord`] |
+//! | `certificates_by_spki` | (spki_sha256, issuer, serial) | — (index) |
+//! | `revoked_certificates` | (issuer, serial) | [`RevokedEntry`] (a partial index in SQL) |
+//! | `blocked_keys` | spki_sha256 | [`BlockedKey`] |
+//! | `counters` | name | u64 |
+//! | `audit` | seq | [`AuditRecord`] |
+//! | `meta` | key | bytes |
+//!
+//! # What "acknowledged" means
+//!
+//! When `commit` returns `Ok`, the whole batch is on disk: a crash or power loss after that point
+//! cannot lose it. When it returns `Conflict`, `NotFound` or `Invalid`, nothing was written. Any
+//! other error leaves the outcome unknown (the batch may have been applied in memory and may or
+//! may not reach the disk); after a failed flush the store refuses further writes
+//! ([`StoreError::Poisoned`]). Reads may see a batch a moment before its `commit` returns, while
+//! its flush is in progress.
+//!
+//! # Group commit
+//!
+//! sled flushes on its own only every 500 ms; the store turns that off and flushes itself. A
+//! writer applies its batch in a sled multi-tree transaction, then waits until a flush that
+//! started after its write has completed. Whoever finds no flush running leads the next one, for
+//! every writer waiting, so N concurrent writers cost far fewer than N flushes.
+//!
+//! sled 0.34.7's `flush()` writes its buffers with `pwrite` and then, on Linux, calls
+//! `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`, not `fsync`: that persists neither the
+//! file's new size nor the drive's volatile cache. Each of our flushes therefore also runs
+//! `fdatasync` on sled's log file. sled also writes any tree node larger than a quarter of a
+//! segment to a separate "blob" file without syncing it; the store uses 8 MiB segments and limits
+//! each value to [`MAX_VALUE_LEN`] so that never happens.
+//!
+//! sled 0.34 runs every transaction under one process-wide lock, and its `flush()` holds the
+//! shared side of that lock while it writes: transactions wait during that part of a flush (not
+//! during our `fdatasync`). Writers therefore queue up behind a flush and the next flush takes
+//! them all, which is where the grouping comes from.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod group_commit;
+mod keys;
+mod model;
+mod sled_store;
+
+pub use error::StoreError;
+pub use group_commit::CommitStats;
+pub use model::{
+    AuditEntry, AuditRecord, BlockedKey, CertCursor, CertStatus, CertificatePage,
+    CertificateRecord, CommitReceipt, MAX_NAME_LEN, MAX_SERIAL_LEN, MAX_VALUE_LEN, RevokedEntry,
+    WriteBatch, WriteOp,
+};
+pub use sled_store::{FlushPolicy, SledStore};
+
+/// Schema version written by this build. A store with a higher version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The appliance's durable state. Object safe: use it as `Arc<dyn Store>`.
+pub trait Store: Send + Sync {
+    /// Applies `batch` all-or-nothing and returns once it is durable. See the crate docs for what
+    /// an error means.
+    fn commit(&self, batch: WriteBatch) -> Result<CommitReceipt, StoreError>;
+
+    /// The certificate `(issuer, serial)`, if any.
+    fn get_certificate(
+        &self,
+        issuer: &str,
+        serial: &[u8],
+    ) -> Result<Option<CertificateRecord>, StoreError>;
+
+    /// Every certificate (of any issuer) for the public key whose SPKI hashes to `spki_sha256`.
+    fn certificates_by_spki(
+        &self,
+        spki_sha256: &[u8; 32],
+    ) -> Result<Vec<CertificateRecord>, StoreError>;
+
+    /// Up to `limit` (at least 1) certificates, of one issuer or all, ordered by (issuer, serial),
+    /// starting after `after`. Pass the returned `next` to get the following page.
+    fn list_certificates(
+        &self,
+        issuer: Option<&str>,
+        after: Option<&CertCursor>,
+        limit: usize,
+    ) -> Result<CertificatePage, StoreError>;
+
+    /// Every revoked certificate of `issuer`, ordered by serial: the content of its CRL.
+    fn revoked_certificates(&self, issuer: &str) -> Result<Vec<RevokedEntry>, StoreError>;
+
+    /// The blocklist entry of a public key, if it is blocked.
+    fn blocked_key(&self, spki_sha256: &[u8; 32]) -> Result<Option<BlockedKey>, StoreError>;
+
+    /// Whether a public key is blocked.
+    fn is_key_blocked(&self, spki_sha256: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self.blocked_key(spki_sha256)?.is_some())
+    }
+
+    /// Current value of a counter; 0 if it was never bumped.
+    fn counter(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Up to `limit` audit entries, from sequence number `from_seq` on.
+    fn audit_range(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Number of audit entries, which is also the sequence number of the last one.
+    fn audit_len(&self) -> Result<u64, StoreError>;
+
+    /// An appliance metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
