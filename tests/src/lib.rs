@@ -12,20 +12,28 @@ pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// Repository root (this package lives in `<repo>/tests`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// The `cps-trust` binary of the same build profile as this test; built on demand.
 pub fn cps_trust_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/cps-trust
-    let profile_dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir").to_path_buf();
+    let profile_dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target profile dir")
+        .to_path_buf();
     let bin = profile_dir.join("cps-trust");
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "cps-trust", "--bin", "cps-trust"]).current_dir(repo_root());
+        cmd.args(["build", "-q", "-p", "cps-trust", "--bin", "cps-trust"])
+            .current_dir(repo_root());
         if release {
             cmd.arg("--release");
         }
@@ -38,7 +46,9 @@ pub fn cps_trust_bin() -> PathBuf {
 
 /// A peer program: from `.peers/venv/bin` for the Python ones, else from PATH.
 pub fn peer(name: &str) -> PathBuf {
-    let venv = std::env::var_os("CPS_TRUST_PEERS_VENV").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".peers/venv"));
+    let venv = std::env::var_os("CPS_TRUST_PEERS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".peers/venv"));
     let in_venv = venv.join("bin").join(name);
     if in_venv.exists() {
         return in_venv;
@@ -81,7 +91,9 @@ impl Home {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(cps_trust_bin());
         c.arg("--home").arg(&self.path).args(args);
-        c.env_remove("CPS_TRUST_HOME").env_remove("SOFTHSM2_CONF").env("CPS_TRUST_LOG", "warn");
+        c.env_remove("CPS_TRUST_HOME")
+            .env_remove("SOFTHSM2_CONF")
+            .env("CPS_TRUST_LOG", "warn");
         c
     }
 
@@ -94,7 +106,10 @@ impl Home {
     }
 
     pub fn user_pin(&self) -> String {
-        std::fs::read_to_string(self.join("secrets/hsm-user.pin")).expect("pin file").trim().to_owned()
+        std::fs::read_to_string(self.join("secrets/hsm-user.pin"))
+            .expect("pin file")
+            .trim()
+            .to_owned()
     }
 
     /// `pkcs11-tool` on this home's embedded token.
@@ -139,7 +154,11 @@ pub fn assert_success(out: &Output, what: &str) {
 /// A failed command that explains itself in exactly one `error:` line and did not panic.
 pub fn assert_one_line_error(out: &Output, expect: &[&str]) {
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stdout:\n{}", text(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stdout:\n{}",
+        text(&out.stdout)
+    );
     assert!(!err.contains("panicked"), "panic:\n{err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{err}");
@@ -158,8 +177,15 @@ pub struct Daemon {
 impl Daemon {
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Daemon {
         let f = std::fs::File::create(log).expect("log file");
-        let child = cmd.stdout(Stdio::from(f.try_clone().expect("dup"))).stderr(Stdio::from(f)).spawn().expect("spawn daemon");
-        Daemon { child, name: name.into() }
+        let child = cmd
+            .stdout(Stdio::from(f.try_clone().expect("dup")))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("spawn daemon");
+        Daemon {
+            child,
+            name: name.into(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -168,7 +194,9 @@ impl Daemon {
 
     /// SIGTERM by PID, wait up to `grace`, then SIGKILL. Returns the exit status if it stopped.
     pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
         let t = Instant::now();
         while t.elapsed() < grace {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -197,9 +225,16 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     Ok((status, buf[split + 4..].to_vec()))
 }
 
@@ -217,5 +252,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

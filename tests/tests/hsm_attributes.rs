@@ -15,14 +15,32 @@ fn init_keys_have_the_mandated_attributes_through_cryptoki() {
     assert_eq!(labels.len(), 5);
     for label in &labels {
         let a = hsm.key_attributes(label).unwrap();
-        assert!(a.token && a.private && a.sensitive && a.always_sensitive && a.never_extractable && a.local, "{label}: {a:?}");
-        assert!(!a.extractable && !a.decrypt && !a.unwrap && !a.derive && a.sign, "{label}: {a:?}");
+        assert!(
+            a.token
+                && a.private
+                && a.sensitive
+                && a.always_sensitive
+                && a.never_extractable
+                && a.local,
+            "{label}: {a:?}"
+        );
+        assert!(
+            !a.extractable && !a.decrypt && !a.unwrap && !a.derive && a.sign,
+            "{label}: {a:?}"
+        );
         assert!(!hsm.secret_value_readable(label).unwrap(), "{label}");
     }
     assert!(hsm.self_check(&labels).is_ok());
     // A configured key that is not on the token fails the self-check by name.
     let mut with_missing = labels.clone();
     with_missing.push("ca-absent".into());
-    let err = hsm.self_check(&with_missing).into_result().unwrap_err().to_string();
-    assert!(err.contains("key 'ca-absent' not found on token 'cps-trust'"), "{err}");
+    let err = hsm
+        .self_check(&with_missing)
+        .into_result()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("key 'ca-absent' not found on token 'cps-trust'"),
+        "{err}"
+    );
 }

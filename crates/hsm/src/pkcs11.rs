@@ -82,6 +82,9 @@ fn module_err(module: &Path, function: &'static str, e: CkError) -> HsmError {
     }
 }
 
+/// Serialises token creation against slot listing (see [`init_token_on_free_slot`]).
+static SLOT_LIST: parking_lot::RwLock<()> = parking_lot::RwLock::new(());
+
 /// Labels of the initialised tokens a module offers, with their slots.
 fn tokens(ctx: &Pkcs11, module: &Path) -> Result<Vec<(Slot, String)>, HsmError> {
     let slots = ctx
@@ -403,7 +406,10 @@ impl Hsm {
     /// Load the module, find the token by label and log in.
     pub fn open(cfg: &HsmConfig) -> Result<Hsm, HsmError> {
         let ctx = context_for(&cfg.module)?;
-        let slot = find_token(&ctx, &cfg.module, &cfg.token_label)?;
+        let slot = {
+            let _guard = SLOT_LIST.read();
+            find_token(&ctx, &cfg.module, &cfg.token_label)?
+        };
         let pin = cfg.pin.read()?;
         let anchor = ctx
             .open_ro_session(slot)

@@ -31,14 +31,20 @@ fn softhsm_dir() -> &'static Path {
             std::env::set_var("SOFTHSM2_CONF", &conf);
             std::env::set_var(PIN_VAR, PIN);
         }
+        // SoftHSM2 2.6.1's C_InitToken is not safe while other threads use the module (slots
+        // vanish or a free slot is initialised twice): every token is made here, up front.
+        for label in TOKENS {
+            init_token_on_free_slot(Path::new(SOFTHSM), label, "87654321", PIN).unwrap();
+        }
         dir
     })
     .path()
 }
 
+const TOKENS: [&str; 8] = ["contract", "attrs", "weak", "dup", "errors", "wrongpin", "pool", "rng"];
+
 fn token(label: &str) -> Hsm {
     softhsm_dir();
-    init_token_on_free_slot(Path::new(SOFTHSM), label, "87654321", PIN).unwrap();
     Hsm::open(&config(label)).unwrap()
 }
 
@@ -283,7 +289,6 @@ fn actionable_errors() {
     )
     .unwrap();
     let mut cfg = config("wrongpin");
-    init_token_on_free_slot(Path::new(SOFTHSM), "wrongpin", "87654321", PIN).unwrap();
     cfg.pin = PinSource::File(pin_file);
     let err = Hsm::open(&cfg).unwrap_err().to_string();
     assert!(

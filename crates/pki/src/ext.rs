@@ -220,7 +220,7 @@ impl std::fmt::Display for DottedOid {
     }
 }
 
-fn push_len(v: &mut Vec<u8>, len: usize) {
+pub(crate) fn push_len(v: &mut Vec<u8>, len: usize) {
     if len < 0x80 {
         v.push(len as u8);
     } else {
@@ -231,7 +231,7 @@ fn push_len(v: &mut Vec<u8>, len: usize) {
     }
 }
 
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
     push_len(&mut v, content.len());
     v.extend_from_slice(content);

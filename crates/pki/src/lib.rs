@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod cert;
+pub mod crl;
 mod error;
 pub mod ext;
 pub mod hierarchy;
