@@ -1,0 +1,9 @@
+//! Simulated professional smartcard: a PIV applet (`applet`) as a pure state machine with
+//! atomically persisted state (`state`), and the vpcd transport that plugs it into pcscd.
+#![forbid(unsafe_code)]
+
+pub mod apdu;
+pub mod tlv;
+pub mod state;
+pub mod crypto;
+pub mod applet;
