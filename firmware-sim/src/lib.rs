@@ -7,3 +7,4 @@ pub mod tlv;
 pub mod state;
 pub mod crypto;
 pub mod applet;
+pub mod vpcd;
