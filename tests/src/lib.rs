@@ -4,6 +4,8 @@
 //! Peers are required, not optional: a missing one fails the test with the command that installs
 //! it (`scripts/install-deps.sh`).
 
+pub mod pcsc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,279 @@
+//! PC/SC stack for the card tests: a private pcscd (own mount namespace, own socket, own vpcd
+//! ports) and the card simulator, both stopped by PID when dropped.
+//!
+//! pcscd 1.9.9 hard-codes `/run/pcscd`, so each stack runs it under `unshare -m` with a bind
+//! mount of its own directory over `/run/pcscd`, and a reader.conf.d whose vpcd CHANNELID is a
+//! free port pair (vpcd listens on CHANNELID and CHANNELID+1). Clients (opensc-tool,
+//! pkcs11-tool, our card crate) reach it through `PCSCLITE_CSOCK_NAME`.
+//!
+//! libpcsclite reads `PCSCLITE_CSOCK_NAME` once per process, and setting the environment of a
+//! running multi-threaded test is unsound, so in-process uses of the card crate run in a child
+//! copy of the test binary: [`PcscStack::run_child`] / [`child_env`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::{Daemon, assert_success, peer, repo_root, text, wait_for};
+
+pub const PCSCD: &str = "/usr/sbin/pcscd";
+pub const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
+pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+
+const INSTALL_HINT: &str = "run scripts/install-deps.sh (apt: pcscd vsmartcard-vpcd opensc opensc-pkcs11 pcsc-tools)";
+
+fn require(path: &str) {
+    assert!(Path::new(path).exists(), "{path} missing: {INSTALL_HINT}");
+}
+
+/// The `firmware-sim` binary of the same build profile as this test; built on demand.
+pub fn firmware_sim_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir").to_path_buf();
+    let bin = profile_dir.join("firmware-sim");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "firmware-sim", "--bin", "firmware-sim"]).current_dir(repo_root());
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("cargo build");
+        assert!(st.success(), "building firmware-sim failed");
+    });
+    assert!(bin.exists(), "{} missing after build", bin.display());
+    bin
+}
+
+/// Two consecutive free loopback ports (vpcd takes CHANNELID and CHANNELID+1).
+fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let a = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        let p = a.local_addr().expect("addr").port();
+        if p >= 65000 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("0.0.0.0", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair for vpcd");
+}
+
+/// A private pcscd with a vpcd reader (two slots).
+pub struct PcscStack {
+    pub dir: tempfile::TempDir,
+    /// `PCSCLITE_CSOCK_NAME` for clients.
+    pub socket: PathBuf,
+    /// vpcd port of slot 0 (slot 1 is +1).
+    pub vpcd_port: u16,
+    /// Reader name prefix: readers are "<prefix> 00 00" and "<prefix> 00 01".
+    pub reader_prefix: String,
+    pub pcscd: Option<Daemon>,
+}
+
+impl PcscStack {
+    pub fn start(label: &str) -> PcscStack {
+        require(PCSCD);
+        require(VPCD_DRIVER);
+        require(OPENSC_PKCS11);
+        let _ = peer("unshare");
+        let _ = peer("opensc-tool");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port_pair();
+        let reader_prefix = format!("CPS Test {label}");
+        std::fs::create_dir_all(dir.path().join("run")).expect("run dir");
+        std::fs::create_dir_all(dir.path().join("reader.conf.d")).expect("conf dir");
+        std::fs::write(
+            dir.path().join("reader.conf.d/vpcd"),
+            format!(
+                "FRIENDLYNAME \"{reader_prefix}\"\nDEVICENAME   /dev/null:0x{port:X}\nLIBPATH      {VPCD_DRIVER}\nCHANNELID    0x{port:X}\n"
+            ),
+        )
+        .expect("reader.conf");
+        let socket = dir.path().join("run/pcscd.comm");
+        let mut s = PcscStack { dir, socket, vpcd_port: port, reader_prefix, pcscd: None };
+        s.start_pcscd();
+        s
+    }
+
+    /// Starts (or restarts) pcscd.
+    pub fn start_pcscd(&mut self) {
+        let d = self.dir.path();
+        let _ = std::fs::remove_file(&self.socket);
+        let script = format!(
+            "mkdir -p /run/pcscd && mount --bind {run} /run/pcscd && exec {PCSCD} -f -c {conf}",
+            run = d.join("run").display(),
+            conf = d.join("reader.conf.d").display()
+        );
+        let mut cmd = Command::new(peer("unshare"));
+        cmd.args(["-m", "sh", "-c", &script]);
+        let log = d.join(format!("pcscd-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_nanos()).unwrap_or(0)));
+        let mut daemon = Daemon::spawn("pcscd", cmd, &log);
+        let sock = self.socket.clone();
+        wait_for("pcscd socket", Duration::from_secs(10), || {
+            if let Ok(Some(st)) = daemon.child.try_wait() {
+                panic!("pcscd exited ({st:?}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            sock.exists().then_some(())
+        });
+        let _ = &mut daemon;
+        self.pcscd = Some(daemon);
+    }
+
+    /// Stops pcscd (SIGTERM by PID).
+    pub fn stop_pcscd(&mut self) {
+        if let Some(mut d) = self.pcscd.take() {
+            d.stop(Duration::from_secs(5));
+        }
+    }
+
+    pub fn reader(&self, slot: u16) -> String {
+        format!("{} 00 {slot:02}", self.reader_prefix)
+    }
+
+    /// A command with `PCSCLITE_CSOCK_NAME` set to this stack.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env("PCSCLITE_CSOCK_NAME", &self.socket);
+        c
+    }
+
+    pub fn opensc_tool(&self, args: &[&str]) -> Output {
+        self.command(peer("opensc-tool")).args(args).output().expect("opensc-tool")
+    }
+
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        self.command(peer("pkcs11-tool")).arg("--module").arg(OPENSC_PKCS11).args(args).output().expect("pkcs11-tool")
+    }
+
+    pub fn pkcs15_tool(&self, args: &[&str]) -> Output {
+        self.command(peer("pkcs15-tool")).args(args).output().expect("pkcs15-tool")
+    }
+
+    /// Whether pcscd sees a card in `slot` (`opensc-tool -l`).
+    pub fn card_present(&self, slot: u16) -> bool {
+        let out = self.opensc_tool(&["-l"]);
+        let want = self.reader(slot);
+        text(&out.stdout).lines().any(|l| l.ends_with(&want) && l.split_whitespace().nth(1) == Some("Yes"))
+    }
+
+    pub fn wait_card(&self, slot: u16, present: bool) {
+        wait_for(
+            &format!("card {} in {}", if present { "present" } else { "absent" }, self.reader(slot)),
+            Duration::from_secs(15),
+            || (self.card_present(slot) == present).then_some(()),
+        );
+    }
+
+    /// Starts the simulator with `cards` = (slot, state file); waits until pcscd sees them.
+    pub fn simulator(&self, cards: &[(u16, &Path)], extra: &[&str]) -> Simulator {
+        let control = self.dir.path().join(format!("sim-{}.sock", cards.first().map(|c| c.0).unwrap_or(0)));
+        let mut cmd = Command::new(firmware_sim_bin());
+        cmd.arg("run").arg("--vpcd").arg(format!("127.0.0.1:{}", self.vpcd_port)).arg("--control").arg(&control);
+        for (slot, path) in cards {
+            cmd.arg("--card").arg(format!("{slot}={}", path.display()));
+        }
+        cmd.args(extra);
+        let log = self.dir.path().join(format!("sim-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_nanos()).unwrap_or(0)));
+        let daemon = Daemon::spawn("firmware-sim", cmd, &log);
+        let sim = Simulator { daemon, control, log };
+        if !extra.contains(&"--removed") {
+            for (slot, _) in cards {
+                self.wait_card(*slot, true);
+            }
+        }
+        sim
+    }
+
+    /// Runs test `name` of the current test binary again in a child process with this stack's
+    /// socket and `vars` in its environment; the child sees [`child_env`] = Some.
+    pub fn run_child(&self, name: &str, vars: &[(&str, String)]) -> Output {
+        let mut c = self.command(std::env::current_exe().expect("test exe"));
+        c.args([name, "--exact", "--nocapture", "--test-threads", "1"]).env("CPS_CARD_TEST_CHILD", name);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.output().expect("child test");
+        eprintln!("--- child {name} ---\n{}{}", text(&out.stdout), text(&out.stderr));
+        assert_success(&out, &format!("child test {name}"));
+        assert!(text(&out.stdout).contains("1 passed"), "child ran no test");
+        out
+    }
+}
+
+impl Drop for PcscStack {
+    fn drop(&mut self) {
+        self.stop_pcscd();
+    }
+}
+
+/// In a child started by [`PcscStack::run_child`] for test `name`: Some(()).
+pub fn child_env(name: &str) -> Option<()> {
+    (std::env::var("CPS_CARD_TEST_CHILD").ok().as_deref() == Some(name)).then_some(())
+}
+
+/// A running simulator, stopped by PID on drop.
+pub struct Simulator {
+    pub daemon: Daemon,
+    pub control: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Simulator {
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(firmware_sim_bin()).arg("ctl").arg("--control").arg(&self.control).args(args).output().expect("firmware-sim ctl")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL by PID (crash tests).
+    pub fn kill9(&mut self) {
+        let _ = self.daemon.child.kill();
+        let _ = self.daemon.child.wait();
+    }
+}
+
+/// A blank card state file (`firmware-sim init`).
+pub fn blank_card(path: &Path) {
+    let out = Command::new(firmware_sim_bin()).arg("init").arg("--state").arg(path).output().expect("firmware-sim init");
+    assert_success(&out, "firmware-sim init");
+}
+
+/// A throw-away test CA with openssl, and certificates for card public keys.
+pub struct TestCa {
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> TestCa {
+        std::fs::create_dir_all(dir).expect("ca dir");
+        let run = |args: &[&str]| {
+            let out = Command::new(peer("openssl")).args(args).current_dir(dir).output().expect("openssl");
+            assert_success(&out, &format!("openssl {}", args.join(" ")));
+        };
+        run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=cps-trust card test CA"]);
+        run(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "dummy.key", "-out", "dummy.csr", "-subj", "/CN=placeholder"]);
+        std::fs::write(dir.join("ext.cnf"), "keyUsage = critical, digitalSignature\nbasicConstraints = CA:FALSE\n").expect("ext");
+        TestCa { dir: dir.to_path_buf() }
+    }
+
+    /// Certifies `spki_pem` (the card's public key); returns the DER certificate.
+    pub fn certify(&self, name: &str, spki_pem: &str) -> Vec<u8> {
+        let pubf = self.dir.join(format!("{name}.pub.pem"));
+        std::fs::write(&pubf, spki_pem).expect("pub");
+        let out = Command::new(peer("openssl"))
+            .args(["x509", "-req", "-in", "dummy.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "30", "-extfile", "ext.cnf", "-outform", "DER", "-force_pubkey"])
+            .arg(&pubf)
+            .args(["-subj", &format!("/CN={name}"), "-out"])
+            .arg(self.dir.join(format!("{name}.der")))
+            .current_dir(&self.dir)
+            .output()
+            .expect("openssl x509");
+        assert_success(&out, "openssl x509 -req -force_pubkey");
+        std::fs::read(self.dir.join(format!("{name}.der"))).expect("cert")
+    }
+}
