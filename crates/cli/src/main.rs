@@ -1,6 +1,8 @@
 //! `cps-trust`: thin command-line front end. Parses arguments, sets up the process environment,
 //! calls the appliance library, maps errors to one line on stderr and an exit code.
 
+mod card_cmd;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -34,6 +36,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Smartcards: list readers, show what is on a card (PIN tries left, certificates).
+    Card {
+        #[command(subcommand)]
+        command: card_cmd::CardCommand,
+    },
     /// First-run key ceremony: configuration, HSM token, CA hierarchy, OCSP signers. Refuses an existing home.
     Init(InitArgs),
     /// Configuration commands.
@@ -147,6 +154,7 @@ fn now() -> i64 {
 fn run(cli: Cli) -> CliResult {
     let home = absolute(&cli.home);
     match cli.command {
+        Command::Card { command } => card_cmd::run(command),
         Command::Init(args) => init(&home, args),
         Command::Config {
             command: ConfigCommand::Validate,
