@@ -259,3 +259,85 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A running appliance (`cps-trust serve`) on free loopback ports, stopped by PID on drop.
+pub struct Appliance {
+    pub http: String,
+    pub https: String,
+    pub daemon: Daemon,
+}
+
+impl Appliance {
+    /// A new home initialised with its public URL on a free port, and the appliance started.
+    pub fn fresh() -> (Home, Appliance) {
+        let home = Home::new();
+        let http = format!("127.0.0.1:{}", free_port());
+        let out = home.cps(&["init", "--public-url", &format!("http://{http}")]);
+        assert_success(&out, "cps-trust init");
+        let app = Appliance::start_on(&home, http, format!("127.0.0.1:{}", free_port()));
+        (home, app)
+    }
+
+    /// Point the home's listeners at free ports and start `serve`; wait for `/health`.
+    pub fn start(home: &Home) -> Appliance {
+        Appliance::start_on(
+            home,
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        )
+    }
+
+    fn start_on(home: &Home, http: String, https: String) -> Appliance {
+        let mut cfg = home.config_text();
+        let replace_line = |cfg: &mut String, key: &str, value: &str| {
+            let start = cfg
+                .find(&format!("\n{key} = "))
+                .unwrap_or_else(|| panic!("no {key} in config"))
+                + 1;
+            let end = start + cfg[start..].find('\n').unwrap_or(cfg.len() - start);
+            cfg.replace_range(start..end, &format!("{key} = \"{value}\""));
+        };
+        replace_line(&mut cfg, "http", &http);
+        replace_line(&mut cfg, "https", &https);
+        home.set_config_text(&cfg);
+        let daemon = Daemon::spawn(
+            "cps-trust serve",
+            home.command(&["serve"]),
+            &home.join("serve.log"),
+        );
+        let mut app = Appliance {
+            http,
+            https,
+            daemon,
+        };
+        wait_for("appliance /health", Duration::from_secs(30), || {
+            if let Ok(Some(st)) = app.daemon.child.try_wait() {
+                panic!(
+                    "serve exited early ({st:?}):\n{}",
+                    std::fs::read_to_string(home.join("serve.log")).unwrap_or_default()
+                );
+            }
+            match http_get(&app.http, "/health") {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+        let _ = &mut app;
+        app
+    }
+}
+
+/// `curl` with the given arguments; returns (HTTP status, body).
+pub fn curl(args: &[&str]) -> (u16, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("body");
+    let out = Command::new(peer("curl"))
+        .args(["-s", "-o"])
+        .arg(&body)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let code = text(&out.stdout).trim().parse().unwrap_or(0);
+    (code, std::fs::read(&body).unwrap_or_default())
+}

@@ -362,6 +362,59 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
         )?);
     }
 
+    // The appliance's TLS server key (in the HSM) and certificate, and the first operator's
+    // credential (the operator's own key, in a file for the operator; not an appliance key).
+    let (org_id, org_key, _) = issuing_keys
+        .iter()
+        .find(|(id, _, _)| id == "organisations")
+        .ok_or_else(|| ApplianceError::Refused("ca.issuing.organisations is missing".into()))?;
+    let org_cfg = &config.ca.issuing[org_id];
+    let org_name = org_cfg.ca.subject_name()?;
+    let org_kid = cps_pki::ext::key_identifier(org_key.public_key_der())?;
+    let org_issuer = Issuer {
+        name: &org_name,
+        signer: org_key,
+        signature: org_cfg.ca.signature_algorithm()?,
+    };
+    let tls_key = hsm.generate_key_pair(
+        &config.appliance.tls_key_label,
+        cps_hsm::KeyAlgorithm::EcP256,
+    )?;
+    let (dns, ips) = config.tls_names();
+    let tls_cn = config
+        .appliance
+        .tls_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "localhost".into());
+    let tls_der = issue_certificate(
+        &CertificateParams {
+            serial: serial()?,
+            subject: cps_pki::DistinguishedName::parse(&format!(
+                "CN={tls_cn}, OU=cps-trust appliance, O=cps-trust, C=FR"
+            ))?,
+            subject_public_key: tls_key.public_key_der().to_vec(),
+            not_before,
+            not_after: not_before + 397 * 86_400,
+            extensions: hierarchy::tls_server(
+                tls_key.public_key_der(),
+                &org_kid,
+                &dns,
+                &ips,
+                &points_of(org_id, true),
+            )?,
+        },
+        &org_issuer,
+    )?;
+    let operator = crate::operators::create_operator_credential(
+        "admin",
+        &points_of(org_id, true),
+        &org_issuer,
+        &org_kid,
+        serial()?,
+        not_before,
+    )?;
+
     // Every key safe, every certificate signed by its issuer's key.
     hsm.self_check(&config.key_labels()).into_result()?;
     check_chain(&out)?;
@@ -386,6 +439,30 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
             issued_at: now,
         }));
     }
+    for (der, profile, holder) in [
+        (&tls_der, "tls-server", "appliance"),
+        (&operator.cert_der, "operator", "operator:admin"),
+    ] {
+        let p = parse_certificate(der)?;
+        batch.push(WriteOp::InsertCertificate(CertificateRecord {
+            issuer: org_id.clone(),
+            serial: p.serial.as_bytes().to_vec(),
+            subject: p.subject.to_string(),
+            profile: profile.into(),
+            holder: Some(holder.into()),
+            spki_sha256: sha256(&p.spki),
+            not_before: p.not_before,
+            not_after: p.not_after,
+            der: der.clone(),
+            status: CertStatus::Valid,
+            issued_at: now,
+        }));
+    }
+    batch.push(crate::operators::register_op(
+        &operator.cert_der,
+        "admin",
+        crate::operators::ALL_ROLES,
+    ));
     let entries: Vec<&HierarchyEntry> = out.iter().map(|(e, _)| e).collect();
     batch.push(WriteOp::PutMeta {
         key: "hierarchy".into(),
@@ -405,6 +482,29 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
     drop(store);
 
     publish(home, &out)?;
+    let tls_dir = home.join("tls");
+    mkdir_private(&tls_dir)?;
+    let org_der = &out
+        .iter()
+        .find(|(e, _)| e.id == *org_id)
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default();
+    write_public(
+        &tls_dir.join("server.pem"),
+        format!(
+            "{}{}",
+            pem_encode("CERTIFICATE", &tls_der),
+            pem_encode("CERTIFICATE", org_der)
+        )
+        .as_bytes(),
+    )?;
+    crate::operators::write_credential(
+        &home.join("operator"),
+        "admin",
+        &operator,
+        org_der,
+        &out[0].1,
+    )?;
     let cfg_path = home.join(CONFIG_FILE);
     write_private(
         &cfg_path,

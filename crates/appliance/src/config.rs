@@ -31,6 +31,20 @@ pub struct ApplianceSection {
     /// Base URL under which CRLs (`/crl/<ca>.crl`), CA certificates (`/ca/<ca>.der`) and the OCSP
     /// responder (`/ocsp`) are published; it is written into every certificate.
     pub public_base_url: String,
+    /// HSM key label of the appliance's TLS server key (HTTPS API, syslog-TLS).
+    #[serde(default = "default_tls_key_label")]
+    pub tls_key_label: String,
+    /// DNS names and IP addresses the TLS server certificate is issued for.
+    #[serde(default = "default_tls_names")]
+    pub tls_names: Vec<String>,
+}
+
+fn default_tls_key_label() -> String {
+    "tls-server".into()
+}
+
+fn default_tls_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,6 +63,18 @@ pub struct HsmSection {
     /// Absent for a vendor HSM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub softhsm2_conf: Option<PathBuf>,
+}
+
+fn default_ocsp_validity_hours() -> u32 {
+    8
+}
+
+fn default_ocsp_not_issued() -> String {
+    "unknown".into()
+}
+
+fn default_crl_validity_hours() -> u32 {
+    24
 }
 
 fn default_sessions() -> usize {
@@ -97,6 +123,18 @@ impl Default for ListenSection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CaSection {
+    /// Validity of every CRL (nextUpdate − thisUpdate); CRLs are re-signed at half of it and
+    /// after every revocation.
+    #[serde(default = "default_crl_validity_hours")]
+    pub crl_validity_hours: u32,
+    /// Validity of OCSP responses (nextUpdate − thisUpdate); cached responses are re-signed
+    /// after an eighth of it, and dropped the moment a status changes.
+    #[serde(default = "default_ocsp_validity_hours")]
+    pub ocsp_validity_hours: u32,
+    /// Answer for a serial this appliance never issued: `unknown`, or `revoked` with the
+    /// extended-revoked extension (CA/Browser Forum BR 4.9.10).
+    #[serde(default = "default_ocsp_not_issued")]
+    pub ocsp_not_issued: String,
     pub root: CaKeyConfig,
     /// Issuing CAs by identifier (`personnes`, `organisations`): the identifier names their CRL
     /// (`/crl/<id>.crl`) and certificate files.
@@ -304,6 +342,8 @@ impl Config {
         Config {
             appliance: ApplianceSection {
                 public_base_url: "http://127.0.0.1:8080".into(),
+                tls_key_label: default_tls_key_label(),
+                tls_names: default_tls_names(),
             },
             hsm: HsmSection {
                 module: "/usr/lib/softhsm/libsofthsm2.so".into(),
@@ -315,6 +355,9 @@ impl Config {
             store: StoreSection::default(),
             listen: ListenSection::default(),
             ca: CaSection {
+                crl_validity_hours: default_crl_validity_hours(),
+                ocsp_validity_hours: default_ocsp_validity_hours(),
+                ocsp_not_issued: default_ocsp_not_issued(),
                 root: CaKeyConfig {
                     subject: "CN=cps-trust Root CA, OU=cps-trust IGC, O=cps-trust, C=FR".into(),
                     key_label: "ca-root".into(),
@@ -338,6 +381,11 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "appliance.public_base_url '{url}' must be an http(s) URL without a trailing '/'"
             )));
+        }
+        if self.appliance.tls_names.is_empty() {
+            return Err(ConfigError::Invalid(
+                "appliance.tls_names must name at least one DNS name or IP address".into(),
+            ));
         }
         if self.hsm.token_label.is_empty() || self.hsm.token_label.len() > 32 {
             return Err(ConfigError::Invalid(
@@ -381,8 +429,27 @@ impl Config {
                 ConfigError::Invalid(format!("{name} '{addr}' is not an address:port"))
             })?;
         }
+        if self.ca.crl_validity_hours == 0 || self.ca.crl_validity_hours > 24 * 31 {
+            return Err(ConfigError::Invalid(
+                "ca.crl_validity_hours must be between 1 and 744".into(),
+            ));
+        }
+        if self.ca.ocsp_validity_hours == 0 || self.ca.ocsp_validity_hours > 24 * 7 {
+            return Err(ConfigError::Invalid(
+                "ca.ocsp_validity_hours must be between 1 and 168".into(),
+            ));
+        }
+        if self.ca.ocsp_not_issued != "unknown" && self.ca.ocsp_not_issued != "revoked" {
+            return Err(ConfigError::Invalid(format!(
+                "ca.ocsp_not_issued '{}' must be \"unknown\" or \"revoked\"",
+                self.ca.ocsp_not_issued
+            )));
+        }
         self.ca.root.validate("ca.root")?;
-        let mut labels = vec![self.ca.root.key_label.as_str()];
+        let mut labels = vec![
+            self.ca.root.key_label.as_str(),
+            self.appliance.tls_key_label.as_str(),
+        ];
         for required in ["personnes", "organisations"] {
             if !self.ca.issuing.contains_key(required) {
                 return Err(ConfigError::Invalid(format!(
@@ -459,7 +526,21 @@ impl Config {
             v.push(ca.ca.key_label.clone());
             v.push(ca.ocsp.key_label.clone());
         }
+        v.push(self.appliance.tls_key_label.clone());
         v
+    }
+
+    /// The TLS names split into DNS names and IP addresses.
+    pub fn tls_names(&self) -> (Vec<String>, Vec<std::net::IpAddr>) {
+        let mut dns = Vec::new();
+        let mut ips = Vec::new();
+        for n in &self.appliance.tls_names {
+            match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => dns.push(n.clone()),
+            }
+        }
+        (dns, ips)
     }
 }
 

@@ -1,11 +1,12 @@
-//! `cps-trust serve`: the running appliance. Today it opens the HSM (refusing to start unless
-//! the self-check passes), opens the store and serves the public PKI listener: `/health` and
-//! the CA certificates under `/ca/`. The CA, OCSP, enrolment, XUA, ATNA and NTP services attach
-//! here as they land.
+//! `cps-trust serve`: the running appliance. It opens the HSM (refusing to start unless the
+//! self-check passes), the store and the CA service, then serves:
+//! * the public PKI listener (plain HTTP): `/health`, `/ca/<id>.der|.pem`, `/crl/<ca>.crl`;
+//! * the API listener (HTTPS, mutual TLS): `/api/v1/...`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
@@ -14,18 +15,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cps_hsm::Hsm;
 use cps_store::{SledStore, Store};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
 
 use crate::ApplianceError;
+use crate::api::{self, ApiState, ClientCert};
+use crate::ca::CaService;
 use crate::ceremony::{CA_DIR, open_checked_hsm};
 use crate::config::Config;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
-    hsm: Arc<Hsm>,
-    store: Arc<dyn Store>,
+    pub hsm: Arc<Hsm>,
+    pub store: Arc<dyn Store>,
+    pub ca: Arc<CaService>,
+    pub ocsp: Arc<cps_ocsp::Responder>,
     /// Published CA certificates by id (`root`, `personnes`, `personnes-ocsp`...), DER.
     ca_certs: Arc<HashMap<String, Vec<u8>>>,
+    home: PathBuf,
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -35,6 +43,9 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let hsm = open_checked_hsm(home, config)?;
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(config.resolve(home, &config.store.path))?);
+    let ca = Arc::new(CaService::open(home, config, &hsm, store.clone())?);
+    let ocsp = crate::ocsp::responder(home, config, &hsm, store.clone())?;
+    ca.add_listener(Arc::new(crate::ocsp::Invalidator(ocsp.clone())));
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
     let ids = std::iter::once("root".to_string()).chain(
@@ -55,8 +66,18 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     Ok(AppState {
         hsm,
         store,
+        ca,
+        ocsp,
         ca_certs: Arc::new(ca_certs),
+        home: home.to_path_buf(),
     })
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The plain-HTTP router for public PKI material.
@@ -64,6 +85,10 @@ pub fn public_router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ca/{file}", get(ca_certificate))
+        .route("/crl/{file}", get(crl_file))
+        .route("/ocsp", axum::routing::post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
+        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY))
         .with_state(state)
 }
 
@@ -114,19 +139,235 @@ async fn ca_certificate(State(st): State<AppState>, UrlPath(file): UrlPath<Strin
     }
 }
 
+async fn crl_file(State(st): State<AppState>, UrlPath(file): UrlPath<String>) -> Response {
+    let Some(ca) = file.strip_suffix(".crl").map(str::to_owned) else {
+        return (StatusCode::NOT_FOUND, "use /crl/<ca>.crl\n").into_response();
+    };
+    if st.ca.authority(&ca).is_none() {
+        return (StatusCode::NOT_FOUND, format!("no CA '{ca}'\n")).into_response();
+    }
+    let svc = st.ca.clone();
+    match tokio::task::spawn_blocking(move || svc.crl(&ca, now())).await {
+        Ok(Ok(der)) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-crl"),
+                (header::CACHE_CONTROL, "max-age=60"),
+            ],
+            der.as_ref().clone(),
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "CRL generation failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "CRL unavailable\n").into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response(),
+    }
+}
+
+/// OCSP over POST (RFC 6960 appendix A.1).
+async fn ocsp_post(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.is_empty() && !ct.starts_with("application/ocsp-request") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/ocsp-request\n",
+        )
+            .into_response();
+    }
+    ocsp_answer(&st, &body, false)
+}
+
+/// OCSP over GET (RFC 5019 §5): the base64 request, URL-encoded, as the path.
+async fn ocsp_get(State(st): State<AppState>, UrlPath(request): UrlPath<String>) -> Response {
+    match st.ocsp.decode_get(&request) {
+        Ok(der) => ocsp_answer(&st, &der, true),
+        Err(_) => ocsp_answer(&st, b"", true),
+    }
+}
+
+fn http_date(t: i64) -> String {
+    let Ok(d) = time::OffsetDateTime::from_unix_timestamp(t) else {
+        return String::new();
+    };
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    d.format(&fmt).unwrap_or_default()
+}
+
+fn ocsp_answer(st: &AppState, der: &[u8], get: bool) -> Response {
+    let now = now();
+    let reply = st.ocsp.respond(der, now);
+    if let Some(d) = &reply.detail {
+        tracing::debug!(status = reply.status.name(), detail = %d, "OCSP");
+    }
+    let mut resp = (
+        [(header::CONTENT_TYPE, "application/ocsp-response")],
+        reply.der.clone(),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    if let (true, true, Some(this), Some(next)) =
+        (get, reply.cacheable, reply.this_update, reply.next_update)
+    {
+        // RFC 5019 §6.2: cacheable until nextUpdate, never beyond.
+        let max_age = (next - now).max(0);
+        let pairs = [
+            (
+                header::CACHE_CONTROL,
+                format!("max-age={max_age}, public, no-transform, must-revalidate"),
+            ),
+            (header::LAST_MODIFIED, http_date(this)),
+            (header::EXPIRES, http_date(next)),
+            (
+                header::ETAG,
+                format!(
+                    "\"{}\"",
+                    hex::encode(
+                        &ring::digest::digest(&ring::digest::SHA256, &reply.der).as_ref()[..16]
+                    )
+                ),
+            ),
+        ];
+        for (k, v) in pairs {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        }
+    } else {
+        h.insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-cache"),
+        );
+    }
+    resp
+}
+
+/// TLS acceptor for the API listener: HSM-held server key, our chain, verified client certs.
+fn tls_acceptor(
+    st: &AppState,
+    config: &Config,
+) -> Result<tokio_rustls::TlsAcceptor, ApplianceError> {
+    let key = Arc::new(st.hsm.key(&config.appliance.tls_key_label)?);
+    let pem = std::fs::read_to_string(st.home.join("tls/server.pem")).map_err(|e| {
+        ApplianceError::Io {
+            path: st.home.join("tls/server.pem"),
+            reason: e.to_string(),
+        }
+    })?;
+    let chain: Vec<Vec<u8>> = pem_blocks(&pem);
+    let root = st.ca_certs.get("root").cloned().unwrap_or_default();
+    let issuers: Vec<(String, Vec<u8>)> = config
+        .ca
+        .issuing
+        .keys()
+        .filter_map(|id| st.ca_certs.get(id).map(|d| (id.clone(), d.clone())))
+        .collect();
+    let verifier = Arc::new(
+        crate::tls::ClientVerifier::new(root, issuers, st.store.clone())
+            .map_err(ApplianceError::Refused)?,
+    );
+    let cfg = crate::tls::server_config(key, chain, verifier).map_err(ApplianceError::Refused)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let Some(end_rel) = rest[start..].find("-----END CERTIFICATE-----") else {
+            break;
+        };
+        let end = start + end_rel + "-----END CERTIFICATE-----".len();
+        if let Ok((_, der)) = der::pem::decode_vec(rest[start..end].as_bytes()) {
+            out.push(der);
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Accept TLS connections and serve the API on each, handing the verified client certificate
+/// to the handlers.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.as_ref().to_vec()));
+            let svc = TowerToHyperService::new(app.layer(axum::Extension(ClientCert(cert))));
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
 /// Run until SIGINT or SIGTERM.
 pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     let state = open(home, config)?;
-    let addr = &config.listen.http;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        ApplianceError::Refused(format!("cannot listen on {addr} (listen.http): {e}"))
-    })?;
-    tracing::info!(%addr, "public PKI listener up");
-    println!("cps-trust serving: http://{addr}/health, /ca/<id>.der");
-    axum::serve(listener, public_router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let http_addr = &config.listen.http;
+    let http = tokio::net::TcpListener::bind(http_addr)
         .await
-        .map_err(|e| ApplianceError::Refused(format!("HTTP listener failed: {e}")))
+        .map_err(|e| {
+            ApplianceError::Refused(format!("cannot listen on {http_addr} (listen.http): {e}"))
+        })?;
+    let https_addr = &config.listen.https;
+    let https = tokio::net::TcpListener::bind(https_addr)
+        .await
+        .map_err(|e| {
+            ApplianceError::Refused(format!("cannot listen on {https_addr} (listen.https): {e}"))
+        })?;
+    let acceptor = tls_acceptor(&state, config)?;
+    let api_app = api::router(ApiState {
+        ca: state.ca.clone(),
+    });
+    tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
+    println!(
+        "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)"
+    );
+    let tls_task = tokio::spawn(serve_tls(https, acceptor, api_app));
+    let res = axum::serve(http, public_router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    tls_task.abort();
+    res.map_err(|e| ApplianceError::Refused(format!("HTTP listener failed: {e}")))
 }
 
 async fn shutdown_signal() {

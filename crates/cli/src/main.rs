@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod client;
 use cps_appliance::ceremony::{self, CaShow, InitReport};
 use cps_appliance::config::{CONFIG_FILE, Config};
 
@@ -55,6 +57,25 @@ enum Command {
     },
     /// Run every service of the appliance (until SIGINT/SIGTERM).
     Serve,
+    /// Certificates, through the running appliance's API (mutual TLS as an operator).
+    Cert {
+        /// Operator credential to use (`<home>/operator/<name>-cert.pem` and `-key.pem`).
+        #[arg(long, default_value = "admin")]
+        operator: String,
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Fetch the current CRL of a CA (DER) from the running appliance.
+    Crl {
+        /// CA identifier: root, personnes, organisations.
+        #[arg(long)]
+        ca: String,
+        /// Write the DER CRL here (default: print a summary).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "admin")]
+        operator: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -75,6 +96,77 @@ struct InitArgs {
     /// PIN source for the vendor HSM: env:NAME or file:PATH (owner-only).
     #[arg(long)]
     pin: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Issue a certificate from a PKCS#10 CSR (its signature proves possession of the key).
+    Issue {
+        /// Profile: cps-auth, cps-sign, org-tls-client, org-tls-server, org-cachet.
+        #[arg(long)]
+        profile: String,
+        /// CSR file (PEM or DER).
+        #[arg(long)]
+        csr: PathBuf,
+        /// Registry identity of the holder (IdNat_PS, structure id, node name).
+        #[arg(long)]
+        holder: String,
+        /// Person subject: IdNat_PS,surname,given name,TRE_G15 profession code.
+        #[arg(long, conflicts_with_all = ["org_name", "structure_id", "cn", "state"])]
+        person: Option<String>,
+        /// Organisation subject: raison sociale (O).
+        #[arg(long)]
+        org_name: Option<String>,
+        /// Organisation subject: struct_IdNat (OU).
+        #[arg(long)]
+        structure_id: Option<String>,
+        /// Organisation subject: application name or FQDN (CN).
+        #[arg(long)]
+        cn: Option<String>,
+        /// Organisation subject: department, e.g. "Paris (75)" (ST).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long)]
+        ip: Vec<String>,
+        #[arg(long)]
+        email: Vec<String>,
+        /// Write the certificate (PEM) here.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Show one certificate.
+    Show {
+        #[arg(long)]
+        ca: String,
+        /// Serial number in hex.
+        #[arg(long)]
+        serial: String,
+        /// Print only the PEM.
+        #[arg(long)]
+        pem: bool,
+    },
+    /// List certificates.
+    List {
+        #[arg(long)]
+        ca: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Continue after this cursor (printed at the end of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Revoke a certificate (reasons as in RFC 5280: keyCompromise, superseded, cessationOfOperation,
+    /// affiliationChanged, privilegeWithdrawn, certificateHold to suspend, removeFromCRL to resume).
+    Revoke {
+        #[arg(long)]
+        ca: String,
+        #[arg(long)]
+        serial: String,
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +273,39 @@ fn run(cli: Cli) -> CliResult {
                 None => Ok(ExitCode::SUCCESS),
                 Some(problem) => Err((EXIT_REFUSED, problem)),
             }
+        }
+        Command::Cert { operator, command } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &operator).map_err(fail)?;
+            cert(&api, command)
+        }
+        Command::Crl { ca, out, operator } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &operator).map_err(fail)?;
+            let der = api.get_bytes(&format!("/api/v1/crl/{ca}")).map_err(fail)?;
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, &der).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+                    emit(&format!(
+                        "CRL of '{ca}' written to {} ({} bytes)\n",
+                        p.display(),
+                        der.len()
+                    ));
+                }
+                None => {
+                    let c = cps_pki::crl::parse_crl(&der).map_err(fail)?;
+                    emit(&format!(
+                        "CRL of '{ca}': number {}, thisUpdate {}, nextUpdate {}, {} revoked\n",
+                        c.crl_number
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        date(c.this_update),
+                        c.next_update.map(date).unwrap_or_else(|| "-".into()),
+                        c.entries.len()
+                    ));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve => {
             let config = load_config(&home)?;
@@ -360,4 +485,124 @@ fn print_show(s: &CaShow) {
 fn emit(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn cert(api: &client::ApiClient, command: CertCommand) -> CliResult {
+    match command {
+        CertCommand::Issue {
+            profile,
+            csr,
+            holder,
+            person,
+            org_name,
+            structure_id,
+            cn,
+            state,
+            dns,
+            ip,
+            email,
+            out,
+        } => {
+            let csr_text =
+                std::fs::read(&csr).map_err(|e| fail(format!("{}: {e}", csr.display())))?;
+            let csr_pem = if csr_text.starts_with(b"-----") {
+                String::from_utf8_lossy(&csr_text).into_owned()
+            } else {
+                cps_pki::pem_encode("CERTIFICATE REQUEST", &csr_text)
+            };
+            let subject = match person {
+                Some(p) => {
+                    let f: Vec<&str> = p.split(',').map(str::trim).collect();
+                    if f.len() != 4 {
+                        return Err(fail(
+                            "--person takes IdNat_PS,surname,given name,profession code",
+                        ));
+                    }
+                    serde_json::json!({ "person": { "idnat_ps": f[0], "surname": f[1], "given_name": f[2], "profession_code": f[3] } })
+                }
+                None => serde_json::json!({ "organisation": {
+                    "state": state.ok_or_else(|| fail("--state is required for an organisation subject"))?,
+                    "name": org_name.ok_or_else(|| fail("--org-name is required for an organisation subject"))?,
+                    "structure_id": structure_id.ok_or_else(|| fail("--structure-id is required for an organisation subject"))?,
+                    "common_name": cn.ok_or_else(|| fail("--cn is required for an organisation subject"))?,
+                } }),
+            };
+            let body = serde_json::json!({ "profile": profile, "csr": csr_pem, "subject": subject, "holder": holder, "dns": dns, "ip": ip, "email": email });
+            let c = api.post("/api/v1/certificates", &body).map_err(fail)?;
+            if let Some(p) = out {
+                std::fs::write(&p, c["pem"].as_str().unwrap_or_default())
+                    .map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            }
+            emit(&describe_cert(&c));
+        }
+        CertCommand::Show { ca, serial, pem } => {
+            let c = api
+                .get(&format!("/api/v1/certificates/{ca}/{serial}"))
+                .map_err(fail)?;
+            if pem {
+                emit(c["pem"].as_str().unwrap_or_default());
+            } else {
+                emit(&describe_cert(&c));
+            }
+        }
+        CertCommand::List { ca, limit, after } => {
+            let mut q = format!("/api/v1/certificates?limit={limit}");
+            if let Some(ca) = ca {
+                q.push_str(&format!("&ca={ca}"));
+            }
+            if let Some(a) = after {
+                q.push_str(&format!("&after={a}"));
+            }
+            let page = api.get(&q).map_err(fail)?;
+            let mut out = String::new();
+            for c in page["certificates"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:<14} {:<34} {:<8} {:<12} {}\n",
+                    c["ca"].as_str().unwrap_or(""),
+                    c["serial"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or(""),
+                    c["profile"].as_str().unwrap_or(""),
+                    c["subject"].as_str().unwrap_or("")
+                ));
+            }
+            if let Some(next) = page["next"].as_str() {
+                out.push_str(&format!("more: --after {next}\n"));
+            }
+            emit(&out);
+        }
+        CertCommand::Revoke { ca, serial, reason } => {
+            let c = api
+                .post(
+                    &format!("/api/v1/certificates/{ca}/{serial}/revoke"),
+                    &serde_json::json!({ "reason": reason }),
+                )
+                .map_err(fail)?;
+            emit(&describe_cert(&c));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_cert(c: &serde_json::Value) -> String {
+    let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
+    let t = |k: &str| c[k].as_i64().map(date).unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "ca          {}\nserial      {}\nsubject     {}\nprofile     {}\nholder      {}\nvalidity    {} → {}\nstatus      {}\n",
+        s("ca"),
+        s("serial"),
+        s("subject"),
+        s("profile"),
+        s("holder"),
+        t("not_before"),
+        t("not_after"),
+        s("status")
+    );
+    if c["revocation_time"].is_i64() {
+        out.push_str(&format!(
+            "revoked     {} ({})\n",
+            t("revocation_time"),
+            s("revocation_reason")
+        ));
+    }
+    out
 }

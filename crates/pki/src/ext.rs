@@ -19,6 +19,7 @@ const fn oid(s: &str) -> ObjectIdentifier {
 
 pub const ID_CE_SUBJECT_KEY_IDENTIFIER: ObjectIdentifier = oid("2.5.29.14");
 pub const ID_CE_KEY_USAGE: ObjectIdentifier = oid("2.5.29.15");
+pub const ID_CE_SUBJECT_ALT_NAME: ObjectIdentifier = oid("2.5.29.17");
 pub const ID_CE_BASIC_CONSTRAINTS: ObjectIdentifier = oid("2.5.29.19");
 pub const ID_CE_CRL_DISTRIBUTION_POINTS: ObjectIdentifier = oid("2.5.29.31");
 pub const ID_CE_CERTIFICATE_POLICIES: ObjectIdentifier = oid("2.5.29.32");
@@ -299,6 +300,37 @@ pub fn authority_info_access(
         ID_PE_AUTHORITY_INFO_ACCESS,
         false,
         &AuthorityInfoAccessSyntax(v),
+    )
+}
+
+/// subjectAltName with DNS names and IP addresses (non-critical: the subject is not empty).
+pub fn subject_alt_name(dns: &[String], ips: &[std::net::IpAddr]) -> Result<Extension, PkiError> {
+    let mut names = Vec::new();
+    for d in dns {
+        if d.is_empty()
+            || d.len() > 253
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '*')
+        {
+            return Err(PkiError::Params(format!("'{d}' is not a DNS name")));
+        }
+        names.push(GeneralName::DnsName(Ia5String::new(d)?));
+    }
+    for ip in ips {
+        let bytes = match ip {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        names.push(GeneralName::IpAddress(OctetString::new(bytes)?));
+    }
+    if names.is_empty() {
+        return Err(PkiError::Params("subjectAltName without any name".into()));
+    }
+    ext(
+        ID_CE_SUBJECT_ALT_NAME,
+        false,
+        &x509_cert::ext::pkix::SubjectAltName(names),
     )
 }
 

@@ -79,6 +79,68 @@ pub fn ocsp_signer(
     Ok(v)
 }
 
+/// The appliance's own TLS server certificate: keyUsage digitalSignature, serverAuth, SAN,
+/// SKI, AKI, CRL DP and AIA of its CA.
+pub fn tls_server(
+    spki_der: &[u8],
+    issuer_key_id: &[u8],
+    dns: &[String],
+    ips: &[std::net::IpAddr],
+    issuer_points: &PublicationPoints,
+) -> Result<Vec<Extension>, PkiError> {
+    end_entity(
+        spki_der,
+        issuer_key_id,
+        ext::ID_KP_SERVER_AUTH,
+        issuer_points,
+        Some(ext::subject_alt_name(dns, ips)?),
+    )
+}
+
+/// An operator's TLS client certificate (mutual TLS to the API and console).
+pub fn operator_client(
+    spki_der: &[u8],
+    issuer_key_id: &[u8],
+    issuer_points: &PublicationPoints,
+) -> Result<Vec<Extension>, PkiError> {
+    end_entity(
+        spki_der,
+        issuer_key_id,
+        ext::ID_KP_CLIENT_AUTH,
+        issuer_points,
+        None,
+    )
+}
+
+fn end_entity(
+    spki_der: &[u8],
+    issuer_key_id: &[u8],
+    purpose: const_oid::ObjectIdentifier,
+    issuer_points: &PublicationPoints,
+    san: Option<Extension>,
+) -> Result<Vec<Extension>, PkiError> {
+    let kid = ext::key_identifier(spki_der)?;
+    let mut v = vec![
+        ext::key_usage(&[Usage::DigitalSignature])?,
+        ext::extended_key_usage(&[purpose], false)?,
+        ext::subject_key_identifier(&kid)?,
+        ext::authority_key_identifier(issuer_key_id)?,
+    ];
+    if !issuer_points.crl.is_empty() {
+        v.push(ext::crl_distribution_points(&issuer_points.crl)?);
+    }
+    if !issuer_points.ocsp.is_empty() || !issuer_points.ca_issuers.is_empty() {
+        v.push(ext::authority_info_access(
+            &issuer_points.ocsp,
+            &issuer_points.ca_issuers,
+        )?);
+    }
+    if let Some(s) = san {
+        v.push(s);
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,7 +83,8 @@ pub enum SubjectError {
 }
 
 /// A health professional as the registry (RPPS/ADELI) describes them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PersonIdentity {
     pub idnat_ps: String,
     pub surname: String,
@@ -114,7 +115,8 @@ impl PersonIdentity {
 }
 
 /// An organisation (structure) and the application or host the certificate is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrganisationIdentity {
     /// Department, e.g. `Seine-Maritime (76)`.
     pub state: String,

@@ -1,0 +1,392 @@
+//! The REST API under `/api/v1/` on the mutual-TLS listener. Operators are identified by their
+//! client certificate (verified in the TLS handshake against our hierarchy and live revocation
+//! state) and the roles bound to it in the store.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cps_pki::crl::RevocationReason;
+use cps_store::{CertCursor, CertStatus, CertificateRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{CaError, CaService};
+use crate::operators::{self, Operator};
+
+/// Largest request body the API accepts.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The verified client certificate of the TLS connection, if the client sent one.
+#[derive(Clone, Debug)]
+pub struct ClientCert(pub Option<Arc<Vec<u8>>>);
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub ca: Arc<CaService>,
+}
+
+/// One error shape for the whole API: a status and a message for the caller. Internal details
+/// go to the log, not to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<CaError> for ApiError {
+    fn from(e: CaError) -> Self {
+        match e {
+            CaError::NotFound { .. } | CaError::UnknownCa(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.to_string())
+            }
+            CaError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            CaError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            CaError::Internal(inner) => {
+                tracing::error!(error = %inner, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (see the appliance log)",
+                )
+            }
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Resolve the operator behind the client certificate: none → 401, unknown → 403.
+async fn authenticate(
+    State(st): State<ApiState>,
+    Extension(cert): Extension<ClientCert>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(der) = cert.0 else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate is required (mutual TLS with an operator certificate)",
+        )
+        .into_response();
+    };
+    match operators::lookup(st.ca.store().as_ref(), &der) {
+        Ok(Some(op)) => {
+            req.extensions_mut().insert(op);
+            next.run(req).await
+        }
+        Ok(None) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this certificate is not registered as an operator",
+        )
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "operator lookup failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error (see the appliance log)",
+            )
+            .into_response()
+        }
+    }
+}
+
+fn require(op: &Operator, roles: &[&str]) -> Result<(), ApiError> {
+    if roles.iter().any(|r| op.has(r)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "operator '{}' lacks the role {}",
+                op.name,
+                roles.join(" or ")
+            ),
+        ))
+    }
+}
+
+/// A certificate as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CertificateView {
+    pub ca: String,
+    pub serial: String,
+    pub subject: String,
+    pub profile: String,
+    pub holder: Option<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub status: String,
+    pub revocation_time: Option<i64>,
+    pub revocation_reason: Option<String>,
+    pub pem: String,
+}
+
+impl From<&CertificateRecord> for CertificateView {
+    fn from(r: &CertificateRecord) -> Self {
+        let (status, time, reason) = match &r.status {
+            CertStatus::Valid => ("valid".to_string(), None, None),
+            CertStatus::Revoked { time, reason, .. } => {
+                let name = RevocationReason::from_code(*reason).map(|x| x.name().to_string());
+                let st = if *reason == 6 { "on-hold" } else { "revoked" };
+                (st.to_string(), Some(*time), name)
+            }
+        };
+        CertificateView {
+            ca: r.issuer.clone(),
+            serial: hex::encode_upper(&r.serial),
+            subject: r.subject.clone(),
+            profile: r.profile.clone(),
+            holder: r.holder.clone(),
+            not_before: r.not_before,
+            not_after: r.not_after,
+            status,
+            revocation_time: time,
+            revocation_reason: reason,
+            pem: cps_pki::pem_encode("CERTIFICATE", &r.der),
+        }
+    }
+}
+
+fn parse_serial(s: &str) -> Result<Vec<u8>, ApiError> {
+    cps_pki::Serial::from_hex(s)
+        .map(|s| s.as_bytes().to_vec())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn whoami(Extension(op): Extension<Operator>) -> Json<Operator> {
+    Json(op)
+}
+
+async fn get_certificate(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath((ca, serial)): UrlPath<(String, String)>,
+) -> Result<Json<CertificateView>, ApiError> {
+    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
+    let serial = parse_serial(&serial)?;
+    let rec = st
+        .ca
+        .store()
+        .get_certificate(&ca, &serial)
+        .map_err(|e| ApiError::from(CaError::from(e)))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no certificate with serial {} from CA '{ca}'",
+                    hex::encode_upper(&serial)
+                ),
+            )
+        })?;
+    Ok(Json(CertificateView::from(&rec)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub ca: Option<String>,
+    /// Cursor: `<ca>:<serial hex>` of the last certificate of the previous page.
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CertificateList {
+    pub certificates: Vec<CertificateView>,
+    pub next: Option<String>,
+}
+
+async fn list_certificates(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<CertificateList>, ApiError> {
+    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let cursor = match &q.after {
+        None => None,
+        Some(c) => {
+            let (ca, serial) = c.split_once(':').ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "cursor must be <ca>:<serial>")
+            })?;
+            Some(CertCursor {
+                issuer: ca.into(),
+                serial: parse_serial(serial)?,
+            })
+        }
+    };
+    let page = st
+        .ca
+        .store()
+        .list_certificates(q.ca.as_deref(), cursor.as_ref(), limit)
+        .map_err(|e| ApiError::from(CaError::from(e)))?;
+    Ok(Json(CertificateList {
+        certificates: page
+            .certificates
+            .iter()
+            .map(CertificateView::from)
+            .collect(),
+        next: page
+            .next
+            .map(|c| format!("{}:{}", c.issuer, hex::encode_upper(c.serial))),
+    }))
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// RFC 5280 reason name: `keyCompromise`, `superseded`, `certificateHold`, `removeFromCRL`...
+    pub reason: String,
+    /// Unix seconds when the key is known or suspected to have been compromised.
+    pub invalidity_date: Option<i64>,
+}
+
+async fn revoke(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath((ca, serial)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Result<Json<CertificateView>, ApiError> {
+    require(&op, &["ca-operator"])?;
+    let req: RevokeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    let reason = RevocationReason::from_name(&req.reason).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown revocation reason '{}'", req.reason),
+        )
+    })?;
+    let serial = parse_serial(&serial)?;
+    let ca_svc = st.ca.clone();
+    let actor = format!("operator:{}", op.name);
+    let rec = tokio::task::spawn_blocking(move || {
+        ca_svc.revoke(&ca, &serial, reason, req.invalidity_date, &actor, now())
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("revocation task failed: {e}"),
+        )
+    })??;
+    Ok(Json(CertificateView::from(&rec)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    pub profile: String,
+    /// PKCS#10, PEM.
+    pub csr: String,
+    pub subject: crate::ca::SubjectRequest,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub ip: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    pub email: Vec<String>,
+    pub holder: String,
+}
+
+async fn issue(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CertificateView>), ApiError> {
+    require(&op, &["ca-operator", "ra-officer"])?;
+    let b: IssueBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    let mut sans = Vec::new();
+    sans.extend(b.dns.into_iter().map(cps_pki::SubjectAltName::Dns));
+    sans.extend(b.ip.into_iter().map(cps_pki::SubjectAltName::Ip));
+    sans.extend(b.email.into_iter().map(cps_pki::SubjectAltName::Email));
+    let req = crate::ca::IssueRequest {
+        profile: b.profile,
+        csr: b.csr.into_bytes(),
+        subject: b.subject,
+        sans,
+        holder: b.holder,
+    };
+    let ca_svc = st.ca.clone();
+    let actor = format!("operator:{}", op.name);
+    let rec = tokio::task::spawn_blocking(move || ca_svc.issue(&req, &actor, now()))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("issuance task failed: {e}"),
+            )
+        })??;
+    Ok((StatusCode::CREATED, Json(CertificateView::from(&rec))))
+}
+
+async fn crl(
+    State(st): State<ApiState>,
+    UrlPath(ca): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let ca_svc = st.ca.clone();
+    let der = tokio::task::spawn_blocking(move || ca_svc.crl(&ca, now()))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("CRL task failed: {e}"),
+            )
+        })??;
+    Ok((
+        [(header::CONTENT_TYPE, "application/pkix-crl")],
+        der.as_ref().clone(),
+    )
+        .into_response())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The OpenAPI description of this API, served by the appliance itself.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `/api/v1/...` routes. The caller adds the [`ClientCert`] extension per connection.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/certificates", get(list_certificates).post(issue))
+        .route("/api/v1/certificates/{ca}/{serial}", get(get_certificate))
+        .route("/api/v1/certificates/{ca}/{serial}/revoke", post(revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(protected)
+        .route("/api/v1/crl/{ca}", get(crl))
+        .route("/api/v1/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

@@ -1,0 +1,175 @@
+//! Operators: people who reach the API and console with a TLS client certificate, and the roles
+//! bound to that certificate in the store.
+//!
+//! An operator's key is the operator's, not the appliance's: it is generated for them and handed
+//! over as PEM and PKCS#12 files (owner-only) for import into a browser or a CLI.
+
+use std::path::Path;
+
+use cps_pki::hierarchy::{self, PublicationPoints};
+use cps_pki::{
+    CertificateParams, DistinguishedName, Issuer, Serial, issue_certificate, pem_encode,
+};
+use cps_store::{Store, WriteOp};
+use serde::{Deserialize, Serialize};
+
+use crate::ApplianceError;
+
+/// Roles an operator certificate can be bound to.
+pub const ROLES: &[&str] = &["ca-operator", "ra-officer", "auditor", "service"];
+/// The roles of the first operator created by `init`.
+pub const ALL_ROLES: &[&str] = &["ca-operator", "ra-officer", "auditor"];
+
+/// How long an operator certificate lasts.
+const OPERATOR_VALIDITY_DAYS: i64 = 397;
+
+/// A freshly made operator credential.
+pub struct OperatorCredential {
+    pub cert_der: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pkey: openssl::pkey::PKey<openssl::pkey::Private>,
+}
+
+/// An operator known to the appliance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Operator {
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+impl Operator {
+    pub fn has(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+fn ssl(e: openssl::error::ErrorStack) -> ApplianceError {
+    ApplianceError::Refused(format!("operator credential: {e}"))
+}
+
+fn meta_key(cert_der: &[u8]) -> String {
+    format!(
+        "operator:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, cert_der))
+    )
+}
+
+/// Generate an operator key (P-256) and certify it for TLS client authentication.
+pub fn create_operator_credential(
+    name: &str,
+    points: &PublicationPoints,
+    issuer: &Issuer<'_>,
+    issuer_key_id: &[u8],
+    serial: Serial,
+    not_before: i64,
+) -> Result<OperatorCredential, ApplianceError> {
+    let group =
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).map_err(ssl)?;
+    let pkey = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).map_err(ssl)?)
+        .map_err(ssl)?;
+    let spki = pkey.public_key_to_der().map_err(ssl)?;
+    let subject = DistinguishedName::parse(&format!(
+        "CN={name}, OU=cps-trust operators, O=cps-trust, C=FR"
+    ))?;
+    let cert_der = issue_certificate(
+        &CertificateParams {
+            serial,
+            subject,
+            subject_public_key: spki.clone(),
+            not_before,
+            not_after: not_before + OPERATOR_VALIDITY_DAYS * 86_400,
+            extensions: hierarchy::operator_client(&spki, issuer_key_id, points)?,
+        },
+        issuer,
+    )?;
+    let key_pem = pkey.private_key_to_pem_pkcs8().map_err(ssl)?;
+    Ok(OperatorCredential {
+        cert_der,
+        key_pem,
+        pkey,
+    })
+}
+
+/// The store operation binding a certificate to an operator and roles.
+pub fn register_op(cert_der: &[u8], name: &str, roles: &[&str]) -> WriteOp {
+    let op = Operator {
+        name: name.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    };
+    WriteOp::PutMeta {
+        key: meta_key(cert_der),
+        value: serde_json::to_vec(&op).unwrap_or_default(),
+    }
+}
+
+/// The operator a client certificate belongs to, if any.
+pub fn lookup(store: &dyn Store, cert_der: &[u8]) -> Result<Option<Operator>, ApplianceError> {
+    match store.get_meta(&meta_key(cert_der))? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| ApplianceError::Refused(format!("operator record is corrupt: {e}"))),
+    }
+}
+
+/// Write `<dir>/<name>-cert.pem` (certificate + CA chain), `<name>-key.pem`, `<name>.p12` and
+/// `<name>.p12.pass`, all owner-only.
+pub fn write_credential(
+    dir: &Path,
+    name: &str,
+    cred: &OperatorCredential,
+    ca_der: &[u8],
+    root_der: &[u8],
+) -> Result<(), ApplianceError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(dir).map_err(|e| ApplianceError::Io {
+        path: dir.into(),
+        reason: e.to_string(),
+    })?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let write = |file: &str, bytes: &[u8]| -> Result<(), ApplianceError> {
+        let p = dir.join(file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| ApplianceError::Io {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| ApplianceError::Io {
+                path: p,
+                reason: e.to_string(),
+            })
+    };
+    let chain = format!(
+        "{}{}{}",
+        pem_encode("CERTIFICATE", &cred.cert_der),
+        pem_encode("CERTIFICATE", ca_der),
+        pem_encode("CERTIFICATE", root_der)
+    );
+    write(&format!("{name}-cert.pem"), chain.as_bytes())?;
+    write(&format!("{name}-key.pem"), &cred.key_pem)?;
+    let mut pass = [0u8; 12];
+    openssl::rand::rand_bytes(&mut pass).map_err(ssl)?;
+    let pass = hex::encode(pass);
+    let x509 = openssl::x509::X509::from_der(&cred.cert_der).map_err(ssl)?;
+    let mut cas = openssl::stack::Stack::new().map_err(ssl)?;
+    for d in [ca_der, root_der] {
+        cas.push(openssl::x509::X509::from_der(d).map_err(ssl)?)
+            .map_err(ssl)?;
+    }
+    let p12 = openssl::pkcs12::Pkcs12::builder()
+        .name(&format!("cps-trust operator {name}"))
+        .pkey(&cred.pkey)
+        .cert(&x509)
+        .ca(cas)
+        .build2(&pass)
+        .map_err(ssl)?;
+    write(&format!("{name}.p12"), &p12.to_der().map_err(ssl)?)?;
+    write(&format!("{name}.p12.pass"), format!("{pass}\n").as_bytes())
+}

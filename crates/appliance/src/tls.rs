@@ -1,0 +1,270 @@
+//! TLS for the appliance's listeners: the server key stays in the HSM (a rustls `SigningKey` over
+//! [`HsmKey`]), and client certificates are verified against our own hierarchy **and** our live
+//! revocation state (a revoked or unknown certificate fails the handshake).
+//!
+//! Protocol floor TLS 1.2, TLS 1.3 preferred; rustls offers only AEAD suites with ECDHE, which
+//! is the BCP 195 set.
+
+use std::sync::Arc;
+
+use cps_hsm::{HsmKey, KeyAlgorithm, SigFormat, SignatureAlgorithm, Signer};
+use cps_store::{CertStatus, Store};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+/// A rustls signing key whose private half is in the HSM.
+#[derive(Debug)]
+struct HsmSigningKey {
+    key: Arc<HsmKey>,
+}
+
+#[derive(Debug)]
+struct HsmTlsSigner {
+    key: Arc<HsmKey>,
+    scheme: SignatureScheme,
+    alg: SignatureAlgorithm,
+}
+
+impl rustls::sign::Signer for HsmTlsSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.key
+            .sign(self.alg, message, SigFormat::Der)
+            .map_err(|e| rustls::Error::General(format!("HSM signing failed: {e}")))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
+}
+
+impl rustls::sign::SigningKey for HsmSigningKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        let candidates: &[(SignatureScheme, SignatureAlgorithm)] = match self.key.key_algorithm() {
+            KeyAlgorithm::EcP256 => &[(
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureAlgorithm::EcdsaSha256,
+            )],
+            KeyAlgorithm::EcP384 => &[(
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                SignatureAlgorithm::EcdsaSha384,
+            )],
+            _ => &[
+                (
+                    SignatureScheme::RSA_PSS_SHA256,
+                    SignatureAlgorithm::RsaPssSha256,
+                ),
+                (
+                    SignatureScheme::RSA_PSS_SHA384,
+                    SignatureAlgorithm::RsaPssSha384,
+                ),
+                (
+                    SignatureScheme::RSA_PKCS1_SHA256,
+                    SignatureAlgorithm::RsaPkcs1Sha256,
+                ),
+                (
+                    SignatureScheme::RSA_PKCS1_SHA384,
+                    SignatureAlgorithm::RsaPkcs1Sha384,
+                ),
+            ],
+        };
+        candidates
+            .iter()
+            .find(|(s, _)| offered.contains(s))
+            .map(|(scheme, alg)| {
+                Box::new(HsmTlsSigner {
+                    key: self.key.clone(),
+                    scheme: *scheme,
+                    alg: *alg,
+                }) as Box<dyn rustls::sign::Signer>
+            })
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        if self.key.key_algorithm().is_rsa() {
+            rustls::SignatureAlgorithm::RSA
+        } else {
+            rustls::SignatureAlgorithm::ECDSA
+        }
+    }
+}
+
+/// Verifies client certificates: chain to our root through one of our issuing CAs, clientAuth
+/// usage, validity at the handshake time, and — fail closed — a certificate the store knows and
+/// holds as valid.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    root: CertificateDer<'static>,
+    /// (CA id, CA certificate DER, subject DER) of the issuing CAs whose clients we accept.
+    issuers: Vec<(String, CertificateDer<'static>, Vec<u8>)>,
+    hints: Vec<DistinguishedName>,
+    store: StoreHandle,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// `Arc<dyn Store>` with a Debug impl (rustls wants Debug on verifiers).
+#[derive(Clone)]
+struct StoreHandle(Arc<dyn Store>);
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl ClientVerifier {
+    pub fn new(
+        root_der: Vec<u8>,
+        issuers: Vec<(String, Vec<u8>)>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, String> {
+        let mut list = Vec::new();
+        let mut hints = Vec::new();
+        for (id, der) in issuers {
+            let parsed = cps_pki::parse_certificate(&der).map_err(|e| e.to_string())?;
+            let subject = parsed.subject.to_der().map_err(|e| e.to_string())?;
+            hints.push(DistinguishedName::from(subject.clone()));
+            list.push((id, CertificateDer::from(der), subject));
+        }
+        Ok(ClientVerifier {
+            root: CertificateDer::from(root_der),
+            issuers: list,
+            hints,
+            store: StoreHandle(store),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        })
+    }
+}
+
+fn bad(reason: impl Into<String>) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(std::io::Error::other(reason.into())),
+    )))
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    /// Optional at the TLS layer, so that a client without a certificate gets a clear HTTP 401
+    /// rather than a handshake failure; every protected route requires one.
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let anchor = webpki::anchor_from_trusted_cert(&self.root)
+            .map_err(|e| bad(format!("trust anchor: {e}")))?;
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| bad(format!("client certificate: {e}")))?;
+        let intermediates: Vec<CertificateDer<'_>> =
+            self.issuers.iter().map(|(_, d, _)| d.clone()).collect();
+        cert.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &[anchor],
+            &intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            bad(format!(
+                "client certificate does not chain to this appliance: {e:?}"
+            ))
+        })?;
+        let parsed = cps_pki::parse_certificate(end_entity).map_err(|e| bad(e.to_string()))?;
+        let issuer_der = parsed.issuer.to_der().map_err(|e| bad(e.to_string()))?;
+        let ca = self
+            .issuers
+            .iter()
+            .find(|(_, _, s)| *s == issuer_der)
+            .map(|(id, _, _)| id.clone())
+            .ok_or_else(|| bad("unknown issuer"))?;
+        match self.store.0.get_certificate(&ca, parsed.serial.as_bytes()) {
+            Ok(Some(rec)) if rec.der == end_entity.as_ref() && rec.status == CertStatus::Valid => {
+                Ok(ClientCertVerified::assertion())
+            }
+            Ok(Some(rec)) if rec.der == end_entity.as_ref() => Err(
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked),
+            ),
+            Ok(_) => Err(bad("client certificate was not issued by this appliance")),
+            // Fail closed: no revocation answer, no entry.
+            Err(e) => Err(bad(format!("revocation state unavailable: {e}"))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Server configuration: HSM-held server key with its chain, client verification as above,
+/// TLS 1.3 and 1.2 only, h2 and http/1.1.
+pub fn server_config(
+    key: Arc<HsmKey>,
+    chain: Vec<Vec<u8>>,
+    verifier: Arc<ClientVerifier>,
+) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
+    let certified = Arc::new(CertifiedKey::new(chain, Arc::new(HsmSigningKey { key })));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(FixedCert(certified)));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

@@ -1,0 +1,94 @@
+//! The CLI as an API client: HTTPS with the operator's certificate (mutual TLS), trusting only
+//! this appliance's root.
+
+use std::path::Path;
+
+use cps_appliance::config::Config;
+
+pub struct ApiClient {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+impl ApiClient {
+    /// Connect as operator `name` (files `<home>/operator/<name>-cert.pem` and `<name>-key.pem`).
+    pub fn new(home: &Path, config: &Config, name: &str) -> Result<ApiClient, String> {
+        let dir = home.join("operator");
+        let mut identity = read(&dir.join(format!("{name}-cert.pem")))?;
+        identity.extend(read(&dir.join(format!("{name}-key.pem")))?);
+        let identity = reqwest::Identity::from_pem(&identity)
+            .map_err(|e| format!("operator credential '{name}': {e}"))?;
+        let root = reqwest::Certificate::from_pem(&read(&home.join("ca/root.pem"))?)
+            .map_err(|e| format!("root certificate: {e}"))?;
+        let http = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .identity(identity)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("HTTPS client: {e}"))?;
+        Ok(ApiClient {
+            base: format!("https://{}", config.listen.https),
+            http,
+        })
+    }
+
+    fn handle(
+        &self,
+        resp: reqwest::Result<reqwest::blocking::Response>,
+    ) -> Result<serde_json::Value, String> {
+        let resp = resp.map_err(|e| {
+            format!(
+                "cannot reach the appliance at {} ({e}); is `cps-trust serve` running?",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!(
+                "{} {}",
+                status.as_u16(),
+                body.get("error")
+                    .and_then(|e| e.as_str())
+                    .unwrap_or("request failed")
+            ))
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        self.handle(self.http.get(format!("{}{path}", self.base)).send())
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        self.handle(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .json(body)
+                .send(),
+        )
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .map_err(|e| format!("cannot reach the appliance at {} ({e})", self.base))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "{} {}",
+                resp.status().as_u16(),
+                resp.text().unwrap_or_default().trim()
+            ));
+        }
+        resp.bytes().map(|b| b.to_vec()).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,913 @@
+//! Issue "CA and VA": the API over mutual TLS, revocation, CRLs — against a running appliance,
+//! curl, openssl and pkilint.
+
+use std::process::Command;
+use std::time::Duration;
+
+use cps_trust_tests::*;
+
+fn serial_of(pem: &std::path::Path) -> String {
+    let out = Command::new(peer("openssl"))
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned()
+}
+
+fn operator_curl(
+    home: &Home,
+    app: &Appliance,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    operator_curl_with(home, app, method, path, body, &[])
+}
+
+fn operator_curl_with(
+    home: &Home,
+    app: &Appliance,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &[&str],
+) -> (u16, String) {
+    let url = format!("https://{}{path}", app.https);
+    let cacert = home.join("ca/root.pem");
+    let cert = home.join("operator/admin-cert.pem");
+    let key = home.join("operator/admin-key.pem");
+    let mut args: Vec<String> = vec![
+        "--cacert".into(),
+        cacert.display().to_string(),
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        "-X".into(),
+        method.into(),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(b) = body {
+        let f = dir.path().join("body.json");
+        std::fs::write(&f, b).unwrap();
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            format!("@{}", f.display()),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(url);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body) = curl(&refs);
+    (code, text(&body))
+}
+
+/// No client certificate: 401. The operator: 200. Bad input: precise 4xx, nothing changed.
+#[test]
+fn api_authentication_and_hostile_input() {
+    let (home, app) = Appliance::fresh();
+    let (code, body) = curl(&[
+        "--cacert",
+        home.join("ca/root.pem").to_str().unwrap(),
+        &format!("https://{}/api/v1/whoami", app.https),
+    ]);
+    assert_eq!(code, 401, "{}", text(&body));
+    assert!(text(&body).contains("client certificate is required"));
+
+    let (code, body) = operator_curl(&home, &app, "GET", "/api/v1/whoami", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"ca-operator\""), "{body}");
+
+    let ocsp_serial = serial_of(&home.join("ca/personnes-ocsp.pem"));
+    let revoke = format!("/api/v1/certificates/personnes/{ocsp_serial}/revoke");
+    for (body, expect_code, expect) in [
+        ("{not json", 400, "invalid JSON"),
+        ("{\"reason\":\"because\"}", 400, "unknown revocation reason"),
+        (
+            "{\"reason\":\"superseded\",\"extra\":1}",
+            400,
+            "unknown field",
+        ),
+        ("{\"reason\":\"removeFromCRL\"}", 409, "not on hold"),
+    ] {
+        let (code, resp) = operator_curl(&home, &app, "POST", &revoke, Some(body));
+        assert_eq!(code, expect_code, "{body} -> {resp}");
+        assert!(resp.contains(expect), "{body} -> {resp}");
+    }
+    let huge = format!(
+        "{{\"reason\":\"superseded\",\"pad\":\"{}\"}}",
+        "x".repeat(200 * 1024)
+    );
+    // The server refuses before reading the body (the client waits for 100-continue).
+    let (code, _) = operator_curl_with(
+        &home,
+        &app,
+        "POST",
+        &revoke,
+        Some(&huge),
+        &["--http1.1", "-H", "Expect: 100-continue"],
+    );
+    assert_eq!(code, 413);
+    let (code, resp) = operator_curl(
+        &home,
+        &app,
+        "POST",
+        "/api/v1/certificates/personnes/0123456789ABCDEF/revoke",
+        Some("{\"reason\":\"superseded\"}"),
+    );
+    assert_eq!(code, 404, "{resp}");
+    let (code, resp) = operator_curl(
+        &home,
+        &app,
+        "POST",
+        "/api/v1/certificates/personnes/zz/revoke",
+        Some("{\"reason\":\"superseded\"}"),
+    );
+    assert_eq!(code, 400, "{resp}");
+    let (code, _) = operator_curl(&home, &app, "GET", "/api/v1/certificates/nope/01", None);
+    assert_eq!(code, 404);
+    // None of that changed the certificate.
+    let (code, resp) = operator_curl(
+        &home,
+        &app,
+        "GET",
+        &format!("/api/v1/certificates/personnes/{ocsp_serial}"),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert!(resp.contains("\"status\":\"valid\""), "{resp}");
+    // The OpenAPI document is served by the appliance.
+    let (code, resp) = operator_curl(&home, &app, "GET", "/api/v1/openapi.json", None);
+    assert_eq!(code, 200);
+    assert!(resp.contains("\"openapi\": \"3.0.3\""), "{resp}");
+}
+
+fn crl_pem(app: &Appliance, ca: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let (code, der) = curl(&[&format!("http://{}/crl/{ca}.crl", app.http)]);
+    assert_eq!(code, 200);
+    let der_path = dir.join(format!("{ca}.crl"));
+    std::fs::write(&der_path, der).unwrap();
+    let pem = dir.join(format!("{ca}.crl.pem"));
+    let out = Command::new(peer("openssl"))
+        .args(["crl", "-inform", "DER", "-in"])
+        .arg(&der_path)
+        .arg("-out")
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert_success(&out, "openssl crl");
+    pem
+}
+
+/// `cps-trust cert revoke` → the next CRL lists it; openssl's CRL check says revoked, good
+/// certificates still verify; pkilint finds nothing in any CRL; hold/resume/final semantics.
+#[test]
+fn revocation_reaches_the_crl_and_openssl() {
+    let (home, app) = Appliance::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = home.join("ca");
+    let victim = serial_of(&ca.join("personnes-ocsp.pem"));
+
+    // Suspend, resume, suspend again, then revoke for good.
+    for (reason, status) in [
+        ("certificateHold", "on-hold"),
+        ("removeFromCRL", "valid"),
+        ("certificateHold", "on-hold"),
+        ("keyCompromise", "revoked"),
+    ] {
+        let out = home.cps(&[
+            "cert",
+            "revoke",
+            "--ca",
+            "personnes",
+            "--serial",
+            &victim,
+            "--reason",
+            reason,
+        ]);
+        assert_success(&out, &format!("cert revoke {reason}"));
+        assert!(
+            text(&out.stdout).contains(&format!("status      {status}")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let out = home.cps(&[
+        "cert",
+        "revoke",
+        "--ca",
+        "personnes",
+        "--serial",
+        &victim,
+        "--reason",
+        "superseded",
+    ]);
+    assert_one_line_error(&out, &["409", "already revoked (keyCompromise)", "final"]);
+
+    let personnes = crl_pem(&app, "personnes", dir.path());
+    let root = crl_pem(&app, "root", dir.path());
+    let organisations = crl_pem(&app, "organisations", dir.path());
+    let crls = dir.path().join("all.crl.pem");
+    std::fs::write(
+        &crls,
+        [&personnes, &root]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect::<String>(),
+    )
+    .unwrap();
+
+    let verify = |cert: &str, untrusted: &str| {
+        Command::new(peer("openssl"))
+            .args(["verify", "-crl_check_all", "-CRLfile"])
+            .arg(&crls)
+            .arg("-CAfile")
+            .arg(ca.join("root.pem"))
+            .arg("-untrusted")
+            .arg(ca.join(untrusted))
+            .arg(ca.join(cert))
+            .output()
+            .unwrap()
+    };
+    let out = verify("personnes-ocsp.pem", "personnes.pem");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).contains("certificate revoked")
+            || text(&out.stderr).contains("certificate revoked"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = verify("personnes.pem", "personnes.pem");
+    assert_success(&out, "issuing CA with CRL check");
+
+    let parsed = Command::new(peer("openssl"))
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(&personnes)
+        .output()
+        .unwrap();
+    let t = text(&parsed.stdout);
+    assert!(t.contains("Key Compromise") && t.contains(&victim), "{t}");
+    for crl in [&personnes, &root, &organisations] {
+        let out = Command::new(peer("lint_crl"))
+            .args(["lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING"])
+            .arg(crl)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && text(&out.stdout).trim().is_empty(),
+            "pkilint on {}: {}{}",
+            crl.display(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    // The CRL number grows with each new CRL.
+    let n = |p: &std::path::Path| {
+        let o = Command::new(peer("openssl"))
+            .args(["crl", "-noout", "-crlnumber", "-in"])
+            .arg(p)
+            .output()
+            .unwrap();
+        i64::from_str_radix(
+            text(&o.stdout)
+                .trim()
+                .trim_start_matches("crlNumber=0x")
+                .trim_start_matches("crlNumber="),
+            16,
+        )
+        .unwrap_or(-1)
+    };
+    let first = n(&personnes);
+    let out = home.cps(&[
+        "cert",
+        "revoke",
+        "--ca",
+        "organisations",
+        "--serial",
+        &serial_of(&ca.join("organisations-ocsp.pem")),
+        "--reason",
+        "superseded",
+    ]);
+    assert_success(&out, "second revocation");
+    let again = crl_pem(&app, "organisations", dir.path());
+    assert!(n(&again) >= 1 && first >= 1);
+
+    // Durable: after a restart the revocation is still there.
+    drop(app);
+    let app = Appliance::start(&home);
+    let p2 = crl_pem(&app, "personnes", dir.path());
+    let t = text(
+        &Command::new(peer("openssl"))
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(&p2)
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(t.contains(&victim), "revocation lost across restart:\n{t}");
+}
+
+/// A client certificate is checked against the live revocation state: once the operator's own
+/// certificate is revoked, the next TLS handshake fails.
+#[test]
+fn revoked_operator_certificate_is_refused_at_the_handshake() {
+    let (home, app) = Appliance::fresh();
+    let op_serial = serial_of(&home.join("operator/admin-cert.pem"));
+    let (code, _) = operator_curl(&home, &app, "GET", "/api/v1/whoami", None);
+    assert_eq!(code, 200);
+    let out = home.cps(&[
+        "cert",
+        "revoke",
+        "--ca",
+        "organisations",
+        "--serial",
+        &op_serial,
+        "--reason",
+        "affiliationChanged",
+    ]);
+    assert_success(&out, "revoke operator certificate");
+    let (code, _) = operator_curl(&home, &app, "GET", "/api/v1/whoami", None);
+    assert_eq!(
+        code, 0,
+        "a revoked client certificate must not complete the handshake"
+    );
+    let out = home.cps(&["cert", "list"]);
+    assert!(
+        !out.status.success(),
+        "the CLI with a revoked credential must fail"
+    );
+    let _ = Duration::from_secs(0);
+}
+
+/// A CSR made by openssl with a fresh key.
+fn openssl_csr(dir: &std::path::Path, name: &str, key: &str) -> std::path::PathBuf {
+    let csr = dir.join(format!("{name}.csr"));
+    let keyf = dir.join(format!("{name}.key"));
+    let mut cmd = Command::new(peer("openssl"));
+    cmd.args(["req", "-new", "-nodes", "-subj", "/CN=ignored", "-keyout"])
+        .arg(&keyf)
+        .arg("-out")
+        .arg(&csr);
+    match key {
+        "p256" => cmd.args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+        "rsa1024" => cmd.args(["-newkey", "rsa:1024"]),
+        _ => cmd.args(["-newkey", "rsa:2048"]),
+    };
+    assert_success(&cmd.output().unwrap(), "openssl req");
+    csr
+}
+
+fn issue_person(
+    home: &Home,
+    csr: &std::path::Path,
+    out: &std::path::Path,
+    profile: &str,
+    idnat: &str,
+) -> std::process::Output {
+    home.cps(&[
+        "cert",
+        "issue",
+        "--profile",
+        profile,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        idnat,
+        "--person",
+        &format!("{idnat},DONNAT-GADY,ISABELLE,10"),
+        "-o",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn ocsp_query(
+    home: &Home,
+    app: &Appliance,
+    ca: &str,
+    certs: &[&std::path::Path],
+    extra: &[&str],
+) -> String {
+    let mut cmd = Command::new(peer("openssl"));
+    cmd.arg("ocsp")
+        .args(extra)
+        .arg("-issuer")
+        .arg(home.join(&format!("ca/{ca}.pem")));
+    for c in certs {
+        cmd.arg("-cert").arg(c);
+    }
+    cmd.args(["-url", &format!("http://{}/ocsp", app.http), "-CAfile"])
+        .arg(home.join("ca/root.pem"));
+    let out = cmd.output().unwrap();
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// openssl ocsp: `good` for a fresh certificate, `revoked` with the reason immediately after
+/// `cps-trust cert revoke`, `Response verify OK`; the RFC 5019 GET form with curl; pkilint
+/// on the responses.
+#[test]
+fn ocsp_good_then_revoked_immediately() {
+    let (home, app) = Appliance::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let ee = dir.path().join("ee.pem");
+    let csr = openssl_csr(dir.path(), "ee", "p256");
+    assert_success(
+        &issue_person(&home, &csr, &ee, "cps-auth", "810002813839"),
+        "issue",
+    );
+    let t = ocsp_query(&home, &app, "personnes", &[&ee], &[]);
+    assert!(
+        t.contains("Response verify OK") && t.contains(": good"),
+        "{t}"
+    );
+    // SHA-256 CertID too.
+    let t = ocsp_query(&home, &app, "personnes", &[&ee], &["-sha256"]);
+    assert!(
+        t.contains("Response verify OK") && t.contains(": good"),
+        "{t}"
+    );
+
+    // GET (RFC 5019) with curl, response checked by openssl and pkilint.
+    let req = dir.path().join("req.der");
+    let out = Command::new(peer("openssl"))
+        .args(["ocsp", "-no_nonce", "-issuer"])
+        .arg(home.join("ca/personnes.pem"))
+        .arg("-cert")
+        .arg(&ee)
+        .arg("-reqout")
+        .arg(&req)
+        .output()
+        .unwrap();
+    assert_success(&out, "openssl ocsp -reqout");
+    let b64 = base64_encode(&std::fs::read(&req).unwrap());
+    let enc: String = b64
+        .chars()
+        .map(|c| match c {
+            '+' => "%2B".into(),
+            '/' => "%2F".into(),
+            '=' => "%3D".into(),
+            c => c.to_string(),
+        })
+        .collect();
+    let (code, resp) = curl(&[
+        "-D",
+        dir.path().join("headers").to_str().unwrap(),
+        &format!("http://{}/ocsp/{enc}", app.http),
+    ]);
+    assert_eq!(code, 200);
+    let headers = std::fs::read_to_string(dir.path().join("headers"))
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        headers.contains("content-type: application/ocsp-response")
+            && headers.contains("cache-control: max-age="),
+        "{headers}"
+    );
+    let resp_path = dir.path().join("resp.der");
+    std::fs::write(&resp_path, &resp).unwrap();
+    let out = Command::new(peer("openssl"))
+        .args(["ocsp", "-reqin"])
+        .arg(&req)
+        .arg("-respin")
+        .arg(&resp_path)
+        .arg("-issuer")
+        .arg(home.join("ca/personnes.pem"))
+        .arg("-cert")
+        .arg(&ee)
+        .arg("-CAfile")
+        .arg(home.join("ca/root.pem"))
+        .output()
+        .unwrap();
+    let t = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        t.contains("Response verify OK") && t.contains(": good"),
+        "{t}"
+    );
+    let lint = Command::new(peer("lint_ocsp_response"))
+        .args(["lint", "-s", "WARNING"])
+        .arg(&resp_path)
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success() && text(&lint.stdout).trim().is_empty(),
+        "pkilint: {}{}",
+        text(&lint.stdout),
+        text(&lint.stderr)
+    );
+
+    // Revoke: the very next query says revoked, with the reason.
+    let serial = serial_of(&ee);
+    assert_success(
+        &home.cps(&[
+            "cert",
+            "revoke",
+            "--ca",
+            "personnes",
+            "--serial",
+            &serial,
+            "--reason",
+            "keyCompromise",
+        ]),
+        "revoke",
+    );
+    let t = ocsp_query(&home, &app, "personnes", &[&ee], &[]);
+    assert!(
+        t.contains("Response verify OK")
+            && t.contains(": revoked")
+            && t.contains("Reason: keyCompromise"),
+        "{t}"
+    );
+    let (code, resp) = curl(&[&format!("http://{}/ocsp/{enc}", app.http)]);
+    assert_eq!(code, 200);
+    std::fs::write(&resp_path, &resp).unwrap();
+    let lint = Command::new(peer("lint_ocsp_response"))
+        .args(["lint", "-s", "WARNING"])
+        .arg(&resp_path)
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success() && text(&lint.stdout).trim().is_empty(),
+        "pkilint: {}{}",
+        text(&lint.stdout),
+        text(&lint.stderr)
+    );
+
+    // The revoked key is blocked for ever: a new CSR with the same key is refused.
+    let again = home.cps(&[
+        "cert",
+        "issue",
+        "--profile",
+        "cps-auth",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        "810002813839",
+        "--person",
+        "810002813839,DONNAT-GADY,ISABELLE,10",
+    ]);
+    assert_one_line_error(&again, &["compromised-key blocklist"]);
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// One certificate of every issuance profile, through the API with the CA keys in the HSM:
+/// pkilint reports nothing, openssl verifies each against the chain.
+#[test]
+fn every_profile_issued_by_the_appliance_passes_pkilint() {
+    let (home, _app) = Appliance::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let org = |profile: &str, cn: &str, extra: &[&str]| {
+        let csr = openssl_csr(dir.path(), profile, "rsa2048");
+        let out_path = dir.path().join(format!("{profile}.pem"));
+        let mut args = vec![
+            "cert",
+            "issue",
+            "--profile",
+            profile,
+            "--csr",
+            csr.to_str().unwrap(),
+            "--holder",
+            "318751275100020",
+            "--org-name",
+            "Clinique du Parc",
+            "--structure-id",
+            "318751275100020",
+            "--cn",
+            cn,
+            "--state",
+            "Paris (75)",
+            "-o",
+            out_path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = home.cps(&args);
+        assert_success(&out, profile);
+        (out_path, "organisations")
+    };
+    let mut issued = vec![
+        org("org-tls-client", "dmp-connector", &[]),
+        org(
+            "org-tls-server",
+            "dmp.example.test",
+            &["--dns", "api.example.test"],
+        ),
+        org("org-cachet", "DMP SIGN", &[]),
+    ];
+    for (profile, idnat) in [("cps-auth", "899700367917"), ("cps-sign", "899700367917")] {
+        let csr = openssl_csr(dir.path(), profile, "p256");
+        let out_path = dir.path().join(format!("{profile}.pem"));
+        assert_success(
+            &issue_person(&home, &csr, &out_path, profile, idnat),
+            profile,
+        );
+        issued.push((out_path, "personnes"));
+    }
+    for (pem, ca) in &issued {
+        let lint = Command::new(peer("lint_pkix_cert"))
+            .args(["lint", "-s", "WARNING"])
+            .arg(pem)
+            .output()
+            .unwrap();
+        assert!(
+            lint.status.success() && text(&lint.stdout).trim().is_empty(),
+            "pkilint {}: {}{}",
+            pem.display(),
+            text(&lint.stdout),
+            text(&lint.stderr)
+        );
+        let v = Command::new(peer("openssl"))
+            .args(["verify", "-CAfile"])
+            .arg(home.join("ca/root.pem"))
+            .arg("-untrusted")
+            .arg(home.join(&format!("ca/{ca}.pem")))
+            .arg(pem)
+            .output()
+            .unwrap();
+        assert_success(&v, &format!("openssl verify {}", pem.display()));
+    }
+}
+
+/// Hostile CSRs and OCSP requests: a precise 4xx (or malformedRequest) and an unchanged store.
+#[test]
+fn hostile_csr_and_ocsp_corpus() {
+    let (home, app) = Appliance::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let count = || {
+        text(&home.cps(&["cert", "list", "--limit", "1000"]).stdout)
+            .lines()
+            .count()
+    };
+    let before = count();
+    let good = openssl_csr(dir.path(), "good", "p256");
+    let good_bytes = std::fs::read(&good).unwrap();
+    let der_path = dir.path().join("good.der");
+    assert_success(
+        &Command::new(peer("openssl"))
+            .args(["req", "-in"])
+            .arg(&good)
+            .args(["-outform", "DER", "-out"])
+            .arg(&der_path)
+            .output()
+            .unwrap(),
+        "csr to der",
+    );
+    let der = std::fs::read(&der_path).unwrap();
+    let mut cases: Vec<(String, Vec<u8>, &str)> = vec![
+        ("garbage".into(), b"this is not a CSR".to_vec(), "CSR"),
+        ("empty".into(), vec![], "CSR"),
+        ("truncated".into(), der[..der.len() / 2].to_vec(), "CSR"),
+    ];
+    let mut flipped = der.clone();
+    let n = flipped.len();
+    flipped[n - 5] ^= 0x40; // inside the signature
+    cases.push(("bad signature".into(), flipped, "signature"));
+    let weak = openssl_csr(dir.path(), "weak", "rsa1024");
+    cases.push(("RSA-1024".into(), std::fs::read(&weak).unwrap(), "2048"));
+    let mut huge = good_bytes.clone();
+    huge.extend(std::iter::repeat_n(b'A', 70 * 1024));
+    cases.push(("oversized".into(), huge, "413"));
+    for (name, bytes, expect) in cases {
+        let f = dir.path().join("case.csr");
+        std::fs::write(&f, &bytes).unwrap();
+        let out = issue_person(
+            &home,
+            &f,
+            &dir.path().join("x.pem"),
+            "cps-auth",
+            "810002813839",
+        );
+        assert_one_line_error(&out, &[expect]);
+        let _ = name;
+    }
+    // The same key for a different holder is refused.
+    assert_success(
+        &issue_person(
+            &home,
+            &good,
+            &dir.path().join("a.pem"),
+            "cps-auth",
+            "810002813839",
+        ),
+        "first holder",
+    );
+    let out = issue_person(
+        &home,
+        &good,
+        &dir.path().join("b.pem"),
+        "cps-auth",
+        "899700367917",
+    );
+    assert_one_line_error(&out, &["409", "already certified for another holder"]);
+    // Profile / subject mismatches and bad identities.
+    let other = openssl_csr(dir.path(), "other", "p256");
+    let out = issue_person(
+        &home,
+        &other,
+        &dir.path().join("c.pem"),
+        "org-tls-client",
+        "810002813839",
+    );
+    assert_one_line_error(&out, &["400"]);
+    let out = issue_person(
+        &home,
+        &other,
+        &dir.path().join("c.pem"),
+        "cps-auth",
+        "810002813838",
+    );
+    assert_one_line_error(&out, &["check digit"]);
+    let out = issue_person(
+        &home,
+        &other,
+        &dir.path().join("c.pem"),
+        "no-such-profile",
+        "810002813839",
+    );
+    assert_one_line_error(&out, &["unknown profile"]);
+    assert_eq!(
+        count(),
+        before + 1,
+        "only the one good issuance may have changed the store"
+    );
+
+    // OCSP: garbage, empty, oversized → malformedRequest (OCSPResponseStatus 1); a CA we do not
+    // know → unauthorized (6).
+    for body in [
+        b"garbage".to_vec(),
+        vec![],
+        vec![0x30, 0x82, 0xff, 0xff, 0x00],
+    ] {
+        let f = dir.path().join("req.bin");
+        std::fs::write(&f, &body).unwrap();
+        let (code, resp) = curl(&[
+            "-H",
+            "Content-Type: application/ocsp-request",
+            "--data-binary",
+            &format!("@{}", f.display()),
+            &format!("http://{}/ocsp", app.http),
+        ]);
+        assert_eq!(
+            (code, resp.as_slice()),
+            (200, &[0x30, 0x03, 0x0a, 0x01, 0x01][..])
+        );
+    }
+    let f = dir.path().join("big.bin");
+    std::fs::write(&f, vec![0x30; 100 * 1024]).unwrap();
+    let (code, _) = curl(&[
+        "-H",
+        "Content-Type: application/ocsp-request",
+        "--data-binary",
+        &format!("@{}", f.display()),
+        &format!("http://{}/ocsp", app.http),
+    ]);
+    assert!(code == 413 || code == 200, "{code}");
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    let ca_out = Command::new(peer("openssl"))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=Foreign CA",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(foreign.join("ca.key"))
+        .arg("-out")
+        .arg(foreign.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert_success(&ca_out, "foreign CA");
+    let out = Command::new(peer("openssl"))
+        .args(["ocsp", "-issuer"])
+        .arg(foreign.join("ca.pem"))
+        .args([
+            "-serial",
+            "0x1234",
+            "-url",
+            &format!("http://{}/ocsp", app.http),
+            "-noverify",
+        ])
+        .output()
+        .unwrap();
+    let t = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(t.contains("unauthorized") || t.contains("(6)"), "{t}");
+}
+
+/// Many parallel issuances and revocations: unique serials, and every acknowledged revocation
+/// is in the next CRL and in OCSP.
+#[test]
+fn concurrent_issuance_and_revocation() {
+    let (home, app) = Appliance::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 12;
+    let csrs: Vec<_> = (0..n)
+        .map(|i| openssl_csr(dir.path(), &format!("c{i}"), "p256"))
+        .collect();
+    let handles: Vec<_> = csrs
+        .iter()
+        .enumerate()
+        .map(|(i, csr)| {
+            let out = dir.path().join(format!("c{i}.pem"));
+            let child = home
+                .command(&[
+                    "cert",
+                    "issue",
+                    "--profile",
+                    "cps-auth",
+                    "--csr",
+                    csr.to_str().unwrap(),
+                    "--holder",
+                    "810002813839",
+                    "--person",
+                    "810002813839,DONNAT-GADY,ISABELLE,10",
+                    "-o",
+                    out.to_str().unwrap(),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    let mut pems = Vec::new();
+    for (child, out) in handles {
+        let o = child.wait_with_output().unwrap();
+        assert_success(&o, "parallel issue");
+        pems.push(out);
+    }
+    let serials: std::collections::BTreeSet<String> = pems.iter().map(|p| serial_of(p)).collect();
+    assert_eq!(serials.len(), n, "serials must be unique");
+    let to_revoke: Vec<_> = pems.iter().take(n / 2).collect();
+    let children: Vec<_> = to_revoke
+        .iter()
+        .map(|p| {
+            home.command(&[
+                "cert",
+                "revoke",
+                "--ca",
+                "personnes",
+                "--serial",
+                &serial_of(p),
+                "--reason",
+                "superseded",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        assert_success(&c.wait_with_output().unwrap(), "parallel revoke");
+    }
+    let crl = crl_pem(&app, "personnes", dir.path());
+    let t = text(
+        &Command::new(peer("openssl"))
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(&crl)
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    for p in &to_revoke {
+        assert!(
+            t.contains(&serial_of(p)),
+            "revoked serial missing from the CRL"
+        );
+    }
+    let refs: Vec<&std::path::Path> = pems.iter().map(|p| p.as_path()).collect();
+    let t = ocsp_query(&home, &app, "personnes", &refs, &[]);
+    assert!(t.contains("Response verify OK"), "{t}");
+    assert_eq!(t.matches(": revoked").count(), n / 2, "{t}");
+    assert_eq!(t.matches(": good").count(), n - n / 2, "{t}");
+}
