@@ -16,7 +16,8 @@
 //!   outside 1..=32 octets give `malformedRequest`. An optional request signature is accepted
 //!   and ignored (neither verified nor required).
 //! * **CertID** hash algorithms SHA-1, SHA-256, SHA-384 and SHA-512, with absent or NULL
-//!   parameters. `issuerNameHash` is the hash of the DER of the CA certificate's subject,
+//!   parameters (other parameters are `malformedRequest`; another hash algorithm cannot
+//!   name one of our issuers). `issuerNameHash` is the hash of the DER of the CA certificate's subject,
 //!   `issuerKeyHash` the hash of its subjectPublicKey BIT STRING value; both are precomputed.
 //! * **Which issuer signs.** Each CertID is answered, in request order, with its CertID echoed
 //!   byte for byte. The response is signed by the delegated signer of the issuer named by the

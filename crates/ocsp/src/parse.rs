@@ -120,7 +120,7 @@ impl CertIdHash {
 pub(crate) struct CertIdRef<'a> {
     /// The whole CertID TLV, echoed verbatim in the SingleResponse and used as cache key.
     pub raw: &'a [u8],
-    /// `None`: a hash algorithm (or parameters) we do not support → the issuer cannot match.
+    /// `None`: a hash algorithm we do not support → the issuer cannot match.
     pub hash: Option<CertIdHash>,
     pub name_hash: &'a [u8],
     pub key_hash: &'a [u8],
@@ -430,18 +430,18 @@ fn parse_single_request(content: &[u8]) -> Result<CertIdRef<'_>> {
     let mut a = Cursor::new(alg)?;
     let oid = a.expect(Tag::ObjectIdentifier, "CertID.hashAlgorithm.algorithm")?;
     check_oid(oid, "CertID.hashAlgorithm.algorithm")?;
-    let params_ok = if a.is_empty() {
-        true
-    } else {
+    if !a.is_empty() {
+        // Hash algorithms take no parameters (RFC 5754 §2: absent or NULL). Anything else is
+        // refused rather than echoed: every byte we echo has been checked.
         let (_, tag, value) = a.tlv("CertID.hashAlgorithm.parameters")?;
-        tag == Tag::Null && value.is_empty()
-    };
+        if tag != Tag::Null || !value.is_empty() {
+            return Err(Malformed::new(
+                "CertID.hashAlgorithm.parameters must be absent or NULL",
+            ));
+        }
+    }
     a.finish("trailing fields in CertID.hashAlgorithm")?;
-    let hash = if params_ok {
-        CertIdHash::from_oid_bytes(oid)
-    } else {
-        None
-    };
+    let hash = CertIdHash::from_oid_bytes(oid);
 
     Ok(CertIdRef {
         raw,

@@ -1,7 +1,8 @@
 //! Mutation loop: valid requests, mutated (bit flips, byte overwrites, truncation, insertion,
 //! deletion, duplication), fed to `respond`. Never a panic, always a well-formed OCSPResponse
 //! (decoded back with x509-ocsp), and a successful one always carries a valid signature.
-//! Deterministic (seeded); `CPS_OCSP_FUZZ_ITERATIONS` raises the count.
+//! Deterministic (seeded); `CPS_OCSP_FUZZ_ITERATIONS` and `CPS_OCSP_FUZZ_SEED` change the
+//! count and the seed.
 
 mod common;
 
@@ -92,7 +93,11 @@ fn mutated_requests_never_panic_and_always_yield_a_wellformed_response() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let mut rng = StdRng::seed_from_u64(0x6960_5019);
+    let seed = std::env::var("CPS_OCSP_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x6960_5019);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut counts = std::collections::HashMap::<ResponseStatusKind, usize>::new();
     let mut odd_oids = 0usize;
     for n in 0..iterations {

@@ -144,6 +144,13 @@ fn sha256_certid_with_and_without_null_params() {
     id.hash_algorithm.oid = "2.16.840.1.101.3.4.2.4".parse().unwrap(); // SHA-224
     let reply = r.respond(&request(vec![id], None), NOW);
     assert_eq!(reply.status, ResponseStatusKind::Unauthorized);
+    // Parameters other than NULL are refused, not echoed.
+    let mut id = cert_id(&ca.cert_der, &ca.ee[0].serial, Hash::Sha256, false);
+    id.hash_algorithm.parameters = Some(
+        x509_cert_02::der::asn1::Any::new(x509_cert_02::der::Tag::OctetString, [1u8]).unwrap(),
+    );
+    let reply = r.respond(&request(vec![id], None), NOW);
+    assert_eq!(reply.status, ResponseStatusKind::MalformedRequest);
 }
 
 #[test]
