@@ -46,6 +46,7 @@ fn pkcs11_tool_lists_every_private_key_sensitive_and_never_extractable() {
         "ca-root",
         "ocsp-organisations",
         "ocsp-personnes",
+        "tls-server",
     ];
     assert_eq!(
         keys.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -147,12 +148,22 @@ fn openssl_verifies_the_hierarchy() {
     }
 }
 
-/// pkilint reports nothing at WARNING or above for any certificate init produced.
+/// pkilint reports nothing at WARNING or above for any certificate init produced: the
+/// hierarchy, the appliance's TLS server certificate and the first operator's certificate.
 #[test]
 fn pkilint_reports_nothing_for_the_hierarchy() {
     let home = Home::initialised();
-    for id in HIERARCHY {
-        let pem = home.join(&format!("ca/{id}.pem"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut pems: Vec<std::path::PathBuf> = HIERARCHY.iter().map(|id| home.join(&format!("ca/{id}.pem"))).collect();
+    for (name, bundle) in [("tls-server", "tls/server.pem"), ("operator", "operator/admin-cert.pem")] {
+        // The first certificate of the bundle (the leaf).
+        let leaf = dir.path().join(format!("{name}.pem"));
+        let out = Command::new(peer("openssl")).args(["x509", "-in"]).arg(home.join(bundle)).arg("-out").arg(&leaf).output().unwrap();
+        assert_success(&out, "extract leaf");
+        pems.push(leaf);
+    }
+    for pem in pems {
+        let id = pem.display().to_string();
         let out = Command::new(peer("lint_pkix_cert"))
             .args(["lint", "-s", "WARNING"])
             .arg(&pem)
@@ -223,7 +234,7 @@ fn ca_show_reports_hierarchy_and_self_check() {
     let out = home.cps(&["ca", "show"]);
     assert_success(&out, "ca show");
     let t = text(&out.stdout);
-    assert!(t.contains("HSM self-check: OK — 5 keys"), "{t}");
+    assert!(t.contains("HSM self-check: OK — 6 keys"), "{t}");
     for id in HIERARCHY {
         assert!(t.contains(&format!("{id} (")), "{id} missing:\n{t}");
     }

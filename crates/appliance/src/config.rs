@@ -43,8 +43,11 @@ fn default_tls_key_label() -> String {
     "tls-server".into()
 }
 
+/// `cps-trust.localhost` (RFC 6761 reserves `.localhost` for loopback) rather than `localhost`:
+/// a single-label dNSName is not a valid domain name in a certificate (pkilint
+/// `pkix.invalid_domain_name_syntax`). Clients on the machine use the `127.0.0.1` IP address.
 fn default_tls_names() -> Vec<String> {
-    vec!["localhost".into(), "127.0.0.1".into()]
+    vec!["cps-trust.localhost".into(), "127.0.0.1".into()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
