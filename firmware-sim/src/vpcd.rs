@@ -31,6 +31,9 @@ pub fn atr() -> Vec<u8> {
     a
 }
 
+/// Shortest time a card stays out of the reader between two connections.
+pub const MIN_ABSENCE: Duration = Duration::from_millis(1000);
+
 /// Largest frame accepted from vpcd (an extended APDU with 64 KiB of data and Le).
 const MAX_FRAME: usize = 4 + 3 + 65536 + 2;
 
@@ -130,7 +133,10 @@ pub fn serve(cfg: SlotConfig, state: CardState, ctl: Arc<SlotControl>, stop: Arc
             Ok(()) => eprintln!("firmware-sim: slot {}: vpcd closed the connection", ctl.slot),
             Err(e) => eprintln!("firmware-sim: slot {}: connection ended: {e}", ctl.slot),
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Stay away long enough for pcscd (which polls card presence every 400 ms) to see the
+        // removal: if a client's reset fails on a vanished card, pcscd marks the reader empty
+        // but its poller only resynchronises after it has itself observed an absent card.
+        std::thread::sleep(MIN_ABSENCE);
     }
 }
 

@@ -20,7 +20,8 @@ pub const PCSCD: &str = "/usr/sbin/pcscd";
 pub const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
 
-const INSTALL_HINT: &str = "run scripts/install-deps.sh (apt: pcscd vsmartcard-vpcd opensc opensc-pkcs11 pcsc-tools)";
+const INSTALL_HINT: &str =
+    "run scripts/install-deps.sh (apt: pcscd vsmartcard-vpcd opensc opensc-pkcs11 pcsc-tools)";
 
 fn require(path: &str) {
     assert!(Path::new(path).exists(), "{path} missing: {INSTALL_HINT}");
@@ -29,13 +30,18 @@ fn require(path: &str) {
 /// The `firmware-sim` binary of the same build profile as this test; built on demand.
 pub fn firmware_sim_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir").to_path_buf();
+    let profile_dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target profile dir")
+        .to_path_buf();
     let bin = profile_dir.join("firmware-sim");
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "firmware-sim", "--bin", "firmware-sim"]).current_dir(repo_root());
+        cmd.args(["build", "-q", "-p", "firmware-sim", "--bin", "firmware-sim"])
+            .current_dir(repo_root());
         if release {
             cmd.arg("--release");
         }
@@ -93,7 +99,13 @@ impl PcscStack {
         )
         .expect("reader.conf");
         let socket = dir.path().join("run/pcscd.comm");
-        let mut s = PcscStack { dir, socket, vpcd_port: port, reader_prefix, pcscd: None };
+        let mut s = PcscStack {
+            dir,
+            socket,
+            vpcd_port: port,
+            reader_prefix,
+            pcscd: None,
+        };
         s.start_pcscd();
         s
     }
@@ -109,12 +121,21 @@ impl PcscStack {
         );
         let mut cmd = Command::new(peer("unshare"));
         cmd.args(["-m", "sh", "-c", &script]);
-        let log = d.join(format!("pcscd-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_nanos()).unwrap_or(0)));
+        let log = d.join(format!(
+            "pcscd-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|t| t.as_nanos())
+                .unwrap_or(0)
+        ));
         let mut daemon = Daemon::spawn("pcscd", cmd, &log);
         let sock = self.socket.clone();
         wait_for("pcscd socket", Duration::from_secs(10), || {
             if let Ok(Some(st)) = daemon.child.try_wait() {
-                panic!("pcscd exited ({st:?}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "pcscd exited ({st:?}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             sock.exists().then_some(())
         });
@@ -141,27 +162,44 @@ impl PcscStack {
     }
 
     pub fn opensc_tool(&self, args: &[&str]) -> Output {
-        self.command(peer("opensc-tool")).args(args).output().expect("opensc-tool")
+        self.command(peer("opensc-tool"))
+            .args(args)
+            .output()
+            .expect("opensc-tool")
     }
 
     pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
-        self.command(peer("pkcs11-tool")).arg("--module").arg(OPENSC_PKCS11).args(args).output().expect("pkcs11-tool")
+        self.command(peer("pkcs11-tool"))
+            .arg("--module")
+            .arg(OPENSC_PKCS11)
+            .args(args)
+            .output()
+            .expect("pkcs11-tool")
     }
 
     pub fn pkcs15_tool(&self, args: &[&str]) -> Output {
-        self.command(peer("pkcs15-tool")).args(args).output().expect("pkcs15-tool")
+        self.command(peer("pkcs15-tool"))
+            .args(args)
+            .output()
+            .expect("pkcs15-tool")
     }
 
     /// Whether pcscd sees a card in `slot` (`opensc-tool -l`).
     pub fn card_present(&self, slot: u16) -> bool {
         let out = self.opensc_tool(&["-l"]);
         let want = self.reader(slot);
-        text(&out.stdout).lines().any(|l| l.ends_with(&want) && l.split_whitespace().nth(1) == Some("Yes"))
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.ends_with(&want) && l.split_whitespace().nth(1) == Some("Yes"))
     }
 
     pub fn wait_card(&self, slot: u16, present: bool) {
         wait_for(
-            &format!("card {} in {}", if present { "present" } else { "absent" }, self.reader(slot)),
+            &format!(
+                "card {} in {}",
+                if present { "present" } else { "absent" },
+                self.reader(slot)
+            ),
             Duration::from_secs(15),
             || (self.card_present(slot) == present).then_some(()),
         );
@@ -169,19 +207,48 @@ impl PcscStack {
 
     /// Starts the simulator with `cards` = (slot, state file); waits until pcscd sees them.
     pub fn simulator(&self, cards: &[(u16, &Path)], extra: &[&str]) -> Simulator {
-        let control = self.dir.path().join(format!("sim-{}.sock", cards.first().map(|c| c.0).unwrap_or(0)));
+        let control = self.dir.path().join(format!(
+            "sim-{}.sock",
+            cards.first().map(|c| c.0).unwrap_or(0)
+        ));
         let mut cmd = Command::new(firmware_sim_bin());
-        cmd.arg("run").arg("--vpcd").arg(format!("127.0.0.1:{}", self.vpcd_port)).arg("--control").arg(&control);
+        cmd.arg("run")
+            .arg("--vpcd")
+            .arg(format!("127.0.0.1:{}", self.vpcd_port))
+            .arg("--control")
+            .arg(&control);
         for (slot, path) in cards {
             cmd.arg("--card").arg(format!("{slot}={}", path.display()));
         }
         cmd.args(extra);
-        let log = self.dir.path().join(format!("sim-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_nanos()).unwrap_or(0)));
+        let log = self.dir.path().join(format!(
+            "sim-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|t| t.as_nanos())
+                .unwrap_or(0)
+        ));
         let daemon = Daemon::spawn("firmware-sim", cmd, &log);
-        let sim = Simulator { daemon, control, log };
+        let mut sim = Simulator {
+            daemon,
+            control,
+            log,
+        };
         if !extra.contains(&"--removed") {
             for (slot, _) in cards {
-                self.wait_card(*slot, true);
+                let t0 = std::time::Instant::now();
+                while !self.card_present(*slot) {
+                    if let Ok(Some(st)) = sim.daemon.child.try_wait() {
+                        panic!("firmware-sim exited ({st:?}):\n{}", sim.log_text());
+                    }
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(15),
+                        "timed out waiting for a card in {}; simulator log:\n{}",
+                        self.reader(*slot),
+                        sim.log_text()
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
         sim
@@ -191,15 +258,35 @@ impl PcscStack {
     /// socket and `vars` in its environment; the child sees [`child_env`] = Some.
     pub fn run_child(&self, name: &str, vars: &[(&str, String)]) -> Output {
         let mut c = self.command(std::env::current_exe().expect("test exe"));
-        c.args([name, "--exact", "--nocapture", "--test-threads", "1"]).env("CPS_CARD_TEST_CHILD", name);
+        c.args([name, "--exact", "--nocapture", "--test-threads", "1"])
+            .env("CPS_CARD_TEST_CHILD", name);
         for (k, v) in vars {
             c.env(k, v);
         }
         let out = c.output().expect("child test");
-        eprintln!("--- child {name} ---\n{}{}", text(&out.stdout), text(&out.stderr));
+        eprintln!(
+            "--- child {name} ---\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         assert_success(&out, &format!("child test {name}"));
         assert!(text(&out.stdout).contains("1 passed"), "child ran no test");
         out
+    }
+}
+
+impl PcscStack {
+    /// Like [`PcscStack::run_child`] but does not wait: the caller collects the child.
+    pub fn spawn_child(&self, name: &str, vars: &[(&str, String)]) -> std::process::Child {
+        let mut c = self.command(std::env::current_exe().expect("test exe"));
+        c.args([name, "--exact", "--nocapture", "--test-threads", "1"])
+            .env("CPS_CARD_TEST_CHILD", name);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("child test")
     }
 }
 
@@ -223,7 +310,13 @@ pub struct Simulator {
 
 impl Simulator {
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(firmware_sim_bin()).arg("ctl").arg("--control").arg(&self.control).args(args).output().expect("firmware-sim ctl")
+        Command::new(firmware_sim_bin())
+            .arg("ctl")
+            .arg("--control")
+            .arg(&self.control)
+            .args(args)
+            .output()
+            .expect("firmware-sim ctl")
     }
 
     pub fn log_text(&self) -> String {
@@ -239,7 +332,12 @@ impl Simulator {
 
 /// A blank card state file (`firmware-sim init`).
 pub fn blank_card(path: &Path) {
-    let out = Command::new(firmware_sim_bin()).arg("init").arg("--state").arg(path).output().expect("firmware-sim init");
+    let out = Command::new(firmware_sim_bin())
+        .arg("init")
+        .arg("--state")
+        .arg(path)
+        .output()
+        .expect("firmware-sim init");
     assert_success(&out, "firmware-sim init");
 }
 
@@ -252,13 +350,53 @@ impl TestCa {
     pub fn new(dir: &Path) -> TestCa {
         std::fs::create_dir_all(dir).expect("ca dir");
         let run = |args: &[&str]| {
-            let out = Command::new(peer("openssl")).args(args).current_dir(dir).output().expect("openssl");
+            let out = Command::new(peer("openssl"))
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
             assert_success(&out, &format!("openssl {}", args.join(" ")));
         };
-        run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=cps-trust card test CA"]);
-        run(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "dummy.key", "-out", "dummy.csr", "-subj", "/CN=placeholder"]);
-        std::fs::write(dir.join("ext.cnf"), "keyUsage = critical, digitalSignature\nbasicConstraints = CA:FALSE\n").expect("ext");
-        TestCa { dir: dir.to_path_buf() }
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=cps-trust card test CA",
+        ]);
+        run(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "dummy.key",
+            "-out",
+            "dummy.csr",
+            "-subj",
+            "/CN=placeholder",
+        ]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "keyUsage = critical, digitalSignature\nbasicConstraints = CA:FALSE\n",
+        )
+        .expect("ext");
+        TestCa {
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// Certifies `spki_pem` (the card's public key); returns the DER certificate.
@@ -266,7 +404,24 @@ impl TestCa {
         let pubf = self.dir.join(format!("{name}.pub.pem"));
         std::fs::write(&pubf, spki_pem).expect("pub");
         let out = Command::new(peer("openssl"))
-            .args(["x509", "-req", "-in", "dummy.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "30", "-extfile", "ext.cnf", "-outform", "DER", "-force_pubkey"])
+            .args([
+                "x509",
+                "-req",
+                "-in",
+                "dummy.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-extfile",
+                "ext.cnf",
+                "-outform",
+                "DER",
+                "-force_pubkey",
+            ])
             .arg(&pubf)
             .args(["-subj", &format!("/CN={name}"), "-out"])
             .arg(self.dir.join(format!("{name}.der")))

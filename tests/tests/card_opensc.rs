@@ -14,14 +14,28 @@ const NAME: &str = "opensc_recognises_the_card_signs_lists_and_blocks";
 
 fn provision_child() {
     let reader = std::env::var("CARD_READER").unwrap();
-    let ca = TestCa { dir: PathBuf::from(std::env::var("CARD_CA").unwrap()) };
+    let ca = TestCa {
+        dir: PathBuf::from(std::env::var("CARD_CA").unwrap()),
+    };
     let pcsc = Pcsc::establish().unwrap();
     let mut piv = Piv::select(pcsc.connect(&reader).unwrap()).unwrap();
     piv.authenticate(&ManagementKey::default_aes192()).unwrap();
-    let a = piv.generate_key(Slot::Authentication, KeyAlgorithm::EccP256).unwrap();
-    let s = piv.generate_key(Slot::Signature, KeyAlgorithm::Rsa2048).unwrap();
-    piv.write_certificate(Slot::Authentication, &ca.certify("Marie DUPONT auth", &a.spki_pem())).unwrap();
-    piv.write_certificate(Slot::Signature, &ca.certify("Marie DUPONT sign", &s.spki_pem())).unwrap();
+    let a = piv
+        .generate_key(Slot::Authentication, KeyAlgorithm::EccP256)
+        .unwrap();
+    let s = piv
+        .generate_key(Slot::Signature, KeyAlgorithm::Rsa2048)
+        .unwrap();
+    piv.write_certificate(
+        Slot::Authentication,
+        &ca.certify("Marie DUPONT auth", &a.spki_pem()),
+    )
+    .unwrap();
+    piv.write_certificate(
+        Slot::Signature,
+        &ca.certify("Marie DUPONT sign", &s.spki_pem()),
+    )
+    .unwrap();
     piv.write_identity(&CpsIdentity {
         idnat_ps: "810012345678".into(),
         family_name: "DUPONT".into(),
@@ -70,32 +84,66 @@ fn opensc_recognises_the_card_signs_lists_and_blocks() {
     let out = stack.opensc_tool(&["-l"]);
     assert_success(&out, "opensc-tool -l");
     assert!(
-        text(&out.stdout).lines().any(|l| l.contains(&reader) && l.split_whitespace().nth(1) == Some("Yes")),
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.contains(&reader) && l.split_whitespace().nth(1) == Some("Yes")),
         "{}",
         text(&out.stdout)
     );
     let out = stack.opensc_tool(&["-r", &reader, "-n"]);
     assert_success(&out, "opensc-tool -n");
-    assert_eq!(text(&out.stdout).trim(), "Personal Identity Verification Card");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "Personal Identity Verification Card"
+    );
 
     // keys generated on the card, certificates written (our card crate, in a child process)
-    stack.run_child(NAME, &[("CARD_READER", reader.clone()), ("CARD_CA", ca.dir.display().to_string())]);
+    stack.run_child(
+        NAME,
+        &[
+            ("CARD_READER", reader.clone()),
+            ("CARD_CA", ca.dir.display().to_string()),
+        ],
+    );
 
     // pkcs15-tool lists the certificates
     let out = stack.pkcs15_tool(&["--reader", &reader, "--list-certificates"]);
     assert_success(&out, "pkcs15-tool --list-certificates");
     let listing = text(&out.stdout);
-    assert!(listing.contains("X.509 Certificate [Certificate for PIV Authentication]"), "{listing}");
-    assert!(listing.contains("X.509 Certificate [Certificate for Digital Signature]"), "{listing}");
-    assert_eq!(listing.matches("X.509 Certificate [").count(), 2, "{listing}");
+    assert!(
+        listing.contains("X.509 Certificate [Certificate for PIV Authentication]"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("X.509 Certificate [Certificate for Digital Signature]"),
+        "{listing}"
+    );
+    assert_eq!(
+        listing.matches("X.509 Certificate [").count(),
+        2,
+        "{listing}"
+    );
 
     // ECDSA P-256 (9A, id 01) and RSA-2048 PKCS#1 v1.5 (9C, id 02, PIN always) through
     // opensc-pkcs11, verified by openssl with the certificate's public key
     let data = dir.join("data.txt");
     std::fs::write(&data, b"pkcs11-tool signs through the simulated card\n").unwrap();
-    for (id, mech, cert) in [("01", "ECDSA-SHA256", "Marie DUPONT auth"), ("02", "SHA256-RSA-PKCS", "Marie DUPONT sign")] {
+    for (id, mech, cert) in [
+        ("01", "ECDSA-SHA256", "Marie DUPONT auth"),
+        ("02", "SHA256-RSA-PKCS", "Marie DUPONT sign"),
+    ] {
         let sig = dir.join(format!("sig-{id}.bin"));
-        let mut args = vec!["--login", "--pin", "123456", "--sign", "-m", mech, "--id", id, "--input-file"];
+        let mut args = vec![
+            "--login",
+            "--pin",
+            "123456",
+            "--sign",
+            "-m",
+            mech,
+            "--id",
+            id,
+            "--input-file",
+        ];
         let data_s = data.display().to_string();
         let sig_s = sig.display().to_string();
         args.push(&data_s);
@@ -112,16 +160,32 @@ fn opensc_recognises_the_card_signs_lists_and_blocks() {
 
     // cps-trust card readers / status
     let cli = |args: &[&str]| -> Output {
-        stack.command(cps_trust_bin()).args(args).env("CPS_TRUST_LOG", "warn").output().unwrap()
+        stack
+            .command(cps_trust_bin())
+            .args(args)
+            .env("CPS_TRUST_LOG", "warn")
+            .output()
+            .unwrap()
     };
     let out = cli(&["card", "readers"]);
     assert_success(&out, "cps-trust card readers");
-    assert!(text(&out.stdout).contains(&format!("{reader}\tcard present")), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&format!("{reader}\tcard present")),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(text(&out.stdout).contains("PIV: CPS-Trust PIV card simulator"));
     let out = cli(&["card", "status", "--reader", &reader]);
     assert_success(&out, "cps-trust card status");
     let st = text(&out.stdout);
-    for want in ["DUPONT Marie", "810012345678", "10 (specialty SM26)", "PIN          3 tries left", "CN=Marie DUPONT auth", "key 9D       key management — no certificate"] {
+    for want in [
+        "DUPONT Marie",
+        "810012345678",
+        "10 (specialty SM26)",
+        "PIN          3 tries left",
+        "CN=Marie DUPONT auth",
+        "key 9D       key management — no certificate",
+    ] {
         assert!(st.contains(want), "missing '{want}' in:\n{st}");
     }
 
@@ -133,15 +197,29 @@ fn opensc_recognises_the_card_signs_lists_and_blocks() {
         if i < 3 {
             assert!(err.contains("CKR_PIN_INCORRECT"), "attempt {i}: {err}");
         } else {
-            assert!(err.contains("CKR_PIN_INCORRECT") || err.contains("CKR_PIN_LOCKED"), "attempt {i}: {err}");
+            assert!(
+                err.contains("CKR_PIN_INCORRECT") || err.contains("CKR_PIN_LOCKED"),
+                "attempt {i}: {err}"
+            );
         }
     }
     let out = stack.pkcs11_tool(&["--login", "--pin", "123456", "--list-objects"]);
-    assert!(!out.status.success(), "the right PIN must not work once blocked");
-    assert!(text(&out.stderr).contains("CKR_PIN_LOCKED"), "{}", text(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "the right PIN must not work once blocked"
+    );
+    assert!(
+        text(&out.stderr).contains("CKR_PIN_LOCKED"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cli(&["card", "status"]);
     assert_success(&out, "cps-trust card status (blocked)");
-    assert!(text(&out.stdout).contains("PIN          BLOCKED (0 tries left) — unblock with the PUK"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("PIN          BLOCKED (0 tries left) — unblock with the PUK"),
+        "{}",
+        text(&out.stdout)
+    );
     // an unknown reader is one actionable line
     let out = cli(&["card", "status", "--reader", "no such reader"]);
     cps_trust_tests::assert_one_line_error(&out, &["reader 'no such reader' not found", &reader]);

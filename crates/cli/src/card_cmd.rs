@@ -33,7 +33,10 @@ pub fn run(cmd: CardCommand) -> CliResult {
 }
 
 fn hex(b: &[u8], sep: &str) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(sep)
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 fn readers() -> CliResult {
@@ -56,7 +59,11 @@ fn readers() -> CliResult {
             Err(CardError::NotPiv) => "not a PIV card".to_string(),
             Err(e) => format!("unreadable: {e}"),
         };
-        out.push_str(&format!("{}\tcard present\tATR {}\t{app}\n", r.name, hex(&r.atr, ":")));
+        out.push_str(&format!(
+            "{}\tcard present\tATR {}\t{app}\n",
+            r.name,
+            hex(&r.atr, ":")
+        ));
     }
     emit(&out);
     Ok(ExitCode::SUCCESS)
@@ -76,7 +83,10 @@ fn status(reader: Option<&str>) -> CliResult {
     line("ATR", hex(&atr, ":"));
     line("application", s.application.clone());
     match &s.chuid {
-        Some(c) => line("card GUID", format!("{} (CHUID, expires {})", hex(&c.guid, ""), c.expiry)),
+        Some(c) => line(
+            "card GUID",
+            format!("{} (CHUID, expires {})", hex(&c.guid, ""), c.expiry),
+        ),
         None => line("card GUID", "no CHUID".into()),
     }
     match &s.identity {
@@ -100,7 +110,10 @@ fn status(reader: Option<&str>) -> CliResult {
             None => "no certificate".to_string(),
             Some(der) => describe_cert(der),
         };
-        line(&format!("key {:02X}", slot.key_ref()), format!("{} — {v}", slot_name(*slot)));
+        line(
+            &format!("key {:02X}", slot.key_ref()),
+            format!("{} — {v}", slot_name(*slot)),
+        );
     }
     emit(&out);
     Ok(ExitCode::SUCCESS)
@@ -119,13 +132,25 @@ fn describe_cert(der: &[u8]) -> String {
     match x509_cert::Certificate::from_der(der) {
         Ok(c) => {
             let tbs = c.tbs_certificate();
-            let until = time::OffsetDateTime::from_unix_timestamp(tbs.validity().not_after.to_unix_duration().as_secs() as i64)
-                .ok()
-                .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-                .unwrap_or_else(|| "?".into());
-            format!("certificate {} (issuer {}), valid until {until}", tbs.subject(), tbs.issuer())
+            let until = time::OffsetDateTime::from_unix_timestamp(
+                tbs.validity().not_after.to_unix_duration().as_secs() as i64,
+            )
+            .ok()
+            .and_then(|d| {
+                d.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| "?".into());
+            format!(
+                "certificate {} (issuer {}), valid until {until}",
+                tbs.subject(),
+                tbs.issuer()
+            )
         }
-        Err(e) => format!("certificate present ({} bytes) but not parseable: {e}", der.len()),
+        Err(e) => format!(
+            "certificate present ({} bytes) but not parseable: {e}",
+            der.len()
+        ),
     }
 }
 
