@@ -109,6 +109,29 @@ pub mod sw {
     pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
     pub const UNKNOWN: u16 = 0x6F00;
 
+    /// Every status word this card can answer (the fuzz targets and tests check against it).
+    pub fn is_valid(sw: u16) -> bool {
+        matches!(
+            sw,
+            OK | WRONG_LENGTH
+                | SM_NOT_SUPPORTED
+                | LAST_CHAIN_EXPECTED
+                | SECURITY_STATUS
+                | AUTH_BLOCKED
+                | CONDITIONS_NOT_SATISFIED
+                | WRONG_DATA
+                | FUNC_NOT_SUPPORTED
+                | NOT_FOUND
+                | NOT_ENOUGH_MEMORY
+                | WRONG_P1P2
+                | REF_NOT_FOUND
+                | INS_NOT_SUPPORTED
+                | CLA_NOT_SUPPORTED
+                | UNKNOWN
+        ) || sw & 0xFF00 == 0x6100
+            || sw & 0xFFF0 == 0x63C0
+    }
+
     /// `63Cx`: verification failed, x tries left.
     pub fn tries_left(n: u8) -> u16 {
         0x63C0 | (n.min(15) as u16)

@@ -67,6 +67,9 @@ enum Cmd {
         /// Crash tests only: pause this long in the middle of every state-file write.
         #[arg(long, hide = true)]
         persist_pause_ms: Option<u64>,
+        /// Benchmarks only: no TCP_NODELAY/TCP_QUICKACK, split writes (the vpcd latency trap).
+        #[arg(long, hide = true)]
+        naive_socket: bool,
     },
     /// Insert or remove a card of a running simulator, or print its status.
     Ctl {
@@ -164,7 +167,8 @@ fn run(cli: Cli) -> Result<(), String> {
             init_missing,
             removed,
             persist_pause_ms,
-        } => serve(cards, &vpcd, control, init_missing, removed, persist_pause_ms),
+            naive_socket,
+        } => serve(cards, &vpcd, control, init_missing, removed, persist_pause_ms, naive_socket),
     }
 }
 
@@ -187,6 +191,7 @@ fn serve(
     init_missing: bool,
     removed: bool,
     persist_pause_ms: Option<u64>,
+    naive_socket: bool,
 ) -> Result<(), String> {
     let (host, port) = vpcd
         .rsplit_once(':')
@@ -220,6 +225,7 @@ fn serve(
             port: p,
             state_path: path,
             persist_pause: persist_pause_ms.map(Duration::from_millis),
+            naive_socket,
         };
         let stop = stop.clone();
         threads.push(

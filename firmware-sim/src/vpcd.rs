@@ -89,6 +89,9 @@ pub struct SlotConfig {
     pub state_path: PathBuf,
     /// Crash tests only: pause in the middle of writing the state file.
     pub persist_pause: Option<Duration>,
+    /// Benchmarks only: behave like a naive card (no TCP_NODELAY, no TCP_QUICKACK, length and
+    /// payload in two writes) to measure the latency trap.
+    pub naive_socket: bool,
 }
 
 /// Serves one card on one vpcd slot until `stop` is set. Reconnects whenever the connection
@@ -102,7 +105,7 @@ pub fn serve(cfg: SlotConfig, state: CardState, ctl: Arc<SlotControl>, stop: Arc
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        let stream = match connect(&cfg.host, cfg.port) {
+        let stream = match connect(&cfg.host, cfg.port, !cfg.naive_socket) {
             Ok(s) => s,
             Err(e) => {
                 if !announced_wait {
@@ -140,12 +143,12 @@ pub fn serve(cfg: SlotConfig, state: CardState, ctl: Arc<SlotControl>, stop: Arc
     }
 }
 
-fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+fn connect(host: &str, port: u16, nodelay: bool) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in (host, port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
             Ok(s) => {
-                s.set_nodelay(true)?;
+                s.set_nodelay(nodelay)?;
                 return Ok(s);
             }
             Err(e) => last = e,
@@ -170,8 +173,13 @@ fn session(
     let mut len = [0u8; 2];
     let mut buf = vec![0u8; MAX_FRAME];
     let mut out = Vec::with_capacity(600);
+    let qa = |s: &TcpStream| {
+        if !cfg.naive_socket {
+            quickack(s)
+        }
+    };
     loop {
-        quickack(&s);
+        qa(&s);
         match s.read_exact(&mut len) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -181,7 +189,7 @@ fn session(
         if n > MAX_FRAME {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too long"));
         }
-        quickack(&s);
+        qa(&s);
         s.read_exact(&mut buf[..n])?;
         if !ctl.inserted.load(Ordering::SeqCst) {
             let _ = s.shutdown(Shutdown::Both);
@@ -223,6 +231,11 @@ fn session(
             }
         };
         if let Some(r) = reply {
+            if cfg.naive_socket {
+                s.write_all(&(r.len() as u16).to_be_bytes())?;
+                s.write_all(&r)?;
+                continue;
+            }
             out.clear();
             out.extend_from_slice(&(r.len() as u16).to_be_bytes());
             out.extend_from_slice(&r);
@@ -261,7 +274,13 @@ mod tests {
         let (c2, s2) = (ctl.clone(), stop.clone());
         let t = std::thread::spawn(move || {
             serve(
-                SlotConfig { host: "127.0.0.1".into(), port, state_path: path, persist_pause: None },
+                SlotConfig {
+                    host: "127.0.0.1".into(),
+                    port,
+                    state_path: path,
+                    persist_pause: None,
+                    naive_socket: false,
+                },
                 st,
                 c2,
                 s2,

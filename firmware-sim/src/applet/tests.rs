@@ -443,7 +443,5 @@ fn every_ins_with_random_parameters_answers_a_valid_status_word() {
 }
 
 pub(crate) fn valid_sw(sw: u16) -> bool {
-    matches!(sw, 0x9000 | 0x6700 | 0x6882 | 0x6883 | 0x6982 | 0x6983 | 0x6985 | 0x6A80 | 0x6A81 | 0x6A82 | 0x6A84 | 0x6A86 | 0x6A88 | 0x6D00 | 0x6E00 | 0x6F00)
-        || sw & 0xFF00 == 0x6100
-        || sw & 0xFFF0 == 0x63C0
+    crate::apdu::sw::is_valid(sw)
 }
