@@ -346,7 +346,11 @@ impl CaService {
                 detail: serde_json::json!({ "ca": ca_id, "serial": serial.to_hex(), "subject": rec.subject, "profile": req.profile, "holder": req.holder }),
             }));
             match self.store.commit(batch) {
-                Ok(_) => return Ok(rec),
+                Ok(_) => {
+                    // An "unknown" for this serial may sit in the OCSP cache.
+                    self.notify(&ca_id, &rec.serial);
+                    return Ok(rec);
+                }
                 Err(StoreError::Conflict(_)) if attempt == 0 => continue,
                 Err(e) => return Err(e.into()),
             }
