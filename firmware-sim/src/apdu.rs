@@ -45,7 +45,11 @@ impl<'a> Command<'a> {
             // Case 1
             0 => Ok(mk(&[], None, false)),
             // Case 2 short
-            1 => Ok(mk(&[], Some(if body[0] == 0 { 256 } else { body[0] as usize }), false)),
+            1 => Ok(mk(
+                &[],
+                Some(if body[0] == 0 { 256 } else { body[0] as usize }),
+                false,
+            )),
             _ if body[0] != 0 => {
                 // Case 3 or 4 short
                 let lc = body[0] as usize;
@@ -54,7 +58,11 @@ impl<'a> Command<'a> {
                     Ok(mk(rest, None, false))
                 } else if rest.len() == lc + 1 {
                     let le = rest[lc];
-                    Ok(mk(&rest[..lc], Some(if le == 0 { 256 } else { le as usize }), false))
+                    Ok(mk(
+                        &rest[..lc],
+                        Some(if le == 0 { 256 } else { le as usize }),
+                        false,
+                    ))
                 } else {
                     Err(ApduError::WrongLength)
                 }
@@ -75,7 +83,11 @@ impl<'a> Command<'a> {
                     Ok(mk(rest, None, true))
                 } else if rest.len() == lc + 2 {
                     let le = u16::from_be_bytes([rest[lc], rest[lc + 1]]) as usize;
-                    Ok(mk(&rest[..lc], Some(if le == 0 { 65536 } else { le }), true))
+                    Ok(mk(
+                        &rest[..lc],
+                        Some(if le == 0 { 65536 } else { le }),
+                        true,
+                    ))
                 } else {
                     Err(ApduError::WrongLength)
                 }
@@ -165,7 +177,13 @@ mod tests {
         let c = Command::parse(&[0, 0xDB, 0x3F, 0xFF, 0, 0, 2, 9, 9, 0, 0]).unwrap();
         assert_eq!((c.data, c.le), (&[9u8, 9][..], Some(65536)));
         assert_eq!(Command::parse(&[0, 1, 2]), Err(ApduError::TooShort));
-        assert_eq!(Command::parse(&[0, 1, 2, 3, 5, 1]), Err(ApduError::WrongLength));
-        assert_eq!(Command::parse(&[0, 1, 2, 3, 0, 0]), Err(ApduError::WrongLength));
+        assert_eq!(
+            Command::parse(&[0, 1, 2, 3, 5, 1]),
+            Err(ApduError::WrongLength)
+        );
+        assert_eq!(
+            Command::parse(&[0, 1, 2, 3, 0, 0]),
+            Err(ApduError::WrongLength)
+        );
     }
 }

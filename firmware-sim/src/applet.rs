@@ -13,7 +13,7 @@
 
 use crate::apdu::{self, Command, sw};
 use crate::crypto::{self, LoadedKey, Rng};
-use crate::state::{CardState, KeyMaterial, MAX_OBJECT_SIZE, MAX_TRIES, PIV_AID, tag_key};
+use crate::state::{CardState, MAX_OBJECT_SIZE, MAX_TRIES, PIV_AID, tag_key};
 use crate::tlv;
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
@@ -541,15 +541,11 @@ impl Card {
         }
         // Access rules.
         match p2 {
-            0x9A | 0x9D => {
-                if !self.session.pin_verified {
-                    return Reply::sw(sw::SECURITY_STATUS);
-                }
+            0x9A | 0x9D if !self.session.pin_verified => {
+                return Reply::sw(sw::SECURITY_STATUS);
             }
-            0x9C => {
-                if !(self.session.pin_verified && self.session.pin_always) {
-                    return Reply::sw(sw::SECURITY_STATUS);
-                }
+            0x9C if !(self.session.pin_verified && self.session.pin_always) => {
+                return Reply::sw(sw::SECURITY_STATUS);
             }
             _ => {}
         }
@@ -586,7 +582,7 @@ impl Card {
         let enc = |b: &[u8]| crypto::mgmt_cipher(alg, &self.state.mgmt_key, b, true);
         match (parts[0], parts[1], parts[2]) {
             // Step 1 of mutual authentication: witness request.
-            (Some(w), None, None) if w.is_empty() => {
+            (Some([]), None, None) => {
                 let mut plain = vec![0u8; bl];
                 rng.fill(&mut plain);
                 let Some(c) = enc(&plain) else {
@@ -614,7 +610,7 @@ impl Card {
                 Reply::ok(tlv::tlv(0x7C, &tlv::tlv(0x82, &c)))
             }
             // External authentication, step 1: challenge request.
-            (None, Some(c), None) if c.is_empty() => {
+            (None, Some([]), None) => {
                 let mut plain = vec![0u8; bl];
                 rng.fill(&mut plain);
                 self.session.pending_challenge = Some(plain.clone());
@@ -681,15 +677,9 @@ impl Card {
         Reply::ok(public).persisted()
     }
 
-    /// Test/inspection helper: the key material of a slot exists.
+    /// Whether a key pair exists in `slot` (inspection; the key itself is never exposed).
     pub fn has_key(&self, slot: u8) -> bool {
         self.keys.contains_key(&slot)
-    }
-
-    /// Removes a key (used by nothing on the card edge; kept for state tooling symmetry).
-    #[doc(hidden)]
-    pub fn key_material(&self, slot: u8) -> Option<&KeyMaterial> {
-        self.state.keys.get(&format!("{slot:02x}"))
     }
 }
 

@@ -247,7 +247,12 @@ mod tests {
 
     #[test]
     fn mgmt_cipher_round_trip() {
-        for alg in [MgmtAlg::TripleDes, MgmtAlg::Aes128, MgmtAlg::Aes192, MgmtAlg::Aes256] {
+        for alg in [
+            MgmtAlg::TripleDes,
+            MgmtAlg::Aes128,
+            MgmtAlg::Aes192,
+            MgmtAlg::Aes256,
+        ] {
             let key = vec![7u8; alg.key_len()];
             let block = vec![3u8; alg.block_len()];
             let c = mgmt_cipher(alg, &key, &block, true).unwrap();
@@ -267,9 +272,12 @@ mod tests {
         let sig = ecdsa_sign(sk, digest.as_ref()).unwrap();
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         let pt = sk.public_key().to_encoded_point(false);
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, pt.as_bytes())
-            .verify(msg, &sig)
-            .unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            pt.as_bytes(),
+        )
+        .verify(msg, &sig)
+        .unwrap();
         assert_eq!(ecdsa_sign(sk, &[0; 31]), Err(CryptoError::BadInput));
     }
 }

@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod apdu;
-pub mod tlv;
-pub mod state;
-pub mod crypto;
 pub mod applet;
+pub mod crypto;
+pub mod state;
+pub mod tlv;
 pub mod vpcd;

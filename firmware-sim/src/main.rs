@@ -108,7 +108,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let alg = MgmtAlg::parse(&mgmt_alg)
                 .ok_or_else(|| format!("unknown management key algorithm '{mgmt_alg}'"))?;
             if state.exists() && !force {
-                return Err(format!("{} exists (use --force to overwrite)", state.display()));
+                return Err(format!(
+                    "{} exists (use --force to overwrite)",
+                    state.display()
+                ));
             }
             let st = blank(alg);
             st.save(&state).map_err(|e| e.to_string())?;
@@ -168,7 +171,15 @@ fn run(cli: Cli) -> Result<(), String> {
             removed,
             persist_pause_ms,
             naive_socket,
-        } => serve(cards, &vpcd, control, init_missing, removed, persist_pause_ms, naive_socket),
+        } => serve(
+            cards,
+            &vpcd,
+            control,
+            init_missing,
+            removed,
+            persist_pause_ms,
+            naive_socket,
+        ),
     }
 }
 
@@ -201,7 +212,9 @@ fn serve(
     let mut slots: Vec<(u16, PathBuf)> = Vec::new();
     for c in &cards {
         let (slot, path) = match c.split_once('=') {
-            Some((s, p)) if s.parse::<u16>().is_ok() => (s.parse::<u16>().unwrap_or(0), PathBuf::from(p)),
+            Some((s, p)) if s.parse::<u16>().is_ok() => {
+                (s.parse::<u16>().unwrap_or(0), PathBuf::from(p))
+            }
             _ => (next, PathBuf::from(c)),
         };
         if slots.iter().any(|(s, _)| *s == slot) {
@@ -237,7 +250,8 @@ fn serve(
     }
     if let Some(path) = control {
         let _ = std::fs::remove_file(&path);
-        let l = UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+        let l = UnixListener::bind(&path)
+            .map_err(|e| format!("control socket {}: {e}", path.display()))?;
         let controls = controls.clone();
         std::thread::spawn(move || control_loop(l, controls));
     }
@@ -260,9 +274,14 @@ fn load_or_init(path: &Path, init_missing: bool) -> Result<CardState, String> {
 fn control_loop(l: UnixListener, controls: Vec<Arc<SlotControl>>) {
     for conn in l.incoming() {
         let Ok(conn) = conn else { continue };
-        let Ok(mut w) = conn.try_clone() else { continue };
+        let Ok(mut w) = conn.try_clone() else {
+            continue;
+        };
         let mut line = String::new();
-        if BufReader::new(conn.take_limit()).read_line(&mut line).is_err() {
+        if BufReader::new(conn.take_limit())
+            .read_line(&mut line)
+            .is_err()
+        {
             continue;
         }
         let mut it = line.split_whitespace();
@@ -272,18 +291,20 @@ fn control_loop(l: UnixListener, controls: Vec<Arc<SlotControl>>) {
                 .map(|c| c.status())
                 .collect::<Vec<_>>()
                 .join(" | "),
-            (Some(a @ ("insert" | "remove")), Some(n)) => match controls.iter().find(|c| c.slot == n) {
-                Some(c) => {
-                    if a == "insert" {
-                        c.insert();
-                        format!("ok: slot {n} inserted")
-                    } else {
-                        c.remove();
-                        format!("ok: slot {n} removed")
+            (Some(a @ ("insert" | "remove")), Some(n)) => {
+                match controls.iter().find(|c| c.slot == n) {
+                    Some(c) => {
+                        if a == "insert" {
+                            c.insert();
+                            format!("ok: slot {n} inserted")
+                        } else {
+                            c.remove();
+                            format!("ok: slot {n} removed")
+                        }
                     }
+                    None => format!("error: no card in slot {n}"),
                 }
-                None => format!("error: no card in slot {n}"),
-            },
+            }
             _ => "error: expected 'insert N', 'remove N' or 'status'".to_string(),
         };
         let _ = writeln!(w, "{answer}");

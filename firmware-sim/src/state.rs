@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// The full PIV AID (NIST RID A000000308, PIX 00001000 0100).
-pub const PIV_AID: [u8; 11] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00];
+pub const PIV_AID: [u8; 11] = [
+    0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00,
+];
 
 /// Default credentials of a blank simulated card.
 pub const DEFAULT_PIN: &str = "123456";
@@ -197,7 +199,10 @@ impl CardState {
     /// never half-used).
     pub fn validate(&self) -> Result<(), String> {
         if self.format != STATE_FORMAT {
-            return Err(format!("format {} (this simulator reads {STATE_FORMAT})", self.format));
+            return Err(format!(
+                "format {} (this simulator reads {STATE_FORMAT})",
+                self.format
+            ));
         }
         if !valid_padded_pin(&self.pin) {
             return Err("PIN is not 6-8 digits padded with FF to 8 bytes".into());
@@ -222,7 +227,9 @@ impl CardState {
                 return Err(format!("object tag '{tag}' is not a PIV data object"));
             }
             if v.0.len() > MAX_OBJECT_SIZE + 8 || crate::tlv::read_single(&v.0).is_err() {
-                return Err(format!("object '{tag}' is not one TLV of at most {MAX_OBJECT_SIZE} bytes"));
+                return Err(format!(
+                    "object '{tag}' is not one TLV of at most {MAX_OBJECT_SIZE} bytes"
+                ));
             }
         }
         for (slot, k) in &self.keys {
@@ -294,7 +301,9 @@ pub fn save_bytes(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
     Ok(())
 }
 
@@ -309,7 +318,7 @@ pub fn tag_key(tag: u32) -> String {
 }
 
 pub fn parse_tag_key(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 6 || s.len() % 2 != 0 {
+    if s.is_empty() || s.len() > 6 || !s.len().is_multiple_of(2) {
         return None;
     }
     u32::from_str_radix(s, 16).ok()

@@ -85,7 +85,11 @@ pub fn read_all(mut b: &[u8], max: usize) -> Result<Vec<Tlv<'_>>, TlvError> {
 /// Parses `b` as exactly one TLV with nothing after it.
 pub fn read_single(b: &[u8]) -> Result<Tlv<'_>, TlvError> {
     let (t, rest) = read(b)?;
-    if rest.is_empty() { Ok(t) } else { Err(TlvError) }
+    if rest.is_empty() {
+        Ok(t)
+    } else {
+        Err(TlvError)
+    }
 }
 
 /// Appends the encoding of a tag.
@@ -132,7 +136,13 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for (tag, len) in [(0x53, 0), (0x7C, 127), (0x5FC105, 200), (0x7F49, 300), (0x70, 70000)] {
+        for (tag, len) in [
+            (0x53, 0),
+            (0x7C, 127),
+            (0x5FC105, 200),
+            (0x7F49, 300),
+            (0x70, 70000),
+        ] {
             let v = vec![0xAB; len];
             let enc = tlv(tag, &v);
             let t = read_single(&enc).unwrap();

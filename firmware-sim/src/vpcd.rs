@@ -60,10 +60,10 @@ impl SlotControl {
     /// Removes the card: the vpcd connection is closed and not re-opened until `insert`.
     pub fn remove(&self) {
         self.inserted.store(false, Ordering::SeqCst);
-        if let Ok(g) = self.stream.lock() {
-            if let Some(s) = g.as_ref() {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+        if let Ok(g) = self.stream.lock()
+            && let Some(s) = g.as_ref()
+        {
+            let _ = s.shutdown(Shutdown::Both);
         }
     }
 
@@ -75,8 +75,16 @@ impl SlotControl {
         format!(
             "slot {}: {} {} apdus={}",
             self.slot,
-            if self.inserted.load(Ordering::SeqCst) { "inserted" } else { "removed" },
-            if self.connected.load(Ordering::SeqCst) { "connected" } else { "not-connected" },
+            if self.inserted.load(Ordering::SeqCst) {
+                "inserted"
+            } else {
+                "removed"
+            },
+            if self.connected.load(Ordering::SeqCst) {
+                "connected"
+            } else {
+                "not-connected"
+            },
             self.apdus.load(Ordering::SeqCst)
         )
     }
@@ -120,7 +128,10 @@ pub fn serve(cfg: SlotConfig, state: CardState, ctl: Arc<SlotControl>, stop: Arc
             }
         };
         announced_wait = false;
-        eprintln!("firmware-sim: slot {}: card inserted in vpcd {}:{}", ctl.slot, cfg.host, cfg.port);
+        eprintln!(
+            "firmware-sim: slot {}: card inserted in vpcd {}:{}",
+            ctl.slot, cfg.host, cfg.port
+        );
         if let (Ok(mut g), Ok(clone)) = (ctl.stream.lock(), stream.try_clone()) {
             *g = Some(clone);
         }
@@ -133,7 +144,10 @@ pub fn serve(cfg: SlotConfig, state: CardState, ctl: Arc<SlotControl>, stop: Arc
         }
         card.reset();
         match r {
-            Ok(()) => eprintln!("firmware-sim: slot {}: vpcd closed the connection", ctl.slot),
+            Ok(()) => eprintln!(
+                "firmware-sim: slot {}: vpcd closed the connection",
+                ctl.slot
+            ),
             Err(e) => eprintln!("firmware-sim: slot {}: connection ended: {e}", ctl.slot),
         }
         // Stay away long enough for pcscd (which polls card presence every 400 ms) to see the
@@ -199,7 +213,7 @@ fn session(
         let reply: Option<Vec<u8>> = match n {
             0 => None,
             1 => match frame[0] {
-                0x00 | 0x01 | 0x02 => {
+                0x00..=0x02 => {
                     card.reset();
                     None
                 }
@@ -302,7 +316,12 @@ mod tests {
         send(&mut v, &[0x01]);
         send(&mut v, &[0x04]);
         assert_eq!(recv(&mut v), atr());
-        send(&mut v, &[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00]);
+        send(
+            &mut v,
+            &[
+                0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00,
+            ],
+        );
         let r = recv(&mut v);
         assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
         assert_eq!(r[0], 0x61);

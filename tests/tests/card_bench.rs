@@ -19,7 +19,8 @@ fn child() {
     let out = std::env::var("RESULT_FILE").unwrap();
     let secs: f64 = std::env::var("BENCH_SECS").unwrap().parse().unwrap();
     let pcsc = Pcsc::establish().unwrap();
-    pcsc.wait_for_card(&reader, Duration::from_secs(10)).unwrap();
+    pcsc.wait_for_card(&reader, Duration::from_secs(10))
+        .unwrap();
     let mut piv = Piv::select(pcsc.connect(&reader).unwrap()).unwrap();
     let mut result = String::new();
 
@@ -42,16 +43,20 @@ fn child() {
 
     if std::env::var("LOGIN").is_ok() {
         piv.authenticate(&ManagementKey::default_aes192()).unwrap();
-        let pk = piv.generate_key(Slot::Authentication, KeyAlgorithm::EccP256).unwrap();
+        let pk = piv
+            .generate_key(Slot::Authentication, KeyAlgorithm::EccP256)
+            .unwrap();
         let mut lat = Vec::new();
         let t0 = Instant::now();
         let mut i = 0u64;
         while t0.elapsed().as_secs_f64() < secs || lat.len() < 100 {
             let challenge = i.to_be_bytes();
             let t = Instant::now();
-            let sig = piv.sign_challenge("123456", KeyAlgorithm::EccP256, &challenge).unwrap();
+            let sig = piv
+                .sign_challenge("123456", KeyAlgorithm::EccP256, &challenge)
+                .unwrap();
             lat.push(t.elapsed());
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 pk.verify(&challenge, &sig).unwrap();
             }
             i += 1;
@@ -108,7 +113,13 @@ fn card_stack_throughput_and_login_latency() {
     let _naive = stack.simulator(&[(0, &card)], &["--naive-socket"]);
     let naive_vars: Vec<(&str, String)> = vars(false)
         .into_iter()
-        .map(|(k, v)| if k == "BENCH_SECS" { (k, "2".to_string()) } else { (k, v) })
+        .map(|(k, v)| {
+            if k == "BENCH_SECS" {
+                (k, "2".to_string())
+            } else {
+                (k, v)
+            }
+        })
         .collect();
     stack.run_child(NAME, &naive_vars);
     let naive = std::fs::read_to_string(&result).unwrap();
@@ -122,11 +133,17 @@ fn card_stack_throughput_and_login_latency() {
         if release { "release" } else { "debug" },
         value(&fast, "logins")
     );
-    assert!(rate > naive_rate * 5.0, "TCP_NODELAY/TCP_QUICKACK make no difference?");
+    assert!(
+        rate > naive_rate * 5.0,
+        "TCP_NODELAY/TCP_QUICKACK make no difference?"
+    );
     if release {
         assert!(rate >= 5000.0, "{rate:.0} APDU/s < 5000");
         assert!(p50 < 5.0, "login p50 {p50:.3} ms >= 5 ms");
     } else {
-        assert!(rate >= 500.0, "{rate:.0} APDU/s even for a debug build is too slow");
+        assert!(
+            rate >= 500.0,
+            "{rate:.0} APDU/s even for a debug build is too slow"
+        );
     }
 }

@@ -10,7 +10,9 @@ pub enum CardError {
     )]
     NoService(pcsc::Error),
     /// pcscd runs but knows no reader.
-    #[error("no smartcard reader found (plug a reader in, or start the card simulator's vpcd reader)")]
+    #[error(
+        "no smartcard reader found (plug a reader in, or start the card simulator's vpcd reader)"
+    )]
     NoReaders,
     /// The named reader does not exist.
     #[error("reader '{reader}' not found; readers present: {available}")]
@@ -50,7 +52,10 @@ pub enum CardError {
     PukBlocked,
     /// A PIN or PUK that the card would refuse, caught before sending anything.
     #[error("invalid {what}: {why}")]
-    InvalidPin { what: &'static str, why: &'static str },
+    InvalidPin {
+        what: &'static str,
+        why: &'static str,
+    },
     /// The operation needs the cardholder's PIN first.
     #[error("{what}: the PIN must be verified first")]
     PinRequired { what: &'static str },

@@ -49,7 +49,10 @@ impl CpsIdentity {
     }
 
     pub fn decode(v: &[u8]) -> Result<CpsIdentity> {
-        let bad = |d: String| CardError::Malformed { what: "CPS identity object", detail: d };
+        let bad = |d: String| CardError::Malformed {
+            what: "CPS identity object",
+            detail: d,
+        };
         let items = tlv::read_all(v, 16).map_err(|_| bad("bad TLV".into()))?;
         let text = |tag: u32| -> Result<Option<String>> {
             match items.iter().find(|i| i.tag == tag) {
@@ -59,7 +62,9 @@ impl CpsIdentity {
                     .map_err(|_| bad(format!("field {tag:02X} is not UTF-8"))),
             }
         };
-        let req = |tag: u32| -> Result<String> { text(tag)?.ok_or_else(|| bad(format!("field {tag:02X} missing"))) };
+        let req = |tag: u32| -> Result<String> {
+            text(tag)?.ok_or_else(|| bad(format!("field {tag:02X} missing")))
+        };
         Ok(CpsIdentity {
             idnat_ps: req(0x80)?,
             family_name: req(0x81)?,

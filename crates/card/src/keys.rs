@@ -83,7 +83,12 @@ impl PublicKey {
             return Err(bad("no 7F49 template"));
         }
         let items = tlv::read_all(t.value, 4).map_err(|_| bad("template"))?;
-        let get = |tag| items.iter().find(|i| i.tag == tag).map(|i| i.value.to_vec());
+        let get = |tag| {
+            items
+                .iter()
+                .find(|i| i.tag == tag)
+                .map(|i| i.value.to_vec())
+        };
         match alg {
             KeyAlgorithm::EccP256 => {
                 let point = get(0x86).ok_or_else(|| bad("no 86 point"))?;
@@ -144,7 +149,8 @@ impl PublicKey {
         use ring::signature as rs;
         let ok = match self {
             PublicKey::EccP256 { point } => {
-                rs::UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_ASN1, point).verify(message, signature)
+                rs::UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_ASN1, point)
+                    .verify(message, signature)
             }
             PublicKey::Rsa { n, e } => rs::RsaPublicKeyComponents { n, e }.verify(
                 &rs::RSA_PKCS1_2048_8192_SHA256,
@@ -161,7 +167,9 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::new();
     for c in der.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 b64.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -207,9 +215,14 @@ mod tests {
 
     #[test]
     fn spki_p256_prefix() {
-        let k = PublicKey::EccP256 { point: [vec![4u8], vec![1u8; 64]].concat() };
+        let k = PublicKey::EccP256 {
+            point: [vec![4u8], vec![1u8; 64]].concat(),
+        };
         let d = k.spki_der();
-        assert_eq!(hex(&d[..26]), "3059301306072a8648ce3d020106082a8648ce3d030107034200");
+        assert_eq!(
+            hex(&d[..26]),
+            "3059301306072a8648ce3d020106082a8648ce3d030107034200"
+        );
     }
 
     fn hex(b: &[u8]) -> String {

@@ -3,11 +3,11 @@
 //! Calls block: from async code run them on a blocking task. libpcsclite reads
 //! `PCSCLITE_CSOCK_NAME` (once per process) to find a pcscd socket other than `/run/pcscd`.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use crate::error::{CardError, Result};
 use crate::Transport;
+use crate::error::{CardError, Result};
 
 /// A reader and what is in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,13 @@ impl Pcsc {
             .collect();
         self.ctx
             .get_status_change(Duration::from_millis(0), &mut states)
-            .or_else(|e| if e == pcsc::Error::Timeout { Ok(()) } else { Err(e) })
+            .or_else(|e| {
+                if e == pcsc::Error::Timeout {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
             .map_err(pcsc_err("get status"))?;
         Ok(states
             .iter()
@@ -72,7 +78,11 @@ impl Pcsc {
                 ReaderInfo {
                     name: s.name().to_string_lossy().into_owned(),
                     card_present: present,
-                    atr: if present { s.atr().to_vec() } else { Vec::new() },
+                    atr: if present {
+                        s.atr().to_vec()
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect())
@@ -85,7 +95,13 @@ impl Pcsc {
         if readers.is_empty() {
             return Err(CardError::NoReaders);
         }
-        let list = || readers.iter().map(|r| r.name.clone()).collect::<Vec<_>>().join(", ");
+        let list = || {
+            readers
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match wanted {
             Some(w) => {
                 if let Some(r) = readers.iter().find(|r| r.name == w) {
@@ -107,7 +123,10 @@ impl Pcsc {
                     [] if readers.len() == 1 => Err(CardError::NoCard(readers[0].name.clone())),
                     [] => Err(CardError::NoCard(list())),
                     many => Err(CardError::AmbiguousReader(
-                        many.iter().map(|r| r.name.clone()).collect::<Vec<_>>().join(", "),
+                        many.iter()
+                            .map(|r| r.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     )),
                 }
             }
@@ -116,12 +135,16 @@ impl Pcsc {
 
     /// Blocks until a card is present in `reader` (or `timeout`).
     pub fn wait_for_card(&self, reader: &str, timeout: Duration) -> Result<()> {
-        let name = CString::new(reader).map_err(|_| CardError::Invalid("reader name with NUL".into()))?;
+        let name =
+            CString::new(reader).map_err(|_| CardError::Invalid("reader name with NUL".into()))?;
         let mut st = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
         let t0 = Instant::now();
         loop {
             let left = timeout.saturating_sub(t0.elapsed());
-            match self.ctx.get_status_change(left.min(Duration::from_millis(500)), &mut st) {
+            match self
+                .ctx
+                .get_status_change(left.min(Duration::from_millis(500)), &mut st)
+            {
                 Ok(()) | Err(pcsc::Error::Timeout) => {}
                 Err(pcsc::Error::UnknownReader) => {
                     return Err(CardError::ReaderNotFound {
@@ -150,12 +173,15 @@ impl Pcsc {
 
     /// Connects to the card in `reader` (shared mode, T=0 or T=1).
     pub fn connect(&self, reader: &str) -> Result<PcscCard> {
-        let name = CString::new(reader).map_err(|_| CardError::Invalid("reader name with NUL".into()))?;
+        let name =
+            CString::new(reader).map_err(|_| CardError::Invalid("reader name with NUL".into()))?;
         let card = self
             .ctx
             .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
             .map_err(|e| match e {
-                pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard => CardError::NoCard(reader.into()),
+                pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard => {
+                    CardError::NoCard(reader.into())
+                }
                 pcsc::Error::UnknownReader => CardError::ReaderNotFound {
                     reader: reader.into(),
                     available: self
@@ -208,7 +234,8 @@ impl PcscCard {
             } else {
                 pcsc::Disposition::LeaveCard
             };
-            c.disconnect(d).map_err(|(_, e)| pcsc_err("disconnect")(e))?;
+            c.disconnect(d)
+                .map_err(|(_, e)| pcsc_err("disconnect")(e))?;
         }
         Ok(())
     }
@@ -230,12 +257,9 @@ impl Drop for PcscCard {
 impl Transport for PcscCard {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>> {
         let card = self.card.as_ref().ok_or(CardError::CardRemoved)?;
-        let r = card.transmit(apdu, &mut self.buf).map_err(pcsc_err("transmit"))?;
+        let r = card
+            .transmit(apdu, &mut self.buf)
+            .map_err(pcsc_err("transmit"))?;
         Ok(r.to_vec())
     }
-}
-
-/// Reader name as a `&CStr`-free string helper for callers that hold C strings.
-pub fn reader_name(c: &CStr) -> String {
-    c.to_string_lossy().into_owned()
 }

@@ -121,7 +121,11 @@ impl MgmtAlgorithm {
         }
     }
     fn block_len(self) -> usize {
-        if self == MgmtAlgorithm::TripleDes { 8 } else { 16 }
+        if self == MgmtAlgorithm::TripleDes {
+            8
+        } else {
+            16
+        }
     }
 }
 
@@ -152,22 +156,35 @@ impl ManagementKey {
                 key.len()
             )));
         }
-        Ok(ManagementKey { alg, key: key.to_vec() })
+        Ok(ManagementKey {
+            alg,
+            key: key.to_vec(),
+        })
     }
 
     /// The default key as AES-192 (current cards) — blank simulated cards use this.
     pub fn default_aes192() -> ManagementKey {
-        ManagementKey { alg: MgmtAlgorithm::Aes192, key: DEFAULT_MGMT_KEY.to_vec() }
+        ManagementKey {
+            alg: MgmtAlgorithm::Aes192,
+            key: DEFAULT_MGMT_KEY.to_vec(),
+        }
     }
 
     /// The default key as 3DES (older PIV cards).
     pub fn default_3des() -> ManagementKey {
-        ManagementKey { alg: MgmtAlgorithm::TripleDes, key: DEFAULT_MGMT_KEY.to_vec() }
+        ManagementKey {
+            alg: MgmtAlgorithm::TripleDes,
+            key: DEFAULT_MGMT_KEY.to_vec(),
+        }
     }
 
     fn cipher(&self, block: &[u8], encrypt: bool) -> Result<Vec<u8>> {
         use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit, generic_array::GenericArray};
-        fn run<C: KeyInit + BlockEncrypt + BlockDecrypt>(k: &[u8], b: &[u8], enc: bool) -> Option<Vec<u8>> {
+        fn run<C: KeyInit + BlockEncrypt + BlockDecrypt>(
+            k: &[u8],
+            b: &[u8],
+            enc: bool,
+        ) -> Option<Vec<u8>> {
             if b.len() != C::block_size() {
                 return None;
             }
@@ -224,10 +241,16 @@ pub fn pad_pin(what: &'static str, pin: &str) -> Result<[u8; 8]> {
         return Err(CardError::InvalidPin { what, why: "empty" });
     }
     if !(6..=8).contains(&b.len()) {
-        return Err(CardError::InvalidPin { what, why: "must be 6 to 8 digits" });
+        return Err(CardError::InvalidPin {
+            what,
+            why: "must be 6 to 8 digits",
+        });
     }
     if !b.iter().all(u8::is_ascii_digit) {
-        return Err(CardError::InvalidPin { what, why: "digits only" });
+        return Err(CardError::InvalidPin {
+            what,
+            why: "digits only",
+        });
     }
     let mut out = [0xFFu8; 8];
     out[..b.len()].copy_from_slice(b);
@@ -242,15 +265,17 @@ impl<T: Transport> Piv<T> {
             return Err(CardError::NotPiv);
         }
         if sw != 0x9000 {
-            return Err(CardError::Status { what: "SELECT PIV", sw });
+            return Err(CardError::Status {
+                what: "SELECT PIV",
+                sw,
+            });
         }
         let mut label = String::from("PIV");
-        if let Ok(apt) = tlv::read_single(&data) {
-            if let Ok(items) = tlv::read_all(apt.value, 16) {
-                if let Some(l) = items.iter().find(|i| i.tag == 0x50) {
-                    label = String::from_utf8_lossy(l.value).into_owned();
-                }
-            }
+        if let Ok(apt) = tlv::read_single(&data)
+            && let Ok(items) = tlv::read_all(apt.value, 16)
+            && let Some(l) = items.iter().find(|i| i.tag == 0x50)
+        {
+            label = String::from_utf8_lossy(l.value).into_owned();
         }
         Ok(Piv { t, label })
     }
@@ -269,11 +294,22 @@ impl<T: Transport> Piv<T> {
     }
 
     /// Sends a command (with chaining) and returns (data, SW).
-    pub fn send(&mut self, header: [u8; 4], data: &[u8], expect_data: bool) -> Result<(Vec<u8>, u16)> {
+    pub fn send(
+        &mut self,
+        header: [u8; 4],
+        data: &[u8],
+        expect_data: bool,
+    ) -> Result<(Vec<u8>, u16)> {
         transceive(&mut self.t, header, data, expect_data)
     }
 
-    fn ok(&mut self, what: &'static str, header: [u8; 4], data: &[u8], expect: bool) -> Result<Vec<u8>> {
+    fn ok(
+        &mut self,
+        what: &'static str,
+        header: [u8; 4],
+        data: &[u8],
+        expect: bool,
+    ) -> Result<Vec<u8>> {
         let (d, sw) = self.send(header, data, expect)?;
         match sw {
             0x9000 => Ok(d),
@@ -307,7 +343,9 @@ impl<T: Transport> Piv<T> {
 
     /// GET DATA, returning the value inside the `53` wrapper.
     pub fn read_object(&mut self, tag: u32) -> Result<Option<Vec<u8>>> {
-        let Some(d) = self.get_data(tag)? else { return Ok(None) };
+        let Some(d) = self.get_data(tag)? else {
+            return Ok(None);
+        };
         let t = tlv::read_single(&d).map_err(|_| CardError::Malformed {
             what: "GET DATA",
             detail: format!("object {tag:06X} is not one TLV"),
@@ -323,25 +361,45 @@ impl<T: Transport> Piv<T> {
     pub fn write_object(&mut self, tag: u32, value: &[u8]) -> Result<()> {
         let mut q = Vec::new();
         let tb = [(tag >> 16) as u8, (tag >> 8) as u8, tag as u8];
-        tlv::put(&mut q, 0x5C, if tag > 0xFFFF { &tb[..] } else if tag > 0xFF { &tb[1..] } else { &tb[2..] });
+        tlv::put(
+            &mut q,
+            0x5C,
+            if tag > 0xFFFF {
+                &tb[..]
+            } else if tag > 0xFF {
+                &tb[1..]
+            } else {
+                &tb[2..]
+            },
+        );
         tlv::put(&mut q, 0x53, value);
-        self.ok("PUT DATA", [0x00, 0xDB, 0x3F, 0xFF], &q, false).map(|_| ())
+        self.ok("PUT DATA", [0x00, 0xDB, 0x3F, 0xFF], &q, false)
+            .map(|_| ())
     }
 
     /// The certificate (DER) in a slot's container, if any.
     pub fn read_certificate(&mut self, slot: Slot) -> Result<Option<Vec<u8>>> {
-        let Some(v) = self.read_object(slot.cert_tag())? else { return Ok(None) };
+        let Some(v) = self.read_object(slot.cert_tag())? else {
+            return Ok(None);
+        };
         let items = tlv::read_all(&v, 8).map_err(|_| CardError::Malformed {
             what: "certificate container",
             detail: "bad TLV".into(),
         })?;
-        if items.iter().any(|i| i.tag == 0x71 && i.value.first().is_some_and(|b| b & 0x01 != 0)) {
+        if items
+            .iter()
+            .any(|i| i.tag == 0x71 && i.value.first().is_some_and(|b| b & 0x01 != 0))
+        {
             return Err(CardError::Malformed {
                 what: "certificate container",
                 detail: "compressed certificates are not supported".into(),
             });
         }
-        Ok(items.iter().find(|i| i.tag == 0x70).map(|i| i.value.to_vec()).filter(|c| !c.is_empty()))
+        Ok(items
+            .iter()
+            .find(|i| i.tag == 0x70)
+            .map(|i| i.value.to_vec())
+            .filter(|c| !c.is_empty()))
     }
 
     /// Writes a DER certificate into a slot's container (`70` cert, `71 00` uncompressed,
@@ -355,8 +413,13 @@ impl<T: Transport> Piv<T> {
     }
 
     pub fn read_chuid(&mut self) -> Result<Option<Chuid>> {
-        let Some(v) = self.read_object(TAG_CHUID)? else { return Ok(None) };
-        let items = tlv::read_all(&v, 16).map_err(|_| CardError::Malformed { what: "CHUID", detail: "bad TLV".into() })?;
+        let Some(v) = self.read_object(TAG_CHUID)? else {
+            return Ok(None);
+        };
+        let items = tlv::read_all(&v, 16).map_err(|_| CardError::Malformed {
+            what: "CHUID",
+            detail: "bad TLV".into(),
+        })?;
         let get = |t| items.iter().find(|i| i.tag == t).map(|i| i.value.to_vec());
         Ok(Some(Chuid {
             guid: get(0x34).unwrap_or_default(),
@@ -385,8 +448,13 @@ impl<T: Transport> Piv<T> {
         match sw {
             0x9000 => Ok(PinStatus::Verified),
             0x6983 => Ok(PinStatus::Blocked),
-            s if s & 0xFFF0 == 0x63C0 => Ok(PinStatus::NotVerified { tries_left: (s & 0x0F) as u8 }),
-            sw => Err(CardError::Status { what: "VERIFY (status)", sw }),
+            s if s & 0xFFF0 == 0x63C0 => Ok(PinStatus::NotVerified {
+                tries_left: (s & 0x0F) as u8,
+            }),
+            sw => Err(CardError::Status {
+                what: "VERIFY (status)",
+                sw,
+            }),
         }
     }
 
@@ -400,7 +468,8 @@ impl<T: Transport> Piv<T> {
 
     /// Forgets the PIN verification (VERIFY P1=FF).
     pub fn logout(&mut self) -> Result<()> {
-        self.ok("VERIFY (reset)", [0x00, 0x20, 0xFF, 0x80], &[], false).map(|_| ())
+        self.ok("VERIFY (reset)", [0x00, 0x20, 0xFF, 0x80], &[], false)
+            .map(|_| ())
     }
 
     pub fn change_pin(&mut self, old: &str, new: &str) -> Result<()> {
@@ -436,11 +505,19 @@ impl<T: Transport> Piv<T> {
         match sw {
             0x9000 => {}
             0x6A86 | 0x6A80 => return Err(CardError::ManagementKeyRejected),
-            sw => return Err(CardError::Status { what: "GENERAL AUTHENTICATE (witness)", sw }),
+            sw => {
+                return Err(CardError::Status {
+                    what: "GENERAL AUTHENTICATE (witness)",
+                    sw,
+                });
+            }
         }
         let witness = dyn_auth_item(&r, 0x80, "GENERAL AUTHENTICATE (witness)")?;
         if witness.len() != key.alg.block_len() {
-            return Err(CardError::Malformed { what: "GENERAL AUTHENTICATE (witness)", detail: "witness size".into() });
+            return Err(CardError::Malformed {
+                what: "GENERAL AUTHENTICATE (witness)",
+                detail: "witness size".into(),
+            });
         }
         let plain = key.cipher(&witness, false)?;
         let mut challenge = vec![0u8; key.alg.block_len()];
@@ -453,7 +530,12 @@ impl<T: Transport> Piv<T> {
         match sw {
             0x9000 => {}
             0x6982 | 0x6A80 | 0x6985 => return Err(CardError::ManagementKeyRejected),
-            sw => return Err(CardError::Status { what: "GENERAL AUTHENTICATE (challenge)", sw }),
+            sw => {
+                return Err(CardError::Status {
+                    what: "GENERAL AUTHENTICATE (challenge)",
+                    sw,
+                });
+            }
         }
         let answer = dyn_auth_item(&r, 0x82, "GENERAL AUTHENTICATE (challenge)")?;
         if answer != key.cipher(&challenge, true)? {
@@ -467,17 +549,32 @@ impl<T: Transport> Piv<T> {
     /// Generates a key pair on the card (management key needed); returns the public key.
     pub fn generate_key(&mut self, slot: Slot, alg: KeyAlgorithm) -> Result<PublicKey> {
         let ac = tlv::tlv(0xAC, &[0x80, 0x01, alg.id()]);
-        let r = self.ok("GENERATE ASYMMETRIC KEY PAIR", [0x00, 0x47, 0x00, slot.key_ref()], &ac, true)?;
+        let r = self.ok(
+            "GENERATE ASYMMETRIC KEY PAIR",
+            [0x00, 0x47, 0x00, slot.key_ref()],
+            &ac,
+            true,
+        )?;
         PublicKey::from_template(&r, alg)
     }
 
     /// Raw private-key operation (GENERAL AUTHENTICATE): `input` is a digest for ECDSA
     /// (32 bytes for P-256) or a padded block for RSA. Returns the card's answer (DER ECDSA
     /// signature, or the RSA result).
-    pub fn private_operation(&mut self, slot: Slot, alg: KeyAlgorithm, input: &[u8]) -> Result<Vec<u8>> {
+    pub fn private_operation(
+        &mut self,
+        slot: Slot,
+        alg: KeyAlgorithm,
+        input: &[u8],
+    ) -> Result<Vec<u8>> {
         let mut inner = vec![0x82, 0x00];
         inner.extend(tlv::tlv(0x81, input));
-        let r = self.ok("GENERAL AUTHENTICATE (sign)", [0x00, 0x87, alg.id(), slot.key_ref()], &tlv::tlv(0x7C, &inner), true)?;
+        let r = self.ok(
+            "GENERAL AUTHENTICATE (sign)",
+            [0x00, 0x87, alg.id(), slot.key_ref()],
+            &tlv::tlv(0x7C, &inner),
+            true,
+        )?;
         dyn_auth_item(&r, 0x82, "GENERAL AUTHENTICATE (sign)")
     }
 
@@ -494,7 +591,12 @@ impl<T: Transport> Piv<T> {
     }
 
     /// Card login step: PIN, then a signature over the challenge with the 9A key.
-    pub fn sign_challenge(&mut self, pin: &str, alg: KeyAlgorithm, challenge: &[u8]) -> Result<Vec<u8>> {
+    pub fn sign_challenge(
+        &mut self,
+        pin: &str,
+        alg: KeyAlgorithm,
+        challenge: &[u8],
+    ) -> Result<Vec<u8>> {
         self.verify_pin(pin)?;
         self.sign(Slot::Authentication, alg, challenge)
     }
@@ -532,14 +634,20 @@ fn pin_result(sw: u16, puk: bool, what: &'static str) -> Result<()> {
                 (true, n) => Err(CardError::WrongPuk { tries_left: n }),
             }
         }
-        0x6A80 => Err(CardError::InvalidPin { what: if puk { "PUK/PIN" } else { "PIN" }, why: "refused by the card" }),
+        0x6A80 => Err(CardError::InvalidPin {
+            what: if puk { "PUK/PIN" } else { "PIN" },
+            why: "refused by the card",
+        }),
         sw => Err(CardError::Status { what, sw }),
     }
 }
 
 /// Extracts one item of a `7C` dynamic authentication template.
 fn dyn_auth_item(r: &[u8], tag: u32, what: &'static str) -> Result<Vec<u8>> {
-    let bad = |d: &str| CardError::Malformed { what, detail: d.to_string() };
+    let bad = |d: &str| CardError::Malformed {
+        what,
+        detail: d.to_string(),
+    };
     let t = tlv::read_single(r).map_err(|_| bad("not one TLV"))?;
     if t.tag != 0x7C {
         return Err(bad("no 7C template"));
@@ -562,12 +670,19 @@ pub fn transceive<T: Transport + ?Sized>(
 ) -> Result<(Vec<u8>, u16)> {
     let split = |r: Vec<u8>| -> Result<(Vec<u8>, u16)> {
         if r.len() < 2 {
-            return Err(CardError::Malformed { what: "response APDU", detail: format!("{} bytes", r.len()) });
+            return Err(CardError::Malformed {
+                what: "response APDU",
+                detail: format!("{} bytes", r.len()),
+            });
         }
         let sw = u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]]);
         Ok((r[..r.len() - 2].to_vec(), sw))
     };
-    let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(255).collect() };
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(255).collect()
+    };
     let n = chunks.len();
     let mut resp = Vec::new();
     let mut sw = 0x9000;
@@ -604,7 +719,10 @@ pub fn transceive<T: Transport + ?Sized>(
     while sw & 0xFF00 == 0x6100 {
         guard += 1;
         if guard > 256 {
-            return Err(CardError::Malformed { what: "GET RESPONSE", detail: "endless response".into() });
+            return Err(CardError::Malformed {
+                what: "GET RESPONSE",
+                detail: "endless response".into(),
+            });
         }
         let (d, s) = split(t.transmit(&[0x00, 0xC0, 0x00, 0x00, sw as u8])?)?;
         resp.extend_from_slice(&d);

@@ -85,7 +85,11 @@ pub fn read_all(mut b: &[u8], max: usize) -> Result<Vec<Tlv<'_>>, TlvError> {
 /// Parses `b` as exactly one TLV with nothing after it.
 pub fn read_single(b: &[u8]) -> Result<Tlv<'_>, TlvError> {
     let (t, rest) = read(b)?;
-    if rest.is_empty() { Ok(t) } else { Err(TlvError) }
+    if rest.is_empty() {
+        Ok(t)
+    } else {
+        Err(TlvError)
+    }
 }
 
 /// Appends the encoding of a tag.
@@ -125,4 +129,3 @@ pub fn tlv(tag: u32, value: &[u8]) -> Vec<u8> {
     put(&mut v, tag, value);
     v
 }
-

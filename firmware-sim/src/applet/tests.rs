@@ -10,7 +10,10 @@ fn card(alg: MgmtAlg) -> Card {
 fn tx(c: &mut Card, rng: &mut TestRng, apdu: &[u8]) -> (Vec<u8>, u16) {
     let out = c.process(apdu, rng);
     let r = out.response;
-    let (mut data, mut sw) = (r[..r.len() - 2].to_vec(), u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]]));
+    let (mut data, mut sw) = (
+        r[..r.len() - 2].to_vec(),
+        u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]]),
+    );
     while sw & 0xFF00 == 0x6100 {
         let le = (sw & 0xFF) as u8;
         let r = c.process(&[0, 0xC0, 0, 0, le], rng).response;
@@ -33,11 +36,25 @@ fn apdu(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], le: Option<u8>) -> Vec<u8
 }
 
 /// Sends long data with command chaining (255-byte parts).
-fn tx_chained(c: &mut Card, rng: &mut TestRng, ins: u8, p1: u8, p2: u8, data: &[u8]) -> (Vec<u8>, u16) {
+fn tx_chained(
+    c: &mut Card,
+    rng: &mut TestRng,
+    ins: u8,
+    p1: u8,
+    p2: u8,
+    data: &[u8],
+) -> (Vec<u8>, u16) {
     let parts: Vec<&[u8]> = data.chunks(255).collect();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let a = apdu(if last { 0x00 } else { 0x10 }, ins, p1, p2, part, if last { Some(0) } else { None });
+        let a = apdu(
+            if last { 0x00 } else { 0x10 },
+            ins,
+            p1,
+            p2,
+            part,
+            if last { Some(0) } else { None },
+        );
         let r = tx(c, rng, &a);
         if !last {
             assert_eq!(r.1, 0x9000);
@@ -49,7 +66,11 @@ fn tx_chained(c: &mut Card, rng: &mut TestRng, ins: u8, p1: u8, p2: u8, data: &[
 }
 
 fn mgmt_auth(c: &mut Card, rng: &mut TestRng, alg: MgmtAlg, key: &[u8]) -> u16 {
-    let (r, sw) = tx(c, rng, &apdu(0, 0x87, alg.id(), 0x9B, &[0x7C, 0x02, 0x80, 0x00], Some(0)));
+    let (r, sw) = tx(
+        c,
+        rng,
+        &apdu(0, 0x87, alg.id(), 0x9B, &[0x7C, 0x02, 0x80, 0x00], Some(0)),
+    );
     assert_eq!(sw, 0x9000);
     let t = tlv::read_single(&r).unwrap();
     let w = tlv::read_single(t.value).unwrap();
@@ -58,14 +79,21 @@ fn mgmt_auth(c: &mut Card, rng: &mut TestRng, alg: MgmtAlg, key: &[u8]) -> u16 {
     let challenge = vec![0x5A; bl];
     let mut inner = tlv::tlv(0x80, &plain);
     inner.extend(tlv::tlv(0x81, &challenge));
-    let (r, sw) = tx(c, rng, &apdu(0, 0x87, alg.id(), 0x9B, &tlv::tlv(0x7C, &inner), Some(0)));
+    let (r, sw) = tx(
+        c,
+        rng,
+        &apdu(0, 0x87, alg.id(), 0x9B, &tlv::tlv(0x7C, &inner), Some(0)),
+    );
     if sw != 0x9000 {
         return sw;
     }
     let t = tlv::read_single(&r).unwrap();
     let resp = tlv::read_single(t.value).unwrap();
     assert_eq!(resp.tag, 0x82);
-    assert_eq!(resp.value, crypto::mgmt_cipher(alg, key, &challenge, true).unwrap());
+    assert_eq!(
+        resp.value,
+        crypto::mgmt_cipher(alg, key, &challenge, true).unwrap()
+    );
     sw
 }
 
@@ -87,9 +115,17 @@ fn select_full_and_partial_aid() {
     assert!(items.iter().any(|t| t.tag == 0x79));
     assert!(items.iter().any(|t| t.tag == 0x50));
     assert!(items.iter().any(|t| t.tag == 0xAC));
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xA4, 4, 0, &PIV_AID[..9], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xA4, 4, 0, &PIV_AID[..9], Some(0)),
+    );
     assert_eq!(sw, 0x9000);
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xA4, 4, 0, &[0xA0, 0, 0, 1, 1, 1], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xA4, 4, 0, &[0xA0, 0, 0, 1, 1, 1], Some(0)),
+    );
     assert_eq!(sw, 0x6A82);
     let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xA4, 0, 0x0C, &[0x3F, 0], None));
     assert_eq!(sw, 0x6A86);
@@ -99,33 +135,72 @@ fn select_full_and_partial_aid() {
 fn get_data_objects_and_le_chaining() {
     let mut rng = TestRng(1);
     let mut c = card(MgmtAlg::Aes192);
-    let (d, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 1, 0x7E], Some(0)));
+    let (d, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 1, 0x7E], Some(0)),
+    );
     assert_eq!(sw, 0x9000);
     assert_eq!(d, discovery_object());
     // Le = 8 gives the first 8 bytes and 61xx for the rest (OpenSC reads the length first).
-    let out = c.process(&apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x02], Some(8)), &mut rng);
+    let out = c.process(
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x02], Some(8)),
+        &mut rng,
+    );
     assert_eq!(out.response.len(), 10);
     assert_eq!(out.response[8], 0x61);
     let total = tlv::read(&out.response[..8]).err().is_some();
     assert!(total, "first 8 bytes are a truncated TLV");
-    let (d, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x02], Some(0)));
+    let (d, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x02], Some(0)),
+    );
     assert_eq!(sw, 0x9000);
     let chuid = tlv::read_single(&d).unwrap();
     assert_eq!(chuid.tag, 0x53);
-    let guid = tlv::read_all(chuid.value, 10).unwrap().into_iter().find(|t| t.tag == 0x34).unwrap();
+    let guid = tlv::read_all(chuid.value, 10)
+        .unwrap()
+        .into_iter()
+        .find(|t| t.tag == 0x34)
+        .unwrap();
     assert_eq!(guid.value, &[0x11; 16]);
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x07], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x07], Some(0)),
+    );
     assert_eq!(sw, 0x9000);
     // absent object, unknown object, PIN-protected object, bad P1P2, bad data
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05], Some(0)),
+    );
     assert_eq!(sw, 0x6A82);
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x77], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x77], Some(0)),
+    );
     assert_eq!(sw, 0x6A82);
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x09], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x09], Some(0)),
+    );
     assert_eq!(sw, 0x6982);
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0x00, &[0x5C, 1, 0x7E], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0x00, &[0x5C, 1, 0x7E], Some(0)),
+    );
     assert_eq!(sw, 0x6A86);
-    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5D, 1, 0x7E], Some(0)));
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5D, 1, 0x7E], Some(0)),
+    );
     assert_eq!(sw, 0x6A80);
     // GET RESPONSE with nothing pending
     let (_, sw) = tx(&mut c, &mut rng, &[0, 0xC0, 0, 0, 0]);
@@ -146,30 +221,64 @@ fn pin_retry_counter_block_and_unblock() {
     assert_eq!(tx(&mut c, &mut rng, &[0, 0x20, 0xFF, 0x80]).1, 0x9000);
     assert_eq!(status(&mut c, &mut rng), 0x63C3);
     // malformed PIN: refused without counting
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, b"1234", None)).1, 0x6A80);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, b"1234", None)).1,
+        0x6A80
+    );
     for left in [2u16, 1, 0] {
         let out = c.process(&apdu(0, 0x20, 0, 0x80, &pin("654321"), None), &mut rng);
         assert!(out.persist);
-        assert_eq!(u16::from_be_bytes([out.response[0], out.response[1]]), 0x63C0 | left);
+        assert_eq!(
+            u16::from_be_bytes([out.response[0], out.response[1]]),
+            0x63C0 | left
+        );
     }
     assert_eq!(status(&mut c, &mut rng), 0x6983);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)).1, 0x6983);
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)
+        )
+        .1,
+        0x6983
+    );
     // wrong PUK counts too
     let mut body = pin("11111111");
     body.extend(pin("222222"));
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1, 0x63C2);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1,
+        0x63C2
+    );
     let mut body = pin("12345678");
     body.extend(pin("222222"));
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1, 0x9000);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1,
+        0x9000
+    );
     assert_eq!(status(&mut c, &mut rng), 0x63C3);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("222222"), None)).1, 0x9000);
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0x20, 0, 0x80, &pin("222222"), None)
+        )
+        .1,
+        0x9000
+    );
     // change PIN and PUK
     let mut body = pin("222222");
     body.extend(pin("87654321"));
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x24, 0, 0x80, &body, None)).1, 0x9000);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x24, 0, 0x80, &body, None)).1,
+        0x9000
+    );
     let mut body = pin("12345678");
     body.extend(pin("99999999"));
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x24, 0, 0x81, &body, None)).1, 0x9000);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x24, 0, 0x81, &body, None)).1,
+        0x9000
+    );
     assert_eq!(c.state().puk, pin("99999999"));
     assert_eq!(c.state().pin, pin("87654321"));
 }
@@ -181,11 +290,17 @@ fn puk_blocks_after_three_failures() {
     let mut body = pin("00000000");
     body.extend(pin("222222"));
     for expect in [0x63C2, 0x63C1, 0x63C0, 0x6983, 0x6983] {
-        assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1, expect);
+        assert_eq!(
+            tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1,
+            expect
+        );
     }
     let mut body = pin("12345678");
     body.extend(pin("222222"));
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1, 0x6983);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x2C, 0, 0x80, &body, None)).1,
+        0x6983
+    );
 }
 
 #[test]
@@ -198,24 +313,65 @@ fn management_key_mutual_and_external_authentication() {
         let mut c = card(alg);
         assert_eq!(mgmt_auth(&mut c, &mut rng, alg, &[9u8; 24]), 0x6982);
         // wrong algorithm
-        let other = if alg == MgmtAlg::Aes192 { MgmtAlg::TripleDes } else { MgmtAlg::Aes192 };
-        assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, other.id(), 0x9B, &[0x7C, 2, 0x80, 0], Some(0))).1, 0x6A86);
+        let other = if alg == MgmtAlg::Aes192 {
+            MgmtAlg::TripleDes
+        } else {
+            MgmtAlg::Aes192
+        };
+        assert_eq!(
+            tx(
+                &mut c,
+                &mut rng,
+                &apdu(0, 0x87, other.id(), 0x9B, &[0x7C, 2, 0x80, 0], Some(0))
+            )
+            .1,
+            0x6A86
+        );
         // witness response without a witness request
         let mut inner = tlv::tlv(0x80, &vec![0; alg.block_len()]);
         inner.extend(tlv::tlv(0x81, &vec![0; alg.block_len()]));
-        assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, alg.id(), 0x9B, &tlv::tlv(0x7C, &inner), Some(0))).1, 0x6985);
+        assert_eq!(
+            tx(
+                &mut c,
+                &mut rng,
+                &apdu(0, 0x87, alg.id(), 0x9B, &tlv::tlv(0x7C, &inner), Some(0))
+            )
+            .1,
+            0x6985
+        );
         // external authentication
-        let (r, sw) = tx(&mut c, &mut rng, &apdu(0, 0x87, alg.id(), 0x9B, &[0x7C, 2, 0x81, 0], Some(0)));
+        let (r, sw) = tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0x87, alg.id(), 0x9B, &[0x7C, 2, 0x81, 0], Some(0)),
+        );
         assert_eq!(sw, 0x9000);
-        let ch = tlv::read_single(tlv::read_single(&r).unwrap().value).unwrap().value.to_vec();
+        let ch = tlv::read_single(tlv::read_single(&r).unwrap().value)
+            .unwrap()
+            .value
+            .to_vec();
         let enc = crypto::mgmt_cipher(alg, &DEFAULT_MGMT_KEY, &ch, true).unwrap();
-        let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0x87, alg.id(), 0x9B, &tlv::tlv(0x7C, &tlv::tlv(0x82, &enc)), None));
+        let (_, sw) = tx(
+            &mut c,
+            &mut rng,
+            &apdu(
+                0,
+                0x87,
+                alg.id(),
+                0x9B,
+                &tlv::tlv(0x7C, &tlv::tlv(0x82, &enc)),
+                None,
+            ),
+        );
         assert_eq!(sw, 0x9000);
         // authenticated: PUT DATA works
         let obj = tlv::tlv(0x53, b"printed");
         let mut body = vec![0x5C, 3, 0x5F, 0xC1, 0x09];
         body.extend(&obj);
-        assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &body, None)).1, 0x9000);
+        assert_eq!(
+            tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &body, None)).1,
+            0x9000
+        );
     }
 }
 
@@ -231,28 +387,97 @@ fn put_data_needs_management_key_and_round_trips_with_chaining() {
     let obj = tlv::tlv(0x53, &obj);
     let mut body = vec![0x5C, 3, 0x5F, 0xC1, 0x05];
     body.extend(&obj);
-    assert_eq!(tx_chained(&mut c, &mut rng, 0xDB, 0x3F, 0xFF, &body).1, 0x6982);
-    assert_eq!(mgmt_auth(&mut c, &mut rng, MgmtAlg::Aes192, &DEFAULT_MGMT_KEY), 0x9000);
-    assert_eq!(tx_chained(&mut c, &mut rng, 0xDB, 0x3F, 0xFF, &body).1, 0x9000);
-    let (d, sw) = tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05], Some(0)));
+    assert_eq!(
+        tx_chained(&mut c, &mut rng, 0xDB, 0x3F, 0xFF, &body).1,
+        0x6982
+    );
+    assert_eq!(
+        mgmt_auth(&mut c, &mut rng, MgmtAlg::Aes192, &DEFAULT_MGMT_KEY),
+        0x9000
+    );
+    assert_eq!(
+        tx_chained(&mut c, &mut rng, 0xDB, 0x3F, 0xFF, &body).1,
+        0x9000
+    );
+    let (d, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05], Some(0)),
+    );
     assert_eq!(sw, 0x9000);
     assert_eq!(d, obj);
     // delete with an empty 53
     let mut body = vec![0x5C, 3, 0x5F, 0xC1, 0x05, 0x53, 0x00];
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &body, None)).1, 0x9000);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05], Some(0))).1, 0x6A82);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &body, None)).1,
+        0x9000
+    );
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05], Some(0))
+        )
+        .1,
+        0x6A82
+    );
     // wrong inner tag, trailing garbage, discovery not writable
     body[5] = 0x54;
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &body, None)).1, 0x6A80);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05, 0x53, 0, 1], None)).1, 0x6A80);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &[0x5C, 1, 0x7E, 0x7E, 0], None)).1, 0x6A81);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &body, None)).1,
+        0x6A80
+    );
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(
+                0,
+                0xDB,
+                0x3F,
+                0xFF,
+                &[0x5C, 3, 0x5F, 0xC1, 0x05, 0x53, 0, 1],
+                None
+            )
+        )
+        .1,
+        0x6A80
+    );
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0xDB, 0x3F, 0xFF, &[0x5C, 1, 0x7E, 0x7E, 0], None)
+        )
+        .1,
+        0x6A81
+    );
     // reset loses the management-key authentication
     c.reset();
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0xDB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x05, 0x53, 0], None)).1, 0x6982);
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(
+                0,
+                0xDB,
+                0x3F,
+                0xFF,
+                &[0x5C, 3, 0x5F, 0xC1, 0x05, 0x53, 0],
+                None
+            )
+        )
+        .1,
+        0x6982
+    );
 }
 
 fn generate(c: &mut Card, rng: &mut TestRng, slot: u8, alg: u8) -> (Vec<u8>, u16) {
-    tx(c, rng, &apdu(0, 0x47, 0, slot, &[0xAC, 3, 0x80, 1, alg], Some(0)))
+    tx(
+        c,
+        rng,
+        &apdu(0, 0x47, 0, slot, &[0xAC, 3, 0x80, 1, alg], Some(0)),
+    )
 }
 
 #[test]
@@ -265,7 +490,11 @@ fn p256_generate_and_sign_with_pin_rules() {
     assert_eq!(sw, 0x9000);
     let (pubkey_9c, sw) = generate(&mut c, &mut rng, 0x9C, 0x11);
     assert_eq!(sw, 0x9000);
-    assert_eq!(generate(&mut c, &mut rng, 0x9A, 0x06).1, 0x6A80, "RSA-1024 is refused");
+    assert_eq!(
+        generate(&mut c, &mut rng, 0x9A, 0x06).1,
+        0x6A80,
+        "RSA-1024 is refused"
+    );
     assert_eq!(generate(&mut c, &mut rng, 0x82, 0x11).1, 0x6A86);
     let point = |t: &[u8]| {
         let o = tlv::read_single(t).unwrap();
@@ -278,34 +507,86 @@ fn p256_generate_and_sign_with_pin_rules() {
     inner.extend(tlv::tlv(0x81, digest.as_ref()));
     let sign = tlv::tlv(0x7C, &inner);
     // no PIN yet
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9A, &sign, Some(0))).1, 0x6982);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, 0x07, 0x9A, &sign, Some(0))).1, 0x6A86);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)).1, 0x9000);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9A, &sign, Some(0))).1,
+        0x6982
+    );
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x87, 0x07, 0x9A, &sign, Some(0))).1,
+        0x6A86
+    );
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)
+        )
+        .1,
+        0x9000
+    );
     for _ in 0..2 {
         // 9A: PIN once per session
         let (r, sw) = tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9A, &sign, Some(0)));
         assert_eq!(sw, 0x9000);
-        let sig = tlv::read_single(tlv::read_single(&r).unwrap().value).unwrap().value.to_vec();
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point(&pubkey_9a))
-            .verify(msg, &sig)
-            .unwrap();
+        let sig = tlv::read_single(tlv::read_single(&r).unwrap().value)
+            .unwrap()
+            .value
+            .to_vec();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            point(&pubkey_9a),
+        )
+        .verify(msg, &sig)
+        .unwrap();
     }
     // 9C: PIN always — the VERIFY above was consumed? (not yet: 9C not used)
     let (r, sw) = tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9C, &sign, Some(0)));
     assert_eq!(sw, 0x9000);
-    let sig = tlv::read_single(tlv::read_single(&r).unwrap().value).unwrap().value.to_vec();
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point(&pubkey_9c))
-        .verify(msg, &sig)
-        .unwrap();
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9C, &sign, Some(0))).1, 0x6982, "second use needs a new VERIFY");
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)).1, 0x9000);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9C, &sign, Some(0))).1, 0x9000);
+    let sig = tlv::read_single(tlv::read_single(&r).unwrap().value)
+        .unwrap()
+        .value
+        .to_vec();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        point(&pubkey_9c),
+    )
+    .verify(msg, &sig)
+    .unwrap();
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9C, &sign, Some(0))).1,
+        0x6982,
+        "second use needs a new VERIFY"
+    );
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)
+        )
+        .1,
+        0x9000
+    );
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9C, &sign, Some(0))).1,
+        0x9000
+    );
     // wrong digest size
     let mut inner = vec![0x82, 0x00];
     inner.extend(tlv::tlv(0x81, &[1; 20]));
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9A, &tlv::tlv(0x7C, &inner), Some(0))).1, 0x6A80);
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0x87, 0x11, 0x9A, &tlv::tlv(0x7C, &inner), Some(0))
+        )
+        .1,
+        0x6A80
+    );
     // no key in 9E
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9E, &sign, Some(0))).1, 0x6A88);
+    assert_eq!(
+        tx(&mut c, &mut rng, &apdu(0, 0x87, 0x11, 0x9E, &sign, Some(0))).1,
+        0x6A88
+    );
     // private key material is never in any response: generate output is public only
     assert!(pubkey_9a.len() < 80);
 }
@@ -316,7 +597,10 @@ fn rsa2048_generate_and_raw_sign_with_response_chaining() {
     let mut c = card(MgmtAlg::Aes192);
     mgmt_auth(&mut c, &mut rng, MgmtAlg::Aes192, &DEFAULT_MGMT_KEY);
     // the 7F49 template is longer than 256 bytes: 61xx + GET RESPONSE
-    let out = c.process(&apdu(0, 0x47, 0, 0x9C, &[0xAC, 3, 0x80, 1, 0x07], Some(0)), &mut rng);
+    let out = c.process(
+        &apdu(0, 0x47, 0, 0x9C, &[0xAC, 3, 0x80, 1, 0x07], Some(0)),
+        &mut rng,
+    );
     assert!(out.persist);
     let r = out.response;
     assert_eq!(r.len(), 258);
@@ -334,7 +618,8 @@ fn rsa2048_generate_and_raw_sign_with_response_chaining() {
     let msg = b"signed with the CPS signature key";
     let digest = ring::digest::digest(&ring::digest::SHA256, msg);
     let prefix: [u8; 19] = [
-        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
     ];
     let mut block = vec![0x00, 0x01];
     block.resize(256 - 19 - 32 - 1, 0xFF);
@@ -345,10 +630,21 @@ fn rsa2048_generate_and_raw_sign_with_response_chaining() {
     let mut inner = vec![0x82, 0x00];
     inner.extend(tlv::tlv(0x81, &block));
     let body = tlv::tlv(0x7C, &inner);
-    assert_eq!(tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)).1, 0x9000);
+    assert_eq!(
+        tx(
+            &mut c,
+            &mut rng,
+            &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)
+        )
+        .1,
+        0x9000
+    );
     let (r, sw) = tx_chained(&mut c, &mut rng, 0x87, 0x07, 0x9C, &body);
     assert_eq!(sw, 0x9000);
-    let sig = tlv::read_single(tlv::read_single(&r).unwrap().value).unwrap().value.to_vec();
+    let sig = tlv::read_single(tlv::read_single(&r).unwrap().value)
+        .unwrap()
+        .value
+        .to_vec();
     assert_eq!(sig.len(), 256);
     ring::signature::RsaPublicKeyComponents { n: &n, e: &e }
         .verify(&ring::signature::RSA_PKCS1_2048_8192_SHA256, msg, &sig)
@@ -357,15 +653,34 @@ fn rsa2048_generate_and_raw_sign_with_response_chaining() {
     let state = CardState::from_json(&c.state().to_json()).unwrap();
     let mut c2 = Card::new(state);
     assert!(c2.has_key(0x9C));
-    assert_eq!(tx(&mut c2, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)).1, 0x9000);
+    assert_eq!(
+        tx(
+            &mut c2,
+            &mut rng,
+            &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)
+        )
+        .1,
+        0x9000
+    );
     let (r2, sw) = tx_chained(&mut c2, &mut rng, 0x87, 0x07, 0x9C, &body);
     assert_eq!(sw, 0x9000);
     assert_eq!(r2, r, "raw RSA is deterministic");
     // input >= n is refused
     let mut inner = vec![0x82, 0x00];
     inner.extend(tlv::tlv(0x81, &[0xFF; 256]));
-    assert_eq!(tx(&mut c2, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)).1, 0x9000);
-    assert_eq!(tx_chained(&mut c2, &mut rng, 0x87, 0x07, 0x9C, &tlv::tlv(0x7C, &inner)).1, 0x6A80);
+    assert_eq!(
+        tx(
+            &mut c2,
+            &mut rng,
+            &apdu(0, 0x20, 0, 0x80, &pin("123456"), None)
+        )
+        .1,
+        0x9000
+    );
+    assert_eq!(
+        tx_chained(&mut c2, &mut rng, 0x87, 0x07, 0x9C, &tlv::tlv(0x7C, &inner)).1,
+        0x6A80
+    );
 }
 
 #[test]
@@ -376,7 +691,10 @@ fn error_status_words() {
     assert_eq!(tx(&mut c, &mut rng, &[0x80, 0xCB, 0x3F, 0xFF]).1, 0x6E00);
     assert_eq!(tx(&mut c, &mut rng, &[0x0C, 0xCB, 0x3F, 0xFF]).1, 0x6882);
     assert_eq!(c.process(&[0, 0xCB, 0x3F], &mut rng).response, [0x67, 0]);
-    assert_eq!(c.process(&[0, 0xCB, 0x3F, 0xFF, 5, 1], &mut rng).response, [0x67, 0]);
+    assert_eq!(
+        c.process(&[0, 0xCB, 0x3F, 0xFF, 5, 1], &mut rng).response,
+        [0x67, 0]
+    );
     assert_eq!(tx(&mut c, &mut rng, &[0, 0x20, 0, 0x81]).1, 0x6A88);
     assert_eq!(tx(&mut c, &mut rng, &[0, 0x20, 1, 0x80]).1, 0x6A86);
 }
@@ -389,7 +707,11 @@ fn every_ins_with_random_parameters_answers_a_valid_status_word() {
     let mut c = card(MgmtAlg::Aes192);
     // authenticate so that PUT DATA / GENERATE paths are reachable too
     mgmt_auth(&mut c, &mut rng, MgmtAlg::Aes192, &DEFAULT_MGMT_KEY);
-    tx(&mut c, &mut rng, &apdu(0, 0x20, 0, 0x80, &pin("123456"), None));
+    tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0x20, 0, 0x80, &pin("123456"), None),
+    );
     let byte = |g: &mut TestRng| {
         let mut b = [0u8; 1];
         g.fill(&mut b);
@@ -434,9 +756,16 @@ fn every_ins_with_random_parameters_answers_a_valid_status_word() {
             let r = c.process(&a, &mut rng).response;
             assert!(r.len() >= 2, "ins {ins:02x}: empty response");
             let sw = u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]]);
-            assert!(valid_sw(sw), "ins {ins:02x} apdu {} -> sw {sw:04x}", hex::encode(&a));
+            assert!(
+                valid_sw(sw),
+                "ins {ins:02x} apdu {} -> sw {sw:04x}",
+                hex::encode(&a)
+            );
             if sw & 0xFF00 != 0x6100 {
-                assert!(r.len() == 2 || sw == 0x9000, "data with an error status: {sw:04x}");
+                assert!(
+                    r.len() == 2 || sw == 0x9000,
+                    "data with an error status: {sw:04x}"
+                );
             }
         }
     }
