@@ -911,3 +911,77 @@ fn concurrent_issuance_and_revocation() {
     assert_eq!(t.matches(": revoked").count(), n / 2, "{t}");
     assert_eq!(t.matches(": good").count(), n - n / 2, "{t}");
 }
+
+/// Roles: an operator with only `auditor` reads but gets 403 for revocation and issuance; an
+/// unknown role is refused.
+#[test]
+fn operator_roles_are_enforced() {
+    let (home, app) = Appliance::fresh();
+    let out = home.cps(&["operator", "add", "--name", "audrey", "--role", "auditor"]);
+    assert_success(&out, "operator add");
+    let out = home.cps(&["operator", "add", "--name", "bad", "--role", "superuser"]);
+    assert_one_line_error(&out, &["400", "unknown role 'superuser'"]);
+    let out = home.cps(&["cert", "--operator", "audrey", "list"]);
+    assert_success(&out, "auditor lists");
+    let serial = serial_of(&home.join("ca/personnes-ocsp.pem"));
+    let out = home.cps(&[
+        "cert",
+        "--operator",
+        "audrey",
+        "revoke",
+        "--ca",
+        "personnes",
+        "--serial",
+        &serial,
+        "--reason",
+        "superseded",
+    ]);
+    assert_one_line_error(
+        &out,
+        &["403", "operator 'audrey' lacks the role ca-operator"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let csr = openssl_csr(dir.path(), "x", "p256");
+    let out = home.cps(&[
+        "cert",
+        "--operator",
+        "audrey",
+        "issue",
+        "--profile",
+        "cps-auth",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        "810002813839",
+        "--person",
+        "810002813839,DONNAT-GADY,ISABELLE,10",
+    ]);
+    assert_one_line_error(&out, &["403"]);
+    // An auditor cannot create operators either.
+    let out = home.cps(&[
+        "operator",
+        "--as",
+        "audrey",
+        "add",
+        "--name",
+        "eve",
+        "--role",
+        "ca-operator",
+    ]);
+    assert_one_line_error(&out, &["403"]);
+    let _ = &app;
+}
+
+/// A bad certificate profile in the home stops the appliance with a clear error.
+#[test]
+fn a_bad_profile_stops_the_appliance() {
+    let home = Home::initialised();
+    std::fs::create_dir_all(home.join("certs")).unwrap();
+    std::fs::write(
+        home.join("certs/cps-auth.toml"),
+        "name = \"cps-auth\"\nvalidity_dayz = 3\n",
+    )
+    .unwrap();
+    let out = home.cps(&["serve"]);
+    assert_one_line_error(&out, &["cps-auth.toml"]);
+}

@@ -13,10 +13,15 @@ use std::time::{Duration, Instant};
 
 use cps_appliance::ca::{CaService, IssueRequest, SubjectRequest};
 use cps_appliance::config::Config;
-use cps_store::{AuditRecord, CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp};
+use cps_store::{
+    AuditRecord, CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp,
+};
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn csr() -> Vec<u8> {
@@ -33,7 +38,10 @@ fn csr() -> Vec<u8> {
 }
 
 fn main() {
-    let args: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<f64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let secs = args.first().copied().unwrap_or(5.0);
     let threads = args.get(1).copied().unwrap_or(8.0) as usize;
     let dir = tempfile::tempdir().unwrap();
@@ -83,19 +91,40 @@ fn main() {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
     stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut lat: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let elapsed = t0.elapsed().as_secs_f64();
     lat.sort();
-    let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
-    println!("| issuance (CSR → durable record → certificate) | threads | certificates | certificates/s | p50 | p99 |");
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "| issuance (CSR → durable record → certificate) | threads | certificates | certificates/s | p50 | p99 |"
+    );
     println!("|---|---|---|---|---|---|");
-    println!("| org-tls-client, P-256 CA key in SoftHSM2 | {threads} | {} | {:.0} | {:.2} ms | {:.2} ms |", lat.len(), lat.len() as f64 / elapsed, p(0.5), p(0.99));
+    println!(
+        "| org-tls-client, P-256 CA key in SoftHSM2 | {threads} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+        lat.len(),
+        lat.len() as f64 / elapsed,
+        p(0.5),
+        p(0.99)
+    );
 
     // CRLs: fill the store with revoked certificates in large batches, then time generation.
     println!();
     println!("| CRL entries | read from store + encode + sign (HSM) | CRL size |");
     println!("|---|---|---|");
-    let template = store.list_certificates(Some("personnes"), None, 1).unwrap().certificates.into_iter().next().unwrap();
+    let template = store
+        .list_certificates(Some("personnes"), None, 1)
+        .unwrap()
+        .certificates
+        .into_iter()
+        .next()
+        .unwrap();
     let mut added = 0u64;
     for target in [100_000u64, 1_000_000] {
         while added < target {
@@ -111,20 +140,41 @@ fn main() {
                         h[..8].copy_from_slice(&added.to_be_bytes());
                         h
                     },
-                    status: CertStatus::Revoked { time: now() - (added % 1000) as i64, reason: 4, invalidity_date: None },
+                    status: CertStatus::Revoked {
+                        time: now() - (added % 1000) as i64,
+                        reason: 4,
+                        invalidity_date: None,
+                    },
                     der: vec![0x30, 0x00],
                     not_after: now() + 86_400 * 365,
                     ..template.clone()
                 }));
             }
-            batch.push(WriteOp::AppendAudit(AuditRecord { time: now(), kind: "bench".into(), actor: "bench".into(), outcome: "success".into(), detail: serde_json::Value::Null }));
+            batch.push(WriteOp::AppendAudit(AuditRecord {
+                time: now(),
+                kind: "bench".into(),
+                actor: "bench".into(),
+                outcome: "success".into(),
+                detail: serde_json::Value::Null,
+            }));
             store.commit(batch).unwrap();
         }
         let t = Instant::now();
         let crl = ca.crl("personnes", now() + 1).unwrap();
         let el = t.elapsed();
-        println!("| {target} | {:.2} s | {:.1} MB |", el.as_secs_f64(), crl.len() as f64 / 1e6);
+        println!(
+            "| {target} | {:.2} s | {:.1} MB |",
+            el.as_secs_f64(),
+            crl.len() as f64 / 1e6
+        );
         // Force regeneration next time (a CRL is re-signed when half its validity has passed).
-        let _ = ca.revoke("personnes", &template.serial, cps_pki::crl::RevocationReason::Superseded, None, "bench", now());
+        let _ = ca.revoke(
+            "personnes",
+            &template.serial,
+            cps_pki::crl::RevocationReason::Superseded,
+            None,
+            "bench",
+            now(),
+        );
     }
 }

@@ -348,6 +348,38 @@ async fn issue(
     Ok((StatusCode::CREATED, Json(CertificateView::from(&rec))))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorBody {
+    pub name: String,
+    pub roles: Vec<String>,
+    /// PKCS#10, PEM: the operator keeps the private key.
+    pub csr: String,
+}
+
+async fn create_operator(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CertificateView>), ApiError> {
+    require(&op, &["ca-operator"])?;
+    let b: OperatorBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    let ca_svc = st.ca.clone();
+    let actor = format!("operator:{}", op.name);
+    let rec = tokio::task::spawn_blocking(move || {
+        ca_svc.create_operator(&b.name, &b.roles, b.csr.as_bytes(), &actor, now())
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("task failed: {e}"),
+        )
+    })??;
+    Ok((StatusCode::CREATED, Json(CertificateView::from(&rec))))
+}
+
 async fn crl(
     State(st): State<ApiState>,
     UrlPath(ca): UrlPath<String>,
@@ -379,6 +411,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/operators", post(create_operator))
         .route("/api/v1/certificates", get(list_certificates).post(issue))
         .route("/api/v1/certificates/{ca}/{serial}", get(get_certificate))
         .route("/api/v1/certificates/{ca}/{serial}/revoke", post(revoke))

@@ -360,6 +360,130 @@ impl CaService {
         ))
     }
 
+    /// Certify a new operator from a CSR (the operator keeps the key) and bind roles to the
+    /// certificate; durable and audited.
+    pub fn create_operator(
+        &self,
+        name: &str,
+        roles: &[String],
+        csr: &[u8],
+        actor: &str,
+        now: i64,
+    ) -> Result<CertificateRecord, CaError> {
+        use ring::rand::SecureRandom;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(CaError::Invalid(
+                "operator name: 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if roles.is_empty() {
+            return Err(CaError::Invalid(
+                "an operator needs at least one role".into(),
+            ));
+        }
+        for r in roles {
+            if !crate::operators::ROLES.contains(&r.as_str()) {
+                return Err(CaError::Invalid(format!(
+                    "unknown role '{r}' (roles: {})",
+                    crate::operators::ROLES.join(", ")
+                )));
+            }
+        }
+        let holder = format!("operator:{name}");
+        if self
+            .store
+            .list_certificates(Some("organisations"), None, 1000)?
+            .certificates
+            .iter()
+            .any(|c| c.holder.as_deref() == Some(holder.as_str()) && c.status == CertStatus::Valid)
+        {
+            return Err(CaError::Conflict(format!(
+                "operator '{name}' already has a valid certificate"
+            )));
+        }
+        let auth = self
+            .authorities
+            .get("organisations")
+            .ok_or_else(|| CaError::UnknownCa("organisations".into()))?;
+        let csr = cps_pki::parse_csr(csr, &self.key_policy)
+            .map_err(|e| CaError::Invalid(format!("CSR: {e}")))?;
+        if self.store.blocked_key(&csr.key_fingerprint)?.is_some()
+            || !self
+                .store
+                .certificates_by_spki(&csr.key_fingerprint)?
+                .is_empty()
+        {
+            return Err(CaError::Conflict(
+                "this public key is already in use or blocklisted".into(),
+            ));
+        }
+        let base = &self.public_base_url;
+        let points = cps_pki::hierarchy::PublicationPoints {
+            crl: vec![format!("{base}/crl/organisations.crl")],
+            ca_issuers: vec![format!("{base}/ca/organisations.der")],
+            ocsp: vec![format!("{base}/ocsp")],
+        };
+        let mut r = [0u8; 16];
+        self.rng
+            .fill(&mut r)
+            .map_err(|_| CaError::Internal(ApplianceError::Refused("system RNG failed".into())))?;
+        let serial = cps_pki::serial_from_random(r);
+        let subject = DistinguishedName::parse(&format!(
+            "CN={name}, OU=cps-trust operators, O=cps-trust, C=FR"
+        ))
+        .map_err(|e| CaError::Invalid(e.to_string()))?;
+        let params = cps_pki::CertificateParams {
+            serial: serial.clone(),
+            subject: subject.clone(),
+            subject_public_key: csr.spki_der.clone(),
+            not_before: now - 60,
+            not_after: now + 397 * 86_400,
+            extensions: cps_pki::hierarchy::operator_client(&csr.spki_der, &auth.key_id, &points)
+                .map_err(|e| CaError::Internal(e.into()))?,
+        };
+        let der = cps_pki::issue_certificate(
+            &params,
+            &cps_pki::Issuer {
+                name: &auth.name,
+                signer: &auth.key,
+                signature: auth.signature,
+            },
+        )
+        .map_err(|e| CaError::Internal(e.into()))?;
+        let rec = CertificateRecord {
+            issuer: "organisations".into(),
+            serial: serial.as_bytes().to_vec(),
+            subject: subject.to_string(),
+            profile: "operator".into(),
+            holder: Some(holder),
+            spki_sha256: csr.key_fingerprint,
+            not_before: params.not_before,
+            not_after: params.not_after,
+            der: der.clone(),
+            status: CertStatus::Valid,
+            issued_at: now,
+        };
+        let role_refs: Vec<&str> = roles.iter().map(String::as_str).collect();
+        let batch = WriteBatch::new()
+            .with(WriteOp::InsertCertificate(rec.clone()))
+            .with(crate::operators::register_op(&der, name, &role_refs))
+            .with(WriteOp::AppendAudit(AuditRecord {
+                time: now,
+                kind: "operator.create".into(),
+                actor: actor.into(),
+                outcome: "success".into(),
+                detail: serde_json::json!({ "operator": name, "roles": roles, "serial": serial.to_hex() }),
+            }));
+        self.store.commit(batch)?;
+        self.notify("organisations", &rec.serial);
+        Ok(rec)
+    }
+
     /// Revoke (or put on hold, or release from hold with `removeFromCRL`). Durable, audited,
     /// and visible to OCSP and the next CRL before this returns.
     pub fn revoke(

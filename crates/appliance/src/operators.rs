@@ -30,6 +30,36 @@ pub struct OperatorCredential {
     pkey: openssl::pkey::PKey<openssl::pkey::Private>,
 }
 
+impl OperatorCredential {
+    /// A credential from a certificate and the operator's own key (PKCS#8 PEM).
+    pub fn from_parts(cert_der: Vec<u8>, key_pem: Vec<u8>) -> Result<Self, ApplianceError> {
+        let pkey = openssl::pkey::PKey::private_key_from_pem(&key_pem).map_err(ssl)?;
+        Ok(OperatorCredential {
+            cert_der,
+            key_pem,
+            pkey,
+        })
+    }
+
+    /// A fresh P-256 key and a CSR for it (the CLI side of `operator add`).
+    pub fn new_key_and_csr(name: &str) -> Result<(Vec<u8>, String), ApplianceError> {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+            .map_err(ssl)?;
+        let pkey =
+            openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).map_err(ssl)?)
+                .map_err(ssl)?;
+        let mut req = openssl::x509::X509ReqBuilder::new().map_err(ssl)?;
+        let mut n = openssl::x509::X509NameBuilder::new().map_err(ssl)?;
+        n.append_entry_by_text("CN", name).map_err(ssl)?;
+        req.set_subject_name(&n.build()).map_err(ssl)?;
+        req.set_pubkey(&pkey).map_err(ssl)?;
+        req.sign(&pkey, openssl::hash::MessageDigest::sha256())
+            .map_err(ssl)?;
+        let csr = String::from_utf8_lossy(&req.build().to_pem().map_err(ssl)?).into_owned();
+        Ok((pkey.private_key_to_pem_pkcs8().map_err(ssl)?, csr))
+    }
+}
+
 /// An operator known to the appliance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Operator {

@@ -65,6 +65,14 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Operators: people and services that reach the API with a client certificate.
+    Operator {
+        /// Operator credential used to make the request.
+        #[arg(long = "as", default_value = "admin")]
+        as_operator: String,
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Fetch the current CRL of a CA (DER) from the running appliance.
     Crl {
         /// CA identifier: root, personnes, organisations.
@@ -166,6 +174,19 @@ enum CertCommand {
         serial: String,
         #[arg(long, default_value = "unspecified")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator: a key is generated here, the appliance certifies it and binds the
+    /// roles; the credential is written to <home>/operator/<name>-cert.pem, -key.pem, .p12.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// ca-operator, ra-officer, auditor, service (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
     },
 }
 
@@ -278,6 +299,45 @@ fn run(cli: Cli) -> CliResult {
             let config = load_config(&home)?;
             let api = client::ApiClient::new(&home, &config, &operator).map_err(fail)?;
             cert(&api, command)
+        }
+        Command::Operator {
+            as_operator,
+            command: OperatorCommand::Add { name, roles },
+        } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &as_operator).map_err(fail)?;
+            let (key_pem, csr) =
+                cps_appliance::operators::OperatorCredential::new_key_and_csr(&name)
+                    .map_err(fail)?;
+            let c = api
+                .post(
+                    "/api/v1/operators",
+                    &serde_json::json!({ "name": name, "roles": roles, "csr": csr }),
+                )
+                .map_err(fail)?;
+            let pem = c["pem"].as_str().unwrap_or_default();
+            let cert_der = der::pem::decode_vec(pem.as_bytes())
+                .map(|(_, d)| d)
+                .map_err(|e| fail(format!("certificate: {e}")))?;
+            let cred = cps_appliance::operators::OperatorCredential::from_parts(cert_der, key_pem)
+                .map_err(fail)?;
+            let read = |f: &str| {
+                std::fs::read(home.join("ca").join(f)).map_err(|e| fail(format!("{f}: {e}")))
+            };
+            cps_appliance::operators::write_credential(
+                &home.join("operator"),
+                &name,
+                &cred,
+                &read("organisations.der")?,
+                &read("root.der")?,
+            )
+            .map_err(fail)?;
+            emit(&format!(
+                "operator '{name}' ({}) created: {}/operator/{name}-cert.pem, {name}-key.pem, {name}.p12\n",
+                roles.join(", "),
+                home.display()
+            ));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Crl { ca, out, operator } => {
             let config = load_config(&home)?;
