@@ -154,11 +154,23 @@ fn openssl_verifies_the_hierarchy() {
 fn pkilint_reports_nothing_for_the_hierarchy() {
     let home = Home::initialised();
     let dir = tempfile::tempdir().unwrap();
-    let mut pems: Vec<std::path::PathBuf> = HIERARCHY.iter().map(|id| home.join(&format!("ca/{id}.pem"))).collect();
-    for (name, bundle) in [("tls-server", "tls/server.pem"), ("operator", "operator/admin-cert.pem")] {
+    let mut pems: Vec<std::path::PathBuf> = HIERARCHY
+        .iter()
+        .map(|id| home.join(&format!("ca/{id}.pem")))
+        .collect();
+    for (name, bundle) in [
+        ("tls-server", "tls/server.pem"),
+        ("operator", "operator/admin-cert.pem"),
+    ] {
         // The first certificate of the bundle (the leaf).
         let leaf = dir.path().join(format!("{name}.pem"));
-        let out = Command::new(peer("openssl")).args(["x509", "-in"]).arg(home.join(bundle)).arg("-out").arg(&leaf).output().unwrap();
+        let out = Command::new(peer("openssl"))
+            .args(["x509", "-in"])
+            .arg(home.join(bundle))
+            .arg("-out")
+            .arg(&leaf)
+            .output()
+            .unwrap();
         assert_success(&out, "extract leaf");
         pems.push(leaf);
     }

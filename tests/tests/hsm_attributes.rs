@@ -12,7 +12,11 @@ fn init_keys_have_the_mandated_attributes_through_cryptoki() {
     let config = cps_appliance::config::Config::load(&home.join("cps-trust.toml")).unwrap();
     let hsm = cps_hsm::Hsm::open(&config.hsm_config(&home.path).unwrap()).unwrap();
     let labels = config.key_labels();
-    assert_eq!(labels.len(), 6, "root, two issuing CAs, two OCSP signers, TLS server");
+    assert_eq!(
+        labels.len(),
+        6,
+        "root, two issuing CAs, two OCSP signers, TLS server"
+    );
     for label in &labels {
         let a = hsm.key_attributes(label).unwrap();
         assert!(

@@ -116,14 +116,18 @@ fn time_der(unix: i64) -> Result<Vec<u8>, PkiError> {
 
 /// GeneralizedTime without fractions, as invalidityDate requires.
 fn generalized_time_der(unix: i64) -> Result<Vec<u8>, PkiError> {
-    let secs = u64::try_from(unix).map_err(|_| PkiError::Params(format!("time {unix} before 1970")))?;
+    let secs =
+        u64::try_from(unix).map_err(|_| PkiError::Params(format!("time {unix} before 1970")))?;
     let dt = der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs))?;
     Ok(der::asn1::GeneralizedTime::from_date_time(dt).to_der()?)
 }
 
 fn integer_content(bytes: &[u8]) -> Vec<u8> {
     // u64 → minimal positive INTEGER content.
-    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len() - 1);
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len() - 1);
     let mut v = bytes[first..].to_vec();
     if v[0] & 0x80 != 0 {
         v.insert(0, 0);
@@ -132,8 +136,18 @@ fn integer_content(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn check_serial(s: &[u8]) -> Result<(), PkiError> {
-    let ok = !s.is_empty() && s.len() <= 21 && s[0] & 0x80 == 0 && !(s.len() > 1 && s[0] == 0 && s[1] & 0x80 == 0);
-    if ok { Ok(()) } else { Err(PkiError::Params(format!("serial {} is not a positive minimal INTEGER", hex(s)))) }
+    let ok = !s.is_empty()
+        && s.len() <= 21
+        && s[0] & 0x80 == 0
+        && !(s.len() > 1 && s[0] == 0 && s[1] & 0x80 == 0);
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::Params(format!(
+            "serial {} is not a positive minimal INTEGER",
+            hex(s)
+        )))
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -141,9 +155,15 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Build and sign a full v2 CRL; returns its DER.
-pub fn build_crl(params: &CrlParams<'_>, signer: &dyn Signer, signature: SignatureAlgorithm) -> Result<Vec<u8>, PkiError> {
+pub fn build_crl(
+    params: &CrlParams<'_>,
+    signer: &dyn Signer,
+    signature: SignatureAlgorithm,
+) -> Result<Vec<u8>, PkiError> {
     if params.next_update <= params.this_update {
-        return Err(PkiError::Params("nextUpdate must be later than thisUpdate".into()));
+        return Err(PkiError::Params(
+            "nextUpdate must be later than thisUpdate".into(),
+        ));
     }
     let alg = signature_algorithm_identifier(signature)?.to_der()?;
     // Times repeat a lot in large CRLs (batch revocations): cache the last encoding.
@@ -168,7 +188,10 @@ pub fn build_crl(params: &CrlParams<'_>, signer: &dyn Signer, signature: Signatu
             // RFC 5280 §5.3.1: reasonCode unspecified SHOULD be absent; removeFromCRL only in delta CRLs.
             None | Some(RevocationReason::Unspecified) => {}
             Some(RevocationReason::RemoveFromCrl) => {
-                return Err(PkiError::Params(format!("serial {}: removeFromCRL does not belong in a full CRL", hex(&e.serial))));
+                return Err(PkiError::Params(format!(
+                    "serial {}: removeFromCRL does not belong in a full CRL",
+                    hex(&e.serial)
+                )));
             }
             Some(r) => {
                 let value = tlv(0x04, &[0x0a, 0x01, r.code()]);
@@ -188,10 +211,20 @@ pub fn build_crl(params: &CrlParams<'_>, signer: &dyn Signer, signature: Signatu
     }
 
     let aki = tlv(0x04, &tlv(0x30, &tlv(0x80, params.issuer_key_id)));
-    let number = tlv(0x04, &tlv(0x02, &integer_content(&params.crl_number.to_be_bytes())));
+    let number = tlv(
+        0x04,
+        &tlv(0x02, &integer_content(&params.crl_number.to_be_bytes())),
+    );
     let crl_exts = tlv(
         0xa0,
-        &tlv(0x30, &[tlv(0x30, &[ID_CE_AUTHORITY_KEY_IDENTIFIER, &aki].concat()), tlv(0x30, &[ID_CE_CRL_NUMBER, &number].concat())].concat()),
+        &tlv(
+            0x30,
+            &[
+                tlv(0x30, &[ID_CE_AUTHORITY_KEY_IDENTIFIER, &aki].concat()),
+                tlv(0x30, &[ID_CE_CRL_NUMBER, &number].concat()),
+            ]
+            .concat(),
+        ),
     );
 
     let mut tbs_body = Vec::with_capacity(entries.len() + 512);
@@ -238,7 +271,8 @@ pub struct ParsedCrl {
 }
 
 pub fn parse_crl(der_bytes: &[u8]) -> Result<ParsedCrl, PkiError> {
-    let crl: x509_cert::crl::CertificateList = x509_cert::crl::CertificateList::from_der(der_bytes)?;
+    let crl: x509_cert::crl::CertificateList =
+        x509_cert::crl::CertificateList::from_der(der_bytes)?;
     let tbs = &crl.tbs_cert_list;
     let mut crl_number = None;
     for e in tbs.crl_extensions.iter().flatten() {
@@ -260,12 +294,18 @@ pub fn parse_crl(der_bytes: &[u8]) -> Result<ParsedCrl, PkiError> {
                 reason = e.extn_value.as_bytes().get(2).copied();
             }
         }
-        entries.push((r.serial_number.as_bytes().to_vec(), r.revocation_date.to_unix_duration().as_secs() as i64, reason));
+        entries.push((
+            r.serial_number.as_bytes().to_vec(),
+            r.revocation_date.to_unix_duration().as_secs() as i64,
+            reason,
+        ));
     }
     Ok(ParsedCrl {
         issuer: DistinguishedName::from_rdn_sequence(tbs.issuer.as_ref())?,
         this_update: tbs.this_update.to_unix_duration().as_secs() as i64,
-        next_update: tbs.next_update.map(|t| t.to_unix_duration().as_secs() as i64),
+        next_update: tbs
+            .next_update
+            .map(|t| t.to_unix_duration().as_secs() as i64),
         crl_number,
         entries,
     })
@@ -285,10 +325,16 @@ mod tests {
     fn entries(n: usize) -> Vec<CrlEntry> {
         (0..n)
             .map(|i| CrlEntry {
-                serial: integer_content(&(0x4000_0000_0000_0000u64 + i as u64 * 7919).to_be_bytes()),
+                serial: integer_content(
+                    &(0x4000_0000_0000_0000u64 + i as u64 * 7919).to_be_bytes(),
+                ),
                 revocation_time: 1_800_000_000 + (i as i64 % 3),
                 reason: RevocationReason::from_code([0u8, 1, 4, 5, 6, 9][i % 6]),
-                invalidity_date: if i % 10 == 0 { Some(1_799_000_000) } else { None },
+                invalidity_date: if i % 10 == 0 {
+                    Some(1_799_000_000)
+                } else {
+                    None
+                },
             })
             .collect()
     }
@@ -299,7 +345,14 @@ mod tests {
         let issuer = DistinguishedName::parse("CN=CA,C=FR").unwrap();
         let list = entries(50);
         let der_crl = build_crl(
-            &CrlParams { issuer: &issuer, issuer_key_id: &[1; 20], crl_number: 42, this_update: 1_800_000_100, next_update: 1_800_086_500, entries: &list },
+            &CrlParams {
+                issuer: &issuer,
+                issuer_key_id: &[1; 20],
+                crl_number: 42,
+                this_update: 1_800_000_100,
+                next_update: 1_800_086_500,
+                entries: &list,
+            },
             &key,
             SignatureAlgorithm::EcdsaSha256,
         )
@@ -313,7 +366,10 @@ mod tests {
         for (e, (serial, t, reason)) in list.iter().zip(&p.entries) {
             assert_eq!(&e.serial, serial);
             assert_eq!(e.revocation_time, *t);
-            let expect = e.reason.filter(|r| *r != RevocationReason::Unspecified).map(|r| r.code());
+            let expect = e
+                .reason
+                .filter(|r| *r != RevocationReason::Unspecified)
+                .map(|r| r.code());
             assert_eq!(expect, *reason);
         }
     }
@@ -322,12 +378,29 @@ mod tests {
     fn empty_crl_and_bad_input() {
         let key = SoftwareSigner::generate("ca", KeyAlgorithm::EcP256).unwrap();
         let issuer = DistinguishedName::parse("CN=CA,C=FR").unwrap();
-        let params = |entries| CrlParams { issuer: &issuer, issuer_key_id: &[1; 20], crl_number: 1, this_update: 1_800_000_000, next_update: 1_800_000_100, entries };
+        let params = |entries| CrlParams {
+            issuer: &issuer,
+            issuer_key_id: &[1; 20],
+            crl_number: 1,
+            this_update: 1_800_000_000,
+            next_update: 1_800_000_100,
+            entries,
+        };
         let empty = build_crl(&params(&[]), &key, SignatureAlgorithm::EcdsaSha256).unwrap();
         assert!(parse_crl(&empty).unwrap().entries.is_empty());
-        let bad = [CrlEntry { serial: vec![0x80], revocation_time: 1, reason: None, invalidity_date: None }];
+        let bad = [CrlEntry {
+            serial: vec![0x80],
+            revocation_time: 1,
+            reason: None,
+            invalidity_date: None,
+        }];
         assert!(build_crl(&params(&bad), &key, SignatureAlgorithm::EcdsaSha256).is_err());
-        let remove = [CrlEntry { serial: vec![1], revocation_time: 1, reason: Some(RevocationReason::RemoveFromCrl), invalidity_date: None }];
+        let remove = [CrlEntry {
+            serial: vec![1],
+            revocation_time: 1,
+            reason: Some(RevocationReason::RemoveFromCrl),
+            invalidity_date: None,
+        }];
         assert!(build_crl(&params(&remove), &key, SignatureAlgorithm::EcdsaSha256).is_err());
         assert!(parse_crl(b"garbage").is_err());
     }
