@@ -145,7 +145,11 @@ fn api_authentication_and_hostile_input() {
     // The OpenAPI document is served by the appliance.
     let (code, resp) = operator_curl(&home, &app, "GET", "/api/v1/openapi.json", None);
     assert_eq!(code, 200);
-    assert!(resp.contains("\"openapi\": \"3.0.3\""), "{resp}");
+    assert!(resp.contains("\"openapi\":\"3.0.3\"") && resp.contains("/api/v1/certificates/{ca}/{serial}/revoke"), "{resp}");
+    // Swagger UI comes from the binary, with no reference to a CDN.
+    let (code, page) = operator_curl(&home, &app, "GET", "/api/docs/", None);
+    assert_eq!(code, 200);
+    assert!(page.contains("swagger-ui") && !page.contains("unpkg") && !page.contains("cdn"), "{page}");
 }
 
 fn crl_pem(app: &Appliance, ca: &str, dir: &std::path::Path) -> std::path::PathBuf {

@@ -400,8 +400,10 @@ async fn crl(
         .into_response())
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// `/api/docs/` (Swagger UI) and `/api/v1/openapi.json`.
+fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
+    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_else(|_| serde_json::json!({}));
+    utoipa_swagger_ui::SwaggerUi::new("/api/docs").external_url_unchecked("/api/v1/openapi.json", doc)
 }
 
 /// The OpenAPI description of this API, served by the appliance itself.
@@ -419,7 +421,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(protected)
         .route("/api/v1/crl/{ca}", get(crl))
-        .route("/api/v1/openapi.json", get(openapi))
+        // Swagger UI (vendored in the binary: no CDN) over the same OpenAPI document.
+        .merge(swagger_ui())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
