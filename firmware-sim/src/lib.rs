@@ -6,5 +6,5 @@ pub mod apdu;
 pub mod applet;
 pub mod crypto;
 pub mod state;
-pub mod tlv;
+pub use cps_iso7816::tlv;
 pub mod vpcd;

@@ -16,7 +16,7 @@ pub mod identity;
 pub mod keys;
 pub mod pcsc_transport;
 pub mod piv;
-pub mod tlv;
+pub use cps_iso7816::tlv;
 
 pub use error::{CardError, Result};
 pub use identity::CpsIdentity;

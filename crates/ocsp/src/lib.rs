@@ -77,44 +77,8 @@ use cache::{Cache, Cached};
 use encode::{Single, SingleStatus};
 use parse::{CertIdHash, CertIdRef, ParsedRequest};
 
-/// RFC 5280 `CRLReason` (value 7 is unused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, der::Enumerated)]
-#[repr(u8)]
-pub enum CrlReason {
-    Unspecified = 0,
-    KeyCompromise = 1,
-    CaCompromise = 2,
-    AffiliationChanged = 3,
-    Superseded = 4,
-    CessationOfOperation = 5,
-    CertificateHold = 6,
-    RemoveFromCrl = 8,
-    PrivilegeWithdrawn = 9,
-    AaCompromise = 10,
-}
-
-impl CrlReason {
-    /// From the RFC 5280 code; `None` for 7 and values above 10.
-    pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => CrlReason::Unspecified,
-            1 => CrlReason::KeyCompromise,
-            2 => CrlReason::CaCompromise,
-            3 => CrlReason::AffiliationChanged,
-            4 => CrlReason::Superseded,
-            5 => CrlReason::CessationOfOperation,
-            6 => CrlReason::CertificateHold,
-            8 => CrlReason::RemoveFromCrl,
-            9 => CrlReason::PrivilegeWithdrawn,
-            10 => CrlReason::AaCompromise,
-            _ => return None,
-        })
-    }
-
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
+/// RFC 5280 `CRLReason` (value 7 is unused): the same type the CRLs use.
+pub use cps_pki::crl::RevocationReason as CrlReason;
 
 /// What the store knows about one serial of one issuer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,8 @@ const ID_CE_CRL_REASONS: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x15];
 const ID_CE_INVALIDITY_DATE: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x18];
 const ID_CE_AUTHORITY_KEY_IDENTIFIER: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x23];
 
-/// RFC 5280 CRLReason codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// RFC 5280 CRLReason codes (value 7 is unused). Also the OCSP `revocationReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, der::Enumerated)]
 #[repr(u8)]
 pub enum RevocationReason {
     Unspecified = 0,

@@ -1,5 +1,5 @@
 //! Minimal BER-TLV codec for PIV templates (tags of 1–3 bytes, definite lengths up to 3 bytes).
-//! Never panics on hostile card answers.
+//! Shared by the card client (cps-card) and the card simulator (firmware-sim). Never panics on hostile input; nesting is not followed here (callers decide what to open).
 
 /// One TLV: tag bytes as a big-endian integer (`0x5FC105`, `0x7C`, `0x7F49`), and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,4 +128,37 @@ pub fn tlv(tag: u32, value: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(value.len() + 6);
     put(&mut v, tag, value);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for (tag, len) in [
+            (0x53, 0),
+            (0x7C, 127),
+            (0x5FC105, 200),
+            (0x7F49, 300),
+            (0x70, 70000),
+        ] {
+            let v = vec![0xAB; len];
+            let enc = tlv(tag, &v);
+            let t = read_single(&enc).unwrap();
+            assert_eq!((t.tag, t.value.len()), (tag, len));
+        }
+    }
+
+    #[test]
+    fn hostile() {
+        assert!(read(&[]).is_err());
+        assert!(read(&[0x5F]).is_err());
+        assert!(read(&[0x5F, 0xC1]).is_err());
+        assert!(read(&[0x5F, 0xC1, 0x81, 0x80, 1]).is_err()); // 4-byte tag
+        assert!(read(&[0x53, 0x84, 0, 0, 0, 1]).is_err());
+        assert!(read(&[0x53, 0x82, 0xFF]).is_err());
+        assert!(read(&[0x53, 5, 1]).is_err());
+        assert!(read_single(&[0x53, 0, 0]).is_err());
+    }
 }
