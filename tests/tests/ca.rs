@@ -689,6 +689,19 @@ fn hostile_csr_and_ocsp_corpus() {
     cases.push(("bad signature".into(), flipped, "signature"));
     let weak = openssl_csr(dir.path(), "weak", "rsa1024");
     cases.push(("RSA-1024".into(), std::fs::read(&weak).unwrap(), "2048"));
+    // A ROCA-fingerprinted modulus (tests/vectors/roca-2048.hex) spliced into an RSA-2048 CSR in
+    // place of its own modulus: refused by the key policy before anything else.
+    let rsa = openssl_csr(dir.path(), "rsa", "rsa2048");
+    let rsa_der_path = dir.path().join("rsa.der");
+    assert_success(&Command::new(peer("openssl")).args(["req", "-in"]).arg(&rsa).args(["-outform", "DER", "-out"]).arg(&rsa_der_path).output().unwrap(), "csr to der");
+    let mut rsa_der = std::fs::read(&rsa_der_path).unwrap();
+    let modulus_hex = text(&Command::new(peer("openssl")).args(["req", "-noout", "-modulus", "-in"]).arg(&rsa).output().unwrap().stdout);
+    let own: Vec<u8> = hex_bytes(modulus_hex.trim().trim_start_matches("Modulus="));
+    let roca: Vec<u8> = hex_bytes(std::fs::read_to_string(repo_root().join("tests/vectors/roca-2048.hex")).unwrap().trim());
+    assert_eq!(own.len(), roca.len());
+    let at = rsa_der.windows(own.len()).position(|w| w == own.as_slice()).expect("modulus inside the CSR");
+    rsa_der[at..at + roca.len()].copy_from_slice(&roca);
+    cases.push(("ROCA".into(), rsa_der, "ROCA"));
     let mut huge = good_bytes.clone();
     huge.extend(std::iter::repeat_n(b'A', 70 * 1024));
     cases.push(("oversized".into(), huge, "413"));
@@ -988,4 +1001,8 @@ fn a_bad_profile_stops_the_appliance() {
     .unwrap();
     let out = home.cps(&["serve"]);
     assert_one_line_error(&out, &["cps-auth.toml"]);
+}
+
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
 }
