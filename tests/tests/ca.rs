@@ -628,6 +628,19 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
         );
         issued.push((out_path, "personnes"));
     }
+    // With explicit policy: each end-entity policy is certified by its issuing CA.
+    for (profile, policy) in [("cps-auth", "1.3.6.1.4.1.32473.1.1.1"), ("org-tls-server", "1.3.6.1.4.1.32473.1.2.2")] {
+        let (pem, ca) = issued.iter().find(|(p, _)| p.ends_with(format!("{profile}.pem"))).unwrap();
+        let v = Command::new(peer("openssl"))
+            .args(["verify", "-policy_check", "-explicit_policy", "-policy", policy, "-CAfile"])
+            .arg(home.join("ca/root.pem"))
+            .arg("-untrusted")
+            .arg(home.join(&format!("ca/{ca}.pem")))
+            .arg(pem)
+            .output()
+            .unwrap();
+        assert_success(&v, &format!("explicit policy {profile}"));
+    }
     for (pem, ca) in &issued {
         let lint = Command::new(peer("lint_pkix_cert"))
             .args(["lint", "-s", "WARNING"])

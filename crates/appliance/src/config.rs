@@ -305,14 +305,16 @@ impl Config {
     /// (RFC 5612). The X.660 example arc `2.999` is accepted in configuration too, but pkilint's
     /// DER decoder (pyasn1-fasder 0.1.3) refuses any `2.999.x` OID, so the defaults avoid it.
     pub fn embedded_default() -> Config {
-        let issuing = |id: &str, cn: &str, policy: &str, ocsp_cn: &str| IssuingCaConfig {
+        // Each issuing CA certifies its own policy arc and every end-entity policy under it (the
+        // `certs/ca-*.toml` profiles list the same), so chains validate with explicit policy.
+        let issuing = |id: &str, cn: &str, policies: &[&str], ocsp_cn: &str| IssuingCaConfig {
             ca: CaKeyConfig {
                 subject: format!("CN={cn}, OU=cps-trust IGC, O=cps-trust, C=FR"),
                 key_label: format!("ca-{id}"),
                 algorithm: "p256".into(),
                 signature: None,
                 validity_days: 3650,
-                policies: vec![policy.into()],
+                policies: policies.iter().map(|p| p.to_string()).collect(),
             },
             ocsp: CaKeyConfig {
                 subject: format!("CN={ocsp_cn}, OU=cps-trust IGC, O=cps-trust, C=FR"),
@@ -329,7 +331,7 @@ impl Config {
             issuing(
                 "personnes",
                 "cps-trust AC Personnes",
-                "1.3.6.1.4.1.32473.1.1",
+                &["1.3.6.1.4.1.32473.1.1", "1.3.6.1.4.1.32473.1.1.1", "1.3.6.1.4.1.32473.1.1.2"],
                 "cps-trust AC Personnes OCSP",
             ),
         );
@@ -338,7 +340,7 @@ impl Config {
             issuing(
                 "organisations",
                 "cps-trust AC Organisations",
-                "1.3.6.1.4.1.32473.1.2",
+                &["1.3.6.1.4.1.32473.1.2", "1.3.6.1.4.1.32473.1.2.1", "1.3.6.1.4.1.32473.1.2.2", "1.3.6.1.4.1.32473.1.2.3"],
                 "cps-trust AC Organisations OCSP",
             ),
         );
