@@ -1019,3 +1019,23 @@ fn a_bad_profile_stops_the_appliance() {
 fn hex_bytes(h: &str) -> Vec<u8> {
     (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
 }
+
+/// A client that never finishes its request headers (slowloris) is disconnected, and the
+/// appliance keeps serving others meanwhile.
+#[test]
+fn slow_clients_are_disconnected() {
+    use std::io::{Read, Write};
+    let (_home, app) = Appliance::fresh();
+    let mut slow = std::net::TcpStream::connect(&app.http).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (code, _) = http_get(&app.http, "/health").unwrap();
+    assert_eq!(code, 200, "others are served while a slow client waits");
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let elapsed = t.elapsed();
+    assert!(elapsed < Duration::from_secs(20), "slow client still connected after {elapsed:?}");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+}

@@ -294,13 +294,17 @@ fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// Accept TLS connections and serve the API on each, handing the verified client certificate
-/// to the handlers.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
-) {
+/// How long a client may take to send its request headers (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn http_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    b
+}
+
+/// Accept plain-HTTP connections and serve `app` on each.
+async fn serve_plain(listener: tokio::net::TcpListener, app: Router) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -310,29 +314,43 @@ async fn serve_tls(
                 continue;
             }
         };
+        let _ = tcp.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = http_builder().serve_connection(TokioIo::new(tcp), svc).await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// Accept TLS connections and serve the API on each, handing the verified client certificate
+/// to the handlers.
+async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: Router) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::new(c.as_ref().to_vec()));
+            let tls = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.as_ref().to_vec()));
             let svc = TowerToHyperService::new(app.layer(axum::Extension(ClientCert(cert))));
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
+            if let Err(e) = http_builder().serve_connection(TokioIo::new(tls), svc).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -363,11 +381,12 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)"
     );
     let tls_task = tokio::spawn(serve_tls(https, acceptor, api_app));
-    let res = axum::serve(http, public_router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let http_task = tokio::spawn(serve_plain(http, public_router(state)));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
     tls_task.abort();
-    res.map_err(|e| ApplianceError::Refused(format!("HTTP listener failed: {e}")))
+    http_task.abort();
+    Ok(())
 }
 
 async fn shutdown_signal() {
