@@ -1,9 +1,16 @@
 //! The thin async UDP loop around [`NtpResponder`].
+//!
+//! Datagrams are read in batches (`recvmmsg`, and GRO when a client sends with GSO) through
+//! `quinn-udp`'s safe API: one system call for up to 32 requests. The receive timestamp is taken
+//! right after the read returns; each answer's transmit timestamp is the last field the responder
+//! fills in, right before its send.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::{ToSocketAddrs, UdpSocket};
 
 use crate::clock::{ClockError, ClockSource, ClockStatus};
@@ -12,9 +19,13 @@ use crate::responder::{MAX_PACKET, NtpResponder, ResponderConfig, ResponderStats
 /// How long a clock status read is reused before `adjtimex` is called again.
 const STATUS_MAX_AGE: Duration = Duration::from_millis(250);
 
+/// Receive buffer per batch slot: large enough for a GRO-coalesced run of datagrams.
+const SLOT: usize = 64 * 1024;
+
 /// An NTP server on one UDP socket.
 pub struct NtpServer<S: ClockSource, T: TimeSource> {
     socket: UdpSocket,
+    state: UdpSocketState,
     responder: NtpResponder<T>,
     clock: S,
     time: T,
@@ -46,8 +57,10 @@ impl<S: ClockSource, T: TimeSource> NtpServer<S, T> {
         time: T,
     ) -> io::Result<Self> {
         let socket = UdpSocket::bind(addr).await?;
+        let state = UdpSocketState::new((&socket).into())?;
         Ok(Self {
             socket,
+            state,
             responder: NtpResponder::new(config, time.clone()),
             clock,
             time,
@@ -65,44 +78,69 @@ impl<S: ClockSource, T: TimeSource> NtpServer<S, T> {
     }
 
     /// Serves until a socket error that is not per-datagram (the future can also simply be
-    /// dropped or the task aborted).
-    pub async fn run(mut self) -> io::Result<()> {
-        let mut buf = [0u8; MAX_PACKET];
+    /// dropped or its task aborted).
+    pub async fn run(self) -> io::Result<()> {
+        let Self {
+            socket,
+            state,
+            mut responder,
+            clock,
+            time,
+        } = self;
+        let mut bufs = vec![0u8; SLOT * BATCH_SIZE];
+        let mut meta = [RecvMeta::default(); BATCH_SIZE];
         let mut out = [0u8; MAX_PACKET];
-        let mut status = read_status(&self.clock);
+        let mut status = read_status(&clock);
         let mut status_read = Instant::now();
         loop {
-            let (len, peer) = match self.socket.recv_from(&mut buf).await {
-                Ok(r) => r,
-                // ICMP errors reported on the socket, a datagram larger than the buffer, …:
-                // per-datagram problems, keep serving.
+            socket.readable().await?;
+            let read = {
+                let mut iovs: Vec<IoSliceMut<'_>> =
+                    bufs.chunks_mut(SLOT).map(IoSliceMut::new).collect();
+                socket.try_io(Interest::READABLE, || {
+                    state.recv((&socket).into(), &mut iovs, &mut meta)
+                })
+            };
+            // Receive timestamp as close to the read as we can get in user space.
+            let receive_time = time.now();
+            let now = Instant::now();
+            let count = match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // ICMP errors reported on the socket, truncation, …: per-datagram, keep serving.
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return Err(e),
             };
-            // Receive timestamp as close to the read as we can get in user space.
-            let receive_time = self.time.now();
-            let now = Instant::now();
             if now.duration_since(status_read) > STATUS_MAX_AGE {
-                status = read_status(&self.clock);
+                status = read_status(&clock);
                 status_read = now;
             }
-            // The transmit timestamp is taken by the responder as the last field it fills in,
-            // right before the send below.
-            let Some(response) = self.responder.respond(
-                peer.ip(),
-                &buf[..len],
-                receive_time,
-                now,
-                &status,
-                &mut out,
-            ) else {
-                continue;
-            };
-            if let Err(e) = self.socket.send_to(response, peer).await {
-                if !is_transient(&e) {
-                    return Err(e);
+            for (slot, m) in bufs.chunks(SLOT).zip(&meta).take(count) {
+                let data = &slot[..m.len.min(SLOT)];
+                for request in data.chunks(m.stride.max(1)) {
+                    let Some(response) = responder.respond(
+                        m.addr.ip(),
+                        request,
+                        receive_time,
+                        now,
+                        &status,
+                        &mut out,
+                    ) else {
+                        continue;
+                    };
+                    let sent = match socket.try_send_to(response, m.addr) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            socket.send_to(response, m.addr).await
+                        }
+                        r => r,
+                    };
+                    if let Err(e) = sent {
+                        if !is_transient(&e) {
+                            return Err(e);
+                        }
+                        tracing::debug!(peer = %m.addr, error = %e, "NTP response not sent");
+                    }
                 }
-                tracing::debug!(%peer, error = %e, "NTP response not sent");
             }
         }
     }
