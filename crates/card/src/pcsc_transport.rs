@@ -221,6 +221,14 @@ impl PcscCard {
         Ok(st.atr().to_vec())
     }
 
+    /// Reset the card now (warm reset through PC/SC): any PIN verification another process left
+    /// on the card — OpenSC disconnects with "leave card" — is gone afterwards.
+    pub fn reset(&mut self) -> Result<()> {
+        let card = self.card.as_mut().ok_or(CardError::CardRemoved)?;
+        card.reconnect(pcsc::ShareMode::Shared, pcsc::Protocols::ANY, pcsc::Disposition::ResetCard)
+            .map_err(pcsc_err("reconnect"))
+    }
+
     /// Keep the card's security state when this handle is dropped (default: reset).
     pub fn leave_verified_on_drop(&mut self) {
         self.leave_on_drop = true;

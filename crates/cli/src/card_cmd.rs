@@ -73,6 +73,9 @@ fn status(reader: Option<&str>) -> CliResult {
     let pcsc = Pcsc::establish().map_err(fail)?;
     let name = pcsc.resolve_reader(reader).map_err(fail)?;
     let mut card = pcsc.connect(&name).map_err(fail)?;
+    // Start from a reset card: a PIN verification another process left behind (OpenSC leaves
+    // the card as it is when it disconnects) is cleared, and the PIN counter shown is the card's.
+    card.reset().map_err(fail)?;
     card.leave_verified_on_drop();
     let atr = card.atr().unwrap_or_default();
     let mut piv = Piv::select(card).map_err(fail)?;
