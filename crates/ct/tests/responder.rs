@@ -353,3 +353,41 @@ fn rate_table_stays_bounded() {
     assert_eq!(r.rate_limiter().capacity(), 256);
     assert!(r.rate_limiter().len() <= 256);
 }
+
+/// ntpd-rs's own client side (its poll message, response validation and KoD detection) in
+/// memory against our responder.
+#[test]
+fn ntp_proto_client_side_accepts_our_answers() {
+    use ntp_proto::{NoCipher, NtpAssociationMode, NtpLeapIndicator, NtpPacket, PollInterval};
+    use std::io::Cursor;
+
+    let cfg = RateLimitConfig {
+        rate_per_sec: 0.1,
+        burst: 1,
+        table_size: 16,
+    };
+    let mut r = responder(cfg);
+    let s = ClockStatus::synchronized(10, 1);
+    let now = Instant::now();
+    let exchange = |r: &mut NtpResponder<FixedTime>| {
+        let (poll, id) = NtpPacket::poll_message(PollInterval::default());
+        let mut buf = [0u8; 1024];
+        let mut cursor = Cursor::new(&mut buf[..]);
+        poll.serialize(&mut cursor, &NoCipher, None).unwrap();
+        let len = cursor.position() as usize;
+        let resp = r
+            .respond_vec(CLIENT, &buf[..len], t0(), now, &s)
+            .expect("answered");
+        let (packet, _) = NtpPacket::deserialize(&resp, &NoCipher).expect("parses");
+        assert!(packet.valid_server_response(id, false), "origin matches");
+        assert_eq!(packet.mode(), NtpAssociationMode::Server);
+        (
+            packet.stratum(),
+            packet.leap(),
+            packet.is_kiss_rate(PollInterval::default()),
+        )
+    };
+    assert_eq!(exchange(&mut r), (8, NtpLeapIndicator::NoWarning, false));
+    let (stratum, _, kiss_rate) = exchange(&mut r);
+    assert_eq!((stratum, kiss_rate), (0, true));
+}
