@@ -286,7 +286,7 @@ fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
             break;
         };
         let end = start + end_rel + "-----END CERTIFICATE-----".len();
-        if let Ok((_, der)) = der::pem::decode_vec(rest[start..end].as_bytes()) {
+        if let Ok((_, der)) = der::pem::decode_vec(&rest.as_bytes()[start..end]) {
             out.push(der);
         }
         rest = &rest[end..];

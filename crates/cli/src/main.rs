@@ -107,6 +107,7 @@ struct InitArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum CertCommand {
     /// Issue a certificate from a PKCS#10 CSR (its signature proves possession of the key).
     Issue {

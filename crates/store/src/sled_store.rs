@@ -231,8 +231,8 @@ impl SledStore {
             Some(v) => Some(decode_schema_version(&path, &v)?),
             None => None,
         };
-        if let Some(found) = found {
-            if found > SCHEMA_VERSION {
+        if let Some(found) = found
+            && found > SCHEMA_VERSION {
                 return Err(StoreError::SchemaTooNew {
                     path,
                     found,
@@ -240,7 +240,6 @@ impl SledStore {
                 });
             }
             // Versions older than the current one would be migrated here; there are none yet.
-        }
 
         let log_file = File::open(path.join("db")).map_err(|source| StoreError::Io {
             path: path.clone(),
@@ -531,13 +530,12 @@ fn decode_schema_version(path: &Path, bytes: &[u8]) -> Result<u32, StoreError> {
 
 fn map_open_error(path: &Path, e: sled::Error) -> StoreError {
     // sled 0.34.7 reports a held file lock as `Io(Other, "could not acquire lock on ...")`.
-    if let sled::Error::Io(io) = &e {
-        if io.to_string().contains("could not acquire lock") {
+    if let sled::Error::Io(io) = &e
+        && io.to_string().contains("could not acquire lock") {
             return StoreError::Locked {
                 path: path.to_path_buf(),
             };
         }
-    }
     map_sled_error(path, e)
 }
 

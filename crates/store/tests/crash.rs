@@ -87,7 +87,7 @@ fn run_child(dir: &std::path::Path, round: u64, rng: &mut impl Rng) -> Vec<Ack> 
     } else {
         rx.recv_timeout(Duration::from_secs(30))
             .expect("the child acknowledged nothing within 30 s");
-        if round % 5 == 0 {
+        if round.is_multiple_of(5) {
             // While the child has the store open, nobody else may open it (this waits out
             // `open`'s one-second grace period, so only some rounds check it).
             match SledStore::open(dir) {
