@@ -22,25 +22,31 @@ pub fn repo_root() -> PathBuf {
 
 /// The `cps-trust` binary of the same build profile as this test; built on demand.
 pub fn cps_trust_bin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    workspace_bin("cps-trust", &BUILD)
+}
+
+/// A binary of this workspace (package and binary named alike) from the same build profile as
+/// the running test, built once per test process if needed.
+pub fn workspace_bin(name: &str, once: &'static std::sync::Once) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/cps-trust
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let profile_dir = exe
         .parent()
         .and_then(|p| p.parent())
         .expect("target profile dir")
         .to_path_buf();
-    let bin = profile_dir.join("cps-trust");
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
+    let bin = profile_dir.join(name);
+    once.call_once(|| {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "cps-trust", "--bin", "cps-trust"])
+        cmd.args(["build", "-q", "-p", name, "--bin", name])
             .current_dir(repo_root());
         if release {
             cmd.arg("--release");
         }
         let st = cmd.status().expect("cargo build");
-        assert!(st.success(), "building cps-trust failed");
+        assert!(st.success(), "building {name} failed");
     });
     assert!(bin.exists(), "{} missing after build", bin.display());
     bin

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::{Daemon, assert_success, peer, repo_root, text, wait_for};
+use crate::{Daemon, assert_success, peer, text, wait_for};
 
 pub const PCSCD: &str = "/usr/sbin/pcscd";
 pub const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
@@ -29,27 +29,8 @@ fn require(path: &str) {
 
 /// The `firmware-sim` binary of the same build profile as this test; built on demand.
 pub fn firmware_sim_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target profile dir")
-        .to_path_buf();
-    let bin = profile_dir.join("firmware-sim");
     static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "firmware-sim", "--bin", "firmware-sim"])
-            .current_dir(repo_root());
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("cargo build");
-        assert!(st.success(), "building firmware-sim failed");
-    });
-    assert!(bin.exists(), "{} missing after build", bin.display());
-    bin
+    crate::workspace_bin("firmware-sim", &BUILD)
 }
 
 /// Two consecutive free loopback ports (vpcd takes CHANNELID and CHANNELID+1).
