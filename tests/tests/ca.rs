@@ -145,11 +145,18 @@ fn api_authentication_and_hostile_input() {
     // The OpenAPI document is served by the appliance.
     let (code, resp) = operator_curl(&home, &app, "GET", "/api/v1/openapi.json", None);
     assert_eq!(code, 200);
-    assert!(resp.contains("\"openapi\":\"3.0.3\"") && resp.contains("/api/v1/certificates/{ca}/{serial}/revoke"), "{resp}");
+    assert!(
+        resp.contains("\"openapi\":\"3.0.3\"")
+            && resp.contains("/api/v1/certificates/{ca}/{serial}/revoke"),
+        "{resp}"
+    );
     // Swagger UI comes from the binary, with no reference to a CDN.
     let (code, page) = operator_curl(&home, &app, "GET", "/api/docs/", None);
     assert_eq!(code, 200);
-    assert!(page.contains("swagger-ui") && !page.contains("unpkg") && !page.contains("cdn"), "{page}");
+    assert!(
+        page.contains("swagger-ui") && !page.contains("unpkg") && !page.contains("cdn"),
+        "{page}"
+    );
 }
 
 fn crl_pem(app: &Appliance, ca: &str, dir: &std::path::Path) -> std::path::PathBuf {
@@ -629,10 +636,23 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
         issued.push((out_path, "personnes"));
     }
     // With explicit policy: each end-entity policy is certified by its issuing CA.
-    for (profile, policy) in [("cps-auth", "1.3.6.1.4.1.32473.1.1.1"), ("org-tls-server", "1.3.6.1.4.1.32473.1.2.2")] {
-        let (pem, ca) = issued.iter().find(|(p, _)| p.ends_with(format!("{profile}.pem"))).unwrap();
+    for (profile, policy) in [
+        ("cps-auth", "1.3.6.1.4.1.32473.1.1.1"),
+        ("org-tls-server", "1.3.6.1.4.1.32473.1.2.2"),
+    ] {
+        let (pem, ca) = issued
+            .iter()
+            .find(|(p, _)| p.ends_with(format!("{profile}.pem")))
+            .unwrap();
         let v = Command::new(peer("openssl"))
-            .args(["verify", "-policy_check", "-explicit_policy", "-policy", policy, "-CAfile"])
+            .args([
+                "verify",
+                "-policy_check",
+                "-explicit_policy",
+                "-policy",
+                policy,
+                "-CAfile",
+            ])
             .arg(home.join("ca/root.pem"))
             .arg("-untrusted")
             .arg(home.join(&format!("ca/{ca}.pem")))
@@ -706,13 +726,36 @@ fn hostile_csr_and_ocsp_corpus() {
     // place of its own modulus: refused by the key policy before anything else.
     let rsa = openssl_csr(dir.path(), "rsa", "rsa2048");
     let rsa_der_path = dir.path().join("rsa.der");
-    assert_success(&Command::new(peer("openssl")).args(["req", "-in"]).arg(&rsa).args(["-outform", "DER", "-out"]).arg(&rsa_der_path).output().unwrap(), "csr to der");
+    assert_success(
+        &Command::new(peer("openssl"))
+            .args(["req", "-in"])
+            .arg(&rsa)
+            .args(["-outform", "DER", "-out"])
+            .arg(&rsa_der_path)
+            .output()
+            .unwrap(),
+        "csr to der",
+    );
     let mut rsa_der = std::fs::read(&rsa_der_path).unwrap();
-    let modulus_hex = text(&Command::new(peer("openssl")).args(["req", "-noout", "-modulus", "-in"]).arg(&rsa).output().unwrap().stdout);
+    let modulus_hex = text(
+        &Command::new(peer("openssl"))
+            .args(["req", "-noout", "-modulus", "-in"])
+            .arg(&rsa)
+            .output()
+            .unwrap()
+            .stdout,
+    );
     let own: Vec<u8> = hex_bytes(modulus_hex.trim().trim_start_matches("Modulus="));
-    let roca: Vec<u8> = hex_bytes(std::fs::read_to_string(repo_root().join("tests/vectors/roca-2048.hex")).unwrap().trim());
+    let roca: Vec<u8> = hex_bytes(
+        std::fs::read_to_string(repo_root().join("tests/vectors/roca-2048.hex"))
+            .unwrap()
+            .trim(),
+    );
     assert_eq!(own.len(), roca.len());
-    let at = rsa_der.windows(own.len()).position(|w| w == own.as_slice()).expect("modulus inside the CSR");
+    let at = rsa_der
+        .windows(own.len())
+        .position(|w| w == own.as_slice())
+        .expect("modulus inside the CSR");
     rsa_der[at..at + roca.len()].copy_from_slice(&roca);
     cases.push(("ROCA".into(), rsa_der, "ROCA"));
     let mut huge = good_bytes.clone();
@@ -1017,7 +1060,10 @@ fn a_bad_profile_stops_the_appliance() {
 }
 
 fn hex_bytes(h: &str) -> Vec<u8> {
-    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// A client that never finishes its request headers (slowloris) is disconnected, and the
@@ -1027,15 +1073,50 @@ fn slow_clients_are_disconnected() {
     use std::io::{Read, Write};
     let (_home, app) = Appliance::fresh();
     let mut slow = std::net::TcpStream::connect(&app.http).unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let (code, _) = http_get(&app.http, "/health").unwrap();
     assert_eq!(code, 200, "others are served while a slow client waits");
     let t = std::time::Instant::now();
     let mut buf = [0u8; 512];
     let n = slow.read(&mut buf).unwrap_or(0);
     let elapsed = t.elapsed();
-    assert!(elapsed < Duration::from_secs(20), "slow client still connected after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "slow client still connected after {elapsed:?}"
+    );
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// CRLs are kept fresh on a schedule: after a revocation, `<home>/crl/<ca>.crl` lists it without
+/// anybody fetching the CRL.
+#[test]
+fn crl_files_are_refreshed_on_a_schedule() {
+    let (home, _app) = Appliance::fresh();
+    let victim = serial_of(&home.join("ca/personnes-ocsp.pem"));
+    assert_success(
+        &home.cps(&[
+            "cert",
+            "revoke",
+            "--ca",
+            "personnes",
+            "--serial",
+            &victim,
+            "--reason",
+            "superseded",
+        ]),
+        "revoke",
+    );
+    let file = home.join("crl/personnes.crl");
+    wait_for("refreshed CRL file", Duration::from_secs(40), || {
+        let out = Command::new(peer("openssl"))
+            .args(["crl", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(&file)
+            .output()
+            .ok()?;
+        text(&out.stdout).contains(&victim).then_some(())
+    });
 }

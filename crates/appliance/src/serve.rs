@@ -299,7 +299,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn http_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     b
 }
 
@@ -317,7 +319,10 @@ async fn serve_plain(listener: tokio::net::TcpListener, app: Router) {
         let _ = tcp.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            if let Err(e) = http_builder().serve_connection(TokioIo::new(tcp), svc).await {
+            if let Err(e) = http_builder()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -326,7 +331,11 @@ async fn serve_plain(listener: tokio::net::TcpListener, app: Router) {
 
 /// Accept TLS connections and serve the API on each, handing the verified client certificate
 /// to the handlers.
-async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: Router) {
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -348,12 +357,41 @@ async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::Tl
                 }
                 Err(_) => return,
             };
-            let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.as_ref().to_vec()));
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.as_ref().to_vec()));
             let svc = TowerToHyperService::new(app.layer(axum::Extension(ClientCert(cert))));
-            if let Err(e) = http_builder().serve_connection(TokioIo::new(tls), svc).await {
+            if let Err(e) = http_builder()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+/// How often the CRL of every CA is checked: re-signed when a revocation made it stale or half of
+/// its validity has passed, and written to `<home>/crl/<ca>.crl`.
+pub const CRL_REFRESH: Duration = Duration::from_secs(15);
+
+async fn refresh_crls(ca: Arc<CaService>) {
+    let mut tick = tokio::time::interval(CRL_REFRESH);
+    loop {
+        tick.tick().await;
+        let ca = ca.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let ids: Vec<String> = ca.authorities().map(|a| a.id.clone()).collect();
+            for id in ids {
+                if let Err(e) = ca.crl(&id, now()) {
+                    tracing::error!(ca = %id, error = %e, "CRL refresh failed");
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -380,12 +418,14 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     println!(
         "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)"
     );
+    let crl_task = tokio::spawn(refresh_crls(state.ca.clone()));
     let tls_task = tokio::spawn(serve_tls(https, acceptor, api_app));
     let http_task = tokio::spawn(serve_plain(http, public_router(state)));
     shutdown_signal().await;
     tracing::info!("shutting down");
     tls_task.abort();
     http_task.abort();
+    crl_task.abort();
     Ok(())
 }
 
