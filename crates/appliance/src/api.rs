@@ -402,8 +402,10 @@ async fn crl(
 
 /// `/api/docs/` (Swagger UI) and `/api/v1/openapi.json`.
 fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
-    let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_else(|_| serde_json::json!({}));
-    utoipa_swagger_ui::SwaggerUi::new("/api/docs").external_url_unchecked("/api/v1/openapi.json", doc)
+    let doc: serde_json::Value =
+        serde_json::from_str(OPENAPI).unwrap_or_else(|_| serde_json::json!({}));
+    utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .external_url_unchecked("/api/v1/openapi.json", doc)
 }
 
 /// The OpenAPI description of this API, served by the appliance itself.
