@@ -59,6 +59,31 @@ pub struct HierarchyEntry {
     pub sha256: String,
 }
 
+impl HierarchyEntry {
+    /// The entry of one hierarchy certificate, from its DER and its configuration.
+    fn from_certificate(
+        id: &str,
+        issuer_id: &str,
+        role: &str,
+        cfg: &CaKeyConfig,
+        der: &[u8],
+    ) -> Result<Self, ApplianceError> {
+        let p = parse_certificate(der)?;
+        Ok(HierarchyEntry {
+            id: id.into(),
+            issuer_id: issuer_id.into(),
+            role: role.into(),
+            key_label: cfg.key_label.clone(),
+            algorithm: cfg.algorithm.clone(),
+            serial: p.serial.to_hex(),
+            subject: p.subject.to_string(),
+            not_before: p.not_before,
+            not_after: p.not_after,
+            sha256: hex::encode(p.sha256_fingerprint),
+        })
+    }
+}
+
 /// Path of `SOFTHSM2_CONF` for a configuration, if it uses the embedded SoftHSM2. The binary sets
 /// the variable from this before any thread starts (SoftHSM2 reads it in `C_Initialize`).
 pub fn softhsm_conf_path(home: &Path, config: &Config) -> Option<PathBuf> {
@@ -268,20 +293,8 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
                  cfg: &CaKeyConfig,
                  der: &[u8]|
      -> Result<(HierarchyEntry, Vec<u8>), ApplianceError> {
-        let p = parse_certificate(der)?;
         Ok((
-            HierarchyEntry {
-                id: id.into(),
-                issuer_id: issuer_id.into(),
-                role: role.into(),
-                key_label: cfg.key_label.clone(),
-                algorithm: cfg.algorithm.clone(),
-                serial: p.serial.to_hex(),
-                subject: p.subject.to_string(),
-                not_before: p.not_before,
-                not_after: p.not_after,
-                sha256: hex::encode(p.sha256_fingerprint),
-            },
+            HierarchyEntry::from_certificate(id, issuer_id, role, cfg, der)?,
             der.to_vec(),
         ))
     };
@@ -643,20 +656,8 @@ pub fn show(home: &Path, config: &Config) -> Result<CaShow, ApplianceError> {
     for (id, issuer_id, role, cfg) in ids {
         let path = dir.join(format!("{id}.der"));
         let der = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-        let p = parse_certificate(&der)?;
         certs.push((
-            HierarchyEntry {
-                id,
-                issuer_id,
-                role: role.into(),
-                key_label: cfg.key_label.clone(),
-                algorithm: cfg.algorithm.clone(),
-                serial: p.serial.to_hex(),
-                subject: p.subject.to_string(),
-                not_before: p.not_before,
-                not_after: p.not_after,
-                sha256: hex::encode(p.sha256_fingerprint),
-            },
+            HierarchyEntry::from_certificate(&id, &issuer_id, role, cfg, &der)?,
             der,
         ));
     }
