@@ -14,6 +14,7 @@
 //! | `counters` | name | u64 |
 //! | `audit` | seq | [`AuditRecord`] |
 //! | `meta` | key | bytes |
+//! | `records` | (table, key) | bytes: the named tables of higher layers (professionals, cards, nodes...) |
 //!
 //! # What "acknowledged" means
 //!
@@ -55,8 +56,8 @@ pub use error::StoreError;
 pub use group_commit::CommitStats;
 pub use model::{
     AuditEntry, AuditRecord, BlockedKey, CertCursor, CertStatus, CertificatePage,
-    CertificateRecord, CommitReceipt, MAX_NAME_LEN, MAX_SERIAL_LEN, MAX_VALUE_LEN, RevokedEntry,
-    WriteBatch, WriteOp,
+    CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
+    MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
 pub use sled_store::{FlushPolicy, SledStore};
 
@@ -113,4 +114,21 @@ pub trait Store: Send + Sync {
 
     /// An appliance metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The record `key` of the named table `table`, if any.
+    ///
+    /// Named tables hold the state of higher layers (professionals, cards, nodes...): each layer
+    /// owns its table names and value encoding, and keeps its own secondary indexes as further
+    /// tables written in the same batch.
+    fn get_record(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` (at least 1) records of `table` whose key starts with `prefix`, in key order,
+    /// starting strictly after the key `after` when given.
+    fn scan_records(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 }

@@ -179,7 +179,46 @@ pub enum WriteOp {
         /// Value.
         value: Vec<u8>,
     },
+    /// Write a record of a named table (see [`crate::Store::get_record`]). Fails the batch with
+    /// [`crate::StoreError::Conflict`] when `expect` does not hold.
+    PutRecord {
+        /// Table name.
+        table: String,
+        /// Key within the table (any bytes, at most [`MAX_RECORD_KEY_LEN`]).
+        key: Vec<u8>,
+        /// Value (at most [`MAX_VALUE_LEN`] bytes).
+        value: Vec<u8>,
+        /// What the record must be before this write.
+        expect: Expect,
+    },
+    /// Remove a record of a named table. Fails the batch with [`crate::StoreError::Conflict`]
+    /// when `expect` does not hold.
+    DeleteRecord {
+        /// Table name.
+        table: String,
+        /// Key within the table.
+        key: Vec<u8>,
+        /// What the record must be before this write.
+        expect: Expect,
+    },
 }
+
+/// A precondition on a record, checked inside the transaction (optimistic concurrency).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// No precondition.
+    #[default]
+    Any,
+    /// The record must not exist.
+    Absent,
+    /// The record must exist.
+    Present,
+    /// The record must exist with exactly this value.
+    Value(Vec<u8>),
+}
+
+/// Longest key of a named-table record, in bytes.
+pub const MAX_RECORD_KEY_LEN: usize = 512;
 
 /// Operations applied all-or-nothing by [`crate::Store::commit`], in order; a later operation sees
 /// the effects of the earlier ones.

@@ -15,7 +15,7 @@ use crate::group_commit::{CommitStats, GroupCommit};
 use crate::keys;
 use crate::model::{
     AuditEntry, AuditRecord, BlockedKey, CertCursor, CertStatus, CertificatePage,
-    CertificateRecord, CommitReceipt, MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
+    CertificateRecord, CommitReceipt, Expect, MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
 use crate::{SCHEMA_VERSION, Store};
 
@@ -30,6 +30,7 @@ pub(crate) mod tree {
     pub const COUNTERS: &str = "counters";
     pub const AUDIT: &str = "audit";
     pub const META: &str = "meta";
+    pub const RECORDS: &str = "records";
 }
 
 /// Keys of the internal tree.
@@ -73,6 +74,7 @@ struct Trees {
     counters: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
+    records: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -114,6 +116,35 @@ enum Prepared {
         key: String,
         value: Vec<u8>,
     },
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expect: Expect,
+        what: String,
+    },
+    DeleteRecord {
+        key: Vec<u8>,
+        expect: Expect,
+        what: String,
+    },
+}
+
+/// Checks an expectation against the current value of a record.
+fn check_expect(expect: &Expect, current: Option<&[u8]>, what: &str) -> Result<(), StoreError> {
+    let ok = match (expect, current) {
+        (Expect::Any, _) => true,
+        (Expect::Absent, None) | (Expect::Present, Some(_)) => true,
+        (Expect::Value(want), Some(have)) => want[..] == *have,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(StoreError::Conflict(match (expect, current) {
+        (Expect::Absent, Some(_)) => format!("{what} already exists"),
+        (_, None) => format!("{what} does not exist"),
+        _ => format!("{what} was changed concurrently"),
+    }))
 }
 
 fn describe_cert(issuer: &str, serial: &[u8]) -> String {
@@ -202,7 +233,38 @@ fn prepare(op: WriteOp) -> Result<Prepared, StoreError> {
             }
             Prepared::PutMeta { key, value }
         }
+        WriteOp::PutRecord {
+            table,
+            key,
+            value,
+            expect,
+        } => {
+            if value.len() > MAX_VALUE_LEN {
+                return Err(StoreError::Invalid(format!(
+                    "record of table {table:?} is {} bytes; the limit is {MAX_VALUE_LEN}",
+                    value.len()
+                )));
+            }
+            Prepared::PutRecord {
+                what: describe_record(&table, &key),
+                key: keys::record_key(&table, &key)?,
+                value,
+                expect,
+            }
+        }
+        WriteOp::DeleteRecord { table, key, expect } => Prepared::DeleteRecord {
+            what: describe_record(&table, &key),
+            key: keys::record_key(&table, &key)?,
+            expect,
+        },
     })
+}
+
+fn describe_record(table: &str, key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(k) if !k.chars().any(char::is_control) => format!("record {k:?} of table {table:?}"),
+        _ => format!("record {} of table {table:?}", hex::encode(key)),
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -232,14 +294,15 @@ impl SledStore {
             None => None,
         };
         if let Some(found) = found
-            && found > SCHEMA_VERSION {
-                return Err(StoreError::SchemaTooNew {
-                    path,
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            // Versions older than the current one would be migrated here; there are none yet.
+            && found > SCHEMA_VERSION
+        {
+            return Err(StoreError::SchemaTooNew {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // Versions older than the current one would be migrated here; there are none yet.
 
         let log_file = File::open(path.join("db")).map_err(|source| StoreError::Io {
             path: path.clone(),
@@ -254,6 +317,7 @@ impl SledStore {
             counters: open(tree::COUNTERS)?,
             audit: open(tree::AUDIT)?,
             meta: open(tree::META)?,
+            records: open(tree::RECORDS)?,
             internal,
         };
         let store = SledStore {
@@ -280,6 +344,7 @@ impl SledStore {
             (tree::COUNTERS, &t.counters),
             (tree::BLOCKED_KEYS, &t.blocked),
             (tree::META, &t.meta),
+            (tree::RECORDS, &t.records),
         ] {
             if !tree.is_empty() {
                 return Err(self.corrupt(format!(
@@ -468,6 +533,29 @@ impl SledStore {
                 Prepared::PutMeta { key, value } => {
                     t.meta.insert(key.as_bytes(), &value[..])?;
                 }
+                Prepared::PutRecord {
+                    key,
+                    value,
+                    expect,
+                    what,
+                } => {
+                    if *expect != Expect::Any {
+                        let current = t.records.get(key)?;
+                        if let Err(e) = check_expect(expect, current.as_deref(), what) {
+                            return abort(e);
+                        }
+                    }
+                    t.records.insert(&key[..], &value[..])?;
+                }
+                Prepared::DeleteRecord { key, expect, what } => {
+                    if *expect != Expect::Any {
+                        let current = t.records.get(key)?;
+                        if let Err(e) = check_expect(expect, current.as_deref(), what) {
+                            return abort(e);
+                        }
+                    }
+                    t.records.remove(&key[..])?;
+                }
             }
         }
         Ok(receipt)
@@ -484,6 +572,7 @@ struct TxTrees<'a> {
     counters: &'a TransactionalTree,
     audit: &'a TransactionalTree,
     meta: &'a TransactionalTree,
+    records: &'a TransactionalTree,
 }
 
 /// How long `open` waits for the file lock. sled releases it from a background thread a moment
@@ -531,11 +620,12 @@ fn decode_schema_version(path: &Path, bytes: &[u8]) -> Result<u32, StoreError> {
 fn map_open_error(path: &Path, e: sled::Error) -> StoreError {
     // sled 0.34.7 reports a held file lock as `Io(Other, "could not acquire lock on ...")`.
     if let sled::Error::Io(io) = &e
-        && io.to_string().contains("could not acquire lock") {
-            return StoreError::Locked {
-                path: path.to_path_buf(),
-            };
-        }
+        && io.to_string().contains("could not acquire lock")
+    {
+        return StoreError::Locked {
+            path: path.to_path_buf(),
+        };
+    }
     map_sled_error(path, e)
 }
 
@@ -581,9 +671,20 @@ impl Store for SledStore {
             &t.counters,
             &t.audit,
             &t.meta,
+            &t.records,
         )
             .transaction(
-                |(internal, certificates, by_spki, revoked, blocked, counters, audit, meta)| {
+                |(
+                    internal,
+                    certificates,
+                    by_spki,
+                    revoked,
+                    blocked,
+                    counters,
+                    audit,
+                    meta,
+                    records,
+                )| {
                     let views = TxTrees {
                         internal,
                         certificates,
@@ -593,6 +694,7 @@ impl Store for SledStore {
                         counters,
                         audit,
                         meta,
+                        records,
                     };
                     self.apply(&views, &ops)
                 },
@@ -808,6 +910,44 @@ impl Store for SledStore {
             .get(key.as_bytes())
             .map_err(|e| self.sled_error(e))?
             .map(|v| v.to_vec()))
+    }
+
+    fn get_record(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = keys::record_key(table, key)?;
+        Ok(self
+            .trees
+            .records
+            .get(key)
+            .map_err(|e| self.sled_error(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan_records(
+        &self,
+        table: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let full_prefix = keys::record_key(table, prefix)?;
+        let table_len = full_prefix.len() - prefix.len();
+        let start = match after {
+            Some(a) => {
+                let mut k = keys::record_key(table, a)?;
+                k.push(0); // the smallest key strictly greater than `after`
+                k
+            }
+            None => full_prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for item in self.trees.records.range(start..) {
+            let (k, v) = item.map_err(|e| self.sled_error(e))?;
+            if !k.starts_with(&full_prefix) || out.len() >= limit.max(1) {
+                break;
+            }
+            out.push((k[table_len..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 }
 

@@ -219,3 +219,123 @@ fn corrupt_counters_audit_and_index_entries_are_errors() {
     );
     assert_corrupt(store.revoked_certificates("personnes"), dir.path());
 }
+
+fn put(table: &str, key: &[u8], value: &[u8], expect: Expect) -> WriteOp {
+    WriteOp::PutRecord {
+        table: table.into(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+        expect,
+    }
+}
+
+#[test]
+fn named_table_records_with_preconditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    store
+        .commit(WriteBatch::new().with(put("cards", b"A1", b"v1", Expect::Absent)))
+        .unwrap();
+    assert_eq!(
+        store.get_record("cards", b"A1").unwrap(),
+        Some(b"v1".to_vec())
+    );
+    // Same key in another table is another record.
+    assert_eq!(store.get_record("nodes", b"A1").unwrap(), None);
+
+    // Absent on an existing record: conflict, and nothing else in the batch is applied.
+    let batch = WriteBatch::new()
+        .with(put("cards", b"B2", b"v", Expect::Any))
+        .with(put("cards", b"A1", b"v2", Expect::Absent));
+    assert!(matches!(store.commit(batch), Err(StoreError::Conflict(m)) if m.contains("A1")));
+    assert_eq!(store.get_record("cards", b"B2").unwrap(), None);
+
+    // Compare-and-set.
+    let stale = put("cards", b"A1", b"v3", Expect::Value(b"old".to_vec()));
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(stale)),
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .commit(WriteBatch::new().with(put("cards", b"A1", b"v3", Expect::Value(b"v1".to_vec()))))
+        .unwrap();
+    assert_eq!(
+        store.get_record("cards", b"A1").unwrap(),
+        Some(b"v3".to_vec())
+    );
+
+    // Delete with Present; a second delete with Present conflicts.
+    let del = || WriteOp::DeleteRecord {
+        table: "cards".into(),
+        key: b"A1".to_vec(),
+        expect: Expect::Present,
+    };
+    store.commit(WriteBatch::new().with(del())).unwrap();
+    assert_eq!(store.get_record("cards", b"A1").unwrap(), None);
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(del())),
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Limits.
+    let big = put("cards", b"x", &vec![0u8; MAX_VALUE_LEN + 1], Expect::Any);
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(big)),
+        Err(StoreError::Invalid(_))
+    ));
+    let long_key = put(
+        "cards",
+        &[b'k'; crate::MAX_RECORD_KEY_LEN + 1],
+        b"v",
+        Expect::Any,
+    );
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(long_key)),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.get_record("", b"k"),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[test]
+fn named_table_scans_are_ordered_prefixed_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut batch = WriteBatch::new();
+    for k in ["p/3", "p/1", "p/2", "q/1", "p"] {
+        batch.push(put("t", k.as_bytes(), k.as_bytes(), Expect::Any));
+    }
+    // A table whose name extends "t" must not leak into scans of "t".
+    batch.push(put("t2", b"p/0", b"other", Expect::Any));
+    store.commit(batch).unwrap();
+
+    let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| {
+        rows.into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(store.scan_records("t", b"p/", None, 10).unwrap()),
+        ["p/1", "p/2", "p/3"]
+    );
+    assert_eq!(
+        keys(store.scan_records("t", b"", None, 10).unwrap()),
+        ["p", "p/1", "p/2", "p/3", "q/1"]
+    );
+    let first = store.scan_records("t", b"p/", None, 2).unwrap();
+    assert_eq!(keys(first.clone()), ["p/1", "p/2"]);
+    let after = first.last().unwrap().0.clone();
+    assert_eq!(
+        keys(store.scan_records("t", b"p/", Some(&after), 2).unwrap()),
+        ["p/3"]
+    );
+    // Survives a reopen.
+    drop(store);
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get_record("t2", b"p/0").unwrap(),
+        Some(b"other".to_vec())
+    );
+}
