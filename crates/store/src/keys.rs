@@ -93,6 +93,23 @@ pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// Key of record `key` in the named table `table`; checks both.
+pub(crate) fn record_key(table: &str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+    check_name("table name", table)?;
+    if key.len() > crate::model::MAX_RECORD_KEY_LEN {
+        return Err(StoreError::Invalid(format!(
+            "key of table {table:?} is {} bytes long; the limit is {}",
+            key.len(),
+            crate::model::MAX_RECORD_KEY_LEN
+        )));
+    }
+    let mut k = Vec::with_capacity(table.len() + 1 + key.len());
+    k.extend_from_slice(table.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    Ok(k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,21 +168,4 @@ mod tests {
         assert_eq!(split_cert_key(b"\0\x01\x01"), None);
         assert_eq!(split_cert_key(b"\xff\0\x01\x01"), None);
     }
-}
-
-/// Key of record `key` in the named table `table`; checks both.
-pub(crate) fn record_key(table: &str, key: &[u8]) -> Result<Vec<u8>, StoreError> {
-    check_name("table name", table)?;
-    if key.len() > crate::model::MAX_RECORD_KEY_LEN {
-        return Err(StoreError::Invalid(format!(
-            "key of table {table:?} is {} bytes long; the limit is {}",
-            key.len(),
-            crate::model::MAX_RECORD_KEY_LEN
-        )));
-    }
-    let mut k = Vec::with_capacity(table.len() + 1 + key.len());
-    k.extend_from_slice(table.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key);
-    Ok(k)
 }

@@ -61,6 +61,9 @@ pub use model::{
 };
 pub use sled_store::{FlushPolicy, SledStore};
 
+/// One record of a named table: (key, value).
+pub type RecordRow = (Vec<u8>, Vec<u8>);
+
 /// Schema version written by this build. A store with a higher version is refused.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -130,5 +133,5 @@ pub trait Store: Send + Sync {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<RecordRow>, StoreError>;
 }

@@ -928,7 +928,7 @@ impl Store for SledStore {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<crate::RecordRow>, StoreError> {
         let full_prefix = keys::record_key(table, prefix)?;
         let table_len = full_prefix.len() - prefix.len();
         let start = match after {
