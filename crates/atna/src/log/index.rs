@@ -1,0 +1,269 @@
+//! The in-memory search index, rebuilt from the log at open.
+//!
+//! Each record has a compact entry (file position, times, outcome, interned single-valued terms);
+//! every term (event id, event type, user, patient, source, node) has a posting list of entry
+//! numbers in ascending order. A search walks the shortest posting list that the filter names
+//! from the cursor downwards (newest first) and checks the other conditions per candidate, so
+//! its cost follows the number of candidates, not the size of the log.
+
+use std::collections::HashMap;
+
+use super::record::IndexFields;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Dim {
+    EventId,
+    EventType,
+    User,
+    Patient,
+    Source,
+    Node,
+}
+
+const NONE: u32 = u32::MAX;
+const NO_OUTCOME: u8 = u8::MAX;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub offset: u64,
+    pub len: u32,
+    /// Event time, or the receive time when the message has none.
+    pub time: i64,
+    pub outcome: u8,
+    pub parse_error: bool,
+    pub event_id: u32,
+    pub source: u32,
+    pub node: u32,
+}
+
+/// What to search for. Every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchFilter {
+    /// Event time at or after (Unix µs). Records without an event time use their receive time.
+    pub from: Option<i64>,
+    /// Event time strictly before (Unix µs).
+    pub to: Option<i64>,
+    /// `EventID` code (e.g. `110114`).
+    pub event_id: Option<String>,
+    /// One of the `EventTypeCode` codes (e.g. `110122`).
+    pub event_type: Option<String>,
+    /// One of the `UserID` / `AlternativeUserID` values.
+    pub user: Option<String>,
+    /// One of the patient ids.
+    pub patient: Option<String>,
+    /// `EventOutcomeIndicator`.
+    pub outcome: Option<u8>,
+    /// `AuditSourceID`.
+    pub source: Option<String>,
+    /// The sending node's certificate subject.
+    pub node: Option<String>,
+    /// Only records stored unparsed (`true`) or only parsed ones (`false`).
+    pub parse_error: Option<bool>,
+}
+
+#[derive(Default)]
+pub(crate) struct Index {
+    pub entries: Vec<Entry>,
+    terms: HashMap<(Dim, Box<str>), u32>,
+    postings: Vec<Vec<u32>>,
+}
+
+impl Index {
+    fn term(&mut self, dim: Dim, v: &str) -> u32 {
+        if let Some(&t) = self.terms.get(&(dim, Box::from(v))) {
+            return t;
+        }
+        let t = self.postings.len() as u32;
+        self.terms.insert((dim, Box::from(v)), t);
+        self.postings.push(Vec::new());
+        t
+    }
+
+    fn post(&mut self, dim: Dim, v: &str, idx: u32) -> u32 {
+        let t = self.term(dim, v);
+        let list = &mut self.postings[t as usize];
+        if list.last() != Some(&idx) {
+            list.push(idx);
+        }
+        t
+    }
+
+    /// Add the next record (entry number = current length).
+    pub fn push(&mut self, offset: u64, len: u32, f: &IndexFields) {
+        let idx = self.entries.len() as u32;
+        let event_id = f
+            .event_id
+            .as_deref()
+            .map_or(NONE, |v| self.post(Dim::EventId, v, idx));
+        let source = f
+            .source
+            .as_deref()
+            .map_or(NONE, |v| self.post(Dim::Source, v, idx));
+        let node = if f.node.is_empty() {
+            NONE
+        } else {
+            self.post(Dim::Node, &f.node, idx)
+        };
+        for v in &f.event_types {
+            self.post(Dim::EventType, v, idx);
+        }
+        for v in &f.users {
+            self.post(Dim::User, v, idx);
+        }
+        for v in &f.patients {
+            self.post(Dim::Patient, v, idx);
+        }
+        self.entries.push(Entry {
+            offset,
+            len,
+            time: f.event_time.unwrap_or(f.received),
+            outcome: f.outcome.unwrap_or(NO_OUTCOME),
+            parse_error: f.parse_error,
+            event_id,
+            source,
+            node,
+        });
+    }
+
+    /// Entry numbers matching `filter` with entry number `< before`, newest first, at most `limit`.
+    pub fn search(&self, filter: &SearchFilter, before: u32, limit: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return out;
+        }
+        let before = before.min(self.entries.len() as u32);
+        let mut lists: Vec<&[u32]> = Vec::new();
+        let mut single = (NONE, NONE, NONE);
+        for (dim, v) in [
+            (Dim::EventId, &filter.event_id),
+            (Dim::EventType, &filter.event_type),
+            (Dim::User, &filter.user),
+            (Dim::Patient, &filter.patient),
+            (Dim::Source, &filter.source),
+            (Dim::Node, &filter.node),
+        ] {
+            let Some(v) = v else { continue };
+            let Some(&t) = self.terms.get(&(dim, Box::from(v.as_str()))) else {
+                return out; // a term never seen matches nothing
+            };
+            match dim {
+                Dim::EventId => single.0 = t,
+                Dim::Source => single.1 = t,
+                Dim::Node => single.2 = t,
+                _ => {}
+            }
+            lists.push(&self.postings[t as usize]);
+        }
+        let matches = |i: u32| -> bool {
+            let e = &self.entries[i as usize];
+            if filter.from.is_some_and(|f| e.time < f) || filter.to.is_some_and(|t| e.time >= t) {
+                return false;
+            }
+            if filter.outcome.is_some_and(|o| e.outcome != o) {
+                return false;
+            }
+            if filter.parse_error.is_some_and(|p| e.parse_error != p) {
+                return false;
+            }
+            if (single.0 != NONE && e.event_id != single.0)
+                || (single.1 != NONE && e.source != single.1)
+                || (single.2 != NONE && e.node != single.2)
+            {
+                return false;
+            }
+            lists.iter().all(|l| l.binary_search(&i).is_ok())
+        };
+        match lists.iter().min_by_key(|l| l.len()) {
+            Some(driver) => {
+                let end = driver.partition_point(|&i| i < before);
+                for &i in driver[..end].iter().rev() {
+                    if matches(i) {
+                        out.push(i);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                for i in (0..before).rev() {
+                    if matches(i) {
+                        out.push(i);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(user: &str, patient: Option<&str>, t: i64, outcome: u8) -> IndexFields {
+        IndexFields {
+            received: t,
+            event_time: Some(t),
+            outcome: Some(outcome),
+            event_id: Some("110114".into()),
+            event_types: vec!["110122".into()],
+            users: vec![user.into()],
+            patients: patient.map(|p| vec![p.into()]).unwrap_or_default(),
+            source: Some("src".into()),
+            node: "CN=node".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filters_and_pages() {
+        let mut ix = Index::default();
+        for i in 0..100u32 {
+            let user = if i % 2 == 0 { "alice" } else { "bob" };
+            let patient = (i % 10 == 0).then_some("P1");
+            ix.push(
+                u64::from(i) * 10,
+                10,
+                &fields(
+                    user,
+                    patient,
+                    i64::from(i) * 1000,
+                    if i % 3 == 0 { 4 } else { 0 },
+                ),
+            );
+        }
+        let f = SearchFilter {
+            user: Some("alice".into()),
+            ..Default::default()
+        };
+        assert_eq!(ix.search(&f, u32::MAX, 3), vec![98, 96, 94]);
+        assert_eq!(ix.search(&f, 94, 2), vec![92, 90]);
+        let f = SearchFilter {
+            patient: Some("P1".into()),
+            outcome: Some(4),
+            ..Default::default()
+        };
+        assert_eq!(ix.search(&f, u32::MAX, 100), vec![90, 60, 30, 0]);
+        let f = SearchFilter {
+            from: Some(10_000),
+            to: Some(13_000),
+            ..Default::default()
+        };
+        assert_eq!(ix.search(&f, u32::MAX, 100), vec![12, 11, 10]);
+        let f = SearchFilter {
+            user: Some("carol".into()),
+            ..Default::default()
+        };
+        assert!(ix.search(&f, u32::MAX, 100).is_empty());
+        let f = SearchFilter {
+            user: Some("bob".into()),
+            patient: Some("P1".into()),
+            ..Default::default()
+        };
+        assert!(ix.search(&f, u32::MAX, 100).is_empty());
+    }
+}

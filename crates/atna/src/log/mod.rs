@@ -1,0 +1,590 @@
+//! The audit record repository's store: an append-only, hash-chained log in a directory, with
+//! group-committed appends, signed checkpoints and an in-memory search index.
+//!
+//! * `records.log`: the records (format in [`record`]); each carries the hash of the previous one.
+//! * `checkpoints.log`: signed `(seq, head hash, time)` checkpoints (format in [`checkpoint`]).
+//!
+//! **Acknowledged means durable**: [`AuditLog::append`] returns only after the records were
+//! written and `fdatasync`ed. One writer thread takes every batch waiting at that moment, writes
+//! them with one `write` and one `fdatasync`, so concurrent appenders share the cost.
+//!
+//! One process writes a log directory at a time; [`verify`](crate::verify) may read it at any
+//! moment (it sees a prefix of the records).
+
+pub(crate) mod checkpoint;
+pub(crate) mod codec;
+pub(crate) mod index;
+pub(crate) mod record;
+pub(crate) mod scan;
+pub(crate) mod verify;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::ops::RangeInclusive;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cps_hsm::Signer;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::LogError;
+pub use checkpoint::Checkpoint;
+use index::Index;
+pub use index::SearchFilter;
+use record::{GENESIS_HASH, NewRecord, Record};
+
+pub(crate) const RECORDS: &str = "records.log";
+pub(crate) const CHECKPOINTS: &str = "checkpoints.log";
+
+/// Tuning of an [`AuditLog`].
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Sign a checkpoint after this many new records.
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint at least this often while new records arrive.
+    pub checkpoint_interval: Duration,
+    /// Largest number of bytes written in one group commit.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(10),
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<RangeInclusive<u64>, LogError>>;
+
+enum Job {
+    Append(Vec<NewRecord>, Reply),
+    Checkpoint(tokio::sync::oneshot::Sender<Result<Option<Checkpoint>, LogError>>),
+}
+
+struct Shared {
+    dir: PathBuf,
+    index: RwLock<Index>,
+    reader: File,
+    /// `(last seq, its hash)` of durable records.
+    head: Mutex<(u64, [u8; 32])>,
+    last_checkpoint: Mutex<Option<Checkpoint>>,
+}
+
+/// An open audit log (cheap to clone; all clones share one writer).
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Job>,
+}
+
+/// A page of search results, newest first.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// The records.
+    pub records: Vec<Record>,
+    /// Pass this back as `cursor` for the next page; `None` when there are no more.
+    pub next_cursor: Option<u64>,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LogError + 'a {
+    move |source| LogError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl AuditLog {
+    /// Open (or create) the log in `dir`, rebuild the index, and start the writer thread.
+    ///
+    /// A torn last record (a crash during an append that was never acknowledged) is cut off.
+    /// Any other damage, or a signed checkpoint beyond the end of the records (truncation),
+    /// refuses the open: run [`verify`](crate::verify) to find the first bad record.
+    ///
+    /// Without a `signer` no checkpoints are made, and truncation of the tail cannot be detected.
+    pub fn open(
+        dir: &Path,
+        signer: Option<Arc<dyn Signer>>,
+        options: LogOptions,
+    ) -> Result<AuditLog, LogError> {
+        std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        let rpath = dir.join(RECORDS);
+        let cpath = dir.join(CHECKPOINTS);
+        let existed = rpath.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&rpath)
+            .map_err(io("open", &rpath))?;
+        let mut index = Index::default();
+        let mut head = (0u64, GENESIS_HASH);
+        let scan_file = File::open(&rpath).map_err(io("open", &rpath))?;
+        let mut scanner = scan::Scanner::new(scan_file);
+        while let Some(item) = scanner.next_item().map_err(io("read", &rpath))? {
+            match item {
+                scan::Item::Frame {
+                    offset,
+                    len,
+                    body,
+                    hash,
+                } => {
+                    let rec = record::decode_body(&body, hash).map_err(|e| LogError::Corrupt {
+                        path: rpath.clone(),
+                        offset,
+                        reason: e.0,
+                    })?;
+                    if rec.seq != head.0 + 1 || rec.prev_hash != head.1 {
+                        return Err(LogError::Corrupt {
+                            path: rpath,
+                            offset,
+                            reason: format!("record {} does not follow record {}", rec.seq, head.0),
+                        });
+                    }
+                    index.push(offset, len as u32, &record::index_fields(&rec));
+                    head = (rec.seq, rec.hash);
+                }
+                scan::Item::Torn { offset, have } => {
+                    tracing::warn!(path = %rpath.display(), offset, bytes = have, "cutting off a torn last record (never acknowledged)");
+                    file.set_len(offset).map_err(io("truncate", &rpath))?;
+                    file.sync_all().map_err(io("fsync", &rpath))?;
+                }
+                scan::Item::Bad { offset, reason } => {
+                    return Err(LogError::Corrupt {
+                        path: rpath,
+                        offset,
+                        reason,
+                    });
+                }
+            }
+        }
+        // Checkpoints.
+        let cdata = match std::fs::read(&cpath) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("read", &cpath)(e)),
+        };
+        let (cps, torn) =
+            checkpoint::decode_all(&cdata).map_err(|(offset, reason)| LogError::Corrupt {
+                path: cpath.clone(),
+                offset,
+                reason,
+            })?;
+        let cfile = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cpath)
+            .map_err(io("open", &cpath))?;
+        if let Some(off) = torn {
+            tracing::warn!(path = %cpath.display(), offset = off, "cutting off a torn last checkpoint");
+            cfile.set_len(off).map_err(io("truncate", &cpath))?;
+        }
+        let last_cp = cps.last().cloned();
+        if let Some(cp) = &last_cp
+            && (cp.seq > head.0
+                || (cp.seq > 0
+                    && index.entries.len() as u64 >= cp.seq
+                    && !chain_matches(&rpath, &index, cp)?))
+        {
+            return Err(LogError::Corrupt {
+                path: rpath,
+                offset: 0,
+                reason: format!(
+                    "the last signed checkpoint covers record {} but the log {}",
+                    cp.seq,
+                    if cp.seq > head.0 {
+                        format!("ends at record {}", head.0)
+                    } else {
+                        "differs from it".to_owned()
+                    }
+                ),
+            });
+        }
+        if !existed {
+            sync_dir(dir).map_err(io("fsync directory", dir))?;
+        }
+        let reader = File::open(&rpath).map_err(io("open", &rpath))?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            index: RwLock::new(index),
+            reader,
+            head: Mutex::new(head),
+            last_checkpoint: Mutex::new(last_cp.clone()),
+        });
+        let (tx, rx) = mpsc::channel();
+        let mut w = Writer {
+            shared: shared.clone(),
+            file,
+            cfile,
+            rpath,
+            cpath,
+            signer,
+            options,
+            seq: head.0,
+            prev: head.1,
+            last_cp_seq: last_cp.as_ref().map_or(0, |c| c.seq),
+            last_cp_at: Instant::now(),
+        };
+        std::thread::Builder::new()
+            .name("atna-log-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(io("spawn writer thread", dir))?;
+        Ok(AuditLog { shared, tx })
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// `(seq, hash)` of the last durable record (`(0, zeros)` when empty).
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        *self.shared.head.lock()
+    }
+
+    /// The last signed checkpoint.
+    pub fn last_checkpoint(&self) -> Option<Checkpoint> {
+        self.shared.last_checkpoint.lock().clone()
+    }
+
+    fn submit(
+        &self,
+        records: Vec<NewRecord>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<RangeInclusive<u64>, LogError>>, LogError>
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::Append(records, tx))
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?;
+        Ok(rx)
+    }
+
+    /// Append records; resolves once they are durable, with their sequence numbers.
+    pub async fn append(&self, records: Vec<NewRecord>) -> Result<RangeInclusive<u64>, LogError> {
+        if records.is_empty() {
+            let s = self.head().0;
+            return Ok(s + 1..=s);
+        }
+        self.submit(records)?
+            .await
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?
+    }
+
+    /// [`append`](AuditLog::append) for threads outside an async runtime.
+    pub fn append_blocking(
+        &self,
+        records: Vec<NewRecord>,
+    ) -> Result<RangeInclusive<u64>, LogError> {
+        if records.is_empty() {
+            let s = self.head().0;
+            return Ok(s + 1..=s);
+        }
+        self.submit(records)?
+            .blocking_recv()
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?
+    }
+
+    /// Sign a checkpoint of the current head now (no-op without a signer or without new records).
+    pub fn checkpoint_blocking(&self) -> Result<Option<Checkpoint>, LogError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::Checkpoint(tx))
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?;
+        rx.blocking_recv()
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?
+    }
+
+    /// Async form of [`checkpoint_blocking`](AuditLog::checkpoint_blocking).
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, LogError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::Checkpoint(tx))
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?;
+        rx.await
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?
+    }
+
+    /// Read one record by sequence number.
+    pub fn get(&self, seq: u64) -> Result<Record, LogError> {
+        let entry = {
+            let ix = self.shared.index.read();
+            if seq == 0 || seq > ix.entries.len() as u64 {
+                return Err(LogError::NoSuchRecord(seq));
+            }
+            ix.entries[(seq - 1) as usize]
+        };
+        self.read_at(entry.offset, entry.len)
+    }
+
+    fn read_at(&self, offset: u64, len: u32) -> Result<Record, LogError> {
+        let path = self.shared.dir.join(RECORDS);
+        let mut buf = vec![0u8; len as usize];
+        self.shared
+            .reader
+            .read_exact_at(&mut buf, offset)
+            .map_err(io("read", &path))?;
+        let corrupt = |reason: String| LogError::Corrupt {
+            path: path.clone(),
+            offset,
+            reason,
+        };
+        if buf.len() < 8 + 32 || &buf[..4] != record::MAGIC {
+            return Err(corrupt("not a record".into()));
+        }
+        let body_end = buf.len() - 32;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&buf[body_end..]);
+        record::decode_body(&buf[8..body_end], hash).map_err(|e| corrupt(e.0))
+    }
+
+    /// Number of durable records.
+    pub fn len(&self) -> u64 {
+        self.shared.index.read().entries.len() as u64
+    }
+
+    /// Whether the log has no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Search, newest first. `cursor` is a previous page's `next_cursor` (records older than it
+    /// are returned); `limit` is capped at 10 000.
+    pub fn search(
+        &self,
+        filter: &SearchFilter,
+        limit: usize,
+        cursor: Option<u64>,
+    ) -> Result<SearchPage, LogError> {
+        let limit = limit.min(10_000);
+        let (hits, more) = {
+            let ix = self.shared.index.read();
+            let before = match cursor {
+                None => u32::MAX,
+                Some(c) if c == 0 || c > ix.entries.len() as u64 + 1 => {
+                    return Err(LogError::BadCursor);
+                }
+                Some(c) => (c - 1) as u32,
+            };
+            let mut hits = ix.search(filter, before, limit + 1);
+            let more = hits.len() > limit;
+            hits.truncate(limit);
+            let hits: Vec<(u32, index::Entry)> = hits
+                .into_iter()
+                .map(|i| (i, ix.entries[i as usize]))
+                .collect();
+            (hits, more)
+        };
+        let mut records = Vec::with_capacity(hits.len());
+        for (_, e) in &hits {
+            records.push(self.read_at(e.offset, e.len)?);
+        }
+        let next_cursor = if more {
+            records.last().map(|r| r.seq)
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            records,
+            next_cursor,
+        })
+    }
+}
+
+fn chain_matches(rpath: &Path, index: &Index, cp: &Checkpoint) -> Result<bool, LogError> {
+    let e = index.entries[(cp.seq - 1) as usize];
+    let f = File::open(rpath).map_err(io("open", rpath))?;
+    let mut h = [0u8; 32];
+    f.read_exact_at(&mut h, e.offset + u64::from(e.len) - 32)
+        .map_err(io("read", rpath))?;
+    Ok(h == cp.head)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    cfile: File,
+    rpath: PathBuf,
+    cpath: PathBuf,
+    signer: Option<Arc<dyn Signer>>,
+    options: LogOptions,
+    seq: u64,
+    prev: [u8; 32],
+    last_cp_seq: u64,
+    last_cp_at: Instant,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut failed: Option<String> = None;
+        loop {
+            let wait = if self.signer.is_some() && self.seq > self.last_cp_seq {
+                self.options
+                    .checkpoint_interval
+                    .saturating_sub(self.last_cp_at.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(j) => j,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if failed.is_none()
+                        && let Err(e) = self.checkpoint()
+                    {
+                        tracing::error!(error = %e, "audit log checkpoint failed");
+                        self.last_cp_at = Instant::now();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut jobs = vec![first];
+            let mut bytes: usize = 0;
+            while bytes < self.options.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        if let Job::Append(r, _) = &j {
+                            bytes += r.iter().map(NewRecord::encoded_len).sum::<usize>();
+                        }
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(f) = &failed {
+                for j in jobs {
+                    match j {
+                        Job::Append(_, reply) => {
+                            let _ = reply.send(Err(LogError::Closed(f.clone())));
+                        }
+                        Job::Checkpoint(reply) => {
+                            let _ = reply.send(Err(LogError::Closed(f.clone())));
+                        }
+                    }
+                }
+                continue;
+            }
+            // Encode and chain.
+            buf.clear();
+            let start_seq = self.seq;
+            let start_prev = self.prev;
+            let base_offset = match self.file.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    failed = Some(format!("stat {}: {e}", self.rpath.display()));
+                    continue;
+                }
+            };
+            let mut new_entries = Vec::new();
+            let mut replies = Vec::new();
+            let mut cp_requests = Vec::new();
+            let mut seq = self.seq;
+            let mut prev = self.prev;
+            for j in jobs {
+                match j {
+                    Job::Append(records, reply) => {
+                        let first = seq + 1;
+                        for r in &records {
+                            seq += 1;
+                            let off = buf.len() as u64;
+                            prev = record::encode_frame(seq, &prev, &r.tail, &mut buf);
+                            new_entries.push((
+                                base_offset + off,
+                                (buf.len() as u64 - off) as u32,
+                                r.index.clone(),
+                            ));
+                        }
+                        replies.push((reply, first..=seq));
+                    }
+                    Job::Checkpoint(reply) => cp_requests.push(reply),
+                }
+            }
+            if !buf.is_empty() {
+                let res = self
+                    .file
+                    .write_all(&buf)
+                    .and_then(|_| self.file.sync_data());
+                if let Err(e) = res {
+                    let msg = format!("write {}: {e}", self.rpath.display());
+                    tracing::error!(error = %msg, "audit log append failed; the log stops accepting records");
+                    // Leave no partial frame behind for the next open to misread.
+                    let _ = self.file.set_len(base_offset);
+                    self.seq = start_seq;
+                    self.prev = start_prev;
+                    for (reply, _) in replies {
+                        let _ = reply.send(Err(LogError::Closed(msg.clone())));
+                    }
+                    for reply in cp_requests {
+                        let _ = reply.send(Err(LogError::Closed(msg.clone())));
+                    }
+                    failed = Some(msg);
+                    continue;
+                }
+                self.seq = seq;
+                self.prev = prev;
+                {
+                    let mut ix = self.shared.index.write();
+                    for (off, len, f) in &new_entries {
+                        ix.push(*off, *len, f);
+                    }
+                }
+                *self.shared.head.lock() = (seq, prev);
+            }
+            for (reply, range) in replies {
+                let _ = reply.send(Ok(range));
+            }
+            let due = self.signer.is_some()
+                && self.seq > self.last_cp_seq
+                && (self.seq - self.last_cp_seq >= self.options.checkpoint_every
+                    || self.last_cp_at.elapsed() >= self.options.checkpoint_interval);
+            if !cp_requests.is_empty() || due {
+                let r = self.checkpoint();
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "audit log checkpoint failed");
+                    self.last_cp_at = Instant::now();
+                }
+                for reply in cp_requests {
+                    let _ = reply.send(match &r {
+                        Ok(c) => Ok(c.clone()),
+                        Err(e) => Err(LogError::Closed(e.to_string())),
+                    });
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<Option<Checkpoint>, LogError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        if self.seq == self.last_cp_seq {
+            return Ok(None);
+        }
+        let now = crate::time_fmt::unix_micros(time::OffsetDateTime::now_utc());
+        let cp = Checkpoint::sign(self.seq, self.prev, now, signer.as_ref())?;
+        let mut buf = Vec::with_capacity(256);
+        cp.encode(&mut buf);
+        self.cfile
+            .write_all(&buf)
+            .and_then(|_| self.cfile.sync_data())
+            .map_err(|source| LogError::Io {
+                op: "append checkpoint",
+                path: self.cpath.clone(),
+                source,
+            })?;
+        self.last_cp_seq = self.seq;
+        self.last_cp_at = Instant::now();
+        *self.shared.last_checkpoint.lock() = Some(cp.clone());
+        Ok(Some(cp))
+    }
+}
