@@ -12,21 +12,25 @@
 //! * [`HsmKey`] implements [`Signer`]: RSA PKCS#1 v1.5 and PSS, ECDSA with a software pre-hash when
 //!   the token lacks the combined mechanism (SoftHSM 2.6.1 has no `CKM_ECDSA_SHA256`).
 //! * [`Hsm::self_check`] refuses keys that are missing, extractable or not sensitive.
+//! * [`Hsm::generate_mac_key`] / [`Hsm::mac_key`]: non-extractable generic secrets that compute
+//!   HMAC-SHA256 ([`MacKey`]), to derive per-card secrets inside the token.
 //!
 //! The rest of the appliance signs only through the small [`Signer`] trait; [`SoftwareSigner`] is an
 //! in-memory implementation for unit tests of the crates above this one.
 
 mod encoding;
 mod error;
+mod mac;
 mod pin;
 mod pkcs11;
 mod software;
 
 pub use encoding::{ecdsa_der_to_raw, ecdsa_raw_to_der};
 pub use error::{HsmError, hint_for_rv};
+pub use mac::{MAC_KEY_LEN, MacKey, SoftwareMacKey};
 pub use pin::PinSource;
 pub use pkcs11::{
-    Hsm, HsmConfig, HsmKey, KeyAttributes, KeyCheck, SelfCheckReport, TokenSummary,
+    Hsm, HsmConfig, HsmKey, HsmMacKey, KeyAttributes, KeyCheck, SelfCheckReport, TokenSummary,
     init_token_on_free_slot,
 };
 pub use software::SoftwareSigner;

@@ -20,7 +20,9 @@ use crate::encoding::{
     rsa_spki,
 };
 use crate::error::{describe, rv_of};
-use crate::{HsmError, KeyAlgorithm, PinSource, SigFormat, SignatureAlgorithm, Signer};
+use crate::{
+    HsmError, KeyAlgorithm, MAC_KEY_LEN, MacKey, PinSource, SigFormat, SignatureAlgorithm, Signer,
+};
 
 /// How to reach the HSM.
 #[derive(Debug, Clone)]
@@ -796,6 +798,131 @@ impl Hsm {
             .map_err(|e| self.op_err("*", "C_FindObjects", e))
     }
 
+    /// Generate a generic secret key of [`MAC_KEY_LEN`] bytes on the token for HMAC-SHA256.
+    /// Refuses if a secret key with that label exists.
+    ///
+    /// Attributes: `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, `CKA_SIGN`, `CKA_VERIFY` true;
+    /// `CKA_EXTRACTABLE`, `CKA_ENCRYPT`, `CKA_DECRYPT`, `CKA_WRAP`, `CKA_UNWRAP`, `CKA_DERIVE`
+    /// false. Its value can never be read: it only computes MACs.
+    pub fn generate_mac_key(&self, label: &str) -> Result<HsmMacKey, HsmError> {
+        let i = &self.inner;
+        if label.is_empty() || label.len() > 64 {
+            return Err(HsmError::UnsupportedKey(format!(
+                "key label '{label}' must be 1 to 64 characters"
+            )));
+        }
+        let session = i
+            .ctx
+            .open_rw_session(i.slot)
+            .map_err(|e| self.op_err(label, "C_OpenSession", e))?;
+        if !self
+            .find(&session, ObjectClass::SECRET_KEY, label)?
+            .is_empty()
+        {
+            return Err(HsmError::KeyExists {
+                token: i.token_label.clone(),
+                key: label.into(),
+            });
+        }
+        let id =
+            ring::digest::digest(&ring::digest::SHA256, label.as_bytes()).as_ref()[..16].to_vec();
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen((MAC_KEY_LEN as u64).into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ];
+        session
+            .generate_key(&Mechanism::GenericSecretKeyGen, &template)
+            .map_err(|e| self.op_err(label, "C_GenerateKey", e))?;
+        drop(session);
+        self.mac_key(label)
+    }
+
+    /// Find a MAC key by label; refuses one whose value could leave the token.
+    pub fn mac_key(&self, label: &str) -> Result<HsmMacKey, HsmError> {
+        let i = &self.inner;
+        let (handles, attrs) = i
+            .with_session(|s| {
+                let h = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])?;
+                let attrs = match h.as_slice() {
+                    [one] => s.get_attributes(
+                        *one,
+                        &[
+                            AttributeType::Sensitive,
+                            AttributeType::Extractable,
+                            AttributeType::Sign,
+                        ],
+                    )?,
+                    _ => Vec::new(),
+                };
+                Ok((h, attrs))
+            })
+            .map_err(|e| self.op_err(label, "C_FindObjects", e))?;
+        let handle = match handles.as_slice() {
+            [] => {
+                return Err(HsmError::KeyNotFound {
+                    token: i.token_label.clone(),
+                    key: label.into(),
+                });
+            }
+            [one] => *one,
+            more => {
+                return Err(HsmError::KeyAmbiguous {
+                    token: i.token_label.clone(),
+                    key: label.into(),
+                    count: more.len(),
+                });
+            }
+        };
+        let (mut sensitive, mut extractable, mut sign) = (false, true, false);
+        for a in attrs {
+            match a {
+                Attribute::Sensitive(v) => sensitive = v,
+                Attribute::Extractable(v) => extractable = v,
+                Attribute::Sign(v) => sign = v,
+                _ => {}
+            }
+        }
+        let mut problems = Vec::new();
+        if !sensitive {
+            problems.push("not sensitive (CKA_SENSITIVE false)".to_string());
+        }
+        if extractable {
+            problems.push("extractable (CKA_EXTRACTABLE true)".to_string());
+        }
+        if !sign {
+            problems.push("cannot compute MACs (CKA_SIGN false)".to_string());
+        }
+        if !problems.is_empty() {
+            return Err(HsmError::UnsafeKey {
+                token: i.token_label.clone(),
+                key: label.into(),
+                problems,
+            });
+        }
+        Ok(HsmMacKey {
+            hsm: self.clone(),
+            label: label.into(),
+            handle,
+        })
+    }
+
     /// Random bytes from the token's generator.
     pub fn random(&self, len: usize) -> Result<Vec<u8>, HsmError> {
         let n = u32::try_from(len)
@@ -957,5 +1084,39 @@ impl Signer for HsmKey {
         } else {
             Ok(sig)
         }
+    }
+}
+
+/// A generic secret key on the token, usable as a [`MacKey`] from any thread.
+#[derive(Clone)]
+pub struct HsmMacKey {
+    hsm: Hsm,
+    label: String,
+    handle: ObjectHandle,
+}
+
+impl std::fmt::Debug for HsmMacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmMacKey")
+            .field("token", &self.hsm.inner.token_label)
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl MacKey for HsmMacKey {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn hmac_sha256(&self, data: &[u8]) -> Result<[u8; 32], HsmError> {
+        let mac = self
+            .hsm
+            .inner
+            .with_session(|s| s.sign(&Mechanism::Sha256Hmac, self.handle, data))
+            .map_err(|e| self.hsm.op_err(&self.label, "C_Sign (HMAC)", e))?;
+        <[u8; 32]>::try_from(mac.as_slice()).map_err(|_| {
+            HsmError::Malformed(format!("token returned a {}-byte HMAC-SHA256", mac.len()))
+        })
     }
 }

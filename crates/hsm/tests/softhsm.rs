@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use cps_hsm::{
-    Hsm, HsmConfig, HsmError, KeyAlgorithm, PinSource, SigFormat, SignatureAlgorithm, Signer,
-    SoftwareSigner, init_token_on_free_slot, verify_signature,
+    Hsm, HsmConfig, HsmError, KeyAlgorithm, MacKey, PinSource, SigFormat, SignatureAlgorithm,
+    Signer, SoftwareMacKey, SoftwareSigner, init_token_on_free_slot, verify_signature,
 };
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -41,7 +41,9 @@ fn softhsm_dir() -> &'static Path {
     .path()
 }
 
-const TOKENS: [&str; 8] = ["contract", "attrs", "weak", "dup", "errors", "wrongpin", "pool", "rng"];
+const TOKENS: [&str; 9] = [
+    "contract", "attrs", "weak", "dup", "errors", "wrongpin", "pool", "rng", "mac",
+];
 
 fn token(label: &str) -> Hsm {
     softhsm_dir();
@@ -372,4 +374,87 @@ fn random_comes_from_the_token() {
     let b = hsm.random(32).unwrap();
     assert_eq!(a.len(), 32);
     assert_ne!(a, b);
+}
+
+#[test]
+fn mac_keys_compute_hmac_sha256_and_never_leave_the_token() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+
+    let hsm = token("mac");
+    // A generated key: deterministic, found again by label, refused twice.
+    let k = hsm.generate_mac_key("card-management").unwrap();
+    let a = k.hmac_sha256(b"card 0001").unwrap();
+    assert_eq!(a, k.hmac_sha256(b"card 0001").unwrap());
+    assert_ne!(a, k.hmac_sha256(b"card 0002").unwrap());
+    assert_eq!(
+        hsm.mac_key("card-management")
+            .unwrap()
+            .hmac_sha256(b"card 0001")
+            .unwrap(),
+        a
+    );
+    assert!(matches!(
+        hsm.generate_mac_key("card-management"),
+        Err(HsmError::KeyExists { .. })
+    ));
+    assert!(matches!(
+        hsm.mac_key("absent"),
+        Err(HsmError::KeyNotFound { .. })
+    ));
+
+    // Raw PKCS#11: the generated value is not readable, and a key of known value gives the
+    // RFC 2104 HMAC that ring computes.
+    let ctx = Pkcs11::new(SOFTHSM).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == "mac")
+        .unwrap();
+    let s = ctx.open_rw_session(slot).unwrap();
+    let _ = s.login(UserType::User, Some(&AuthPin::from(PIN.to_owned())));
+    let generated = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(b"card-management".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(generated.len(), 1);
+    let readable = s
+        .get_attributes(generated[0], &[AttributeType::Value])
+        .map(|v| {
+            v.iter()
+                .any(|a| matches!(a, Attribute::Value(x) if !x.is_empty()))
+        })
+        .unwrap_or(false);
+    assert!(!readable, "the MAC key value must not be readable");
+    let known = [0x5Au8; 32];
+    let mk = |label: &str, extractable: bool| {
+        s.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Value(known.to_vec()),
+            Attribute::Sensitive(!extractable),
+            Attribute::Extractable(extractable),
+            Attribute::Sign(true),
+        ])
+        .unwrap();
+    };
+    mk("known", false);
+    mk("exportable-mac", true);
+    drop(s);
+    let soft = SoftwareMacKey::new("soft", &known);
+    let hk = hsm.mac_key("known").unwrap();
+    for msg in [&b""[..], b"abc", &[7u8; 300][..]] {
+        assert_eq!(hk.hmac_sha256(msg).unwrap(), soft.hmac_sha256(msg).unwrap());
+    }
+    let err = hsm.mac_key("exportable-mac").unwrap_err().to_string();
+    assert!(err.contains("CKA_EXTRACTABLE true"), "{err}");
 }

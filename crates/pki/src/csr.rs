@@ -237,6 +237,52 @@ fn general_name(gn: &GeneralName<'_>) -> Result<SubjectAltName, CsrError> {
     })
 }
 
+/// Why [`build_csr`] could not produce a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CsrBuildError<E: std::error::Error + 'static> {
+    /// The subject or the public key does not encode.
+    #[error("certificate request: {0}")]
+    Encoding(String),
+    /// The signing callback failed (for a card: the card refused or was removed).
+    #[error("signing the certificate request failed: {0}")]
+    Sign(#[source] E),
+}
+
+/// Build a PKCS#10 request (DER) for `spki_der` with `subject` and no attributes, signed by
+/// `sign`, which receives the DER `CertificationRequestInfo` and returns the signature over it
+/// with `alg` (ECDSA: DER-encoded; RSA: the raw signature). The private key stays wherever the
+/// callback keeps it (a smartcard, an HSM): the request's signature is the proof of possession
+/// that [`parse_csr`] verifies.
+pub fn build_csr<E: std::error::Error + 'static>(
+    subject: &DistinguishedName,
+    spki_der: &[u8],
+    alg: SignatureAlgorithm,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<Vec<u8>, CsrBuildError<E>> {
+    use der::Encode;
+    use der::asn1::{BitString, SetOfVec};
+    use x509_cert::request::{CertReq, CertReqInfo, Version};
+    let enc = |e: &dyn std::fmt::Display| CsrBuildError::Encoding(e.to_string());
+    let subject_der = subject.to_der().map_err(|e| enc(&e))?;
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: x509_cert::name::Name::from_der(&subject_der).map_err(|e| enc(&e))?,
+        public_key: spki::SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(|e| enc(&e))?,
+        attributes: SetOfVec::new(),
+    };
+    let tbs = info.to_der().map_err(|e| enc(&e))?;
+    let algorithm = signature_algorithm_identifier(alg).map_err(|e| enc(&e))?;
+    let signature = sign(&tbs).map_err(CsrBuildError::Sign)?;
+    CertReq {
+        info,
+        algorithm,
+        signature: BitString::from_bytes(&signature).map_err(|e| enc(&e))?,
+    }
+    .to_der()
+    .map_err(|e| enc(&e))
+}
+
 /// Card enrolment: check a bare public key (DER SPKI) against the key policy and verify a
 /// signature made with its private key over a server `challenge` (at least 16 bytes; the
 /// caller makes it random and single-use). ECDSA signatures come DER-encoded or raw `r‖s`.
@@ -498,6 +544,54 @@ mod tests {
             vec![dir],
         );
         assert!(matches!(parse_csr(&req, &p), Err(CsrError::Extensions(_))));
+    }
+
+    #[test]
+    fn build_csr_signs_through_the_callback() {
+        let p = KeyPolicy::default();
+        let subject = DistinguishedName::parse(
+            "CN=810002813839+SN=DONNAT-GADY+GN=ISABELLE,title=Médecin,C=FR",
+        )
+        .unwrap();
+        let key = SoftwareSigner::generate("card", KeyAlgorithm::EcP256).unwrap();
+        let der_csr = super::build_csr(
+            &subject,
+            key.public_key_der(),
+            SignatureAlgorithm::EcdsaSha256,
+            |tbs| key.sign(SignatureAlgorithm::EcdsaSha256, tbs, SigFormat::Der),
+        )
+        .unwrap();
+        let info = parse_csr(&der_csr, &p).unwrap();
+        assert_eq!(info.spki_der, key.public_key_der());
+        assert_eq!(info.subject.to_der().unwrap(), subject.to_der().unwrap());
+        // A callback signing with another key gives a request without proof of possession.
+        let other = SoftwareSigner::generate("other", KeyAlgorithm::EcP256).unwrap();
+        let bad = super::build_csr(
+            &subject,
+            key.public_key_der(),
+            SignatureAlgorithm::EcdsaSha256,
+            |tbs| other.sign(SignatureAlgorithm::EcdsaSha256, tbs, SigFormat::Der),
+        )
+        .unwrap();
+        assert_eq!(parse_csr(&bad, &p), Err(CsrError::BadSignature));
+        // The callback's error comes back as is.
+        let err = super::build_csr(
+            &subject,
+            key.public_key_der(),
+            SignatureAlgorithm::EcdsaSha256,
+            |_| Err(std::io::Error::other("card removed")),
+        )
+        .unwrap_err();
+        assert!(matches!(err, CsrBuildError::Sign(_)), "{err}");
+        assert!(matches!(
+            super::build_csr(
+                &subject,
+                b"not a key",
+                SignatureAlgorithm::EcdsaSha256,
+                |_| Ok::<_, std::io::Error>(vec![])
+            ),
+            Err(CsrBuildError::Encoding(_))
+        ));
     }
 
     #[test]

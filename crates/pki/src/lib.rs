@@ -21,7 +21,7 @@ pub use cert::{
     CertificateParams, Issuer, ParsedCertificate, issue_certificate, parse_certificate, pem_encode,
     signature_algorithm_identifier, verify_issued_by,
 };
-pub use csr::{CsrError, CsrInfo, parse_csr, verify_possession};
+pub use csr::{CsrBuildError, CsrError, CsrInfo, build_csr, parse_csr, verify_possession};
 pub use error::PkiError;
 pub use idnat::{IdNatError, IdNatPs};
 pub use keycheck::{CheckedKey, KeyError, KeyKind, KeyPolicy, check_public_key, spki_sha256};
