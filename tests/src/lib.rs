@@ -83,10 +83,12 @@ impl Home {
         Home { _dir: dir, path }
     }
 
-    /// A home where `cps-trust init` has run successfully.
+    /// A home where `cps-trust init` has run successfully. The clock is declared trusted: a
+    /// container's kernel rarely reports synchronisation (see `tests/tests/time.rs` for the
+    /// kernel source).
     pub fn initialised() -> Home {
         let h = Home::new();
-        let out = h.cps(&["init"]);
+        let out = h.cps(&["init", "--time-source", "declared"]);
         assert_success(&out, "cps-trust init");
         h
     }
@@ -266,10 +268,21 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A UDP port nobody is bound to on 127.0.0.1 right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
 /// A running appliance (`cps-trust serve`) on free loopback ports, stopped by PID on drop.
 pub struct Appliance {
     pub http: String,
     pub https: String,
+    /// NTP (UDP) and syslog-TLS listeners.
+    pub ntp: String,
+    pub syslog_tls: String,
     pub daemon: Daemon,
 }
 
@@ -278,7 +291,13 @@ impl Appliance {
     pub fn fresh() -> (Home, Appliance) {
         let home = Home::new();
         let http = format!("127.0.0.1:{}", free_port());
-        let out = home.cps(&["init", "--public-url", &format!("http://{http}")]);
+        let out = home.cps(&[
+            "init",
+            "--public-url",
+            &format!("http://{http}"),
+            "--time-source",
+            "declared",
+        ]);
         assert_success(&out, "cps-trust init");
         let app = Appliance::start_on(&home, http, format!("127.0.0.1:{}", free_port()));
         (home, app)
@@ -305,6 +324,11 @@ impl Appliance {
         };
         replace_line(&mut cfg, "http", &http);
         replace_line(&mut cfg, "https", &https);
+        // Every appliance of the suite listens on its own ports (UDP for NTP).
+        let syslog_tls = format!("127.0.0.1:{}", free_port());
+        let ntp = format!("127.0.0.1:{}", free_udp_port());
+        replace_line(&mut cfg, "syslog_tls", &syslog_tls);
+        replace_line(&mut cfg, "ntp", &ntp);
         home.set_config_text(&cfg);
         let daemon = Daemon::spawn(
             "cps-trust serve",
@@ -314,6 +338,8 @@ impl Appliance {
         let mut app = Appliance {
             http,
             https,
+            ntp,
+            syslog_tls,
             daemon,
         };
         wait_for("appliance /health", Duration::from_secs(30), || {
@@ -323,8 +349,9 @@ impl Appliance {
                     std::fs::read_to_string(home.join("serve.log")).unwrap_or_default()
                 );
             }
+            // 503 is an appliance that runs but cannot sign (e.g. its clock is not trusted).
             match http_get(&app.http, "/health") {
-                Ok((200, _)) => Some(()),
+                Ok((200 | 503, _)) => Some(()),
                 _ => None,
             }
         });
@@ -346,4 +373,68 @@ pub fn curl(args: &[&str]) -> (u16, Vec<u8>) {
         .expect("curl");
     let code = text(&out.stdout).trim().parse().unwrap_or(0);
     (code, std::fs::read(&body).unwrap_or_default())
+}
+
+/// A fresh key and CSR made by openssl (`p256`, `rsa1024`, otherwise RSA-2048).
+pub fn openssl_csr(dir: &std::path::Path, name: &str, key: &str) -> std::path::PathBuf {
+    let csr = dir.join(format!("{name}.csr"));
+    let keyf = dir.join(format!("{name}.key"));
+    let mut cmd = Command::new(peer("openssl"));
+    cmd.args(["req", "-new", "-nodes", "-subj", "/CN=ignored", "-keyout"])
+        .arg(&keyf)
+        .arg("-out")
+        .arg(&csr);
+    match key {
+        "p256" => cmd.args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+        "rsa1024" => cmd.args(["-newkey", "rsa:1024"]),
+        _ => cmd.args(["-newkey", "rsa:2048"]),
+    };
+    assert_success(&cmd.output().unwrap(), "openssl req");
+    csr
+}
+
+/// `cps-trust cert issue` for a médecin (profession 10) with the given IdNat_PS.
+pub fn issue_person(
+    home: &Home,
+    csr: &std::path::Path,
+    out: &std::path::Path,
+    profile: &str,
+    idnat: &str,
+) -> std::process::Output {
+    home.cps(&[
+        "cert",
+        "issue",
+        "--profile",
+        profile,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        idnat,
+        "--person",
+        &format!("{idnat},DONNAT-GADY,ISABELLE,10"),
+        "-o",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// `openssl ocsp` against the appliance for `certs` of CA `ca`; stdout and stderr together.
+pub fn ocsp_query(
+    home: &Home,
+    app: &Appliance,
+    ca: &str,
+    certs: &[&std::path::Path],
+    extra: &[&str],
+) -> String {
+    let mut cmd = Command::new(peer("openssl"));
+    cmd.arg("ocsp")
+        .args(extra)
+        .arg("-issuer")
+        .arg(home.join(&format!("ca/{ca}.pem")));
+    for c in certs {
+        cmd.arg("-cert").arg(c);
+    }
+    cmd.args(["-url", &format!("http://{}/ocsp", app.http), "-CAfile"])
+        .arg(home.join("ca/root.pem"));
+    let out = cmd.output().unwrap();
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
 }

@@ -358,67 +358,6 @@ fn revoked_operator_certificate_is_refused_at_the_handshake() {
 }
 
 /// A CSR made by openssl with a fresh key.
-fn openssl_csr(dir: &std::path::Path, name: &str, key: &str) -> std::path::PathBuf {
-    let csr = dir.join(format!("{name}.csr"));
-    let keyf = dir.join(format!("{name}.key"));
-    let mut cmd = Command::new(peer("openssl"));
-    cmd.args(["req", "-new", "-nodes", "-subj", "/CN=ignored", "-keyout"])
-        .arg(&keyf)
-        .arg("-out")
-        .arg(&csr);
-    match key {
-        "p256" => cmd.args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
-        "rsa1024" => cmd.args(["-newkey", "rsa:1024"]),
-        _ => cmd.args(["-newkey", "rsa:2048"]),
-    };
-    assert_success(&cmd.output().unwrap(), "openssl req");
-    csr
-}
-
-fn issue_person(
-    home: &Home,
-    csr: &std::path::Path,
-    out: &std::path::Path,
-    profile: &str,
-    idnat: &str,
-) -> std::process::Output {
-    home.cps(&[
-        "cert",
-        "issue",
-        "--profile",
-        profile,
-        "--csr",
-        csr.to_str().unwrap(),
-        "--holder",
-        idnat,
-        "--person",
-        &format!("{idnat},DONNAT-GADY,ISABELLE,10"),
-        "-o",
-        out.to_str().unwrap(),
-    ])
-}
-
-fn ocsp_query(
-    home: &Home,
-    app: &Appliance,
-    ca: &str,
-    certs: &[&std::path::Path],
-    extra: &[&str],
-) -> String {
-    let mut cmd = Command::new(peer("openssl"));
-    cmd.arg("ocsp")
-        .args(extra)
-        .arg("-issuer")
-        .arg(home.join(&format!("ca/{ca}.pem")));
-    for c in certs {
-        cmd.arg("-cert").arg(c);
-    }
-    cmd.args(["-url", &format!("http://{}/ocsp", app.http), "-CAfile"])
-        .arg(home.join("ca/root.pem"));
-    let out = cmd.output().unwrap();
-    format!("{}{}", text(&out.stdout), text(&out.stderr))
-}
-
 /// openssl ocsp: `good` for a fresh certificate, `revoked` with the reason immediately after
 /// `cps-trust cert revoke`, `Response verify OK`; the RFC 5019 GET form with curl; pkilint
 /// on the responses.

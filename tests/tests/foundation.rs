@@ -410,6 +410,8 @@ fn init_with_a_bad_configuration_creates_nothing() {
     let out = home
         .command(&[
             "init",
+            "--time-source",
+            "declared",
             "--hsm-module",
             SOFTHSM_MODULE,
             "--token-label",

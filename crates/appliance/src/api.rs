@@ -65,6 +65,9 @@ impl From<CaError> for ApiError {
             }
             CaError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             CaError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            CaError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             CaError::Internal(inner) => {
                 tracing::error!(error = %inner, "internal error");
                 ApiError::new(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cps_hsm::{Hsm, HsmKey, SignatureAlgorithm, Signer};
+use cps_hsm::{Hsm, SignatureAlgorithm, Signer};
 use cps_pki::crl::{CrlEntry, CrlParams, RevocationReason, build_crl};
 use cps_pki::{DistinguishedName, parse_certificate};
 use cps_store::{
@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::ApplianceError;
 use crate::ceremony::CA_DIR;
+use crate::clock::{GatedSigner, SigningClock};
 use crate::config::Config;
 
 /// A CA of the hierarchy that signs certificates and CRLs.
@@ -23,7 +24,8 @@ pub struct CaAuthority {
     pub id: String,
     pub name: DistinguishedName,
     pub cert_der: Vec<u8>,
-    pub key: HsmKey,
+    /// The CA key, behind the clock gate.
+    pub key: crate::clock::GatedSigner,
     pub signature: SignatureAlgorithm,
     pub key_id: Vec<u8>,
 }
@@ -46,6 +48,9 @@ pub enum CaError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The appliance cannot sign now (its clock is not trusted); retry later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] ApplianceError),
 }
@@ -97,6 +102,7 @@ pub struct CaService {
     /// Serialises status transitions per CA (read-check-write must not interleave).
     revocation_locks: HashMap<String, Mutex<()>>,
     listeners: Mutex<Vec<Arc<dyn StatusListener>>>,
+    clock: Arc<SigningClock>,
 }
 
 impl CaService {
@@ -106,6 +112,7 @@ impl CaService {
         config: &Config,
         hsm: &Hsm,
         store: Arc<dyn Store>,
+        clock: Arc<SigningClock>,
     ) -> Result<CaService, ApplianceError> {
         let mut authorities = BTreeMap::new();
         let mut add = |id: &str,
@@ -131,7 +138,7 @@ impl CaService {
                     id: id.to_owned(),
                     name: parsed.subject,
                     cert_der,
-                    key,
+                    key: GatedSigner::new(Arc::new(key), clock.clone()),
                     signature,
                     key_id,
                 },
@@ -186,7 +193,18 @@ impl CaService {
             crls,
             revocation_locks,
             listeners: Mutex::new(Vec::new()),
+            clock,
         })
+    }
+
+    /// `Ok` when the clock allows signing; the operator message otherwise.
+    pub fn may_sign(&self) -> Result<(), CaError> {
+        self.clock.check().map_err(CaError::Unavailable)
+    }
+
+    /// The signing gate.
+    pub fn clock(&self) -> &Arc<SigningClock> {
+        &self.clock
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -226,6 +244,7 @@ impl CaService {
         now: i64,
     ) -> Result<CertificateRecord, CaError> {
         use ring::rand::SecureRandom;
+        self.may_sign()?;
         let profile = self
             .profiles
             .get(&req.profile)
@@ -371,6 +390,7 @@ impl CaService {
         now: i64,
     ) -> Result<CertificateRecord, CaError> {
         use ring::rand::SecureRandom;
+        self.may_sign()?;
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -601,6 +621,13 @@ impl CaService {
         let half = st.this_update + (st.next_update - st.this_update) / 2;
         if let (Some(der), false) = (&st.der, st.dirty || now >= half) {
             return Ok(der.clone());
+        }
+        if let Err(e) = self.may_sign() {
+            // No new signature: a CRL that is still current and complete may still be served.
+            return match &st.der {
+                Some(der) if !st.dirty && now < st.next_update => Ok(der.clone()),
+                _ => Err(e),
+            };
         }
         // Clear the flag before reading the store: a revocation committed after this point
         // marks it dirty again and is picked up by the next call.

@@ -167,6 +167,14 @@ fn check_home_is_fresh(home: &Path) -> Result<bool, ApplianceError> {
 /// [`softhsm_conf_path`] when the configuration uses the embedded SoftHSM2.
 pub fn init(home: &Path, config: &Config, now: i64) -> Result<InitReport, ApplianceError> {
     let existed = check_home_is_fresh(home)?;
+    // The ceremony signs the whole hierarchy: with an untrusted clock, not at all.
+    crate::clock::SigningClock::from_config(&config.time, None)
+        .check()
+        .map_err(|reason| {
+            ApplianceError::Refused(format!(
+                "{reason}; synchronise the host clock (chronyd, ntpd-rs), or declare it with `[time] source = \"declared\"` (init --time-source declared)"
+            ))
+        })?;
     let result = init_inner(home, config, now);
     if result.is_err() {
         // Leave the home as it was: absent, or empty.

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod ca;
 pub mod ceremony;
+pub mod clock;
 pub mod config;
 mod error;
 pub mod ocsp;
@@ -12,3 +13,11 @@ pub mod serve;
 pub mod tls;
 
 pub use error::ApplianceError;
+
+/// The current time, Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -51,6 +51,7 @@ pub fn responder(
     config: &Config,
     hsm: &Hsm,
     store: Arc<dyn Store>,
+    clock: Arc<crate::clock::SigningClock>,
 ) -> Result<Arc<Responder>, ApplianceError> {
     let mut issuers = Vec::new();
     let read = |name: String| {
@@ -61,7 +62,10 @@ pub fn responder(
         })
     };
     for (id, ca) in &config.ca.issuing {
-        let key: Arc<dyn Signer> = Arc::new(hsm.key(&ca.ocsp.key_label)?);
+        let key: Arc<dyn Signer> = Arc::new(crate::clock::GatedSigner::new(
+            Arc::new(hsm.key(&ca.ocsp.key_label)?),
+            clock.clone(),
+        ));
         issuers.push(IssuerEntry {
             id: id.clone(),
             ca_cert_der: read(format!("{id}.der"))?,

@@ -22,6 +22,7 @@ use crate::ApplianceError;
 use crate::api::{self, ApiState, ClientCert};
 use crate::ca::CaService;
 use crate::ceremony::{CA_DIR, open_checked_hsm};
+use crate::clock::SigningClock;
 use crate::config::Config;
 
 /// Shared state of the HTTP handlers.
@@ -34,6 +35,8 @@ pub struct AppState {
     /// Published CA certificates by id (`root`, `personnes`, `personnes-ocsp`...), DER.
     ca_certs: Arc<HashMap<String, Vec<u8>>>,
     home: PathBuf,
+    /// Counters of the NTP server, once it runs.
+    pub ntp_stats: Option<cps_ct::StatsHandle>,
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -43,8 +46,21 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let hsm = open_checked_hsm(home, config)?;
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(config.resolve(home, &config.store.path))?);
-    let ca = Arc::new(CaService::open(home, config, &hsm, store.clone())?);
-    let ocsp = crate::ocsp::responder(home, config, &hsm, store.clone())?;
+    let clock = SigningClock::from_config(&config.time, Some(store.clone()));
+    if config.time.source == crate::config::TimeSourceKind::Declared {
+        tracing::warn!(
+            declared_max_error_ms = config.time.declared_max_error_ms,
+            "the clock is declared synchronised by configuration (time.source = \"declared\"); the kernel's own state is not consulted"
+        );
+    }
+    let ca = Arc::new(CaService::open(
+        home,
+        config,
+        &hsm,
+        store.clone(),
+        clock.clone(),
+    )?);
+    let ocsp = crate::ocsp::responder(home, config, &hsm, store.clone(), clock.clone())?;
     ca.add_listener(Arc::new(crate::ocsp::Invalidator(ocsp.clone())));
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
@@ -70,6 +86,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         ocsp,
         ca_certs: Arc::new(ca_certs),
         home: home.to_path_buf(),
+        ntp_stats: None,
     })
 }
 
@@ -84,6 +101,7 @@ fn now() -> i64 {
 pub fn public_router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/ca/{file}", get(ca_certificate))
         .route("/crl/{file}", get(crl_file))
         .route("/ocsp", axum::routing::post(ocsp_post))
@@ -98,11 +116,13 @@ async fn health(State(st): State<AppState>) -> Response {
         .await
         .unwrap_or(false);
     let store_ok = st.store.audit_len().is_ok();
-    let ok = hsm_ok && store_ok;
+    let clock = st.ca.clock().report();
+    let ok = hsm_ok && store_ok && clock.trusted;
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "hsm": if hsm_ok { "ok" } else { "unreachable" },
         "store": if store_ok { "ok" } else { "failing" },
+        "clock": clock,
         "version": env!("CARGO_PKG_VERSION"),
     });
     let code = if ok {
@@ -116,6 +136,81 @@ async fn health(State(st): State<AppState>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// Prometheus text exposition: clock trust and the NTP server's counters.
+async fn metrics(State(st): State<AppState>) -> Response {
+    use std::fmt::Write;
+    let clock = st.ca.clock().report();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    gauge(
+        "cps_clock_trusted",
+        "1 when the clock is trusted and the appliance signs, 0 when signing is refused.",
+        u8::from(clock.trusted).to_string(),
+    );
+    gauge(
+        "cps_clock_synchronized",
+        "1 when the clock source reports synchronisation.",
+        clock
+            .synchronized
+            .map_or("NaN".into(), |s| u8::from(s).to_string()),
+    );
+    gauge(
+        "cps_clock_max_error_seconds",
+        "Maximum clock error reported by the clock source.",
+        clock
+            .max_error_us
+            .map_or("NaN".into(), |e| (e as f64 / 1e6).to_string()),
+    );
+    gauge(
+        "cps_clock_estimated_error_seconds",
+        "Estimated clock error reported by the clock source.",
+        clock
+            .est_error_us
+            .map_or("NaN".into(), |e| (e as f64 / 1e6).to_string()),
+    );
+    if let Some(ntp) = &st.ntp_stats {
+        let s = ntp.get();
+        for (name, help, v) in [
+            (
+                "cps_ntp_answered_total",
+                "NTP time answers sent.",
+                s.answered,
+            ),
+            (
+                "cps_ntp_answered_unsynchronized_total",
+                "NTP answers sent as unsynchronised (LI 3, stratum 16).",
+                s.answered_unsynchronized,
+            ),
+            (
+                "cps_ntp_kiss_rate_total",
+                "Kiss-o'-Death RATE answers sent.",
+                s.kiss_rate,
+            ),
+            (
+                "cps_ntp_rate_dropped_total",
+                "NTP requests dropped by the rate limiter.",
+                s.rate_dropped,
+            ),
+            (
+                "cps_ntp_ignored_total",
+                "Malformed or unsupported NTP packets ignored.",
+                s.ignored,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn ca_certificate(State(st): State<AppState>, UrlPath(file): UrlPath<String>) -> Response {
@@ -154,6 +249,11 @@ async fn crl_file(State(st): State<AppState>, UrlPath(file): UrlPath<String>) ->
                 (header::CACHE_CONTROL, "max-age=60"),
             ],
             der.as_ref().clone(),
+        )
+            .into_response(),
+        Ok(Err(e @ crate::ca::CaError::Unavailable(_))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("CRL unavailable: {e}\n"),
         )
             .into_response(),
         Ok(Err(e)) => {
@@ -397,7 +497,23 @@ async fn refresh_crls(ca: Arc<CaService>) {
 
 /// Run until SIGINT or SIGTERM.
 pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
-    let state = open(home, config)?;
+    let mut state = open(home, config)?;
+    let ntp_task = match config.time.serve_ntp {
+        true => {
+            let server = ntp_server(&state, config).await?;
+            state.ntp_stats = Some(server.stats_handle());
+            Some(tokio::spawn(async move {
+                if let Err(e) = server.run().await {
+                    tracing::error!(error = %e, "NTP server stopped");
+                }
+            }))
+        }
+        false => None,
+    };
+    // Raise the clock alarm (log + audit) at start if the clock is not trusted.
+    if let Err(reason) = state.ca.clock().check() {
+        tracing::error!(alarm = %reason, "starting with an untrusted clock: nothing will be signed");
+    }
     let http_addr = &config.listen.http;
     let http = tokio::net::TcpListener::bind(http_addr)
         .await
@@ -426,7 +542,39 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     tls_task.abort();
     http_task.abort();
     crl_task.abort();
+    if let Some(t) = ntp_task {
+        t.abort();
+    }
     Ok(())
+}
+
+/// The NTP server (IHE CT time server) on `listen.ntp`, answering from the host clock and
+/// advertising it unsynchronised whenever the signing gate would refuse.
+async fn ntp_server(
+    state: &AppState,
+    config: &Config,
+) -> Result<cps_ct::NtpServer<crate::clock::SharedClock, cps_ct::SystemTimeSource>, ApplianceError>
+{
+    let addr = &config.listen.ntp;
+    let cfg = cps_ct::ResponderConfig {
+        local_stratum: config.time.ntp_stratum,
+        trust: cps_ct::TrustPolicy {
+            max_error_us: config.time.max_error_ms.saturating_mul(1000),
+        },
+        ..Default::default()
+    };
+    let server = cps_ct::NtpServer::bind(
+        addr.as_str(),
+        cfg,
+        state.ca.clock().source(),
+        cps_ct::SystemTimeSource,
+    )
+    .await
+    .map_err(|e| {
+        ApplianceError::Refused(format!("cannot listen on {addr} (listen.ntp, UDP): {e}"))
+    })?;
+    tracing::info!(ntp = %addr, "NTP server up");
+    Ok(server)
 }
 
 async fn shutdown_signal() {

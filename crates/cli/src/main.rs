@@ -104,6 +104,10 @@ struct InitArgs {
     /// PIN source for the vendor HSM: env:NAME or file:PATH (owner-only).
     #[arg(long)]
     pin: Option<String>,
+    /// Where the clock's trust comes from: `kernel` (the kernel's synchronisation state, the
+    /// default) or `declared` (the operator vouches for the clock; see README "Time").
+    #[arg(long, value_parser = ["kernel", "declared"])]
+    time_source: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -399,6 +403,11 @@ fn init(home: &Path, args: InitArgs) -> CliResult {
     };
     if let Some(url) = args.public_url {
         config.appliance.public_base_url = url;
+    }
+    match args.time_source.as_deref() {
+        Some("declared") => config.time.source = cps_appliance::config::TimeSourceKind::Declared,
+        Some(_) => config.time.source = cps_appliance::config::TimeSourceKind::Kernel,
+        None => {}
     }
     if let Some(module) = args.hsm_module {
         config.hsm.module = module;

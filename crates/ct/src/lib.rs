@@ -22,4 +22,4 @@ pub use clock::{
 };
 pub use ratelimit::{RateDecision, RateLimitConfig, RateLimiter};
 pub use responder::{NtpResponder, ResponderConfig, ResponderStats, SystemTimeSource, TimeSource};
-pub use server::NtpServer;
+pub use server::{NtpServer, StatsHandle};

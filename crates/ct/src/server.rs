@@ -24,6 +24,7 @@ const SLOT: usize = 64 * 1024;
 
 /// An NTP server on one UDP socket.
 pub struct NtpServer<S: ClockSource, T: TimeSource> {
+    shared_stats: StatsHandle,
     socket: UdpSocket,
     state: UdpSocketState,
     responder: NtpResponder<T>,
@@ -37,6 +38,23 @@ impl<S: ClockSource, T: TimeSource> std::fmt::Debug for NtpServer<S, T> {
             .field("socket", &self.socket)
             .field("responder", &self.responder)
             .finish_non_exhaustive()
+    }
+}
+
+/// The counters of a running server, readable from other tasks (updated after every batch).
+#[derive(Debug, Clone, Default)]
+pub struct StatsHandle(std::sync::Arc<std::sync::Mutex<ResponderStats>>);
+
+impl StatsHandle {
+    /// The counters as of the last batch served.
+    pub fn get(&self) -> ResponderStats {
+        self.0.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    fn set(&self, stats: ResponderStats) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = stats;
+        }
     }
 }
 
@@ -59,6 +77,7 @@ impl<S: ClockSource, T: TimeSource> NtpServer<S, T> {
         let socket = UdpSocket::bind(addr).await?;
         let state = UdpSocketState::new((&socket).into())?;
         Ok(Self {
+            shared_stats: StatsHandle::default(),
             socket,
             state,
             responder: NtpResponder::new(config, time.clone()),
@@ -77,10 +96,16 @@ impl<S: ClockSource, T: TimeSource> NtpServer<S, T> {
         self.responder.stats()
     }
 
+    /// A handle on the counters that stays valid while [`NtpServer::run`] serves.
+    pub fn stats_handle(&self) -> StatsHandle {
+        self.shared_stats.clone()
+    }
+
     /// Serves until a socket error that is not per-datagram (the future can also simply be
     /// dropped or its task aborted).
     pub async fn run(self) -> io::Result<()> {
         let Self {
+            shared_stats,
             socket,
             state,
             mut responder,
@@ -142,6 +167,7 @@ impl<S: ClockSource, T: TimeSource> NtpServer<S, T> {
                     }
                 }
             }
+            shared_stats.set(responder.stats());
         }
     }
 }

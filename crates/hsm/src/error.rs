@@ -44,6 +44,10 @@ pub enum HsmError {
     #[error("HSM PIN not available: {0}")]
     Pin(String),
 
+    /// The appliance refused to sign before reaching the HSM (e.g. its clock is not trusted).
+    #[error("signing refused: {0}")]
+    SigningRefused(String),
+
     #[error("login to token '{label}' failed: {rv}{}", hint_suffix(*.rv_hint))]
     Login {
         label: String,

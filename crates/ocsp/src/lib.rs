@@ -620,7 +620,14 @@ impl Responder {
         let signature = issuer
             .key
             .sign(issuer.signature, &tbs, SigFormat::Der)
-            .map_err(|e| internal(format!("signing with '{}': {e}", issuer.key.label())))?;
+            .map_err(|e| match e {
+                // A refusal to sign (the clock is not trusted) is temporary: RFC 6960 tryLater.
+                cps_hsm::HsmError::SigningRefused(reason) => (
+                    ResponseStatusKind::TryLater,
+                    format!("signing refused: {reason}"),
+                ),
+                e => internal(format!("signing with '{}': {e}", issuer.key.label())),
+            })?;
         let der = encode::ocsp_response(
             &tbs,
             &issuer.signature_algorithm_der,

@@ -1,0 +1,320 @@
+//! The signing gate (IHE CT): the appliance signs certificates, CRLs, OCSP responses and
+//! assertions only while its clock is trusted.
+//!
+//! [`SigningClock`] reads the clock status from a [`ClockSource`] (the kernel's `adjtimex`
+//! by default; an operator declaration by configuration), evaluates it with the configured
+//! [`TrustPolicy`], and caches the verdict for a quarter of a second. Every transition between
+//! trusted and untrusted raises the operator alarm: an `error` log line and an audit record.
+//! [`GatedSigner`] wraps an HSM key so that a signature cannot be made while the clock is not
+//! trusted, whichever code path asks for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use cps_ct::{
+    ClockError, ClockSource, ClockStatus, ClockTrust, FixedClock, KernelClock, TrustPolicy,
+};
+use cps_hsm::{HsmError, KeyAlgorithm, SigFormat, SignatureAlgorithm, Signer};
+use cps_store::{AuditRecord, Store, WriteBatch, WriteOp};
+use parking_lot::Mutex;
+
+use crate::config::{TimeSection, TimeSourceKind};
+
+/// How long one clock reading is reused.
+const MAX_AGE: Duration = Duration::from_millis(250);
+
+const STATE_UNKNOWN: u8 = 0;
+const STATE_TRUSTED: u8 = 1;
+const STATE_UNTRUSTED: u8 = 2;
+
+/// A clock source shared between the signing gate and the NTP server.
+#[derive(Clone)]
+pub struct SharedClock(pub Arc<dyn ClockSource>);
+
+impl ClockSource for SharedClock {
+    fn status(&self) -> Result<ClockStatus, ClockError> {
+        self.0.status()
+    }
+}
+
+/// What `/health` and the metrics show about the clock.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClockReport {
+    /// `true` when the appliance may sign.
+    pub trusted: bool,
+    /// Where the status comes from: `kernel` or `declared`.
+    pub source: &'static str,
+    /// What the source says (absent when it could not be read).
+    pub synchronized: Option<bool>,
+    /// Maximum error bound, µs.
+    pub max_error_us: Option<u64>,
+    /// Estimated error, µs.
+    pub est_error_us: Option<u64>,
+    /// The tolerance, µs.
+    pub tolerance_us: u64,
+    /// Why the clock is not trusted (the operator alarm), when it is not.
+    pub alarm: Option<String>,
+}
+
+/// The signing gate.
+pub struct SigningClock {
+    source: SharedClock,
+    source_name: &'static str,
+    policy: TrustPolicy,
+    cached: Mutex<Option<(Instant, Result<ClockStatus, ClockError>)>>,
+    state: AtomicU8,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl SigningClock {
+    /// The gate the configuration asks for; transitions are audited in `store`.
+    pub fn from_config(time: &TimeSection, store: Option<Arc<dyn Store>>) -> Arc<SigningClock> {
+        let (source, name): (Arc<dyn ClockSource>, &'static str) = match time.source {
+            TimeSourceKind::Kernel => (Arc::new(KernelClock), "kernel"),
+            TimeSourceKind::Declared => {
+                let err = time.declared_max_error_ms.saturating_mul(1000);
+                (
+                    Arc::new(FixedClock(ClockStatus::synchronized(err, err))),
+                    "declared",
+                )
+            }
+        };
+        Arc::new(SigningClock::new(
+            SharedClock(source),
+            name,
+            TrustPolicy {
+                max_error_us: time.max_error_ms.saturating_mul(1000),
+            },
+            store,
+        ))
+    }
+
+    /// A gate over any source (tests inject fakes here).
+    pub fn new(
+        source: SharedClock,
+        source_name: &'static str,
+        policy: TrustPolicy,
+        store: Option<Arc<dyn Store>>,
+    ) -> SigningClock {
+        SigningClock {
+            source,
+            source_name,
+            policy,
+            cached: Mutex::new(None),
+            state: AtomicU8::new(STATE_UNKNOWN),
+            store,
+        }
+    }
+
+    /// The source, to share with the NTP server.
+    pub fn source(&self) -> SharedClock {
+        self.source.clone()
+    }
+
+    fn read(&self) -> Result<ClockStatus, ClockError> {
+        let mut cached = self.cached.lock();
+        if let Some((at, status)) = cached.as_ref()
+            && at.elapsed() < MAX_AGE
+        {
+            return status.clone();
+        }
+        let status = self.source.status();
+        *cached = Some((Instant::now(), status.clone()));
+        status
+    }
+
+    /// The current verdict; raises the alarm on a transition.
+    pub fn trust(&self) -> ClockTrust {
+        let status = self.read();
+        let trust = self.policy.evaluate_read(&status);
+        let new = if trust.is_trusted() {
+            STATE_TRUSTED
+        } else {
+            STATE_UNTRUSTED
+        };
+        let old = self.state.swap(new, Ordering::AcqRel);
+        if old != new {
+            self.alarm(&trust, old == STATE_UNKNOWN);
+        }
+        trust
+    }
+
+    /// `Ok` when the appliance may sign now; otherwise the operator message.
+    pub fn check(&self) -> Result<(), String> {
+        match self.trust() {
+            ClockTrust::Trusted => Ok(()),
+            ClockTrust::Untrusted { reason } => Err(reason.to_string()),
+        }
+    }
+
+    /// The state for `/health` and the metrics.
+    pub fn report(&self) -> ClockReport {
+        let status = self.read();
+        let trust = self.trust();
+        let s = status.as_ref().ok();
+        ClockReport {
+            trusted: trust.is_trusted(),
+            source: self.source_name,
+            synchronized: s.map(|s| s.synchronized),
+            max_error_us: s.map(|s| s.max_error_us),
+            est_error_us: s.map(|s| s.est_error_us),
+            tolerance_us: self.policy.max_error_us,
+            alarm: match trust {
+                ClockTrust::Trusted => None,
+                ClockTrust::Untrusted { reason } => Some(reason.to_string()),
+            },
+        }
+    }
+
+    fn alarm(&self, trust: &ClockTrust, first: bool) {
+        let (kind, outcome, message) = match trust {
+            ClockTrust::Trusted => {
+                if first {
+                    tracing::info!(source = self.source_name, "clock trusted: signing enabled");
+                } else {
+                    tracing::warn!(
+                        source = self.source_name,
+                        "clock trusted again: signing resumed"
+                    );
+                }
+                (
+                    "time.trusted",
+                    "success",
+                    "clock trusted: signing enabled".to_owned(),
+                )
+            }
+            ClockTrust::Untrusted { reason } => {
+                tracing::error!(source = self.source_name, alarm = %reason, "CLOCK ALARM");
+                eprintln!("cps-trust: CLOCK ALARM: {reason}");
+                ("time.untrusted", "failure", reason.to_string())
+            }
+        };
+        if let Some(store) = &self.store {
+            let record = AuditRecord {
+                time: crate::unix_now(),
+                kind: kind.into(),
+                actor: "appliance".into(),
+                outcome: outcome.into(),
+                detail: serde_json::json!({ "source": self.source_name, "message": message }),
+            };
+            if let Err(e) = store.commit(WriteBatch::new().with(WriteOp::AppendAudit(record))) {
+                tracing::error!(error = %e, "cannot audit the clock transition");
+            }
+        }
+    }
+}
+
+/// An HSM key that signs only while the clock is trusted.
+pub struct GatedSigner {
+    inner: Arc<dyn Signer>,
+    clock: Arc<SigningClock>,
+}
+
+impl GatedSigner {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Signer>, clock: Arc<SigningClock>) -> GatedSigner {
+        GatedSigner { inner, clock }
+    }
+}
+
+impl Signer for GatedSigner {
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+
+    fn key_algorithm(&self) -> KeyAlgorithm {
+        self.inner.key_algorithm()
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        self.inner.public_key_der()
+    }
+
+    fn sign(
+        &self,
+        alg: SignatureAlgorithm,
+        message: &[u8],
+        format: SigFormat,
+    ) -> Result<Vec<u8>, HsmError> {
+        self.clock.check().map_err(HsmError::SigningRefused)?;
+        self.inner.sign(alg, message, format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A clock whose synchronisation a test flips.
+    struct Toggle(AtomicBool);
+
+    impl ClockSource for Toggle {
+        fn status(&self) -> Result<ClockStatus, ClockError> {
+            if self.0.load(Ordering::SeqCst) {
+                Ok(ClockStatus::synchronized(2_000, 500))
+            } else {
+                Ok(ClockStatus::unsynchronized())
+            }
+        }
+    }
+
+    #[test]
+    fn the_gate_follows_the_clock_and_audits_each_transition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(cps_store::SledStore::open(dir.path()).unwrap());
+        let toggle = Arc::new(Toggle(AtomicBool::new(true)));
+        let gate = Arc::new(SigningClock::new(
+            SharedClock(toggle.clone()),
+            "test",
+            TrustPolicy::default(),
+            Some(store.clone()),
+        ));
+        let key: Arc<dyn Signer> =
+            Arc::new(cps_hsm::SoftwareSigner::generate("k", KeyAlgorithm::EcP256).unwrap());
+        let gated = GatedSigner::new(key, gate.clone());
+        assert!(
+            gated
+                .sign(SignatureAlgorithm::EcdsaSha256, b"m", SigFormat::Der)
+                .is_ok()
+        );
+
+        toggle.0.store(false, Ordering::SeqCst);
+        *gate.cached.lock() = None;
+        let err = gated
+            .sign(SignatureAlgorithm::EcdsaSha256, b"m", SigFormat::Der)
+            .unwrap_err();
+        assert!(
+            matches!(&err, HsmError::SigningRefused(m) if m.contains("not synchronised")),
+            "{err}"
+        );
+        let report = gate.report();
+        assert!(!report.trusted && report.alarm.is_some());
+
+        toggle.0.store(true, Ordering::SeqCst);
+        *gate.cached.lock() = None;
+        assert!(gate.check().is_ok());
+        let kinds: Vec<String> = store
+            .audit_range(1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record.kind)
+            .collect();
+        assert_eq!(kinds, ["time.trusted", "time.untrusted", "time.trusted"]);
+    }
+
+    #[test]
+    fn an_error_bound_above_the_tolerance_is_untrusted() {
+        let gate = SigningClock::new(
+            SharedClock(Arc::new(FixedClock(ClockStatus::synchronized(
+                5_000_000, 10,
+            )))),
+            "test",
+            TrustPolicy::default(),
+            None,
+        );
+        let msg = gate.check().unwrap_err();
+        assert!(msg.contains("exceeds the tolerance"), "{msg}");
+    }
+}
