@@ -62,6 +62,10 @@ pub const BUILTIN_PROFILE_FILES: &[(&str, &str)] = &[
         "org-cachet.toml",
         include_str!("../../../certs/org-cachet.toml"),
     ),
+    (
+        "node-tls.toml",
+        include_str!("../../../certs/node-tls.toml"),
+    ),
 ];
 
 /// Errors of profile loading. Each names the file and the problem.

@@ -615,6 +615,32 @@ fn organisation_certificates_from_openssl_requests() {
     let (ok, _) = verify_with(&pki, ca, &pem, &["-purpose", "sslserver"]);
     assert!(!ok, "a client certificate is not a server certificate");
 
+    // ATNA secure node, P-256: one certificate for both ends of its mutual-TLS links.
+    let node_key = ec_key_file(d, "node", "P-256");
+    let csr = openssl_csr(d, "node", &node_key, "/CN=x", Some("IP:127.0.0.1"));
+    let req = parse_csr(&csr, &KeyPolicy::default()).unwrap();
+    let params = end_entity_params(
+        &profile("node-tls"),
+        &org("arr.chu.example").subject().unwrap(),
+        &req.sans,
+        &req.spki_der,
+        serial(34),
+        NOW,
+        &ca.info(),
+    )
+    .unwrap();
+    let pem = issue_and_check(&pki, ca, "node-tls", &params);
+    let t = text_of(&pem);
+    assert!(
+        t.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+        "{t}"
+    );
+    assert!(t.contains("DNS:arr.chu.example, IP Address:127.0.0.1"), "{t}");
+    for purpose in ["sslclient", "sslserver"] {
+        let (ok, out) = verify_with(&pki, ca, &pem, &["-purpose", purpose]);
+        assert!(ok, "node certificate as {purpose}: {out}");
+    }
+
     // Cachet, P-256 software key: digitalSignature + nonRepudiation, documentSigning only.
     let key = SoftwareSigner::generate("cachet", KeyAlgorithm::EcP256).unwrap();
     let p = profile("org-cachet");
@@ -643,6 +669,7 @@ fn organisation_certificates_from_openssl_requests() {
         ("org-tls-server", "org-tls-server-rsa"),
         ("org-tls-client", "org-tls-client"),
         ("org-cachet", "org-cachet"),
+        ("node-tls", "node-tls"),
     ] {
         let policy = profile(prof).policies[0].as_str().to_owned();
         let (ok, out) = verify_with(
