@@ -1,0 +1,474 @@
+//! Exclusive XML Canonicalization 1.0 without comments
+//! (<http://www.w3.org/2001/10/xml-exc-c14n#>) over a `roxmltree` subtree.
+//!
+//! The canonical form is written from the parsed data model, never copied from the input bytes:
+//! element and attribute names with the prefixes the document used, namespace declarations only
+//! where a prefix is visibly utilised (or listed in the `InclusiveNamespaces` prefix list) and not
+//! already rendered by an output ancestor, attributes sorted by namespace URI then local name,
+//! values and text re-escaped, comments dropped, processing instructions kept, empty elements
+//! written as start and end tags. The enveloped-signature transform is the `exclude` node.
+//!
+//! `roxmltree` does not keep prefixes in its tree, so they are read back from the source text at
+//! the positions it records, and checked against the names it resolved.
+
+use roxmltree::{Node, NodeType};
+
+use crate::ns;
+
+/// Why a subtree could not be canonicalised (only for documents that `roxmltree` accepted but
+/// whose recorded positions do not match its names, which a well-formed document never does).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("canonicalisation failed: {0}")]
+pub struct C14nError(pub String);
+
+/// The prefix list of an `InclusiveNamespaces` parameter: prefixes treated as by inclusive
+/// canonicalisation. `#default` stands for the default namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InclusivePrefixes(Vec<String>);
+
+impl InclusivePrefixes {
+    /// Parse a `PrefixList` attribute (whitespace-separated NCNames or `#default`).
+    pub fn parse(list: &str) -> Self {
+        InclusivePrefixes(list.split_ascii_whitespace().map(str::to_owned).collect())
+    }
+
+    /// No inclusive prefixes.
+    pub fn none() -> Self {
+        InclusivePrefixes(Vec::new())
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The prefixes as given.
+    pub fn prefixes(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// Canonicalise the subtree rooted at `apex` (an element), leaving out `exclude` and its
+/// descendants, appending the octets to `out`.
+pub fn canonicalize(
+    apex: Node<'_, '_>,
+    exclude: Option<Node<'_, '_>>,
+    inclusive: &InclusivePrefixes,
+    out: &mut Vec<u8>,
+) -> Result<(), C14nError> {
+    if !apex.is_element() {
+        return Err(C14nError("the apex of a canonicalised subtree must be an element".into()));
+    }
+    let input = apex.document().input_text();
+    let exclude = exclude.map(|n| n.id());
+    let mut rendered: Vec<(&str, &str)> = Vec::with_capacity(8);
+    let mut marks: Vec<usize> = Vec::with_capacity(16);
+    let mut decls: Vec<(&str, &str)> = Vec::with_capacity(4);
+    let mut attrs: Vec<(&str, &str, &str, &str)> = Vec::with_capacity(8);
+    let mut skipping = false;
+    for edge in traverse(apex) {
+        match edge {
+            Edge::Open(n) => {
+                if skipping {
+                    continue;
+                }
+                if Some(n.id()) == exclude {
+                    skipping = true;
+                    continue;
+                }
+                match n.node_type() {
+                    NodeType::Element => {
+                        marks.push(rendered.len());
+                        open_element(
+                            n,
+                            input,
+                            inclusive,
+                            &mut rendered,
+                            &mut decls,
+                            &mut attrs,
+                            out,
+                        )?;
+                    }
+                    NodeType::Text => escape_text(n.text().unwrap_or(""), out),
+                    NodeType::PI => {
+                        if let Some(pi) = n.pi() {
+                            out.extend_from_slice(b"<?");
+                            out.extend_from_slice(pi.target.as_bytes());
+                            if let Some(v) = pi.value.filter(|v| !v.is_empty()) {
+                                out.push(b' ');
+                                out.extend_from_slice(v.as_bytes());
+                            }
+                            out.extend_from_slice(b"?>");
+                        }
+                    }
+                    NodeType::Comment | NodeType::Root => {}
+                }
+            }
+            Edge::Close(n) => {
+                if skipping {
+                    if Some(n.id()) == exclude {
+                        skipping = false;
+                    }
+                    continue;
+                }
+                if n.is_element() {
+                    out.extend_from_slice(b"</");
+                    out.extend_from_slice(element_qname(n, input)?.as_bytes());
+                    out.push(b'>');
+                    if let Some(m) = marks.pop() {
+                        rendered.truncate(m);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A step of a depth-first walk: entering or leaving a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Edge<'a, 'i> {
+    Open(Node<'a, 'i>),
+    Close(Node<'a, 'i>),
+}
+
+/// Iterative depth-first walk of the subtree rooted at `root` (no recursion, so no stack
+/// exhaustion on deep input).
+pub(crate) fn traverse<'a, 'i>(root: Node<'a, 'i>) -> Traverse<'a, 'i> {
+    Traverse { root, next: Some(Edge::Open(root)) }
+}
+
+pub(crate) struct Traverse<'a, 'i> {
+    root: Node<'a, 'i>,
+    next: Option<Edge<'a, 'i>>,
+}
+
+impl<'a, 'i> Iterator for Traverse<'a, 'i> {
+    type Item = Edge<'a, 'i>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let current = self.next?;
+        self.next = match current {
+            Edge::Open(n) => Some(match n.first_child() {
+                Some(c) => Edge::Open(c),
+                None => Edge::Close(n),
+            }),
+            Edge::Close(n) if n == self.root => None,
+            Edge::Close(n) => match n.next_sibling() {
+                Some(s) => Some(Edge::Open(s)),
+                None => n.parent().map(Edge::Close),
+            },
+        };
+        Some(current)
+    }
+}
+
+/// The qualified name of an element as written in the source.
+pub(crate) fn element_qname<'i>(n: Node<'_, 'i>, input: &'i str) -> Result<&'i str, C14nError> {
+    let start = n.range().start;
+    let bytes = input.as_bytes();
+    if bytes.get(start) != Some(&b'<') {
+        return Err(C14nError(format!("no start tag at offset {start}")));
+    }
+    let rest = &bytes[start + 1..];
+    let len = rest
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'>'))
+        .unwrap_or(rest.len());
+    let qname = input
+        .get(start + 1..start + 1 + len)
+        .ok_or_else(|| C14nError(format!("element name at offset {start}")))?;
+    let local = qname.rsplit_once(':').map_or(qname, |(_, l)| l);
+    if local != n.tag_name().name() {
+        return Err(C14nError(format!(
+            "element name at offset {start} does not match the parsed name"
+        )));
+    }
+    Ok(qname)
+}
+
+/// The prefix of a qualified name ("" when there is none).
+fn prefix_of(qname: &str) -> &str {
+    qname.split_once(':').map_or("", |(p, _)| p)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_element<'a, 'i: 'a>(
+    n: Node<'a, 'i>,
+    input: &'i str,
+    inclusive: &'a InclusivePrefixes,
+    rendered: &mut Vec<(&'a str, &'a str)>,
+    decls: &mut Vec<(&'a str, &'a str)>,
+    attrs: &mut Vec<(&'a str, &'a str, &'a str, &'a str)>,
+    out: &mut Vec<u8>,
+) -> Result<(), C14nError> {
+    let qname = element_qname(n, input)?;
+    decls.clear();
+    attrs.clear();
+
+    let elem_prefix = prefix_of(qname);
+    let elem_uri = n.tag_name().namespace().unwrap_or("");
+    if !elem_prefix.is_empty() && elem_uri.is_empty() {
+        return Err(C14nError(format!("prefix '{elem_prefix}' is not bound")));
+    }
+    consider(elem_prefix, elem_uri, rendered, decls);
+
+    for a in n.attributes() {
+        let range = a.range_qname();
+        let aq = input
+            .get(range.clone())
+            .ok_or_else(|| C14nError("attribute name out of range".into()))?;
+        let local = aq.rsplit_once(':').map_or(aq, |(_, l)| l);
+        if local != a.name() {
+            return Err(C14nError(format!(
+                "attribute name at offset {} does not match the parsed name",
+                range.start
+            )));
+        }
+        let p = prefix_of(aq);
+        let uri = a.namespace().unwrap_or("");
+        if !p.is_empty() && p != "xml" {
+            if uri.is_empty() {
+                return Err(C14nError(format!("prefix '{p}' is not bound")));
+            }
+            consider(p, uri, rendered, decls);
+        }
+        attrs.push((uri, a.name(), aq, a.value()));
+    }
+
+    for p in inclusive.prefixes() {
+        if p == "#default" {
+            consider("", n.default_namespace().unwrap_or(""), rendered, decls);
+        } else if p != "xml" {
+            if let Some(uri) = n.lookup_namespace_uri(Some(p.as_str())) {
+                if uri != ns::XML {
+                    consider(p.as_str(), uri, rendered, decls);
+                }
+            }
+        }
+    }
+
+    decls.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    attrs.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+
+    out.push(b'<');
+    out.extend_from_slice(qname.as_bytes());
+    for &(p, uri) in decls.iter() {
+        if p.is_empty() {
+            out.extend_from_slice(b" xmlns=\"");
+        } else {
+            out.extend_from_slice(b" xmlns:");
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b"=\"");
+        }
+        escape_attr(uri, out);
+        out.push(b'"');
+        rendered.push((p, uri));
+    }
+    for &(_, _, aq, value) in attrs.iter() {
+        out.push(b' ');
+        out.extend_from_slice(aq.as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape_attr(value, out);
+        out.push(b'"');
+    }
+    out.push(b'>');
+    Ok(())
+}
+
+/// Add `prefix → uri` to the declarations of this element unless an output ancestor already
+/// rendered the same binding (for the default namespace, an empty one is implied at the top).
+fn consider<'a>(
+    prefix: &'a str,
+    uri: &'a str,
+    rendered: &[(&'a str, &'a str)],
+    decls: &mut Vec<(&'a str, &'a str)>,
+) {
+    if decls.iter().any(|(p, _)| *p == prefix) {
+        return;
+    }
+    let nearest = rendered.iter().rev().find(|(p, _)| *p == prefix);
+    let needed = match nearest {
+        Some((_, u)) => *u != uri,
+        None => !(prefix.is_empty() && uri.is_empty()),
+    };
+    if needed {
+        decls.push((prefix, uri));
+    }
+}
+
+/// Escape character data as canonical XML does: `&`, `<`, `>` and CR.
+pub(crate) fn escape_text(s: &str, out: &mut Vec<u8>) {
+    let b = s.as_bytes();
+    let mut last = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let rep: &[u8] = match c {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'\r' => b"&#xD;",
+            _ => continue,
+        };
+        out.extend_from_slice(&b[last..i]);
+        out.extend_from_slice(rep);
+        last = i + 1;
+    }
+    out.extend_from_slice(&b[last..]);
+}
+
+/// Escape an attribute value as canonical XML does: `&`, `<`, `"`, TAB, LF and CR.
+pub(crate) fn escape_attr(s: &str, out: &mut Vec<u8>) {
+    let b = s.as_bytes();
+    let mut last = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let rep: &[u8] = match c {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'"' => b"&quot;",
+            b'\t' => b"&#x9;",
+            b'\n' => b"&#xA;",
+            b'\r' => b"&#xD;",
+            _ => continue,
+        };
+        out.extend_from_slice(&b[last..i]);
+        out.extend_from_slice(rep);
+        last = i + 1;
+    }
+    out.extend_from_slice(&b[last..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c14n(xml: &str, prefixes: &str) -> String {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let mut out = Vec::new();
+        canonicalize(
+            doc.root_element(),
+            None,
+            &InclusivePrefixes::parse(prefixes),
+            &mut out,
+        )
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn c14n_of(xml: &str, id: &str) -> String {
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let n = doc
+            .descendants()
+            .find(|n| n.attribute("ID") == Some(id))
+            .unwrap();
+        let mut out = Vec::new();
+        canonicalize(n, None, &InclusivePrefixes::none(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn attributes_sorted_namespaces_first_empty_elements_expanded() {
+        assert_eq!(
+            c14n(
+                r#"<a:e xmlns:b="urn:b" xmlns:a="urn:a" z="1" b:y="2" a:x="3" c='q"&lt;'/>"#,
+                ""
+            ),
+            r#"<a:e xmlns:a="urn:a" xmlns:b="urn:b" c="q&quot;&lt;" z="1" a:x="3" b:y="2"></a:e>"#
+        );
+    }
+
+    #[test]
+    fn unused_namespaces_dropped_and_not_repeated() {
+        assert_eq!(
+            c14n(
+                r#"<r xmlns="urn:d" xmlns:u="urn:unused" xmlns:p="urn:p"><p:c><p:d/></p:c><e/></r>"#,
+                ""
+            ),
+            r#"<r xmlns="urn:d"><p:c xmlns:p="urn:p"><p:d></p:d></p:c><e></e></r>"#
+        );
+    }
+
+    #[test]
+    fn subtree_pulls_only_visibly_used_ancestor_namespaces() {
+        let xml = r#"<s:Env xmlns:s="urn:s" xmlns:saml="urn:saml" xmlns:x="urn:x"><s:H><saml:A ID="a1" x:q="1"><saml:I>t</saml:I></saml:A></s:H></s:Env>"#;
+        assert_eq!(
+            c14n_of(xml, "a1"),
+            r#"<saml:A xmlns:saml="urn:saml" xmlns:x="urn:x" ID="a1" x:q="1"><saml:I>t</saml:I></saml:A>"#
+        );
+    }
+
+    #[test]
+    fn inclusive_prefix_list_renders_in_scope_prefixes() {
+        let xml = r#"<r xmlns:xs="urn:xs" xmlns:p="urn:p"><p:c v="xs:string"/></r>"#;
+        assert_eq!(
+            c14n(xml, "xs"),
+            r#"<r xmlns:xs="urn:xs"><p:c xmlns:p="urn:p" v="xs:string"></p:c></r>"#
+        );
+    }
+
+    #[test]
+    fn default_namespace_undeclared_inside() {
+        assert_eq!(
+            c14n(r#"<r xmlns="urn:d"><c xmlns=""><d/></c></r>"#, ""),
+            r#"<r xmlns="urn:d"><c xmlns=""><d></d></c></r>"#
+        );
+        // No default namespace anywhere: nothing to undeclare.
+        assert_eq!(c14n(r#"<r><c xmlns=""/></r>"#, ""), "<r><c></c></r>");
+    }
+
+    #[test]
+    fn text_comments_pis_cdata_and_entities() {
+        assert_eq!(
+            c14n(
+                "<r>a&amp;b&lt;c&gt;<!-- gone --><?pi  data?><![CDATA[<x>&]]>&#13;&#x41;\t</r>",
+                ""
+            ),
+            "<r>a&amp;b&lt;c&gt;<?pi data?>&lt;x&gt;&amp;&#xD;A\t</r>"
+        );
+    }
+
+    #[test]
+    fn attribute_whitespace_normalisation_and_char_refs() {
+        assert_eq!(
+            c14n("<r a=\"x\ny\tz\" b=\"&#xA;&#x9;&#xD;\"/>", ""),
+            "<r a=\"x y z\" b=\"&#xA;&#x9;&#xD;\"></r>"
+        );
+    }
+
+    #[test]
+    fn xml_attributes_are_kept_without_declaration() {
+        assert_eq!(
+            c14n(r#"<r xml:lang="fr" a="1"><c/></r>"#, ""),
+            r#"<r a="1" xml:lang="fr"><c></c></r>"#
+        );
+    }
+
+    #[test]
+    fn excluded_subtree_is_left_out() {
+        let xml = r#"<a ID="x"><b/><ds:Signature xmlns:ds="urn:ds"><ds:v/></ds:Signature><c/></a>"#;
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let sig = doc
+            .descendants()
+            .find(|n| n.tag_name().name() == "Signature")
+            .unwrap();
+        let mut out = Vec::new();
+        canonicalize(
+            doc.root_element(),
+            Some(sig),
+            &InclusivePrefixes::none(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"<a ID="x"><b></b><c></c></a>"#
+        );
+    }
+
+    #[test]
+    fn rebinding_a_prefix_is_rendered_again() {
+        assert_eq!(
+            c14n(r#"<p:r xmlns:p="urn:1"><p:c xmlns:p="urn:2"/></p:r>"#, ""),
+            r#"<p:r xmlns:p="urn:1"><p:c xmlns:p="urn:2"></p:c></p:r>"#
+        );
+    }
+}

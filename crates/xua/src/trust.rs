@@ -1,0 +1,391 @@
+//! Who may sign assertions: path validation of the `KeyInfo` certificate to configured trust
+//! anchors (rustls-webpki, time passed in), the key usage of a signing certificate, and a
+//! pluggable revocation check that fails closed.
+//!
+//! Path validation is the same for every assertion signed with the same certificate, so its
+//! result is cached by the SHA-256 of the certificates presented, together with the interval in
+//! which every certificate of the path is valid; outside that interval the path is validated
+//! again. Revocation is asked on every assertion (it changes while certificates do not).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::RwLock;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+
+use crate::time::to_millis;
+
+/// DER content of the `id-kp-documentSigning` OID (1.3.6.1.5.5.7.3.36, RFC 9336), the EKU of
+/// the appliance's organisation-seal ("cachet") profile.
+pub const EKU_DOCUMENT_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x24];
+
+/// The extended key usage a signer certificate must allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EkuPolicy {
+    /// The EKU extension, if present, must contain this OID (DER content bytes).
+    RequiredIfPresent(&'static [u8]),
+    /// The EKU extension must be present and contain this OID.
+    Required(&'static [u8]),
+}
+
+/// A verified signer certificate, as the validator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerCertificate {
+    /// The certificate (DER).
+    pub der: Vec<u8>,
+    /// Subject DN (RFC 4514).
+    pub subject: String,
+    /// Issuer DN (RFC 4514).
+    pub issuer: String,
+    /// Issuer DN as DER (for revocation lookups by issuer).
+    pub issuer_der: Vec<u8>,
+    /// Serial number, big-endian magnitude.
+    pub serial: Vec<u8>,
+    /// SHA-256 of the DER.
+    pub sha256: [u8; 32],
+    /// `SubjectPublicKeyInfo` (DER).
+    pub spki: Vec<u8>,
+    /// The parsed subject (for comparison with the assertion's `Issuer`).
+    pub(crate) subject_dn: cps_pki::DistinguishedName,
+}
+
+/// The answer of a revocation check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationStatus {
+    /// Not revoked.
+    Good,
+    /// Revoked (or on hold).
+    Revoked {
+        /// Why, for the refusal message.
+        reason: String,
+    },
+}
+
+/// The revocation state of signer certificates. The appliance implements it with its live
+/// state; any `Err` refuses the assertion (fail closed).
+pub trait RevocationCheck: Send + Sync {
+    /// Status of `cert` at `now`. `chain` holds the certificates the path was built from
+    /// (intermediates, without the trust anchor).
+    fn status(
+        &self,
+        cert: &SignerCertificate,
+        chain: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<RevocationStatus, String>;
+}
+
+/// A fixed list of revoked certificates, keyed by issuer DN (DER) and serial: for tests and for
+/// deployments that import a list.
+#[derive(Debug, Default)]
+pub struct StaticRevocationList {
+    revoked: RwLock<HashMap<(Vec<u8>, Vec<u8>), String>>,
+}
+
+impl StaticRevocationList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Mark the certificate `der` as revoked.
+    pub fn revoke(&self, der: &[u8], reason: &str) -> Result<(), String> {
+        let p = cps_pki::parse_certificate(der).map_err(|e| e.to_string())?;
+        let issuer = p.issuer.to_der().map_err(|e| e.to_string())?;
+        self.revoked
+            .write()
+            .insert((issuer, p.serial.as_bytes().to_vec()), reason.to_owned());
+        Ok(())
+    }
+}
+
+impl RevocationCheck for StaticRevocationList {
+    fn status(
+        &self,
+        cert: &SignerCertificate,
+        _chain: &[Vec<u8>],
+        _now: SystemTime,
+    ) -> Result<RevocationStatus, String> {
+        Ok(
+            match self
+                .revoked
+                .read()
+                .get(&(cert.issuer_der.clone(), cert.serial.clone()))
+            {
+                Some(reason) => RevocationStatus::Revoked {
+                    reason: reason.clone(),
+                },
+                None => RevocationStatus::Good,
+            },
+        )
+    }
+}
+
+/// Why a signer certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TrustProblem {
+    Malformed(String),
+    Untrusted(String),
+    Expired(String),
+    KeyUsage(String),
+}
+
+/// A signer whose path to an anchor has been verified.
+#[derive(Debug)]
+pub(crate) struct VerifiedSigner {
+    pub cert: SignerCertificate,
+    /// Intermediates as presented.
+    pub chain: Vec<Vec<u8>>,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub key: SignerKey,
+}
+
+/// The public key in the form ring verifies with.
+#[derive(Debug, Clone)]
+pub(crate) enum SignerKey {
+    /// `RSAPublicKey` DER.
+    Rsa(Vec<u8>),
+    /// Uncompressed P-256 point.
+    P256(Vec<u8>),
+    /// Uncompressed P-384 point.
+    P384(Vec<u8>),
+}
+
+/// Trust anchors, extra intermediates and the signer-certificate policy.
+pub struct TrustStore {
+    anchors: Vec<CertificateDer<'static>>,
+    intermediates: Vec<CertificateDer<'static>>,
+    eku: EkuPolicy,
+    cache: RwLock<HashMap<[u8; 32], Arc<VerifiedSigner>>>,
+    cache_capacity: usize,
+}
+
+impl std::fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustStore")
+            .field("anchors", &self.anchors.len())
+            .field("intermediates", &self.intermediates.len())
+            .field("eku", &self.eku)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustStore {
+    /// Trust anchors (DER certificates; only their names and keys are used) and intermediates
+    /// that may complete paths of signers whose `KeyInfo` holds only the leaf.
+    pub fn new(
+        anchors: Vec<Vec<u8>>,
+        intermediates: Vec<Vec<u8>>,
+        eku: EkuPolicy,
+    ) -> Result<Self, String> {
+        if anchors.is_empty() {
+            return Err("at least one trust anchor is required".into());
+        }
+        for (i, a) in anchors.iter().enumerate() {
+            webpki::anchor_from_trusted_cert(&CertificateDer::from(a.as_slice()))
+                .map_err(|e| format!("trust anchor #{i}: {e}"))?;
+        }
+        Ok(TrustStore {
+            anchors: anchors.into_iter().map(CertificateDer::from).collect(),
+            intermediates: intermediates.into_iter().map(CertificateDer::from).collect(),
+            eku,
+            cache: RwLock::new(HashMap::new()),
+            cache_capacity: 1024,
+        })
+    }
+
+    /// Verify the path of `certs` (leaf first, then intermediates from `KeyInfo`) at `now`.
+    pub(crate) fn verify(
+        &self,
+        certs: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<Arc<VerifiedSigner>, TrustProblem> {
+        let now_ms = to_millis(now);
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for c in certs {
+            ctx.update(&(c.len() as u64).to_be_bytes());
+            ctx.update(c);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        if let Some(v) = self.cache.read().get(&key) {
+            if v.valid_from_ms <= now_ms && now_ms < v.valid_until_ms {
+                return Ok(v.clone());
+            }
+        }
+        let verified = Arc::new(self.verify_uncached(certs, now)?);
+        let mut cache = self.cache.write();
+        if cache.len() >= self.cache_capacity {
+            cache.clear();
+        }
+        cache.insert(key, verified.clone());
+        Ok(verified)
+    }
+
+    fn verify_uncached(
+        &self,
+        certs: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<VerifiedSigner, TrustProblem> {
+        let leaf_der = certs
+            .first()
+            .ok_or_else(|| TrustProblem::Malformed("no certificate in KeyInfo".into()))?;
+        let leaf = CertificateDer::from(leaf_der.as_slice());
+        let ee = EndEntityCert::try_from(&leaf)
+            .map_err(|e| TrustProblem::Malformed(format!("signer certificate: {e}")))?;
+        let anchors: Vec<_> = self
+            .anchors
+            .iter()
+            .filter_map(|a| webpki::anchor_from_trusted_cert(a).ok())
+            .collect();
+        let mut intermediates: Vec<CertificateDer<'_>> = certs[1..]
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        intermediates.extend(self.intermediates.iter().cloned());
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let usage = match self.eku {
+            EkuPolicy::RequiredIfPresent(oid) => KeyUsage::required_if_present(oid),
+            EkuPolicy::Required(oid) => KeyUsage::required(oid),
+        };
+        let algs = &[
+            webpki::ring::ECDSA_P256_SHA256,
+            webpki::ring::ECDSA_P256_SHA384,
+            webpki::ring::ECDSA_P384_SHA256,
+            webpki::ring::ECDSA_P384_SHA384,
+            webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+            webpki::ring::RSA_PKCS1_2048_8192_SHA384,
+            webpki::ring::RSA_PKCS1_2048_8192_SHA512,
+            webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+        ];
+        let path = ee
+            .verify_for_usage(
+                algs,
+                &anchors,
+                &intermediates,
+                UnixTime::since_unix_epoch(Duration::from_secs(secs)),
+                usage,
+                None,
+                None,
+            )
+            .map_err(|e| match e {
+                webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+                    TrustProblem::Expired(format!("signer certificate path: {e}"))
+                }
+                webpki::Error::RequiredEkuNotFoundContext(_) => TrustProblem::KeyUsage(
+                    "the signer certificate's extended key usage does not allow signing assertions"
+                        .into(),
+                ),
+                other => TrustProblem::Untrusted(format!(
+                    "signer certificate does not chain to a trusted anchor: {other}"
+                )),
+            })?;
+        // Validity window of the path actually built (leaf and intermediates).
+        let (mut from, mut until) = validity_ms(leaf_der)?;
+        let mut used = Vec::new();
+        for i in path.intermediate_certificates() {
+            let der = i.der();
+            let (f, u) = validity_ms(der.as_ref())?;
+            from = from.max(f);
+            until = until.min(u);
+            used.push(der.as_ref().to_vec());
+        }
+        let parsed = x509_parser::parse_x509_certificate(leaf_der)
+            .map_err(|e| TrustProblem::Malformed(format!("signer certificate: {e}")))?
+            .1;
+        // Key usage: a signature certificate (digitalSignature or nonRepudiation), when stated.
+        if let Ok(Some(ku)) = parsed.key_usage() {
+            if !(ku.value.digital_signature() || ku.value.non_repudiation()) {
+                return Err(TrustProblem::KeyUsage(
+                    "the signer certificate's key usage allows neither digitalSignature nor nonRepudiation"
+                        .into(),
+                ));
+            }
+        }
+        if parsed.is_ca() {
+            return Err(TrustProblem::KeyUsage(
+                "a CA certificate cannot sign assertions".into(),
+            ));
+        }
+        let spki = parsed.public_key();
+        let key_bytes = spki.subject_public_key.data.to_vec();
+        let alg_oid = spki.algorithm.algorithm.to_id_string();
+        let key = match alg_oid.as_str() {
+            "1.2.840.113549.1.1.1" => {
+                let bits = match spki.parsed() {
+                    Ok(x509_parser::public_key::PublicKey::RSA(r)) => r.key_size(),
+                    _ => 0,
+                };
+                if bits < 2048 {
+                    return Err(TrustProblem::Malformed(format!(
+                        "RSA key of {bits} bits (at least 2048 required)"
+                    )));
+                }
+                SignerKey::Rsa(key_bytes)
+            }
+            "1.2.840.10045.2.1" => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok())
+                    .map(|o| o.to_id_string());
+                match curve.as_deref() {
+                    Some("1.2.840.10045.3.1.7") => SignerKey::P256(key_bytes),
+                    Some("1.3.132.0.34") => SignerKey::P384(key_bytes),
+                    other => {
+                        return Err(TrustProblem::Malformed(format!(
+                            "unsupported EC curve {}",
+                            other.unwrap_or("(none)")
+                        )));
+                    }
+                }
+            }
+            other => {
+                return Err(TrustProblem::Malformed(format!(
+                    "unsupported public key algorithm {other}"
+                )));
+            }
+        };
+        let p = cps_pki::parse_certificate(leaf_der)
+            .map_err(|e| TrustProblem::Malformed(format!("signer certificate: {e}")))?;
+        let cert = SignerCertificate {
+            der: leaf_der.clone(),
+            subject: p.subject.to_string(),
+            issuer: p.issuer.to_string(),
+            issuer_der: p
+                .issuer
+                .to_der()
+                .map_err(|e| TrustProblem::Malformed(e.to_string()))?,
+            serial: p.serial.as_bytes().to_vec(),
+            sha256: p.sha256_fingerprint,
+            spki: p.spki.clone(),
+            subject_dn: p.subject,
+        };
+        Ok(VerifiedSigner {
+            cert,
+            chain: used,
+            valid_from_ms: from,
+            valid_until_ms: until,
+            key,
+        })
+    }
+}
+
+fn validity_ms(der: &[u8]) -> Result<(i64, i64), TrustProblem> {
+    let (_, c) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| TrustProblem::Malformed(format!("certificate: {e}")))?;
+    let v = c.validity();
+    Ok((
+        v.not_before.timestamp().saturating_mul(1000),
+        // notAfter is inclusive: valid through the whole second.
+        v.not_after.timestamp().saturating_mul(1000).saturating_add(1000),
+    ))
+}

@@ -1,0 +1,1557 @@
+//! Strict validation of a VIHF assertion, bare or inside a SOAP 1.2 `wsse:Security` header.
+//!
+//! The order is fixed: limits → parse (one parser, no DTD) → document shape (exactly one
+//! assertion at an allowed place, exactly one signature, a direct child of it right after
+//! `Issuer`, unique IDs) → signature structure (one reference to the assertion's ID, only the
+//! enveloped and exclusive-c14n transforms, allowed algorithms) → signer path, key usage and
+//! revocation → digest over the canonicalised assertion → signature over the canonicalised
+//! `SignedInfo` → claims read from that same assertion node → times and audience → replay.
+//! Crypto comes before semantics so that a forged document is reported as forged.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use cps_pki::IdNatPs;
+use roxmltree::{Document, Node, NodeType, ParsingOptions};
+
+use crate::alg::{XmlDigestAlgorithm, XmlSignatureAlgorithm};
+use crate::c14n::{Edge, InclusivePrefixes, canonicalize, traverse};
+use crate::model::{
+    AuthenticationMode, ClaimProblem, CodedValue, PatientId, PurposeOfUse, SoftwareInfo,
+    VihfClaims, shown,
+};
+use crate::ns::{self, attr};
+use crate::replay::{ReplayCache, ReplayError};
+use crate::time::{parse_datetime, to_millis};
+use crate::trust::{
+    RevocationCheck, RevocationStatus, SignerCertificate, SignerKey, TrustProblem, TrustStore,
+};
+
+/// Stable machine codes of refusals (`as_str` is what APIs, audit records and tests use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalCode {
+    /// Input larger than the configured limit.
+    TooLarge,
+    /// Element nesting deeper than the configured limit.
+    TooDeep,
+    /// More XML nodes than the configured limit.
+    TooManyNodes,
+    /// A document type declaration (DTD, entities) is present.
+    DtdForbidden,
+    /// Not well-formed XML (or not UTF-8).
+    MalformedXml,
+    /// The root is neither `saml:Assertion` nor a SOAP 1.2 envelope.
+    NotAnAssertion,
+    /// A SOAP 1.1 envelope (only SOAP 1.2 is accepted).
+    SoapVersion,
+    /// The SOAP envelope is not `Envelope/(Header, Body)`.
+    SoapStructure,
+    /// No `saml:Assertion` in the document.
+    NoAssertion,
+    /// More than one `saml:Assertion` in the document.
+    MultipleAssertions,
+    /// An `EncryptedAssertion` is present.
+    EncryptedAssertion,
+    /// The assertion is neither the root nor a child of `Envelope/Header/wsse:Security`.
+    AssertionPosition,
+    /// Two ID attributes of the document have the same value.
+    DuplicateId,
+    /// The assertion has no `ID`.
+    MissingId,
+    /// `Version` is not `2.0`.
+    UnsupportedVersion,
+    /// No `ds:Signature` in the document.
+    Unsigned,
+    /// More than one `ds:Signature` in the document.
+    MultipleSignatures,
+    /// The signature is not a direct child of the assertion.
+    SignatureNotChild,
+    /// The signature does not follow `Issuer` as the schema requires.
+    SignaturePosition,
+    /// The signature's elements are not the expected ones.
+    SignatureStructure,
+    /// `CanonicalizationMethod` is not exclusive c14n without comments.
+    CanonicalizationNotAllowed,
+    /// `SignatureMethod` is not allowed (SHA-1, HMAC, unknown, or not configured).
+    SignatureAlgorithmNotAllowed,
+    /// `DigestMethod` is not allowed.
+    DigestAlgorithmNotAllowed,
+    /// Not exactly one `Reference`.
+    ReferenceCount,
+    /// The reference does not point at the assertion's ID.
+    ReferenceMismatch,
+    /// Transforms other than exactly enveloped-signature then exclusive c14n.
+    TransformsNotAllowed,
+    /// `KeyInfo` is not `X509Data/X509Certificate+`.
+    KeyInfo,
+    /// The signer certificate cannot be parsed or its key is not supported.
+    CertificateMalformed,
+    /// The signer certificate does not chain to a trust anchor.
+    UntrustedSigner,
+    /// A certificate of the signer's path is expired or not yet valid.
+    SignerCertificateExpired,
+    /// The signer certificate's (extended) key usage does not allow signing assertions.
+    SignerKeyUsage,
+    /// The signer certificate is revoked.
+    SignerRevoked,
+    /// The revocation status could not be obtained (fail closed).
+    RevocationUnavailable,
+    /// The signature algorithm does not fit the signer's key.
+    KeyAlgorithmMismatch,
+    /// The digest of the assertion does not match the reference.
+    DigestMismatch,
+    /// The signature value does not verify.
+    BadSignature,
+    /// A comment inside the assertion while comments are refused.
+    CommentInAssertion,
+    /// An element of the assertion is missing, repeated, unexpected or malformed.
+    Schema,
+    /// `Issuer` does not name the signer certificate's subject.
+    IssuerMismatch,
+    /// `NotBefore` (or `IssueInstant`) is in the future.
+    NotYetValid,
+    /// `NotOnOrAfter` has passed.
+    Expired,
+    /// No `Conditions` validity window.
+    MissingValidity,
+    /// The validity window is longer than allowed.
+    ValidityTooLong,
+    /// The audience restriction does not name this service.
+    AudienceMismatch,
+    /// A mandatory attribute is missing.
+    MissingAttribute,
+    /// An attribute value is malformed.
+    MalformedAttribute,
+    /// An attribute appears twice.
+    DuplicateAttribute,
+    /// `bris_de_glace` without a justification.
+    BreakGlassWithoutJustification,
+    /// The assertion ID was already used.
+    Replayed,
+    /// The replay cache refused to answer (full or unavailable: fail closed).
+    ReplayCacheUnavailable,
+}
+
+impl RefusalCode {
+    /// The stable machine code.
+    pub fn as_str(self) -> &'static str {
+        use RefusalCode::*;
+        match self {
+            TooLarge => "too_large",
+            TooDeep => "too_deep",
+            TooManyNodes => "too_many_nodes",
+            DtdForbidden => "dtd_forbidden",
+            MalformedXml => "malformed_xml",
+            NotAnAssertion => "not_an_assertion",
+            SoapVersion => "soap_version",
+            SoapStructure => "soap_structure",
+            NoAssertion => "no_assertion",
+            MultipleAssertions => "multiple_assertions",
+            EncryptedAssertion => "encrypted_assertion",
+            AssertionPosition => "assertion_position",
+            DuplicateId => "duplicate_id",
+            MissingId => "missing_id",
+            UnsupportedVersion => "unsupported_version",
+            Unsigned => "unsigned",
+            MultipleSignatures => "multiple_signatures",
+            SignatureNotChild => "signature_not_child",
+            SignaturePosition => "signature_position",
+            SignatureStructure => "signature_structure",
+            CanonicalizationNotAllowed => "c14n_not_allowed",
+            SignatureAlgorithmNotAllowed => "signature_algorithm_not_allowed",
+            DigestAlgorithmNotAllowed => "digest_algorithm_not_allowed",
+            ReferenceCount => "reference_count",
+            ReferenceMismatch => "reference_mismatch",
+            TransformsNotAllowed => "transforms_not_allowed",
+            KeyInfo => "key_info",
+            CertificateMalformed => "certificate_malformed",
+            UntrustedSigner => "untrusted_signer",
+            SignerCertificateExpired => "signer_certificate_expired",
+            SignerKeyUsage => "signer_key_usage",
+            SignerRevoked => "signer_revoked",
+            RevocationUnavailable => "revocation_unavailable",
+            KeyAlgorithmMismatch => "key_algorithm_mismatch",
+            DigestMismatch => "digest_mismatch",
+            BadSignature => "bad_signature",
+            CommentInAssertion => "comment_in_assertion",
+            Schema => "schema",
+            IssuerMismatch => "issuer_mismatch",
+            NotYetValid => "not_yet_valid",
+            Expired => "expired",
+            MissingValidity => "missing_validity",
+            ValidityTooLong => "validity_too_long",
+            AudienceMismatch => "audience_mismatch",
+            MissingAttribute => "missing_attribute",
+            MalformedAttribute => "malformed_attribute",
+            DuplicateAttribute => "duplicate_attribute",
+            BreakGlassWithoutJustification => "break_glass_without_justification",
+            Replayed => "replayed",
+            ReplayCacheUnavailable => "replay_cache_unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused assertion: a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Refusal {
+    /// The machine code.
+    pub code: RefusalCode,
+    /// What exactly was wrong.
+    pub message: String,
+}
+
+fn refuse<T>(code: RefusalCode, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        code,
+        message: message.into(),
+    })
+}
+
+/// What to do with comments inside the assertion. Comments are not signed (exclusive c14n
+/// without comments drops them), so they may have been added after signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommentPolicy {
+    /// Accept them: every value is read as the concatenation of its text nodes, which is exactly
+    /// the canonical (signed) text whatever comments split it.
+    #[default]
+    Ignore,
+    /// Refuse any comment inside the assertion.
+    Refuse,
+}
+
+/// Validation settings.
+#[derive(Debug, Clone)]
+pub struct ValidatorConfig {
+    /// Largest accepted input in bytes.
+    pub max_bytes: usize,
+    /// Deepest accepted element nesting.
+    pub max_depth: usize,
+    /// Most XML nodes accepted.
+    pub max_nodes: u32,
+    /// Tolerance on `NotBefore` / `NotOnOrAfter` / `IssueInstant`.
+    pub clock_skew: Duration,
+    /// Longest accepted `NotOnOrAfter − NotBefore` (bounds the replay cache's memory too).
+    pub max_validity: Duration,
+    /// Refuse assertions without `Conditions/@NotOnOrAfter` (otherwise `IssueInstant` +
+    /// `max_validity` is their end).
+    pub require_validity: bool,
+    /// This service's URI: when set, the assertion must be restricted to it; when unset,
+    /// assertions carrying an `AudienceRestriction` are refused.
+    pub audience: Option<String>,
+    /// Accepted `SignatureMethod`s.
+    pub signature_algorithms: Vec<XmlSignatureAlgorithm>,
+    /// Accepted `DigestMethod`s.
+    pub digest_algorithms: Vec<XmlDigestAlgorithm>,
+    /// Comments inside the assertion.
+    pub comments: CommentPolicy,
+    /// Accepted `VIHF_Version` values.
+    pub vihf_versions: Vec<String>,
+    /// Require `resource-id` (a patient).
+    pub require_patient: bool,
+    /// Require `Issuer` to be the signer certificate's subject DN.
+    pub issuer_must_match_signer: bool,
+    /// Accepted INS assigning authorities.
+    pub ins_authorities: Vec<String>,
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        ValidatorConfig {
+            max_bytes: 256 * 1024,
+            max_depth: 32,
+            max_nodes: 10_000,
+            clock_skew: Duration::from_secs(60),
+            max_validity: Duration::from_secs(24 * 3600),
+            require_validity: true,
+            audience: None,
+            signature_algorithms: XmlSignatureAlgorithm::ALL.to_vec(),
+            digest_algorithms: vec![XmlDigestAlgorithm::Sha256],
+            comments: CommentPolicy::Ignore,
+            vihf_versions: vec!["3.0".into(), "4.0".into()],
+            require_patient: false,
+            issuer_must_match_signer: true,
+            ins_authorities: crate::model::INS_AUTHORITIES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// A verified assertion: everything read from the signed element.
+#[derive(Debug, Clone)]
+pub struct ValidatedAssertion {
+    /// `ID`.
+    pub id: String,
+    /// `Issuer` text.
+    pub issuer: String,
+    /// `IssueInstant`.
+    pub issue_instant: SystemTime,
+    /// `Conditions/@NotBefore` (the issue instant when absent).
+    pub not_before: SystemTime,
+    /// `Conditions/@NotOnOrAfter` (issue instant + maximum validity when absent and allowed).
+    pub not_on_or_after: SystemTime,
+    /// Audiences of the `AudienceRestriction`s, if any.
+    pub audiences: Vec<String>,
+    /// The VIHF claims.
+    pub claims: VihfClaims,
+    /// The signer certificate.
+    pub signer: SignerCertificate,
+    /// `SignatureMethod`.
+    pub signature_algorithm: XmlSignatureAlgorithm,
+    /// `DigestMethod`.
+    pub digest_algorithm: XmlDigestAlgorithm,
+    /// Whether the assertion came inside a SOAP envelope.
+    pub in_soap_envelope: bool,
+}
+
+/// The assertion validator.
+pub struct Validator {
+    config: ValidatorConfig,
+    trust: Arc<TrustStore>,
+    revocation: Arc<dyn RevocationCheck>,
+    replay: Arc<dyn ReplayCache>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("config", &self.config)
+            .field("trust", &self.trust)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is(n: Node<'_, '_>, ns_uri: &str, local: &str) -> bool {
+    n.is_element() && n.tag_name().name() == local && n.tag_name().namespace() == Some(ns_uri)
+}
+
+fn qname_of(n: Node<'_, '_>) -> String {
+    match n.tag_name().namespace() {
+        Some(u) => format!("{{{u}}}{}", n.tag_name().name()),
+        None => n.tag_name().name().to_owned(),
+    }
+}
+
+/// Element children; non-whitespace text (or a processing instruction) beside them is refused.
+fn elements<'a, 'i>(n: Node<'a, 'i>, what: &str) -> Result<Vec<Node<'a, 'i>>, Refusal> {
+    let mut out = Vec::new();
+    for c in n.children() {
+        match c.node_type() {
+            NodeType::Element => out.push(c),
+            NodeType::Text => {
+                if !c.text().unwrap_or("").bytes().all(|b| b.is_ascii_whitespace()) {
+                    return refuse(RefusalCode::Schema, format!("text inside {what}"));
+                }
+            }
+            NodeType::PI => {
+                return refuse(
+                    RefusalCode::Schema,
+                    format!("processing instruction inside {what}"),
+                );
+            }
+            NodeType::Comment | NodeType::Root => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The text of a simple element: its text nodes concatenated (comments do not split it);
+/// child elements and processing instructions are refused.
+fn simple_text(n: Node<'_, '_>, what: &str, code: RefusalCode) -> Result<String, Refusal> {
+    let mut s = String::new();
+    for c in n.children() {
+        match c.node_type() {
+            NodeType::Text => s.push_str(c.text().unwrap_or("")),
+            NodeType::Comment | NodeType::Root => {}
+            NodeType::Element | NodeType::PI => {
+                return refuse(code, format!("{what} must contain text only"));
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn b64_decode(text: &str, what: &str, code: RefusalCode) -> Result<Vec<u8>, Refusal> {
+    let compact: String = text
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .or_else(|_| refuse(code, format!("{what} is not base64")))
+}
+
+/// The parsed `ds:Signature`.
+struct SignatureParts<'a, 'i> {
+    signed_info: Node<'a, 'i>,
+    si_prefixes: InclusivePrefixes,
+    algorithm: XmlSignatureAlgorithm,
+    reference_uri: &'a str,
+    ref_prefixes: InclusivePrefixes,
+    digest_algorithm: XmlDigestAlgorithm,
+    digest: Vec<u8>,
+    signature_value: Vec<u8>,
+    certificates: Vec<Vec<u8>>,
+}
+
+fn algorithm_attr<'a>(n: Node<'a, '_>, what: &str) -> Result<&'a str, Refusal> {
+    n.attribute("Algorithm").map_or_else(
+        || refuse(RefusalCode::SignatureStructure, format!("{what} without Algorithm")),
+        Ok,
+    )
+}
+
+/// `ec:InclusiveNamespaces` under a c14n method or transform (the only child allowed).
+fn inclusive_prefixes(n: Node<'_, '_>, what: &str) -> Result<InclusivePrefixes, Refusal> {
+    let kids = elements(n, what)?;
+    match kids.as_slice() {
+        [] => Ok(InclusivePrefixes::none()),
+        [i] if is(*i, ns::EXC_C14N, "InclusiveNamespaces") => Ok(InclusivePrefixes::parse(
+            i.attribute("PrefixList").unwrap_or(""),
+        )),
+        _ => refuse(
+            RefusalCode::SignatureStructure,
+            format!("unexpected content in {what}"),
+        ),
+    }
+}
+
+fn check_c14n_uri(uri: &str, what: &str) -> Result<(), Refusal> {
+    if uri == ns::EXC_C14N {
+        return Ok(());
+    }
+    let why = if uri == ns::EXC_C14N_WITH_COMMENTS || uri.ends_with("#WithComments") {
+        "canonicalisation with comments"
+    } else {
+        "only exclusive c14n (http://www.w3.org/2001/10/xml-exc-c14n#) is accepted"
+    };
+    refuse(
+        RefusalCode::CanonicalizationNotAllowed,
+        format!("{what} '{}': {why}", shown(uri)),
+    )
+}
+
+impl Validator {
+    /// A validator with its trust anchors, revocation source and replay cache.
+    pub fn new(
+        config: ValidatorConfig,
+        trust: Arc<TrustStore>,
+        revocation: Arc<dyn RevocationCheck>,
+        replay: Arc<dyn ReplayCache>,
+    ) -> Self {
+        Validator {
+            config,
+            trust,
+            revocation,
+            replay,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ValidatorConfig {
+        &self.config
+    }
+
+    /// Validate `input` at `now`, consuming the assertion's ID in the replay cache: the answer
+    /// for DMP services.
+    pub fn validate(&self, input: &[u8], now: SystemTime) -> Result<ValidatedAssertion, Refusal> {
+        let v = self.verify(input, now)?;
+        let until = v
+            .not_on_or_after
+            .checked_add(self.config.clock_skew)
+            .unwrap_or(v.not_on_or_after);
+        match self.replay.check_and_insert(&v.id, until, now) {
+            Ok(()) => Ok(v),
+            Err(ReplayError::Replayed) => refuse(
+                RefusalCode::Replayed,
+                format!("assertion {} was already presented", shown(&v.id)),
+            ),
+            Err(e) => refuse(RefusalCode::ReplayCacheUnavailable, e.to_string()),
+        }
+    }
+
+    /// Every check of [`Validator::validate`] except the replay cache (the ID is not consumed).
+    pub fn verify(&self, input: &[u8], now: SystemTime) -> Result<ValidatedAssertion, Refusal> {
+        use RefusalCode as C;
+        let cfg = &self.config;
+        if input.len() > cfg.max_bytes {
+            return refuse(
+                C::TooLarge,
+                format!("{} bytes (limit {})", input.len(), cfg.max_bytes),
+            );
+        }
+        let text = std::str::from_utf8(input)
+            .or_else(|e| refuse(C::MalformedXml, format!("not UTF-8: {e}")))?;
+        if memchr::memmem::find(input, b"<!DOCTYPE").is_some()
+            || memchr::memmem::find(input, b"<!ENTITY").is_some()
+        {
+            return refuse(C::DtdForbidden, "document type declarations are not accepted");
+        }
+        let doc = Document::parse_with_options(
+            text,
+            ParsingOptions {
+                allow_dtd: false,
+                nodes_limit: cfg.max_nodes,
+                ..ParsingOptions::default()
+            },
+        )
+        .map_err(|e| {
+            use roxmltree::Error as E;
+            let code = match e {
+                E::DtdDetected | E::EntityReferenceLoop(_) | E::UnknownEntityReference(..) => {
+                    C::DtdForbidden
+                }
+                E::NodesLimitReached => C::TooManyNodes,
+                _ => C::MalformedXml,
+            };
+            Refusal {
+                code,
+                message: e.to_string(),
+            }
+        })?;
+
+        // --- Document shape, in one pass. ---
+        let mut depth = 0usize;
+        let mut assertions = Vec::new();
+        let mut signatures = Vec::new();
+        let mut ids: Vec<&str> = Vec::new();
+        for edge in traverse(doc.root()) {
+            match edge {
+                Edge::Open(n) if n.is_element() => {
+                    depth += 1;
+                    if depth > cfg.max_depth {
+                        return refuse(
+                            C::TooDeep,
+                            format!("elements nested deeper than {}", cfg.max_depth),
+                        );
+                    }
+                    if n.tag_name().namespace() == Some(ns::SAML) {
+                        match n.tag_name().name() {
+                            "Assertion" => assertions.push(n),
+                            "EncryptedAssertion" => {
+                                return refuse(
+                                    C::EncryptedAssertion,
+                                    "encrypted assertions are not accepted",
+                                );
+                            }
+                            _ => {}
+                        }
+                    } else if is(n, ns::DS, "Signature") {
+                        signatures.push(n);
+                    }
+                    for a in n.attributes() {
+                        let id_like = match a.namespace() {
+                            None => matches!(a.name(), "ID" | "Id" | "id"),
+                            Some(ns::WSU) => a.name() == "Id",
+                            Some(ns::XML) => a.name() == "id",
+                            _ => false,
+                        };
+                        if id_like {
+                            ids.push(a.value());
+                        }
+                    }
+                }
+                Edge::Close(n) if n.is_element() => depth -= 1,
+                _ => {}
+            }
+        }
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return refuse(
+                C::DuplicateId,
+                format!("ID '{}' appears more than once", shown(w[0])),
+            );
+        }
+        let assertion = match assertions.as_slice() {
+            [] => {
+                let root = doc.root_element();
+                if is(root, ns::SOAP11, "Envelope") {
+                    return refuse(C::SoapVersion, "SOAP 1.1 envelope; SOAP 1.2 is required");
+                }
+                if !is(root, ns::SOAP12, "Envelope") {
+                    return refuse(
+                        C::NotAnAssertion,
+                        format!(
+                            "root element {} is neither saml:Assertion nor a SOAP 1.2 envelope",
+                            shown(&qname_of(root))
+                        ),
+                    );
+                }
+                return refuse(C::NoAssertion, "no saml:Assertion in the envelope");
+            }
+            [a] => *a,
+            more => {
+                return refuse(
+                    C::MultipleAssertions,
+                    format!("{} saml:Assertion elements; exactly one is accepted", more.len()),
+                );
+            }
+        };
+        let in_soap = self.check_position(&doc, assertion)?;
+
+        let signature = match signatures.as_slice() {
+            [] => return refuse(C::Unsigned, "the assertion carries no ds:Signature"),
+            [s] => *s,
+            more => {
+                return refuse(
+                    C::MultipleSignatures,
+                    format!("{} ds:Signature elements; exactly one is accepted", more.len()),
+                );
+            }
+        };
+        if signature.parent() != Some(assertion) {
+            return refuse(
+                C::SignatureNotChild,
+                "the ds:Signature is not a direct child of the assertion",
+            );
+        }
+        let children = elements(assertion, "Assertion")?;
+        if children.len() < 2
+            || !is(children[0], ns::SAML, "Issuer")
+            || children[1] != signature
+        {
+            return refuse(
+                C::SignaturePosition,
+                "ds:Signature must immediately follow saml:Issuer",
+            );
+        }
+        if assertion.attribute("Version") != Some("2.0") {
+            return refuse(
+                C::UnsupportedVersion,
+                format!(
+                    "Version '{}' (2.0 required)",
+                    shown(assertion.attribute("Version").unwrap_or(""))
+                ),
+            );
+        }
+        let Some(id) = assertion.attribute("ID").filter(|s| !s.is_empty()) else {
+            return refuse(C::MissingId, "the assertion has no ID");
+        };
+
+        // --- Signature structure. ---
+        let parts = self.signature_parts(signature)?;
+        if parts.reference_uri.strip_prefix('#') != Some(id) {
+            return refuse(
+                C::ReferenceMismatch,
+                format!(
+                    "the signature references '{}', not the assertion '#{}'",
+                    shown(parts.reference_uri),
+                    shown(id)
+                ),
+            );
+        }
+
+        // --- Signer. ---
+        let signer = self.trust.verify(&parts.certificates, now).map_err(|p| match p {
+            TrustProblem::Malformed(m) => Refusal {
+                code: C::CertificateMalformed,
+                message: m,
+            },
+            TrustProblem::Untrusted(m) => Refusal {
+                code: C::UntrustedSigner,
+                message: m,
+            },
+            TrustProblem::Expired(m) => Refusal {
+                code: C::SignerCertificateExpired,
+                message: m,
+            },
+            TrustProblem::KeyUsage(m) => Refusal {
+                code: C::SignerKeyUsage,
+                message: m,
+            },
+        })?;
+        match self.revocation.status(&signer.cert, &signer.chain, now) {
+            Ok(RevocationStatus::Good) => {}
+            Ok(RevocationStatus::Revoked { reason }) => {
+                return refuse(
+                    C::SignerRevoked,
+                    format!("signer certificate {} is revoked: {reason}", signer.cert.subject),
+                );
+            }
+            Err(e) => {
+                return refuse(
+                    C::RevocationUnavailable,
+                    format!("revocation status of {} unavailable: {e}", signer.cert.subject),
+                );
+            }
+        }
+        use ring::signature as rs;
+        let verifier: &dyn rs::VerificationAlgorithm = match (parts.algorithm, &signer.key) {
+            (XmlSignatureAlgorithm::RsaSha256, SignerKey::Rsa(_)) => {
+                &rs::RSA_PKCS1_2048_8192_SHA256
+            }
+            (XmlSignatureAlgorithm::RsaSha384, SignerKey::Rsa(_)) => {
+                &rs::RSA_PKCS1_2048_8192_SHA384
+            }
+            (XmlSignatureAlgorithm::RsaSha512, SignerKey::Rsa(_)) => {
+                &rs::RSA_PKCS1_2048_8192_SHA512
+            }
+            (XmlSignatureAlgorithm::EcdsaSha256, SignerKey::P256(_)) => {
+                &rs::ECDSA_P256_SHA256_FIXED
+            }
+            (XmlSignatureAlgorithm::EcdsaSha384, SignerKey::P384(_)) => {
+                &rs::ECDSA_P384_SHA384_FIXED
+            }
+            (alg, key) => {
+                return refuse(
+                    C::KeyAlgorithmMismatch,
+                    format!(
+                        "{} does not fit the signer's {} key",
+                        alg.uri(),
+                        match key {
+                            SignerKey::Rsa(_) => "RSA",
+                            SignerKey::P256(_) => "P-256",
+                            SignerKey::P384(_) => "P-384",
+                        }
+                    ),
+                );
+            }
+        };
+        let key_bytes = match &signer.key {
+            SignerKey::Rsa(k) | SignerKey::P256(k) | SignerKey::P384(k) => k.as_slice(),
+        };
+
+        // --- Digest over the canonicalised assertion without its signature. ---
+        let mut buf = Vec::with_capacity(input.len());
+        canonicalize(assertion, Some(signature), &parts.ref_prefixes, &mut buf)
+            .map_err(|e| Refusal {
+                code: C::MalformedXml,
+                message: e.to_string(),
+            })?;
+        let digest = ring::digest::digest(parts.digest_algorithm.ring(), &buf);
+        if digest.as_ref() != parts.digest.as_slice() {
+            return refuse(
+                C::DigestMismatch,
+                "the assertion's digest does not match the signed reference (content changed)",
+            );
+        }
+        buf.clear();
+        canonicalize(parts.signed_info, None, &parts.si_prefixes, &mut buf).map_err(|e| {
+            Refusal {
+                code: C::MalformedXml,
+                message: e.to_string(),
+            }
+        })?;
+        if rs::UnparsedPublicKey::new(verifier, key_bytes)
+            .verify(&buf, &parts.signature_value)
+            .is_err()
+        {
+            return refuse(
+                C::BadSignature,
+                format!(
+                    "the signature does not verify with the key of {}",
+                    signer.cert.subject
+                ),
+            );
+        }
+
+        // --- From here on, everything is read from the verified assertion node. ---
+        if cfg.comments == CommentPolicy::Refuse
+            && assertion.descendants().any(|n| n.is_comment())
+        {
+            return refuse(
+                C::CommentInAssertion,
+                "comments inside the assertion are not accepted",
+            );
+        }
+        self.read(assertion, &children[2..], id, &signer.cert, &parts, in_soap, now)
+    }
+
+    /// Where the assertion may be: the root, or `Envelope/Header/wsse:Security/Assertion` of a
+    /// SOAP 1.2 envelope `Envelope/(Header, Body)`. Returns whether it is in an envelope.
+    fn check_position(&self, doc: &Document<'_>, assertion: Node<'_, '_>) -> Result<bool, Refusal> {
+        use RefusalCode as C;
+        let root = doc.root_element();
+        if root == assertion {
+            return Ok(false);
+        }
+        if is(root, ns::SOAP11, "Envelope") {
+            return refuse(C::SoapVersion, "SOAP 1.1 envelope; SOAP 1.2 is required");
+        }
+        if !is(root, ns::SOAP12, "Envelope") {
+            return refuse(
+                C::AssertionPosition,
+                format!(
+                    "the assertion is inside {} instead of being the root or in a SOAP 1.2 header",
+                    shown(&qname_of(root))
+                ),
+            );
+        }
+        let kids = elements(root, "soap:Envelope").map_err(|r| Refusal {
+            code: C::SoapStructure,
+            message: r.message,
+        })?;
+        if kids.len() != 2 || !is(kids[0], ns::SOAP12, "Header") || !is(kids[1], ns::SOAP12, "Body")
+        {
+            return refuse(C::SoapStructure, "soap:Envelope must hold Header then Body");
+        }
+        let security = assertion.parent_element();
+        match security {
+            Some(s)
+                if is(s, ns::WSSE, "Security") && s.parent_element() == Some(kids[0]) =>
+            {
+                Ok(true)
+            }
+            _ => refuse(
+                C::AssertionPosition,
+                "in a SOAP envelope the assertion must be a child of soap:Header/wsse:Security",
+            ),
+        }
+    }
+
+    fn signature_parts<'a, 'i>(
+        &self,
+        signature: Node<'a, 'i>,
+    ) -> Result<SignatureParts<'a, 'i>, Refusal> {
+        use RefusalCode as C;
+        let kids = elements(signature, "ds:Signature").map_err(|r| Refusal {
+            code: C::SignatureStructure,
+            message: r.message,
+        })?;
+        let (si, sv, ki) = match kids.as_slice() {
+            [si, sv, ki]
+                if is(*si, ns::DS, "SignedInfo")
+                    && is(*sv, ns::DS, "SignatureValue")
+                    && is(*ki, ns::DS, "KeyInfo") =>
+            {
+                (*si, *sv, *ki)
+            }
+            _ => {
+                return refuse(
+                    C::SignatureStructure,
+                    format!(
+                        "ds:Signature must hold exactly SignedInfo, SignatureValue, KeyInfo (found {})",
+                        kids.iter().map(|k| qname_of(*k)).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        };
+        let st = |r: Refusal| Refusal {
+            code: C::SignatureStructure,
+            message: r.message,
+        };
+        let si_kids = elements(si, "ds:SignedInfo").map_err(st)?;
+        if si_kids.len() < 3
+            || !is(si_kids[0], ns::DS, "CanonicalizationMethod")
+            || !is(si_kids[1], ns::DS, "SignatureMethod")
+        {
+            return refuse(
+                C::SignatureStructure,
+                "ds:SignedInfo must hold CanonicalizationMethod, SignatureMethod, Reference",
+            );
+        }
+        let refs = &si_kids[2..];
+        if let Some(other) = refs.iter().find(|r| !is(**r, ns::DS, "Reference")) {
+            return refuse(
+                C::SignatureStructure,
+                format!("unexpected {} in ds:SignedInfo", shown(&qname_of(*other))),
+            );
+        }
+        if refs.len() != 1 {
+            return refuse(
+                C::ReferenceCount,
+                format!("{} references; exactly one is accepted", refs.len()),
+            );
+        }
+        let cm = si_kids[0];
+        check_c14n_uri(algorithm_attr(cm, "CanonicalizationMethod")?, "CanonicalizationMethod")?;
+        let si_prefixes = inclusive_prefixes(cm, "CanonicalizationMethod")?;
+
+        let sm = si_kids[1];
+        let sm_uri = algorithm_attr(sm, "SignatureMethod")?;
+        let algorithm = match XmlSignatureAlgorithm::from_uri(sm_uri) {
+            Some(a) if self.config.signature_algorithms.contains(&a) => a,
+            _ => {
+                let why = if sm_uri.contains("hmac") {
+                    "HMAC signatures are not accepted"
+                } else if sm_uri.ends_with("sha1") {
+                    "SHA-1 signatures are not accepted"
+                } else {
+                    "not an allowed signature algorithm"
+                };
+                return refuse(
+                    C::SignatureAlgorithmNotAllowed,
+                    format!("SignatureMethod '{}': {why}", shown(sm_uri)),
+                );
+            }
+        };
+        if !elements(sm, "SignatureMethod").map_err(st)?.is_empty() {
+            return refuse(
+                C::SignatureAlgorithmNotAllowed,
+                "SignatureMethod parameters (e.g. HMACOutputLength) are not accepted",
+            );
+        }
+
+        let reference = refs[0];
+        let reference_uri = reference.attribute("URI").unwrap_or("");
+        for a in reference.attributes() {
+            if a.namespace().is_some() || !matches!(a.name(), "URI" | "Id" | "Type") {
+                return refuse(
+                    C::SignatureStructure,
+                    format!("unexpected attribute {} on ds:Reference", a.name()),
+                );
+            }
+        }
+        let rk = elements(reference, "ds:Reference").map_err(st)?;
+        let (tr, dm, dv) = match rk.as_slice() {
+            [tr, dm, dv]
+                if is(*tr, ns::DS, "Transforms")
+                    && is(*dm, ns::DS, "DigestMethod")
+                    && is(*dv, ns::DS, "DigestValue") =>
+            {
+                (*tr, *dm, *dv)
+            }
+            _ => {
+                return refuse(
+                    C::TransformsNotAllowed,
+                    "ds:Reference must hold Transforms, DigestMethod, DigestValue",
+                );
+            }
+        };
+        let transforms = elements(tr, "ds:Transforms").map_err(st)?;
+        let ref_prefixes = match transforms.as_slice() {
+            [t1, t2]
+                if is(*t1, ns::DS, "Transform")
+                    && is(*t2, ns::DS, "Transform")
+                    && t1.attribute("Algorithm") == Some(ns::ENVELOPED)
+                    && t2.attribute("Algorithm") == Some(ns::EXC_C14N)
+                    && elements(*t1, "Transform").map_err(st)?.is_empty() =>
+            {
+                inclusive_prefixes(*t2, "Transform")?
+            }
+            _ => {
+                let uris: Vec<String> = transforms
+                    .iter()
+                    .map(|t| shown(t.attribute("Algorithm").unwrap_or("?")))
+                    .collect();
+                return refuse(
+                    C::TransformsNotAllowed,
+                    format!(
+                        "transforms must be exactly enveloped-signature then exclusive c14n (found [{}])",
+                        uris.join(", ")
+                    ),
+                );
+            }
+        };
+        let dm_uri = algorithm_attr(dm, "DigestMethod")?;
+        let digest_algorithm = match XmlDigestAlgorithm::from_uri(dm_uri) {
+            Some(a) if self.config.digest_algorithms.contains(&a) => a,
+            _ => {
+                return refuse(
+                    C::DigestAlgorithmNotAllowed,
+                    format!("DigestMethod '{}' is not allowed", shown(dm_uri)),
+                );
+            }
+        };
+        let digest = b64_decode(
+            &simple_text(dv, "DigestValue", C::SignatureStructure)?,
+            "DigestValue",
+            C::SignatureStructure,
+        )?;
+        let signature_value = b64_decode(
+            &simple_text(sv, "SignatureValue", C::SignatureStructure)?,
+            "SignatureValue",
+            C::SignatureStructure,
+        )?;
+
+        let ki_kids = elements(ki, "ds:KeyInfo").map_err(|r| Refusal {
+            code: C::KeyInfo,
+            message: r.message,
+        })?;
+        let x509 = match ki_kids.as_slice() {
+            [x] if is(*x, ns::DS, "X509Data") => *x,
+            _ => {
+                return refuse(C::KeyInfo, "ds:KeyInfo must hold exactly one ds:X509Data");
+            }
+        };
+        let certs = elements(x509, "ds:X509Data").map_err(|r| Refusal {
+            code: C::KeyInfo,
+            message: r.message,
+        })?;
+        if certs.is_empty()
+            || certs.len() > 4
+            || certs.iter().any(|c| !is(*c, ns::DS, "X509Certificate"))
+        {
+            return refuse(
+                C::KeyInfo,
+                "ds:X509Data must hold one to four ds:X509Certificate (the signer first)",
+            );
+        }
+        let mut certificates = Vec::with_capacity(certs.len());
+        for c in certs {
+            certificates.push(b64_decode(
+                &simple_text(c, "X509Certificate", C::KeyInfo)?,
+                "X509Certificate",
+                C::CertificateMalformed,
+            )?);
+        }
+        Ok(SignatureParts {
+            signed_info: si,
+            si_prefixes,
+            algorithm,
+            reference_uri,
+            ref_prefixes,
+            digest_algorithm,
+            digest,
+            signature_value,
+            certificates,
+        })
+    }
+
+    /// Read the verified assertion. `rest` are its element children after Issuer and Signature.
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        assertion: Node<'_, '_>,
+        rest: &[Node<'_, '_>],
+        id: &str,
+        signer: &SignerCertificate,
+        parts: &SignatureParts<'_, '_>,
+        in_soap: bool,
+        now: SystemTime,
+    ) -> Result<ValidatedAssertion, Refusal> {
+        use RefusalCode as C;
+        let cfg = &self.config;
+        let skew_ms = i64::try_from(cfg.clock_skew.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = to_millis(now);
+        let time_attr = |n: Node<'_, '_>, name: &str| -> Result<Option<SystemTime>, Refusal> {
+            match n.attribute(name) {
+                None => Ok(None),
+                Some(v) => parse_datetime(v).map(Some).or_else(|why| {
+                    refuse(C::Schema, format!("{name} '{}': {why}", shown(v)))
+                }),
+            }
+        };
+
+        let issue_instant = time_attr(assertion, "IssueInstant")?
+            .map_or_else(|| refuse(C::Schema, "the assertion has no IssueInstant"), Ok)?;
+
+        // Issuer.
+        let issuer_node = assertion
+            .first_element_child()
+            .map_or_else(|| refuse(C::Schema, "no Issuer"), Ok)?;
+        if issuer_node.attribute("Format") != Some(ns::NAMEID_X509_SUBJECT) {
+            return refuse(
+                C::Schema,
+                format!("Issuer Format must be {}", ns::NAMEID_X509_SUBJECT),
+            );
+        }
+        let issuer = simple_text(issuer_node, "Issuer", C::Schema)?;
+        if cfg.issuer_must_match_signer && !issuer_names_signer(&issuer, signer) {
+            return refuse(
+                C::IssuerMismatch,
+                format!(
+                    "Issuer '{}' is not the signer certificate's subject '{}'",
+                    shown(&issuer),
+                    signer.subject
+                ),
+            );
+        }
+
+        let (mut subject, mut conditions, mut authn, mut statement) = (None, None, None, None);
+        for &n in rest {
+            let slot = match (n.tag_name().namespace(), n.tag_name().name()) {
+                (Some(ns::SAML), "Subject") => &mut subject,
+                (Some(ns::SAML), "Conditions") => &mut conditions,
+                (Some(ns::SAML), "AuthnStatement") => &mut authn,
+                (Some(ns::SAML), "AttributeStatement") => &mut statement,
+                _ => {
+                    return refuse(
+                        C::Schema,
+                        format!("unexpected {} in the assertion", shown(&qname_of(n))),
+                    );
+                }
+            };
+            if slot.replace(n).is_some() {
+                return refuse(
+                    C::Schema,
+                    format!("{} appears twice", n.tag_name().name()),
+                );
+            }
+        }
+        let subject = subject.map_or_else(|| refuse(C::Schema, "no Subject"), Ok)?;
+        let authn = authn.map_or_else(|| refuse(C::Schema, "no AuthnStatement"), Ok)?;
+        let statement =
+            statement.map_or_else(|| refuse(C::MissingAttribute, "no AttributeStatement"), Ok)?;
+
+        // Subject: one NameID, subject confirmations.
+        let mut name_id = None;
+        let mut confirmation_ends = Vec::new();
+        for n in elements(subject, "Subject")? {
+            if is(n, ns::SAML, "NameID") {
+                if name_id.is_some() {
+                    return refuse(C::Schema, "NameID appears twice");
+                }
+                name_id = Some(simple_text(n, "NameID", C::MalformedAttribute)?);
+            } else if is(n, ns::SAML, "SubjectConfirmation") {
+                for d in elements(n, "SubjectConfirmation")? {
+                    if is(d, ns::SAML, "SubjectConfirmationData") {
+                        if let Some(t) = time_attr(d, "NotOnOrAfter")? {
+                            confirmation_ends.push(t);
+                        }
+                        if let Some(t) = time_attr(d, "NotBefore")? {
+                            if to_millis(t) > now_ms.saturating_add(skew_ms) {
+                                return refuse(
+                                    C::NotYetValid,
+                                    "SubjectConfirmationData NotBefore is in the future",
+                                );
+                            }
+                        }
+                    }
+                }
+            } else {
+                return refuse(
+                    C::Schema,
+                    format!("unexpected {} in Subject", shown(&qname_of(n))),
+                );
+            }
+        }
+        let name_id = name_id.map_or_else(|| refuse(C::MissingAttribute, "no Subject/NameID"), Ok)?;
+        let name_id = IdNatPs::parse(&name_id).map_err(|e| Refusal {
+            code: C::MalformedAttribute,
+            message: format!("NameID: {e}"),
+        })?;
+
+        // Conditions.
+        let mut not_before = None;
+        let mut not_on_or_after = None;
+        let mut audiences = Vec::new();
+        let mut restrictions = 0usize;
+        if let Some(c) = conditions {
+            not_before = time_attr(c, "NotBefore")?;
+            not_on_or_after = time_attr(c, "NotOnOrAfter")?;
+            for n in elements(c, "Conditions")? {
+                if is(n, ns::SAML, "AudienceRestriction") {
+                    restrictions += 1;
+                    let mut these = Vec::new();
+                    for a in elements(n, "AudienceRestriction")? {
+                        if !is(a, ns::SAML, "Audience") {
+                            return refuse(C::Schema, "AudienceRestriction holds only Audience");
+                        }
+                        these.push(simple_text(a, "Audience", C::Schema)?);
+                    }
+                    if let Some(mine) = &cfg.audience {
+                        if !these.iter().any(|a| a == mine) {
+                            return refuse(
+                                C::AudienceMismatch,
+                                format!("the assertion is not meant for {}", shown(mine)),
+                            );
+                        }
+                    }
+                    audiences.extend(these);
+                } else if !(is(n, ns::SAML, "OneTimeUse") || is(n, ns::SAML, "ProxyRestriction"))
+                {
+                    return refuse(
+                        C::Schema,
+                        format!("unsupported condition {}", shown(&qname_of(n))),
+                    );
+                }
+            }
+        }
+        match (&cfg.audience, restrictions) {
+            (Some(mine), 0) => {
+                return refuse(
+                    C::AudienceMismatch,
+                    format!("the assertion has no AudienceRestriction naming {}", shown(mine)),
+                );
+            }
+            (None, n) if n > 0 => {
+                return refuse(
+                    C::AudienceMismatch,
+                    format!(
+                        "the assertion is restricted to [{}] and this service has no audience configured",
+                        audiences.iter().map(|a| shown(a)).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            _ => {}
+        }
+
+        // Times.
+        let not_before = not_before.unwrap_or(issue_instant);
+        let max_validity_ms = i64::try_from(cfg.max_validity.as_millis()).unwrap_or(i64::MAX);
+        let not_on_or_after = match not_on_or_after {
+            Some(t) => t,
+            None if cfg.require_validity => {
+                return refuse(C::MissingValidity, "Conditions/@NotOnOrAfter is required");
+            }
+            None => crate::time::from_millis(to_millis(issue_instant).saturating_add(max_validity_ms)),
+        };
+        let (nb, na, ii) = (
+            to_millis(not_before),
+            to_millis(not_on_or_after),
+            to_millis(issue_instant),
+        );
+        if na <= nb {
+            return refuse(C::Schema, "NotOnOrAfter is not after NotBefore");
+        }
+        if na - nb > max_validity_ms {
+            return refuse(
+                C::ValidityTooLong,
+                format!(
+                    "valid for {} s (at most {} s accepted)",
+                    (na - nb) / 1000,
+                    max_validity_ms / 1000
+                ),
+            );
+        }
+        if nb > now_ms.saturating_add(skew_ms) || ii > now_ms.saturating_add(skew_ms) {
+            return refuse(
+                C::NotYetValid,
+                format!(
+                    "valid from {} (now {})",
+                    crate::time::format_datetime(not_before.max(issue_instant)),
+                    crate::time::format_datetime(now)
+                ),
+            );
+        }
+        if now_ms.saturating_sub(skew_ms) >= na {
+            return refuse(
+                C::Expired,
+                format!(
+                    "expired at {} (now {})",
+                    crate::time::format_datetime(not_on_or_after),
+                    crate::time::format_datetime(now)
+                ),
+            );
+        }
+        if let Some(t) = confirmation_ends
+            .iter()
+            .find(|t| now_ms.saturating_sub(skew_ms) >= to_millis(**t))
+        {
+            return refuse(
+                C::Expired,
+                format!(
+                    "SubjectConfirmationData expired at {}",
+                    crate::time::format_datetime(*t)
+                ),
+            );
+        }
+
+        // AuthnStatement.
+        let authn_instant = time_attr(authn, "AuthnInstant")?
+            .map_or_else(|| refuse(C::Schema, "AuthnStatement has no AuthnInstant"), Ok)?;
+        if to_millis(authn_instant) > now_ms.saturating_add(skew_ms) {
+            return refuse(C::NotYetValid, "AuthnInstant is in the future");
+        }
+        let mut class_ref = None;
+        for n in elements(authn, "AuthnStatement")? {
+            if is(n, ns::SAML, "AuthnContext") {
+                for c in elements(n, "AuthnContext")? {
+                    if is(c, ns::SAML, "AuthnContextClassRef") {
+                        if class_ref.is_some() {
+                            return refuse(C::Schema, "AuthnContextClassRef appears twice");
+                        }
+                        class_ref = Some(simple_text(c, "AuthnContextClassRef", C::Schema)?);
+                    } else if !is(c, ns::SAML, "AuthnContextDecl")
+                        && !is(c, ns::SAML, "AuthnContextDeclRef")
+                    {
+                        return refuse(C::Schema, "unexpected element in AuthnContext");
+                    }
+                }
+            } else if !is(n, ns::SAML, "SubjectLocality") {
+                return refuse(C::Schema, "unexpected element in AuthnStatement");
+            }
+        }
+        let authn_context_class_ref =
+            class_ref.map_or_else(|| refuse(C::Schema, "no AuthnContextClassRef"), Ok)?;
+
+        // Attributes.
+        let mut attributes: Vec<(&str, Node<'_, '_>)> = Vec::new();
+        for n in elements(statement, "AttributeStatement")? {
+            if !is(n, ns::SAML, "Attribute") {
+                return refuse(
+                    C::Schema,
+                    format!("unexpected {} in AttributeStatement", shown(&qname_of(n))),
+                );
+            }
+            let Some(name) = n.attribute("Name") else {
+                return refuse(C::Schema, "Attribute without Name");
+            };
+            if attributes.iter().any(|(a, _)| *a == name) {
+                return refuse(
+                    C::DuplicateAttribute,
+                    format!("attribute {} appears twice", shown(name)),
+                );
+            }
+            attributes.push((name, n));
+        }
+        let claims = read_claims(&attributes, cfg, name_id, authn_instant, authn_context_class_ref)?;
+        let versions: Vec<&str> = cfg.vihf_versions.iter().map(String::as_str).collect();
+        claims.check(&versions).map_err(|p| match p {
+            ClaimProblem::BreakGlassWithoutJustification => Refusal {
+                code: C::BreakGlassWithoutJustification,
+                message: "bris_de_glace access without a justification".into(),
+            },
+            ClaimProblem::Malformed(_, why) => Refusal {
+                code: C::MalformedAttribute,
+                message: why,
+            },
+        })?;
+        Ok(ValidatedAssertion {
+            id: id.to_owned(),
+            issuer,
+            issue_instant,
+            not_before,
+            not_on_or_after,
+            audiences,
+            claims,
+            signer: signer.clone(),
+            signature_algorithm: parts.algorithm,
+            digest_algorithm: parts.digest_algorithm,
+            in_soap_envelope: in_soap,
+        })
+    }
+}
+
+/// Whether the `Issuer` text names the signer: the same attribute-value pairs as the
+/// certificate subject, written most-specific first (RFC 4514) or most-general first.
+fn issuer_names_signer(issuer: &str, signer: &SignerCertificate) -> bool {
+    let Ok(dn) = cps_pki::DistinguishedName::parse(issuer) else {
+        return false;
+    };
+    if dn == signer.subject_dn {
+        return true;
+    }
+    let mut rev: Vec<_> = dn.rdns().to_vec();
+    rev.reverse();
+    rev.as_slice() == signer.subject_dn.rdns()
+}
+
+/// The values of an attribute.
+fn values<'a, 'i>(attribute: Node<'a, 'i>, name: &str) -> Result<Vec<Node<'a, 'i>>, Refusal> {
+    let vs = elements(attribute, name)?;
+    if vs.is_empty() {
+        return refuse(
+            RefusalCode::MissingAttribute,
+            format!("attribute {} has no value", shown(name)),
+        );
+    }
+    if let Some(v) = vs.iter().find(|v| !is(**v, ns::SAML, "AttributeValue")) {
+        return refuse(
+            RefusalCode::Schema,
+            format!("unexpected {} in attribute {}", shown(&qname_of(*v)), shown(name)),
+        );
+    }
+    Ok(vs)
+}
+
+fn single_text(attrs: &[(&str, Node<'_, '_>)], name: &str) -> Result<Option<String>, Refusal> {
+    let Some((_, a)) = attrs.iter().find(|(n, _)| *n == name) else {
+        return Ok(None);
+    };
+    let vs = values(*a, name)?;
+    if vs.len() != 1 {
+        return refuse(
+            RefusalCode::MalformedAttribute,
+            format!("attribute {} must have exactly one value", shown(name)),
+        );
+    }
+    simple_text(vs[0], name, RefusalCode::MalformedAttribute).map(Some)
+}
+
+fn required_text(attrs: &[(&str, Node<'_, '_>)], name: &str) -> Result<String, Refusal> {
+    single_text(attrs, name)?.map_or_else(
+        || {
+            refuse(
+                RefusalCode::MissingAttribute,
+                format!("mandatory attribute {name} is missing"),
+            )
+        },
+        Ok,
+    )
+}
+
+/// An HL7 v3 CE element (`Role`, `PurposeOfUse`, …) inside an `AttributeValue`.
+fn coded(value: Node<'_, '_>, element: &str, name: &str) -> Result<CodedValue, Refusal> {
+    let bad = |why: String| Refusal {
+        code: RefusalCode::MalformedAttribute,
+        message: format!("attribute {}: {why}", shown(name)),
+    };
+    let kids = elements(value, name).map_err(|r| bad(r.message))?;
+    let [ce] = kids.as_slice() else {
+        return Err(bad(format!("expected one hl7:{element} element")));
+    };
+    if !is(*ce, ns::HL7, element) {
+        return Err(bad(format!(
+            "expected hl7:{element}, found {}",
+            shown(&qname_of(*ce))
+        )));
+    }
+    if let Some(t) = ce.attribute((ns::XSI, "type")) {
+        if t.rsplit(':').next() != Some("CE") {
+            return Err(bad(format!("xsi:type '{}' is not CE", shown(t))));
+        }
+    }
+    let get = |a: &str| ce.attribute(a).map(str::to_owned);
+    let v = CodedValue {
+        code: get("code").ok_or_else(|| bad("no code".into()))?,
+        code_system: get("codeSystem").ok_or_else(|| bad("no codeSystem".into()))?,
+        code_system_name: get("codeSystemName"),
+        display_name: get("displayName"),
+    };
+    v.check(name).map_err(bad)?;
+    Ok(v)
+}
+
+fn read_claims(
+    attrs: &[(&str, Node<'_, '_>)],
+    cfg: &ValidatorConfig,
+    name_id: IdNatPs,
+    authn_instant: SystemTime,
+    authn_context_class_ref: String,
+) -> Result<VihfClaims, Refusal> {
+    use RefusalCode as C;
+    let malformed = |name: &str, why: String| Refusal {
+        code: C::MalformedAttribute,
+        message: format!("{name}: {why}"),
+    };
+    let vihf_version = required_text(attrs, attr::VIHF_VERSION)?;
+    let subject_id = required_text(attrs, attr::SUBJECT_ID)?;
+    let roles = match attrs.iter().find(|(n, _)| *n == attr::ROLE) {
+        None => {
+            return refuse(
+                C::MissingAttribute,
+                format!("mandatory attribute {} is missing", attr::ROLE),
+            );
+        }
+        Some((_, a)) => values(*a, attr::ROLE)?
+            .into_iter()
+            .map(|v| coded(v, "Role", attr::ROLE))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let secteur_activite = required_text(attrs, attr::SECTEUR_ACTIVITE)?;
+    let structure_id = required_text(attrs, attr::IDENTIFIANT_STRUCTURE)?;
+    let mode = required_text(attrs, attr::AUTHENTIFICATION_MODE)?;
+    let authentication_mode = AuthenticationMode::parse(&mode).ok_or_else(|| {
+        malformed(
+            attr::AUTHENTIFICATION_MODE,
+            format!(
+                "'{}' is not DIRECTE, INDIRECTE or INDIRECTE_RENFORCEE",
+                shown(&mode)
+            ),
+        )
+    })?;
+    let patient = match single_text(attrs, attr::RESOURCE_ID)? {
+        Some(cx) => {
+            let p = PatientId::parse_cx(&cx).map_err(|e| malformed(attr::RESOURCE_ID, e))?;
+            if !cfg.ins_authorities.iter().any(|a| *a == p.authority) {
+                return Err(malformed(
+                    attr::RESOURCE_ID,
+                    format!("assigning authority {} is not accepted", p.authority),
+                ));
+            }
+            Some(p)
+        }
+        None if cfg.require_patient => {
+            return refuse(
+                C::MissingAttribute,
+                format!("mandatory attribute {} is missing", attr::RESOURCE_ID),
+            );
+        }
+        None => None,
+    };
+    let resource_urn = required_text(attrs, attr::RESSOURCE_URN)?;
+    let pou = match attrs.iter().find(|(n, _)| *n == attr::PURPOSE_OF_USE) {
+        None => {
+            return refuse(
+                C::MissingAttribute,
+                format!("mandatory attribute {} is missing", attr::PURPOSE_OF_USE),
+            );
+        }
+        Some((_, a)) => {
+            let vs = values(*a, attr::PURPOSE_OF_USE)?;
+            if vs.len() != 1 {
+                return Err(malformed(attr::PURPOSE_OF_USE, "exactly one value".into()));
+            }
+            coded(vs[0], "PurposeOfUse", attr::PURPOSE_OF_USE)?
+        }
+    };
+    if pou.code_system != ns::PURPOSE_OF_USE_CODE_SYSTEM {
+        return Err(malformed(
+            attr::PURPOSE_OF_USE,
+            format!(
+                "codeSystem {} is not {}",
+                shown(&pou.code_system),
+                ns::PURPOSE_OF_USE_CODE_SYSTEM
+            ),
+        ));
+    }
+    let justification = single_text(attrs, attr::BREAK_GLASS_JUSTIFICATION)?;
+    let purpose_of_use = match pou.code.as_str() {
+        "normal" => PurposeOfUse::Normal,
+        "centre_15" => PurposeOfUse::Centre15,
+        "bris_de_glace" => match justification.as_deref() {
+            Some(j) if !j.trim().is_empty() => PurposeOfUse::BreakGlass {
+                justification: justification.clone().unwrap_or_default(),
+            },
+            _ => {
+                return refuse(
+                    C::BreakGlassWithoutJustification,
+                    format!(
+                        "bris_de_glace access without a {} attribute",
+                        attr::BREAK_GLASS_JUSTIFICATION
+                    ),
+                );
+            }
+        },
+        other => {
+            return Err(malformed(
+                attr::PURPOSE_OF_USE,
+                format!(
+                    "'{}' is not normal, bris_de_glace or centre_15",
+                    shown(other)
+                ),
+            ));
+        }
+    };
+    if justification.is_some() && !purpose_of_use.is_break_glass() {
+        return Err(malformed(
+            attr::BREAK_GLASS_JUSTIFICATION,
+            "a justification is only given with bris_de_glace".into(),
+        ));
+    }
+    let confidentiality_code = match attrs.iter().find(|(n, _)| *n == attr::CONFIDENTIALITY_CODE)
+    {
+        None => None,
+        Some((_, a)) => {
+            let vs = values(*a, attr::CONFIDENTIALITY_CODE)?;
+            if vs.len() != 1 {
+                return Err(malformed(attr::CONFIDENTIALITY_CODE, "exactly one value".into()));
+            }
+            Some(coded(vs[0], "ConfidentialityCode", attr::CONFIDENTIALITY_CODE)?)
+        }
+    };
+    let software = SoftwareInfo {
+        name: required_text(attrs, attr::LPS_NOM)?,
+        version: single_text(attrs, attr::LPS_VERSION)?,
+        id: single_text(attrs, attr::LPS_ID)?,
+        homologation: required_text(attrs, attr::LPS_HOMOLOGATION)?,
+    };
+    Ok(VihfClaims {
+        vihf_version,
+        name_id,
+        subject_id,
+        roles,
+        secteur_activite,
+        structure_id,
+        authentication_mode,
+        patient,
+        resource_urn,
+        purpose_of_use,
+        confidentiality_code,
+        software,
+        authn_instant,
+        authn_context_class_ref,
+    })
+}
