@@ -23,9 +23,9 @@ pub mod framing;
 mod log;
 mod model;
 mod parse;
-//mod queue;
-//mod repository;
-//mod sender;
+mod queue;
+mod repository;
+mod sender;
 pub mod syslog;
 pub mod time_fmt;
 
@@ -42,7 +42,7 @@ pub use model::{
     ParticipantObject,
 };
 pub use parse::{Code, EventSummary, XmlLimits, parse_audit_xml};
-//pub use queue::{Auditor, Queue, QueueOptions};
-//pub use repository::{NodeAuthorizer, Repository, RepositoryConfig, RepositoryStats};
-//pub use sender::{Destination, Sender, SenderOptions, SenderStatus};
+pub use queue::{Auditor, Queue, QueueOptions, QueueReader};
+pub use repository::{NodeAuthorizer, Repository, RepositoryConfig, RepositoryStats};
+pub use sender::{Destination, Sender, SenderOptions, SenderStatus};
 pub use syslog::SyslogMessage;

@@ -1,0 +1,406 @@
+//! The audit record repository's listeners: syslog over TLS (RFC 5425) with node
+//! authentication, and an optional syslog over UDP input (RFC 5426, off unless configured).
+//!
+//! The caller builds the `rustls::ServerConfig`, including the client-certificate verifier that
+//! checks the chain to our CA and the live revocation state; a connection whose handshake fails
+//! is refused by rustls. Then the client must have presented a certificate, and the
+//! [`NodeAuthorizer`] must accept it as a registered node (an allowlist: being issued by our CA
+//! is not enough). Refusals are logged with their reason and reported to
+//! [`NodeAuthorizer::refused`] (so the appliance can audit them), and the connection is closed.
+//!
+//! Each accepted connection reads octet-counted frames, parses each message (RFC 5424, then
+//! DICOM XML; unparseable messages are stored too, flagged) and appends them to the
+//! [`AuditLog`] in batches; the next read starts only after the batch is durable. A framing
+//! error, an oversized frame, the idle timeout or a log failure closes the connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::framing::FrameDecoder;
+use crate::log::AuditLog;
+use crate::log::record::{NewRecord, NodeIdentity, Transport};
+use crate::parse::XmlLimits;
+
+/// Decides whether a TLS client is a registered node.
+pub trait NodeAuthorizer: Send + Sync + 'static {
+    /// `chain` is the client's certificate chain, end-entity first, already verified by the
+    /// `ServerConfig`'s client verifier; `node` its subject and fingerprint. `Err` carries the
+    /// reason for the refusal.
+    fn authorize(&self, chain: &[CertificateDer<'_>], node: &NodeIdentity) -> Result<(), String>;
+
+    /// Called for every refused connection (failed handshake, no certificate, not a registered
+    /// node), with what is known of the client.
+    fn refused(&self, peer: SocketAddr, node: Option<&NodeIdentity>, reason: &str) {
+        let _ = (peer, node, reason);
+    }
+}
+
+/// Listener configuration.
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    /// Syslog-TLS address (port 6514 in production; port 0 picks a free one).
+    pub tls_addr: SocketAddr,
+    /// Syslog-UDP address; `None` (the default) disables the UDP input.
+    pub udp_addr: Option<SocketAddr>,
+    /// Most simultaneous TLS connections; more are closed at once.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest frame (SYSLOG-MSG octets); at least 32 768.
+    pub max_frame: usize,
+    /// Limits of the XML parser.
+    pub xml_limits: XmlLimits,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            tls_addr: SocketAddr::from(([0, 0, 0, 0], 6514)),
+            udp_addr: None,
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_frame: 256 * 1024,
+            xml_limits: XmlLimits::default(),
+        }
+    }
+}
+
+/// Counters of a running repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepositoryStats {
+    /// TLS connections accepted as registered nodes.
+    pub accepted: u64,
+    /// Connections refused (handshake failure, no certificate, not a node, too many).
+    pub refused: u64,
+    /// Messages stored (TLS and UDP).
+    pub messages: u64,
+    /// Of which stored unparsed.
+    pub parse_errors: u64,
+    /// Connections closed for a framing error.
+    pub frame_errors: u64,
+    /// Messages received over UDP.
+    pub udp_messages: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    messages: AtomicU64,
+    parse_errors: AtomicU64,
+    frame_errors: AtomicU64,
+    udp_messages: AtomicU64,
+}
+
+/// A running repository listener.
+pub struct Repository {
+    local_addr: SocketAddr,
+    udp_local_addr: Option<SocketAddr>,
+    counters: Arc<Counters>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct Ctx {
+    acceptor: tokio_rustls::TlsAcceptor,
+    authorizer: Arc<dyn NodeAuthorizer>,
+    log: AuditLog,
+    config: RepositoryConfig,
+    counters: Arc<Counters>,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+fn now_micros() -> i64 {
+    crate::time_fmt::unix_micros(time::OffsetDateTime::now_utc())
+}
+
+impl Repository {
+    /// Bind the listeners and start serving on the current tokio runtime.
+    pub async fn start(
+        config: RepositoryConfig,
+        tls: Arc<rustls::ServerConfig>,
+        authorizer: Arc<dyn NodeAuthorizer>,
+        log: AuditLog,
+    ) -> std::io::Result<Repository> {
+        let listener = TcpListener::bind(config.tls_addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let mut tasks = Vec::new();
+        let mut udp_local_addr = None;
+        if let Some(addr) = config.udp_addr {
+            let sock = UdpSocket::bind(addr).await?;
+            udp_local_addr = Some(sock.local_addr()?);
+            tasks.push(tokio::spawn(udp_loop(
+                sock,
+                log.clone(),
+                config.xml_limits,
+                counters.clone(),
+                shutdown.subscribe(),
+            )));
+            tracing::info!(address = %udp_local_addr.unwrap_or(addr), "syslog UDP input enabled (no node authentication)");
+        }
+        let ctx = Arc::new(Ctx {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            authorizer,
+            log,
+            limit: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
+            config,
+            counters: counters.clone(),
+        });
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            ctx,
+            shutdown.subscribe(),
+        )));
+        Ok(Repository {
+            local_addr,
+            udp_local_addr,
+            counters,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound TLS address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound UDP address, when the UDP input is on.
+    pub fn udp_local_addr(&self) -> Option<SocketAddr> {
+        self.udp_local_addr
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> RepositoryStats {
+        let c = &self.counters;
+        RepositoryStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            messages: c.messages.load(Ordering::Relaxed),
+            parse_errors: c.parse_errors.load(Ordering::Relaxed),
+            frame_errors: c.frame_errors.load(Ordering::Relaxed),
+            udp_messages: c.udp_messages.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stop accepting, close every connection (after its current batch is durable).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "syslog-TLS accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let Ok(permit) = ctx.limit.clone().try_acquire_owned() else {
+            ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let reason = format!("connection limit of {} reached", ctx.config.max_connections);
+            tracing::warn!(%peer, %reason, "syslog-TLS connection refused");
+            ctx.authorizer.refused(peer, None, &reason);
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = ctx.clone();
+        let sd = shutdown.clone();
+        conns.spawn(async move {
+            handle(tcp, peer, &ctx, sd).await;
+            drop(permit);
+        });
+    }
+    conns.shutdown().await;
+}
+
+fn refuse(ctx: &Ctx, peer: SocketAddr, node: Option<&NodeIdentity>, reason: &str) {
+    ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%peer, node = node.map(|n| n.subject.as_str()).unwrap_or(""), %reason, "syslog-TLS client refused");
+    ctx.authorizer.refused(peer, node, reason);
+}
+
+async fn handle(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tls =
+        match tokio::time::timeout(ctx.config.handshake_timeout, ctx.acceptor.accept(tcp)).await {
+            Err(_) => return refuse(ctx, peer, None, "TLS handshake timed out"),
+            Ok(Err(e)) => return refuse(ctx, peer, None, &format!("TLS handshake failed: {e}")),
+            Ok(Ok(s)) => s,
+        };
+    let chain: Vec<CertificateDer<'static>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let Some(ee) = chain.first() else {
+        refuse(ctx, peer, None, "no client certificate");
+        let _ = tls.shutdown().await;
+        return;
+    };
+    let node = NodeIdentity::from_certificate(ee.as_ref());
+    if let Err(reason) = ctx.authorizer.authorize(&chain, &node) {
+        refuse(
+            ctx,
+            peer,
+            Some(&node),
+            &format!("not a registered node: {reason}"),
+        );
+        let _ = tls.shutdown().await;
+        return;
+    }
+    ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, node = %node.subject, "syslog-TLS node connected");
+    let peer_s = peer.to_string();
+    let mut dec = FrameDecoder::new(ctx.config.max_frame);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = tokio::time::timeout(ctx.config.idle_timeout, tls.read(&mut buf)) => match r {
+                Err(_) => {
+                    tracing::info!(%peer, node = %node.subject, "closing idle syslog-TLS connection");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, node = %node.subject, error = %e, "syslog-TLS connection error");
+                    break;
+                }
+                Ok(Ok(n)) => n,
+            },
+            _ = shutdown.changed() => break,
+        };
+        if n == 0 {
+            if let Err(e) = dec.finish() {
+                ctx.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, node = %node.subject, error = %e, "syslog-TLS stream ended inside a frame");
+            }
+            break;
+        }
+        dec.push(&buf[..n]);
+        let received = now_micros();
+        let mut batch = Vec::new();
+        let mut frame_error = None;
+        loop {
+            match dec.next_frame() {
+                Ok(Some(f)) => batch.push(NewRecord::from_message(
+                    received,
+                    &node,
+                    &peer_s,
+                    Transport::Tls,
+                    f,
+                    &ctx.config.xml_limits,
+                )),
+                Ok(None) => break,
+                Err(e) => {
+                    frame_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let count = batch.len() as u64;
+            let errors = batch.iter().filter(|r| r.index.parse_error).count() as u64;
+            if let Err(e) = ctx.log.append(batch).await {
+                tracing::error!(%peer, error = %e, "audit log append failed; closing the connection");
+                break;
+            }
+            ctx.counters.messages.fetch_add(count, Ordering::Relaxed);
+            ctx.counters
+                .parse_errors
+                .fetch_add(errors, Ordering::Relaxed);
+        }
+        if let Some(e) = frame_error {
+            ctx.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, node = %node.subject, error = %e, "closing syslog-TLS connection: framing error");
+            break;
+        }
+    }
+    let _ = tls.shutdown().await;
+}
+
+async fn udp_loop(
+    sock: UdpSocket,
+    log: AuditLog,
+    limits: XmlLimits,
+    counters: Arc<Counters>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    let node = NodeIdentity::default();
+    loop {
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "syslog UDP receive failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let received = now_micros();
+        let mut batch = vec![NewRecord::from_message(
+            received,
+            &node,
+            &peer.to_string(),
+            Transport::Udp,
+            &buf[..n],
+            &limits,
+        )];
+        // Take whatever else is already waiting, up to a bound.
+        while batch.len() < 256 {
+            match sock.try_recv_from(&mut buf) {
+                Ok((n, p)) => batch.push(NewRecord::from_message(
+                    received,
+                    &node,
+                    &p.to_string(),
+                    Transport::Udp,
+                    &buf[..n],
+                    &limits,
+                )),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len() as u64;
+        let errors = batch.iter().filter(|r| r.index.parse_error).count() as u64;
+        if let Err(e) = log.append(batch).await {
+            tracing::error!(error = %e, "audit log append failed; UDP input stops");
+            return;
+        }
+        counters.messages.fetch_add(count, Ordering::Relaxed);
+        counters.udp_messages.fetch_add(count, Ordering::Relaxed);
+        counters.parse_errors.fetch_add(errors, Ordering::Relaxed);
+    }
+}
