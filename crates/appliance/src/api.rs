@@ -28,6 +28,7 @@ pub struct ClientCert(pub Option<Arc<Vec<u8>>>);
 #[derive(Clone)]
 pub struct ApiState {
     pub ca: Arc<CaService>,
+    pub nodes: crate::nodes::Nodes,
 }
 
 /// One error shape for the whole API: a status and a message for the caller. Internal details
@@ -351,6 +352,84 @@ async fn issue(
     Ok((StatusCode::CREATED, Json(CertificateView::from(&rec))))
 }
 
+/// Runs a blocking service call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CaError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("task failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+/// A node and its newest certificate.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeEnrolled {
+    pub node: crate::nodes::NodeRecord,
+    pub certificate: CertificateView,
+}
+
+async fn enroll_node(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<NodeEnrolled>), ApiError> {
+    require(&op, &["ca-operator"])?;
+    let req: crate::nodes::NodeEnrollRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    let actor = format!("operator:{}", op.name);
+    let (ca, nodes) = (st.ca.clone(), st.nodes.clone());
+    let (node, cert) = blocking(move || nodes.enroll(&ca, req, &actor, now())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NodeEnrolled {
+            node,
+            certificate: CertificateView::from(&cert),
+        }),
+    ))
+}
+
+async fn list_nodes(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+) -> Result<Json<Vec<crate::nodes::NodeRecord>>, ApiError> {
+    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
+    let nodes = st.nodes.clone();
+    Ok(Json(blocking(move || nodes.list()).await?))
+}
+
+async fn get_node(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<crate::nodes::NodeRecord>, ApiError> {
+    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
+    let nodes = st.nodes.clone();
+    let n2 = name.clone();
+    blocking(move || nodes.get(&n2))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node named '{name}'")))
+}
+
+async fn remove_node(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<crate::nodes::NodeRecord>, ApiError> {
+    require(&op, &["ca-operator"])?;
+    let actor = format!("operator:{}", op.name);
+    let (ca, nodes) = (st.ca.clone(), st.nodes.clone());
+    Ok(Json(
+        blocking(move || nodes.remove(&ca, &name, &actor, now())).await?,
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorBody {
@@ -422,6 +501,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/certificates", get(list_certificates).post(issue))
         .route("/api/v1/certificates/{ca}/{serial}", get(get_certificate))
         .route("/api/v1/certificates/{ca}/{serial}/revoke", post(revoke))
+        .route("/api/v1/nodes", get(list_nodes).post(enroll_node))
+        .route("/api/v1/nodes/{name}", get(get_node))
+        .route("/api/v1/nodes/{name}/remove", post(remove_node))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(protected)

@@ -7,6 +7,7 @@ pub mod ceremony;
 pub mod clock;
 pub mod config;
 mod error;
+pub mod nodes;
 pub mod ocsp;
 pub mod operators;
 pub mod serve;

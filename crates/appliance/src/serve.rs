@@ -529,6 +529,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     let acceptor = tls_acceptor(&state, config)?;
     let api_app = api::router(ApiState {
         ca: state.ca.clone(),
+        nodes: crate::nodes::Nodes::new(state.store.clone()),
     });
     tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
     println!(

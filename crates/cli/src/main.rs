@@ -2,6 +2,7 @@
 //! calls the appliance library, maps errors to one line on stderr and an exit code.
 
 mod card_cmd;
+mod node_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,6 +73,14 @@ enum Command {
         as_operator: String,
         #[command(subcommand)]
         command: OperatorCommand,
+    },
+    /// IHE ATNA secure nodes: certify and register them, list, remove.
+    Node {
+        /// Operator credential used to make the request.
+        #[arg(long = "as", default_value = "admin")]
+        as_operator: String,
+        #[command(subcommand)]
+        command: node_cmd::NodeCommand,
     },
     /// Fetch the current CRL of a CA (DER) from the running appliance.
     Crl {
@@ -299,6 +308,14 @@ fn run(cli: Cli) -> CliResult {
                 None => Ok(ExitCode::SUCCESS),
                 Some(problem) => Err((EXIT_REFUSED, problem)),
             }
+        }
+        Command::Node {
+            as_operator,
+            command,
+        } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &as_operator).map_err(fail)?;
+            node_cmd::run(&api, command)
         }
         Command::Cert { operator, command } => {
             let config = load_config(&home)?;
@@ -552,6 +569,16 @@ fn print_show(s: &CaShow) {
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.
+/// A CSR file (PEM or DER) as PEM text.
+fn read_csr_pem(path: &Path) -> Result<String, (u8, String)> {
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    Ok(if bytes.starts_with(b"-----") {
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        cps_pki::pem_encode("CERTIFICATE REQUEST", &bytes)
+    })
+}
+
 fn emit(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
@@ -573,13 +600,7 @@ fn cert(api: &client::ApiClient, command: CertCommand) -> CliResult {
             email,
             out,
         } => {
-            let csr_text =
-                std::fs::read(&csr).map_err(|e| fail(format!("{}: {e}", csr.display())))?;
-            let csr_pem = if csr_text.starts_with(b"-----") {
-                String::from_utf8_lossy(&csr_text).into_owned()
-            } else {
-                cps_pki::pem_encode("CERTIFICATE REQUEST", &csr_text)
-            };
+            let csr_pem = read_csr_pem(&csr)?;
             let subject = match person {
                 Some(p) => {
                     let f: Vec<&str> = p.split(',').map(str::trim).collect();

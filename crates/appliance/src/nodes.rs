@@ -1,0 +1,292 @@
+//! Secure nodes (IHE ATNA ITI-19): the registry of the network's nodes and their certificates.
+//!
+//! `cps-trust node enroll` issues a `node-tls` certificate (client and server) from the node's
+//! CSR and registers the node. Only a registered, active node whose certificate is valid may
+//! talk to the appliance's audit record repository: this is an allowlist, not "any certificate
+//! from our CA".
+//!
+//! Tables (named tables of the store, JSON values):
+//! * `nodes`: node name → [`NodeRecord`];
+//! * `node_certs`: `<ca>:<serial hex>` → node name (the allowlist lookup by certificate).
+
+use std::sync::Arc;
+
+use cps_store::{AuditRecord, CertStatus, Expect, Store, WriteBatch, WriteOp};
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{CaError, CaService, IssueRequest, SubjectRequest};
+
+const NODES: &str = "nodes";
+const NODE_CERTS: &str = "node_certs";
+
+/// The certificate profile of nodes.
+pub const NODE_PROFILE: &str = "node-tls";
+
+/// A registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node name: its FQDN or IP address (the certificate's CN).
+    pub name: String,
+    /// Structure (struct_IdNat) operating the node.
+    pub structure_id: String,
+    /// `active` or `removed`.
+    pub status: String,
+    /// Its certificates, `<ca>:<serial hex>`, oldest first.
+    pub certificates: Vec<String>,
+    /// Unix seconds.
+    pub enrolled_at: i64,
+    /// Who enrolled it.
+    pub enrolled_by: String,
+}
+
+/// What `node enroll` sends.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEnrollRequest {
+    /// FQDN or IP address of the node.
+    pub name: String,
+    /// PKCS#10, PEM or DER.
+    pub csr: String,
+    /// The structure operating the node.
+    pub organisation: cps_pki::OrganisationIdentity,
+    /// Further DNS names.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// IP addresses.
+    #[serde(default)]
+    pub ip: Vec<std::net::IpAddr>,
+}
+
+fn cert_key(ca: &str, serial: &[u8]) -> String {
+    format!("{ca}:{}", hex::encode_upper(serial))
+}
+
+fn check_name(name: &str) -> Result<(), CaError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CaError::Invalid(format!(
+            "node name {name:?} must be a host name or an IP address (letters, digits, '.', '-', ':')"
+        )))
+    }
+}
+
+/// The node registry.
+#[derive(Clone)]
+pub struct Nodes {
+    store: Arc<dyn Store>,
+}
+
+impl Nodes {
+    pub fn new(store: Arc<dyn Store>) -> Nodes {
+        Nodes { store }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<NodeRecord, CaError> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            CaError::Internal(crate::ApplianceError::Refused(format!(
+                "node record is corrupt: {e}"
+            )))
+        })
+    }
+
+    /// A node by name.
+    pub fn get(&self, name: &str) -> Result<Option<NodeRecord>, CaError> {
+        match self.store.get_record(NODES, name.as_bytes())? {
+            Some(v) => Ok(Some(Self::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every node, by name.
+    pub fn list(&self) -> Result<Vec<NodeRecord>, CaError> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan_records(NODES, b"", after.as_deref(), 500)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (_, v) in &page {
+                out.push(Self::decode(v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Issue a node certificate and register (or re-certify) the node. The certificate and its
+    /// audit record are durable when this returns, then the registration is.
+    pub fn enroll(
+        &self,
+        ca: &CaService,
+        req: NodeEnrollRequest,
+        actor: &str,
+        now: i64,
+    ) -> Result<(NodeRecord, cps_store::CertificateRecord), CaError> {
+        check_name(&req.name)?;
+        let existing = self.get(&req.name)?;
+        if let Some(n) = &existing {
+            if n.status != "active" {
+                return Err(CaError::Conflict(format!(
+                    "node '{}' was removed; enrol it under a new name",
+                    req.name
+                )));
+            }
+            if n.structure_id != req.organisation.structure_id {
+                return Err(CaError::Conflict(format!(
+                    "node '{}' belongs to structure {}",
+                    req.name, n.structure_id
+                )));
+            }
+        }
+        let mut org = req.organisation.clone();
+        org.common_name = req.name.clone();
+        let mut sans: Vec<cps_pki::SubjectAltName> = req
+            .dns
+            .iter()
+            .cloned()
+            .map(cps_pki::SubjectAltName::Dns)
+            .collect();
+        sans.extend(req.ip.iter().copied().map(cps_pki::SubjectAltName::Ip));
+        let cert = ca.issue(
+            &IssueRequest {
+                profile: NODE_PROFILE.into(),
+                csr: req.csr.into_bytes(),
+                subject: SubjectRequest::Organisation(org),
+                sans,
+                holder: format!("node:{}", req.name),
+            },
+            actor,
+            now,
+        )?;
+        let key = cert_key(&cert.issuer, &cert.serial);
+        let (record, expect) = match existing {
+            Some(mut n) => {
+                let old = serde_json::to_vec(&n).map_err(|e| CaError::Invalid(e.to_string()))?;
+                n.certificates.push(key.clone());
+                (n, Expect::Value(old))
+            }
+            None => (
+                NodeRecord {
+                    name: req.name.clone(),
+                    structure_id: req.organisation.structure_id.clone(),
+                    status: "active".into(),
+                    certificates: vec![key.clone()],
+                    enrolled_at: now,
+                    enrolled_by: actor.into(),
+                },
+                Expect::Absent,
+            ),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| CaError::Invalid(e.to_string()))?;
+        let batch = WriteBatch::new()
+            .with(WriteOp::PutRecord {
+                table: NODES.into(),
+                key: req.name.as_bytes().to_vec(),
+                value,
+                expect,
+            })
+            .with(WriteOp::PutRecord {
+                table: NODE_CERTS.into(),
+                key: key.as_bytes().to_vec(),
+                value: req.name.as_bytes().to_vec(),
+                expect: Expect::Absent,
+            })
+            .with(WriteOp::AppendAudit(AuditRecord {
+                time: now,
+                kind: "node.enroll".into(),
+                actor: actor.into(),
+                outcome: "success".into(),
+                detail: serde_json::json!({ "node": req.name, "certificate": key }),
+            }));
+        self.store.commit(batch)?;
+        Ok((record, cert))
+    }
+
+    /// Remove a node: its certificates are revoked (cessationOfOperation) and it leaves the
+    /// allowlist for good.
+    pub fn remove(
+        &self,
+        ca: &CaService,
+        name: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<NodeRecord, CaError> {
+        let mut node = self
+            .get(name)?
+            .ok_or_else(|| CaError::Invalid(format!("no node named '{name}'")))?;
+        let old = serde_json::to_vec(&node).map_err(|e| CaError::Invalid(e.to_string()))?;
+        node.status = "removed".into();
+        let value = serde_json::to_vec(&node).map_err(|e| CaError::Invalid(e.to_string()))?;
+        // Leave the allowlist first: from here on the node cannot deliver, whatever happens next.
+        self.store.commit(
+            WriteBatch::new()
+                .with(WriteOp::PutRecord {
+                    table: NODES.into(),
+                    key: name.as_bytes().to_vec(),
+                    value,
+                    expect: Expect::Value(old),
+                })
+                .with(WriteOp::AppendAudit(AuditRecord {
+                    time: now,
+                    kind: "node.remove".into(),
+                    actor: actor.into(),
+                    outcome: "success".into(),
+                    detail: serde_json::json!({ "node": name }),
+                })),
+        )?;
+        for c in &node.certificates {
+            let Some((ca_id, serial)) = c.split_once(':') else {
+                continue;
+            };
+            let serial = hex::decode(serial).unwrap_or_default();
+            match self.store.get_certificate(ca_id, &serial)? {
+                Some(rec) if rec.status == CertStatus::Valid => {
+                    ca.revoke(
+                        ca_id,
+                        &serial,
+                        cps_pki::crl::RevocationReason::CessationOfOperation,
+                        None,
+                        actor,
+                        now,
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        Ok(node)
+    }
+
+    /// The allowlist decision for a TLS client certificate: the registered, active node it
+    /// belongs to, if that certificate is currently valid. Fails closed on store errors.
+    pub fn authorize(&self, cert_der: &[u8]) -> Result<Option<NodeRecord>, CaError> {
+        let Ok(parsed) = cps_pki::parse_certificate(cert_der) else {
+            return Ok(None);
+        };
+        let serial = parsed.serial.as_bytes().to_vec();
+        for ca in ["organisations"] {
+            let key = cert_key(ca, &serial);
+            let Some(name) = self.store.get_record(NODE_CERTS, key.as_bytes())? else {
+                continue;
+            };
+            let Some(rec) = self.store.get_certificate(ca, &serial)? else {
+                continue;
+            };
+            // The same serial from another CA is another certificate: compare the bytes.
+            if rec.der != cert_der || rec.status != CertStatus::Valid {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if let Some(node) = self.get(&name)?
+                && node.status == "active"
+            {
+                return Ok(Some(node));
+            }
+        }
+        Ok(None)
+    }
+}
