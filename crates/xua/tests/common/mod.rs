@@ -1,0 +1,460 @@
+//! Shared by the integration tests and the benchmarks: a test PKI (kept under
+//! `tests/corpus/pki/` so that the attack corpus stays verifiable), sample claims, validators,
+//! a generic signer for hand-made assertions, and helpers to run the real peers.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use cps_hsm::{SigFormat, Signer, SoftwareSigner};
+use cps_pki::ext::{self, Usage};
+use cps_pki::{CertificateParams, DistinguishedName, IdNatPs, Issuer, Serial};
+use cps_xua::c14n::{InclusivePrefixes, canonicalize};
+use cps_xua::{
+    AssertionId, AssertionIssuer, AuthenticationMode, CodedValue, EKU_DOCUMENT_SIGNING, EkuPolicy,
+    InMemoryReplayCache, IssuerConfig, PatientId, PurposeOfUse, SoftwareInfo,
+    StaticRevocationList, TrustStore, Validator, ValidatorConfig, VihfClaims,
+    XmlSignatureAlgorithm, ns, parse_datetime,
+};
+
+/// The instant the corpus was made at, and validated at.
+pub const CORPUS_NOW: &str = "2026-01-15T10:00:00.000Z";
+
+pub fn corpus_now() -> SystemTime {
+    parse_datetime(CORPUS_NOW).unwrap()
+}
+
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn corpus_dir() -> PathBuf {
+    crate_dir().join("tests/corpus")
+}
+
+pub fn repo_root() -> PathBuf {
+    crate_dir().join("../..")
+}
+
+/// A Python peer from the project's venv (`CPS_TRUST_PEERS_VENV` or `<repo>/.peers/venv`).
+pub fn peers_python() -> PathBuf {
+    let venv = std::env::var_os("CPS_TRUST_PEERS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".peers/venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/install-deps.sh (signxml is a required peer)",
+        py.display()
+    );
+    py
+}
+
+pub fn pem(label: &str, der: &[u8]) -> String {
+    cps_pki::pem_encode(label, der)
+}
+
+pub fn cert_from_pem(pem: &str) -> Vec<u8> {
+    openssl::x509::X509::from_pem(pem.as_bytes())
+        .unwrap()
+        .to_der()
+        .unwrap()
+}
+
+/// A private key kept as PKCS#8 PEM (for xmlsec1) and usable as a software signer.
+pub struct TestKey {
+    pub pkcs8_pem: String,
+    pub signer: Arc<SoftwareSigner>,
+}
+
+impl TestKey {
+    pub fn generate(label: &str, rsa: bool) -> TestKey {
+        let pkey = if rsa {
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+        } else {
+            let group =
+                openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+            openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap())
+                .unwrap()
+        };
+        let pem = String::from_utf8(pkey.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        TestKey::from_pem(label, &pem)
+    }
+
+    pub fn from_pem(label: &str, pem: &str) -> TestKey {
+        let pkey = openssl::pkey::PKey::private_key_from_pem(pem.as_bytes()).unwrap();
+        let der = pkey.private_key_to_pkcs8().unwrap();
+        TestKey {
+            pkcs8_pem: pem.to_owned(),
+            signer: Arc::new(SoftwareSigner::from_pkcs8(label, &der).unwrap()),
+        }
+    }
+}
+
+pub fn unix(t: &str) -> i64 {
+    parse_datetime(t)
+        .unwrap()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// What a test certificate is for.
+#[derive(Clone, Copy)]
+pub enum Purpose {
+    Ca,
+    /// Organisation seal: digitalSignature + nonRepudiation, EKU documentSigning.
+    Seal,
+    /// A TLS server certificate (EKU serverAuth): must not sign assertions.
+    Tls,
+}
+
+pub fn issue_cert(
+    issuer_dn: &DistinguishedName,
+    issuer_key: &dyn Signer,
+    subject: &str,
+    subject_key: &dyn Signer,
+    purpose: Purpose,
+    validity: (&str, &str),
+    serial: u8,
+) -> Vec<u8> {
+    let spki = subject_key.public_key_der().to_vec();
+    let mut extensions = match purpose {
+        Purpose::Ca => cps_pki::hierarchy::root_ca(&spki, None).unwrap(),
+        Purpose::Seal => vec![
+            ext::basic_constraints(false, None).unwrap(),
+            ext::key_usage(&[Usage::DigitalSignature, Usage::NonRepudiation]).unwrap(),
+            ext::extended_key_usage(
+                &[const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.36")],
+                false,
+            )
+            .unwrap(),
+        ],
+        Purpose::Tls => vec![
+            ext::basic_constraints(false, None).unwrap(),
+            ext::key_usage(&[Usage::DigitalSignature]).unwrap(),
+            ext::extended_key_usage(&[ext::ID_KP_SERVER_AUTH], false).unwrap(),
+        ],
+    };
+    if !matches!(purpose, Purpose::Ca) {
+        extensions.push(
+            ext::authority_key_identifier(
+                &ext::key_identifier(issuer_key.public_key_der()).unwrap(),
+            )
+            .unwrap(),
+        );
+    }
+    let mut s = [0u8; 16];
+    s[0] = 0x11;
+    s[15] = serial;
+    let params = CertificateParams {
+        serial: Serial::from_bytes(&s).unwrap(),
+        subject: DistinguishedName::parse(subject).unwrap(),
+        subject_public_key: spki,
+        not_before: unix(validity.0),
+        not_after: unix(validity.1),
+        extensions,
+    };
+    cps_pki::issue_certificate(
+        &params,
+        &Issuer {
+            name: issuer_dn,
+            signer: issuer_key,
+            signature: issuer_key.key_algorithm().default_signature(),
+        },
+    )
+    .unwrap()
+}
+
+pub const ROOT_DN: &str = "/C=FR/O=cps-trust tests/CN=Test Root CA";
+pub const SEAL_DN: &str =
+    "/C=FR/ST=Paris (75)/O=Clinique du Test/OU=310000000000001/CN=Clinique du Test cachet";
+pub const VALIDITY: (&str, &str) = ("2025-01-01T00:00:00Z", "2045-01-01T00:00:00Z");
+
+/// The test PKI: a root (EC P-256), an RSA seal certified by it (plus a TLS and an expired
+/// certificate for the same key), and an attacker's self-signed RSA key and certificate.
+pub struct TestPki {
+    pub root: TestKey,
+    pub root_dn: DistinguishedName,
+    pub root_der: Vec<u8>,
+    pub seal: TestKey,
+    pub seal_der: Vec<u8>,
+    pub seal_tls_der: Vec<u8>,
+    pub seal_expired_der: Vec<u8>,
+    pub attacker: TestKey,
+    pub attacker_der: Vec<u8>,
+}
+
+impl TestPki {
+    /// Load the PKI kept with the corpus, creating it the first time.
+    pub fn load_or_create(dir: &Path) -> TestPki {
+        let file = |n: &str| dir.join(n);
+        if !file("root.crt.pem").exists() {
+            std::fs::create_dir_all(dir).unwrap();
+            let root = TestKey::generate("root", false);
+            let root_dn = DistinguishedName::parse(ROOT_DN).unwrap();
+            let root_der = issue_cert(
+                &root_dn,
+                root.signer.as_ref(),
+                ROOT_DN,
+                root.signer.as_ref(),
+                Purpose::Ca,
+                VALIDITY,
+                1,
+            );
+            let seal = TestKey::generate("seal", true);
+            let seal_der = issue_cert(
+                &root_dn,
+                root.signer.as_ref(),
+                SEAL_DN,
+                seal.signer.as_ref(),
+                Purpose::Seal,
+                VALIDITY,
+                2,
+            );
+            let seal_tls_der = issue_cert(
+                &root_dn,
+                root.signer.as_ref(),
+                SEAL_DN,
+                seal.signer.as_ref(),
+                Purpose::Tls,
+                VALIDITY,
+                3,
+            );
+            let seal_expired_der = issue_cert(
+                &root_dn,
+                root.signer.as_ref(),
+                SEAL_DN,
+                seal.signer.as_ref(),
+                Purpose::Seal,
+                ("2025-01-01T00:00:00Z", "2025-06-01T00:00:00Z"),
+                4,
+            );
+            let attacker = TestKey::generate("attacker", true);
+            let adn = DistinguishedName::parse(SEAL_DN).unwrap();
+            let attacker_der = issue_cert(
+                &adn,
+                attacker.signer.as_ref(),
+                SEAL_DN,
+                attacker.signer.as_ref(),
+                Purpose::Seal,
+                VALIDITY,
+                5,
+            );
+            for (n, s) in [
+                ("root.key.pem", root.pkcs8_pem.clone()),
+                ("root.crt.pem", pem("CERTIFICATE", &root_der)),
+                ("seal.key.pem", seal.pkcs8_pem.clone()),
+                ("seal.crt.pem", pem("CERTIFICATE", &seal_der)),
+                ("seal-tls.crt.pem", pem("CERTIFICATE", &seal_tls_der)),
+                ("seal-expired.crt.pem", pem("CERTIFICATE", &seal_expired_der)),
+                ("attacker.key.pem", attacker.pkcs8_pem.clone()),
+                ("attacker.crt.pem", pem("CERTIFICATE", &attacker_der)),
+            ] {
+                std::fs::write(file(n), s).unwrap();
+            }
+        }
+        let read = |n: &str| std::fs::read_to_string(file(n)).unwrap();
+        TestPki {
+            root: TestKey::from_pem("root", &read("root.key.pem")),
+            root_dn: DistinguishedName::parse(ROOT_DN).unwrap(),
+            root_der: cert_from_pem(&read("root.crt.pem")),
+            seal: TestKey::from_pem("seal", &read("seal.key.pem")),
+            seal_der: cert_from_pem(&read("seal.crt.pem")),
+            seal_tls_der: cert_from_pem(&read("seal-tls.crt.pem")),
+            seal_expired_der: cert_from_pem(&read("seal-expired.crt.pem")),
+            attacker: TestKey::from_pem("attacker", &read("attacker.key.pem")),
+            attacker_der: cert_from_pem(&read("attacker.crt.pem")),
+        }
+    }
+
+    /// A fresh seal of the given kind certified by the root (for tests not tied to the corpus).
+    pub fn new_seal(&self, rsa: bool, serial: u8) -> (TestKey, Vec<u8>) {
+        let k = TestKey::generate("seal2", rsa);
+        let der = issue_cert(
+            &self.root_dn,
+            self.root.signer.as_ref(),
+            SEAL_DN,
+            k.signer.as_ref(),
+            Purpose::Seal,
+            VALIDITY,
+            serial,
+        );
+        (k, der)
+    }
+
+    /// A certificate for a key held elsewhere (e.g. in SoftHSM2).
+    pub fn certify(&self, key: &dyn Signer, serial: u8) -> Vec<u8> {
+        issue_cert(
+            &self.root_dn,
+            self.root.signer.as_ref(),
+            SEAL_DN,
+            key,
+            Purpose::Seal,
+            VALIDITY,
+            serial,
+        )
+    }
+}
+
+/// The corpus PKI (shared by every test of a binary).
+pub fn pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| TestPki::load_or_create(&corpus_dir().join("pki")))
+}
+
+/// A valid RPPS-based IdNat_PS.
+pub const NAME_ID: &str = "810100000008";
+
+/// A valid INS (key = 97 − number mod 97).
+pub fn test_ins() -> String {
+    let body = "1840575123456";
+    let n: u64 = body.parse().unwrap();
+    format!("{body}{:02}", 97 - n % 97)
+}
+
+pub fn claims() -> VihfClaims {
+    VihfClaims {
+        vihf_version: "3.0".into(),
+        name_id: IdNatPs::parse(NAME_ID).unwrap(),
+        subject_id: "DUPONT, Jean".into(),
+        roles: vec![CodedValue {
+            code: "10".into(),
+            code_system: "1.2.250.1.71.1.2.7".into(),
+            code_system_name: Some("professions".into()),
+            display_name: Some("Médecin".into()),
+        }],
+        secteur_activite: "SA07^1.2.250.1.71.4.2.4".into(),
+        structure_id: "1310000001".into(),
+        authentication_mode: AuthenticationMode::Indirect,
+        patient: Some(PatientId {
+            ins: test_ins(),
+            authority: "1.2.250.1.213.1.4.10".into(),
+        }),
+        resource_urn: "urn:dmp".into(),
+        purpose_of_use: PurposeOfUse::Normal,
+        confidentiality_code: None,
+        software: SoftwareInfo {
+            name: "cps-trust tests".into(),
+            version: Some("1.0".into()),
+            id: Some("1.2.250.1.259.1.1.1234567890".into()),
+            homologation: "HOMOL-TEST-0001".into(),
+        },
+        authn_instant: corpus_now() - Duration::from_secs(30),
+        authn_context_class_ref: cps_xua::AUTHN_SMARTCARD_PKI.into(),
+    }
+}
+
+pub fn issuer_for(signer: Arc<dyn Signer>, cert: &[u8], config: IssuerConfig) -> AssertionIssuer {
+    AssertionIssuer::new(signer, &[cert.to_vec()], config).unwrap()
+}
+
+/// The corpus seal's issuer.
+pub fn corpus_issuer() -> AssertionIssuer {
+    let p = pki();
+    issuer_for(p.seal.signer.clone(), &p.seal_der, IssuerConfig::default())
+}
+
+pub fn id(n: u8) -> AssertionId {
+    let mut b = [0u8; 16];
+    b[0] = 0xa5;
+    b[15] = n;
+    AssertionId::from_random(b)
+}
+
+pub struct Setup {
+    pub config: ValidatorConfig,
+    pub revocation: Arc<StaticRevocationList>,
+    pub replay: Arc<InMemoryReplayCache>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            config: ValidatorConfig::default(),
+            revocation: Arc::new(StaticRevocationList::new()),
+            replay: Arc::new(InMemoryReplayCache::new(100_000)),
+        }
+    }
+}
+
+pub fn validator_with(anchors: Vec<Vec<u8>>, setup: Setup) -> Validator {
+    let trust = TrustStore::new(
+        anchors,
+        vec![],
+        EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING),
+    )
+    .unwrap();
+    Validator::new(
+        setup.config,
+        Arc::new(trust),
+        setup.revocation,
+        setup.replay,
+    )
+}
+
+pub fn validator(setup: Setup) -> Validator {
+    validator_with(vec![pki().root_der.clone()], setup)
+}
+
+/// Sign an arbitrary document the way the issuer does, by hand: the element whose `ID` is
+/// `target_id` is digested (enveloped + exc-c14n), and the `ds:Signature` is inserted right after
+/// the first `</saml:Issuer>`. Lets tests make validly signed documents the issuer never would.
+pub fn sign_xml(
+    xml: &str,
+    target_id: &str,
+    signer: &dyn Signer,
+    certs: &[&[u8]],
+    alg: XmlSignatureAlgorithm,
+) -> String {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    let target = doc
+        .descendants()
+        .find(|n| n.attribute("ID") == Some(target_id))
+        .expect("target element");
+    let mut c = Vec::new();
+    canonicalize(target, None, &InclusivePrefixes::none(), &mut c).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &c);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = format!(
+        "<ds:CanonicalizationMethod Algorithm=\"{c14n}\"></ds:CanonicalizationMethod><ds:SignatureMethod Algorithm=\"{sm}\"></ds:SignatureMethod><ds:Reference URI=\"#{target_id}\"><ds:Transforms><ds:Transform Algorithm=\"{env}\"></ds:Transform><ds:Transform Algorithm=\"{c14n}\"></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm=\"{dm}\"></ds:DigestMethod><ds:DigestValue>{dv}</ds:DigestValue></ds:Reference></ds:SignedInfo>",
+        c14n = ns::EXC_C14N,
+        sm = alg.uri(),
+        env = ns::ENVELOPED,
+        dm = ns::digest::SHA256,
+        dv = b64.encode(digest.as_ref()),
+    );
+    let signed_info = format!("<ds:SignedInfo xmlns:ds=\"{}\">{body}", ns::DS);
+    let sig = signer
+        .sign(alg.hsm_algorithm().unwrap(), signed_info.as_bytes(), SigFormat::Raw)
+        .unwrap();
+    let certs: String = certs
+        .iter()
+        .map(|c| format!("<ds:X509Certificate>{}</ds:X509Certificate>", b64.encode(c)))
+        .collect();
+    let signature = format!(
+        "<ds:Signature xmlns:ds=\"{}\"><ds:SignedInfo>{body}<ds:SignatureValue>{}</ds:SignatureValue><ds:KeyInfo><ds:X509Data>{certs}</ds:X509Data></ds:KeyInfo></ds:Signature>",
+        ns::DS,
+        b64.encode(sig)
+    );
+    let at = xml.find("</saml:Issuer>").expect("an Issuer") + "</saml:Issuer>".len();
+    format!("{}{}{}", &xml[..at], signature, &xml[at..])
+}
+
+/// Remove the `ds:Signature` element of a document we wrote (compact form).
+pub fn strip_signature(xml: &str) -> String {
+    let start = xml.find("<ds:Signature").unwrap();
+    let end = xml.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    format!("{}{}", &xml[..start], &xml[end..])
+}
+
+/// Run a command, returning (status success, stdout+stderr).
+pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
