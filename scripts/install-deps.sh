@@ -15,7 +15,10 @@ APT_PACKAGES=(
   pcscd libpcsclite1 pcsc-tools vsmartcard-vpcd
   # interop peers: XML-DSig, syslog-TLS, NTP, load tools, browser
   openssl xmlsec1 rsyslog rsyslog-gnutls gnutls-bin chrony wrk nghttp2-client netcat-openbsd procps
+  # TLS policy scanners; the browser the console tests drive
+  sslscan testssl.sh chromium fonts-liberation
 )
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -34,6 +37,13 @@ if [ ! -x "$peers/venv/bin/lint_pkix_cert" ]; then
   mkdir -p "$peers"
   python3 -m venv "$peers/venv"
   "$peers/venv/bin/pip" install -q "pkilint==0.13.3" "signxml==5.2.0" "ntplib==0.4.0"
+fi
+
+# Playwright's driver library (no bundled browser: the tests drive Debian's chromium).
+if [ ! -f "$peers/node/node_modules/playwright-core/package.json" ]; then
+  echo "==> playwright-core into $peers/node"
+  mkdir -p "$peers/node"
+  (cd "$peers/node" && npm install --silent --no-audit --no-fund "playwright-core@1.49.1" >/dev/null)
 fi
 
 # Rust toolchain (present on the build machines; installed only if missing).
