@@ -349,3 +349,34 @@ fn our_canonical_form_matches_xmlsec1s_digest_on_foreign_input() {
         .unwrap_or_else(|e| panic!("{e}\n{signed}"));
     assert!(v.in_soap_envelope);
 }
+
+/// The wrapping cases of the corpus are not strawmen: their signatures are valid to a verifier
+/// that checks only the signature (xmlsec1 says OK), while what a naive reader would take as
+/// "the assertion" is the attacker's. Ours refuses them.
+#[test]
+fn xmlsec1_accepts_the_signatures_of_wrapping_cases_that_we_refuse() {
+    let root = corpus_dir().join("pki/root.crt.pem");
+    for (file, code) in [
+        ("xsw1-evil-root-wraps-original.xml", RefusalCode::MultipleAssertions),
+        ("xsw2-evil-sibling-in-security.xml", RefusalCode::MultipleAssertions),
+        ("xsw7a-original-in-extensions.xml", RefusalCode::MultipleAssertions),
+    ] {
+        let path = corpus_dir().join("cases").join(file);
+        let (ok, out) = run(Command::new("xmlsec1")
+            .arg("--verify")
+            .args([SAML_ID_ATTR, SAML_ASSERTION])
+            .arg("--trusted-pem")
+            .arg(&root)
+            .arg(&path));
+        assert!(ok, "{file}: xmlsec1 refused the signature:\n{out}");
+        let xml = std::fs::read(&path).unwrap();
+        assert_eq!(
+            validator(Setup::default())
+                .verify(&xml, corpus_now())
+                .unwrap_err()
+                .code,
+            code,
+            "{file}"
+        );
+    }
+}
