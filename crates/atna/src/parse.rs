@@ -173,14 +173,12 @@ pub fn parse_audit_xml(xml: &[u8], limits: &XmlLimits) -> Result<EventSummary, X
                     }
                 }
             }
-            "AuditSourceIdentification" => {
-                // RFC 3881 allows several; the first is the one we index.
-                if s.source_id.is_none() {
-                    s.source_id = child
-                        .attribute("AuditSourceID")
-                        .map(|v| keep(v, "AuditSourceID"))
-                        .transpose()?;
-                }
+            // RFC 3881 allows several; the first is the one we index.
+            "AuditSourceIdentification" if s.source_id.is_none() => {
+                s.source_id = child
+                    .attribute("AuditSourceID")
+                    .map(|v| keep(v, "AuditSourceID"))
+                    .transpose()?;
             }
             "ParticipantObjectIdentification" => {
                 let is_patient = child.attribute("ParticipantObjectTypeCode").map(str::trim)

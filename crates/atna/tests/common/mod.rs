@@ -12,8 +12,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A test CA (P-256) and certificates issued by it, as PEM files in `dir`.
@@ -30,14 +36,32 @@ impl Pki {
         )
         .unwrap();
         run(Command::new("openssl")
-            .args(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
-            .args(["-subj", "/O=cps-atna test/CN=ATNA Test CA", "-addext", "basicConstraints=critical,CA:TRUE"])
+            .args([
+                "req",
+                "-x509",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "30",
+            ])
+            .args([
+                "-subj",
+                "/O=cps-atna test/CN=ATNA Test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+            ])
             .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
             .arg("-keyout")
             .arg(dir.join("ca.key"))
             .arg("-out")
             .arg(dir.join("ca.crt")));
-        Pki { dir: dir.to_owned() }
+        Pki {
+            dir: dir.to_owned(),
+        }
     }
 
     /// Issue `name.crt` / `name.key` with CN=`cn`, a DNS SAN `cn` (plus IP 127.0.0.1 for
@@ -48,7 +72,11 @@ impl Pki {
         let crt = d.join(format!("{name}.crt"));
         let csr = d.join(format!("{name}.csr"));
         let ext = d.join(format!("{name}.ext"));
-        let san = if server { format!("DNS:{cn},IP:127.0.0.1") } else { format!("DNS:{cn}") };
+        let san = if server {
+            format!("DNS:{cn},IP:127.0.0.1")
+        } else {
+            format!("DNS:{cn}")
+        };
         let eku = if server { "serverAuth" } else { "clientAuth" };
         std::fs::write(
             &ext,
@@ -58,14 +86,29 @@ impl Pki {
         )
         .unwrap();
         run(Command::new("openssl")
-            .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
             .args(["-subj", &format!("/O=cps-atna test/CN={cn}")])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
             .arg(&csr));
         run(Command::new("openssl")
-            .args(["x509", "-req", "-days", "30", "-set_serial", &format!("0x{:x}", rand::random::<u64>() | 1)])
+            .args([
+                "x509",
+                "-req",
+                "-days",
+                "30",
+                "-set_serial",
+                &format!("0x{:x}", rand::random::<u64>() | 1),
+            ])
             .arg("-in")
             .arg(&csr)
             .arg("-CA")
@@ -93,7 +136,10 @@ impl Pki {
 }
 
 pub fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(path).unwrap().map(|c| c.unwrap()).collect()
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect()
 }
 
 pub fn key(path: &Path) -> PrivateKeyDer<'static> {
@@ -109,11 +155,19 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn server_config(
     pki: &Pki,
     name: &str,
-    wrap: impl FnOnce(Arc<dyn rustls::server::danger::ClientCertVerifier>) -> Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    wrap: impl FnOnce(
+        Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Arc<dyn rustls::server::danger::ClientCertVerifier>,
     allow_unauthenticated: bool,
 ) -> Arc<rustls::ServerConfig> {
-    let (crt, k) = (pki.dir.join(format!("{name}.crt")), pki.dir.join(format!("{name}.key")));
-    let mut b = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(pki.roots()), provider());
+    let (crt, k) = (
+        pki.dir.join(format!("{name}.crt")),
+        pki.dir.join(format!("{name}.key")),
+    );
+    let mut b = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(pki.roots()),
+        provider(),
+    );
     if allow_unauthenticated {
         b = b.allow_unauthenticated();
     }
@@ -135,14 +189,21 @@ pub fn client_config(pki: &Pki, client: Option<&str>) -> Arc<rustls::ClientConfi
         .with_root_certificates(pki.roots());
     Arc::new(match client {
         Some(n) => b
-            .with_client_auth_cert(certs(&pki.dir.join(format!("{n}.crt"))), key(&pki.dir.join(format!("{n}.key"))))
+            .with_client_auth_cert(
+                certs(&pki.dir.join(format!("{n}.crt"))),
+                key(&pki.dir.join(format!("{n}.key"))),
+            )
             .unwrap(),
         None => b.with_no_client_auth(),
     })
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_port(port: u16, timeout: Duration) {
@@ -171,8 +232,17 @@ impl Rsyslog {
         std::fs::create_dir_all(&work).unwrap();
         let cpath = dir.join(format!("{name}.conf"));
         std::fs::write(&cpath, conf).unwrap();
-        let check = Command::new("rsyslogd").arg("-N1").arg("-f").arg(&cpath).output().unwrap();
-        assert!(check.status.success(), "rsyslogd -N1 refused {name}.conf: {}", String::from_utf8_lossy(&check.stderr));
+        let check = Command::new("rsyslogd")
+            .arg("-N1")
+            .arg("-f")
+            .arg(&cpath)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "rsyslogd -N1 refused {name}.conf: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
         let child = Command::new("rsyslogd")
             .arg("-n")
@@ -185,7 +255,11 @@ impl Rsyslog {
             .stderr(out)
             .spawn()
             .unwrap();
-        Rsyslog { child, dir: dir.to_owned(), name: name.to_owned() }
+        Rsyslog {
+            child,
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+        }
     }
 
     /// SIGTERM by PID and wait for the exit.
@@ -222,7 +296,10 @@ impl Drop for Rsyslog {
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
