@@ -29,6 +29,9 @@ pub struct ClientCert(pub Option<Arc<Vec<u8>>>);
 pub struct ApiState {
     pub ca: Arc<CaService>,
     pub nodes: crate::nodes::Nodes,
+    /// XUA issuance and validation, and card login (absent when not configured).
+    pub xua: Option<Arc<crate::xua::XuaService>>,
+    pub login: Option<Arc<crate::login::LoginService>>,
 }
 
 /// One error shape for the whole API: a status and a message for the caller. Internal details
@@ -122,7 +125,7 @@ async fn authenticate(
     }
 }
 
-fn require(op: &Operator, roles: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn require(op: &Operator, roles: &[&str]) -> Result<(), ApiError> {
     if roles.iter().any(|r| op.has(r)) {
         Ok(())
     } else {
@@ -504,10 +507,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/nodes", get(list_nodes).post(enroll_node))
         .route("/api/v1/nodes/{name}", get(get_node))
         .route("/api/v1/nodes/{name}/remove", post(remove_node))
+        .route("/api/v1/xua/validate", post(crate::api_xua::validate))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(protected)
         .route("/api/v1/crl/{ca}", get(crl))
+        .route("/api/v1/login/challenge", post(crate::api_xua::challenge))
+        .route("/api/v1/login", post(crate::api_xua::login))
+        .route("/api/v1/login/tls", post(crate::api_xua::login_tls))
         // Swagger UI (vendored in the binary: no CDN) over the same OpenAPI document.
         .merge(swagger_ui())
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -24,7 +24,96 @@ pub struct Config {
     pub listen: ListenSection,
     #[serde(default)]
     pub time: TimeSection,
+    #[serde(default)]
+    pub xua: XuaSection,
     pub ca: CaSection,
+}
+
+/// Card login and XUA/VIHF assertions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct XuaSection {
+    /// HSM label of the organisation seal ("cachet") key that signs assertions; created with its
+    /// `org-cachet` certificate at the first start if absent.
+    #[serde(default = "default_cachet_label")]
+    pub key_label: String,
+    /// Its algorithm: `p256` (ECDSA-SHA256) or `rsa2048` / `rsa3072` (RSA-SHA256).
+    #[serde(default = "default_cachet_algorithm")]
+    pub algorithm: String,
+    /// The seal certificate's organisation: raison sociale, struct_IdNat, department.
+    #[serde(default = "default_cachet_org")]
+    pub organisation: String,
+    #[serde(default = "default_cachet_structure")]
+    pub structure_id: String,
+    #[serde(default = "default_cachet_state")]
+    pub state: String,
+    /// Assertion lifetime (NotOnOrAfter − NotBefore), minutes.
+    #[serde(default = "default_assertion_minutes")]
+    pub validity_minutes: u32,
+    /// `vihf` (no AudienceRestriction) or `ihe` (AudienceRestriction to `audience`).
+    #[serde(default = "default_flavour")]
+    pub flavour: String,
+    /// The audience of `ihe` assertions, and the audience the validator requires when set.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew tolerated by the validator, seconds.
+    #[serde(default = "default_skew")]
+    pub skew_seconds: u32,
+    /// Lifetime of a login challenge, seconds.
+    #[serde(default = "default_challenge")]
+    pub challenge_seconds: u32,
+    /// `LPS_ID_HOMOLOGATION_DMP` written when the workstation does not send one.
+    #[serde(default = "default_homologation")]
+    pub homologation: String,
+}
+
+fn default_cachet_label() -> String {
+    "xua-cachet".into()
+}
+fn default_cachet_algorithm() -> String {
+    "p256".into()
+}
+fn default_cachet_org() -> String {
+    "cps-trust".into()
+}
+fn default_cachet_structure() -> String {
+    "10B0000001".into()
+}
+fn default_cachet_state() -> String {
+    "Paris (75)".into()
+}
+fn default_assertion_minutes() -> u32 {
+    60
+}
+fn default_flavour() -> String {
+    "vihf".into()
+}
+fn default_skew() -> u32 {
+    60
+}
+fn default_challenge() -> u32 {
+    120
+}
+fn default_homologation() -> String {
+    "cps-trust".into()
+}
+
+impl Default for XuaSection {
+    fn default() -> Self {
+        XuaSection {
+            key_label: default_cachet_label(),
+            algorithm: default_cachet_algorithm(),
+            organisation: default_cachet_org(),
+            structure_id: default_cachet_structure(),
+            state: default_cachet_state(),
+            validity_minutes: default_assertion_minutes(),
+            flavour: default_flavour(),
+            audience: None,
+            skew_seconds: default_skew(),
+            challenge_seconds: default_challenge(),
+            homologation: default_homologation(),
+        }
+    }
 }
 
 /// Where the clock's trust comes from (IHE CT). The appliance signs nothing while it is not
@@ -433,6 +522,7 @@ impl Config {
             store: StoreSection::default(),
             listen: ListenSection::default(),
             time: TimeSection::default(),
+            xua: XuaSection::default(),
             ca: CaSection {
                 crl_validity_hours: default_crl_validity_hours(),
                 ocsp_validity_hours: default_ocsp_validity_hours(),
@@ -508,6 +598,37 @@ impl Config {
                 ConfigError::Invalid(format!("{name} '{addr}' is not an address:port"))
             })?;
         }
+        if !matches!(self.xua.algorithm.as_str(), "p256" | "rsa2048" | "rsa3072") {
+            return Err(ConfigError::Invalid(format!(
+                "xua.algorithm '{}' must be p256, rsa2048 or rsa3072",
+                self.xua.algorithm
+            )));
+        }
+        match (self.xua.flavour.as_str(), &self.xua.audience) {
+            ("vihf", _) | ("ihe", Some(_)) => {}
+            ("ihe", None) => {
+                return Err(ConfigError::Invalid(
+                    "xua.flavour = \"ihe\" needs xua.audience".into(),
+                ));
+            }
+            (f, _) => {
+                return Err(ConfigError::Invalid(format!(
+                    "xua.flavour '{f}' must be \"vihf\" or \"ihe\""
+                )));
+            }
+        }
+        if self.xua.validity_minutes == 0 || self.xua.validity_minutes > 24 * 60 {
+            return Err(ConfigError::Invalid(
+                "xua.validity_minutes must be between 1 and 1440".into(),
+            ));
+        }
+        if self.xua.challenge_seconds == 0 || self.xua.challenge_seconds > 600 {
+            return Err(ConfigError::Invalid(
+                "xua.challenge_seconds must be between 1 and 600".into(),
+            ));
+        }
+        cps_pki::idnat::parse_structure_id(&self.xua.structure_id)
+            .map_err(|e| ConfigError::Invalid(format!("xua.structure_id: {e}")))?;
         if self.time.max_error_ms > 60_000 {
             return Err(ConfigError::Invalid(
                 "time.max_error_ms must be at most 60000 (one minute)".into(),

@@ -2,16 +2,20 @@
 //! the wiring of HSM, store, PKI and protocol cores into the running appliance.
 
 pub mod api;
+pub mod api_xua;
 pub mod ca;
 pub mod ceremony;
 pub mod clock;
 pub mod config;
+pub mod enrolment;
 mod error;
+pub mod login;
 pub mod nodes;
 pub mod ocsp;
 pub mod operators;
 pub mod serve;
 pub mod tls;
+pub mod xua;
 
 pub use error::ApplianceError;
 

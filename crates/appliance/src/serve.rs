@@ -37,6 +37,9 @@ pub struct AppState {
     home: PathBuf,
     /// Counters of the NTP server, once it runs.
     pub ntp_stats: Option<cps_ct::StatsHandle>,
+    pub xua: Arc<crate::xua::XuaService>,
+    pub login: Arc<crate::login::LoginService>,
+    pub cards: Arc<cps_enrol::CardService>,
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -62,6 +65,26 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     )?);
     let ocsp = crate::ocsp::responder(home, config, &hsm, store.clone(), clock.clone())?;
     ca.add_listener(Arc::new(crate::ocsp::Invalidator(ocsp.clone())));
+    let xua = Arc::new(crate::xua::XuaService::open(
+        home,
+        config,
+        &hsm,
+        &ca,
+        clock.clone(),
+    )?);
+    let cards = crate::enrolment::card_service(&hsm, ca.clone())?;
+    // An enrolment interrupted by a crash is finished or rolled back before anything else.
+    match cards.recover_interrupted("appliance", crate::unix_now()) {
+        Ok(report) => tracing::info!(?report, "interrupted enrolments recovered"),
+        Err(e) => tracing::error!(error = %e, "recovering interrupted enrolments failed"),
+    }
+    let login = Arc::new(crate::login::LoginService::new(
+        ca.clone(),
+        xua.clone(),
+        Arc::new(crate::enrolment::EnrolDirectory(cards.clone())),
+        Duration::from_secs(u64::from(config.xua.challenge_seconds)),
+        config.xua.homologation.clone(),
+    ));
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
     let ids = std::iter::once("root".to_string()).chain(
@@ -87,6 +110,9 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         ca_certs: Arc::new(ca_certs),
         home: home.to_path_buf(),
         ntp_stats: None,
+        xua,
+        login,
+        cards,
     })
 }
 
@@ -378,7 +404,8 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
+/// The DER of every certificate of a PEM text, in order.
+pub fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut rest = pem;
     while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
@@ -530,6 +557,8 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     let api_app = api::router(ApiState {
         ca: state.ca.clone(),
         nodes: crate::nodes::Nodes::new(state.store.clone()),
+        xua: Some(state.xua.clone()),
+        login: Some(state.login.clone()),
     });
     tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
     println!(

@@ -38,6 +38,39 @@ impl ApiClient {
         })
     }
 
+    /// Connect without a client certificate (card login: the card is the credential).
+    pub fn anonymous(home: &Path, config: &Config) -> Result<ApiClient, String> {
+        let root = reqwest::Certificate::from_pem(&read(&home.join("ca/root.pem"))?)
+            .map_err(|e| format!("root certificate: {e}"))?;
+        let http = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("HTTPS client: {e}"))?;
+        Ok(ApiClient {
+            base: format!("https://{}", config.listen.https),
+            http,
+        })
+    }
+
+    /// POST a raw body (an XML document).
+    pub fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<serde_json::Value, String> {
+        self.handle(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", content_type)
+                .body(body)
+                .send(),
+        )
+    }
+
     fn handle(
         &self,
         resp: reqwest::Result<reqwest::blocking::Response>,
@@ -53,8 +86,13 @@ impl ApiClient {
         if status.is_success() {
             Ok(body)
         } else {
+            let code = body
+                .get("code")
+                .and_then(|c| c.as_str())
+                .map(|c| format!(" [{c}]"))
+                .unwrap_or_default();
             Err(format!(
-                "{} {}",
+                "{} {}{code}",
                 status.as_u16(),
                 body.get("error")
                     .and_then(|e| e.as_str())

@@ -2,6 +2,7 @@
 //! calls the appliance library, maps errors to one line on stderr and an exit code.
 
 mod card_cmd;
+mod login_cmd;
 mod node_cmd;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,17 @@ enum Command {
         as_operator: String,
         #[command(subcommand)]
         command: OperatorCommand,
+    },
+    /// Log in with a professional card (PC/SC): the appliance checks the card's signature over a
+    /// fresh challenge and answers with a signed VIHF assertion, printed here.
+    Login(login_cmd::LoginArgs),
+    /// XUA assertions: validate one with the appliance.
+    Xua {
+        /// Operator credential (role `service`) used to make the request.
+        #[arg(long = "as", default_value = "admin")]
+        as_operator: String,
+        #[command(subcommand)]
+        command: login_cmd::XuaCommand,
     },
     /// IHE ATNA secure nodes: certify and register them, list, remove.
     Node {
@@ -308,6 +320,19 @@ fn run(cli: Cli) -> CliResult {
                 None => Ok(ExitCode::SUCCESS),
                 Some(problem) => Err((EXIT_REFUSED, problem)),
             }
+        }
+        Command::Login(args) => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::anonymous(&home, &config).map_err(fail)?;
+            login_cmd::login(&api, args)
+        }
+        Command::Xua {
+            as_operator,
+            command,
+        } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &as_operator).map_err(fail)?;
+            login_cmd::xua(&api, command)
         }
         Command::Node {
             as_operator,

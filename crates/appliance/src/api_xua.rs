@@ -1,0 +1,248 @@
+//! Card login and XUA routes of the API.
+//!
+//! * `POST /api/v1/login/challenge` `{ "audience": "…" }` → a single-use challenge;
+//! * `POST /api/v1/login` `{ challenge_id, certificate (base64 DER or PEM), signature (base64),
+//!   context }` → the VIHF assertion, or 401 with a stable `code`;
+//! * `POST /api/v1/login/tls` `{ context }` on a connection authenticated with the card's
+//!   certificate → the assertion;
+//! * `POST /api/v1/xua/validate` (operators with the `service` role): an assertion, bare or in
+//!   a SOAP envelope → its attributes, or 422 with the refusal code and reason.
+//!
+//! Login routes need no operator certificate: the professional's card is the credential.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, ApiState, ClientCert};
+use crate::login::{LoginContext, LoginRefusal, LoginResult};
+use crate::operators::Operator;
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("task failed: {e}"),
+        )
+    })
+}
+
+fn login_service(st: &ApiState) -> Result<Arc<crate::login::LoginService>, ApiError> {
+    st.login.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "card login is not available on this appliance",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeBody {
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+pub async fn challenge(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let login = login_service(&st)?;
+    let b: ChallengeBody = if body.is_empty() {
+        ChallengeBody::default()
+    } else {
+        json_body(&body)?
+    };
+    let audience = b.audience.unwrap_or_else(|| "urn:dmp".into());
+    let view = login.challenge(&audience, SystemTime::now())?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    pub challenge_id: String,
+    /// The card's authentication certificate: base64 of the DER, or PEM.
+    pub certificate: String,
+    /// Base64 of the card's signature over the challenge bytes.
+    pub signature: String,
+    #[serde(default)]
+    pub context: LoginContext,
+}
+
+fn answer(r: Result<LoginResult, LoginRefusal>) -> Response {
+    match r {
+        Ok(ok) => (StatusCode::OK, Json(ok)).into_response(),
+        Err(refusal) => (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": refusal.message, "code": refusal.code })),
+        )
+            .into_response(),
+    }
+}
+
+fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("certificate: {why}"));
+    if text.trim_start().starts_with("-----BEGIN") {
+        return crate::serve::pem_blocks(text)
+            .into_iter()
+            .next()
+            .ok_or_else(|| bad("no CERTIFICATE block in the PEM"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| bad("neither PEM nor base64"))
+}
+
+pub async fn login(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let login = login_service(&st)?;
+    let b: LoginBody = json_body(&body)?;
+    let cert = certificate_der(&b.certificate)?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(b.signature.trim())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "signature: not base64"))?;
+    let r = run_blocking(move || {
+        login.login(&b.challenge_id, &cert, &sig, &b.context, SystemTime::now())
+    })
+    .await??;
+    Ok(answer(r))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsLoginBody {
+    #[serde(default)]
+    pub context: LoginContext,
+}
+
+pub async fn login_tls(
+    State(st): State<ApiState>,
+    Extension(cert): Extension<ClientCert>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let login = login_service(&st)?;
+    let Some(der) = cert.0 else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "TLS login needs the card's authentication certificate as the client certificate",
+        ));
+    };
+    let b: TlsLoginBody = if body.is_empty() {
+        TlsLoginBody::default()
+    } else {
+        json_body(&body)?
+    };
+    let r = run_blocking(move || login.login_tls(&der, &b.context, SystemTime::now())).await??;
+    Ok(answer(r))
+}
+
+/// What a service learns from a valid assertion.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ValidationView {
+    pub valid: bool,
+    pub assertion_id: String,
+    pub issuer: String,
+    pub not_before: i64,
+    pub not_on_or_after: i64,
+    pub idnat_ps: String,
+    pub subject_id: String,
+    pub roles: Vec<String>,
+    pub secteur_activite: String,
+    pub structure_id: String,
+    pub authentication_mode: String,
+    pub patient: Option<String>,
+    pub purpose_of_use: String,
+    pub justification: Option<String>,
+    pub software: String,
+    pub signer: String,
+}
+
+pub async fn validate(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    crate::api::require(&op, &["service", "ca-operator", "auditor"])?;
+    let xua = st.xua.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "XUA validation is not available on this appliance",
+        )
+    })?;
+    let store = st.ca.store().clone();
+    let actor = format!("operator:{}", op.name);
+    let r = run_blocking(move || {
+        let now = SystemTime::now();
+        let r = xua.validate(&body, now);
+        let (outcome, detail) = match &r {
+            Ok(v) => (
+                "success",
+                serde_json::json!({ "assertion_id": v.id, "idnat_ps": v.claims.name_id.as_str(), "purpose_of_use": v.claims.purpose_of_use.code() }),
+            ),
+            Err(refusal) => (
+                "failure",
+                serde_json::json!({ "code": refusal.code.as_str(), "reason": refusal.message }),
+            ),
+        };
+        let rec = cps_store::AuditRecord {
+            time: crate::xua::unix(now),
+            kind: "xua.validate".into(),
+            actor,
+            outcome: outcome.into(),
+            detail,
+        };
+        if let Err(e) = store.commit(cps_store::WriteBatch::new().with(cps_store::WriteOp::AppendAudit(rec))) {
+            tracing::error!(error = %e, "cannot audit an assertion validation");
+        }
+        r
+    })
+    .await?;
+    Ok(match r {
+        Ok(v) => {
+            let c = &v.claims;
+            let justification = match &c.purpose_of_use {
+                cps_xua::PurposeOfUse::BreakGlass { justification } => Some(justification.clone()),
+                _ => None,
+            };
+            Json(ValidationView {
+                valid: true,
+                assertion_id: v.id.clone(),
+                issuer: v.issuer.clone(),
+                not_before: crate::xua::unix(v.not_before),
+                not_on_or_after: crate::xua::unix(v.not_on_or_after),
+                idnat_ps: c.name_id.as_str().to_owned(),
+                subject_id: c.subject_id.clone(),
+                roles: c
+                    .roles
+                    .iter()
+                    .map(|r| format!("{}^{}", r.code, r.code_system))
+                    .collect(),
+                secteur_activite: c.secteur_activite.clone(),
+                structure_id: c.structure_id.clone(),
+                authentication_mode: c.authentication_mode.as_str().to_owned(),
+                patient: c.patient.as_ref().map(|p| p.to_cx()),
+                purpose_of_use: c.purpose_of_use.code().to_owned(),
+                justification,
+                software: c.software.name.clone(),
+                signer: v.signer.subject.clone(),
+            })
+            .into_response()
+        }
+        Err(refusal) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "valid": false, "code": refusal.code.as_str(), "error": refusal.message })),
+        )
+            .into_response(),
+    })
+}

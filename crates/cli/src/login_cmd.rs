@@ -1,0 +1,144 @@
+//! `cps-trust login` (the workstation side of card login) and `cps-trust xua validate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::{Args, Subcommand};
+use cps_card::{KeyAlgorithm, Pcsc, Piv, Slot};
+
+use crate::client::ApiClient;
+use crate::{CliResult, EXIT_REFUSED, emit, fail};
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// Reader name (or a unique part of it); default: the only reader holding a card.
+    #[arg(long)]
+    reader: Option<String>,
+    /// The card's PIN (prefer --pin-env on shared machines).
+    #[arg(long, conflicts_with = "pin_env")]
+    pin: Option<String>,
+    /// Name of an environment variable holding the PIN.
+    #[arg(long)]
+    pin_env: Option<String>,
+    /// Patient INS (matricule), when the access concerns a patient.
+    #[arg(long)]
+    patient_ins: Option<String>,
+    /// normal, bris_de_glace or centre_15.
+    #[arg(long, default_value = "normal")]
+    purpose: String,
+    /// Why (mandatory for bris_de_glace).
+    #[arg(long)]
+    justification: Option<String>,
+    /// The activity (struct_IdNat) to act in; default: the card's.
+    #[arg(long)]
+    structure_id: Option<String>,
+    /// Answer with a SOAP 1.2 envelope carrying the assertion in wsse:Security.
+    #[arg(long)]
+    soap: bool,
+    /// Write the assertion here instead of standard output.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum XuaCommand {
+    /// Validate an assertion (bare or in a SOAP envelope) with the appliance: prints its
+    /// attributes, or the precise reason it is refused (exit 3).
+    Validate {
+        /// The XML file.
+        file: PathBuf,
+    },
+}
+
+fn card_error(e: cps_card::CardError) -> (u8, String) {
+    (EXIT_REFUSED, format!("card: {e}"))
+}
+
+pub fn login(api: &ApiClient, args: LoginArgs) -> CliResult {
+    let pin = match (&args.pin, &args.pin_env) {
+        (Some(p), _) => p.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| fail(format!("${var} is not set")))?,
+        (None, None) => return Err(fail("give the PIN with --pin or --pin-env")),
+    };
+    let pcsc = Pcsc::establish().map_err(card_error)?;
+    let reader = pcsc
+        .resolve_reader(args.reader.as_deref())
+        .map_err(card_error)?;
+    let card = pcsc.connect(&reader).map_err(card_error)?;
+    let mut piv = Piv::select(card).map_err(card_error)?;
+    let cert = piv
+        .read_certificate(Slot::Authentication)
+        .map_err(card_error)?
+        .ok_or_else(|| {
+            (
+                EXIT_REFUSED,
+                "the card holds no authentication certificate".to_string(),
+            )
+        })?;
+    let alg = match cps_pki::parse_certificate(&cert)
+        .ok()
+        .and_then(|c| cps_pki::check_public_key(&c.spki, &cps_pki::KeyPolicy::default()).ok())
+        .map(|k| k.kind)
+    {
+        Some(cps_pki::KeyKind::EcP256) => KeyAlgorithm::EccP256,
+        Some(cps_pki::KeyKind::Rsa { bits: 2048 }) => KeyAlgorithm::Rsa2048,
+        _ => return Err((EXIT_REFUSED, "unsupported card key".to_string())),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ch = api
+        .post("/api/v1/login/challenge", &serde_json::json!({}))
+        .map_err(fail)?;
+    let nonce = b64
+        .decode(ch["challenge"].as_str().unwrap_or_default())
+        .map_err(|_| fail("the appliance sent a malformed challenge"))?;
+    let signature = piv.sign_challenge(&pin, alg, &nonce).map_err(card_error)?;
+    let _ = piv.logout();
+    let body = serde_json::json!({
+        "challenge_id": ch["challenge_id"],
+        "certificate": b64.encode(&cert),
+        "signature": b64.encode(&signature),
+        "context": {
+            "patient_ins": args.patient_ins,
+            "purpose_of_use": args.purpose,
+            "justification": args.justification,
+            "structure_id": args.structure_id,
+            "software_name": "cps-trust login",
+            "software_version": env!("CARGO_PKG_VERSION"),
+            "soap": args.soap,
+        },
+    });
+    let r = api
+        .post("/api/v1/login", &body)
+        .map_err(|e| (EXIT_REFUSED, format!("login refused: {e}")))?;
+    let assertion = r["assertion"].as_str().unwrap_or_default();
+    match args.out {
+        Some(p) => {
+            std::fs::write(&p, assertion).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            eprintln!(
+                "logged in as {} ({}); assertion {} written to {}",
+                r["name"].as_str().unwrap_or("?"),
+                r["idnat_ps"].as_str().unwrap_or("?"),
+                r["assertion_id"].as_str().unwrap_or("?"),
+                p.display()
+            );
+        }
+        None => emit(assertion),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn xua(api: &ApiClient, cmd: XuaCommand) -> CliResult {
+    match cmd {
+        XuaCommand::Validate { file } => {
+            let xml = std::fs::read(&file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+            match api.post_raw("/api/v1/xua/validate", xml, "application/xml") {
+                Ok(v) => {
+                    emit(&serde_json::to_string_pretty(&v).unwrap_or_default());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err((EXIT_REFUSED, format!("assertion refused: {e}"))),
+            }
+        }
+    }
+}
