@@ -286,69 +286,100 @@ async fn handle(
     let peer_s = peer.to_string();
     let mut dec = FrameDecoder::new(ctx.config.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
+    // Reading and parsing go on while the previous batch is being made durable (at most one
+    // batch in flight per connection, and at most MAX_PENDING bytes parsed ahead of it).
+    let mut pending: Vec<NewRecord> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut inflight: Option<(Pending, u64, u64)> = None;
+    let mut reading = true;
     loop {
-        let n = tokio::select! {
-            r = tokio::time::timeout(ctx.config.idle_timeout, tls.read(&mut buf)) => match r {
-                Err(_) => {
-                    tracing::info!(%peer, node = %node.subject, "closing idle syslog-TLS connection");
-                    break;
-                }
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, node = %node.subject, error = %e, "syslog-TLS connection error");
-                    break;
-                }
-                Ok(Ok(n)) => n,
-            },
-            _ = shutdown.changed() => break,
-        };
-        if n == 0 {
-            if let Err(e) = dec.finish() {
-                ctx.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, node = %node.subject, error = %e, "syslog-TLS stream ended inside a frame");
-            }
-            break;
-        }
-        dec.push(&buf[..n]);
-        let received = now_micros();
-        let mut batch = Vec::new();
-        let mut frame_error = None;
-        loop {
-            match dec.next_frame() {
-                Ok(Some(f)) => batch.push(NewRecord::from_message(
-                    received,
-                    &node,
-                    &peer_s,
-                    Transport::Tls,
-                    f,
-                    &ctx.config.xml_limits,
-                )),
-                Ok(None) => break,
-                Err(e) => {
-                    frame_error = Some(e);
-                    break;
-                }
-            }
-        }
-        if !batch.is_empty() {
+        if inflight.is_none() && !pending.is_empty() {
+            let batch = std::mem::take(&mut pending);
+            pending_bytes = 0;
             let count = batch.len() as u64;
             let errors = batch.iter().filter(|r| r.index.parse_error).count() as u64;
-            if let Err(e) = ctx.log.append(batch).await {
-                tracing::error!(%peer, error = %e, "audit log append failed; closing the connection");
-                break;
+            match ctx.log.submit(batch) {
+                Ok(rx) => inflight = Some((rx, count, errors)),
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "audit log append failed; closing the connection");
+                    break;
+                }
             }
-            ctx.counters.messages.fetch_add(count, Ordering::Relaxed);
-            ctx.counters
-                .parse_errors
-                .fetch_add(errors, Ordering::Relaxed);
         }
-        if let Some(e) = frame_error {
-            ctx.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, node = %node.subject, error = %e, "closing syslog-TLS connection: framing error");
+        if inflight.is_none() && !reading {
             break;
+        }
+        let can_read = reading && pending_bytes < MAX_PENDING;
+        tokio::select! {
+            r = async { (&mut inflight.as_mut().expect("guarded").0).await }, if inflight.is_some() => {
+                let (_, count, errors) = inflight.take().expect("guarded");
+                match r {
+                    Ok(Ok(_)) => {
+                        ctx.counters.messages.fetch_add(count, Ordering::Relaxed);
+                        ctx.counters.parse_errors.fetch_add(errors, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(%peer, error = %e, "audit log append failed; closing the connection");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::error!(%peer, "audit log writer gone; closing the connection");
+                        break;
+                    }
+                }
+            }
+            r = tokio::time::timeout(ctx.config.idle_timeout, tls.read(&mut buf)), if can_read => {
+                let n = match r {
+                    Err(_) => {
+                        tracing::info!(%peer, node = %node.subject, "closing idle syslog-TLS connection");
+                        reading = false;
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, node = %node.subject, error = %e, "syslog-TLS connection error");
+                        reading = false;
+                        continue;
+                    }
+                    Ok(Ok(n)) => n,
+                };
+                if n == 0 {
+                    if let Err(e) = dec.finish() {
+                        ctx.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, node = %node.subject, error = %e, "syslog-TLS stream ended inside a frame");
+                    }
+                    reading = false;
+                    continue;
+                }
+                dec.push(&buf[..n]);
+                let received = now_micros();
+                loop {
+                    match dec.next_frame() {
+                        Ok(Some(f)) => {
+                            let r = NewRecord::from_message(received, &node, &peer_s, Transport::Tls, f, &ctx.config.xml_limits);
+                            pending_bytes += r.encoded_len();
+                            pending.push(r);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            ctx.counters.frame_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%peer, node = %node.subject, error = %e, "closing syslog-TLS connection: framing error");
+                            reading = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = shutdown.changed(), if reading => reading = false,
         }
     }
     let _ = tls.shutdown().await;
 }
+
+type Pending =
+    tokio::sync::oneshot::Receiver<Result<std::ops::RangeInclusive<u64>, crate::error::LogError>>;
+
+/// Parsed records a connection may hold ahead of the batch being made durable.
+const MAX_PENDING: usize = 8 << 20;
 
 async fn udp_loop(
     sock: UdpSocket,

@@ -166,6 +166,14 @@ impl SyslogMessage {
     /// Parse one RFC 5424 message (the content of one RFC 5425 frame). A trailing LF (as some
     /// senders add) stays part of MSG.
     pub fn parse(input: &[u8]) -> Result<SyslogMessage, SyslogError> {
+        let (mut m, msg) = Self::parse_header(input)?;
+        m.msg = msg.to_vec();
+        Ok(m)
+    }
+
+    /// Parse the header and structured data; MSG is returned as a slice of `input` (without
+    /// its BOM) and left empty in the message.
+    pub(crate) fn parse_header(input: &[u8]) -> Result<(SyslogMessage, &[u8]), SyslogError> {
         let mut p = Parser { s: input, i: 0 };
         p.expect(b'<')?;
         let start = p.i;
@@ -223,18 +231,21 @@ impl SyslogMessage {
                 msg_bom = true;
             }
         }
-        Ok(SyslogMessage {
-            facility: (pri / 8) as u8,
-            severity: (pri % 8) as u8,
-            timestamp,
-            hostname,
-            app_name,
-            procid,
-            msgid,
-            structured_data,
-            msg: msg.to_vec(),
-            msg_bom,
-        })
+        Ok((
+            SyslogMessage {
+                facility: (pri / 8) as u8,
+                severity: (pri % 8) as u8,
+                timestamp,
+                hostname,
+                app_name,
+                procid,
+                msgid,
+                structured_data,
+                msg: Vec::new(),
+                msg_bom,
+            },
+            msg,
+        ))
     }
 }
 

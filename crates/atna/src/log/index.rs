@@ -64,17 +64,22 @@ pub struct SearchFilter {
 #[derive(Default)]
 pub(crate) struct Index {
     pub entries: Vec<Entry>,
-    terms: HashMap<(Dim, Box<str>), u32>,
+    /// One term dictionary per dimension (looked up by `&str`, no allocation).
+    terms: [HashMap<Box<str>, u32>; 6],
     postings: Vec<Vec<u32>>,
 }
 
 impl Index {
+    fn lookup(&self, dim: Dim, v: &str) -> Option<u32> {
+        self.terms[dim as usize].get(v).copied()
+    }
+
     fn term(&mut self, dim: Dim, v: &str) -> u32 {
-        if let Some(&t) = self.terms.get(&(dim, Box::from(v))) {
+        if let Some(t) = self.lookup(dim, v) {
             return t;
         }
         let t = self.postings.len() as u32;
-        self.terms.insert((dim, Box::from(v)), t);
+        self.terms[dim as usize].insert(Box::from(v), t);
         self.postings.push(Vec::new());
         t
     }
@@ -143,7 +148,7 @@ impl Index {
             (Dim::Node, &filter.node),
         ] {
             let Some(v) = v else { continue };
-            let Some(&t) = self.terms.get(&(dim, Box::from(v.as_str()))) else {
+            let Some(t) = self.lookup(dim, v) else {
                 return out; // a term never seen matches nothing
             };
             match dim {

@@ -253,7 +253,7 @@ impl AuditLog {
         self.shared.last_checkpoint.lock().clone()
     }
 
-    fn submit(
+    pub(crate) fn submit(
         &self,
         records: Vec<NewRecord>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<RangeInclusive<u64>, LogError>>, LogError>
@@ -494,14 +494,14 @@ impl Writer {
                 match j {
                     Job::Append(records, reply) => {
                         let first = seq + 1;
-                        for r in &records {
+                        for r in records {
                             seq += 1;
                             let off = buf.len() as u64;
                             prev = record::encode_frame(seq, &prev, &r.tail, &mut buf);
                             new_entries.push((
                                 base_offset + off,
                                 (buf.len() as u64 - off) as u32,
-                                r.index.clone(),
+                                r.index,
                             ));
                         }
                         replies.push((reply, first..=seq));

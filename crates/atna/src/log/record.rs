@@ -124,9 +124,9 @@ impl RecordSummary {
     /// Parse a received message: RFC 5424 first, then its MSG as DICOM audit XML.
     pub fn parse(raw: &[u8], limits: &XmlLimits) -> Self {
         let mut s = RecordSummary::default();
-        match SyslogMessage::parse(raw) {
+        match SyslogMessage::parse_header(raw) {
             Err(e) => s.syslog_error = Some(bounded(&e.to_string())),
-            Ok(m) => {
+            Ok((m, msg)) => {
                 s.syslog = Some(SyslogHeader {
                     pri: m.pri(),
                     timestamp: m.timestamp.map(crate::time_fmt::unix_micros),
@@ -136,7 +136,7 @@ impl RecordSummary {
                     msgid: m.msgid,
                 });
                 // Trailing line ends some senders add are not part of the XML.
-                let mut xml: &[u8] = &m.msg;
+                let mut xml: &[u8] = msg;
                 while let [rest @ .., b'\n' | b'\r'] = xml {
                     xml = rest;
                 }
