@@ -135,10 +135,12 @@ impl AuditLog {
                     body,
                     hash,
                 } => {
-                    let rec = record::decode_body(&body, hash).map_err(|e| LogError::Corrupt {
-                        path: rpath.clone(),
-                        offset,
-                        reason: e.0,
+                    let rec = record::decode_body_opts(&body, hash, false).map_err(|e| {
+                        LogError::Corrupt {
+                            path: rpath.clone(),
+                            offset,
+                            reason: e.0,
+                        }
                     })?;
                     if rec.seq != head.0 + 1 || rec.prev_hash != head.1 {
                         return Err(LogError::Corrupt {

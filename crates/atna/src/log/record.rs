@@ -422,6 +422,15 @@ pub(crate) fn encode_frame(seq: u64, prev: &[u8; 32], tail: &[u8], out: &mut Vec
 
 /// Decode a record body (everything between the length and the stored hash).
 pub(crate) fn decode_body(body: &[u8], stored_hash: [u8; 32]) -> Result<Record, DecError> {
+    decode_body_opts(body, stored_hash, true)
+}
+
+/// [`decode_body`], leaving `raw` empty unless `with_raw` (the index rebuild does not need it).
+pub(crate) fn decode_body_opts(
+    body: &[u8],
+    stored_hash: [u8; 32],
+    with_raw: bool,
+) -> Result<Record, DecError> {
     let mut d = Dec::new(body);
     let seq = d.u64("seq")?;
     let prev_hash = d.arr32("prev hash")?;
@@ -436,7 +445,8 @@ pub(crate) fn decode_body(body: &[u8], stored_hash: [u8; 32]) -> Result<Record, 
     };
     let peer = d.str16("peer")?;
     let summary = decode_summary(&mut d)?;
-    let raw = d.bytes32("raw message")?.to_vec();
+    let raw = d.bytes32("raw message")?;
+    let raw = if with_raw { raw.to_vec() } else { Vec::new() };
     d.done("record")?;
     Ok(Record {
         seq,
