@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
 use parking_lot::RwLock;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
@@ -142,11 +143,13 @@ pub(crate) struct VerifiedSigner {
     pub key: SignerKey,
 }
 
-/// The public key in the form ring verifies with.
+/// The public key, prepared once per signer certificate.
 #[derive(Debug, Clone)]
 pub(crate) enum SignerKey {
-    /// `RSAPublicKey` DER.
-    Rsa(Vec<u8>),
+    /// RSA, verified with OpenSSL on a key object kept across assertions (its Montgomery
+    /// context is computed once; ring recomputes it on every verification, which is most of the
+    /// cost of an RSA-2048 verification).
+    Rsa(openssl::rsa::Rsa<openssl::pkey::Public>),
     /// Uncompressed P-256 point.
     P256(Vec<u8>),
     /// Uncompressed P-384 point.
@@ -158,7 +161,7 @@ pub struct TrustStore {
     anchors: Vec<CertificateDer<'static>>,
     intermediates: Vec<CertificateDer<'static>>,
     eku: EkuPolicy,
-    cache: RwLock<HashMap<[u8; 32], Arc<VerifiedSigner>>>,
+    cache: RwLock<HashMap<Vec<String>, Arc<VerifiedSigner>>>,
     cache_capacity: usize,
 }
 
@@ -196,31 +199,33 @@ impl TrustStore {
         })
     }
 
-    /// Verify the path of `certs` (leaf first, then intermediates from `KeyInfo`) at `now`.
+    /// Verify the path of the certificates of `KeyInfo` (base64 without whitespace; leaf first,
+    /// then intermediates) at `now`. The cache is keyed by that text, so a known signer costs
+    /// neither base64 decoding nor hashing.
     pub(crate) fn verify(
         &self,
-        certs: &[Vec<u8>],
+        certs_b64: &[String],
         now: SystemTime,
     ) -> Result<Arc<VerifiedSigner>, TrustProblem> {
         let now_ms = to_millis(now);
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        for c in certs {
-            ctx.update(&(c.len() as u64).to_be_bytes());
-            ctx.update(c);
-        }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(ctx.finish().as_ref());
-        if let Some(v) = self.cache.read().get(&key) {
+        if let Some(v) = self.cache.read().get(certs_b64) {
             if v.valid_from_ms <= now_ms && now_ms < v.valid_until_ms {
                 return Ok(v.clone());
             }
         }
-        let verified = Arc::new(self.verify_uncached(certs, now)?);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut ders = Vec::with_capacity(certs_b64.len());
+        for (i, c) in certs_b64.iter().enumerate() {
+            ders.push(b64.decode(c.as_bytes()).map_err(|_| {
+                TrustProblem::Malformed(format!("X509Certificate #{} is not base64", i + 1))
+            })?);
+        }
+        let verified = Arc::new(self.verify_uncached(&ders, now)?);
         let mut cache = self.cache.write();
         if cache.len() >= self.cache_capacity {
             cache.clear();
         }
-        cache.insert(key, verified.clone());
+        cache.insert(certs_b64.to_vec(), verified.clone());
         Ok(verified)
     }
 
@@ -328,7 +333,11 @@ impl TrustStore {
                         "RSA key of {bits} bits (at least 2048 required)"
                     )));
                 }
-                SignerKey::Rsa(key_bytes)
+                SignerKey::Rsa(
+                    openssl::rsa::Rsa::public_key_from_der_pkcs1(&key_bytes).map_err(|e| {
+                        TrustProblem::Malformed(format!("RSA public key: {e}"))
+                    })?,
+                )
             }
             "1.2.840.10045.2.1" => {
                 let curve = spki

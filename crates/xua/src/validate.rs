@@ -381,13 +381,17 @@ fn simple_text(n: Node<'_, '_>, what: &str, code: RefusalCode) -> Result<String,
     Ok(s)
 }
 
-fn b64_decode(text: &str, what: &str, code: RefusalCode) -> Result<Vec<u8>, Refusal> {
-    let compact: String = text
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'))
-        .collect();
+/// Base64 text without the XML whitespace that line-wrapping signers put in it.
+fn compact_b64(mut text: String) -> String {
+    if text.bytes().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        text.retain(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'));
+    }
+    text
+}
+
+fn b64_decode(text: String, what: &str, code: RefusalCode) -> Result<Vec<u8>, Refusal> {
     base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
+        .decode(compact_b64(text).as_bytes())
         .or_else(|_| refuse(code, format!("{what} is not base64")))
 }
 
@@ -401,7 +405,7 @@ struct SignatureParts<'a, 'i> {
     digest_algorithm: XmlDigestAlgorithm,
     digest: Vec<u8>,
     signature_value: Vec<u8>,
-    certificates: Vec<Vec<u8>>,
+    certificates: Vec<String>,
 }
 
 fn algorithm_attr<'a>(n: Node<'a, '_>, what: &str) -> Result<&'a str, Refusal> {
@@ -685,23 +689,12 @@ impl Validator {
                 );
             }
         }
-        use ring::signature as rs;
-        let verifier: &dyn rs::VerificationAlgorithm = match (parts.algorithm, &signer.key) {
-            (XmlSignatureAlgorithm::RsaSha256, SignerKey::Rsa(_)) => {
-                &rs::RSA_PKCS1_2048_8192_SHA256
-            }
-            (XmlSignatureAlgorithm::RsaSha384, SignerKey::Rsa(_)) => {
-                &rs::RSA_PKCS1_2048_8192_SHA384
-            }
-            (XmlSignatureAlgorithm::RsaSha512, SignerKey::Rsa(_)) => {
-                &rs::RSA_PKCS1_2048_8192_SHA512
-            }
-            (XmlSignatureAlgorithm::EcdsaSha256, SignerKey::P256(_)) => {
-                &rs::ECDSA_P256_SHA256_FIXED
-            }
-            (XmlSignatureAlgorithm::EcdsaSha384, SignerKey::P384(_)) => {
-                &rs::ECDSA_P384_SHA384_FIXED
-            }
+        match (parts.algorithm, &signer.key) {
+            (XmlSignatureAlgorithm::RsaSha256, SignerKey::Rsa(_))
+            | (XmlSignatureAlgorithm::RsaSha384, SignerKey::Rsa(_))
+            | (XmlSignatureAlgorithm::RsaSha512, SignerKey::Rsa(_))
+            | (XmlSignatureAlgorithm::EcdsaSha256, SignerKey::P256(_))
+            | (XmlSignatureAlgorithm::EcdsaSha384, SignerKey::P384(_)) => {}
             (alg, key) => {
                 return refuse(
                     C::KeyAlgorithmMismatch,
@@ -716,10 +709,7 @@ impl Validator {
                     ),
                 );
             }
-        };
-        let key_bytes = match &signer.key {
-            SignerKey::Rsa(k) | SignerKey::P256(k) | SignerKey::P384(k) => k.as_slice(),
-        };
+        }
 
         // --- Digest over the canonicalised assertion without its signature. ---
         let mut buf = Vec::with_capacity(input.len());
@@ -742,10 +732,7 @@ impl Validator {
                 message: e.to_string(),
             }
         })?;
-        if rs::UnparsedPublicKey::new(verifier, key_bytes)
-            .verify(&buf, &parts.signature_value)
-            .is_err()
-        {
+        if !verify_signature(parts.algorithm, &signer.key, &buf, &parts.signature_value) {
             return refuse(
                 C::BadSignature,
                 format!(
@@ -954,12 +941,12 @@ impl Validator {
             }
         };
         let digest = b64_decode(
-            &simple_text(dv, "DigestValue", C::SignatureStructure)?,
+            simple_text(dv, "DigestValue", C::SignatureStructure)?,
             "DigestValue",
             C::SignatureStructure,
         )?;
         let signature_value = b64_decode(
-            &simple_text(sv, "SignatureValue", C::SignatureStructure)?,
+            simple_text(sv, "SignatureValue", C::SignatureStructure)?,
             "SignatureValue",
             C::SignatureStructure,
         )?;
@@ -989,11 +976,7 @@ impl Validator {
         }
         let mut certificates = Vec::with_capacity(certs.len());
         for c in certs {
-            certificates.push(b64_decode(
-                &simple_text(c, "X509Certificate", C::KeyInfo)?,
-                "X509Certificate",
-                C::CertificateMalformed,
-            )?);
+            certificates.push(compact_b64(simple_text(c, "X509Certificate", C::KeyInfo)?));
         }
         Ok(SignatureParts {
             signed_info: si,
@@ -1311,6 +1294,63 @@ impl Validator {
             digest_algorithm: parts.digest_algorithm,
             in_soap_envelope: in_soap,
         })
+    }
+}
+
+/// `DigestInfo` prefixes of RSASSA-PKCS1-v1_5 (RFC 8017 §9.2, note 1).
+const DIGEST_INFO_SHA256: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+const DIGEST_INFO_SHA384: [u8; 19] = [
+    0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
+    0x00, 0x04, 0x30,
+];
+const DIGEST_INFO_SHA512: [u8; 19] = [
+    0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05,
+    0x00, 0x04, 0x40,
+];
+
+/// Verify `sig` over `msg`. RSA: RSAVP1 with OpenSSL's PKCS#1 type-1 padding check on the cached
+/// key, then the recovered `DigestInfo` compared byte for byte with the expected encoding
+/// (encode-and-compare, no DER parsing of attacker data). ECDSA: ring, raw `r ‖ s`.
+fn verify_signature(alg: XmlSignatureAlgorithm, key: &SignerKey, msg: &[u8], sig: &[u8]) -> bool {
+    use ring::signature as rs;
+    match key {
+        SignerKey::Rsa(rsa) => {
+            let (prefix, digest) = match alg {
+                XmlSignatureAlgorithm::RsaSha256 => (&DIGEST_INFO_SHA256, &ring::digest::SHA256),
+                XmlSignatureAlgorithm::RsaSha384 => (&DIGEST_INFO_SHA384, &ring::digest::SHA384),
+                XmlSignatureAlgorithm::RsaSha512 => (&DIGEST_INFO_SHA512, &ring::digest::SHA512),
+                _ => return false,
+            };
+            let k = rsa.size() as usize;
+            if sig.len() != k {
+                return false;
+            }
+            let mut out = [0u8; 1024];
+            let Some(out) = out.get_mut(..k) else {
+                return false;
+            };
+            let Ok(n) = rsa.public_decrypt(sig, out, openssl::rsa::Padding::PKCS1) else {
+                return false;
+            };
+            let h = ring::digest::digest(digest, msg);
+            n == prefix.len() + h.as_ref().len()
+                && out[..prefix.len()] == prefix[..]
+                && out[prefix.len()..n] == *h.as_ref()
+        }
+        SignerKey::P256(k) if alg == XmlSignatureAlgorithm::EcdsaSha256 => {
+            rs::UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_FIXED, k)
+                .verify(msg, sig)
+                .is_ok()
+        }
+        SignerKey::P384(k) if alg == XmlSignatureAlgorithm::EcdsaSha384 => {
+            rs::UnparsedPublicKey::new(&rs::ECDSA_P384_SHA384_FIXED, k)
+                .verify(msg, sig)
+                .is_ok()
+        }
+        _ => false,
     }
 }
 
