@@ -393,6 +393,20 @@ fn bench_search(dir: &Path, n: u64) {
         );
     }
     drop(log);
+    // One checkpoint over everything, then a full verification.
+    let signer = Arc::new(SoftwareSigner::generate("bench", KeyAlgorithm::EcP256).unwrap());
+    let spki = cps_hsm::Signer::public_key_der(signer.as_ref()).to_vec();
+    let log = AuditLog::open(&path, Some(signer), LogOptions::default()).unwrap();
+    log.checkpoint_blocking().unwrap();
+    drop(log);
+    let t = Instant::now();
+    let report = cps_atna::verify(&path, &spki).unwrap();
+    println!(
+        "verify: {} records, {} checkpoint(s): {:.2} s",
+        report.records,
+        report.checkpoints,
+        t.elapsed().as_secs_f64()
+    );
     let _ = std::fs::remove_dir_all(&path);
 }
 

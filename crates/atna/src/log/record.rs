@@ -61,7 +61,8 @@ impl Transport {
 /// The sending node as authenticated by TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeIdentity {
-    /// Subject DN of the client certificate (RFC 4514 form); empty for UDP.
+    /// Subject DN of the client certificate as text (`x509-parser`'s form: `O=…, CN=…` in
+    /// certificate order); empty for UDP and local records.
     pub subject: String,
     /// SHA-256 of the client certificate (DER).
     pub fingerprint: Option<[u8; 32]>,
@@ -202,6 +203,21 @@ impl NewRecord {
     ) -> Self {
         let summary = RecordSummary::parse(raw, limits);
         Self::with_summary(received_micros, node, peer, transport, raw, &summary)
+    }
+
+    /// One of the appliance's own messages (`raw` as formatted by [`Auditor::format`]), stored
+    /// with transport [`Transport::Local`] and no node identity.
+    ///
+    /// [`Auditor::format`]: crate::Auditor::format
+    pub fn local(received_micros: i64, raw: &[u8]) -> Self {
+        Self::from_message(
+            received_micros,
+            &NodeIdentity::default(),
+            "local",
+            Transport::Local,
+            raw,
+            &XmlLimits::default(),
+        )
     }
 
     /// Prepare a record whose summary is already known.
