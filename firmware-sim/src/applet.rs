@@ -242,6 +242,7 @@ impl Card {
             0x2C => self.reset_retry(cmd.p1, cmd.p2, body),
             0x87 => self.general_authenticate(cmd.p1, cmd.p2, body, rng),
             0x47 => self.generate(cmd.p1, cmd.p2, body, rng),
+            0xFF => self.set_management_key(cmd.p1, cmd.p2, body),
             _ => Reply::sw(sw::INS_NOT_SUPPORTED),
         };
         self.finish(reply, ne)
@@ -321,6 +322,30 @@ impl Card {
             Some(v) => Reply::ok(v.0.clone()),
             None => Reply::sw(sw::NOT_FOUND),
         }
+    }
+
+    /// SET MANAGEMENT KEY (`00 FF FF FF|FE`, data `alg 9B len key`), the command PIV cards of
+    /// the YubiKey family use to replace the card management key. Needs the current management
+    /// key authenticated in this session; the new key must fit its algorithm.
+    fn set_management_key(&mut self, p1: u8, p2: u8, body: &[u8]) -> Reply {
+        if p1 != 0xFF || !(p2 == 0xFF || p2 == 0xFE) {
+            return Reply::sw(sw::WRONG_P1P2);
+        }
+        if !self.session.mgmt_auth {
+            return Reply::sw(sw::SECURITY_STATUS);
+        }
+        let [alg, 0x9B, len, key @ ..] = body else {
+            return Reply::sw(sw::WRONG_DATA);
+        };
+        let Some(alg) = crate::state::MgmtAlg::from_id(*alg) else {
+            return Reply::sw(sw::WRONG_DATA);
+        };
+        if usize::from(*len) != key.len() || key.len() != alg.key_len() {
+            return Reply::sw(sw::WRONG_DATA);
+        }
+        self.state.mgmt_alg = alg;
+        self.state.mgmt_key = key.to_vec();
+        Reply::sw(sw::OK).persisted()
     }
 
     fn put_data(&mut self, p1: u8, p2: u8, body: &[u8]) -> Reply {

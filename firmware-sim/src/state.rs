@@ -43,6 +43,18 @@ pub enum MgmtAlg {
 }
 
 impl MgmtAlg {
+    /// The algorithm with SP 800-78-4 identifier `id`.
+    pub fn from_id(id: u8) -> Option<MgmtAlg> {
+        [
+            MgmtAlg::TripleDes,
+            MgmtAlg::Aes128,
+            MgmtAlg::Aes192,
+            MgmtAlg::Aes256,
+        ]
+        .into_iter()
+        .find(|a| a.id() == id)
+    }
+
     pub fn id(self) -> u8 {
         match self {
             MgmtAlg::TripleDes => 0x03,

@@ -774,3 +774,45 @@ fn every_ins_with_random_parameters_answers_a_valid_status_word() {
 pub(crate) fn valid_sw(sw: u16) -> bool {
     crate::apdu::sw::is_valid(sw)
 }
+
+#[test]
+fn set_management_key_needs_authentication_and_replaces_the_key() {
+    let mut rng = TestRng(7);
+    let mut c = card(MgmtAlg::Aes192);
+    let new_key = [0x42u8; 32];
+    let mut body = vec![MgmtAlg::Aes256.id(), 0x9B, 32];
+    body.extend_from_slice(&new_key);
+    // Not authenticated: refused.
+    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xFF, 0xFF, 0xFF, &body, None));
+    assert_eq!(sw, 0x6982);
+    assert_eq!(
+        mgmt_auth(&mut c, &mut rng, MgmtAlg::Aes192, &DEFAULT_MGMT_KEY),
+        0x9000
+    );
+    // Malformed: wrong length for the algorithm, wrong tag, wrong P1/P2.
+    let (_, sw) = tx(
+        &mut c,
+        &mut rng,
+        &apdu(0, 0xFF, 0xFF, 0xFF, &body[..20], None),
+    );
+    assert_eq!(sw, 0x6A80);
+    let mut bad = body.clone();
+    bad[1] = 0x9A;
+    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xFF, 0xFF, 0xFF, &bad, None));
+    assert_eq!(sw, 0x6A80);
+    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xFF, 0x00, 0xFF, &body, None));
+    assert_eq!(sw, 0x6A86);
+    let (_, sw) = tx(&mut c, &mut rng, &apdu(0, 0xFF, 0xFF, 0xFF, &body, None));
+    assert_eq!(sw, 0x9000);
+    // Only the new key authenticates now.
+    c.reset();
+    assert_eq!(
+        mgmt_auth(&mut c, &mut rng, MgmtAlg::Aes256, &[0x11; 32]),
+        0x6982
+    );
+    c.reset();
+    assert_eq!(
+        mgmt_auth(&mut c, &mut rng, MgmtAlg::Aes256, &new_key),
+        0x9000
+    );
+}
