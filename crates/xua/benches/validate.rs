@@ -99,7 +99,10 @@ fn main() {
     let now = corpus_now();
     let mut summary = Vec::new();
     for k in kinds() {
-        let n = std::env::var("XUA_BENCH_DOCS").ok().and_then(|s| s.parse().ok()).unwrap_or(4000);
+        let n = std::env::var("XUA_BENCH_DOCS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4000);
         let docs = assertions(&k, n);
         std::fs::write(out.join(format!("assertion-{}.xml", k.name)), &docs[0]).unwrap();
         std::fs::write(
@@ -108,7 +111,8 @@ fn main() {
         )
         .unwrap();
         let v = validator(Setup::default());
-        v.verify(&docs[0], now).expect("benchmark assertion verifies");
+        v.verify(&docs[0], now)
+            .expect("benchmark assertion verifies");
 
         let mut g = c.benchmark_group(format!("xua/{}", k.name));
         g.throughput(Throughput::Elements(1));

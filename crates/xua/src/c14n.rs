@@ -57,12 +57,15 @@ pub fn canonicalize(
     out: &mut Vec<u8>,
 ) -> Result<(), C14nError> {
     if !apex.is_element() {
-        return Err(C14nError("the apex of a canonicalised subtree must be an element".into()));
+        return Err(C14nError(
+            "the apex of a canonicalised subtree must be an element".into(),
+        ));
     }
     let input = apex.document().input_text();
     let exclude = exclude.map(|n| n.id());
     let mut rendered: Vec<(&str, &str)> = Vec::with_capacity(8);
-    let mut marks: Vec<usize> = Vec::with_capacity(16);
+    // Per open element: how many rendered namespaces to keep when it closes, and its name.
+    let mut marks: Vec<(usize, &str)> = Vec::with_capacity(16);
     let mut decls: Vec<(&str, &str)> = Vec::with_capacity(4);
     let mut attrs: Vec<(&str, &str, &str, &str)> = Vec::with_capacity(8);
     let mut skipping = false;
@@ -78,9 +81,11 @@ pub fn canonicalize(
                 }
                 match n.node_type() {
                     NodeType::Element => {
-                        marks.push(rendered.len());
+                        let qname = element_qname(n, input)?;
+                        marks.push((rendered.len(), qname));
                         open_element(
                             n,
+                            qname,
                             input,
                             inclusive,
                             &mut rendered,
@@ -112,12 +117,13 @@ pub fn canonicalize(
                     continue;
                 }
                 if n.is_element() {
+                    let (m, qname) = marks
+                        .pop()
+                        .ok_or_else(|| C14nError("unbalanced element".into()))?;
                     out.extend_from_slice(b"</");
-                    out.extend_from_slice(element_qname(n, input)?.as_bytes());
+                    out.extend_from_slice(qname.as_bytes());
                     out.push(b'>');
-                    if let Some(m) = marks.pop() {
-                        rendered.truncate(m);
-                    }
+                    rendered.truncate(m);
                 }
             }
         }
@@ -135,7 +141,10 @@ pub(crate) enum Edge<'a, 'i> {
 /// Iterative depth-first walk of the subtree rooted at `root` (no recursion, so no stack
 /// exhaustion on deep input).
 pub(crate) fn traverse<'a, 'i>(root: Node<'a, 'i>) -> Traverse<'a, 'i> {
-    Traverse { root, next: Some(Edge::Open(root)) }
+    Traverse {
+        root,
+        next: Some(Edge::Open(root)),
+    }
 }
 
 pub(crate) struct Traverse<'a, 'i> {
@@ -195,6 +204,7 @@ fn prefix_of(qname: &str) -> &str {
 #[allow(clippy::too_many_arguments)]
 fn open_element<'a, 'i: 'a>(
     n: Node<'a, 'i>,
+    qname: &'i str,
     input: &'i str,
     inclusive: &'a InclusivePrefixes,
     rendered: &mut Vec<(&'a str, &'a str)>,
@@ -202,7 +212,6 @@ fn open_element<'a, 'i: 'a>(
     attrs: &mut Vec<(&'a str, &'a str, &'a str, &'a str)>,
     out: &mut Vec<u8>,
 ) -> Result<(), C14nError> {
-    let qname = element_qname(n, input)?;
     decls.clear();
     attrs.clear();
 
@@ -239,12 +248,11 @@ fn open_element<'a, 'i: 'a>(
     for p in inclusive.prefixes() {
         if p == "#default" {
             consider("", n.default_namespace().unwrap_or(""), rendered, decls);
-        } else if p != "xml" {
-            if let Some(uri) = n.lookup_namespace_uri(Some(p.as_str())) {
-                if uri != ns::XML {
-                    consider(p.as_str(), uri, rendered, decls);
-                }
-            }
+        } else if p != "xml"
+            && let Some(uri) = n.lookup_namespace_uri(Some(p.as_str()))
+            && uri != ns::XML
+        {
+            consider(p.as_str(), uri, rendered, decls);
         }
     }
 
@@ -300,6 +308,10 @@ fn consider<'a>(
 /// Escape character data as canonical XML does: `&`, `<`, `>` and CR.
 pub(crate) fn escape_text(s: &str, out: &mut Vec<u8>) {
     let b = s.as_bytes();
+    if !b.iter().any(|&c| matches!(c, b'&' | b'<' | b'>' | b'\r')) {
+        out.extend_from_slice(b);
+        return;
+    }
     let mut last = 0;
     for (i, &c) in b.iter().enumerate() {
         let rep: &[u8] = match c {
@@ -319,6 +331,13 @@ pub(crate) fn escape_text(s: &str, out: &mut Vec<u8>) {
 /// Escape an attribute value as canonical XML does: `&`, `<`, `"`, TAB, LF and CR.
 pub(crate) fn escape_attr(s: &str, out: &mut Vec<u8>) {
     let b = s.as_bytes();
+    if !b
+        .iter()
+        .any(|&c| matches!(c, b'&' | b'<' | b'"' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(b);
+        return;
+    }
     let mut last = 0;
     for (i, &c) in b.iter().enumerate() {
         let rep: &[u8] = match c {

@@ -171,8 +171,8 @@ impl AssertionIssuer {
         let leaf = chain
             .first()
             .ok_or_else(|| IssueError::Certificate("no certificate given".into()))?;
-        let parsed = cps_pki::parse_certificate(leaf)
-            .map_err(|e| IssueError::Certificate(e.to_string()))?;
+        let parsed =
+            cps_pki::parse_certificate(leaf).map_err(|e| IssueError::Certificate(e.to_string()))?;
         if parsed.spki != signer.public_key_der() {
             return Err(IssueError::Certificate(format!(
                 "the certificate of '{}' does not hold the public key of signer '{}'",
@@ -184,7 +184,10 @@ impl AssertionIssuer {
             .signature
             .unwrap_or_else(|| XmlSignatureAlgorithm::for_key(signer.key_algorithm()));
         let hsm_alg = signature.hsm_algorithm().ok_or_else(|| {
-            IssueError::Config(format!("{} cannot be produced by the HSM layer", signature.uri()))
+            IssueError::Config(format!(
+                "{} cannot be produced by the HSM layer",
+                signature.uri()
+            ))
         })?;
         if !hsm_alg.fits(signer.key_algorithm())
             || (signature == XmlSignatureAlgorithm::EcdsaSha256
@@ -239,7 +242,12 @@ impl AssertionIssuer {
         now: SystemTime,
         id: &AssertionId,
     ) -> Result<IssuedAssertion, IssueError> {
-        let versions: Vec<&str> = self.config.vihf_versions.iter().map(String::as_str).collect();
+        let versions: Vec<&str> = self
+            .config
+            .vihf_versions
+            .iter()
+            .map(String::as_str)
+            .collect();
         claims.check(&versions).map_err(|p| match p {
             ClaimProblem::BreakGlassWithoutJustification => {
                 IssueError::BreakGlassWithoutJustification
@@ -254,8 +262,7 @@ impl AssertionIssuer {
         let not_on_or_after = not_before
             .checked_add(self.config.validity)
             .ok_or_else(|| IssueError::Config("validity out of range".into()))?;
-        let authn_instant =
-            crate::time::from_millis(crate::time::to_millis(claims.authn_instant));
+        let authn_instant = crate::time::from_millis(crate::time::to_millis(claims.authn_instant));
 
         // 1. The assertion without its signature, in canonical form.
         let mut w = Writer(Vec::with_capacity(4096));

@@ -284,7 +284,10 @@ impl VihfClaims {
         }
         check_text(&self.subject_id, "subject-id", 256).map_err(|e| M(attr::SUBJECT_ID, e))?;
         if self.roles.is_empty() {
-            return Err(M(attr::ROLE, "at least one role (the profession) is required".into()));
+            return Err(M(
+                attr::ROLE,
+                "at least one role (the profession) is required".into(),
+            ));
         }
         if self.roles.len() > 8 {
             return Err(M(attr::ROLE, "more than 8 roles".into()));

@@ -110,10 +110,10 @@ impl ReplayCache for InMemoryReplayCache {
         let idx = (self.hasher.hash_one(id) as usize) % SHARDS;
         let mut shard = self.shards[idx].lock();
         shard.purge(now);
-        if let Some(&e) = shard.map.get(id) {
-            if e > now {
-                return Err(ReplayError::Replayed);
-            }
+        if let Some(&e) = shard.map.get(id)
+            && e > now
+        {
+            return Err(ReplayError::Replayed);
         }
         if exp <= now {
             // Already expired: nothing to remember (the validator refuses it anyway).
@@ -158,7 +158,9 @@ mod tests {
         let t = |ms| from_millis(ms);
         let mut refused = 0;
         for i in 0..2000 {
-            if c.check_and_insert(&format!("_{i}"), t(1_000), t(0)).is_err() {
+            if c.check_and_insert(&format!("_{i}"), t(1_000), t(0))
+                .is_err()
+            {
                 refused += 1;
             }
         }
@@ -166,7 +168,10 @@ mod tests {
         assert!(c.len() <= 160);
         // Once the entries expire there is room again.
         for i in 0..8 {
-            assert_eq!(c.check_and_insert(&format!("_n{i}"), t(5_000), t(2_000)), Ok(()));
+            assert_eq!(
+                c.check_and_insert(&format!("_n{i}"), t(5_000), t(2_000)),
+                Ok(())
+            );
         }
     }
 
@@ -177,8 +182,7 @@ mod tests {
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    if c
-                        .check_and_insert("_same", from_millis(10_000), from_millis(0))
+                    if c.check_and_insert("_same", from_millis(10_000), from_millis(0))
                         .is_ok()
                     {
                         ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

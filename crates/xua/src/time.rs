@@ -114,7 +114,20 @@ pub fn parse_datetime(s: &str) -> Result<SystemTime, &'static str> {
         return Err("time must be in UTC with a trailing 'Z'");
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let mdays = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let mdays = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if y == 0 || !(1..=12).contains(&mo) || d == 0 || d > mdays[(mo - 1) as usize] {
         return Err("invalid calendar date");
     }
@@ -143,7 +156,14 @@ mod tests {
             to_millis(parse_datetime("2000-02-29T23:59:59.1234567Z").unwrap()),
             951_868_799_123
         );
-        for ms in [0i64, 1, 86_399_999, 951_868_799_123, 4_102_444_800_000, -1000] {
+        for ms in [
+            0i64,
+            1,
+            86_399_999,
+            951_868_799_123,
+            4_102_444_800_000,
+            -1000,
+        ] {
             let t = from_millis(ms);
             assert_eq!(to_millis(parse_datetime(&format_datetime(t)).unwrap()), ms);
         }

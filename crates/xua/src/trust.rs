@@ -77,11 +77,14 @@ pub trait RevocationCheck: Send + Sync {
     ) -> Result<RevocationStatus, String>;
 }
 
+/// Issuer DN (DER) and serial number of a certificate.
+type IssuerAndSerial = (Vec<u8>, Vec<u8>);
+
 /// A fixed list of revoked certificates, keyed by issuer DN (DER) and serial: for tests and for
 /// deployments that import a list.
 #[derive(Debug, Default)]
 pub struct StaticRevocationList {
-    revoked: RwLock<HashMap<(Vec<u8>, Vec<u8>), String>>,
+    revoked: RwLock<HashMap<IssuerAndSerial, String>>,
 }
 
 impl StaticRevocationList {
@@ -192,7 +195,10 @@ impl TrustStore {
         }
         Ok(TrustStore {
             anchors: anchors.into_iter().map(CertificateDer::from).collect(),
-            intermediates: intermediates.into_iter().map(CertificateDer::from).collect(),
+            intermediates: intermediates
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
             eku,
             cache: RwLock::new(HashMap::new()),
             cache_capacity: 1024,
@@ -208,10 +214,11 @@ impl TrustStore {
         now: SystemTime,
     ) -> Result<Arc<VerifiedSigner>, TrustProblem> {
         let now_ms = to_millis(now);
-        if let Some(v) = self.cache.read().get(certs_b64) {
-            if v.valid_from_ms <= now_ms && now_ms < v.valid_until_ms {
-                return Ok(v.clone());
-            }
+        if let Some(v) = self.cache.read().get(certs_b64)
+            && v.valid_from_ms <= now_ms
+            && now_ms < v.valid_until_ms
+        {
+            return Ok(v.clone());
         }
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut ders = Vec::with_capacity(certs_b64.len());
@@ -306,13 +313,13 @@ impl TrustStore {
             .map_err(|e| TrustProblem::Malformed(format!("signer certificate: {e}")))?
             .1;
         // Key usage: a signature certificate (digitalSignature or nonRepudiation), when stated.
-        if let Ok(Some(ku)) = parsed.key_usage() {
-            if !(ku.value.digital_signature() || ku.value.non_repudiation()) {
-                return Err(TrustProblem::KeyUsage(
+        if let Ok(Some(ku)) = parsed.key_usage()
+            && !(ku.value.digital_signature() || ku.value.non_repudiation())
+        {
+            return Err(TrustProblem::KeyUsage(
                     "the signer certificate's key usage allows neither digitalSignature nor nonRepudiation"
                         .into(),
                 ));
-            }
         }
         if parsed.is_ca() {
             return Err(TrustProblem::KeyUsage(
@@ -334,9 +341,8 @@ impl TrustStore {
                     )));
                 }
                 SignerKey::Rsa(
-                    openssl::rsa::Rsa::public_key_from_der_pkcs1(&key_bytes).map_err(|e| {
-                        TrustProblem::Malformed(format!("RSA public key: {e}"))
-                    })?,
+                    openssl::rsa::Rsa::public_key_from_der_pkcs1(&key_bytes)
+                        .map_err(|e| TrustProblem::Malformed(format!("RSA public key: {e}")))?,
                 )
             }
             "1.2.840.10045.2.1" => {
@@ -395,6 +401,9 @@ fn validity_ms(der: &[u8]) -> Result<(i64, i64), TrustProblem> {
     Ok((
         v.not_before.timestamp().saturating_mul(1000),
         // notAfter is inclusive: valid through the whole second.
-        v.not_after.timestamp().saturating_mul(1000).saturating_add(1000),
+        v.not_after
+            .timestamp()
+            .saturating_mul(1000)
+            .saturating_add(1000),
     ))
 }

@@ -349,7 +349,12 @@ fn elements<'a, 'i>(n: Node<'a, 'i>, what: &str) -> Result<Vec<Node<'a, 'i>>, Re
         match c.node_type() {
             NodeType::Element => out.push(c),
             NodeType::Text => {
-                if !c.text().unwrap_or("").bytes().all(|b| b.is_ascii_whitespace()) {
+                if !c
+                    .text()
+                    .unwrap_or("")
+                    .bytes()
+                    .all(|b| b.is_ascii_whitespace())
+                {
                     return refuse(RefusalCode::Schema, format!("text inside {what}"));
                 }
             }
@@ -383,7 +388,10 @@ fn simple_text(n: Node<'_, '_>, what: &str, code: RefusalCode) -> Result<String,
 
 /// Base64 text without the XML whitespace that line-wrapping signers put in it.
 fn compact_b64(mut text: String) -> String {
-    if text.bytes().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+    if text
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         text.retain(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'));
     }
     text
@@ -410,7 +418,12 @@ struct SignatureParts<'a, 'i> {
 
 fn algorithm_attr<'a>(n: Node<'a, '_>, what: &str) -> Result<&'a str, Refusal> {
     n.attribute("Algorithm").map_or_else(
-        || refuse(RefusalCode::SignatureStructure, format!("{what} without Algorithm")),
+        || {
+            refuse(
+                RefusalCode::SignatureStructure,
+                format!("{what} without Algorithm"),
+            )
+        },
         Ok,
     )
 }
@@ -499,7 +512,10 @@ impl Validator {
         if memchr::memmem::find(input, b"<!DOCTYPE").is_some()
             || memchr::memmem::find(input, b"<!ENTITY").is_some()
         {
-            return refuse(C::DtdForbidden, "document type declarations are not accepted");
+            return refuse(
+                C::DtdForbidden,
+                "document type declarations are not accepted",
+            );
         }
         let doc = Document::parse_with_options(
             text,
@@ -597,7 +613,10 @@ impl Validator {
             more => {
                 return refuse(
                     C::MultipleAssertions,
-                    format!("{} saml:Assertion elements; exactly one is accepted", more.len()),
+                    format!(
+                        "{} saml:Assertion elements; exactly one is accepted",
+                        more.len()
+                    ),
                 );
             }
         };
@@ -609,7 +628,10 @@ impl Validator {
             more => {
                 return refuse(
                     C::MultipleSignatures,
-                    format!("{} ds:Signature elements; exactly one is accepted", more.len()),
+                    format!(
+                        "{} ds:Signature elements; exactly one is accepted",
+                        more.len()
+                    ),
                 );
             }
         };
@@ -620,10 +642,7 @@ impl Validator {
             );
         }
         let children = elements(assertion, "Assertion")?;
-        if children.len() < 2
-            || !is(children[0], ns::SAML, "Issuer")
-            || children[1] != signature
-        {
+        if children.len() < 2 || !is(children[0], ns::SAML, "Issuer") || children[1] != signature {
             return refuse(
                 C::SignaturePosition,
                 "ds:Signature must immediately follow saml:Issuer",
@@ -656,36 +675,45 @@ impl Validator {
         }
 
         // --- Signer. ---
-        let signer = self.trust.verify(&parts.certificates, now).map_err(|p| match p {
-            TrustProblem::Malformed(m) => Refusal {
-                code: C::CertificateMalformed,
-                message: m,
-            },
-            TrustProblem::Untrusted(m) => Refusal {
-                code: C::UntrustedSigner,
-                message: m,
-            },
-            TrustProblem::Expired(m) => Refusal {
-                code: C::SignerCertificateExpired,
-                message: m,
-            },
-            TrustProblem::KeyUsage(m) => Refusal {
-                code: C::SignerKeyUsage,
-                message: m,
-            },
-        })?;
+        let signer = self
+            .trust
+            .verify(&parts.certificates, now)
+            .map_err(|p| match p {
+                TrustProblem::Malformed(m) => Refusal {
+                    code: C::CertificateMalformed,
+                    message: m,
+                },
+                TrustProblem::Untrusted(m) => Refusal {
+                    code: C::UntrustedSigner,
+                    message: m,
+                },
+                TrustProblem::Expired(m) => Refusal {
+                    code: C::SignerCertificateExpired,
+                    message: m,
+                },
+                TrustProblem::KeyUsage(m) => Refusal {
+                    code: C::SignerKeyUsage,
+                    message: m,
+                },
+            })?;
         match self.revocation.status(&signer.cert, &signer.chain, now) {
             Ok(RevocationStatus::Good) => {}
             Ok(RevocationStatus::Revoked { reason }) => {
                 return refuse(
                     C::SignerRevoked,
-                    format!("signer certificate {} is revoked: {reason}", signer.cert.subject),
+                    format!(
+                        "signer certificate {} is revoked: {reason}",
+                        signer.cert.subject
+                    ),
                 );
             }
             Err(e) => {
                 return refuse(
                     C::RevocationUnavailable,
-                    format!("revocation status of {} unavailable: {e}", signer.cert.subject),
+                    format!(
+                        "revocation status of {} unavailable: {e}",
+                        signer.cert.subject
+                    ),
                 );
             }
         }
@@ -713,11 +741,12 @@ impl Validator {
 
         // --- Digest over the canonicalised assertion without its signature. ---
         let mut buf = Vec::with_capacity(input.len());
-        canonicalize(assertion, Some(signature), &parts.ref_prefixes, &mut buf)
-            .map_err(|e| Refusal {
+        canonicalize(assertion, Some(signature), &parts.ref_prefixes, &mut buf).map_err(|e| {
+            Refusal {
                 code: C::MalformedXml,
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         let digest = ring::digest::digest(parts.digest_algorithm.ring(), &buf);
         if digest.as_ref() != parts.digest.as_slice() {
             return refuse(
@@ -743,15 +772,22 @@ impl Validator {
         }
 
         // --- From here on, everything is read from the verified assertion node. ---
-        if cfg.comments == CommentPolicy::Refuse
-            && assertion.descendants().any(|n| n.is_comment())
+        if cfg.comments == CommentPolicy::Refuse && assertion.descendants().any(|n| n.is_comment())
         {
             return refuse(
                 C::CommentInAssertion,
                 "comments inside the assertion are not accepted",
             );
         }
-        self.read(assertion, &children[2..], id, &signer.cert, &parts, in_soap, now)
+        self.read(
+            assertion,
+            &children[2..],
+            id,
+            &signer.cert,
+            &parts,
+            in_soap,
+            now,
+        )
     }
 
     /// Where the assertion may be: the root, or `Envelope/Header/wsse:Security/Assertion` of a
@@ -784,9 +820,7 @@ impl Validator {
         }
         let security = assertion.parent_element();
         match security {
-            Some(s)
-                if is(s, ns::WSSE, "Security") && s.parent_element() == Some(kids[0]) =>
-            {
+            Some(s) if is(s, ns::WSSE, "Security") && s.parent_element() == Some(kids[0]) => {
                 Ok(true)
             }
             _ => refuse(
@@ -818,7 +852,10 @@ impl Validator {
                     C::SignatureStructure,
                     format!(
                         "ds:Signature must hold exactly SignedInfo, SignatureValue, KeyInfo (found {})",
-                        kids.iter().map(|k| qname_of(*k)).collect::<Vec<_>>().join(", ")
+                        kids.iter()
+                            .map(|k| qname_of(*k))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
             }
@@ -851,7 +888,10 @@ impl Validator {
             );
         }
         let cm = si_kids[0];
-        check_c14n_uri(algorithm_attr(cm, "CanonicalizationMethod")?, "CanonicalizationMethod")?;
+        check_c14n_uri(
+            algorithm_attr(cm, "CanonicalizationMethod")?,
+            "CanonicalizationMethod",
+        )?;
         let si_prefixes = inclusive_prefixes(cm, "CanonicalizationMethod")?;
 
         let sm = si_kids[1];
@@ -1010,14 +1050,16 @@ impl Validator {
         let time_attr = |n: Node<'_, '_>, name: &str| -> Result<Option<SystemTime>, Refusal> {
             match n.attribute(name) {
                 None => Ok(None),
-                Some(v) => parse_datetime(v).map(Some).or_else(|why| {
-                    refuse(C::Schema, format!("{name} '{}': {why}", shown(v)))
-                }),
+                Some(v) => parse_datetime(v)
+                    .map(Some)
+                    .or_else(|why| refuse(C::Schema, format!("{name} '{}': {why}", shown(v)))),
             }
         };
 
-        let issue_instant = time_attr(assertion, "IssueInstant")?
-            .map_or_else(|| refuse(C::Schema, "the assertion has no IssueInstant"), Ok)?;
+        let issue_instant = time_attr(assertion, "IssueInstant")?.map_or_else(
+            || refuse(C::Schema, "the assertion has no IssueInstant"),
+            Ok,
+        )?;
 
         // Issuer.
         let issuer_node = assertion
@@ -1056,10 +1098,7 @@ impl Validator {
                 }
             };
             if slot.replace(n).is_some() {
-                return refuse(
-                    C::Schema,
-                    format!("{} appears twice", n.tag_name().name()),
-                );
+                return refuse(C::Schema, format!("{} appears twice", n.tag_name().name()));
             }
         }
         let subject = subject.map_or_else(|| refuse(C::Schema, "no Subject"), Ok)?;
@@ -1082,13 +1121,13 @@ impl Validator {
                         if let Some(t) = time_attr(d, "NotOnOrAfter")? {
                             confirmation_ends.push(t);
                         }
-                        if let Some(t) = time_attr(d, "NotBefore")? {
-                            if to_millis(t) > now_ms.saturating_add(skew_ms) {
-                                return refuse(
-                                    C::NotYetValid,
-                                    "SubjectConfirmationData NotBefore is in the future",
-                                );
-                            }
+                        if let Some(t) = time_attr(d, "NotBefore")?
+                            && to_millis(t) > now_ms.saturating_add(skew_ms)
+                        {
+                            return refuse(
+                                C::NotYetValid,
+                                "SubjectConfirmationData NotBefore is in the future",
+                            );
                         }
                     }
                 }
@@ -1099,7 +1138,8 @@ impl Validator {
                 );
             }
         }
-        let name_id = name_id.map_or_else(|| refuse(C::MissingAttribute, "no Subject/NameID"), Ok)?;
+        let name_id =
+            name_id.map_or_else(|| refuse(C::MissingAttribute, "no Subject/NameID"), Ok)?;
         let name_id = IdNatPs::parse(&name_id).map_err(|e| Refusal {
             code: C::MalformedAttribute,
             message: format!("NameID: {e}"),
@@ -1123,17 +1163,16 @@ impl Validator {
                         }
                         these.push(simple_text(a, "Audience", C::Schema)?);
                     }
-                    if let Some(mine) = &cfg.audience {
-                        if !these.iter().any(|a| a == mine) {
-                            return refuse(
-                                C::AudienceMismatch,
-                                format!("the assertion is not meant for {}", shown(mine)),
-                            );
-                        }
+                    if let Some(mine) = &cfg.audience
+                        && !these.iter().any(|a| a == mine)
+                    {
+                        return refuse(
+                            C::AudienceMismatch,
+                            format!("the assertion is not meant for {}", shown(mine)),
+                        );
                     }
                     audiences.extend(these);
-                } else if !(is(n, ns::SAML, "OneTimeUse") || is(n, ns::SAML, "ProxyRestriction"))
-                {
+                } else if !(is(n, ns::SAML, "OneTimeUse") || is(n, ns::SAML, "ProxyRestriction")) {
                     return refuse(
                         C::Schema,
                         format!("unsupported condition {}", shown(&qname_of(n))),
@@ -1145,7 +1184,10 @@ impl Validator {
             (Some(mine), 0) => {
                 return refuse(
                     C::AudienceMismatch,
-                    format!("the assertion has no AudienceRestriction naming {}", shown(mine)),
+                    format!(
+                        "the assertion has no AudienceRestriction naming {}",
+                        shown(mine)
+                    ),
                 );
             }
             (None, n) if n > 0 => {
@@ -1153,7 +1195,11 @@ impl Validator {
                     C::AudienceMismatch,
                     format!(
                         "the assertion is restricted to [{}] and this service has no audience configured",
-                        audiences.iter().map(|a| shown(a)).collect::<Vec<_>>().join(", ")
+                        audiences
+                            .iter()
+                            .map(|a| shown(a))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
             }
@@ -1168,7 +1214,9 @@ impl Validator {
             None if cfg.require_validity => {
                 return refuse(C::MissingValidity, "Conditions/@NotOnOrAfter is required");
             }
-            None => crate::time::from_millis(to_millis(issue_instant).saturating_add(max_validity_ms)),
+            None => {
+                crate::time::from_millis(to_millis(issue_instant).saturating_add(max_validity_ms))
+            }
         };
         let (nb, na, ii) = (
             to_millis(not_before),
@@ -1222,8 +1270,10 @@ impl Validator {
         }
 
         // AuthnStatement.
-        let authn_instant = time_attr(authn, "AuthnInstant")?
-            .map_or_else(|| refuse(C::Schema, "AuthnStatement has no AuthnInstant"), Ok)?;
+        let authn_instant = time_attr(authn, "AuthnInstant")?.map_or_else(
+            || refuse(C::Schema, "AuthnStatement has no AuthnInstant"),
+            Ok,
+        )?;
         if to_millis(authn_instant) > now_ms.saturating_add(skew_ms) {
             return refuse(C::NotYetValid, "AuthnInstant is in the future");
         }
@@ -1269,7 +1319,13 @@ impl Validator {
             }
             attributes.push((name, n));
         }
-        let claims = read_claims(&attributes, cfg, name_id, authn_instant, authn_context_class_ref)?;
+        let claims = read_claims(
+            &attributes,
+            cfg,
+            name_id,
+            authn_instant,
+            authn_context_class_ref,
+        )?;
         let versions: Vec<&str> = cfg.vihf_versions.iter().map(String::as_str).collect();
         claims.check(&versions).map_err(|p| match p {
             ClaimProblem::BreakGlassWithoutJustification => Refusal {
@@ -1380,7 +1436,11 @@ fn values<'a, 'i>(attribute: Node<'a, 'i>, name: &str) -> Result<Vec<Node<'a, 'i
     if let Some(v) = vs.iter().find(|v| !is(**v, ns::SAML, "AttributeValue")) {
         return refuse(
             RefusalCode::Schema,
-            format!("unexpected {} in attribute {}", shown(&qname_of(*v)), shown(name)),
+            format!(
+                "unexpected {} in attribute {}",
+                shown(&qname_of(*v)),
+                shown(name)
+            ),
         );
     }
     Ok(vs)
@@ -1428,10 +1488,10 @@ fn coded(value: Node<'_, '_>, element: &str, name: &str) -> Result<CodedValue, R
             shown(&qname_of(*ce))
         )));
     }
-    if let Some(t) = ce.attribute((ns::XSI, "type")) {
-        if t.rsplit(':').next() != Some("CE") {
-            return Err(bad(format!("xsi:type '{}' is not CE", shown(t))));
-        }
+    if let Some(t) = ce.attribute((ns::XSI, "type"))
+        && t.rsplit(':').next() != Some("CE")
+    {
+        return Err(bad(format!("xsi:type '{}' is not CE", shown(t))));
     }
     let get = |a: &str| ce.attribute(a).map(str::to_owned);
     let v = CodedValue {
@@ -1485,7 +1545,7 @@ fn read_claims(
     let patient = match single_text(attrs, attr::RESOURCE_ID)? {
         Some(cx) => {
             let p = PatientId::parse_cx(&cx).map_err(|e| malformed(attr::RESOURCE_ID, e))?;
-            if !cfg.ins_authorities.iter().any(|a| *a == p.authority) {
+            if !cfg.ins_authorities.contains(&p.authority) {
                 return Err(malformed(
                     attr::RESOURCE_ID,
                     format!("assigning authority {} is not accepted", p.authority),
@@ -1561,15 +1621,21 @@ fn read_claims(
             "a justification is only given with bris_de_glace".into(),
         ));
     }
-    let confidentiality_code = match attrs.iter().find(|(n, _)| *n == attr::CONFIDENTIALITY_CODE)
-    {
+    let confidentiality_code = match attrs.iter().find(|(n, _)| *n == attr::CONFIDENTIALITY_CODE) {
         None => None,
         Some((_, a)) => {
             let vs = values(*a, attr::CONFIDENTIALITY_CODE)?;
             if vs.len() != 1 {
-                return Err(malformed(attr::CONFIDENTIALITY_CODE, "exactly one value".into()));
+                return Err(malformed(
+                    attr::CONFIDENTIALITY_CODE,
+                    "exactly one value".into(),
+                ));
             }
-            Some(coded(vs[0], "ConfidentialityCode", attr::CONFIDENTIALITY_CODE)?)
+            Some(coded(
+                vs[0],
+                "ConfidentialityCode",
+                attr::CONFIDENTIALITY_CODE,
+            )?)
         }
     };
     let software = SoftwareInfo {

@@ -79,7 +79,14 @@ fn build_corpus() -> Vec<Case> {
     };
 
     // Accepted references.
-    add("valid.xml", "default", "ok", "", "a VIHF as the issuer writes it", issue(1).xml);
+    add(
+        "valid.xml",
+        "default",
+        "ok",
+        "",
+        "a VIHF as the issuer writes it",
+        issue(1).xml,
+    );
     add(
         "valid-soap.xml",
         "default",
@@ -94,7 +101,11 @@ fn build_corpus() -> Vec<Case> {
     let evil_unsigned = |new_id: &str| {
         strip_signature(&orig.xml)
             .replacen(NAME_ID, OTHER_IDNAT, 1)
-            .replacen(&format!("ID=\"{}\"", orig.id), &format!("ID=\"{new_id}\""), 1)
+            .replacen(
+                &format!("ID=\"{}\"", orig.id),
+                &format!("ID=\"{new_id}\""),
+                1,
+            )
     };
     add(
         "xsw1-evil-root-wraps-original.xml",
@@ -157,7 +168,10 @@ fn build_corpus() -> Vec<Case> {
     let sig = signature_of(&orig.xml);
     let sig_with_object = sig.replacen(
         "</ds:Signature>",
-        &format!("<ds:Object>{}</ds:Object></ds:Signature>", strip_signature(&orig.xml)),
+        &format!(
+            "<ds:Object>{}</ds:Object></ds:Signature>",
+            strip_signature(&orig.xml)
+        ),
         1,
     );
     add(
@@ -166,7 +180,12 @@ fn build_corpus() -> Vec<Case> {
         "duplicate_id",
         "",
         "an evil assertion with the original's ID whose signature's ds:Object holds the original",
-        format!("{}{}{}", &evil_same_id[..at], sig_with_object, &evil_same_id[at..]),
+        format!(
+            "{}{}{}",
+            &evil_same_id[..at],
+            sig_with_object,
+            &evil_same_id[at..]
+        ),
     );
     add(
         "xsw7a-original-in-extensions.xml",
@@ -176,7 +195,10 @@ fn build_corpus() -> Vec<Case> {
         "an unsigned evil assertion in the header, the signed original moved into Body/Extensions",
         soap_with_body(
             &evil_unsigned("_evil"),
-            &format!("<x:Request xmlns:x=\"urn:x\"><x:Extensions>{}</x:Extensions></x:Request>", orig.xml),
+            &format!(
+                "<x:Request xmlns:x=\"urn:x\"><x:Extensions>{}</x:Extensions></x:Request>",
+                orig.xml
+            ),
         ),
     );
     add(
@@ -187,7 +209,10 @@ fn build_corpus() -> Vec<Case> {
         "the signed original moved into Body/Extensions, nothing in wsse:Security",
         soap_with_body(
             "",
-            &format!("<x:Request xmlns:x=\"urn:x\"><x:Extensions>{}</x:Extensions></x:Request>", orig.xml),
+            &format!(
+                "<x:Request xmlns:x=\"urn:x\"><x:Extensions>{}</x:Extensions></x:Request>",
+                orig.xml
+            ),
         ),
     );
     let evil = evil_unsigned("_evil");
@@ -221,7 +246,11 @@ fn build_corpus() -> Vec<Case> {
         "signature_not_child",
         "",
         "the signature moved out of the assertion into wsse:Security",
-        soap(&format!("{}{}", strip_signature(&orig.xml), signature_of(&orig.xml))),
+        soap(&format!(
+            "{}{}",
+            strip_signature(&orig.xml),
+            signature_of(&orig.xml)
+        )),
     );
     let stripped = strip_signature(&orig.xml);
     let subj_end = stripped.find("</saml:Subject>").unwrap() + "</saml:Subject>".len();
@@ -231,7 +260,12 @@ fn build_corpus() -> Vec<Case> {
         "signature_position",
         "",
         "the signature moved after Subject (schema order)",
-        format!("{}{}{}", &stripped[..subj_end], signature_of(&orig.xml), &stripped[subj_end..]),
+        format!(
+            "{}{}{}",
+            &stripped[..subj_end],
+            signature_of(&orig.xml),
+            &stripped[subj_end..]
+        ),
     );
     add(
         "duplicate-id-in-body.xml",
@@ -297,7 +331,10 @@ fn build_corpus() -> Vec<Case> {
         "ok",
         &format!("name_id={NAME_ID}"),
         "a comment present when the assertion was signed",
-        resign(&strip_signature(&a.xml).replacen(NAME_ID, "8101<!-- x -->00000008", 1), 6),
+        resign(
+            &strip_signature(&a.xml).replacen(NAME_ID, "8101<!-- x -->00000008", 1),
+            6,
+        ),
     );
 
     // Parser attacks.
@@ -339,7 +376,11 @@ fn build_corpus() -> Vec<Case> {
         "too_large",
         "",
         "larger than the 256 KiB limit",
-        a.xml.replacen("</saml:AttributeStatement>", &format!("{pad}</saml:AttributeStatement>"), 1),
+        a.xml.replacen(
+            "</saml:AttributeStatement>",
+            &format!("{pad}</saml:AttributeStatement>"),
+            1,
+        ),
     );
     let deep = format!("{}x{}", "<d>".repeat(40), "</d>".repeat(40));
     add(
@@ -354,7 +395,14 @@ fn build_corpus() -> Vec<Case> {
             1,
         ),
     );
-    add("not-xml.xml", "default", "malformed_xml", "", "not well-formed", "<saml:Assertion".into());
+    add(
+        "not-xml.xml",
+        "default",
+        "malformed_xml",
+        "",
+        "not well-formed",
+        "<saml:Assertion".into(),
+    );
     add(
         "soap11.xml",
         "default",
@@ -378,7 +426,14 @@ fn build_corpus() -> Vec<Case> {
 
     // Signature tampering and algorithm substitution.
     let a = issue(8);
-    add("unsigned.xml", "default", "unsigned", "", "no signature at all", strip_signature(&a.xml));
+    add(
+        "unsigned.xml",
+        "default",
+        "unsigned",
+        "",
+        "no signature at all",
+        strip_signature(&a.xml),
+    );
     let sv = a.xml.find("<ds:SignatureValue>").unwrap() + "<ds:SignatureValue>".len();
     let sv_end = a.xml.find("</ds:SignatureValue>").unwrap();
     add(
@@ -421,7 +476,10 @@ fn build_corpus() -> Vec<Case> {
         "CanonicalizationMethod with comments",
         a.xml.replacen(
             &format!("<ds:CanonicalizationMethod Algorithm=\"{}\">", ns::EXC_C14N),
-            &format!("<ds:CanonicalizationMethod Algorithm=\"{}\">", ns::EXC_C14N_WITH_COMMENTS),
+            &format!(
+                "<ds:CanonicalizationMethod Algorithm=\"{}\">",
+                ns::EXC_C14N_WITH_COMMENTS
+            ),
             1,
         ),
     );
@@ -444,7 +502,10 @@ fn build_corpus() -> Vec<Case> {
         "",
         "the enveloped-signature transform removed",
         a.xml.replacen(
-            &format!("<ds:Transform Algorithm=\"{}\"></ds:Transform>", ns::ENVELOPED),
+            &format!(
+                "<ds:Transform Algorithm=\"{}\"></ds:Transform>",
+                ns::ENVELOPED
+            ),
             "",
             1,
         ),
@@ -460,7 +521,8 @@ fn build_corpus() -> Vec<Case> {
         "reference_count",
         "",
         "a second Reference in SignedInfo",
-        a.xml.replacen(&reference, &format!("{reference}{reference}"), 1),
+        a.xml
+            .replacen(&reference, &format!("{reference}{reference}"), 1),
     );
     add(
         "reference-whole-document.xml",
@@ -476,7 +538,8 @@ fn build_corpus() -> Vec<Case> {
         "key_info",
         "",
         "a KeyValue beside X509Data",
-        a.xml.replacen("<ds:KeyInfo>", "<ds:KeyInfo><ds:KeyValue></ds:KeyValue>", 1),
+        a.xml
+            .replacen("<ds:KeyInfo>", "<ds:KeyInfo><ds:KeyValue></ds:KeyValue>", 1),
     );
     add(
         "signature-object.xml",
@@ -484,7 +547,8 @@ fn build_corpus() -> Vec<Case> {
         "signature_structure",
         "",
         "a ds:Object in the signature",
-        a.xml.replacen("</ds:KeyInfo>", "</ds:KeyInfo><ds:Object></ds:Object>", 1),
+        a.xml
+            .replacen("</ds:KeyInfo>", "</ds:KeyInfo><ds:Object></ds:Object>", 1),
     );
     add(
         "tampered-nameid.xml",
@@ -503,7 +567,13 @@ fn build_corpus() -> Vec<Case> {
         "bad_signature",
         "",
         "signed by another key, with the trusted seal certificate in KeyInfo",
-        sign_xml(&unsigned9, id(9).as_str(), p.attacker.signer.as_ref(), &[&p.seal_der], rsa),
+        sign_xml(
+            &unsigned9,
+            id(9).as_str(),
+            p.attacker.signer.as_ref(),
+            &[&p.seal_der],
+            rsa,
+        ),
     );
     add(
         "untrusted-chain.xml",
@@ -511,7 +581,13 @@ fn build_corpus() -> Vec<Case> {
         "untrusted_signer",
         "",
         "signed by a self-signed look-alike of the seal",
-        sign_xml(&unsigned9, id(9).as_str(), p.attacker.signer.as_ref(), &[&p.attacker_der], rsa),
+        sign_xml(
+            &unsigned9,
+            id(9).as_str(),
+            p.attacker.signer.as_ref(),
+            &[&p.attacker_der],
+            rsa,
+        ),
     );
     add(
         "signer-tls-certificate.xml",
@@ -527,7 +603,13 @@ fn build_corpus() -> Vec<Case> {
         "signer_certificate_expired",
         "",
         "the seal key presented with an expired certificate",
-        sign_xml(&unsigned9, id(9).as_str(), seal, &[&p.seal_expired_der], rsa),
+        sign_xml(
+            &unsigned9,
+            id(9).as_str(),
+            seal,
+            &[&p.seal_expired_der],
+            rsa,
+        ),
     );
     add(
         "revoked-signer.xml",
@@ -563,7 +645,7 @@ fn build_corpus() -> Vec<Case> {
     );
     let long = AssertionIssuer::new(
         p.seal.signer.clone(),
-        &[p.seal_der.clone()],
+        std::slice::from_ref(&p.seal_der),
         IssuerConfig {
             validity: Duration::from_secs(48 * 3600),
             ..IssuerConfig::default()
@@ -611,7 +693,10 @@ fn build_corpus() -> Vec<Case> {
         "missing_attribute",
         "",
         "no purposeofuse",
-        resign(&without_attribute(&base, cps_xua::ns::attr::PURPOSE_OF_USE), 15),
+        resign(
+            &without_attribute(&base, cps_xua::ns::attr::PURPOSE_OF_USE),
+            15,
+        ),
     );
     add(
         "break-glass-without-justification.xml",
@@ -619,7 +704,10 @@ fn build_corpus() -> Vec<Case> {
         "break_glass_without_justification",
         "",
         "bris_de_glace and no justification attribute",
-        resign(&base.replacen("code=\"normal\"", "code=\"bris_de_glace\"", 1), 15),
+        resign(
+            &base.replacen("code=\"normal\"", "code=\"bris_de_glace\"", 1),
+            15,
+        ),
     );
     add(
         "malformed-ins.xml",
@@ -677,7 +765,7 @@ fn build_corpus() -> Vec<Case> {
     );
     let generic = AssertionIssuer::new(
         p.seal.signer.clone(),
-        &[p.seal_der.clone()],
+        std::slice::from_ref(&p.seal_der),
         IssuerConfig {
             flavour: Flavour::IheGeneric {
                 audience: "https://dmp.example/registry".into(),
@@ -762,7 +850,10 @@ fn corpus_files_match_their_generator() {
 fn corpus_cases_get_their_precise_refusals() {
     let manifest = std::fs::read_to_string(corpus_dir().join("manifest.tsv")).unwrap();
     let mut seen = 0;
-    for line in manifest.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let f: Vec<&str> = line.split('\t').collect();
         let (file, setup, expected, check) = (f[0], f[1], f[2], f[3]);
         let xml = std::fs::read(corpus_dir().join("cases").join(file)).unwrap();
@@ -770,7 +861,10 @@ fn corpus_cases_get_their_precise_refusals() {
         match setup {
             "default" | "replay" => {}
             "refuse-comments" => s.config.comments = CommentPolicy::Refuse,
-            "revoked" => s.revocation.revoke(&pki().seal_der, "keyCompromise").unwrap(),
+            "revoked" => s
+                .revocation
+                .revoke(&pki().seal_der, "keyCompromise")
+                .unwrap(),
             a if a.starts_with("audience=") => s.config.audience = Some(a[9..].to_owned()),
             other => panic!("unknown setup {other}"),
         }
@@ -783,7 +877,8 @@ fn corpus_cases_get_their_precise_refusals() {
         let got = v.validate(&xml, corpus_now());
         eprintln!(
             "{file} [{setup}] -> {}",
-            got.as_ref().map_or_else(|e| e.to_string(), |a| format!("ok {}", a.id))
+            got.as_ref()
+                .map_or_else(|e| e.to_string(), |a| format!("ok {}", a.id))
         );
         match (&got, expected) {
             (Ok(a), "ok") => {

@@ -23,12 +23,17 @@ fn rsa_and_ecdsa_round_trip_with_every_claim() {
             p.seal_der.clone(),
             XmlSignatureAlgorithm::RsaSha256,
         ),
-        (ec.signer.clone(), ec_der, XmlSignatureAlgorithm::EcdsaSha256),
+        (
+            ec.signer.clone(),
+            ec_der,
+            XmlSignatureAlgorithm::EcdsaSha256,
+        ),
     ] {
         let issuer = issuer_for(signer, &der, IssuerConfig::default());
         assert_eq!(issuer.signature_algorithm(), alg);
         let mut c = claims();
-        c.roles.push(cps_xua::CodedValue::new("SM26", "1.2.250.1.71.4.2.5"));
+        c.roles
+            .push(cps_xua::CodedValue::new("SM26", "1.2.250.1.71.4.2.5"));
         c.confidentiality_code = Some(cps_xua::CodedValue::new("N", "2.16.840.1.113883.5.25"));
         let a = issuer.issue(&c, corpus_now(), &id(1)).unwrap();
         let v = validator(Setup::default())
@@ -62,8 +67,17 @@ fn output_is_already_canonical_and_digest_input_is_the_document_minus_signature(
     assert_eq!(String::from_utf8(all).unwrap(), a.xml);
     // and of the assertion without its signature, the document with the signature cut out.
     let mut digest_input = Vec::new();
-    canonicalize(root, Some(sig), &InclusivePrefixes::none(), &mut digest_input).unwrap();
-    assert_eq!(String::from_utf8(digest_input).unwrap(), strip_signature(&a.xml));
+    canonicalize(
+        root,
+        Some(sig),
+        &InclusivePrefixes::none(),
+        &mut digest_input,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(digest_input).unwrap(),
+        strip_signature(&a.xml)
+    );
     // The signature sits right after Issuer.
     let names: Vec<&str> = root
         .children()
@@ -109,7 +123,10 @@ fn ihe_generic_flavour_needs_the_audience() {
         },
     );
     let a = issuer.issue(&claims(), corpus_now(), &id(4)).unwrap();
-    assert!(a.xml.contains("<saml:Audience>https://dmp.example/registry</saml:Audience>"));
+    assert!(
+        a.xml
+            .contains("<saml:Audience>https://dmp.example/registry</saml:Audience>")
+    );
     assert!(a.xml.contains(ns::CM_BEARER));
     // A VIHF validator (no audience) refuses an assertion restricted to someone.
     let e = validator(Setup::default())
@@ -123,10 +140,14 @@ fn ihe_generic_flavour_needs_the_audience() {
     assert_eq!(v.audiences, ["https://dmp.example/registry"]);
     let mut s = Setup::default();
     s.config.audience = Some("https://other.example/".into());
-    let e = validator(s).verify(a.xml.as_bytes(), corpus_now()).unwrap_err();
+    let e = validator(s)
+        .verify(a.xml.as_bytes(), corpus_now())
+        .unwrap_err();
     assert_eq!(e.code, RefusalCode::AudienceMismatch);
     // And a service with an audience refuses an unrestricted VIHF.
-    let vihf = corpus_issuer().issue(&claims(), corpus_now(), &id(5)).unwrap();
+    let vihf = corpus_issuer()
+        .issue(&claims(), corpus_now(), &id(5))
+        .unwrap();
     let mut s = Setup::default();
     s.config.audience = Some("https://dmp.example/registry".into());
     assert_eq!(
@@ -166,7 +187,8 @@ fn break_glass_needs_a_justification_at_issuance_and_is_read_back() {
 #[test]
 fn malformed_claims_are_refused_at_issuance() {
     let issuer = corpus_issuer();
-    let cases: Vec<Box<dyn Fn(&mut cps_xua::VihfClaims)>> = vec![
+    type Change = Box<dyn Fn(&mut cps_xua::VihfClaims)>;
+    let cases: Vec<Change> = vec![
         Box::new(|c| c.roles.clear()),
         Box::new(|c| c.secteur_activite = "SA07".into()),
         Box::new(|c| c.structure_id = "9XYZ".into()),
@@ -197,7 +219,7 @@ fn issuer_refuses_a_certificate_of_another_key_and_unfit_algorithms() {
     assert!(matches!(
         cps_xua::AssertionIssuer::new(
             p.seal.signer.clone(),
-            &[p.root_der.clone()],
+            std::slice::from_ref(&p.root_der),
             IssuerConfig::default()
         ),
         Err(IssueError::Certificate(_))
@@ -205,7 +227,7 @@ fn issuer_refuses_a_certificate_of_another_key_and_unfit_algorithms() {
     assert!(matches!(
         cps_xua::AssertionIssuer::new(
             p.seal.signer.clone(),
-            &[p.seal_der.clone()],
+            std::slice::from_ref(&p.seal_der),
             IssuerConfig {
                 signature: Some(XmlSignatureAlgorithm::EcdsaSha256),
                 ..IssuerConfig::default()
@@ -222,13 +244,19 @@ fn validity_window_and_skew() {
     let v = validator(Setup::default());
     let skew = Duration::from_secs(60);
     // Inside the skew before NotBefore: accepted.
-    v.verify(a.xml.as_bytes(), corpus_now() - skew + Duration::from_millis(1))
-        .unwrap();
+    v.verify(
+        a.xml.as_bytes(),
+        corpus_now() - skew + Duration::from_millis(1),
+    )
+    .unwrap();
     // Beyond it: not yet valid.
     assert_eq!(
-        v.verify(a.xml.as_bytes(), corpus_now() - skew - Duration::from_secs(1))
-            .unwrap_err()
-            .code,
+        v.verify(
+            a.xml.as_bytes(),
+            corpus_now() - skew - Duration::from_secs(1)
+        )
+        .unwrap_err()
+        .code,
         RefusalCode::NotYetValid
     );
     // At NotOnOrAfter + skew: expired; just before, accepted.
@@ -266,7 +294,9 @@ fn comments_policy_refuse() {
     let a = corpus_issuer()
         .issue(&claims(), corpus_now(), &id(11))
         .unwrap();
-    let with_comment = a.xml.replacen("<saml:Subject>", "<saml:Subject><!-- hi -->", 1);
+    let with_comment = a
+        .xml
+        .replacen("<saml:Subject>", "<saml:Subject><!-- hi -->", 1);
     validator(Setup::default())
         .verify(with_comment.as_bytes(), corpus_now())
         .unwrap();

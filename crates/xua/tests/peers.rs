@@ -47,7 +47,10 @@ fn peers_accept(a: &IssuedAssertion, cert_der: &[u8], kind: &str) {
     let root = write(dir.path(), "root.pem", &pem("CERTIFICATE", &pki().root_der));
     for doc in [a.xml.clone(), a.soap_envelope()] {
         let (ok, out) = xmlsec1_verify(dir.path(), &doc, &root);
-        assert!(ok && out.contains("OK"), "xmlsec1 refused ours ({kind}):\n{out}\n{doc}");
+        assert!(
+            ok && out.contains("OK"),
+            "xmlsec1 refused ours ({kind}):\n{out}\n{doc}"
+        );
     }
     let tampered = a.xml.replacen(NAME_ID, "810100000016", 1);
     assert_ne!(tampered, a.xml);
@@ -64,7 +67,10 @@ fn peers_accept(a: &IssuedAssertion, cert_der: &[u8], kind: &str) {
     let (ok, out) = signxml_verify(dir.path(), &a.soap_envelope(), cert_der, kind);
     assert!(ok, "signxml refused ours in SOAP ({kind}):\n{out}");
     let (ok, out) = signxml_verify(dir.path(), &tampered, cert_der, kind);
-    assert!(!ok && out.contains("Digest mismatch"), "signxml on tampered:\n{out}");
+    assert!(
+        !ok && out.contains("Digest mismatch"),
+        "signxml on tampered:\n{out}"
+    );
 }
 
 #[test]
@@ -226,9 +232,9 @@ fn we_accept_what_xmlsec1_signs_and_refuse_any_change_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let signed = xmlsec1_sign(dir.path(), &template("_xmlsec1-signed-0001"));
     let v = validator(Setup::default());
-    let ok = v.verify(signed.as_bytes(), corpus_now()).unwrap_or_else(|e| {
-        panic!("refused an xmlsec1-signed assertion: {e}\n{signed}")
-    });
+    let ok = v
+        .verify(signed.as_bytes(), corpus_now())
+        .unwrap_or_else(|e| panic!("refused an xmlsec1-signed assertion: {e}\n{signed}"));
     assert_eq!(ok.id, "_xmlsec1-signed-0001");
     assert_eq!(ok.claims.subject_id, "DUPONT, Jérôme");
     assert_eq!(ok.claims.name_id.as_str(), NAME_ID);
@@ -267,7 +273,13 @@ fn we_accept_what_xmlsec1_signs_and_refuse_any_change_to_it() {
         if !c.is_ascii_alphanumeric() {
             continue;
         }
-        bytes[r.start] = if c == b'A' { b'B' } else if c.is_ascii_digit() { b'0' + (c - b'0' + 1) % 10 } else { b'A' };
+        bytes[r.start] = if c == b'A' {
+            b'B'
+        } else if c.is_ascii_digit() {
+            b'0' + (c - b'0' + 1) % 10
+        } else {
+            b'A'
+        };
         let e = v
             .verify(&bytes, corpus_now())
             .expect_err("a changed assertion must be refused");
@@ -357,9 +369,18 @@ fn our_canonical_form_matches_xmlsec1s_digest_on_foreign_input() {
 fn xmlsec1_accepts_the_signatures_of_wrapping_cases_that_we_refuse() {
     let root = corpus_dir().join("pki/root.crt.pem");
     for (file, code) in [
-        ("xsw1-evil-root-wraps-original.xml", RefusalCode::MultipleAssertions),
-        ("xsw2-evil-sibling-in-security.xml", RefusalCode::MultipleAssertions),
-        ("xsw7a-original-in-extensions.xml", RefusalCode::MultipleAssertions),
+        (
+            "xsw1-evil-root-wraps-original.xml",
+            RefusalCode::MultipleAssertions,
+        ),
+        (
+            "xsw2-evil-sibling-in-security.xml",
+            RefusalCode::MultipleAssertions,
+        ),
+        (
+            "xsw7a-original-in-extensions.xml",
+            RefusalCode::MultipleAssertions,
+        ),
     ] {
         let path = corpus_dir().join("cases").join(file);
         let (ok, out) = run(Command::new("xmlsec1")

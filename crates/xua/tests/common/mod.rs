@@ -15,9 +15,8 @@ use cps_pki::{CertificateParams, DistinguishedName, IdNatPs, Issuer, Serial};
 use cps_xua::c14n::{InclusivePrefixes, canonicalize};
 use cps_xua::{
     AssertionId, AssertionIssuer, AuthenticationMode, CodedValue, EKU_DOCUMENT_SIGNING, EkuPolicy,
-    InMemoryReplayCache, IssuerConfig, PatientId, PurposeOfUse, SoftwareInfo,
-    StaticRevocationList, TrustStore, Validator, ValidatorConfig, VihfClaims,
-    XmlSignatureAlgorithm, ns, parse_datetime,
+    InMemoryReplayCache, IssuerConfig, PatientId, PurposeOfUse, SoftwareInfo, StaticRevocationList,
+    TrustStore, Validator, ValidatorConfig, VihfClaims, XmlSignatureAlgorithm, ns, parse_datetime,
 };
 
 /// The instant the corpus was made at, and validated at.
@@ -77,8 +76,7 @@ impl TestKey {
         } else {
             let group =
                 openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
-            openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap())
-                .unwrap()
+            openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
         };
         let pem = String::from_utf8(pkey.private_key_to_pem_pkcs8().unwrap()).unwrap();
         TestKey::from_pem(label, &pem)
@@ -128,7 +126,9 @@ pub fn issue_cert(
             ext::basic_constraints(false, None).unwrap(),
             ext::key_usage(&[Usage::DigitalSignature, Usage::NonRepudiation]).unwrap(),
             ext::extended_key_usage(
-                &[const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.36")],
+                &[const_oid::ObjectIdentifier::new_unwrap(
+                    "1.3.6.1.5.5.7.3.36",
+                )],
                 false,
             )
             .unwrap(),
@@ -250,7 +250,10 @@ impl TestPki {
                 ("seal.key.pem", seal.pkcs8_pem.clone()),
                 ("seal.crt.pem", pem("CERTIFICATE", &seal_der)),
                 ("seal-tls.crt.pem", pem("CERTIFICATE", &seal_tls_der)),
-                ("seal-expired.crt.pem", pem("CERTIFICATE", &seal_expired_der)),
+                (
+                    "seal-expired.crt.pem",
+                    pem("CERTIFICATE", &seal_expired_der),
+                ),
                 ("attacker.key.pem", attacker.pkcs8_pem.clone()),
                 ("attacker.crt.pem", pem("CERTIFICATE", &attacker_der)),
             ] {
@@ -429,7 +432,11 @@ pub fn sign_xml(
     );
     let signed_info = format!("<ds:SignedInfo xmlns:ds=\"{}\">{body}", ns::DS);
     let sig = signer
-        .sign(alg.hsm_algorithm().unwrap(), signed_info.as_bytes(), SigFormat::Raw)
+        .sign(
+            alg.hsm_algorithm().unwrap(),
+            signed_info.as_bytes(),
+            SigFormat::Raw,
+        )
         .unwrap();
     let certs: String = certs
         .iter()
@@ -453,7 +460,9 @@ pub fn strip_signature(xml: &str) -> String {
 
 /// Run a command, returning (status success, stdout+stderr).
 pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
