@@ -43,6 +43,8 @@ pub use model::{
 };
 pub use parse::{Code, EventSummary, XmlLimits, parse_audit_xml};
 pub use queue::{Auditor, Queue, QueueOptions, QueueReader};
-pub use repository::{NodeAuthorizer, Repository, RepositoryConfig, RepositoryStats};
+pub use repository::{
+    NodeAllowlist, NodeAuthorizer, Repository, RepositoryConfig, RepositoryStats,
+};
 pub use sender::{Destination, Sender, SenderOptions, SenderStatus};
 pub use syslog::SyslogMessage;

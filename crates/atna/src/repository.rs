@@ -435,3 +435,69 @@ async fn udp_loop(
         counters.parse_errors.fetch_add(errors, Ordering::Relaxed);
     }
 }
+
+/// A ready-made [`NodeAuthorizer`]: registered nodes by SHA-256 certificate fingerprint,
+/// changeable while the repository runs (node enrolment adds, de-registration removes).
+#[derive(Debug, Default)]
+pub struct NodeAllowlist {
+    nodes: parking_lot::RwLock<std::collections::HashSet<[u8; 32]>>,
+}
+
+impl NodeAllowlist {
+    /// An allowlist holding `fingerprints`.
+    pub fn new(fingerprints: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        NodeAllowlist {
+            nodes: parking_lot::RwLock::new(fingerprints.into_iter().collect()),
+        }
+    }
+
+    /// Register a node certificate (DER); returns its fingerprint.
+    pub fn register_certificate(&self, der: &[u8]) -> [u8; 32] {
+        let fp = NodeIdentity::from_certificate(der)
+            .fingerprint
+            .unwrap_or_default();
+        self.nodes.write().insert(fp);
+        fp
+    }
+
+    /// Remove a node; returns whether it was registered.
+    pub fn remove(&self, fingerprint: &[u8; 32]) -> bool {
+        self.nodes.write().remove(fingerprint)
+    }
+
+    /// Whether a fingerprint is registered.
+    pub fn contains(&self, fingerprint: &[u8; 32]) -> bool {
+        self.nodes.read().contains(fingerprint)
+    }
+}
+
+impl NodeAuthorizer for NodeAllowlist {
+    fn authorize(&self, _chain: &[CertificateDer<'_>], node: &NodeIdentity) -> Result<(), String> {
+        match node.fingerprint {
+            Some(fp) if self.contains(&fp) => Ok(()),
+            _ => Err(format!(
+                "certificate {} ({}) is not registered as a node",
+                node.fingerprint_hex(),
+                node.subject
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_by_fingerprint() {
+        let a = NodeAllowlist::default();
+        let fp = a.register_certificate(b"not even a certificate");
+        let node = NodeIdentity::from_certificate(b"not even a certificate");
+        assert_eq!(node.fingerprint, Some(fp));
+        assert!(a.authorize(&[], &node).is_ok());
+        assert!(a.remove(&fp));
+        let e = a.authorize(&[], &node).unwrap_err();
+        assert!(e.contains("not registered"), "{e}");
+        assert!(a.authorize(&[], &NodeIdentity::default()).is_err());
+    }
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{Pki, client_config, free_port, loopback, server_config, wait_for};
 use cps_atna::events::{self, AuditContext, Person};
 use cps_atna::{
-    AuditLog, Auditor, Destination, LogOptions, NodeAuthorizer, NodeIdentity, Queue, QueueOptions,
-    Repository, RepositoryConfig, SearchFilter, Sender, SenderOptions, Transport,
+    AuditLog, Auditor, Destination, LogOptions, NodeAllowlist, NodeAuthorizer, NodeIdentity, Queue,
+    QueueOptions, Repository, RepositoryConfig, SearchFilter, Sender, SenderOptions, Transport,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use time::OffsetDateTime;
@@ -49,7 +49,7 @@ fn our_sender_into_our_repository() {
                 ..RepositoryConfig::default()
             },
             server_config(&pki, "repo", |v| v, false),
-            Arc::new(OnlyNodeA),
+            allowlist_of(&pki, "node-a"),
             log.clone(),
         ))
         .unwrap();
@@ -225,4 +225,10 @@ fn udp_input_takes_logger_messages_when_enabled() {
 
     // Off by default.
     assert!(RepositoryConfig::default().udp_addr.is_none());
+}
+
+fn allowlist_of(pki: &Pki, name: &str) -> Arc<NodeAllowlist> {
+    let list = NodeAllowlist::default();
+    list.register_certificate(common::certs(&pki.dir.join(format!("{name}.crt")))[0].as_ref());
+    Arc::new(list)
 }
