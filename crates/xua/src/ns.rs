@@ -26,8 +26,6 @@ pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 pub const HL7: &str = "urn:hl7-org:v3";
 /// XML Schema instance namespace (`xsi:type`).
 pub const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
-/// SAML 2.0 encrypted assertion element's namespace is [`SAML`]; listed for clarity.
-pub const ENCRYPTED_ASSERTION: &str = "EncryptedAssertion";
 
 /// `Issuer/@Format` of a VIHF: the signer certificate's subject DN.
 pub const NAMEID_X509_SUBJECT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName";
