@@ -59,7 +59,7 @@ pub(crate) fn write_datetime(t: SystemTime, out: &mut String) {
     );
 }
 
-/// The text form of an instant, as [`write_datetime`] writes it.
+/// The text form of an instant as assertions carry it: `YYYY-MM-DDThh:mm:ss.sssZ` (UTC).
 pub fn format_datetime(t: SystemTime) -> String {
     let mut s = String::with_capacity(24);
     write_datetime(t, &mut s);
