@@ -435,6 +435,16 @@ impl Queue {
     /// Record durably that `destination` has every entry up to `seq`, then delete segments that
     /// every destination is past.
     pub fn commit(&self, destination: &str, seq: u64) -> Result<(), QueueError> {
+        if seq > self.last_seq() {
+            return Err(QueueError::Corrupt {
+                path: self.inner.dir.clone(),
+                offset: 0,
+                reason: format!(
+                    "cannot mark entry {seq} delivered: the queue ends at {}",
+                    self.last_seq()
+                ),
+            });
+        }
         {
             let mut c = self.inner.cursors.lock();
             let cur = c
@@ -728,6 +738,7 @@ mod tests {
             Err(QueueError::TooLarge { .. })
         ));
         assert!(q.commit("zz", 1).is_err());
+        assert!(q.commit("a", 1).is_err(), "nothing queued yet");
     }
 
     #[test]
