@@ -187,7 +187,7 @@ pub(crate) fn element_qname<'i>(n: Node<'_, 'i>, input: &'i str) -> Result<&'i s
     let qname = input
         .get(start + 1..start + 1 + len)
         .ok_or_else(|| C14nError(format!("element name at offset {start}")))?;
-    let local = qname.rsplit_once(':').map_or(qname, |(_, l)| l);
+    let local = qname.split_once(':').map_or(qname, |(_, l)| l);
     if local != n.tag_name().name() {
         return Err(C14nError(format!(
             "element name at offset {start} does not match the parsed name"
@@ -227,7 +227,7 @@ fn open_element<'a, 'i: 'a>(
         let aq = input
             .get(range.clone())
             .ok_or_else(|| C14nError("attribute name out of range".into()))?;
-        let local = aq.rsplit_once(':').map_or(aq, |(_, l)| l);
+        let local = aq.split_once(':').map_or(aq, |(_, l)| l);
         if local != a.name() {
             return Err(C14nError(format!(
                 "attribute name at offset {} does not match the parsed name",

@@ -77,14 +77,15 @@ pub trait RevocationCheck: Send + Sync {
     ) -> Result<RevocationStatus, String>;
 }
 
-/// Issuer DN (DER) and serial number of a certificate.
-type IssuerAndSerial = (Vec<u8>, Vec<u8>);
+/// Serial number → revocation reason.
+type SerialReasons = HashMap<Vec<u8>, String>;
 
 /// A fixed list of revoked certificates, keyed by issuer DN (DER) and serial: for tests and for
 /// deployments that import a list.
 #[derive(Debug, Default)]
 pub struct StaticRevocationList {
-    revoked: RwLock<HashMap<IssuerAndSerial, String>>,
+    /// Issuer DN (DER) → serial → reason.
+    revoked: RwLock<HashMap<Vec<u8>, SerialReasons>>,
 }
 
 impl StaticRevocationList {
@@ -99,7 +100,9 @@ impl StaticRevocationList {
         let issuer = p.issuer.to_der().map_err(|e| e.to_string())?;
         self.revoked
             .write()
-            .insert((issuer, p.serial.as_bytes().to_vec()), reason.to_owned());
+            .entry(issuer)
+            .or_default()
+            .insert(p.serial.as_bytes().to_vec(), reason.to_owned());
         Ok(())
     }
 }
@@ -115,7 +118,8 @@ impl RevocationCheck for StaticRevocationList {
             match self
                 .revoked
                 .read()
-                .get(&(cert.issuer_der.clone(), cert.serial.clone()))
+                .get(cert.issuer_der.as_slice())
+                .and_then(|serials| serials.get(cert.serial.as_slice()))
             {
                 Some(reason) => RevocationStatus::Revoked {
                     reason: reason.clone(),

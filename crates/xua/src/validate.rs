@@ -509,6 +509,18 @@ impl Validator {
         }
         let text = std::str::from_utf8(input)
             .or_else(|e| refuse(C::MalformedXml, format!("not UTF-8: {e}")))?;
+        if let Some(decl) = input.strip_prefix(b"<?xml") {
+            let end = memchr::memmem::find(decl, b"?>").unwrap_or(decl.len());
+            let decl = String::from_utf8_lossy(&decl[..end]).to_ascii_lowercase();
+            if let Some((_, rest)) = decl.split_once("encoding") {
+                let value = rest
+                    .trim_start_matches([' ', '\t', '\n', '\r', '='])
+                    .trim_start_matches(['"', '\'']);
+                if !value.starts_with("utf-8") {
+                    return refuse(C::MalformedXml, "only UTF-8 documents are accepted");
+                }
+            }
+        }
         if memchr::memmem::find(input, b"<!DOCTYPE").is_some()
             || memchr::memmem::find(input, b"<!ENTITY").is_some()
         {

@@ -143,3 +143,27 @@ fn canonicalisation_is_idempotent_on_every_corpus_file() {
     }
     assert!(n > 40);
 }
+
+#[test]
+fn only_utf8_documents_are_read() {
+    let a = corpus_issuer()
+        .issue(&claims(), corpus_now(), &id(73))
+        .unwrap();
+    let v = validator(Setup::default());
+    let utf8 = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}", a.xml);
+    v.verify(utf8.as_bytes(), corpus_now()).unwrap();
+    for enc in ["ISO-8859-1", "UTF-16", "windows-1252"] {
+        let other = format!("<?xml version='1.0' encoding='{enc}'?>\n{}", a.xml);
+        assert_eq!(
+            v.verify(other.as_bytes(), corpus_now()).unwrap_err().code,
+            RefusalCode::MalformedXml,
+            "{enc}"
+        );
+    }
+    let mut latin1 = a.xml.clone().into_bytes();
+    latin1.push(0xe9);
+    assert_eq!(
+        v.verify(&latin1, corpus_now()).unwrap_err().code,
+        RefusalCode::MalformedXml
+    );
+}
