@@ -74,13 +74,25 @@ pub fn peer(name: &str) -> PathBuf {
 pub struct Home {
     _dir: tempfile::TempDir,
     pub path: PathBuf,
+    /// Extra environment for every command of this home (e.g. a private pcscd's socket).
+    pub env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Home {
     pub fn new() -> Home {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("home");
-        Home { _dir: dir, path }
+        Home {
+            _dir: dir,
+            path,
+            env: Vec::new(),
+        }
+    }
+
+    /// The same, with one more variable in the environment of its commands.
+    pub fn with_env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Home {
+        self.env.push((key.to_owned(), value.into()));
+        self
     }
 
     /// A home where `cps-trust init` has run successfully. The clock is declared trusted: a
@@ -104,6 +116,9 @@ impl Home {
         c.env_remove("CPS_TRUST_HOME")
             .env_remove("SOFTHSM2_CONF")
             .env("CPS_TRUST_LOG", "warn");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 
@@ -289,7 +304,11 @@ pub struct Appliance {
 impl Appliance {
     /// A new home initialised with its public URL on a free port, and the appliance started.
     pub fn fresh() -> (Home, Appliance) {
-        let home = Home::new();
+        Appliance::fresh_in(Home::new())
+    }
+
+    /// [`Appliance::fresh`] in a home prepared by the caller (e.g. with extra environment).
+    pub fn fresh_in(home: Home) -> (Home, Appliance) {
         let http = format!("127.0.0.1:{}", free_port());
         let out = home.cps(&[
             "init",

@@ -32,6 +32,9 @@ pub struct ApiState {
     /// XUA issuance and validation, and card login (absent when not configured).
     pub xua: Option<Arc<crate::xua::XuaService>>,
     pub login: Option<Arc<crate::login::LoginService>>,
+    /// Registry, cards and their background jobs (absent when not configured).
+    pub cards: Option<Arc<cps_enrol::CardService>>,
+    pub jobs: crate::cards::Jobs,
 }
 
 /// One error shape for the whole API: a status and a message for the caller. Internal details
@@ -508,6 +511,31 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/nodes/{name}", get(get_node))
         .route("/api/v1/nodes/{name}/remove", post(remove_node))
         .route("/api/v1/xua/validate", post(crate::api_xua::validate))
+        .route(
+            "/api/v1/professionals",
+            get(crate::api_enrol::search).post(crate::api_enrol::create_professional),
+        )
+        .route(
+            "/api/v1/professionals/import",
+            post(crate::api_enrol::import)
+                .layer(DefaultBodyLimit::max(crate::api_enrol::MAX_IMPORT_BYTES)),
+        )
+        .route(
+            "/api/v1/professionals/{idnat}",
+            get(crate::api_enrol::get_professional),
+        )
+        .route(
+            "/api/v1/professionals/{idnat}/status",
+            post(crate::api_enrol::set_status),
+        )
+        .route("/api/v1/readers", get(crate::api_enrol::readers))
+        .route("/api/v1/jobs/{id}", get(crate::api_enrol::job))
+        .route("/api/v1/cards/enrol", post(crate::api_enrol::enrol))
+        .route("/api/v1/cards/{serial}", get(crate::api_enrol::get_card))
+        .route(
+            "/api/v1/cards/{serial}/{action}",
+            post(crate::api_enrol::card_action),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(protected)

@@ -2,8 +2,10 @@
 //! the wiring of HSM, store, PKI and protocol cores into the running appliance.
 
 pub mod api;
+pub mod api_enrol;
 pub mod api_xua;
 pub mod ca;
+pub mod cards;
 pub mod ceremony;
 pub mod clock;
 pub mod config;

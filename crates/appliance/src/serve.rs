@@ -559,6 +559,8 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         nodes: crate::nodes::Nodes::new(state.store.clone()),
         xua: Some(state.xua.clone()),
         login: Some(state.login.clone()),
+        cards: Some(state.cards.clone()),
+        jobs: crate::cards::Jobs::default(),
     });
     tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
     println!(

@@ -19,6 +19,9 @@ use crate::ca::{CaError, CaService, IssueRequest, SubjectRequest};
 use crate::clock::{GatedSigner, SigningClock};
 use crate::config::Config;
 
+/// The profile of certificates that sign assertions.
+pub const SEAL_PROFILE: &str = "org-cachet";
+
 /// Where the seal certificate is kept (PEM: seal certificate, then its issuing CA).
 pub const CACHET_FILE: &str = "xua/cachet.pem";
 
@@ -44,6 +47,10 @@ impl RevocationCheck for StoreRevocation {
             .map(|(id, _)| id.as_str())
             .ok_or_else(|| format!("signer issuer '{}' is not one of our CAs", cert.issuer))?;
         match self.store.get_certificate(ca, &cert.serial) {
+            Ok(Some(rec)) if rec.der == cert.der && rec.profile != SEAL_PROFILE => Err(format!(
+                "a '{}' certificate does not sign assertions (only '{SEAL_PROFILE}')",
+                rec.profile
+            )),
             Ok(Some(rec)) if rec.der == cert.der => Ok(match rec.status {
                 CertStatus::Valid => RevocationStatus::Good,
                 CertStatus::Revoked { reason, .. } => RevocationStatus::Revoked {
@@ -195,7 +202,10 @@ impl XuaService {
         let trust = TrustStore::new(
             vec![root],
             issuing.iter().map(|(_, d)| d.clone()).collect(),
-            EkuPolicy::Required(EKU_DOCUMENT_SIGNING),
+            // webpki applies a "required" EKU to the CA certificates of the path as well, and ours
+            // carry no EKU: the leaf's EKU is checked when present, and StoreRevocation accepts
+            // only certificates of the seal profile.
+            EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING),
         )
         .map_err(|e| ApplianceError::Refused(format!("XUA trust store: {e}")))?;
         let mut issuer_subjects = Vec::new();

@@ -17,6 +17,10 @@ pub enum CardCommand {
         #[arg(long)]
         reader: Option<String>,
     },
+    /// Issuance and lifecycle through the running appliance (enroll, show, suspend, resume,
+    /// oppose, renew, unblock).
+    #[command(flatten)]
+    Issuance(crate::issuance_cmd::CardIssuanceCommand),
 }
 
 type CliResult = Result<ExitCode, (u8, String)>;
@@ -29,6 +33,7 @@ pub fn run(cmd: CardCommand) -> CliResult {
     match cmd {
         CardCommand::Readers => readers(),
         CardCommand::Status { reader } => status(reader.as_deref()),
+        CardCommand::Issuance(_) => unreachable!("dispatched by main"),
     }
 }
 

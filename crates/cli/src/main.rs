@@ -2,6 +2,7 @@
 //! calls the appliance library, maps errors to one line on stderr and an exit code.
 
 mod card_cmd;
+mod issuance_cmd;
 mod login_cmd;
 mod node_cmd;
 
@@ -40,10 +41,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Smartcards: list readers, show what is on a card (PIN tries left, certificates).
+    /// Smartcards: list readers, show what is on a card (PIN tries left, certificates); enrol
+    /// and manage cards through the appliance.
     Card {
+        /// Operator credential for the commands that go through the appliance.
+        #[arg(long = "as", default_value = "admin")]
+        as_operator: String,
         #[command(subcommand)]
         command: card_cmd::CardCommand,
+    },
+    /// The registry of health professionals (through the appliance).
+    Professional {
+        #[arg(long = "as", default_value = "admin")]
+        as_operator: String,
+        #[command(subcommand)]
+        command: issuance_cmd::ProfessionalCommand,
     },
     /// First-run key ceremony: configuration, HSM token, CA hierarchy, OCSP signers. Refuses an existing home.
     Init(InitArgs),
@@ -293,7 +305,23 @@ fn now() -> i64 {
 fn run(cli: Cli) -> CliResult {
     let home = absolute(&cli.home);
     match cli.command {
-        Command::Card { command } => card_cmd::run(command),
+        Command::Card {
+            as_operator,
+            command: card_cmd::CardCommand::Issuance(cmd),
+        } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &as_operator).map_err(fail)?;
+            issuance_cmd::card(&api, cmd)
+        }
+        Command::Card { command, .. } => card_cmd::run(command),
+        Command::Professional {
+            as_operator,
+            command,
+        } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &as_operator).map_err(fail)?;
+            issuance_cmd::professional(&api, command)
+        }
         Command::Init(args) => init(&home, args),
         Command::Config {
             command: ConfigCommand::Validate,

@@ -1,0 +1,374 @@
+//! Registry and card routes of the API (card-issuing staff: role `ra-officer`; `auditor` and
+//! `ca-operator` read).
+//!
+//! * `GET /api/v1/professionals?q=&after=&limit=`, `GET /api/v1/professionals/{idnat}` (with
+//!   its cards), `POST /api/v1/professionals` (create), `POST /api/v1/professionals/{idnat}/status`
+//!   `{ "status": "active|suspended|left" }`;
+//! * `POST /api/v1/professionals/import[?dry_run=true]` (CSV body) → a job;
+//! * `GET /api/v1/readers`; `POST /api/v1/cards/enrol` `{ reader, idnat_ps, structure_id,
+//!   replaces? }` → a job; `GET /api/v1/jobs/{id}` (the initial PIN/PUK appear once);
+//! * `GET /api/v1/cards/{serial}`; `POST /api/v1/cards/{serial}/suspend|resume`,
+//!   `/oppose { reason: lost|stolen|destroyed }`, `/renew { reader, pin }`,
+//!   `/unblock { reader, puk, new_pin }`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cps_enrol::{CardService, EnrolError, OppositionReason, ProfessionalData, ProfessionalStatus};
+use serde::Deserialize;
+
+use crate::api::{ApiError, ApiState, require};
+use crate::operators::Operator;
+
+/// Largest registry file accepted by the import route.
+pub const MAX_IMPORT_BYTES: usize = 256 * 1024 * 1024;
+
+const READ: &[&str] = &["ra-officer", "auditor", "ca-operator"];
+const WRITE: &[&str] = &["ra-officer"];
+
+impl From<EnrolError> for ApiError {
+    fn from(e: EnrolError) -> Self {
+        let status = match &e {
+            EnrolError::UnknownProfessional(_) | EnrolError::UnknownCard(_) => {
+                StatusCode::NOT_FOUND
+            }
+            EnrolError::ProfessionalExists(_) | EnrolError::Stale(_) => StatusCode::CONFLICT,
+            EnrolError::Invalid(_)
+            | EnrolError::UnknownActivity { .. }
+            | EnrolError::ProfessionalNotActive { .. }
+            | EnrolError::CardStatus { .. }
+            | EnrolError::CardNotBlank(_)
+            | EnrolError::WrongCard { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "card service error");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+pub(crate) fn cards(st: &ApiState) -> Result<Arc<CardService>, ApiError> {
+    st.cards.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "card issuance is not available on this appliance",
+        )
+    })
+}
+
+fn actor(op: &Operator) -> String {
+    format!("operator:{}", op.name)
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EnrolError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("task failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    #[serde(default)]
+    pub q: String,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub async fn search(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response, ApiError> {
+    require(&op, READ)?;
+    let cards = cards(&st)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, cps_enrol::MAX_PAGE);
+    let page = blocking(move || {
+        cards
+            .registry()
+            .search(&q.q, q.after.map(cps_enrol::Cursor).as_ref(), limit)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({
+        "professionals": page.items,
+        "next": page.next.map(|c| c.0),
+    }))
+    .into_response())
+}
+
+pub async fn get_professional(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath(idnat): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    require(&op, READ)?;
+    let cards = cards(&st)?;
+    let (p, c) = blocking(move || {
+        let p = cards.registry().require(&idnat)?;
+        let c = cards.cards_of(&idnat, None)?;
+        Ok((p, c))
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "professional": p, "cards": c })).into_response())
+}
+
+pub async fn create_professional(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&op, WRITE)?;
+    let cards = cards(&st)?;
+    let data: ProfessionalData = json(&body)?;
+    let who = actor(&op);
+    let p = blocking(move || cards.registry().create(data, &who, crate::unix_now())).await?;
+    Ok((StatusCode::CREATED, Json(p)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    pub status: String,
+}
+
+pub async fn set_status(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath(idnat): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&op, WRITE)?;
+    let cards = cards(&st)?;
+    let b: StatusBody = json(&body)?;
+    let status = ProfessionalStatus::from_name(&b.status).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("status '{}' must be active, suspended or left", b.status),
+        )
+    })?;
+    let who = actor(&op);
+    let change =
+        blocking(move || cards.set_professional_status(&idnat, status, &who, crate::unix_now()))
+            .await?;
+    Ok(Json(serde_json::json!({
+        "professional": change.professional,
+        "cards": change.cards,
+        "aborted_enrolments": change.aborted_enrolments,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+pub async fn import(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    Query(q): Query<ImportQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&op, WRITE)?;
+    let cards = cards(&st)?;
+    let id = st
+        .jobs
+        .start_import(cards, body.to_vec(), q.dry_run, actor(&op));
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+}
+
+pub async fn job(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    require(&op, READ)?;
+    let peek = st
+        .jobs
+        .peek(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}'")))?;
+    // The initial PIN/PUK go only to whoever started the enrolment.
+    let view = if peek.actor == actor(&op) {
+        st.jobs.take(&id).unwrap_or(peek)
+    } else {
+        peek
+    };
+    Ok(Json(view).into_response())
+}
+
+pub async fn readers(Extension(op): Extension<Operator>) -> Result<Response, ApiError> {
+    require(&op, READ)?;
+    let list =
+        tokio::task::spawn_blocking(|| cps_card::Pcsc::establish().and_then(|p| p.readers()))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("PC/SC: {e}")))?;
+    let list: Vec<serde_json::Value> = list
+        .iter()
+        .map(|r| serde_json::json!({ "name": r.name, "card_present": r.card_present }))
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolBody {
+    pub reader: String,
+    pub idnat_ps: String,
+    pub structure_id: String,
+    #[serde(default)]
+    pub replaces: Option<String>,
+}
+
+pub async fn enrol(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&op, WRITE)?;
+    let cards = cards(&st)?;
+    let b: EnrolBody = json(&body)?;
+    let id = st.jobs.start_enrolment(
+        cards,
+        b.reader,
+        cps_enrol::EnrolRequest {
+            idnat_ps: b.idnat_ps,
+            structure_id: b.structure_id,
+            replaces: b.replaces,
+        },
+        actor(&op),
+    );
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+}
+
+pub async fn get_card(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath(serial): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    require(&op, READ)?;
+    let cards = cards(&st)?;
+    let s2 = serial.clone();
+    let card = blocking(move || cards.card(&s2)).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no card with serial '{serial}' is registered"),
+        )
+    })?;
+    Ok(Json(card).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CardActionBody {
+    /// `oppose`: lost, stolen, destroyed.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// `renew`, `unblock`: the reader holding the card.
+    #[serde(default)]
+    pub reader: Option<String>,
+    /// `renew`: the holder's PIN.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// `unblock`: the PUK and the new PIN.
+    #[serde(default)]
+    pub puk: Option<String>,
+    #[serde(default)]
+    pub new_pin: Option<String>,
+}
+
+fn connect(reader: Option<&str>) -> Result<cps_card::Piv<cps_card::PcscCard>, EnrolError> {
+    let card = |e: cps_card::CardError| EnrolError::Invalid(format!("card: {e}"));
+    let pcsc = cps_card::Pcsc::establish().map_err(card)?;
+    let name = pcsc.resolve_reader(reader).map_err(card)?;
+    let c = pcsc.connect(&name).map_err(card)?;
+    cps_card::Piv::select(c).map_err(card)
+}
+
+pub async fn card_action(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    UrlPath((serial, action)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require(&op, WRITE)?;
+    let cards = cards(&st)?;
+    let b: CardActionBody = if body.is_empty() {
+        CardActionBody::default()
+    } else {
+        json(&body)?
+    };
+    let who = actor(&op);
+    let missing = |f: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("'{f}' is required"));
+    let now = crate::unix_now();
+    let card = match action.as_str() {
+        "suspend" => {
+            blocking(move || cards.suspend_card(&serial, &who, now))
+                .await?
+                .card
+        }
+        "resume" => {
+            blocking(move || cards.resume_card(&serial, &who, now))
+                .await?
+                .card
+        }
+        "oppose" => {
+            let reason = b.reason.ok_or_else(|| missing("reason"))?;
+            let reason = OppositionReason::from_name(&reason).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("opposition reason '{reason}' must be lost, stolen or destroyed"),
+                )
+            })?;
+            blocking(move || cards.oppose_card(&serial, reason, &who, now))
+                .await?
+                .card
+        }
+        "renew" => {
+            let pin = b.pin.ok_or_else(|| missing("pin"))?;
+            blocking(move || {
+                let mut piv = connect(b.reader.as_deref())?;
+                cards.renew(&serial, &mut piv, &pin, &who, now, &mut |_| {})
+            })
+            .await?
+            .card
+        }
+        "unblock" => {
+            let puk = b.puk.ok_or_else(|| missing("puk"))?;
+            let new_pin = b.new_pin.ok_or_else(|| missing("new_pin"))?;
+            blocking(move || {
+                let mut piv = connect(b.reader.as_deref())?;
+                cards.unblock_pin(&serial, &mut piv, &puk, &new_pin, &who, now)?;
+                cards.card(&serial)?.ok_or(EnrolError::UnknownCard(serial))
+            })
+            .await?
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("unknown card action '{other}'"),
+            ));
+        }
+    };
+    Ok(Json(card).into_response())
+}

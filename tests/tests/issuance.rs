@@ -1,0 +1,299 @@
+//! End to end through pcscd with the simulated card: import the registry, enrol a card with the
+//! appliance, use it with OpenSC, log in with it (VIHF assertion checked by xmlsec1), manage its
+//! lifecycle, and watch OCSP follow.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::*;
+
+const IDNAT: &str = "810002813839";
+const STRUCTURE: &str = "10B0152872";
+
+fn registry_csv(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("professionals.csv");
+    std::fs::write(
+        &p,
+        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
+    )
+    .unwrap();
+    p
+}
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    let i = out
+        .find(key)
+        .unwrap_or_else(|| panic!("no '{key}' in:\n{out}"))
+        + key.len();
+    out[i..].split_whitespace().next().unwrap()
+}
+
+fn cert_pem(home: &Home, dir: &Path, serial: &str) -> std::path::PathBuf {
+    let out = home.cps(&[
+        "cert",
+        "show",
+        "--ca",
+        "personnes",
+        "--serial",
+        serial,
+        "--pem",
+    ]);
+    assert_success(&out, "cert show --pem");
+    let p = dir.join(format!("{serial}.pem"));
+    std::fs::write(&p, &out.stdout).unwrap();
+    p
+}
+
+fn openssl(args: &[&str]) -> Output {
+    Command::new(peer("openssl")).args(args).output().unwrap()
+}
+
+fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
+    home.cps(&[
+        "login",
+        "--reader",
+        reader,
+        "--pin",
+        pin,
+        "--patient-ins",
+        "248079707503828",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn enrol_use_log_in_and_oppose_a_card() {
+    let stack = PcscStack::start("issuance");
+    let dir = stack.dir.path().to_path_buf();
+    let card_file = dir.join("card.json");
+    blank_card(&card_file);
+    let _sim = stack.simulator(&[(0, &card_file)], &[]);
+    let reader = stack.reader(0);
+    let (home, app) =
+        Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
+
+    // Registry.
+    let csv = registry_csv(&dir);
+    let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
+    assert_success(&out, "professional import");
+    assert!(
+        text(&out.stdout).contains("outcome imported"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("outcome unchanged"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Enrolment through the appliance's reader.
+    let out = home.cps(&[
+        "card",
+        "enroll",
+        "--reader",
+        &reader,
+        "--professional",
+        IDNAT,
+        "--activity",
+        STRUCTURE,
+    ]);
+    assert_success(&out, "card enroll");
+    let listing = text(&out.stdout);
+    let pin = field(&listing, "initial PIN ").to_owned();
+    let serial = field(&listing, "card ").to_owned();
+    let auth_serial = listing
+        .lines()
+        .find(|l| l.trim_start().starts_with("cps-auth"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_owned();
+    let sign_serial = listing
+        .lines()
+        .find(|l| l.trim_start().starts_with("cps-sign"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_owned();
+    let auth_pem = cert_pem(&home, &dir, &auth_serial);
+    let sign_pem = cert_pem(&home, &dir, &sign_serial);
+
+    // The certificate names the professional from the registry.
+    let subject = text(
+        &openssl(&[
+            "x509",
+            "-noout",
+            "-subject",
+            "-nameopt",
+            "RFC2253",
+            "-in",
+            auth_pem.to_str().unwrap(),
+        ])
+        .stdout,
+    );
+    for want in [IDNAT, "DONNAT-GADY", "ISABELLE", "Médecin"] {
+        assert!(
+            subject.contains(want) || subject.contains(&want.replace('é', "\\C3\\A9")),
+            "{want} not in {subject}"
+        );
+    }
+
+    // OpenSC signs with the card's authentication key; openssl verifies with the certificate.
+    let data = dir.join("data.txt");
+    std::fs::write(&data, b"signed by the enrolled card\n").unwrap();
+    let sig = dir.join("sig.bin");
+    let out = stack.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        &pin,
+        "--sign",
+        "-m",
+        "ECDSA-SHA256",
+        "--id",
+        "01",
+        "--input-file",
+        data.to_str().unwrap(),
+        "--output-file",
+        sig.to_str().unwrap(),
+        "--signature-format",
+        "openssl",
+    ]);
+    assert_success(&out, "pkcs11-tool --sign");
+    let pubkey = dir.join("auth.pub");
+    assert_success(
+        &openssl(&[
+            "x509",
+            "-pubkey",
+            "-noout",
+            "-in",
+            auth_pem.to_str().unwrap(),
+            "-out",
+            pubkey.to_str().unwrap(),
+        ]),
+        "x509 -pubkey",
+    );
+    let v = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        pubkey.to_str().unwrap(),
+        "-signature",
+        sig.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&v.stdout).contains("Verified OK"),
+        "{}{}",
+        text(&v.stdout),
+        text(&v.stderr)
+    );
+
+    let ocsp = |certs: &[&Path]| ocsp_query(&home, &app, "personnes", certs, &[]);
+    let out = ocsp(&[&auth_pem, &sign_pem]);
+    assert_eq!(out.matches(": good").count(), 2, "{out}");
+
+    // Card login: the assertion names the professional; xmlsec1 verifies its signature.
+    let assertion = dir.join("assertion.xml");
+    let out = login(&home, &reader, &pin, &assertion);
+    assert_success(&out, "cps-trust login");
+    let xml = std::fs::read_to_string(&assertion).unwrap();
+    assert!(xml.contains(IDNAT) && xml.contains("DONNAT-GADY"), "{xml}");
+    let v = Command::new(peer("xmlsec1"))
+        .args([
+            "--verify",
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+            "--trusted-pem",
+        ])
+        .arg(home.join("ca/root.pem"))
+        .arg("--untrusted-pem")
+        .arg(home.join("ca/organisations.pem"))
+        .arg(&assertion)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "xmlsec1: {}", text(&v.stderr));
+    // A DMP service validates it once; the same assertion again is a replay.
+    let out = home.cps(&["xua", "validate", assertion.to_str().unwrap()]);
+    assert_success(&out, "xua validate");
+    assert!(text(&out.stdout).contains(IDNAT));
+    let out = home.cps(&["xua", "validate", assertion.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("replayed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A wrong PIN fails and counts down the card's tries.
+    let out = login(&home, &reader, "000000", &assertion);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.to_lowercase().contains("pin"), "{err}");
+    let status = text(&home.cps(&["card", "status", "--reader", &reader]).stdout);
+    assert!(
+        status.contains("2 tries") || status.contains("tries left: 2") || status.contains("PIN: 2"),
+        "{status}"
+    );
+    assert_success(
+        &login(&home, &reader, &pin, &assertion),
+        "login after a wrong PIN",
+    );
+
+    // The signature certificate cannot log in.
+    let (code, body) = curl(&[
+        "-sk",
+        "-X",
+        "POST",
+        &format!("https://{}/api/v1/login/challenge", app.https),
+        "-d",
+        "{}",
+    ]);
+    assert_eq!(code, 201);
+    let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let sign_b64 = std::fs::read_to_string(&sign_pem).unwrap();
+    let req = serde_json::json!({
+        "challenge_id": ch["challenge_id"], "certificate": sign_b64, "signature": "AAAA",
+    });
+    let (code, body) = curl(&[
+        "-sk",
+        "-X",
+        "POST",
+        &format!("https://{}/api/v1/login", app.https),
+        "-d",
+        &req.to_string(),
+    ]);
+    assert_eq!(code, 401, "{}", text(&body));
+    assert!(
+        text(&body).contains("wrong_certificate_profile"),
+        "{}",
+        text(&body)
+    );
+
+    // A suspended card cannot log in; resumed, it can.
+    assert_success(&home.cps(&["card", "suspend", &serial]), "card suspend");
+    let out = login(&home, &reader, &pin, &assertion);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("revoked_certificate")
+            || text(&out.stderr).contains("card_not_active"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_success(&home.cps(&["card", "resume", &serial]), "card resume");
+    assert_success(
+        &login(&home, &reader, &pin, &assertion),
+        "login after resume",
+    );
+
+    // Opposition: both certificates revoked in OCSP, and the card never comes back.
+    let out = home.cps(&["card", "oppose", &serial, "--reason", "stolen"]);
+    assert_success(&out, "card oppose");
+    let out = ocsp(&[&auth_pem, &sign_pem]);
+    assert_eq!(out.matches(": revoked").count(), 2, "{out}");
+    let out = home.cps(&["card", "resume", &serial]);
+    assert!(!out.status.success(), "an opposed card must not come back");
+}
