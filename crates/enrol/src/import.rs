@@ -184,6 +184,9 @@ pub struct ImportRecord {
     pub unchanged: usize,
 }
 
+/// A professional to write: the stored record (with its bytes) it replaces, if any, and the new one.
+type Change = (Option<(Professional, Vec<u8>)>, Professional);
+
 /// A valid file: the professionals it describes, with the line each first appears on.
 #[derive(Debug, Clone)]
 pub struct ParsedImport {
@@ -298,25 +301,27 @@ fn encoding_message(bytes: &[u8], e: std::str::Utf8Error) -> String {
 pub fn parse_csv(
     bytes: &[u8],
     progress: &mut dyn FnMut(ImportProgress),
-) -> std::result::Result<ParsedImport, ImportReport> {
+) -> std::result::Result<ParsedImport, Box<ImportReport>> {
     let file_sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
     let mut issues = Issues {
         errors: Vec::new(),
         error_count: 0,
         warnings: Vec::new(),
     };
-    let rejected = |issues: Issues, lines: usize| ImportReport {
-        file_sha256: file_sha256.clone(),
-        lines,
-        professionals: 0,
-        activities: 0,
-        errors: issues.errors,
-        error_count: issues.error_count,
-        warnings: issues.warnings,
-        created: 0,
-        updated: 0,
-        unchanged: 0,
-        outcome: ImportOutcome::Rejected,
+    let rejected = |issues: Issues, lines: usize| -> Box<ImportReport> {
+        Box::new(ImportReport {
+            file_sha256: file_sha256.clone(),
+            lines,
+            professionals: 0,
+            activities: 0,
+            errors: issues.errors,
+            error_count: issues.error_count,
+            warnings: issues.warnings,
+            created: 0,
+            updated: 0,
+            unchanged: 0,
+            outcome: ImportOutcome::Rejected,
+        })
     };
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         issues.error(0, None, "the file is UTF-16: convert it to UTF-8".into());
@@ -564,7 +569,7 @@ pub fn parse_csv(
                     continue;
                 }
                 if let Some(first) = s.activity_lines.get(&activity.structure_id) {
-                    let same = s.data.activities.iter().any(|a| *a == activity);
+                    let same = s.data.activities.contains(&activity);
                     issues.error(
                         no,
                         Some(columns::STRUCTURE_ID),
@@ -663,12 +668,12 @@ impl Registry {
                         }),
                     )))?;
                 }
-                return Ok(report);
+                return Ok(*report);
             }
         };
         let mut report = parsed.report;
         let total = parsed.professionals.len();
-        let mut changes: Vec<(Option<(Professional, Vec<u8>)>, Professional)> = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         for (i, (idnat, (line, data))) in parsed.professionals.into_iter().enumerate() {
             if i % 4096 == 0 {
                 progress(ImportProgress {

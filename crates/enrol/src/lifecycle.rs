@@ -232,13 +232,19 @@ impl CardService {
     /// Whether the CA state already matches what the entry asks.
     fn apply_settled(&self, p: &PendingRevocation) -> std::result::Result<bool, CaError> {
         let state = self.ca.state(&p.cert)?;
-        Ok(match (RevocationAction::parse(&p.action), state) {
-            (_, None) => true,
-            (Some(RevocationAction::Revoke(_)), Some(CertState::Revoked(_))) => true,
-            (Some(RevocationAction::Hold), Some(CertState::OnHold | CertState::Revoked(_))) => true,
-            (Some(RevocationAction::Release), Some(CertState::Valid)) => true,
-            _ => false,
-        })
+        Ok(matches!(
+            (RevocationAction::parse(&p.action), state),
+            (_, None)
+                | (
+                    Some(RevocationAction::Revoke(_)),
+                    Some(CertState::Revoked(_))
+                )
+                | (
+                    Some(RevocationAction::Hold),
+                    Some(CertState::OnHold | CertState::Revoked(_))
+                )
+                | (Some(RevocationAction::Release), Some(CertState::Valid))
+        ))
     }
 
     /// Certificate changes recorded but not confirmed by the CA yet.
@@ -262,7 +268,6 @@ impl CardService {
     fn change_card(
         &self,
         serial: &str,
-        what: &'static str,
         audit_kind: &str,
         actor: &str,
         now: i64,
@@ -271,7 +276,6 @@ impl CardService {
     ) -> Result<LifecycleOutcome> {
         let (card, raw) = self.card_raw(serial)?;
         let (status, action) = f(&card)?;
-        let _ = what;
         let mut new = card.clone();
         new.status = status;
         new.updated_at = now;
@@ -391,7 +395,6 @@ impl CardService {
     pub fn suspend_card(&self, serial: &str, actor: &str, now: i64) -> Result<LifecycleOutcome> {
         self.change_card(
             serial,
-            "suspend",
             "card.suspend",
             actor,
             now,
@@ -427,7 +430,7 @@ impl CardService {
                 });
             }
         }
-        self.change_card(serial, "resume", "card.resume", actor, now, serde_json::json!({}), |c| {
+        self.change_card(serial, "card.resume", actor, now, serde_json::json!({}), |c| {
             match c.status {
                 CardStatus::Suspended { .. } => Ok((CardStatus::Active, Some(RevocationAction::Release))),
                 ref s => Err(EnrolError::CardStatus {
@@ -450,7 +453,6 @@ impl CardService {
     ) -> Result<LifecycleOutcome> {
         self.change_card(
             serial,
-            "oppose",
             "card.oppose",
             actor,
             now,

@@ -1608,7 +1608,8 @@ impl CardService {
                 found,
             });
         }
-        cps_card::piv::pad_pin("PIN", holder_pin)?;
+        // A mistyped PIN is caught before anything is recorded or any key is replaced.
+        piv.verify_pin(holder_pin)?;
         let rec = Enrolment {
             id: hex::encode_upper(self.random(8)?),
             kind: EnrolmentKind::Renewal,

@@ -45,13 +45,7 @@ fn full_enrolment_yields_a_working_cps_card() {
     assert_eq!(done.first(), Some(&Step::DetectCard));
     assert_eq!(done.last(), Some(&Step::Register));
     assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
-    assert_eq!(
-        done.len(),
-        9,
-        "all steps but the management key (unsupported): {done:?}"
-    );
-    assert!(events.iter().any(|e| e.step == Step::ReplaceManagementKey
-        && matches!(&e.state, StepState::Skipped(w) if w.contains("default management key"))));
+    assert_eq!(done, Step::ALL.to_vec());
 
     // The registered card.
     let c = f.cards.card(&out.card.serial).unwrap().unwrap();
@@ -61,8 +55,29 @@ fn full_enrolment_yields_a_working_cps_card() {
     assert!(c.token_id.starts_with("8025000001/"), "{}", c.token_id);
     assert_eq!(c.token_id.len(), "8025000001/".len() + 10);
     assert_eq!(c.certificates.len(), 2);
-    // The simulator cannot change its management key: recorded as such.
-    assert_eq!(c.management_key, ManagementKeyState::Default);
+    // The default management key is replaced by the key derived from the master key.
+    assert_eq!(
+        c.management_key,
+        ManagementKeyState::PerCard {
+            master_key: "card-master".into(),
+            algorithm: "aes256".into()
+        }
+    );
+    {
+        let mut piv = card.piv();
+        assert!(matches!(
+            piv.authenticate(&cps_card::ManagementKey::default_aes192()),
+            Err(cps_card::CardError::ManagementKeyRejected)
+        ));
+        let derived = cps_enrol::CardSecrets::new(Arc::new(cps_hsm::SoftwareMacKey::new(
+            "card-master",
+            b"test master key",
+        )))
+        .management_key(&c.serial, cps_card::MgmtAlgorithm::Aes256)
+        .unwrap();
+        piv.authenticate(&derived).unwrap();
+        assert_eq!(card.mgmt_key().len(), 32);
+    }
     assert!(matches!(
         out.enrolment.status,
         EnrolmentStatus::Completed { .. }
@@ -234,14 +249,12 @@ fn rsa_cards_enrol_too() {
 }
 
 #[test]
-fn per_card_management_key_when_the_card_supports_it() {
-    let mut cfg = config();
-    cfg.require_management_key_change = true;
-    let f = Fixture::with(cfg.clone(), None);
+fn cards_that_cannot_change_their_management_key() {
+    // Required by default: such a card is refused at that step, and rolled back.
+    let f = Fixture::new();
     let idnat = f.add(3, "60");
-
-    // A card without SET MANAGEMENT KEY is refused under this policy, and rolled back.
     let plain = SimCard::blank(30);
+    plain.refuse_set_mgmt_key();
     let err = f
         .cards
         .enrol(
@@ -259,14 +272,23 @@ fn per_card_management_key_when_the_card_supports_it() {
         panic!("{err}")
     };
     assert_eq!(*step, Step::ReplaceManagementKey);
+    assert!(
+        err.to_string().contains("SET MANAGEMENT KEY not supported"),
+        "{err}"
+    );
     assert!(f.orphan_certificates().is_empty(), "{err}");
     f.cards
         .abort(enrolment, "card without SET MANAGEMENT KEY", ACTOR, NOW)
         .unwrap();
 
-    // A card that supports it gets the key derived from the master key.
+    // When the policy allows it, the card keeps the default key: recorded, shown, audited.
+    let mut cfg = config();
+    cfg.require_management_key_change = false;
+    let f = Fixture::with(cfg, None);
+    let idnat = f.add(3, "60");
     let card = SimCard::blank(31);
-    card.set_emulate_mgmt_key(true);
+    card.refuse_set_mgmt_key();
+    let mut events = Vec::new();
     let out = f
         .cards
         .enrol(
@@ -274,26 +296,22 @@ fn per_card_management_key_when_the_card_supports_it() {
             &req(&idnat),
             ACTOR,
             NOW,
-            &mut no_progress(),
+            &mut |p: &Progress| events.push(p.clone()),
         )
         .unwrap();
-    assert!(matches!(
-        out.card.management_key,
-        ManagementKeyState::PerCard { .. }
-    ));
-    let mut piv = card.piv();
-    assert!(matches!(
-        piv.authenticate(&cps_card::ManagementKey::default_aes192()),
-        Err(cps_card::CardError::ManagementKeyRejected)
-    ));
-    let derived = cps_enrol::CardSecrets::new(Arc::new(cps_hsm::SoftwareMacKey::new(
-        "card-master",
-        b"test master key",
-    )))
-    .management_key(&out.card.serial, cps_card::MgmtAlgorithm::Aes256)
-    .unwrap();
-    piv.authenticate(&derived).unwrap();
-    assert_eq!(card.mgmt_key().len(), 32);
+    assert_eq!(out.card.management_key, ManagementKeyState::Default);
+    assert!(events.iter().any(|e| e.step == Step::ReplaceManagementKey
+        && matches!(&e.state, StepState::Skipped(w) if w.contains("default management key"))));
+    let audit = f.store.audit_range(1, 1000).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.record.kind == "enrol.replace_management_key"
+                && e.record.detail["management_key"] == "default")
+    );
+    card.piv()
+        .authenticate(&cps_card::ManagementKey::default_aes192())
+        .unwrap();
 }
 
 #[test]
@@ -603,8 +621,8 @@ fn a_lost_ca_answer_is_found_and_revoked() {
 fn the_professional_is_checked_again_before_each_issuance() {
     // Suspend the professional right after the first certificate is issued (another officer
     // acting while this enrolment runs).
-    let store_slot: Arc<parking_lot::Mutex<Option<(Arc<dyn cps_store::Store>, String)>>> =
-        Default::default();
+    type Slot = Arc<parking_lot::Mutex<Option<(Arc<dyn cps_store::Store>, String)>>>;
+    let store_slot: Slot = Default::default();
     let s2 = store_slot.clone();
     let wrap = faulty(move |n| {
         if n == 1

@@ -27,9 +27,8 @@ pub struct SimState {
     pub count: usize,
     /// After this many APDUs, the card "leaves the reader": every transmit fails.
     pub fail_after: Option<usize>,
-    /// Emulate SET MANAGEMENT KEY (INS FF), which the simulator does not implement.
-    pub emulate_set_mgmt_key: bool,
-    mgmt_authenticated: bool,
+    /// Answer SET MANAGEMENT KEY with "instruction not supported", as older PIV cards do.
+    pub refuse_set_mgmt_key: bool,
 }
 
 #[derive(Clone)]
@@ -44,8 +43,7 @@ impl SimCard {
             card: Card::new(CardState::blank(guid, "20301231", MgmtAlg::Aes192)),
             count: 0,
             fail_after: None,
-            emulate_set_mgmt_key: false,
-            mgmt_authenticated: false,
+            refuse_set_mgmt_key: false,
         })))
     }
 
@@ -58,7 +56,6 @@ impl SimCard {
         let mut s = self.0.borrow_mut();
         s.card.reset();
         s.fail_after = None;
-        s.mgmt_authenticated = false;
     }
 
     pub fn fail_after(&self, n: usize) {
@@ -71,8 +68,8 @@ impl SimCard {
         self.0.borrow().count
     }
 
-    pub fn set_emulate_mgmt_key(&self, on: bool) {
-        self.0.borrow_mut().emulate_set_mgmt_key = on;
+    pub fn refuse_set_mgmt_key(&self) {
+        self.0.borrow_mut().refuse_set_mgmt_key = true;
     }
 
     pub fn mgmt_key(&self) -> Vec<u8> {
@@ -90,30 +87,11 @@ impl Transport for SimCard {
             return Err(CardError::CardRemoved);
         }
         s.count += 1;
-        if s.emulate_set_mgmt_key && apdu.len() >= 8 && apdu[1] == 0xFF && apdu[2] == 0xFF {
-            if !s.mgmt_authenticated {
-                return Ok(vec![0x69, 0x82]);
-            }
-            let data = &apdu[5..];
-            let alg = match data[0] {
-                0x08 => MgmtAlg::Aes128,
-                0x0A => MgmtAlg::Aes192,
-                0x0C => MgmtAlg::Aes256,
-                _ => MgmtAlg::TripleDes,
-            };
-            let key = data[3..3 + data[2] as usize].to_vec();
-            let mut st = s.card.state().clone();
-            st.mgmt_alg = alg;
-            st.mgmt_key = key;
-            s.card = Card::new(st);
-            return Ok(vec![0x90, 0x00]);
+        // An older card without SET MANAGEMENT KEY (fault injection).
+        if s.refuse_set_mgmt_key && apdu.len() > 1 && apdu[1] == 0xFF {
+            return Ok(vec![0x6D, 0x00]);
         }
         let out = s.card.process(apdu, &mut OsRng).response;
-        // Track management-key authentication (for the emulated command only).
-        if apdu.len() > 3 && apdu[1] == 0x87 && apdu[3] == 0x9B {
-            s.mgmt_authenticated =
-                out.ends_with(&[0x90, 0x00]) && out.len() > 2 && out.contains(&0x82);
-        }
         Ok(out)
     }
 }
@@ -156,11 +134,7 @@ pub struct Fixture {
 }
 
 pub fn config() -> CardServiceConfig {
-    CardServiceConfig {
-        // The simulator has no SET MANAGEMENT KEY.
-        require_management_key_change: false,
-        ..CardServiceConfig::default()
-    }
+    CardServiceConfig::default()
 }
 
 impl Fixture {
