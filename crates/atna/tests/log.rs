@@ -482,3 +482,76 @@ fn concurrent_appenders_share_commits() {
     assert_eq!(r.records, 1600);
     assert_eq!(r.last_checkpoint_seq, 1600);
 }
+
+#[test]
+fn index_snapshot_speeds_reopen_and_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = signer();
+    let spki = build_log_with(dir.path(), 40, 10, key.clone());
+    let snap = dir.path().join("index.snap");
+    assert!(snap.exists(), "the last clone's drop saves the index");
+    let old_snap = std::fs::read(&snap).unwrap();
+    let f = SearchFilter {
+        outcome: Some(4),
+        ..Default::default()
+    };
+    let seqs = |log: &AuditLog, f: &SearchFilter| {
+        log.search(f, 1000, None)
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>()
+    };
+
+    let log = AuditLog::open(dir.path(), Some(key.clone()), options(10)).unwrap();
+    assert_eq!(log.len(), 40);
+    let before = seqs(&log, &f);
+    assert_eq!(before.len(), 14);
+    for i in 40..45 {
+        log.append_blocking(vec![rec(
+            &login_msg(&format!("user-{i}"), 1_800_000_000 + i, true),
+            1,
+        )])
+        .unwrap();
+    }
+    log.save_index_blocking().unwrap();
+    drop(log);
+
+    // A stale (older) snapshot: the records after it are read from the log.
+    std::fs::write(&snap, &old_snap).unwrap();
+    let log = AuditLog::open(dir.path(), Some(key.clone()), options(10)).unwrap();
+    assert_eq!(log.len(), 45);
+    let after = seqs(&log, &f);
+    assert_eq!(after.len(), 19);
+    assert_eq!(&after[5..], &before[..]);
+    assert_eq!(
+        seqs(
+            &log,
+            &SearchFilter {
+                user: Some("user-43".into()),
+                ..Default::default()
+            }
+        ),
+        vec![44]
+    );
+    drop(log);
+
+    // A damaged snapshot is ignored (full rebuild, same answers).
+    let mut bad = std::fs::read(&snap).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&snap, &bad).unwrap();
+    let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
+    assert_eq!(seqs(&log, &f), after);
+    drop(log);
+
+    // A snapshot of another log does not fit this one.
+    let other = tempfile::tempdir().unwrap();
+    build_log(other.path(), 45, 100);
+    std::fs::copy(other.path().join("index.snap"), &snap).unwrap();
+    let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
+    assert_eq!(seqs(&log, &f), after);
+    drop(log);
+    assert_eq!(verify(dir.path(), &spki).unwrap().records, 45);
+}

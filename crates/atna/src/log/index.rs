@@ -69,7 +69,125 @@ pub(crate) struct Index {
     postings: Vec<Vec<u32>>,
 }
 
+const SNAP_MAGIC: &[u8; 4] = b"AX01";
+
 impl Index {
+    /// Encode the index as a snapshot of the log up to record `entries.len()` whose hash is
+    /// `head`: `"AX01" | u64 count | [32] head | entries | 6 term dictionaries | postings |
+    /// SHA-256 of everything before`.
+    pub fn encode_snapshot(&self, head: &[u8; 32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.entries.len() * 40);
+        let mut e = super::codec::Enc(&mut out);
+        e.raw(SNAP_MAGIC);
+        e.u64(self.entries.len() as u64);
+        e.raw(head);
+        for x in &self.entries {
+            e.u64(x.offset);
+            e.u32(x.len);
+            e.i64(x.time);
+            e.u8(x.outcome);
+            e.u8(u8::from(x.parse_error));
+            e.u32(x.event_id);
+            e.u32(x.source);
+            e.u32(x.node);
+        }
+        for dict in &self.terms {
+            e.u32(dict.len() as u32);
+            for (term, id) in dict {
+                e.u32(*id);
+                e.bytes16(term.as_bytes());
+            }
+        }
+        e.u32(self.postings.len() as u32);
+        for p in &self.postings {
+            e.u32(p.len() as u32);
+            for i in p {
+                e.u32(*i);
+            }
+        }
+        let h = ring::digest::digest(&ring::digest::SHA256, &out);
+        out.extend_from_slice(h.as_ref());
+        out
+    }
+
+    /// Decode a snapshot: the index and the head hash it covers. `None` when damaged or
+    /// inconsistent (the caller then rebuilds from the log).
+    pub fn decode_snapshot(data: &[u8]) -> Option<(Index, [u8; 32])> {
+        if data.len() < 4 + 8 + 32 + 32 {
+            return None;
+        }
+        let (body, sum) = data.split_at(data.len() - 32);
+        if ring::digest::digest(&ring::digest::SHA256, body).as_ref() != sum {
+            return None;
+        }
+        let mut d = super::codec::Dec::new(body);
+        if d.take(4, "magic").ok()? != SNAP_MAGIC {
+            return None;
+        }
+        let count = d.u64("count").ok()? as usize;
+        let head = d.arr32("head").ok()?;
+        if count > body.len() / 34 {
+            return None;
+        }
+        let mut ix = Index {
+            entries: Vec::with_capacity(count),
+            ..Default::default()
+        };
+        for _ in 0..count {
+            ix.entries.push(Entry {
+                offset: d.u64("offset").ok()?,
+                len: d.u32("len").ok()?,
+                time: d.i64("time").ok()?,
+                outcome: d.u8("outcome").ok()?,
+                parse_error: d.u8("flag").ok()? != 0,
+                event_id: d.u32("event id").ok()?,
+                source: d.u32("source").ok()?,
+                node: d.u32("node").ok()?,
+            });
+        }
+        let mut max_id = 0u32;
+        for dict in ix.terms.iter_mut() {
+            let n = d.u32("terms").ok()?;
+            for _ in 0..n {
+                let id = d.u32("term id").ok()?;
+                let term = std::str::from_utf8(d.bytes16("term").ok()?).ok()?;
+                max_id = max_id.max(id.saturating_add(1));
+                dict.insert(Box::from(term), id);
+            }
+        }
+        let n = d.u32("postings").ok()? as usize;
+        if n != max_id as usize || n > body.len() / 4 {
+            return None;
+        }
+        ix.postings.reserve(n);
+        for _ in 0..n {
+            let len = d.u32("posting length").ok()? as usize;
+            if len > count {
+                return None;
+            }
+            let mut p = Vec::with_capacity(len);
+            for _ in 0..len {
+                let i = d.u32("posting").ok()?;
+                if i as usize >= count || p.last().is_some_and(|&l| l >= i) {
+                    return None;
+                }
+                p.push(i);
+            }
+            ix.postings.push(p);
+        }
+        d.done("snapshot").ok()?;
+        // Single-valued fields must name terms that exist.
+        let ok = |t: u32| t == NONE || (t as usize) < n;
+        if !ix
+            .entries
+            .iter()
+            .all(|e| ok(e.event_id) && ok(e.source) && ok(e.node))
+        {
+            return None;
+        }
+        Some((ix, head))
+    }
+
     fn lookup(&self, dim: Dim, v: &str) -> Option<u32> {
         self.terms[dim as usize].get(v).copied()
     }

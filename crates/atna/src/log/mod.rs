@@ -38,6 +38,7 @@ use record::{GENESIS_HASH, NewRecord, Record};
 
 pub(crate) const RECORDS: &str = "records.log";
 pub(crate) const CHECKPOINTS: &str = "checkpoints.log";
+pub(crate) const SNAPSHOT: &str = "index.snap";
 
 /// Tuning of an [`AuditLog`].
 #[derive(Debug, Clone)]
@@ -65,6 +66,19 @@ type Reply = tokio::sync::oneshot::Sender<Result<RangeInclusive<u64>, LogError>>
 enum Job {
     Append(Vec<NewRecord>, Reply),
     Checkpoint(tokio::sync::oneshot::Sender<Result<Option<Checkpoint>, LogError>>),
+    Snapshot(tokio::sync::oneshot::Sender<Result<(), LogError>>),
+}
+
+/// Joins the writer thread when the last [`AuditLog`] clone goes away (after the writer has
+/// saved the index snapshot).
+struct WriterThread(Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.lock().take() {
+            let _ = t.join();
+        }
+    }
 }
 
 struct Shared {
@@ -80,7 +94,10 @@ struct Shared {
 #[derive(Clone)]
 pub struct AuditLog {
     shared: Arc<Shared>,
+    // Field order matters: every clone's sender is dropped before the last clone joins the
+    // writer thread, which then sees the channel closed, saves the index and exits.
     tx: mpsc::Sender<Job>,
+    _writer: Arc<WriterThread>,
 }
 
 /// A page of search results, newest first.
@@ -123,10 +140,15 @@ impl AuditLog {
             .append(true)
             .open(&rpath)
             .map_err(io("open", &rpath))?;
-        let mut index = Index::default();
-        let mut head = (0u64, GENESIS_HASH);
+        let (mut index, mut head, start) = match load_snapshot(dir, &rpath) {
+            Some((ix, h, end)) => {
+                let n = ix.entries.len() as u64;
+                (ix, (n, h), end)
+            }
+            None => (Index::default(), (0u64, GENESIS_HASH), 0),
+        };
         let scan_file = File::open(&rpath).map_err(io("open", &rpath))?;
-        let mut scanner = scan::Scanner::new(scan_file);
+        let mut scanner = scan::Scanner::at(scan_file, start).map_err(io("seek", &rpath))?;
         while let Some(item) = scanner.next_item().map_err(io("read", &rpath))? {
             match item {
                 scan::Item::Frame {
@@ -233,11 +255,15 @@ impl AuditLog {
             last_cp_seq: last_cp.as_ref().map_or(0, |c| c.seq),
             last_cp_at: Instant::now(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("atna-log-writer".into())
             .spawn(move || w.run(rx))
             .map_err(io("spawn writer thread", dir))?;
-        Ok(AuditLog { shared, tx })
+        Ok(AuditLog {
+            shared,
+            tx,
+            _writer: Arc::new(WriterThread(Mutex::new(Some(thread)))),
+        })
     }
 
     /// The directory of this log.
@@ -309,6 +335,19 @@ impl AuditLog {
             .send(Job::Checkpoint(tx))
             .map_err(|_| LogError::Closed("writer thread gone".into()))?;
         rx.await
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?
+    }
+
+    /// Save the search index to `index.snap` now, so the next [`open`](AuditLog::open) reads
+    /// only the records appended after it. (The index is also saved when the last clone of the
+    /// log is dropped.) `open` trusts an intact snapshot for the records it covers: checking
+    /// them is [`verify`](crate::verify)'s job.
+    pub fn save_index_blocking(&self) -> Result<(), LogError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::Snapshot(tx))
+            .map_err(|_| LogError::Closed("writer thread gone".into()))?;
+        rx.blocking_recv()
             .map_err(|_| LogError::Closed("writer thread gone".into()))?
     }
 
@@ -398,6 +437,42 @@ impl AuditLog {
     }
 }
 
+/// Load `index.snap` if it is intact and describes a prefix of `records.log`: the record it
+/// ends with is where it says, with the sequence number and hash it says. Returns the index,
+/// the head hash and the file offset after the prefix.
+fn load_snapshot(dir: &Path, rpath: &Path) -> Option<(Index, [u8; 32], u64)> {
+    let spath = dir.join(SNAPSHOT);
+    let data = std::fs::read(&spath).ok()?;
+    let Some((ix, head)) = Index::decode_snapshot(&data) else {
+        tracing::warn!(path = %spath.display(), "ignoring a damaged index snapshot; rebuilding from the log");
+        return None;
+    };
+    let last = *ix.entries.last()?;
+    let end = last.offset + u64::from(last.len);
+    let f = File::open(rpath).ok()?;
+    let fits = (|| -> std::io::Result<bool> {
+        if f.metadata()?.len() < end || last.len < 8 + 40 + 32 {
+            return Ok(false);
+        }
+        let mut h = [0u8; 16];
+        f.read_exact_at(&mut h, last.offset)?;
+        let mut stored = [0u8; 32];
+        f.read_exact_at(&mut stored, end - 32)?;
+        let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        let seq = u64::from_be_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+        Ok(&h[..4] == record::MAGIC
+            && u64::from(len) + 40 == u64::from(last.len)
+            && seq == ix.entries.len() as u64
+            && stored == head)
+    })()
+    .unwrap_or(false);
+    if !fits {
+        tracing::warn!(path = %spath.display(), "index snapshot does not match the log; rebuilding from the log");
+        return None;
+    }
+    Some((ix, head, end))
+}
+
 fn chain_matches(rpath: &Path, index: &Index, cp: &Checkpoint) -> Result<bool, LogError> {
     let e = index.entries[(cp.seq - 1) as usize];
     let f = File::open(rpath).map_err(io("open", rpath))?;
@@ -448,7 +523,14 @@ impl Writer {
                     }
                     continue;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if failed.is_none()
+                        && let Err(e) = self.save_snapshot()
+                    {
+                        tracing::warn!(error = %e, "could not save the audit log index snapshot");
+                    }
+                    break;
+                }
             };
             let mut jobs = vec![first];
             let mut bytes: usize = 0;
@@ -472,6 +554,9 @@ impl Writer {
                         Job::Checkpoint(reply) => {
                             let _ = reply.send(Err(LogError::Closed(f.clone())));
                         }
+                        Job::Snapshot(reply) => {
+                            let _ = reply.send(Err(LogError::Closed(f.clone())));
+                        }
                     }
                 }
                 continue;
@@ -490,6 +575,7 @@ impl Writer {
             let mut new_entries = Vec::new();
             let mut replies = Vec::new();
             let mut cp_requests = Vec::new();
+            let mut snap_requests = Vec::new();
             let mut seq = self.seq;
             let mut prev = self.prev;
             for j in jobs {
@@ -509,6 +595,7 @@ impl Writer {
                         replies.push((reply, first..=seq));
                     }
                     Job::Checkpoint(reply) => cp_requests.push(reply),
+                    Job::Snapshot(reply) => snap_requests.push(reply),
                 }
             }
             if !buf.is_empty() {
@@ -562,7 +649,36 @@ impl Writer {
                     });
                 }
             }
+            if !snap_requests.is_empty() {
+                let r = self.save_snapshot();
+                for reply in snap_requests {
+                    let _ = reply.send(match &r {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(LogError::Closed(e.to_string())),
+                    });
+                }
+            }
         }
+    }
+
+    /// Write `index.snap` (atomically: temporary file, fsync, rename, directory fsync).
+    fn save_snapshot(&self) -> Result<(), LogError> {
+        let data = {
+            let ix = self.shared.index.read();
+            if ix.entries.is_empty() {
+                return Ok(());
+            }
+            ix.encode_snapshot(&self.prev)
+        };
+        let dir = &self.shared.dir;
+        let tmp = dir.join(format!("{SNAPSHOT}.tmp"));
+        let path = dir.join(SNAPSHOT);
+        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(&data)
+            .and_then(|_| f.sync_all())
+            .map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        sync_dir(dir).map_err(io("fsync directory", dir))
     }
 
     fn checkpoint(&mut self) -> Result<Option<Checkpoint>, LogError> {

@@ -35,6 +35,17 @@ impl Scanner {
         }
     }
 
+    /// A scanner starting at `offset` (the start of a record).
+    pub fn at(mut f: File, offset: u64) -> std::io::Result<Self> {
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        Ok(Scanner {
+            r: BufReader::with_capacity(1 << 20, f),
+            offset,
+            done: false,
+        })
+    }
+
     /// Read up to `buf.len()` bytes; returns how many were read (short only at EOF).
     fn fill(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let mut n = 0;
