@@ -241,11 +241,21 @@ impl Queue {
                     break;
                 }
                 Read1::Bad(reason) => {
-                    return Err(QueueError::Corrupt {
-                        path: lpath,
-                        offset: off,
-                        reason,
-                    });
+                    match crate::log::scan::zero_tail(&lpath, off).map_err(io("read", &lpath))? {
+                        Some(zeros) => {
+                            tracing::warn!(path = %lpath.display(), offset = off, bytes = zeros, "cutting off a zero-filled queue tail");
+                            lfile.set_len(off).map_err(io("truncate", &lpath))?;
+                            lfile.sync_all().map_err(io("fsync", &lpath))?;
+                            break;
+                        }
+                        None => {
+                            return Err(QueueError::Corrupt {
+                                path: lpath,
+                                offset: off,
+                                reason,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -715,6 +725,22 @@ mod tests {
         assert_eq!(q.enqueue(b"three").unwrap(), 2);
         let got = q.reader(0).read_batch(10, 1 << 20).unwrap();
         assert_eq!(got, vec![(1, b"one".to_vec()), (2, b"three".to_vec())]);
+        drop(q);
+        // A zero-filled tail (power loss before unsynced data reached the disk) is cut too.
+        let mut data = std::fs::read(&p).unwrap();
+        data.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&p, data).unwrap();
+        let q = Queue::open(dir.path(), &["a"], QueueOptions::default()).unwrap();
+        assert_eq!(q.enqueue(b"four").unwrap(), 3);
+        // Garbage that is not zeros is refused.
+        drop(q);
+        let mut data = std::fs::read(&p).unwrap();
+        data.extend_from_slice(b"garbage that is not a queue entry");
+        std::fs::write(&p, data).unwrap();
+        assert!(matches!(
+            Queue::open(dir.path(), &["a"], QueueOptions::default()),
+            Err(QueueError::Corrupt { .. })
+        ));
     }
 
     #[test]

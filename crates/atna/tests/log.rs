@@ -420,8 +420,28 @@ fn torn_unacknowledged_tail_is_not_tampering() {
     assert_eq!(r.records, 10);
     assert_eq!(r.torn_tail_bytes, 15);
     // Opening repairs it and appends continue.
-    let log = AuditLog::open(dir.path(), Some(signer()), LogOptions::default()).unwrap();
+    let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
     assert_eq!(log.append_blocking(vec![rec(b"x", 1)]).unwrap(), 11..=11);
+    drop(log);
+    // A zero-filled tail (power loss before unsynced data reached the disk) is the same case.
+    let mut data = std::fs::read(&p).unwrap();
+    data.extend_from_slice(&[0u8; 5000]);
+    std::fs::write(&p, &data).unwrap();
+    let r = verify(dir.path(), &spki).unwrap();
+    assert_eq!(
+        (r.records, r.unsigned_tail, r.torn_tail_bytes),
+        (11, 1, 5000)
+    );
+    std::fs::remove_file(dir.path().join("index.snap")).unwrap();
+    let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
+    assert_eq!(log.len(), 11);
+    drop(log);
+    // Non-zero garbage at the end is damage, not a crash.
+    let mut data = std::fs::read(&p).unwrap();
+    data.extend_from_slice(b"XXXXXXXXXXXXXXXXXXXXXXXX");
+    std::fs::write(&p, &data).unwrap();
+    std::fs::remove_file(dir.path().join("index.snap")).unwrap();
+    assert!(AuditLog::open(dir.path(), None, LogOptions::default()).is_err());
 }
 
 #[test]

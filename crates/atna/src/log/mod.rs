@@ -180,11 +180,20 @@ impl AuditLog {
                     file.sync_all().map_err(io("fsync", &rpath))?;
                 }
                 scan::Item::Bad { offset, reason } => {
-                    return Err(LogError::Corrupt {
-                        path: rpath,
-                        offset,
-                        reason,
-                    });
+                    match scan::zero_tail(&rpath, offset).map_err(io("read", &rpath))? {
+                        Some(zeros) => {
+                            tracing::warn!(path = %rpath.display(), offset, bytes = zeros, "cutting off a zero-filled tail (a crash before unacknowledged data reached the disk)");
+                            file.set_len(offset).map_err(io("truncate", &rpath))?;
+                            file.sync_all().map_err(io("fsync", &rpath))?;
+                        }
+                        None => {
+                            return Err(LogError::Corrupt {
+                                path: rpath,
+                                offset,
+                                reason,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -524,10 +533,14 @@ impl Writer {
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    if failed.is_none()
-                        && let Err(e) = self.save_snapshot()
-                    {
-                        tracing::warn!(error = %e, "could not save the audit log index snapshot");
+                    // Closing: sign the tail, save the index.
+                    if failed.is_none() {
+                        if let Err(e) = self.checkpoint() {
+                            tracing::error!(error = %e, "final audit log checkpoint failed");
+                        }
+                        if let Err(e) = self.save_snapshot() {
+                            tracing::warn!(error = %e, "could not save the audit log index snapshot");
+                        }
                     }
                     break;
                 }

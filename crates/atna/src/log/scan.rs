@@ -115,3 +115,26 @@ impl Scanner {
         }))
     }
 }
+
+/// If everything from `offset` to the end of the file is zero bytes, how many there are. A
+/// crash can leave a file extended with zeros where unsynced (never acknowledged) data was to go.
+pub(crate) fn zero_tail(path: &std::path::Path, offset: u64) -> std::io::Result<Option<u64>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if offset >= len {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut r = BufReader::with_capacity(1 << 16, f);
+    let mut buf = [0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Some(len - offset));
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(None);
+        }
+    }
+}

@@ -220,6 +220,10 @@ pub fn verify(dir: &Path, trusted_spki_der: &[u8]) -> Result<VerifyReport, Verif
                     break;
                 }
                 Item::Bad { offset, reason } => {
+                    if let Ok(Some(zeros)) = super::scan::zero_tail(&rpath, offset) {
+                        report.torn_tail_bytes = zeros;
+                        break;
+                    }
                     return Err(VerifyError::Record {
                         seq: expected,
                         offset,
