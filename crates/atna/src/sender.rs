@@ -196,7 +196,12 @@ impl Task {
             if *self.shutdown.borrow() {
                 return;
             }
-            match self.connect().await {
+            let mut stop = self.shutdown.clone();
+            let connected = tokio::select! {
+                r = self.connect() => r,
+                _ = stop.changed() => return,
+            };
+            match connected {
                 Ok(stream) => {
                     backoff = self.options.backoff_min;
                     self.set(|s| {
@@ -275,16 +280,19 @@ impl Task {
                 encode_frame(payload, &mut out);
             }
             let last = batch.last().map_or(0, |b| b.0);
+            // On shutdown mid-batch the cursor stays put: the batch is sent again next time.
             tokio::select! {
                 r = async {
                     wr.write_all(&out).await?;
                     wr.flush().await
                 } => r.map_err(|e| format!("write: {e}"))?,
                 r = rd.read(&mut sink) => return Err(peer_closed(r)),
+                _ = self.shutdown.changed() => return Ok(()),
             }
             tokio::select! {
                 r = wait_acknowledged(fd, self.options.ack_timeout) => r?,
                 r = rd.read(&mut sink) => return Err(peer_closed(r)),
+                _ = self.shutdown.changed() => return Ok(()),
             }
             self.queue
                 .commit(&self.dest.name, last)
