@@ -16,10 +16,11 @@
 //! | break-glass access | 110113 Security Alert | 110127 Emergency Override Started + the purpose of use (TRE_R248 `bris_de_glace`) | E | 0 |
 //!
 //! Local codes use the code system name [`LOCAL_CODE_SYSTEM`]. Why these choices: DICOM has no
-//! event ID for credential management, and PS3.15 A.5.3 lists credential and security attribute
-//! changes under Security Alert (110113) with CID 401's "… Security Attributes Changed" type
-//! codes; an assertion is an authentication statement, hence 110114 with CID 401's 110143
-//! "Authentication Decision". The purpose of use of a break-glass access is copied in as an
+//! event ID (CID 400) for credential management, while the type codes of a Security Alert
+//! (110113, CID 403 "Security Alert Type Code") include 110135 "Object Security Attributes
+//! Changed" and 110137 "User Security Attributes Changed", which describe issuing or revoking a
+//! certificate and changing a card's state; an assertion is an authentication statement, hence
+//! 110114 with CID 401's 110143 "Authentication Decision". The purpose of use of a break-glass access is copied in as an
 //! `EventTypeCode` with the French `TRE_R248_ModeAcces` code system
 //! (`1.2.250.1.213.1.1.4.248`), so it is searchable as an event type.
 //!
