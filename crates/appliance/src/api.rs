@@ -35,6 +35,8 @@ pub struct ApiState {
     /// Registry, cards and their background jobs (absent when not configured).
     pub cards: Option<Arc<cps_enrol::CardService>>,
     pub jobs: crate::cards::Jobs,
+    /// The audit record repository's log (absent when not running).
+    pub audit_log: Option<cps_atna::AuditLog>,
 }
 
 /// One error shape for the whole API: a status and a message for the caller. Internal details
@@ -358,6 +360,90 @@ async fn issue(
     Ok((StatusCode::CREATED, Json(CertificateView::from(&rec))))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Unix seconds (inclusive).
+    pub from: Option<i64>,
+    /// Unix seconds (exclusive).
+    pub to: Option<i64>,
+    /// DICOM EventID code, e.g. 110114.
+    pub event: Option<String>,
+    /// EventTypeCode code, e.g. 110122.
+    pub event_type: Option<String>,
+    pub user: Option<String>,
+    pub patient: Option<String>,
+    /// EventOutcomeIndicator: 0, 4, 8, 12.
+    pub outcome: Option<u8>,
+    /// AuditSourceID.
+    pub source: Option<String>,
+    /// Sending node's certificate subject.
+    pub node: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<u64>,
+}
+
+/// `GET /api/v1/audit/events`: search the audit record repository (auditors, CA operators).
+async fn audit_events(
+    State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require(&op, &["auditor", "ca-operator"])?;
+    let log = st.audit_log.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit record repository is not running",
+        )
+    })?;
+    let filter = cps_atna::SearchFilter {
+        from: q.from.map(|t| t * 1_000_000),
+        to: q.to.map(|t| t * 1_000_000),
+        event_id: q.event,
+        event_type: q.event_type,
+        user: q.user,
+        patient: q.patient,
+        outcome: q.outcome,
+        source: q.source,
+        node: q.node,
+        parse_error: None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = tokio::task::spawn_blocking(move || log.search(&filter, limit, q.cursor))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let events: Vec<serde_json::Value> = page
+        .records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "seq": r.seq,
+                "received": r.received / 1_000_000,
+                "transport": format!("{:?}", r.transport).to_lowercase(),
+                "node": r.node.subject,
+                "peer": r.peer,
+                "event": r.summary.event.as_ref().map(|e| serde_json::json!({
+                    "event_id": e.event_id.code,
+                    "event_name": e.event_id.meaning,
+                    "event_types": e.event_types.iter().map(|c| &c.code).collect::<Vec<_>>(),
+                    "action": e.action,
+                    "outcome": e.outcome,
+                    "time": e.event_time.map(|t| t / 1_000_000),
+                    "users": e.user_ids,
+                    "patients": e.patient_ids,
+                    "source": e.source_id,
+                })),
+                "parse_error": r.summary.syslog_error.clone().or(r.summary.xml_error.clone()),
+                "message": String::from_utf8_lossy(&r.raw),
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "events": events, "next_cursor": page.next_cursor }),
+    ))
+}
+
 /// Runs a blocking service call off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CaError> + Send + 'static,
@@ -511,6 +597,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/nodes/{name}", get(get_node))
         .route("/api/v1/nodes/{name}/remove", post(remove_node))
         .route("/api/v1/xua/validate", post(crate::api_xua::validate))
+        .route("/api/v1/audit/events", get(audit_events))
         .route(
             "/api/v1/professionals",
             get(crate::api_enrol::search).post(crate::api_enrol::create_professional),

@@ -26,7 +26,69 @@ pub struct Config {
     pub time: TimeSection,
     #[serde(default)]
     pub xua: XuaSection,
+    #[serde(default)]
+    pub audit: AuditSection,
     pub ca: CaSection,
+}
+
+/// IHE ATNA: the audit record repository and the repositories audit messages go to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Run the syslog-TLS audit record repository on `listen.syslog_tls`.
+    #[serde(default = "default_true")]
+    pub repository: bool,
+    /// Also accept RFC 5426 syslog over UDP on this address (no node authentication); off by
+    /// default.
+    #[serde(default)]
+    pub udp: Option<String>,
+    /// `AuditSourceID` of the appliance's own messages.
+    #[serde(default = "default_source_id")]
+    pub source_id: String,
+    /// HSM label of the key that signs the log's checkpoints (created on first start).
+    #[serde(default = "default_checkpoint_label")]
+    pub checkpoint_key_label: String,
+    /// HSM label of the appliance's own node key (its client certificate towards repositories).
+    #[serde(default = "default_node_key_label")]
+    pub node_key_label: String,
+    /// Repositories every audit message is delivered to (syslog over mutual TLS).
+    #[serde(default)]
+    pub destinations: Vec<AuditDestination>,
+}
+
+/// One audit record repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditDestination {
+    /// A name for its queue cursor (letters, digits, '-', '_').
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    /// The name its TLS certificate must carry.
+    pub server_name: String,
+}
+
+fn default_source_id() -> String {
+    "cps-trust".into()
+}
+fn default_checkpoint_label() -> String {
+    "audit-checkpoint".into()
+}
+fn default_node_key_label() -> String {
+    "audit-node".into()
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            repository: true,
+            udp: None,
+            source_id: default_source_id(),
+            checkpoint_key_label: default_checkpoint_label(),
+            node_key_label: default_node_key_label(),
+            destinations: Vec::new(),
+        }
+    }
 }
 
 /// Card login and XUA/VIHF assertions.
@@ -523,6 +585,7 @@ impl Config {
             listen: ListenSection::default(),
             time: TimeSection::default(),
             xua: XuaSection::default(),
+            audit: AuditSection::default(),
             ca: CaSection {
                 crl_validity_hours: default_crl_validity_hours(),
                 ocsp_validity_hours: default_ocsp_validity_hours(),

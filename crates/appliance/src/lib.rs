@@ -4,6 +4,7 @@
 pub mod api;
 pub mod api_enrol;
 pub mod api_xua;
+pub mod audit;
 pub mod ca;
 pub mod cards;
 pub mod ceremony;

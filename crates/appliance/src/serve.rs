@@ -377,10 +377,12 @@ fn ocsp_answer(st: &AppState, der: &[u8], get: bool) -> Response {
 }
 
 /// TLS acceptor for the API listener: HSM-held server key, our chain, verified client certs.
-fn tls_acceptor(
+/// The HTTPS listener's TLS configuration and the syslog-TLS repository's (same HSM key and
+/// chain; the repository requires a client certificate).
+fn tls_configs(
     st: &AppState,
     config: &Config,
-) -> Result<tokio_rustls::TlsAcceptor, ApplianceError> {
+) -> Result<(tokio_rustls::TlsAcceptor, Arc<rustls::ServerConfig>), ApplianceError> {
     let key = Arc::new(st.hsm.key(&config.appliance.tls_key_label)?);
     let pem = std::fs::read_to_string(st.home.join("tls/server.pem")).map_err(|e| {
         ApplianceError::Io {
@@ -396,12 +398,19 @@ fn tls_acceptor(
         .keys()
         .filter_map(|id| st.ca_certs.get(id).map(|d| (id.clone(), d.clone())))
         .collect();
-    let verifier = Arc::new(
-        crate::tls::ClientVerifier::new(root, issuers, st.store.clone())
-            .map_err(ApplianceError::Refused)?,
-    );
-    let cfg = crate::tls::server_config(key, chain, verifier).map_err(ApplianceError::Refused)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    let verifier = || {
+        crate::tls::ClientVerifier::new(root.clone(), issuers.clone(), st.store.clone())
+            .map_err(ApplianceError::Refused)
+    };
+    let https = crate::tls::server_config(key.clone(), chain.clone(), Arc::new(verifier()?))
+        .map_err(ApplianceError::Refused)?;
+    let mut syslog = crate::tls::server_config(key, chain, Arc::new(verifier()?.mandatory()))
+        .map_err(ApplianceError::Refused)?;
+    syslog.alpn_protocols.clear();
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(https)),
+        Arc::new(syslog),
+    ))
 }
 
 /// The DER of every certificate of a PEM text, in order.
@@ -553,7 +562,17 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         .map_err(|e| {
             ApplianceError::Refused(format!("cannot listen on {https_addr} (listen.https): {e}"))
         })?;
-    let acceptor = tls_acceptor(&state, config)?;
+    let (acceptor, syslog_tls) = tls_configs(&state, config)?;
+    let root = state.ca_certs.get("root").cloned().unwrap_or_default();
+    let atna = crate::audit::start(
+        home,
+        config,
+        &state.hsm,
+        state.ca.clone(),
+        syslog_tls,
+        vec![root],
+    )
+    .await?;
     let api_app = api::router(ApiState {
         ca: state.ca.clone(),
         nodes: crate::nodes::Nodes::new(state.store.clone()),
@@ -561,6 +580,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         login: Some(state.login.clone()),
         cards: Some(state.cards.clone()),
         jobs: crate::cards::Jobs::default(),
+        audit_log: Some(atna.log.clone()),
     });
     tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
     println!(
@@ -577,6 +597,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     if let Some(t) = ntp_task {
         t.abort();
     }
+    atna.shutdown().await;
     Ok(())
 }
 

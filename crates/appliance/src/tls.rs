@@ -102,6 +102,9 @@ pub struct ClientVerifier {
     hints: Vec<DistinguishedName>,
     store: StoreHandle,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Refuse the handshake without a client certificate (the syslog-TLS repository); the API
+    /// listener answers 401 instead.
+    mandatory: bool,
 }
 
 /// `Arc<dyn Store>` with a Debug impl (rustls wants Debug on verifiers).
@@ -134,7 +137,14 @@ impl ClientVerifier {
             hints,
             store: StoreHandle(store),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            mandatory: false,
         })
+    }
+
+    /// The same verifier, with the client certificate mandatory.
+    pub fn mandatory(mut self) -> Self {
+        self.mandatory = true;
+        self
     }
 }
 
@@ -152,7 +162,7 @@ impl ClientCertVerifier for ClientVerifier {
     /// Optional at the TLS layer, so that a client without a certificate gets a clear HTTP 401
     /// rather than a handshake failure; every protected route requires one.
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -267,4 +277,44 @@ impl rustls::server::ResolvesServerCert for FixedCert {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.clone())
     }
+}
+
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Client configuration for the appliance's own outgoing mutual-TLS links (audit messages to
+/// repositories): its HSM-held node key and chain, servers verified against `roots` (DER).
+pub fn client_config(
+    key: Arc<HsmKey>,
+    chain: Vec<Vec<u8>>,
+    roots: Vec<Vec<u8>>,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(CertificateDer::from(r))
+            .map_err(|e| format!("trust anchor: {e}"))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = chain.into_iter().map(CertificateDer::from).collect();
+    let certified = Arc::new(CertifiedKey::new(chain, Arc::new(HsmSigningKey { key })));
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_client_cert_resolver(Arc::new(FixedClientCert(certified))))
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::client::ApiClient;
-use crate::{CliResult, EXIT_REFUSED, emit, fail};
+use crate::{CliResult, EXIT_REFUSED, emitln, fail};
 
 #[derive(Subcommand)]
 pub enum ProfessionalCommand {
@@ -159,7 +159,7 @@ pub fn professional(api: &ApiClient, cmd: ProfessionalCommand) -> CliResult {
             for w in report["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", line_issue(w));
             }
-            emit(&format!(
+            emitln(&format!(
                 "{}: {} lines, {} professionals, {} activities; outcome {}",
                 file.display(),
                 report["lines"],
@@ -178,7 +178,7 @@ pub fn professional(api: &ApiClient, cmd: ProfessionalCommand) -> CliResult {
             let r = api
                 .get(&format!("/api/v1/professionals/{idnat_ps}"))
                 .map_err(fail)?;
-            emit(&serde_json::to_string_pretty(&r).unwrap_or_default());
+            emitln(&serde_json::to_string_pretty(&r).unwrap_or_default());
         }
         ProfessionalCommand::Search { text } => {
             let mut url = reqwest::Url::parse("https://x/api/v1/professionals")
@@ -192,7 +192,7 @@ pub fn professional(api: &ApiClient, cmd: ProfessionalCommand) -> CliResult {
                 .map_err(fail)?;
             for p in r["professionals"].as_array().into_iter().flatten() {
                 let d = &p["data"];
-                emit(&format!(
+                emitln(&format!(
                     "{}\t{} {}\t{}\t{}",
                     d["idnat_ps"].as_str().unwrap_or("?"),
                     d["surname"].as_str().unwrap_or("?"),
@@ -209,7 +209,7 @@ pub fn professional(api: &ApiClient, cmd: ProfessionalCommand) -> CliResult {
                     &serde_json::json!({ "status": status }),
                 )
                 .map_err(fail)?;
-            emit(&format!(
+            emitln(&format!(
                 "{}: {}; {} card(s) changed",
                 idnat_ps,
                 r["professional"]["status"].as_str().unwrap_or("?"),
@@ -261,7 +261,7 @@ pub fn card(api: &ApiClient, cmd: CardIssuanceCommand) -> CliResult {
                 ));
             }
             if let Some(s) = j["secrets"].as_object() {
-                emit(&format!(
+                emitln(&format!(
                     "initial PIN {}\tPUK {}\t(shown once: hand them to the holder)",
                     s["pin"].as_str().unwrap_or("?"),
                     s["puk"].as_str().unwrap_or("?")
@@ -299,6 +299,6 @@ pub fn card(api: &ApiClient, cmd: CardIssuanceCommand) -> CliResult {
             serde_json::json!({ "reader": reader, "puk": puk, "new_pin": new_pin }),
         )?,
     };
-    emit(&describe_card(&card));
+    emitln(&describe_card(&card));
     Ok(ExitCode::SUCCESS)
 }

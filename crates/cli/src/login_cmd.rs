@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use cps_card::{KeyAlgorithm, Pcsc, Piv, Slot};
 
 use crate::client::ApiClient;
-use crate::{CliResult, EXIT_REFUSED, emit, fail};
+use crate::{CliResult, EXIT_REFUSED, emitln, fail};
 
 #[derive(Args)]
 pub struct LoginArgs {
@@ -123,7 +123,7 @@ pub fn login(api: &ApiClient, args: LoginArgs) -> CliResult {
                 p.display()
             );
         }
-        None => emit(assertion),
+        None => emitln(assertion),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -134,7 +134,7 @@ pub fn xua(api: &ApiClient, cmd: XuaCommand) -> CliResult {
             let xml = std::fs::read(&file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
             match api.post_raw("/api/v1/xua/validate", xml, "application/xml") {
                 Ok(v) => {
-                    emit(&serde_json::to_string_pretty(&v).unwrap_or_default());
+                    emitln(&serde_json::to_string_pretty(&v).unwrap_or_default());
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => Err((EXIT_REFUSED, format!("assertion refused: {e}"))),

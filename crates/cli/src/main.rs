@@ -1,6 +1,7 @@
 //! `cps-trust`: thin command-line front end. Parses arguments, sets up the process environment,
 //! calls the appliance library, maps errors to one line on stderr and an exit code.
 
+mod audit_cmd;
 mod card_cmd;
 mod issuance_cmd;
 mod login_cmd;
@@ -97,6 +98,11 @@ enum Command {
         as_operator: String,
         #[command(subcommand)]
         command: login_cmd::XuaCommand,
+    },
+    /// The audit record repository: verify its tamper-evident log, search it.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
     },
     /// IHE ATNA secure nodes: certify and register them, list, remove.
     Node {
@@ -348,6 +354,18 @@ fn run(cli: Cli) -> CliResult {
                 None => Ok(ExitCode::SUCCESS),
                 Some(problem) => Err((EXIT_REFUSED, problem)),
             }
+        }
+        Command::Audit {
+            command: audit_cmd::AuditCommand::Verify { dir },
+        } => audit_cmd::verify(&home, dir),
+        Command::Audit { command } => {
+            let config = load_config(&home)?;
+            let operator = match &command {
+                audit_cmd::AuditCommand::Events { as_operator, .. } => as_operator.clone(),
+                _ => "admin".into(),
+            };
+            let api = client::ApiClient::new(&home, &config, &operator).map_err(fail)?;
+            audit_cmd::events(&api, command)
         }
         Command::Login(args) => {
             let config = load_config(&home)?;
@@ -630,6 +648,12 @@ fn read_csr_pem(path: &Path) -> Result<String, (u8, String)> {
     } else {
         cps_pki::pem_encode("CERTIFICATE REQUEST", &bytes)
     })
+}
+
+/// [`emit`] and a line end.
+fn emitln(text: &str) {
+    emit(text);
+    emit("\n");
 }
 
 fn emit(text: &str) {

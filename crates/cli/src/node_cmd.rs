@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::client::ApiClient;
-use crate::{CliResult, describe_cert, emit, fail, read_csr_pem};
+use crate::{CliResult, describe_cert, emitln, fail, read_csr_pem};
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
@@ -92,18 +92,18 @@ pub fn run(api: &ApiClient, cmd: NodeCommand) -> CliResult {
                 std::fs::write(&p, r["certificate"]["pem"].as_str().unwrap_or_default())
                     .map_err(|e| fail(format!("{}: {e}", p.display())))?;
             }
-            emit(&describe_node(&r["node"]));
-            emit(&describe_cert(&r["certificate"]));
+            emitln(&describe_node(&r["node"]));
+            emitln(&describe_cert(&r["certificate"]));
         }
         NodeCommand::List => {
             let r = api.get("/api/v1/nodes").map_err(fail)?;
             for n in r.as_array().into_iter().flatten() {
-                emit(&describe_node(n));
+                emitln(&describe_node(n));
             }
         }
         NodeCommand::Show { name } => {
             let r = api.get(&format!("/api/v1/nodes/{name}")).map_err(fail)?;
-            emit(&describe_node(&r));
+            emitln(&describe_node(&r));
         }
         NodeCommand::Remove { name } => {
             let r = api
@@ -112,7 +112,7 @@ pub fn run(api: &ApiClient, cmd: NodeCommand) -> CliResult {
                     &serde_json::json!({}),
                 )
                 .map_err(fail)?;
-            emit(&describe_node(&r));
+            emitln(&describe_node(&r));
         }
     }
     Ok(ExitCode::SUCCESS)

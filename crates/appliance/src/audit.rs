@@ -1,0 +1,532 @@
+//! IHE ATNA in the appliance.
+//!
+//! * **Outgoing**: every security event is first an [`AuditRecord`] committed in the store with
+//!   the change it describes (durable before acknowledged). The forwarder follows the store's
+//!   audit table from a persisted cursor, turns each record into a DICOM audit message
+//!   ([`to_dicom`]), appends it to the appliance's own tamper-evident log, and enqueues it in
+//!   the durable queue that the [`cps_atna::Sender`] delivers to every configured repository over
+//!   mutual TLS (the appliance's own `node-tls` certificate, key in the HSM). A crash between
+//!   enqueue and cursor update repeats a message (at least once), never loses one.
+//! * **Incoming**: the syslog-TLS repository (`listen.syslog_tls`) accepts only registered
+//!   nodes ([`crate::nodes::Nodes::authorize`]) whose certificate our live state holds valid,
+//!   and appends to the hash-chained log, checkpoints signed with an HSM key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cps_atna::events::{self, AuditContext, Person};
+use cps_atna::{AuditLog, AuditMessage, Auditor, LogOptions, NewRecord, Queue, QueueOptions};
+use cps_hsm::{Hsm, HsmKey, SigFormat, Signer};
+use cps_store::{AuditRecord, Store, WriteBatch, WriteOp};
+use rustls::pki_types::CertificateDer;
+
+use crate::ApplianceError;
+use crate::ca::{CaService, IssueRequest, SubjectRequest};
+use crate::config::Config;
+use crate::nodes::Nodes;
+
+/// Directory of the repository's log, under the home.
+pub const LOG_DIR: &str = "audit/log";
+/// Directory of the outgoing queue.
+pub const QUEUE_DIR: &str = "audit/queue";
+/// The checkpoint public key (SPKI, PEM), for `cps-trust audit verify`.
+pub const CHECKPOINT_KEY_FILE: &str = "audit/checkpoint-key.pem";
+/// The appliance's own node certificate chain (PEM).
+pub const NODE_CERT_FILE: &str = "audit/node.pem";
+const CURSOR_META: &str = "atna.forwarded";
+
+fn io(path: &Path, e: std::io::Error) -> ApplianceError {
+    ApplianceError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn offset(t: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn person_of(actor: &str) -> Person {
+    let id = actor
+        .split_once(':')
+        .map(|(_, id)| id)
+        .unwrap_or(actor)
+        .to_owned();
+    Person::id(id)
+}
+
+fn s<'a>(v: &'a serde_json::Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(|x| x.as_str())
+}
+
+/// The DICOM audit message of a store audit record.
+pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
+    let now = offset(rec.time);
+    let actor = person_of(&rec.actor);
+    let d = &rec.detail;
+    let failed = rec.outcome != "success";
+    let cert = |holder: Option<&str>| events::CertificateRef {
+        serial_hex: s(d, "serial").unwrap_or("").to_owned(),
+        subject: s(d, "subject").unwrap_or("").to_owned(),
+        issuer: s(d, "ca").or(s(d, "issuer")).unwrap_or("").to_owned(),
+        holder: holder.map(Person::id),
+    };
+    match rec.kind.as_str() {
+        "login" => {
+            let user = s(d, "idnat_ps")
+                .or(s(d, "certificate"))
+                .map(Person::id)
+                .unwrap_or_else(|| Person::id("unknown"));
+            let reason = failed.then(|| s(d, "reason").unwrap_or("refused"));
+            events::login(ctx, now, &user, None, reason)
+        }
+        "xua.issue" => events::assertion_issued(
+            ctx,
+            now,
+            &Person::id(s(d, "idnat_ps").unwrap_or("unknown")),
+            s(d, "assertion_id").unwrap_or(""),
+            None,
+        ),
+        "xua.validate" if !failed => events::assertion_validated(
+            ctx,
+            now,
+            &actor.id,
+            &Person::id(s(d, "idnat_ps").unwrap_or("unknown")),
+            s(d, "assertion_id").unwrap_or(""),
+            s(d, "patient_ins"),
+        ),
+        "xua.validate" => {
+            let code = s(d, "code").unwrap_or("");
+            let serious = !matches!(code, "expired" | "not_yet_valid" | "too_large");
+            events::assertion_refused(
+                ctx,
+                now,
+                &actor.id,
+                None,
+                None,
+                &format!("{code}: {}", s(d, "reason").unwrap_or("")),
+                serious,
+            )
+        }
+        "xua.break_glass" => events::break_glass(
+            ctx,
+            now,
+            &Person::id(s(d, "idnat_ps").unwrap_or("unknown")),
+            s(d, "patient_ins").unwrap_or(""),
+            events::purpose_of_use("bris_de_glace"),
+            None,
+        ),
+        "cert.issue" | "operator.create" | "node.enroll" => {
+            events::certificate_issued(ctx, now, &actor, &cert(s(d, "holder")))
+        }
+        "cert.revoke" | "cert.suspend" | "cert.resume" => {
+            let change = match rec.kind.as_str() {
+                "cert.suspend" => events::RevocationChange::OnHold,
+                "cert.resume" => events::RevocationChange::Released,
+                _ => events::RevocationChange::Revoked,
+            };
+            events::certificate_revoked(
+                ctx,
+                now,
+                &actor,
+                &cert(s(d, "holder")),
+                change,
+                s(d, "reason").unwrap_or(""),
+            )
+        }
+        k if k.starts_with("card.") || k.starts_with("enrolment.") => {
+            let change = match k {
+                "card.suspend" => events::CardChange::Suspended,
+                "card.resume" => events::CardChange::Resumed,
+                "card.oppose" => events::CardChange::Opposed,
+                "card.unblock_pin" => events::CardChange::PinUnblocked,
+                _ => events::CardChange::Enrolled,
+            };
+            events::card_lifecycle(
+                ctx,
+                now,
+                &actor,
+                &Person::id(s(d, "idnat_ps").unwrap_or("unknown")),
+                s(d, "serial").or(s(d, "card")).unwrap_or(""),
+                change,
+            )
+        }
+        other => {
+            let kind = match other {
+                "time.untrusted" | "time.trusted" | "ca.init" => {
+                    events::AlertKind::SecurityConfiguration
+                }
+                "node.remove" => events::AlertKind::NodeAuthentication,
+                k if k.starts_with("professional.") => events::AlertKind::SecurityRolesChanged,
+                _ => events::AlertKind::UseOfRestrictedFunction,
+            };
+            events::security_alert_event(
+                ctx,
+                now,
+                kind,
+                if failed {
+                    cps_atna::EventOutcome::SeriousFailure
+                } else {
+                    cps_atna::EventOutcome::Success
+                },
+                &format!("{}: {}", rec.kind, d),
+                Some(&actor),
+                None,
+            )
+        }
+    }
+}
+
+/// An HSM key created on first use (sensitive, never extractable).
+fn hsm_key(hsm: &Hsm, label: &str) -> Result<HsmKey, ApplianceError> {
+    match hsm.key(label) {
+        Ok(k) => Ok(k),
+        Err(cps_hsm::HsmError::KeyNotFound { .. }) => {
+            tracing::info!(label, "creating an ATNA key in the HSM");
+            Ok(hsm.generate_key_pair(label, cps_hsm::KeyAlgorithm::EcP256)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The appliance's own node certificate (client side of its audit links): a `node-tls`
+/// certificate for an HSM key, issued once through the normal path and registered as a node.
+fn node_credential(
+    home: &Path,
+    config: &Config,
+    hsm: &Hsm,
+    ca: &CaService,
+) -> Result<(HsmKey, Vec<Vec<u8>>), ApplianceError> {
+    let key = hsm_key(hsm, &config.audit.node_key_label)?;
+    let path = home.join(NODE_CERT_FILE);
+    if let Ok(pem) = std::fs::read_to_string(&path) {
+        let chain = crate::serve::pem_blocks(&pem);
+        if chain
+            .first()
+            .and_then(|d| cps_pki::parse_certificate(d).ok())
+            .is_some_and(|c| c.spki == key.public_key_der())
+        {
+            return Ok((key, chain));
+        }
+    }
+    let name = config
+        .appliance
+        .tls_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "cps-trust.localhost".into());
+    let org = cps_pki::OrganisationIdentity {
+        state: config.xua.state.clone(),
+        name: config.xua.organisation.clone(),
+        structure_id: config.xua.structure_id.clone(),
+        common_name: name.clone(),
+    };
+    let subject = org
+        .subject()
+        .map_err(|e| ApplianceError::Refused(e.to_string()))?;
+    let alg = key.key_algorithm().default_signature();
+    let csr = cps_pki::build_csr(&subject, key.public_key_der(), alg, |tbs| {
+        key.sign(alg, tbs, SigFormat::Der)
+    })
+    .map_err(|e| ApplianceError::Refused(format!("node CSR: {e}")))?;
+    let rec = ca
+        .issue(
+            &IssueRequest {
+                profile: crate::nodes::NODE_PROFILE.into(),
+                csr,
+                subject: SubjectRequest::Organisation(org),
+                sans: vec![],
+                holder: format!("node:{name}"),
+            },
+            "appliance",
+            crate::unix_now(),
+        )
+        .map_err(|e| ApplianceError::Refused(format!("node certificate: {e}")))?;
+    let org_ca = ca
+        .authority("organisations")
+        .map(|a| a.cert_der.clone())
+        .unwrap_or_default();
+    let dir = home.join("audit");
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            cps_pki::pem_encode("CERTIFICATE", &rec.der),
+            cps_pki::pem_encode("CERTIFICATE", &org_ca)
+        ),
+    )
+    .map_err(|e| io(&path, e))?;
+    Ok((key, vec![rec.der, org_ca]))
+}
+
+/// Refuses TLS clients that are not registered, active nodes with a valid certificate.
+struct NodeGate {
+    nodes: Nodes,
+    store: Arc<dyn Store>,
+}
+
+impl cps_atna::NodeAuthorizer for NodeGate {
+    fn authorize(
+        &self,
+        chain: &[CertificateDer<'_>],
+        _node: &cps_atna::NodeIdentity,
+    ) -> Result<(), String> {
+        let leaf = chain.first().ok_or("no client certificate")?;
+        match self.nodes.authorize(leaf.as_ref()) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("the client certificate is not registered as a node".into()),
+            Err(e) => Err(format!("node registry unavailable: {e}")),
+        }
+    }
+
+    fn refused(
+        &self,
+        peer: std::net::SocketAddr,
+        node: Option<&cps_atna::NodeIdentity>,
+        reason: &str,
+    ) {
+        tracing::warn!(%peer, node = ?node.map(|n| &n.subject), reason, "syslog-TLS client refused");
+        let rec = AuditRecord {
+            time: crate::unix_now(),
+            kind: "atna.refused".into(),
+            actor: format!("peer:{peer}"),
+            outcome: "failure".into(),
+            detail: serde_json::json!({
+                "peer": peer.to_string(),
+                "node": node.map(|n| n.subject.clone()),
+                "reason": reason,
+            }),
+        };
+        if let Err(e) = self
+            .store
+            .commit(WriteBatch::new().with(WriteOp::AppendAudit(rec)))
+        {
+            tracing::error!(error = %e, "cannot audit a refused node");
+        }
+    }
+}
+
+/// The running ATNA services.
+pub struct Atna {
+    pub log: AuditLog,
+    pub repository: Option<cps_atna::Repository>,
+    pub sender: Option<cps_atna::Sender>,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl Atna {
+    pub async fn shutdown(self) {
+        self.forwarder.abort();
+        if let Some(r) = self.repository {
+            r.shutdown().await;
+        }
+        if let Some(s) = self.sender {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Open the log, start the repository listener, the sender and the forwarder.
+pub async fn start(
+    home: &Path,
+    config: &Config,
+    hsm: &Hsm,
+    ca: Arc<CaService>,
+    server_tls: Arc<rustls::ServerConfig>,
+    client_roots: Vec<Vec<u8>>,
+) -> Result<Atna, ApplianceError> {
+    let a = &config.audit;
+    // The log and its checkpoint key.
+    let checkpoint = hsm_key(hsm, &a.checkpoint_key_label)?;
+    let key_file = home.join(CHECKPOINT_KEY_FILE);
+    if let Some(dir) = key_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    std::fs::write(
+        &key_file,
+        cps_pki::pem_encode("PUBLIC KEY", checkpoint.public_key_der()),
+    )
+    .map_err(|e| io(&key_file, e))?;
+    let log_dir = home.join(LOG_DIR);
+    let signer: Arc<dyn Signer> = Arc::new(checkpoint);
+    let log = AuditLog::open(&log_dir, Some(signer), LogOptions::default())
+        .map_err(|e| ApplianceError::Refused(format!("audit log {}: {e}", log_dir.display())))?;
+
+    let store = ca.store().clone();
+    let repository = if a.repository {
+        let tls_addr = config.listen.syslog_tls.parse().map_err(|_| {
+            ApplianceError::Refused("listen.syslog_tls is not an address:port".into())
+        })?;
+        let udp_addr = match &a.udp {
+            Some(u) => Some(u.parse().map_err(|_| {
+                ApplianceError::Refused(format!("audit.udp '{u}' is not an address:port"))
+            })?),
+            None => None,
+        };
+        let repo = cps_atna::Repository::start(
+            cps_atna::RepositoryConfig {
+                tls_addr,
+                udp_addr,
+                ..Default::default()
+            },
+            server_tls,
+            Arc::new(NodeGate {
+                nodes: Nodes::new(store.clone()),
+                store: store.clone(),
+            }),
+            log.clone(),
+        )
+        .await
+        .map_err(|e| {
+            ApplianceError::Refused(format!(
+                "cannot listen on {} (listen.syslog_tls): {e}",
+                config.listen.syslog_tls
+            ))
+        })?;
+        tracing::info!(syslog_tls = %repo.local_addr(), "audit record repository up");
+        Some(repo)
+    } else {
+        None
+    };
+
+    // Outgoing: queue, sender, forwarder.
+    let names: Vec<&str> = a.destinations.iter().map(|d| d.name.as_str()).collect();
+    let queue_dir = home.join(QUEUE_DIR);
+    let queue = Queue::open(&queue_dir, &names, QueueOptions::default())
+        .map_err(|e| ApplianceError::Refused(format!("audit queue: {e}")))?;
+    let sender = if a.destinations.is_empty() {
+        None
+    } else {
+        let (key, chain) = node_credential(home, config, hsm, &ca)?;
+        let client = crate::tls::client_config(Arc::new(key), chain, client_roots)
+            .map_err(ApplianceError::Refused)?;
+        let client = Arc::new(client);
+        let mut dests = Vec::new();
+        for d in &a.destinations {
+            let server_name = rustls::pki_types::ServerName::try_from(d.server_name.clone())
+                .map_err(|e| {
+                    ApplianceError::Refused(format!(
+                        "audit destination '{}': server_name '{}': {e}",
+                        d.name, d.server_name
+                    ))
+                })?;
+            dests.push(cps_atna::Destination {
+                name: d.name.clone(),
+                address: d.address.clone(),
+                server_name,
+                tls: client.clone(),
+            });
+        }
+        Some(
+            cps_atna::Sender::spawn(queue.clone(), dests, cps_atna::SenderOptions::default())
+                .map_err(|e| ApplianceError::Refused(format!("audit sender: {e}")))?,
+        )
+    };
+    let ctx = AuditContext {
+        source_id: a.source_id.clone(),
+        site_id: None,
+        host: config
+            .appliance
+            .tls_names
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let auditor = Auditor::new(queue, &ctx.host, "cps-trust");
+    let forwarder = tokio::spawn(forward(store, auditor, log.clone(), ctx));
+    Ok(Atna {
+        log,
+        repository,
+        sender,
+        forwarder,
+    })
+}
+
+/// Follows the store's audit table: each record becomes a DICOM message in the local log and
+/// in the outgoing queue; the cursor is persisted after both.
+async fn forward(store: Arc<dyn Store>, auditor: Auditor, log: AuditLog, ctx: AuditContext) {
+    let mut cursor = store
+        .get_meta(CURSOR_META)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    loop {
+        let store2 = store.clone();
+        let batch = tokio::task::spawn_blocking(move || store2.audit_range(cursor + 1, 256))
+            .await
+            .unwrap_or_else(|e| Err(cps_store::StoreError::Invalid(e.to_string())));
+        let entries = match batch {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "audit forwarder cannot read the store");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if entries.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let mut records = Vec::with_capacity(entries.len());
+        let mut last = cursor;
+        let mut failed = false;
+        for e in &entries {
+            let msg = to_dicom(&ctx, &e.record);
+            let bytes = match auditor.format(&msg, offset(e.record.time)) {
+                Ok(b) => b,
+                Err(err) => {
+                    tracing::error!(seq = e.seq, error = %err, "audit record cannot be formatted");
+                    last = e.seq;
+                    continue;
+                }
+            };
+            if let Err(err) = auditor.queue().enqueue(&bytes) {
+                tracing::error!(error = %err, "audit queue refused a message");
+                failed = true;
+                break;
+            }
+            records.push(NewRecord::local(e.record.time * 1_000_000, &bytes));
+            last = e.seq;
+        }
+        if !records.is_empty() {
+            let log2 = log.clone();
+            let appended = tokio::task::spawn_blocking(move || log2.append_blocking(records)).await;
+            if !matches!(appended, Ok(Ok(_))) {
+                tracing::error!("audit log append failed");
+                failed = true;
+            }
+        }
+        if last > cursor {
+            cursor = last;
+            let _ = store.commit(WriteBatch::new().with(WriteOp::PutMeta {
+                key: CURSOR_META.into(),
+                value: cursor.to_string().into_bytes(),
+            }));
+        }
+        if failed {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// `cps-trust audit verify`: the log against the checkpoint key.
+pub fn verify(home: &Path, dir: Option<PathBuf>) -> Result<cps_atna::VerifyReport, String> {
+    let dir = dir.unwrap_or_else(|| home.join(LOG_DIR));
+    let key_file = home.join(CHECKPOINT_KEY_FILE);
+    let pem =
+        std::fs::read_to_string(&key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let der = pem_body(&pem).ok_or_else(|| format!("{}: no PUBLIC KEY", key_file.display()))?;
+    cps_atna::verify(&dir, &der).map_err(|e| e.to_string())
+}
+
+fn pem_body(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let start = pem.find("-----BEGIN PUBLIC KEY-----")? + "-----BEGIN PUBLIC KEY-----".len();
+    let end = pem[start..].find("-----END PUBLIC KEY-----")? + start;
+    let b64: String = pem[start..end].split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
