@@ -187,7 +187,10 @@ pub(crate) fn element_qname<'i>(n: Node<'_, 'i>, input: &'i str) -> Result<&'i s
     let qname = input
         .get(start + 1..start + 1 + len)
         .ok_or_else(|| C14nError(format!("element name at offset {start}")))?;
-    let local = qname.split_once(':').map_or(qname, |(_, l)| l);
+    let local = qname
+        .bytes()
+        .position(|b| b == b':')
+        .map_or(qname, |i| &qname[i + 1..]);
     if local != n.tag_name().name() {
         return Err(C14nError(format!(
             "element name at offset {start} does not match the parsed name"
@@ -198,7 +201,10 @@ pub(crate) fn element_qname<'i>(n: Node<'_, 'i>, input: &'i str) -> Result<&'i s
 
 /// The prefix of a qualified name ("" when there is none).
 fn prefix_of(qname: &str) -> &str {
-    qname.split_once(':').map_or("", |(p, _)| p)
+    qname
+        .bytes()
+        .position(|b| b == b':')
+        .map_or("", |i| &qname[..i])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -227,7 +233,10 @@ fn open_element<'a, 'i: 'a>(
         let aq = input
             .get(range.clone())
             .ok_or_else(|| C14nError("attribute name out of range".into()))?;
-        let local = aq.split_once(':').map_or(aq, |(_, l)| l);
+        let local = aq
+            .bytes()
+            .position(|b| b == b':')
+            .map_or(aq, |i| &aq[i + 1..]);
         if local != a.name() {
             return Err(C14nError(format!(
                 "attribute name at offset {} does not match the parsed name",
