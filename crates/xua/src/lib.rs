@@ -49,7 +49,7 @@ pub use replay::{InMemoryReplayCache, ReplayCache, ReplayError};
 pub use time::{format_datetime, parse_datetime};
 pub use trust::{
     EKU_DOCUMENT_SIGNING, EkuPolicy, RevocationCheck, RevocationStatus, SignerCertificate,
-    StaticRevocationList, TrustStore,
+    StaticRevocationList, TrustError, TrustStore,
 };
 pub use validate::{
     CommentPolicy, Refusal, RefusalCode, ValidatedAssertion, Validator, ValidatorConfig,

@@ -95,9 +95,13 @@ impl StaticRevocationList {
     }
 
     /// Mark the certificate `der` as revoked.
-    pub fn revoke(&self, der: &[u8], reason: &str) -> Result<(), String> {
-        let p = cps_pki::parse_certificate(der).map_err(|e| e.to_string())?;
-        let issuer = p.issuer.to_der().map_err(|e| e.to_string())?;
+    pub fn revoke(&self, der: &[u8], reason: &str) -> Result<(), TrustError> {
+        let p =
+            cps_pki::parse_certificate(der).map_err(|e| TrustError::Certificate(e.to_string()))?;
+        let issuer = p
+            .issuer
+            .to_der()
+            .map_err(|e| TrustError::Certificate(e.to_string()))?;
         self.revoked
             .write()
             .entry(issuer)
@@ -128,6 +132,26 @@ impl RevocationCheck for StaticRevocationList {
             },
         )
     }
+}
+
+/// Why a trust store or revocation list could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// No trust anchor was given.
+    #[error("at least one trust anchor is required")]
+    NoAnchor,
+    /// A trust anchor is not a usable certificate.
+    #[error("trust anchor #{index}: {reason}")]
+    Anchor {
+        /// Position in the list given.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate could not be parsed.
+    #[error("certificate: {0}")]
+    Certificate(String),
 }
 
 /// Why a signer certificate was refused.
@@ -189,13 +213,17 @@ impl TrustStore {
         anchors: Vec<Vec<u8>>,
         intermediates: Vec<Vec<u8>>,
         eku: EkuPolicy,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TrustError> {
         if anchors.is_empty() {
-            return Err("at least one trust anchor is required".into());
+            return Err(TrustError::NoAnchor);
         }
-        for (i, a) in anchors.iter().enumerate() {
-            webpki::anchor_from_trusted_cert(&CertificateDer::from(a.as_slice()))
-                .map_err(|e| format!("trust anchor #{i}: {e}"))?;
+        for (index, a) in anchors.iter().enumerate() {
+            webpki::anchor_from_trusted_cert(&CertificateDer::from(a.as_slice())).map_err(|e| {
+                TrustError::Anchor {
+                    index,
+                    reason: e.to_string(),
+                }
+            })?;
         }
         Ok(TrustStore {
             anchors: anchors.into_iter().map(CertificateDer::from).collect(),

@@ -321,3 +321,100 @@ fn refusal_codes_are_stable_strings() {
     assert_eq!(e.code, RefusalCode::NotAnAssertion);
     assert!(e.to_string().starts_with("not_an_assertion: "), "{e}");
 }
+
+struct Unreachable;
+
+impl cps_xua::RevocationCheck for Unreachable {
+    fn status(
+        &self,
+        _: &cps_xua::SignerCertificate,
+        _: &[Vec<u8>],
+        _: std::time::SystemTime,
+    ) -> Result<cps_xua::RevocationStatus, String> {
+        Err("store unreachable".into())
+    }
+}
+
+impl cps_xua::ReplayCache for Unreachable {
+    fn check_and_insert(
+        &self,
+        _: &str,
+        _: std::time::SystemTime,
+        _: std::time::SystemTime,
+    ) -> Result<(), cps_xua::ReplayError> {
+        Err(cps_xua::ReplayError::Unavailable(
+            "store unreachable".into(),
+        ))
+    }
+}
+
+#[test]
+fn revocation_and_replay_sources_fail_closed() {
+    let a = corpus_issuer()
+        .issue(&claims(), corpus_now(), &id(12))
+        .unwrap();
+    let trust = Arc::new(
+        cps_xua::TrustStore::new(
+            vec![pki().root_der.clone()],
+            vec![],
+            cps_xua::EkuPolicy::RequiredIfPresent(cps_xua::EKU_DOCUMENT_SIGNING),
+        )
+        .unwrap(),
+    );
+    let v = cps_xua::Validator::new(
+        cps_xua::ValidatorConfig::default(),
+        trust.clone(),
+        Arc::new(Unreachable),
+        Arc::new(cps_xua::InMemoryReplayCache::new(16)),
+    );
+    let e = v.validate(a.xml.as_bytes(), corpus_now()).unwrap_err();
+    assert_eq!(e.code, RefusalCode::RevocationUnavailable, "{e}");
+    let v = cps_xua::Validator::new(
+        cps_xua::ValidatorConfig::default(),
+        trust,
+        Arc::new(cps_xua::StaticRevocationList::new()),
+        Arc::new(Unreachable),
+    );
+    v.verify(a.xml.as_bytes(), corpus_now()).unwrap();
+    let e = v.validate(a.xml.as_bytes(), corpus_now()).unwrap_err();
+    assert_eq!(e.code, RefusalCode::ReplayCacheUnavailable, "{e}");
+}
+
+#[test]
+fn trust_store_needs_usable_anchors() {
+    use cps_xua::{EKU_DOCUMENT_SIGNING, EkuPolicy, TrustError, TrustStore};
+    assert_eq!(
+        TrustStore::new(
+            vec![],
+            vec![],
+            EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING)
+        )
+        .unwrap_err(),
+        TrustError::NoAnchor
+    );
+    assert!(matches!(
+        TrustStore::new(
+            vec![pki().root_der.clone(), b"not a certificate".to_vec()],
+            vec![],
+            EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING)
+        ),
+        Err(TrustError::Anchor { index: 1, .. })
+    ));
+    // A policy that requires the documentSigning EKU accepts our seal, which has it.
+    let strict = TrustStore::new(
+        vec![pki().root_der.clone()],
+        vec![],
+        EkuPolicy::Required(EKU_DOCUMENT_SIGNING),
+    )
+    .unwrap();
+    let v = cps_xua::Validator::new(
+        cps_xua::ValidatorConfig::default(),
+        Arc::new(strict),
+        Arc::new(cps_xua::StaticRevocationList::new()),
+        Arc::new(cps_xua::InMemoryReplayCache::new(16)),
+    );
+    let a = corpus_issuer()
+        .issue(&claims(), corpus_now(), &id(13))
+        .unwrap();
+    v.validate(a.xml.as_bytes(), corpus_now()).unwrap();
+}
