@@ -5,6 +5,7 @@
 //! it (`scripts/install-deps.sh`).
 
 pub mod pcsc;
+pub mod rsyslog;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

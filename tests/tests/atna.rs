@@ -1,0 +1,390 @@
+//! IHE ATNA against a running appliance and real rsyslog (gtls): registered nodes only into our
+//! repository, our audit trail out to an rsyslog repository without loss, `audit verify` on
+//! the tamper-evident log, and the TLS policy of the syslog listener.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cps_trust_tests::rsyslog::{Rsyslog, logger};
+use cps_trust_tests::*;
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// A P-256 key and CSR made by openssl; returns (key path, csr path).
+fn key_and_csr(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let csr = openssl_csr(dir, name, "p256");
+    (dir.join(format!("{name}.key")), csr)
+}
+
+fn enroll_node(home: &Home, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (key, csr) = key_and_csr(dir, name);
+    let cert = dir.join(format!("{name}.pem"));
+    let out = home.cps(&[
+        "node",
+        "enroll",
+        "--name",
+        name,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--org-name",
+        "Clinique du Parc",
+        "--structure-id",
+        "10B0152872",
+        "--state",
+        "Paris (75)",
+        "-o",
+        cert.to_str().unwrap(),
+    ]);
+    assert_success(&out, &format!("node enroll {name}"));
+    (key, cert)
+}
+
+fn login_xml(user: &str) -> String {
+    format!(
+        "<AuditMessage><EventIdentification EventActionCode=\"E\" EventDateTime=\"2026-11-22T10:00:00Z\" EventOutcomeIndicator=\"0\"><EventID csd-code=\"110114\" codeSystemName=\"DCM\" originalText=\"User Authentication\"/><EventTypeCode csd-code=\"110122\" codeSystemName=\"DCM\" originalText=\"Login\"/></EventIdentification><ActiveParticipant UserID=\"{user}\" UserIsRequestor=\"true\"/><AuditSourceIdentification AuditSourceID=\"dpi-node\"/></AuditMessage>"
+    )
+}
+
+fn events_for(home: &Home, user: &str) -> String {
+    let out = home.cps(&["audit", "events", "--user", user]);
+    assert_success(&out, "audit events");
+    text(&out.stdout)
+}
+
+/// One framed message over `openssl s_client` with an optional client certificate.
+fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &str) -> String {
+    let mut cmd = Command::new(peer("openssl"));
+    cmd.args(["s_client", "-connect", &app.syslog_tls, "-quiet", "-CAfile"])
+        .arg(home.join("ca/root.pem"));
+    if let Some((c, k)) = cert {
+        cmd.arg("-cert").arg(c).arg("-key").arg(k);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        let framed = format!("<85>1 2026-11-22T10:00:00Z host app - IHE+RFC-3881 - {msg}");
+        let _ = write!(stdin, "{} {}", framed.len(), framed);
+        let _ = stdin.flush();
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn rsyslog_forwards_into_the_repository_and_only_registered_nodes_get_in() {
+    let (home, app) = Appliance::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a_key, a_cert) = enroll_node(&home, d, "node-a.example");
+    let (b_key, b_cert) = enroll_node(&home, d, "node-b.example");
+
+    // rsyslog with node-a's certificate: plain TCP in, gtls out to the appliance.
+    let rs = d.join("rs");
+    let in_port = free_port();
+    let conf = format!(
+        r#"global(workDirectory="{rs}/work-fwd" maxMessageSize="64k"
+  defaultNetstreamDriverCAFile="{ca}"
+  defaultNetstreamDriverCertFile="{cert}"
+  defaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp")
+input(type="imtcp" port="{in_port}" address="127.0.0.1")
+*.* action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp"
+           StreamDriver="gtls" StreamDriverMode="1"
+           StreamDriverAuthMode="x509/name" StreamDriverPermittedPeers="cps-trust.localhost"
+           TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format"
+           action.resumeRetryCount="-1" queue.type="LinkedList")
+"#,
+        rs = rs.display(),
+        ca = home.join("ca/root.pem").display(),
+        cert = a_cert.display(),
+        key = a_key.display(),
+        port = port_of(&app.syslog_tls),
+    );
+    let _fwd = Rsyslog::start(&rs, "fwd", &conf);
+    wait_for("rsyslog input", Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", in_port)).ok()
+    });
+    for i in 0..3 {
+        logger(in_port, &login_xml(&format!("rs-user-{i}")));
+    }
+    wait_for(
+        "forwarded events searchable",
+        Duration::from_secs(30),
+        || {
+            (0..3)
+                .all(|i| events_for(&home, &format!("rs-user-{i}")).contains("110114"))
+                .then_some(())
+        },
+    );
+    let hit = events_for(&home, "rs-user-1");
+    assert!(
+        hit.contains("node-a.example"),
+        "stored with the node's identity: {hit}"
+    );
+
+    // node-b is registered: it gets in directly too.
+    s_client(&app, &home, Some((&b_cert, &b_key)), &login_xml("direct-b"));
+    wait_for("node-b's event", Duration::from_secs(10), || {
+        events_for(&home, "direct-b")
+            .contains("110114")
+            .then_some(())
+    });
+
+    // A certificate from our CA that is not a registered node: refused.
+    let (c_key, c_csr) = key_and_csr(d, "stranger");
+    let c_cert = d.join("stranger.pem");
+    assert_success(
+        &home.cps(&[
+            "cert",
+            "issue",
+            "--profile",
+            "org-tls-client",
+            "--csr",
+            c_csr.to_str().unwrap(),
+            "--holder",
+            "stranger",
+            "--org-name",
+            "Clinique du Parc",
+            "--structure-id",
+            "10B0152872",
+            "--cn",
+            "stranger.example",
+            "--state",
+            "Paris (75)",
+            "-o",
+            c_cert.to_str().unwrap(),
+        ]),
+        "cert issue stranger",
+    );
+    s_client(
+        &app,
+        &home,
+        Some((&c_cert, &c_key)),
+        &login_xml("from-stranger"),
+    );
+    // No client certificate: refused.
+    s_client(&app, &home, None, &login_xml("from-nobody"));
+    // node-b removed (its certificate revoked): refused from now on.
+    assert_success(
+        &home.cps(&["node", "remove", "node-b.example"]),
+        "node remove",
+    );
+    s_client(
+        &app,
+        &home,
+        Some((&b_cert, &b_key)),
+        &login_xml("from-removed-b"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for user in ["from-stranger", "from-nobody", "from-removed-b"] {
+        assert!(
+            !events_for(&home, user).contains("110114"),
+            "{user} must have been refused"
+        );
+    }
+    let log = std::fs::read_to_string(home.join("serve.log")).unwrap();
+    assert!(
+        log.matches("syslog-TLS client refused").count() >= 3,
+        "{log}"
+    );
+    // The syslog listener's TLS policy, scanned with a registered node's certificate.
+    let out = Command::new(peer("sslscan"))
+        .args(["--no-colour", "--no-heartbleed"])
+        .arg(format!("--certs={}", a_cert.display()))
+        .arg(format!("--pk={}", a_key.display()))
+        .arg(&app.syslog_tls)
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    for (proto, want) in [
+        ("TLSv1.0", "disabled"),
+        ("TLSv1.1", "disabled"),
+        ("TLSv1.2", "enabled"),
+        ("TLSv1.3", "enabled"),
+    ] {
+        let line = report.lines().find(|l| l.starts_with(proto)).unwrap_or("");
+        assert!(line.contains(want), "{proto} must be {want}:\n{report}");
+    }
+    for l in report
+        .lines()
+        .filter(|l| l.starts_with("Accepted") || l.starts_with("Preferred"))
+    {
+        assert!(
+            l.contains("GCM") || l.contains("CHACHA20"),
+            "not an AEAD suite: {l}\n{report}"
+        );
+    }
+}
+
+fn receiver_conf(rs: &Path, home: &Home, cert: &Path, key: &Path, port: u16) -> String {
+    format!(
+        r#"global(workDirectory="{rs}/work-recv" maxMessageSize="64k"
+  defaultNetstreamDriver="gtls"
+  defaultNetstreamDriverCAFile="{ca}"
+  defaultNetstreamDriverCertFile="{cert}"
+  defaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"
+       StreamDriver.AuthMode="x509/name" PermittedPeer=["cps-trust.localhost"])
+input(type="imtcp" port="{port}" address="127.0.0.1")
+if $msgid == "IHE+RFC-3881" then {{
+  action(type="omfile" file="{rs}/received.log" template="RSYSLOG_SyslogProtocol23Format")
+}}
+"#,
+        rs = rs.display(),
+        ca = home.join("ca/root.pem").display(),
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+/// The audit messages rsyslog wrote out, each checked as RFC 5424 + DICOM A.5.1.
+fn received(rs: &Path) -> Vec<String> {
+    let data = std::fs::read_to_string(rs.join("received.log")).unwrap_or_default();
+    data.lines().map(str::to_owned).collect()
+}
+
+fn check_a51(line: &str) {
+    // RFC 5424 header: <PRI>1 TIMESTAMP HOST APP PROCID MSGID; facility 10 (authpriv).
+    let pri: u32 = line[1..line.find('>').unwrap()].parse().unwrap();
+    assert_eq!(pri / 8, 10, "facility: {line}");
+    assert!(pri % 8 == 5 || pri % 8 == 4, "severity: {line}");
+    assert!(line.contains(" IHE+RFC-3881 "), "{line}");
+    let xml = &line[line.find("<AuditMessage").expect("DICOM audit XML")..];
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("{e}: {xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "AuditMessage");
+    let child = |n: &str| root.children().find(|c| c.tag_name().name() == n);
+    let ev = child("EventIdentification").expect("EventIdentification");
+    for a in ["EventActionCode", "EventDateTime", "EventOutcomeIndicator"] {
+        assert!(ev.attribute(a).is_some(), "{a}: {xml}");
+    }
+    let id = ev
+        .children()
+        .find(|c| c.tag_name().name() == "EventID")
+        .expect("EventID");
+    assert!(id.attribute("csd-code").is_some() && id.attribute("codeSystemName").is_some());
+    assert!(child("ActiveParticipant").is_some(), "{xml}");
+    assert!(child("AuditSourceIdentification").is_some(), "{xml}");
+}
+
+fn issue_certs(home: &Home, dir: &Path, tag: &str, n: usize) {
+    for i in 0..n {
+        let csr = openssl_csr(dir, &format!("{tag}{i}"), "p256");
+        let out = dir.join(format!("{tag}{i}.pem"));
+        assert_success(
+            &issue_person(home, &csr, &out, "cps-auth", "810002345675"),
+            "issue",
+        );
+    }
+}
+
+#[test]
+fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
+    let (home, mut app) = Appliance::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The repository rsyslog stands for is a registered node with a certificate from our CA.
+    let (r_key, r_cert) = enroll_node(&home, d, "arr.example");
+    app.daemon.stop(Duration::from_secs(10));
+    let recv_port = free_port();
+    let mut cfg = home.config_text().replace("destinations = []\n", "");
+    cfg.push_str(&format!(
+        "\n[[audit.destinations]]\nname = \"arr\"\naddress = \"127.0.0.1:{recv_port}\"\nserver_name = \"arr.example\"\n"
+    ));
+    home.set_config_text(&cfg);
+    let rs = d.join("rs");
+    let mut recv = Rsyslog::start(
+        &rs,
+        "recv",
+        &receiver_conf(&rs, &home, &r_cert, &r_key, recv_port),
+    );
+    let mut app = Appliance::start(&home);
+
+    issue_certs(&home, d, "first", 2);
+    wait_for(
+        "cert-issued messages at rsyslog",
+        Duration::from_secs(30),
+        || {
+            (received(&rs)
+                .iter()
+                .filter(|l| l.contains("cert-issued"))
+                .count()
+                >= 2)
+                .then_some(())
+        },
+    );
+    for l in received(&rs) {
+        check_a51(&l);
+    }
+
+    // Repository down; events happen; the appliance restarts too; then the repository is back.
+    recv.stop();
+    issue_certs(&home, d, "down", 3);
+    app.daemon.stop(Duration::from_secs(10));
+    let mut app = Appliance::start(&home);
+    issue_certs(&home, d, "after", 1);
+    let _recv = Rsyslog::start(
+        &rs,
+        "recv2",
+        &receiver_conf(&rs, &home, &r_cert, &r_key, recv_port),
+    );
+    wait_for("every event at rsyslog", Duration::from_secs(60), || {
+        let lines = received(&rs);
+        let got = lines
+            .iter()
+            .filter(|l| l.contains("cert-issued") && l.contains("810002345675"))
+            .count();
+        (got >= 6).then_some(())
+    });
+
+    // The appliance's own log: intact, then tampered with.
+    app.daemon.stop(Duration::from_secs(10));
+    let out = home.cps(&["audit", "verify"]);
+    assert_success(&out, "audit verify");
+    assert!(
+        text(&out.stdout).contains("intact"),
+        "{}",
+        text(&out.stdout)
+    );
+    let log_dir = home.join("audit/log");
+    let records = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("records"))
+        })
+        .expect("records file");
+    let pristine = std::fs::read(&records).unwrap();
+    // One byte of one record's message changed.
+    let mut changed = pristine.clone();
+    let at = changed
+        .windows(14)
+        .position(|w| w == b"EventDateTime=")
+        .expect("a record body");
+    changed[at + 20] ^= 0x01;
+    std::fs::write(&records, &changed).unwrap();
+    let out = home.cps(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("record"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The tail cut off.
+    std::fs::write(&records, &pristine[..pristine.len() / 2]).unwrap();
+    let out = home.cps(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    std::fs::write(&records, &pristine).unwrap();
+    assert_success(&home.cps(&["audit", "verify"]), "audit verify restored");
+}
