@@ -563,14 +563,19 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
             ApplianceError::Refused(format!("cannot listen on {https_addr} (listen.https): {e}"))
         })?;
     let (acceptor, syslog_tls) = tls_configs(&state, config)?;
-    let root = state.ca_certs.get("root").cloned().unwrap_or_default();
+    // Repositories present certificates of our hierarchy; some send the leaf alone, so the
+    // issuing CAs are anchors too.
+    let anchors: Vec<Vec<u8>> = std::iter::once("root".to_string())
+        .chain(config.ca.issuing.keys().cloned())
+        .filter_map(|id| state.ca_certs.get(&id).cloned())
+        .collect();
     let atna = crate::audit::start(
         home,
         config,
         &state.hsm,
         state.ca.clone(),
         syslog_tls,
-        vec![root],
+        anchors,
     )
     .await?;
     let api_app = api::router(ApiState {
