@@ -444,9 +444,9 @@ async fn audit_events(
     ))
 }
 
-/// Runs a blocking service call off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CaError> + Send + 'static,
+/// Runs a blocking service call off the async workers; its error becomes the API's.
+pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
@@ -456,7 +456,7 @@ async fn blocking<T: Send + 'static>(
                 format!("task failed: {e}"),
             )
         })?
-        .map_err(ApiError::from)
+        .map_err(Into::into)
 }
 
 /// A node and its newest certificate.

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use cps_enrol::{CardService, EnrolError, OppositionReason, ProfessionalData, ProfessionalStatus};
 use serde::Deserialize;
 
-use crate::api::{ApiError, ApiState, require};
+use crate::api::{ApiError, ApiState, blocking, require};
 use crate::operators::Operator;
 
 /// Largest registry file accepted by the import route.
@@ -70,20 +70,6 @@ fn json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, EnrolError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("task failed: {e}"),
-            )
-        })?
-        .map_err(ApiError::from)
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
@@ -124,7 +110,7 @@ pub async fn get_professional(
     let (p, c) = blocking(move || {
         let p = cards.registry().require(&idnat)?;
         let c = cards.cards_of(&idnat, None)?;
-        Ok((p, c))
+        Ok::<_, EnrolError>((p, c))
     })
     .await?;
     Ok(Json(serde_json::json!({ "professional": p, "cards": c })).into_response())

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use cps_atna::events::{self, AuditContext, Person};
 use cps_atna::{AuditLog, AuditMessage, Auditor, LogOptions, NewRecord, Queue, QueueOptions};
-use cps_hsm::{Hsm, HsmKey, SigFormat, Signer};
+use cps_hsm::{Hsm, HsmKey, Signer};
 use cps_store::{AuditRecord, Store, WriteBatch, WriteOp};
 use rustls::pki_types::CertificateDer;
 
 use crate::ApplianceError;
-use crate::ca::{CaService, IssueRequest, SubjectRequest};
+use crate::ca::CaService;
 use crate::config::Config;
 use crate::nodes::Nodes;
 
@@ -191,74 +191,33 @@ fn hsm_key(hsm: &Hsm, label: &str) -> Result<HsmKey, ApplianceError> {
 }
 
 /// The appliance's own node certificate (client side of its audit links): a `node-tls`
-/// certificate for an HSM key, issued once through the normal path and registered as a node.
+/// certificate for an HSM key, made on first use.
 fn node_credential(
     home: &Path,
     config: &Config,
     hsm: &Hsm,
     ca: &CaService,
 ) -> Result<(HsmKey, Vec<Vec<u8>>), ApplianceError> {
-    let key = hsm_key(hsm, &config.audit.node_key_label)?;
-    let path = home.join(NODE_CERT_FILE);
-    if let Ok(pem) = std::fs::read_to_string(&path) {
-        let chain = crate::serve::pem_blocks(&pem);
-        if chain
-            .first()
-            .and_then(|d| cps_pki::parse_certificate(d).ok())
-            .is_some_and(|c| c.spki == key.public_key_der())
-        {
-            return Ok((key, chain));
-        }
-    }
     let name = config
         .appliance
         .tls_names
         .first()
         .cloned()
         .unwrap_or_else(|| "cps-trust.localhost".into());
-    let org = cps_pki::OrganisationIdentity {
-        state: config.xua.state.clone(),
-        name: config.xua.organisation.clone(),
-        structure_id: config.xua.structure_id.clone(),
-        common_name: name.clone(),
-    };
-    let subject = org
-        .subject()
-        .map_err(|e| ApplianceError::Refused(e.to_string()))?;
-    let alg = key.key_algorithm().default_signature();
-    let csr = cps_pki::build_csr(&subject, key.public_key_der(), alg, |tbs| {
-        key.sign(alg, tbs, SigFormat::Der)
-    })
-    .map_err(|e| ApplianceError::Refused(format!("node CSR: {e}")))?;
-    let rec = ca
-        .issue(
-            &IssueRequest {
-                profile: crate::nodes::NODE_PROFILE.into(),
-                csr,
-                subject: SubjectRequest::Organisation(org),
-                sans: vec![],
-                holder: format!("node:{name}"),
-            },
-            "appliance",
-            crate::unix_now(),
-        )
-        .map_err(|e| ApplianceError::Refused(format!("node certificate: {e}")))?;
-    let org_ca = ca
-        .authority("organisations")
-        .map(|a| a.cert_der.clone())
-        .unwrap_or_default();
-    let dir = home.join("audit");
-    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    std::fs::write(
-        &path,
-        format!(
-            "{}{}",
-            cps_pki::pem_encode("CERTIFICATE", &rec.der),
-            cps_pki::pem_encode("CERTIFICATE", &org_ca)
-        ),
-    )
-    .map_err(|e| io(&path, e))?;
-    Ok((key, vec![rec.der, org_ca]))
+    crate::ca::ApplianceCredential {
+        label: &config.audit.node_key_label,
+        algorithm: cps_hsm::KeyAlgorithm::EcP256,
+        profile: crate::nodes::NODE_PROFILE,
+        subject: cps_pki::OrganisationIdentity {
+            state: config.xua.state.clone(),
+            name: config.xua.organisation.clone(),
+            structure_id: config.xua.structure_id.clone(),
+            common_name: name.clone(),
+        },
+        holder: format!("node:{name}"),
+        file: NODE_CERT_FILE,
+    }
+    .ensure(home, hsm, ca)
 }
 
 /// Refuses TLS clients that are not registered, active nodes with a valid certificate.

@@ -699,3 +699,89 @@ impl CaService {
         Ok((der, this_update, next_update))
     }
 }
+
+/// A credential of the appliance itself (assertion seal, ATNA node): an HSM key, created on
+/// first use (sensitive, never extractable), certified once through the normal issuance path (a
+/// CSR the key signs itself: checks, record, audit) and kept as a PEM chain (certificate, then its
+/// issuing CA) in `<home>/<file>`. Later calls reuse both while they still match.
+pub struct ApplianceCredential<'a> {
+    pub label: &'a str,
+    pub algorithm: cps_hsm::KeyAlgorithm,
+    pub profile: &'a str,
+    pub subject: cps_pki::OrganisationIdentity,
+    pub holder: String,
+    /// Relative to the home.
+    pub file: &'a str,
+}
+
+impl ApplianceCredential<'_> {
+    pub fn ensure(
+        &self,
+        home: &Path,
+        hsm: &Hsm,
+        ca: &CaService,
+    ) -> Result<(cps_hsm::HsmKey, Vec<Vec<u8>>), ApplianceError> {
+        let key = match hsm.key(self.label) {
+            Ok(k) => k,
+            Err(cps_hsm::HsmError::KeyNotFound { .. }) => {
+                tracing::info!(label = self.label, "creating an appliance key in the HSM");
+                hsm.generate_key_pair(self.label, self.algorithm)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let path = home.join(self.file);
+        if let Ok(pem) = std::fs::read_to_string(&path) {
+            let chain = crate::serve::pem_blocks(&pem);
+            if chain
+                .first()
+                .and_then(|d| parse_certificate(d).ok())
+                .is_some_and(|c| c.spki == key.public_key_der())
+            {
+                return Ok((key, chain));
+            }
+            tracing::warn!(path = %path.display(), "certificate does not match its key: certifying it again");
+        }
+        let refused = |what: &str, e: &dyn std::fmt::Display| {
+            ApplianceError::Refused(format!("{} {what}: {e}", self.label))
+        };
+        let subject = self.subject.subject().map_err(|e| refused("subject", &e))?;
+        let alg = key.key_algorithm().default_signature();
+        let csr = cps_pki::build_csr(&subject, key.public_key_der(), alg, |tbs| {
+            key.sign(alg, tbs, cps_hsm::SigFormat::Der)
+        })
+        .map_err(|e| refused("CSR", &e))?;
+        let rec = ca
+            .issue(
+                &IssueRequest {
+                    profile: self.profile.into(),
+                    csr,
+                    subject: SubjectRequest::Organisation(self.subject.clone()),
+                    sans: vec![],
+                    holder: self.holder.clone(),
+                },
+                "appliance",
+                crate::unix_now(),
+            )
+            .map_err(|e| refused("certificate", &e))?;
+        let issuer = ca
+            .authority(&rec.issuer)
+            .map(|a| a.cert_der.clone())
+            .unwrap_or_default();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ApplianceError::Io {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+        let pem = format!(
+            "{}{}",
+            cps_pki::pem_encode("CERTIFICATE", &rec.der),
+            cps_pki::pem_encode("CERTIFICATE", &issuer)
+        );
+        std::fs::write(&path, pem).map_err(|e| ApplianceError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((key, vec![rec.der, issuer]))
+    }
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cps_hsm::{Hsm, KeyAlgorithm, SigFormat, Signer};
+use cps_hsm::{Hsm, KeyAlgorithm, Signer};
 use cps_store::{CertStatus, Store};
 use cps_xua::{
     AssertionId, AssertionIssuer, EKU_DOCUMENT_SIGNING, EkuPolicy, Flavour, InMemoryReplayCache,
@@ -15,7 +15,7 @@ use cps_xua::{
 };
 
 use crate::ApplianceError;
-use crate::ca::{CaError, CaService, IssueRequest, SubjectRequest};
+use crate::ca::{CaError, CaService};
 use crate::clock::{GatedSigner, SigningClock};
 use crate::config::Config;
 
@@ -83,16 +83,8 @@ fn key_algorithm(name: &str) -> KeyAlgorithm {
     }
 }
 
-fn io(path: &Path, e: std::io::Error) -> ApplianceError {
-    ApplianceError::Io {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
-}
-
-/// The seal key and certificate chain, created on first use: a key in the HSM (sensitive, never
-/// extractable), a CSR it signs itself, and an `org-cachet` certificate from our organisations
-/// CA through the normal issuance path (checks, record, audit).
+/// The seal key and certificate chain: an `org-cachet` certificate from our organisations CA
+/// for an HSM key, both made on first use (see [`crate::ca::ApplianceCredential`]).
 pub fn ensure_cachet(
     home: &Path,
     config: &Config,
@@ -100,66 +92,20 @@ pub fn ensure_cachet(
     ca: &CaService,
 ) -> Result<(cps_hsm::HsmKey, Vec<Vec<u8>>), ApplianceError> {
     let x = &config.xua;
-    let path = home.join(CACHET_FILE);
-    let key = match hsm.key(&x.key_label) {
-        Ok(k) => k,
-        Err(cps_hsm::HsmError::KeyNotFound { .. }) => {
-            tracing::info!(label = %x.key_label, "creating the XUA seal key in the HSM");
-            hsm.generate_key_pair(&x.key_label, key_algorithm(&x.algorithm))?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let Ok(pem) = std::fs::read_to_string(&path) {
-        let chain = crate::serve::pem_blocks(&pem);
-        let matches = chain
-            .first()
-            .and_then(|d| cps_pki::parse_certificate(d).ok())
-            .is_some_and(|c| c.spki == key.public_key_der());
-        if matches {
-            return Ok((key, chain));
-        }
-        tracing::warn!(path = %path.display(), "seal certificate does not match the key: certifying it again");
+    crate::ca::ApplianceCredential {
+        label: &x.key_label,
+        algorithm: key_algorithm(&x.algorithm),
+        profile: SEAL_PROFILE,
+        subject: cps_pki::OrganisationIdentity {
+            state: x.state.clone(),
+            name: x.organisation.clone(),
+            structure_id: x.structure_id.clone(),
+            common_name: format!("{} XUA", x.organisation),
+        },
+        holder: format!("appliance:{}", x.key_label),
+        file: CACHET_FILE,
     }
-    let org = cps_pki::OrganisationIdentity {
-        state: x.state.clone(),
-        name: x.organisation.clone(),
-        structure_id: x.structure_id.clone(),
-        common_name: format!("{} XUA", x.organisation),
-    };
-    let subject = org
-        .subject()
-        .map_err(|e| ApplianceError::Refused(e.to_string()))?;
-    let alg = key.key_algorithm().default_signature();
-    let csr = cps_pki::build_csr(&subject, key.public_key_der(), alg, |tbs| {
-        key.sign(alg, tbs, SigFormat::Der)
-    })
-    .map_err(|e| ApplianceError::Refused(format!("seal CSR: {e}")))?;
-    let rec = ca
-        .issue(
-            &IssueRequest {
-                profile: "org-cachet".into(),
-                csr,
-                subject: SubjectRequest::Organisation(org),
-                sans: vec![],
-                holder: format!("appliance:{}", x.key_label),
-            },
-            "appliance",
-            crate::unix_now(),
-        )
-        .map_err(|e| ApplianceError::Refused(format!("seal certificate: {e}")))?;
-    let org_ca = ca
-        .authority("organisations")
-        .map(|a| a.cert_der.clone())
-        .unwrap_or_default();
-    let dir = home.join("xua");
-    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    let pem = format!(
-        "{}{}",
-        cps_pki::pem_encode("CERTIFICATE", &rec.der),
-        cps_pki::pem_encode("CERTIFICATE", &org_ca)
-    );
-    std::fs::write(&path, pem).map_err(|e| io(&path, e))?;
-    Ok((key, vec![rec.der, org_ca]))
+    .ensure(home, hsm, ca)
 }
 
 impl XuaService {

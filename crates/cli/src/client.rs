@@ -22,33 +22,30 @@ impl ApiClient {
         identity.extend(read(&dir.join(format!("{name}-key.pem")))?);
         let identity = reqwest::Identity::from_pem(&identity)
             .map_err(|e| format!("operator credential '{name}': {e}"))?;
-        let root = reqwest::Certificate::from_pem(&read(&home.join("ca/root.pem"))?)
-            .map_err(|e| format!("root certificate: {e}"))?;
-        let http = reqwest::blocking::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(root)
-            .identity(identity)
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("HTTPS client: {e}"))?;
-        Ok(ApiClient {
-            base: format!("https://{}", config.listen.https),
-            http,
-        })
+        Self::build(home, config, Some(identity))
     }
 
     /// Connect without a client certificate (card login: the card is the credential).
     pub fn anonymous(home: &Path, config: &Config) -> Result<ApiClient, String> {
+        Self::build(home, config, None)
+    }
+
+    fn build(
+        home: &Path,
+        config: &Config,
+        identity: Option<reqwest::Identity>,
+    ) -> Result<ApiClient, String> {
         let root = reqwest::Certificate::from_pem(&read(&home.join("ca/root.pem"))?)
             .map_err(|e| format!("root certificate: {e}"))?;
-        let http = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(root)
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("HTTPS client: {e}"))?;
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        let http = builder.build().map_err(|e| format!("HTTPS client: {e}"))?;
         Ok(ApiClient {
             base: format!("https://{}", config.listen.https),
             http,
