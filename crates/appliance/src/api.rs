@@ -623,6 +623,8 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/cards/{serial}/{action}",
             post(crate::api_enrol::card_action),
         )
+        // The web console (HTML) shares the operator authentication.
+        .merge(crate::console::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(protected)

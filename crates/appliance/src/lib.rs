@@ -10,6 +10,7 @@ pub mod cards;
 pub mod ceremony;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod enrolment;
 mod error;
 pub mod login;

@@ -1,0 +1,673 @@
+//! The web console for card-issuing staff, under `/console/` on the mutual-TLS listener.
+//!
+//! Server-rendered HTML that works without JavaScript (a small script only makes the progress
+//! pages live and adds a print button), with no external resource: the stylesheet and script
+//! are compiled into the appliance. Operators are the API's: the `authenticate` layer of
+//! [`crate::api::router`] resolves the client certificate into an [`Operator`] before any
+//! console handler runs (no certificate: 401; unknown certificate: 403).
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /console/` | home: search box, readers, interrupted enrolments |
+//! | `GET /console/professionals?q=&after=` | search by IdNat_PS, RPPS or name |
+//! | `GET /console/professionals/{idnat}` | identity, profession, activities, status, cards |
+//! | `POST /console/professionals/{idnat}/status` | status change (active, suspended, left) |
+//! | `GET, POST /console/professionals/{idnat}/enrol` | enrol a card: reader and activity → a job |
+//! | `GET /console/jobs/{id}` | live progress of a job, then its result (PIN/PUK shown once) |
+//! | `GET /console/jobs/{id}/status` | the same as JSON, for the script (never the PIN/PUK) |
+//! | `GET /console/cards/{serial}` | a card: certificates with their status, lifecycle forms |
+//! | `POST /console/cards/{serial}/{suspend,resume,oppose,unblock,renew}` | lifecycle |
+//! | `GET /console/certificates/{ca}/{serial}[/pem]` | a certificate, or its PEM file |
+//! | `GET, POST /console/import` | registry CSV upload (multipart) → a job with its report |
+//!
+//! Safety rules of every handler: a role check first (`ra-officer` acts; `auditor` and
+//! `ca-operator` read; a refused action is a 403 page); only `POST` changes anything, and each
+//! `POST` carries an anti-forgery token bound to the operator certificate ([`csrf`]) and, when
+//! the browser sends them, `Origin` must be this appliance and `Sec-Fetch-Site` must be
+//! `same-origin`. Every page gets a strict Content-Security-Policy (`default-src 'self'`, no
+//! inline script), `X-Frame-Options: DENY` and `Cache-Control: no-store`. Actions are audited
+//! by the card service with the actor `operator:<name>`.
+
+pub mod csrf;
+pub mod form;
+pub mod html;
+
+mod cards;
+mod jobs;
+mod professionals;
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use cps_enrol::{CardService, EnrolError};
+use parking_lot::Mutex;
+
+use crate::api::{ApiState, ClientCert};
+use crate::operators::Operator;
+use html::{Page, Tone};
+
+/// Roles that may read everything in the console.
+pub const READ: &[&str] = &["ra-officer", "auditor", "ca-operator"];
+/// Roles that may act (enrol, lifecycle, registry changes).
+pub const WRITE: &[&str] = &["ra-officer"];
+
+/// The Content-Security-Policy of every console response.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const CSS: &str = include_str!("../../assets/console/console.css");
+const JS: &str = include_str!("../../assets/console/console.js");
+
+/// What the console remembers about the enrolment jobs it started (for their pages).
+#[derive(Debug, Clone)]
+pub(crate) struct EnrolJobMeta {
+    pub idnat_ps: String,
+    pub structure_id: String,
+    pub reader: String,
+}
+
+const MAX_JOB_META: usize = 1000;
+
+/// Per-process console state.
+pub(crate) struct Console {
+    csrf: Option<csrf::CsrfKey>,
+    enrol_jobs: Mutex<HashMap<String, EnrolJobMeta>>,
+}
+
+impl Console {
+    fn new() -> Console {
+        let csrf = match csrf::CsrfKey::random() {
+            Ok(k) => Some(k),
+            Err(_) => {
+                tracing::error!("system random generator failed: console forms are disabled");
+                None
+            }
+        };
+        Console {
+            csrf,
+            enrol_jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn remember(&self, job: &str, meta: EnrolJobMeta) {
+        let mut m = self.enrol_jobs.lock();
+        if m.len() >= MAX_JOB_META {
+            m.clear();
+        }
+        m.insert(job.to_owned(), meta);
+    }
+
+    pub(crate) fn meta(&self, job: &str) -> Option<EnrolJobMeta> {
+        self.enrol_jobs.lock().get(job).cloned()
+    }
+}
+
+/// An error page: status, a title and what to do.
+#[derive(Debug)]
+pub struct ConsoleError(Box<ErrorPage>);
+
+#[derive(Debug)]
+struct ErrorPage {
+    status: StatusCode,
+    title: String,
+    detail: String,
+    operator: Option<Operator>,
+    back: Option<(String, String)>,
+}
+
+impl ConsoleError {
+    /// An error page.
+    pub fn new(status: StatusCode, title: impl Into<String>, detail: impl Into<String>) -> Self {
+        ConsoleError(Box::new(ErrorPage {
+            status,
+            title: title.into(),
+            detail: detail.into(),
+            operator: None,
+            back: None,
+        }))
+    }
+
+    fn with_operator(mut self, op: &Operator) -> Self {
+        self.0.operator = Some(op.clone());
+        self
+    }
+
+    /// Adds a link back to `href` (a safe, encoded URL) labelled `label`.
+    pub(crate) fn with_back(mut self, href: &str, label: &str) -> Self {
+        self.0.back = Some((href.to_owned(), label.to_owned()));
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    /// What went wrong, for the operator.
+    pub fn detail(&self) -> &str {
+        &self.0.detail
+    }
+
+    fn bad_request(detail: impl Into<String>) -> Self {
+        ConsoleError::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+    }
+
+    fn not_found(detail: impl Into<String>) -> Self {
+        ConsoleError::new(StatusCode::NOT_FOUND, "Not found", detail)
+    }
+
+    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "console: {what}");
+        ConsoleError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            format!("{what} failed; the appliance log has the details."),
+        )
+    }
+}
+
+impl From<EnrolError> for ConsoleError {
+    fn from(e: EnrolError) -> Self {
+        let (status, title) = match &e {
+            EnrolError::UnknownProfessional(_) | EnrolError::UnknownCard(_) => {
+                (StatusCode::NOT_FOUND, "Not found")
+            }
+            EnrolError::ProfessionalExists(_) | EnrolError::Stale(_) => {
+                (StatusCode::CONFLICT, "Changed meanwhile")
+            }
+            EnrolError::Invalid(_)
+            | EnrolError::UnknownActivity { .. }
+            | EnrolError::ProfessionalNotActive { .. }
+            | EnrolError::CardStatus { .. }
+            | EnrolError::CardNotBlank(_)
+            | EnrolError::WrongCard { .. }
+            | EnrolError::ActivityHasCard(_)
+            | EnrolError::Card(_)
+            | EnrolError::Interrupted { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "The request was refused")
+            }
+            EnrolError::Ca(_) | EnrolError::Hsm(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "A service is unavailable")
+            }
+            _ => return ConsoleError::internal("the card service", e),
+        };
+        ConsoleError::new(status, title, e.to_string())
+    }
+}
+
+impl From<form::FormError> for ConsoleError {
+    fn from(e: form::FormError) -> Self {
+        ConsoleError::bad_request(e.to_string())
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let e = *self.0;
+        let mut page = Page::new(e.title.clone(), e.operator.as_ref());
+        let tone = if e.status.is_server_error() {
+            Tone::Warning
+        } else {
+            Tone::Error
+        };
+        html::notice(&mut page.notices, tone, &e.detail, None);
+        page.body.push_str("<p class=\"after-error\">");
+        if let Some((href, label)) = &e.back {
+            let _ = write!(
+                page.body,
+                "<a class=\"button secondary\" href=\"{}\">{}</a> ",
+                html::esc(href),
+                html::esc(label)
+            );
+        }
+        page.body
+            .push_str("<a href=\"/console/\">Console home</a></p>");
+        (e.status, html_response(page.render())).into_response()
+    }
+}
+
+/// An HTML document response.
+pub(crate) fn html_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+/// The request context of every console handler: the operator, their certificate's
+/// fingerprint, the console state and the fetch metadata of the request.
+pub(crate) struct Ctx {
+    pub st: ApiState,
+    pub op: Operator,
+    pub console: Arc<Console>,
+    pub fingerprint: [u8; 32],
+    pub now: i64,
+    /// `Err(reason)` when the request comes from another origin.
+    pub origin: Result<(), String>,
+    /// Whether the request may be handed one-time secrets (not a cross-site fetch).
+    pub same_site_fetch: bool,
+}
+
+/// Checks `Origin` and `Sec-Fetch-Site` against the host the request was sent to.
+pub fn check_origin(headers: &HeaderMap, authority: Option<&str>) -> Result<(), String> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("?");
+        if site != "same-origin" && site != "none" {
+            return Err(format!(
+                "the request came from another site (Sec-Fetch-Site: {site})"
+            ));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("?");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(authority)
+            .unwrap_or("");
+        if host.is_empty() || origin != format!("https://{host}") {
+            return Err(format!("the request came from another origin ({origin})"));
+        }
+    }
+    Ok(())
+}
+
+impl FromRequestParts<ApiState> for Ctx {
+    type Rejection = ConsoleError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ConsoleError> {
+        let op = parts.extensions.get::<Operator>().cloned().ok_or_else(|| {
+            ConsoleError::new(
+                StatusCode::UNAUTHORIZED,
+                "Sign-in required",
+                "Present an operator certificate (mutual TLS) to use the console.",
+            )
+        })?;
+        let cert = parts
+            .extensions
+            .get::<ClientCert>()
+            .and_then(|c| c.0.clone())
+            .ok_or_else(|| {
+                ConsoleError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Sign-in required",
+                    "Present an operator certificate (mutual TLS) to use the console.",
+                )
+            })?;
+        let console = parts
+            .extensions
+            .get::<Arc<Console>>()
+            .cloned()
+            .ok_or_else(|| ConsoleError::internal("console state", "missing extension"))?;
+        let origin = check_origin(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
+        let same_site_fetch = parts
+            .headers
+            .get("sec-fetch-site")
+            .is_none_or(|v| v == "same-origin" || v == "none");
+        Ok(Ctx {
+            st: st.clone(),
+            op,
+            console,
+            fingerprint: csrf::fingerprint(&cert),
+            now: crate::unix_now(),
+            origin,
+            same_site_fetch,
+        })
+    }
+}
+
+impl Ctx {
+    /// 403 page unless the operator has one of `roles`.
+    pub fn require(&self, roles: &[&str], what: &str) -> Result<(), ConsoleError> {
+        if roles.iter().any(|r| self.op.has(r)) {
+            return Ok(());
+        }
+        Err(ConsoleError::new(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            format!(
+                "Operator '{}' ({}) may not {what}: this needs the role {}.",
+                self.op.name,
+                if self.op.roles.is_empty() {
+                    "no role".to_owned()
+                } else {
+                    self.op.roles.join(", ")
+                },
+                roles.join(" or ")
+            ),
+        )
+        .with_operator(&self.op))
+    }
+
+    /// Whether the operator may act.
+    pub fn can_write(&self) -> bool {
+        WRITE.iter().any(|r| self.op.has(r))
+    }
+
+    /// The anti-forgery token for this operator's forms (empty when forms are disabled).
+    pub fn token(&self) -> String {
+        self.console
+            .csrf
+            .as_ref()
+            .map(|k| k.token(&self.fingerprint, self.now))
+            .unwrap_or_default()
+    }
+
+    /// The hidden anti-forgery field.
+    pub fn csrf_field(&self) -> String {
+        html::csrf_field(&self.token())
+    }
+
+    /// Checks the origin of a state-changing request and its anti-forgery token.
+    pub fn check_post(&self, token: Option<&str>) -> Result<(), ConsoleError> {
+        let refuse = |why: String| {
+            ConsoleError::new(
+                StatusCode::FORBIDDEN,
+                "Form refused",
+                format!(
+                    "{}. Nothing was changed: reload the page and submit the form again.",
+                    capitalised(&why)
+                ),
+            )
+            .with_operator(&self.op)
+        };
+        if let Err(why) = &self.origin {
+            return Err(refuse(why.clone()));
+        }
+        let key = self.console.csrf.as_ref().ok_or_else(|| {
+            ConsoleError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Forms disabled",
+                "The appliance could not make its anti-forgery key (random generator failure).",
+            )
+        })?;
+        key.verify(&self.fingerprint, token, self.now)
+            .map_err(|e| refuse(e.to_string()))
+    }
+
+    /// The card service, or a 503 page.
+    pub fn cards(&self) -> Result<Arc<CardService>, ConsoleError> {
+        self.st.cards.clone().ok_or_else(|| {
+            ConsoleError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Card issuance unavailable",
+                "Card issuance is not configured on this appliance.",
+            )
+            .with_operator(&self.op)
+        })
+    }
+
+    /// A page frame for this operator.
+    pub fn page(&self, title: impl Into<String>) -> Page<'_> {
+        Page::new(title, Some(&self.op))
+    }
+
+    /// `operator:<name>`, the actor of audit records.
+    pub fn actor(&self) -> String {
+        format!("operator:{}", self.op.name)
+    }
+
+    /// An error page for this operator.
+    pub fn error(&self, e: impl Into<ConsoleError>) -> ConsoleError {
+        e.into().with_operator(&self.op)
+    }
+}
+
+/// Runs a blocking card-service call off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EnrolError> + Send + 'static,
+) -> Result<T, ConsoleError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ConsoleError::internal("a background task", e))?
+        .map_err(ConsoleError::from)
+}
+
+/// 303 See Other to `to` (a safe, encoded URL).
+pub(crate) fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        // Not `no-referrer`: browsers then send `Origin: null` with form posts.
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+async fn asset_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+async fn asset_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        JS,
+    )
+        .into_response()
+}
+
+/// The console's routes. They expect the [`Operator`] and [`ClientCert`] request extensions:
+/// merge them into the authenticated part of [`crate::api::router`].
+pub fn router() -> Router<ApiState> {
+    let console = Arc::new(Console::new());
+    Router::new()
+        .route("/console", get(|| async { see_other("/console/") }))
+        .route("/console/", get(professionals::home))
+        .route("/console/assets/console.css", get(asset_css))
+        .route("/console/assets/console.js", get(asset_js))
+        .route("/console/professionals", get(professionals::search))
+        .route(
+            "/console/professionals/{idnat}",
+            get(professionals::professional),
+        )
+        .route(
+            "/console/professionals/{idnat}/status",
+            post(professionals::set_status),
+        )
+        .route(
+            "/console/professionals/{idnat}/enrol",
+            get(jobs::enrol_form).post(jobs::enrol),
+        )
+        .route("/console/jobs/{id}", get(jobs::job_page))
+        .route("/console/jobs/{id}/status", get(jobs::job_status))
+        .route("/console/cards/{serial}", get(cards::card_page))
+        .route("/console/cards/{serial}/{action}", post(cards::card_action))
+        .route(
+            "/console/certificates/{ca}/{serial}",
+            get(cards::certificate_page),
+        )
+        .route(
+            "/console/certificates/{ca}/{serial}/pem",
+            get(cards::certificate_pem),
+        )
+        .route(
+            "/console/import",
+            get(jobs::import_form)
+                .post(jobs::import)
+                .layer(DefaultBodyLimit::max(crate::api_enrol::MAX_IMPORT_BYTES)),
+        )
+        .layer(middleware::from_fn(security_headers))
+        .layer(axum::Extension(console))
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// The fields of a query string.
+pub(crate) fn query(raw: Option<&str>) -> Result<form::Fields, ConsoleError> {
+    Ok(form::parse_urlencoded(raw.unwrap_or("").as_bytes())?)
+}
+
+/// The page of a professional.
+pub(crate) fn href_professional(idnat: &str) -> String {
+    format!("/console/professionals/{}", form::url_encode(idnat))
+}
+
+/// The page of a card.
+pub(crate) fn href_card(serial: &str) -> String {
+    format!("/console/cards/{}", form::url_encode(serial))
+}
+
+/// The page of a certificate.
+pub(crate) fn href_certificate(ca: &str, serial: &str) -> String {
+    format!(
+        "/console/certificates/{}/{}",
+        form::url_encode(ca),
+        form::url_encode(serial)
+    )
+}
+
+/// The page of a job.
+pub(crate) fn href_job(id: &str) -> String {
+    format!("/console/jobs/{}", form::url_encode(id))
+}
+
+/// The appliance's PC/SC readers: (name, card present), or why they cannot be listed.
+pub(crate) async fn readers() -> Result<Vec<(String, bool)>, String> {
+    tokio::task::spawn_blocking(|| cps_card::Pcsc::establish().and_then(|p| p.readers()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|l| l.into_iter().map(|r| (r.name, r.card_present)).collect())
+        .map_err(|e| format!("PC/SC: {e}"))
+}
+
+/// The notice for a `done=` code after a redirect (a fixed set: nothing from the URL is
+/// shown), with `pending` certificate changes the CA has not confirmed yet.
+pub(crate) fn done_notice(out: &mut String, fields: &form::Fields) {
+    let msg = match fields.get("done") {
+        Some("suspended") => "The card is suspended: its certificates are on hold.",
+        Some("resumed") => "The card is active again: its certificates are released from hold.",
+        Some("opposed") => "The card is opposed: its certificates are revoked for good.",
+        Some("unblocked") => "The PIN is unblocked and set to the new value.",
+        Some("renewed") => {
+            "The card has new keys and certificates; the previous certificates are revoked as superseded."
+        }
+        Some("status") => "The professional's status was changed.",
+        _ => return,
+    };
+    html::notice(out, Tone::Success, msg, None);
+    if let Some(n) = fields
+        .get("pending")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        html::notice(
+            out,
+            Tone::Warning,
+            &format!("The certificate authority did not confirm {n} certificate change(s) yet."),
+            Some(
+                "They stay in the revocation outbox and are retried; the card page shows the state the CA reports.",
+            ),
+        );
+    }
+}
+
+/// What a certificate slot of a CPS card is for.
+pub(crate) fn slot_label(s: cps_enrol::CertSlot) -> &'static str {
+    match s {
+        cps_enrol::CertSlot::Authentication => "Authentication",
+        cps_enrol::CertSlot::Signature => "Signature",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_requests_pass_and_others_are_refused() {
+        // No fetch metadata (curl, old browsers): the token alone decides.
+        assert!(check_origin(&headers(&[("host", "a:8443")]), None).is_ok());
+        assert!(
+            check_origin(
+                &headers(&[
+                    ("host", "a:8443"),
+                    ("origin", "https://a:8443"),
+                    ("sec-fetch-site", "same-origin")
+                ]),
+                None
+            )
+            .is_ok()
+        );
+        // HTTP/2: the authority instead of Host.
+        assert!(check_origin(&headers(&[("origin", "https://a:8443")]), Some("a:8443")).is_ok());
+        for bad in [
+            vec![("host", "a:8443"), ("origin", "https://evil.example")],
+            vec![("host", "a:8443"), ("origin", "http://a:8443")],
+            vec![("host", "a:8443"), ("origin", "null")],
+            vec![("origin", "https://a:8443")],
+            vec![("host", "a:8443"), ("sec-fetch-site", "cross-site")],
+            vec![("host", "a:8443"), ("sec-fetch-site", "same-site")],
+        ] {
+            assert!(check_origin(&headers(&bad), None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn done_notices_come_from_a_fixed_set() {
+        let mut out = String::new();
+        done_notice(
+            &mut out,
+            &form::parse_urlencoded(b"done=<script>&pending=1").unwrap(),
+        );
+        assert!(out.is_empty());
+        done_notice(
+            &mut out,
+            &form::parse_urlencoded(b"done=suspended&pending=2").unwrap(),
+        );
+        assert!(out.contains("on hold") && out.contains("2 certificate change(s)"));
+    }
+}
