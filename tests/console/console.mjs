@@ -64,6 +64,12 @@ function check(cond, what) {
 
 const text = async (page, sel) => ((await page.textContent(sel)) || '').trim();
 
+// Snapshot mode: CONSOLE_SNAPSHOTS="name=/path;name=/path" opens each page, checks that it
+// answers 200 for the operator without a browser error, and keeps a screenshot (numbered from
+// CONSOLE_SNAPSHOT_FIRST + 1); the enrolment walk is skipped.
+const snapshots = (process.env.CONSOLE_SNAPSHOTS || '').split(';').filter(Boolean)
+  .map((s) => { const i = s.indexOf('='); return [s.slice(0, i), s.slice(i + 1)]; });
+
 const browser = await chromium.launch({
   executablePath: chromiumPath,
   args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
@@ -80,6 +86,20 @@ try {
   const consoleErrors = [];
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+  if (snapshots.length > 0) {
+    shotNo = Number(process.env.CONSOLE_SNAPSHOT_FIRST || '0');
+    for (const [name, path] of snapshots) {
+      const r = await page.goto(`${url}${path}`);
+      check(r.status() === 200, `${path} answers 200 (got ${r.status()})`);
+      check((await text(page, '#operator-name')) === operator, `${path} shows operator '${operator}'`);
+      await shot(page, name);
+    }
+    check(consoleErrors.length === 0, `no error in the browser console (${consoleErrors.join(' | ')})`);
+    console.log(`console snapshots: ok ${snapshots.length}`);
+    await browser.close();
+    process.exit(0);
+  }
 
   // 1. Sign in: the TLS client certificate is the credential; the home shows who we are.
   const home = await page.goto(`${url}/console/`);
@@ -149,6 +169,8 @@ try {
   check(/^[0-9]{6,8}$/.test(pin), 'the PIN mailer shows a PIN');
   check(/^[0-9]{8}$/.test(puk), 'the PIN mailer shows a PUK');
   const serial = await text(page, '#card-link');
+  // For the harness, which goes on to use the card with these codes.
+  console.log(`card codes: serial=${serial} pin=${pin} puk=${puk}`);
   await shot(page, 'enrolled');
 
   // Printed, the page is the PIN mailer alone.

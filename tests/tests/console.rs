@@ -386,10 +386,10 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
             &format!("file=@{};type=text/csv", bad.display()),
         ],
     );
-    let job = job_of(&a);
-    let j = wait_job(&officer, &job);
+    let bad_import_job = job_of(&a);
+    let j = wait_job(&officer, &bad_import_job);
     assert_eq!(j["status"], "failed", "{j}");
-    let page = officer.get(&format!("/console/jobs/{job}"));
+    let page = officer.get(&format!("/console/jobs/{bad_import_job}"));
     assert!(page.body.contains("nothing was imported"), "{}", page.body);
     assert!(page.body.contains("id=\"import-errors\""), "{}", page.body);
     for line in [
@@ -430,28 +430,33 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
 
     // The browser: sign in, search, enrol with live progress, certificates, suspend.
     let shots = screenshot_dir();
-    let script = repo_root().join("tests/console/console.mjs");
-    let t = Instant::now();
-    let out = Command::new(peer("node"))
-        .arg(&script)
-        .env("CONSOLE_URL", format!("https://{}", app.https))
-        .env("CONSOLE_CERT", home.join("operator/officer-cert.pem"))
-        .env("CONSOLE_KEY", home.join("operator/officer-key.pem"))
-        .env("CONSOLE_OPERATOR", "officer")
-        .env("CONSOLE_READER", &reader0)
-        .env("CONSOLE_SEARCH", "donnat")
-        .env("CONSOLE_IDNAT", IDNAT)
-        .env("CONSOLE_STRUCTURE", STRUCTURE)
-        .env("CONSOLE_SCREENSHOTS", &shots)
-        .output()
-        .expect("node");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    eprintln!(
-        "--- playwright ({:.1} s) ---\n{stdout}{stderr}\nscreenshots: {}",
-        t.elapsed().as_secs_f64(),
-        shots.display()
-    );
-    assert!(out.status.success(), "the Playwright script failed");
+    let browser = |extra: &[(&str, &str)]| {
+        let t = Instant::now();
+        let mut cmd = Command::new(peer("node"));
+        cmd.arg(repo_root().join("tests/console/console.mjs"))
+            .env("CONSOLE_URL", format!("https://{}", app.https))
+            .env("CONSOLE_CERT", home.join("operator/officer-cert.pem"))
+            .env("CONSOLE_KEY", home.join("operator/officer-key.pem"))
+            .env("CONSOLE_OPERATOR", "officer")
+            .env("CONSOLE_READER", &reader0)
+            .env("CONSOLE_SEARCH", "donnat")
+            .env("CONSOLE_IDNAT", IDNAT)
+            .env("CONSOLE_STRUCTURE", STRUCTURE)
+            .env("CONSOLE_SCREENSHOTS", &shots);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("node");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        eprintln!(
+            "--- playwright ({:.1} s) ---\n{stdout}{stderr}\nscreenshots: {}",
+            t.elapsed().as_secs_f64(),
+            shots.display()
+        );
+        assert!(out.status.success(), "the Playwright script failed");
+        stdout
+    };
+    let stdout = browser(&[]);
     assert!(stdout.contains("console e2e: ok card="), "{stdout}");
     let pngs = std::fs::read_dir(&shots)
         .unwrap()
@@ -524,4 +529,209 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
         "{}",
         home_page.body
     );
+    let failed_job = job;
+
+    // The browser-enrolled card through its lifecycle, with the codes of the PIN mailer.
+    let codes = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("card codes: "))
+        .expect("the script prints the card codes");
+    let code = |k: &str| {
+        codes
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap()
+            .to_owned()
+    };
+    let (serial, pin, puk) = (code("serial="), code("pin="), code("puk="));
+    let card_path = format!("/console/cards/{serial}");
+    let token = officer.token(&card_path);
+    let act = |action: &str, form: &[(&str, &str)]| {
+        let mut f = vec![("csrf", token.as_str())];
+        f.extend_from_slice(form);
+        officer.post(&format!("{card_path}/{action}"), &f, &[])
+    };
+    let redirected = |a: &Answer, done: &str| {
+        assert_eq!(a.code, 303, "{}", a.body);
+        let loc = a.header("location").unwrap_or_default();
+        assert!(loc.contains(&format!("done={done}")), "{loc}");
+    };
+    let assertion = dir.join("assertion.xml");
+    let login = |pin: &str| {
+        home.cps(&[
+            "login",
+            "--reader",
+            &reader0,
+            "--pin",
+            pin,
+            "--patient-ins",
+            "248079707503828",
+            "--out",
+            assertion.to_str().unwrap(),
+        ])
+    };
+    redirected(&act("resume", &[]), "resumed");
+    assert!(
+        officer
+            .get(&card_path)
+            .body
+            .contains("data-status=\"active\"")
+    );
+    // The PIN of the mailer is the card's PIN.
+    assert_success(&login(&pin), "login with the PIN of the mailer");
+    // PIN unblock with the PUK of the mailer (a wrong PUK is refused and says so).
+    let a = act(
+        "unblock",
+        &[
+            ("reader", &reader0),
+            ("puk", "00000000"),
+            ("new_pin", "654321"),
+            ("new_pin2", "654321"),
+        ],
+    );
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(a.body.contains("PUK"), "{}", a.body);
+    let a = act(
+        "unblock",
+        &[
+            ("reader", &reader0),
+            ("puk", &puk),
+            ("new_pin", "654321"),
+            ("new_pin2", "654322"),
+        ],
+    );
+    assert_eq!(a.code, 422, "{}", a.body);
+    redirected(
+        &act(
+            "unblock",
+            &[
+                ("reader", &reader0),
+                ("puk", &puk),
+                ("new_pin", "654321"),
+                ("new_pin2", "654321"),
+            ],
+        ),
+        "unblocked",
+    );
+    assert!(!login(&pin).status.success(), "the old PIN no longer works");
+    assert_success(&login("654321"), "login with the new PIN");
+    // Opposition: confirmed, then for good.
+    let a = act("oppose", &[("reason", "stolen")]);
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(a.body.contains("Confirmation needed"), "{}", a.body);
+    redirected(
+        &act("oppose", &[("reason", "stolen"), ("confirm", "yes")]),
+        "opposed",
+    );
+    let page = officer.get(&card_path);
+    assert!(
+        page.body.contains("data-status=\"opposed\""),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("id=\"resume-form\"") && !page.body.contains("id=\"oppose-form\""));
+    let a = act("resume", &[]);
+    assert_eq!(a.code, 422, "an opposed card never comes back: {}", a.body);
+    let certs = certificates_of(&officer, IDNAT);
+    assert_eq!(
+        certs.iter().filter(|c| c["status"] == "revoked").count(),
+        4,
+        "{certs:?}"
+    );
+
+    // The registry through the console: register (a refused field is shown next to it), edit,
+    // a stale edit, a status change.
+    assert_eq!(auditor.get("/console/professionals/new").code, 403);
+    let token = officer.token("/console/professionals/new");
+    let mut form = vec![
+        ("csrf", token.as_str()),
+        ("idnat_ps", "810003456787"),
+        ("surname", "LE GALL"),
+        ("given_names", "Jean-Noël"),
+        ("profession_code", "21"),
+        ("savoir_faire", ""),
+        ("act0_structure_id", "P290001234"),
+        ("act0_structure_name", "PHARMACIE DU PORT"),
+        ("act0_secteur", "SA33"),
+        ("act1_structure_id", ""),
+        ("act1_structure_name", ""),
+        ("act1_secteur", ""),
+    ];
+    let a = officer.post("/console/professionals/new", &form, &[]);
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(a.body.contains("id=\"idnat_ps-error\""), "{}", a.body);
+    assert!(a.body.contains("check digit"), "{}", a.body);
+    assert!(
+        a.body.contains("value=\"Jean-Noël\""),
+        "the form keeps what was typed"
+    );
+    form[1].1 = "810003456786";
+    let a = officer.post("/console/professionals/new", &form, &[]);
+    assert_eq!(a.code, 303, "{}", a.body);
+    let p = officer.json("/api/v1/professionals/810003456786");
+    assert_eq!(p["professional"]["data"]["surname"], "LE GALL", "{p}");
+    let edit = officer.get("/console/professionals/810003456786/edit");
+    assert!(
+        edit.body.contains("name=\"revision\" value=\"1\""),
+        "{}",
+        edit.body
+    );
+    let token = officer.token("/console/professionals/810003456786/edit");
+    let mut form: Vec<(&str, &str)> = vec![
+        ("csrf", &token),
+        ("revision", "1"),
+        ("surname", "LE GALL"),
+        ("given_names", "Jean-Noël"),
+        ("profession_code", "21"),
+        ("act0_structure_id", "P290001234"),
+        ("act0_structure_name", "PHARMACIE DU PORT"),
+        ("act0_secteur", "SA33"),
+        ("act1_structure_id", "P290009999"),
+        ("act1_structure_name", "PHARMACIE DE LA GARE"),
+        ("act1_secteur", "SA33"),
+    ];
+    let a = officer.post("/console/professionals/810003456786/edit", &form, &[]);
+    assert_eq!(a.code, 303, "{}", a.body);
+    let p = officer.json("/api/v1/professionals/810003456786");
+    assert_eq!(
+        p["professional"]["data"]["activities"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{p}"
+    );
+    form[9].1 = "PHARMACIE DE LA GARE (annexe)";
+    let a = officer.post("/console/professionals/810003456786/edit", &form, &[]);
+    assert_eq!(a.code, 422, "an edit of an old revision: {}", a.body);
+    assert!(a.body.contains("changed by someone else"), "{}", a.body);
+    let status_path = format!("/console/professionals/{HOSTILE_IDNAT}/status");
+    let token = officer.token(&format!("/console/professionals/{HOSTILE_IDNAT}"));
+    let a = officer.post(&status_path, &[("csrf", &token), ("status", "left")], &[]);
+    assert_eq!(a.code, 422, "{}", a.body);
+    let a = officer.post(
+        &status_path,
+        &[("csrf", &token), ("status", "suspended")],
+        &[],
+    );
+    assert_eq!(a.code, 303, "{}", a.body);
+    let page = officer.get(&format!("/console/professionals/{HOSTILE_IDNAT}"));
+    assert!(
+        page.body
+            .contains("id=\"professional-status\"><span class=\"badge badge-hold\">suspended"),
+        "{}",
+        page.body
+    );
+
+    // Screenshots of the other pages, for the record.
+    let pages = format!(
+        "failed-enrolment=/console/jobs/{failed_job};bad-import-report=/console/jobs/{bad_import_job};\
+         opposed-card=/console/cards/{serial};professional-after=/console/professionals/{IDNAT};\
+         edit-form=/console/professionals/{HOSTILE_IDNAT}/edit;import-form=/console/import;\
+         home-after=/console/"
+    );
+    let out = browser(&[
+        ("CONSOLE_SNAPSHOTS", &pages),
+        ("CONSOLE_SNAPSHOT_FIRST", "20"),
+    ]);
+    assert!(out.contains("console snapshots: ok 7"), "{out}");
 }

@@ -22,8 +22,8 @@ pub enum FormError {
     TooManyFields,
 }
 
-/// Most fields a form may carry.
-pub const MAX_FIELDS: usize = 64;
+/// Most fields a form may carry (the professional form has three per activity).
+pub const MAX_FIELDS: usize = 1024;
 
 /// The fields of a form, in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

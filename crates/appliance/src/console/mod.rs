@@ -11,6 +11,7 @@
 //! | `GET /console/` | home: search box, readers, interrupted enrolments |
 //! | `GET /console/professionals?q=&after=` | search by IdNat_PS, RPPS or name |
 //! | `GET /console/professionals/{idnat}` | identity, profession, activities, status, cards |
+//! | `GET, POST /console/professionals/new`, `/console/professionals/{idnat}/edit` | register, edit |
 //! | `POST /console/professionals/{idnat}/status` | status change (active, suspended, left) |
 //! | `GET, POST /console/professionals/{idnat}/enrol` | enrol a card: reader and activity → a job |
 //! | `GET /console/jobs/{id}` | live progress of a job, then its result (PIN/PUK shown once) |
@@ -35,6 +36,7 @@ pub mod html;
 mod cards;
 mod jobs;
 mod professionals;
+mod registry;
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -497,6 +499,14 @@ pub fn router() -> Router<ApiState> {
         .route("/console/assets/console.js", get(asset_js))
         .route("/console/professionals", get(professionals::search))
         .route(
+            "/console/professionals/new",
+            get(registry::new_form).post(registry::create),
+        )
+        .route(
+            "/console/professionals/{idnat}/edit",
+            get(registry::edit_form).post(registry::update),
+        )
+        .route(
             "/console/professionals/{idnat}",
             get(professionals::professional),
         )
@@ -588,6 +598,8 @@ pub(crate) fn done_notice(out: &mut String, fields: &form::Fields) {
             "The card has new keys and certificates; the previous certificates are revoked as superseded."
         }
         Some("status") => "The professional's status was changed.",
+        Some("created") => "The professional is registered.",
+        Some("updated") => "The changes are saved.",
         _ => return,
     };
     html::notice(out, Tone::Success, msg, None);

@@ -78,7 +78,8 @@ pub(crate) async fn home(ctx: Ctx) -> Result<Response, ConsoleError> {
     b.push_str("</section><section class=\"panel\" aria-labelledby=\"you-h\"><h2 id=\"you-h\">Your access</h2>");
     if ctx.can_write() {
         b.push_str("<p>You may enrol cards, act on their lifecycle and change the registry.</p>");
-        b.push_str("<p><a class=\"button secondary\" href=\"/console/import\">Import a registry file</a></p>");
+        b.push_str("<p><a class=\"button secondary\" href=\"/console/professionals/new\">Register a professional</a> \
+                    <a class=\"button secondary\" href=\"/console/import\">Import a registry file</a></p>");
     } else {
         b.push_str("<p>You may read the registry and the cards. Enrolment and card actions need the role <code>ra-officer</code>.</p>");
     }
@@ -251,7 +252,15 @@ pub(crate) async fn professional(
         esc(p.profession_label()),
         badge(p.status.name(), p.status.name())
     );
-    b.push_str("<section class=\"panel\" aria-labelledby=\"id-h\"><h2 id=\"id-h\">Identity</h2><dl class=\"facts\">");
+    b.push_str("<section class=\"panel\" aria-labelledby=\"id-h\"><h2 id=\"id-h\">Identity</h2>");
+    if ctx.can_write() {
+        let _ = write!(
+            b,
+            "<p class=\"panel-action\"><a class=\"button secondary\" href=\"{}/edit\">Edit the identity and activities</a></p>",
+            esc(&href_professional(p.idnat_ps()))
+        );
+    }
+    b.push_str("<dl class=\"facts\">");
     let _ = write!(
         b,
         "<dt>IdNat_PS</dt><dd><code id=\"idnat\">{}</code></dd>",

@@ -1,0 +1,451 @@
+//! Registering a professional and editing their identity, profession and activities.
+//!
+//! The form has one row per activity plus empty rows to add more (without a script, a saved
+//! form comes back with new empty rows). A problem is shown next to its field, with the same
+//! rules as an import line and the CA ([`cps_enrol::ProfessionalData::normalise`]).
+
+use std::fmt::Write;
+
+use axum::body::Bytes;
+use axum::extract::Path as UrlPath;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cps_enrol::{Activity, Professional, ProfessionalData};
+
+use super::html::{Tone, esc, notice};
+use super::{
+    ConsoleError, Ctx, WRITE, blocking, form, href_professional, html_response, see_other,
+};
+
+/// Empty activity rows offered below the existing ones.
+const SPARE_ROWS: usize = 2;
+
+/// A form being filled: the values typed and the problems found.
+struct Draft {
+    data: ProfessionalData,
+    /// Edit: the revision the officer read.
+    revision: Option<u64>,
+    problems: Vec<(String, String)>,
+    /// A problem not tied to a field.
+    general: Option<String>,
+}
+
+impl Draft {
+    fn problem(&self, field: &str) -> Option<&str> {
+        self.problems
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, r)| r.as_str())
+    }
+}
+
+fn field_error(b: &mut String, id: &str, problem: Option<&str>) -> String {
+    match problem {
+        Some(p) => {
+            let _ = write!(
+                b,
+                "<p class=\"field-error\" id=\"{id}-error\">{}</p>",
+                esc(p)
+            );
+            format!(" aria-invalid=\"true\" aria-describedby=\"{id}-error\"")
+        }
+        None => String::new(),
+    }
+}
+
+fn text_input(b: &mut String, d: &Draft, name: &str, label: &str, value: &str, extra: &str) {
+    let mut err = String::new();
+    let aria = field_error(&mut err, name, d.problem(name));
+    let _ = write!(
+        b,
+        "<div class=\"field\"><label for=\"{name}\">{label}</label>{err}\
+         <input type=\"text\" id=\"{name}\" name=\"{name}\" value=\"{}\"{aria}{extra}></div>",
+        esc(value)
+    );
+}
+
+fn render(ctx: &Ctx, d: &Draft, existing: Option<&Professional>) -> Response {
+    let editing = existing.is_some();
+    let title = match existing {
+        Some(p) => format!("Edit {} {}", p.data.surname, p.data.given_names),
+        None => "Register a professional".to_owned(),
+    };
+    let mut page = ctx.page(title.clone());
+    if let Some(p) = existing {
+        page = page.crumb(
+            format!("{} {}", p.data.surname, p.data.given_names),
+            Some(href_professional(p.idnat_ps())),
+        );
+    }
+    page = page.crumb(title, None);
+    if !d.problems.is_empty() || d.general.is_some() {
+        let detail = d
+            .general
+            .clone()
+            .unwrap_or_else(|| "Correct the fields marked below.".to_owned());
+        notice(
+            &mut page.notices,
+            Tone::Error,
+            "The professional was not saved.",
+            Some(&detail),
+        );
+    }
+    let action = match existing {
+        Some(p) => format!("{}/edit", href_professional(p.idnat_ps())),
+        None => "/console/professionals/new".to_owned(),
+    };
+    let b = &mut page.body;
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"{}\" class=\"stack\" id=\"professional-form\">{}",
+        esc(&action),
+        ctx.csrf_field()
+    );
+    if let Some(r) = d.revision {
+        let _ = write!(b, "<input type=\"hidden\" name=\"revision\" value=\"{r}\">");
+    }
+    b.push_str("<fieldset><legend>Identity</legend>");
+    if editing {
+        let _ = write!(
+            b,
+            "<div class=\"field\"><span class=\"label\">IdNat_PS</span> <code>{}</code>\
+             <input type=\"hidden\" name=\"idnat_ps\" value=\"{}\"></div>",
+            esc(&d.data.idnat_ps),
+            esc(&d.data.idnat_ps)
+        );
+    } else {
+        text_input(
+            b,
+            d,
+            "idnat_ps",
+            "IdNat_PS (8 + RPPS, or 0 + ADELI…)",
+            &d.data.idnat_ps,
+            " required maxlength=\"64\" spellcheck=\"false\" autocomplete=\"off\"",
+        );
+    }
+    text_input(
+        b,
+        d,
+        "surname",
+        "Surname (nom d'exercice)",
+        &d.data.surname,
+        " required maxlength=\"64\"",
+    );
+    text_input(
+        b,
+        d,
+        "given_names",
+        "Given names (prénom d'exercice)",
+        &d.data.given_names,
+        " required maxlength=\"64\"",
+    );
+    b.push_str("</fieldset><fieldset><legend>Profession</legend>");
+    let mut err = String::new();
+    let aria = field_error(&mut err, "profession_code", d.problem("profession_code"));
+    let _ = write!(
+        b,
+        "<div class=\"field\"><label for=\"profession_code\">Profession (TRE_G15)</label>{err}<select id=\"profession_code\" name=\"profession_code\" required{aria}>"
+    );
+    if d.data.profession_code.is_empty() {
+        b.push_str("<option value=\"\" selected>Choose…</option>");
+    }
+    for (code, label) in cps_pki::subject::PROFESSIONS {
+        let _ = write!(
+            b,
+            "<option value=\"{code}\"{}>{} ({code})</option>",
+            if d.data.profession_code == *code {
+                " selected"
+            } else {
+                ""
+            },
+            esc(label)
+        );
+    }
+    b.push_str("</select></div>");
+    text_input(
+        b,
+        d,
+        "savoir_faire",
+        "Savoir-faire (TRE_R01, médecins and pharmaciens; optional)",
+        d.data.savoir_faire.as_deref().unwrap_or(""),
+        " maxlength=\"10\" spellcheck=\"false\"",
+    );
+    b.push_str("</fieldset><fieldset><legend>Activities</legend>");
+    if let Some(p) = d.problem("activities") {
+        let _ = write!(b, "<p class=\"field-error\">{}</p>", esc(p));
+    }
+    b.push_str("<p class=\"hint\">One row per activity; a card belongs to one activity. Empty rows are ignored; clear a row to remove its activity.</p>");
+    b.push_str("<table class=\"activity-rows\"><thead><tr><th scope=\"col\">Structure identifier</th><th scope=\"col\">Structure name</th><th scope=\"col\">Secteur d'activité (TRE_R02)</th></tr></thead><tbody>");
+    let rows = d.data.activities.len() + SPARE_ROWS;
+    for i in 0..rows {
+        let a = d.data.activities.get(i);
+        b.push_str("<tr>");
+        for (key, label, value) in [
+            (
+                "structure_id",
+                "Structure identifier",
+                a.map(|a| a.structure_id.as_str()),
+            ),
+            (
+                "structure_name",
+                "Structure name",
+                a.map(|a| a.structure_name.as_str()),
+            ),
+        ] {
+            let id = format!("act{i}_{key}");
+            let mut err = String::new();
+            let aria = field_error(&mut err, &id, d.problem(&format!("activities[{i}].{key}")));
+            let _ = write!(
+                b,
+                "<td>{err}<input type=\"text\" id=\"{id}\" name=\"{id}\" value=\"{}\" aria-label=\"{label}, row {}\"{aria}></td>",
+                esc(value.unwrap_or("")),
+                i + 1
+            );
+        }
+        let id = format!("act{i}_secteur");
+        let mut err = String::new();
+        let aria = field_error(
+            &mut err,
+            &id,
+            d.problem(&format!("activities[{i}].secteur_activite")),
+        );
+        let current = a.map(|a| a.secteur_activite.as_str()).unwrap_or("");
+        let _ = write!(
+            b,
+            "<td>{err}<select id=\"{id}\" name=\"{id}\" aria-label=\"Secteur d'activité, row {}\"{aria}><option value=\"\">—</option>",
+            i + 1
+        );
+        for (code, label) in cps_enrol::codes::SECTEURS {
+            if cps_enrol::codes::secteur_label(code).is_none() {
+                continue;
+            }
+            let _ = write!(
+                b,
+                "<option value=\"{code}\"{}>{} ({code})</option>",
+                if current == *code { " selected" } else { "" },
+                esc(label)
+            );
+        }
+        b.push_str("</select></td></tr>");
+    }
+    b.push_str("</tbody></table></fieldset>");
+    let cancel = existing
+        .map(|p| href_professional(p.idnat_ps()))
+        .unwrap_or_else(|| "/console/".to_owned());
+    let _ = write!(
+        b,
+        "<p><button type=\"submit\">{}</button> <a class=\"button secondary\" href=\"{}\">Cancel</a></p></form>",
+        if editing {
+            "Save the changes"
+        } else {
+            "Register"
+        },
+        esc(&cancel)
+    );
+    let status = if d.problems.is_empty() && d.general.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, html_response(page.render())).into_response()
+}
+
+/// The professional a posted form describes (blank activity rows dropped; rows keep their
+/// order so that problems point at the right row).
+fn draft_of(f: &form::Fields) -> Draft {
+    let text = |k: &str| f.get(k).unwrap_or("").trim().to_owned();
+    let mut activities = Vec::new();
+    let mut i = 0;
+    while f.get(&format!("act{i}_structure_id")).is_some() {
+        let a = Activity {
+            structure_id: text(&format!("act{i}_structure_id")),
+            structure_name: text(&format!("act{i}_structure_name")),
+            secteur_activite: text(&format!("act{i}_secteur")),
+        };
+        if !(a.structure_id.is_empty()
+            && a.structure_name.is_empty()
+            && a.secteur_activite.is_empty())
+        {
+            activities.push(a);
+        }
+        i += 1;
+    }
+    let sf = text("savoir_faire");
+    Draft {
+        data: ProfessionalData {
+            idnat_ps: text("idnat_ps"),
+            surname: text("surname"),
+            given_names: text("given_names"),
+            profession_code: text("profession_code"),
+            savoir_faire: (!sf.is_empty()).then_some(sf),
+            activities,
+        },
+        revision: f.get("revision").and_then(|r| r.parse().ok()),
+        problems: Vec::new(),
+        general: None,
+    }
+}
+
+/// Checks a draft; problems point at the rows as the officer sees them.
+fn check(d: &mut Draft) {
+    // `normalise` sorts the activities: check a copy so that row numbers stay the officer's.
+    let mut copy = d.data.clone();
+    let sorted_ids: Vec<String> = {
+        let mut c = copy.clone();
+        c.activities
+            .sort_by(|a, b| a.structure_id.cmp(&b.structure_id));
+        c.activities
+            .iter()
+            .map(|a| a.structure_id.clone())
+            .collect()
+    };
+    let problems = copy.normalise();
+    for p in problems {
+        // Map `activities[k].x` (sorted order) back to the row shown.
+        let field = match p.field.strip_prefix("activities[") {
+            Some(rest) => match rest.split_once(']') {
+                Some((k, tail)) => {
+                    let row = k
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|k| sorted_ids.get(k))
+                        .and_then(|id| d.data.activities.iter().position(|a| &a.structure_id == id))
+                        .unwrap_or(0);
+                    format!("activities[{row}]{tail}")
+                }
+                None => p.field.clone(),
+            },
+            None => p.field.clone(),
+        };
+        d.problems.push((field, p.reason));
+    }
+    if d.data.activities.is_empty() {
+        d.problems.push((
+            "activities".into(),
+            "at least one activity is required".into(),
+        ));
+    }
+}
+
+/// `GET /console/professionals/new`.
+pub(crate) async fn new_form(ctx: Ctx) -> Result<Response, ConsoleError> {
+    ctx.require(WRITE, "register a professional")?;
+    let d = Draft {
+        data: ProfessionalData {
+            idnat_ps: String::new(),
+            surname: String::new(),
+            given_names: String::new(),
+            profession_code: String::new(),
+            savoir_faire: None,
+            activities: Vec::new(),
+        },
+        revision: None,
+        problems: Vec::new(),
+        general: None,
+    };
+    Ok(render(&ctx, &d, None))
+}
+
+/// `POST /console/professionals/new`.
+pub(crate) async fn create(ctx: Ctx, body: Bytes) -> Result<Response, ConsoleError> {
+    ctx.require(WRITE, "register a professional")?;
+    let f = form::parse_urlencoded(&body).map_err(|e| ctx.error(e))?;
+    ctx.check_post(f.get("csrf"))?;
+    let mut d = draft_of(&f);
+    check(&mut d);
+    if !d.problems.is_empty() {
+        return Ok(render(&ctx, &d, None));
+    }
+    let cards = ctx.cards()?;
+    let (who, now, data) = (ctx.actor(), ctx.now, d.data.clone());
+    match blocking(move || cards.registry().create(data, &who, now)).await {
+        Ok(p) => Ok(see_other(&format!(
+            "{}?done=created",
+            href_professional(p.idnat_ps())
+        ))),
+        Err(e) if e.status() != StatusCode::INTERNAL_SERVER_ERROR => {
+            d.general = Some(e.detail().to_owned());
+            Ok(render(&ctx, &d, None))
+        }
+        Err(e) => Err(ctx.error(e)),
+    }
+}
+
+/// `GET /console/professionals/{idnat}/edit`.
+pub(crate) async fn edit_form(
+    ctx: Ctx,
+    UrlPath(idnat): UrlPath<String>,
+) -> Result<Response, ConsoleError> {
+    ctx.require(WRITE, "edit a professional")?;
+    let cards = ctx.cards()?;
+    let p = blocking(move || cards.registry().require(&idnat))
+        .await
+        .map_err(|e| ctx.error(e))?;
+    let d = Draft {
+        data: p.data.clone(),
+        revision: Some(p.revision),
+        problems: Vec::new(),
+        general: None,
+    };
+    Ok(render(&ctx, &d, Some(&p)))
+}
+
+/// `POST /console/professionals/{idnat}/edit`.
+pub(crate) async fn update(
+    ctx: Ctx,
+    UrlPath(idnat): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, ConsoleError> {
+    ctx.require(WRITE, "edit a professional")?;
+    let f = form::parse_urlencoded(&body).map_err(|e| ctx.error(e))?;
+    ctx.check_post(f.get("csrf"))?;
+    let cards = ctx.cards()?;
+    let (c2, id2) = (cards.clone(), idnat.clone());
+    let (p, list) = blocking(move || {
+        let p = c2.registry().require(&id2)?;
+        let c = c2.cards_of(&id2, None)?;
+        Ok((p, c))
+    })
+    .await
+    .map_err(|e| ctx.error(e))?;
+    let mut d = draft_of(&f);
+    // The IdNat_PS is the record's key: it is not edited.
+    d.data.idnat_ps = p.data.idnat_ps.clone();
+    let Some(revision) = d.revision else {
+        return Err(ctx.error(ConsoleError::bad_request("the form lacks its revision")));
+    };
+    check(&mut d);
+    // An activity that holds a card in service stays.
+    for a in &p.data.activities {
+        let in_service = list
+            .iter()
+            .any(|c| c.structure_id == a.structure_id && !c.status.is_terminal());
+        if in_service
+            && !d
+                .data
+                .activities
+                .iter()
+                .any(|x| x.structure_id == a.structure_id)
+        {
+            d.general = Some(format!(
+                "The activity at {} ({}) has a card in service: oppose or replace the card before removing the activity.",
+                a.structure_name, a.structure_id
+            ));
+        }
+    }
+    if !d.problems.is_empty() || d.general.is_some() {
+        return Ok(render(&ctx, &d, Some(&p)));
+    }
+    let (who, now, data) = (ctx.actor(), ctx.now, d.data.clone());
+    match blocking(move || cards.registry().update(data, revision, &who, now)).await {
+        Ok(_) => Ok(see_other(&format!(
+            "{}?done=updated",
+            href_professional(&idnat)
+        ))),
+        Err(e) if e.status() != StatusCode::INTERNAL_SERVER_ERROR => {
+            d.general = Some(e.detail().to_owned());
+            Ok(render(&ctx, &d, Some(&p)))
+        }
+        Err(e) => Err(ctx.error(e)),
+    }
+}
