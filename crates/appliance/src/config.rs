@@ -99,7 +99,7 @@ pub struct XuaSection {
     /// `org-cachet` certificate at the first start if absent.
     #[serde(default = "default_cachet_label")]
     pub key_label: String,
-    /// Its algorithm: `p256` (ECDSA-SHA256) or `rsa2048` / `rsa3072` (RSA-SHA256).
+    /// Its algorithm: `rsa2048` (default) / `rsa3072` (RSA-SHA256) or `p256` (ECDSA-SHA256).
     #[serde(default = "default_cachet_algorithm")]
     pub algorithm: String,
     /// The seal certificate's organisation: raison sociale, struct_IdNat, department.
@@ -132,8 +132,10 @@ pub struct XuaSection {
 fn default_cachet_label() -> String {
     "xua-cachet".into()
 }
+/// RSA-2048: the services verify every assertion, and an RSA verification costs a fraction of a
+/// P-256 one (BENCHMARKS.md, XUA), while the seal signs once per login.
 fn default_cachet_algorithm() -> String {
-    "p256".into()
+    "rsa2048".into()
 }
 fn default_cachet_org() -> String {
     "cps-trust".into()
