@@ -286,39 +286,13 @@ fn draft_of(f: &form::Fields) -> Draft {
     }
 }
 
-/// Checks a draft; problems point at the rows as the officer sees them.
+/// Checks a draft. `normalise` reports activity problems by position before it sorts, so
+/// `activities[i]` is row `i` of the form as shown again (blank rows dropped); the draft keeps
+/// the officer's order.
 fn check(d: &mut Draft) {
-    // `normalise` sorts the activities: check a copy so that row numbers stay the officer's.
-    let mut copy = d.data.clone();
-    let sorted_ids: Vec<String> = {
-        let mut c = copy.clone();
-        c.activities
-            .sort_by(|a, b| a.structure_id.cmp(&b.structure_id));
-        c.activities
-            .iter()
-            .map(|a| a.structure_id.clone())
-            .collect()
-    };
-    let problems = copy.normalise();
-    for p in problems {
-        // Map `activities[k].x` (sorted order) back to the row shown.
-        let field = match p.field.strip_prefix("activities[") {
-            Some(rest) => match rest.split_once(']') {
-                Some((k, tail)) => {
-                    let row = k
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|k| sorted_ids.get(k))
-                        .and_then(|id| d.data.activities.iter().position(|a| &a.structure_id == id))
-                        .unwrap_or(0);
-                    format!("activities[{row}]{tail}")
-                }
-                None => p.field.clone(),
-            },
-            None => p.field.clone(),
-        };
-        d.problems.push((field, p.reason));
-    }
+    let problems = d.data.clone().normalise();
+    d.problems
+        .extend(problems.into_iter().map(|p| (p.field, p.reason)));
     if d.data.activities.is_empty() {
         d.problems.push((
             "activities".into(),
@@ -447,5 +421,72 @@ pub(crate) async fn update(
             Ok(render(&ctx, &d, Some(&p)))
         }
         Err(e) => Err(ctx.error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> form::Fields {
+        form::Fields(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn blank_rows_are_dropped_and_problems_point_at_the_row_shown() {
+        let f = fields(&[
+            ("idnat_ps", "810002813839"),
+            ("surname", " DONNAT-GADY "),
+            ("given_names", "ISABELLE"),
+            ("profession_code", "10"),
+            ("savoir_faire", ""),
+            // Shown first, sorts last; its secteur is unknown.
+            ("act0_structure_id", "Z1"),
+            ("act0_structure_name", "CABINET"),
+            ("act0_secteur", "SA99"),
+            ("act1_structure_id", ""),
+            ("act1_structure_name", ""),
+            ("act1_secteur", ""),
+            ("act2_structure_id", "A1"),
+            ("act2_structure_name", "CHU"),
+            ("act2_secteur", "SA01"),
+        ]);
+        let mut d = draft_of(&f);
+        assert_eq!(d.data.surname, "DONNAT-GADY");
+        assert_eq!(d.data.savoir_faire, None);
+        assert_eq!(d.data.activities.len(), 2);
+        check(&mut d);
+        assert_eq!(
+            d.problems.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+            ["activities[0].secteur_activite"],
+            "{:?}",
+            d.problems
+        );
+        // The rows keep the officer's order.
+        assert_eq!(d.data.activities[0].structure_id, "Z1");
+    }
+
+    #[test]
+    fn a_professional_needs_an_activity_and_valid_fields() {
+        let mut d = draft_of(&fields(&[
+            ("idnat_ps", "810002813838"),
+            ("surname", ""),
+            ("given_names", "X"),
+            ("profession_code", "10"),
+        ]));
+        check(&mut d);
+        let names: Vec<&str> = d.problems.iter().map(|p| p.0.as_str()).collect();
+        for want in ["idnat_ps", "surname", "activities"] {
+            assert!(names.contains(&want), "{want} not in {names:?}");
+        }
+        assert_eq!(
+            d.problem("idnat_ps").map(|r| r.contains("check digit")),
+            Some(true)
+        );
     }
 }
