@@ -722,6 +722,23 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
         page.body
     );
 
+    // No card for a suspended professional: the form says so and does not start a job.
+    let a = officer.post(
+        &format!("/console/professionals/{HOSTILE_IDNAT}/enrol"),
+        &[
+            ("csrf", &token),
+            ("structure_id", "F340785161"),
+            ("reader", &reader1),
+        ],
+        &[],
+    );
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(
+        a.body.contains("enrolment needs an active professional"),
+        "{}",
+        a.body
+    );
+
     // Screenshots of the other pages, for the record.
     let pages = format!(
         "failed-enrolment=/console/jobs/{failed_job};bad-import-report=/console/jobs/{bad_import_job};\

@@ -47,6 +47,15 @@ fn enrol_form_page(ctx: &Ctx, f: EnrolForm<'_>) -> Response {
             Some(e),
         );
     }
+    let active = p.status == cps_enrol::ProfessionalStatus::Active;
+    if !active {
+        notice(
+            &mut page.notices,
+            Tone::Warning,
+            &format!("This professional is {}.", p.status.name()),
+            Some("A card is enrolled only for an active professional: change the status first."),
+        );
+    }
     let b = &mut page.body;
     let _ = write!(
         b,
@@ -101,7 +110,7 @@ fn enrol_form_page(ctx: &Ctx, f: EnrolForm<'_>) -> Response {
         );
     }
     b.push_str("</fieldset><fieldset><legend>Card reader</legend>");
-    let mut can_submit = true;
+    let mut can_submit = active;
     match f.readers {
         Ok(list) if list.is_empty() => {
             can_submit = false;
@@ -242,6 +251,11 @@ pub(crate) async fn enrol(
     let reader = f.text("reader");
     let replaces = f.text("replaces");
     let problem = match (structure_id, reader) {
+        _ if p.status != cps_enrol::ProfessionalStatus::Active => Some(format!(
+            "{} is {}: enrolment needs an active professional.",
+            full_name(&p),
+            p.status.name()
+        )),
         (None, _) => Some("Choose the activity the card is for.".to_owned()),
         (_, None) => Some("Choose the card reader holding the blank card.".to_owned()),
         (Some(s), _) if p.activity(s).is_none() => Some(format!(
