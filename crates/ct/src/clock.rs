@@ -90,7 +90,8 @@ impl ClockSource for KernelClock {
     }
 }
 
-/// The crate's only `unsafe`: a read-only `adjtimex(2)` (`modes = 0` changes nothing).
+/// One of the crate's two `unsafe` functions (the other is `server::sendmmsg`): a read-only
+/// `adjtimex(2)` (`modes = 0` changes nothing).
 #[allow(unsafe_code)]
 fn read_adjtimex() -> std::io::Result<(libc::c_int, libc::timex)> {
     // SAFETY: `timex` is plain old data, all-zero is a valid value (modes = 0: read-only);

@@ -21,5 +21,7 @@ pub use clock::{
     UntrustedReason,
 };
 pub use ratelimit::{RateDecision, RateLimitConfig, RateLimiter};
-pub use responder::{NtpResponder, ResponderConfig, ResponderStats, SystemTimeSource, TimeSource};
+pub use responder::{
+    NtpResponder, ResponderConfig, ResponderStats, SystemTimeSource, TimeSource, restamp_transmit,
+};
 pub use server::{NtpServer, StatsHandle};

@@ -319,6 +319,27 @@ impl<T: TimeSource> NtpResponder<T> {
     }
 }
 
+/// Length of an NTP header without extension fields or MAC.
+const HEADER_LEN: usize = 48;
+
+/// Rewrites the transmit timestamp of a time answer produced by [`NtpResponder::respond`] to
+/// `t`, for a server that sends a batch of answers at once and stamps them all right before
+/// the send. Only a plain header (48 bytes, server mode, non-zero stratum) is rewritten: a
+/// Kiss-o'-Death (stratum 0, transmit timestamp 0) and an answer carrying extension fields or a
+/// MAC (which covers the timestamp) are left as they are. Returns whether it rewrote.
+pub fn restamp_transmit(response: &mut [u8], t: SystemTime) -> bool {
+    if response.len() != HEADER_LEN || response[0] & 0x7 != 4 || response[1] == 0 {
+        return false;
+    }
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    // Same conversion as `ntp_timestamp` (ntp-proto's `from_seconds_nanos_since_ntp_era`).
+    let secs = (d.as_secs() + NTP_UNIX_OFFSET) as u32;
+    let fraction = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    let bits = (u64::from(secs) << 32) + fraction;
+    response[40..48].copy_from_slice(&bits.to_be_bytes());
+    true
+}
+
 /// A Kiss-o'-Death RATE for a valid v3/v4 client request (ntp-proto's
 /// `NtpPacket::rate_limit_response`); `None` for anything else.
 fn kiss_rate(request: &[u8], out: &mut [u8]) -> Option<usize> {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cps_ct::{
     ClockStatus, NtpResponder, RateLimitConfig, ResponderConfig, TimeSource, TrustPolicy,
+    restamp_transmit,
 };
 
 const NTP_UNIX: u64 = 2_208_988_800;
@@ -390,4 +391,49 @@ fn ntp_proto_client_side_accepts_our_answers() {
     assert_eq!(exchange(&mut r), (8, NtpLeapIndicator::NoWarning, false));
     let (stratum, _, kiss_rate) = exchange(&mut r);
     assert_eq!((stratum, kiss_rate), (0, true));
+}
+
+#[test]
+fn restamp_rewrites_only_the_transmit_timestamp_of_time_answers() {
+    let mut r = NtpResponder::new(ResponderConfig::default(), FixedTime(t0()));
+    let status = ClockStatus::synchronized(1_000, 100);
+    let client_tx = ts(t0() - Duration::from_millis(3));
+    let mut answer = r
+        .respond_vec(
+            CLIENT,
+            &request(4, 3, client_tx),
+            t0(),
+            Instant::now(),
+            &status,
+        )
+        .expect("answered");
+    let before = fields(&answer);
+    let original = answer.clone();
+    let later = t0() + Duration::from_micros(40);
+    assert!(restamp_transmit(&mut answer, later));
+    let after = fields(&answer);
+    assert_eq!(after.transmit, ts(later));
+    assert_eq!(
+        (after.origin, after.receive, after.stratum, after.refid),
+        (before.origin, before.receive, before.stratum, before.refid)
+    );
+    assert_eq!(answer[..40], original[..40], "only bytes 40..48 change");
+
+    // A Kiss-o'-Death (stratum 0) keeps its zero transmit timestamp.
+    let mut kod = answer.clone();
+    kod[1] = 0;
+    kod[40..48].fill(0);
+    let untouched = kod.clone();
+    assert!(!restamp_transmit(&mut kod, later));
+    assert_eq!(kod, untouched);
+
+    // Anything with extension fields / a MAC after the header, or not a server answer, too.
+    let mut long = answer.clone();
+    long.extend_from_slice(&[0u8; 20]);
+    let untouched = long.clone();
+    assert!(!restamp_transmit(&mut long, t0()));
+    assert_eq!(long, untouched);
+    let mut client = request(4, 3, client_tx);
+    assert!(!restamp_transmit(&mut client, t0()));
+    assert_eq!(client, request(4, 3, client_tx));
 }
