@@ -167,14 +167,6 @@ fn check_home_is_fresh(home: &Path) -> Result<bool, ApplianceError> {
 /// [`softhsm_conf_path`] when the configuration uses the embedded SoftHSM2.
 pub fn init(home: &Path, config: &Config, now: i64) -> Result<InitReport, ApplianceError> {
     let existed = check_home_is_fresh(home)?;
-    // The ceremony signs the whole hierarchy: with an untrusted clock, not at all.
-    crate::clock::SigningClock::from_config(&config.time, None)
-        .check()
-        .map_err(|reason| {
-            ApplianceError::Refused(format!(
-                "{reason}; synchronise the host clock (chronyd, ntpd-rs), or declare it with `[time] source = \"declared\"` (init --time-source declared)"
-            ))
-        })?;
     let result = init_inner(home, config, now);
     if result.is_err() {
         // Leave the home as it was: absent, or empty.
@@ -245,6 +237,14 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
         )?;
     }
     config.validate(home)?;
+    // The ceremony signs the whole hierarchy: with an untrusted clock, not at all.
+    if let cps_ct::ClockTrust::Untrusted { reason } =
+        crate::clock::SigningClock::from_config(&config.time, None).evaluate()
+    {
+        return Err(ApplianceError::Refused(format!(
+            "{reason}; synchronise the host clock (chronyd, ntpd-rs), or declare it with `[time] source = \"declared\"` (init --time-source declared)"
+        )));
+    }
     let hsm = Hsm::open(&config.hsm_config(home)?)?;
 
     // Keys first: all of them exist, or the ceremony stops before any certificate is made.

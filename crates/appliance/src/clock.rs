@@ -124,6 +124,11 @@ impl SigningClock {
         status
     }
 
+    /// The current verdict, without raising the alarm (one-shot commands such as `init`).
+    pub fn evaluate(&self) -> ClockTrust {
+        self.policy.evaluate_read(&self.read())
+    }
+
     /// The current verdict; raises the alarm on a transition.
     pub fn trust(&self) -> ClockTrust {
         let status = self.read();

@@ -50,12 +50,6 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(config.resolve(home, &config.store.path))?);
     let clock = SigningClock::from_config(&config.time, Some(store.clone()));
-    if config.time.source == crate::config::TimeSourceKind::Declared {
-        tracing::warn!(
-            declared_max_error_ms = config.time.declared_max_error_ms,
-            "the clock is declared synchronised by configuration (time.source = \"declared\"); the kernel's own state is not consulted"
-        );
-    }
     let ca = Arc::new(CaService::open(
         home,
         config,
@@ -546,6 +540,12 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         }
         false => None,
     };
+    if config.time.source == crate::config::TimeSourceKind::Declared {
+        tracing::warn!(
+            declared_max_error_ms = config.time.declared_max_error_ms,
+            "the clock is declared synchronised by configuration (time.source = \"declared\"); the kernel's own state is not consulted"
+        );
+    }
     // Raise the clock alarm (log + audit) at start if the clock is not trusted.
     if let Err(reason) = state.ca.clock().check() {
         tracing::error!(alarm = %reason, "starting with an untrusted clock: nothing will be signed");
