@@ -56,6 +56,41 @@ pub fn canonicalize(
     inclusive: &InclusivePrefixes,
     out: &mut Vec<u8>,
 ) -> Result<(), C14nError> {
+    canonicalize_with(apex, exclude, inclusive, out, &mut Scratch::new())
+}
+
+/// The working lists of [`canonicalize`], which a caller canonicalising several subtrees of one
+/// document (the validator: the assertion, then `SignedInfo`) allocates once.
+pub(crate) struct Scratch<'a> {
+    /// Namespace declarations rendered by the open output ancestors, outermost first.
+    rendered: Vec<(&'a str, &'a str)>,
+    /// Per open element: how many rendered namespaces to keep when it closes, and its name.
+    marks: Vec<(usize, &'a str)>,
+    /// The namespace declarations of the element being written.
+    decls: Vec<(&'a str, &'a str)>,
+    /// The attributes of the element being written.
+    attrs: Vec<(&'a str, &'a str, &'a str, &'a str)>,
+}
+
+impl Scratch<'_> {
+    pub(crate) fn new() -> Self {
+        Scratch {
+            rendered: Vec::with_capacity(8),
+            marks: Vec::with_capacity(16),
+            decls: Vec::with_capacity(4),
+            attrs: Vec::with_capacity(8),
+        }
+    }
+}
+
+/// [`canonicalize`] with the caller's working lists (whatever they hold is discarded).
+pub(crate) fn canonicalize_with<'a, 'i: 'a>(
+    apex: Node<'a, 'i>,
+    exclude: Option<Node<'_, '_>>,
+    inclusive: &'a InclusivePrefixes,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch<'a>,
+) -> Result<(), C14nError> {
     if !apex.is_element() {
         return Err(C14nError(
             "the apex of a canonicalised subtree must be an element".into(),
@@ -63,35 +98,29 @@ pub fn canonicalize(
     }
     let input = apex.document().input_text();
     let exclude = exclude.map(|n| n.id());
-    let mut rendered: Vec<(&str, &str)> = Vec::with_capacity(8);
-    // Per open element: how many rendered namespaces to keep when it closes, and its name.
-    let mut marks: Vec<(usize, &str)> = Vec::with_capacity(16);
-    let mut decls: Vec<(&str, &str)> = Vec::with_capacity(4);
-    let mut attrs: Vec<(&str, &str, &str, &str)> = Vec::with_capacity(8);
-    let mut skipping = false;
-    for edge in traverse(apex) {
+    let Scratch {
+        rendered,
+        marks,
+        decls,
+        attrs,
+    } = scratch;
+    rendered.clear();
+    marks.clear();
+    let mut walk = traverse(apex);
+    while let Some(edge) = walk.next() {
         match edge {
             Edge::Open(n) => {
-                if skipping {
-                    continue;
-                }
                 if Some(n.id()) == exclude {
-                    skipping = true;
+                    // Left out with its descendants: go straight to its end.
+                    walk.skip_children(n);
                     continue;
                 }
                 match n.node_type() {
                     NodeType::Element => {
-                        let qname = element_qname(n, input)?;
+                        let (qname, prefix) = element_qname(n, input)?;
                         marks.push((rendered.len(), qname));
                         open_element(
-                            n,
-                            qname,
-                            input,
-                            inclusive,
-                            &mut rendered,
-                            &mut decls,
-                            &mut attrs,
-                            out,
+                            n, qname, prefix, input, inclusive, rendered, decls, attrs, out,
                         )?;
                     }
                     NodeType::Text => escape_text(n.text().unwrap_or(""), out),
@@ -110,10 +139,7 @@ pub fn canonicalize(
                 }
             }
             Edge::Close(n) => {
-                if skipping {
-                    if Some(n.id()) == exclude {
-                        skipping = false;
-                    }
+                if Some(n.id()) == exclude {
                     continue;
                 }
                 if n.is_element() {
@@ -152,9 +178,21 @@ pub(crate) struct Traverse<'a, 'i> {
     next: Option<Edge<'a, 'i>>,
 }
 
+impl<'a, 'i> Traverse<'a, 'i> {
+    /// Called right after `Open(n)`: do not enter `n`, continue with `Close(n)`.
+    pub(crate) fn skip_children(&mut self, n: Node<'a, 'i>) {
+        debug_assert!(
+            matches!(self.next, Some(Edge::Open(c)) if c.parent() == Some(n))
+                || self.next == Some(Edge::Close(n))
+        );
+        self.next = Some(Edge::Close(n));
+    }
+}
+
 impl<'a, 'i> Iterator for Traverse<'a, 'i> {
     type Item = Edge<'a, 'i>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let current = self.next?;
         self.next = match current {
@@ -172,8 +210,11 @@ impl<'a, 'i> Iterator for Traverse<'a, 'i> {
     }
 }
 
-/// The qualified name of an element as written in the source.
-pub(crate) fn element_qname<'i>(n: Node<'_, 'i>, input: &'i str) -> Result<&'i str, C14nError> {
+/// The qualified name of an element as written in the source, and its prefix.
+pub(crate) fn element_qname<'i>(
+    n: Node<'_, 'i>,
+    input: &'i str,
+) -> Result<(&'i str, &'i str), C14nError> {
     let start = n.range().start;
     let bytes = input.as_bytes();
     if bytes.get(start) != Some(&b'<') {
@@ -187,30 +228,36 @@ pub(crate) fn element_qname<'i>(n: Node<'_, 'i>, input: &'i str) -> Result<&'i s
     let qname = input
         .get(start + 1..start + 1 + len)
         .ok_or_else(|| C14nError(format!("element name at offset {start}")))?;
-    let local = qname
-        .bytes()
-        .position(|b| b == b':')
-        .map_or(qname, |i| &qname[i + 1..]);
-    if local != n.tag_name().name() {
+    let (prefix, local) = split_qname(qname);
+    if !same_str(local, n.tag_name().name()) {
         return Err(C14nError(format!(
             "element name at offset {start} does not match the parsed name"
         )));
     }
-    Ok(qname)
+    Ok((qname, prefix))
 }
 
-/// The prefix of a qualified name ("" when there is none).
-fn prefix_of(qname: &str) -> &str {
-    qname
-        .bytes()
-        .position(|b| b == b':')
-        .map_or("", |i| &qname[..i])
+/// String equality, without comparing the bytes when both are the same slice: the names and
+/// URIs compared here are mostly `roxmltree`'s views of the very same bytes of the input.
+#[inline]
+fn same_str(a: &str, b: &str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
+/// The prefix ("" when there is none) and the local part of a qualified name, split at its
+/// first colon.
+fn split_qname(qname: &str) -> (&str, &str) {
+    match qname.bytes().position(|b| b == b':') {
+        Some(i) => (&qname[..i], &qname[i + 1..]),
+        None => ("", qname),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn open_element<'a, 'i: 'a>(
     n: Node<'a, 'i>,
     qname: &'i str,
+    elem_prefix: &'i str,
     input: &'i str,
     inclusive: &'a InclusivePrefixes,
     rendered: &mut Vec<(&'a str, &'a str)>,
@@ -221,7 +268,6 @@ fn open_element<'a, 'i: 'a>(
     decls.clear();
     attrs.clear();
 
-    let elem_prefix = prefix_of(qname);
     let elem_uri = n.tag_name().namespace().unwrap_or("");
     if !elem_prefix.is_empty() && elem_uri.is_empty() {
         return Err(C14nError(format!("prefix '{elem_prefix}' is not bound")));
@@ -233,17 +279,13 @@ fn open_element<'a, 'i: 'a>(
         let aq = input
             .get(range.clone())
             .ok_or_else(|| C14nError("attribute name out of range".into()))?;
-        let local = aq
-            .bytes()
-            .position(|b| b == b':')
-            .map_or(aq, |i| &aq[i + 1..]);
-        if local != a.name() {
+        let (p, local) = split_qname(aq);
+        if !same_str(local, a.name()) {
             return Err(C14nError(format!(
                 "attribute name at offset {} does not match the parsed name",
                 range.start
             )));
         }
-        let p = prefix_of(aq);
         let uri = a.namespace().unwrap_or("");
         if !p.is_empty() && p != "xml" {
             if uri.is_empty() {
@@ -301,12 +343,12 @@ fn consider<'a>(
     rendered: &[(&'a str, &'a str)],
     decls: &mut Vec<(&'a str, &'a str)>,
 ) {
-    if decls.iter().any(|(p, _)| *p == prefix) {
+    if decls.iter().any(|(p, _)| same_str(p, prefix)) {
         return;
     }
-    let nearest = rendered.iter().rev().find(|(p, _)| *p == prefix);
+    let nearest = rendered.iter().rev().find(|(p, _)| same_str(p, prefix));
     let needed = match nearest {
-        Some((_, u)) => *u != uri,
+        Some((_, u)) => !same_str(u, uri),
         None => !(prefix.is_empty() && uri.is_empty()),
     };
     if needed {
@@ -314,10 +356,18 @@ fn consider<'a>(
     }
 }
 
+/// Whether any byte of `b` satisfies `f`: a branch-free test per 16-byte chunk, which the
+/// compiler vectorises (most values have nothing to escape, and are scanned whole).
+#[inline(always)]
+fn any_byte(b: &[u8], f: impl Fn(u8) -> bool + Copy) -> bool {
+    b.chunks(16)
+        .any(|c| c.iter().fold(false, |acc, &x| acc | f(x)))
+}
+
 /// Escape character data as canonical XML does: `&`, `<`, `>` and CR.
 pub(crate) fn escape_text(s: &str, out: &mut Vec<u8>) {
     let b = s.as_bytes();
-    if !b.iter().any(|&c| matches!(c, b'&' | b'<' | b'>' | b'\r')) {
+    if !any_byte(b, |c| matches!(c, b'&' | b'<' | b'>' | b'\r')) {
         out.extend_from_slice(b);
         return;
     }
@@ -340,10 +390,9 @@ pub(crate) fn escape_text(s: &str, out: &mut Vec<u8>) {
 /// Escape an attribute value as canonical XML does: `&`, `<`, `"`, TAB, LF and CR.
 pub(crate) fn escape_attr(s: &str, out: &mut Vec<u8>) {
     let b = s.as_bytes();
-    if !b
-        .iter()
-        .any(|&c| matches!(c, b'&' | b'<' | b'"' | b'\t' | b'\n' | b'\r'))
-    {
+    if !any_byte(b, |c| {
+        matches!(c, b'&' | b'<' | b'"' | b'\t' | b'\n' | b'\r')
+    }) {
         out.extend_from_slice(b);
         return;
     }
@@ -489,6 +538,25 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"<a ID="x"><b></b><c></c></a>"#
+        );
+    }
+
+    #[test]
+    fn excluding_the_apex_leaves_nothing_and_scratch_is_reusable() {
+        let xml = r#"<a xmlns:p="urn:p"><p:b x="1"/></a>"#;
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let root = doc.root_element();
+        let none = InclusivePrefixes::none();
+        let mut scratch = Scratch::new();
+        let mut out = Vec::new();
+        canonicalize_with(root, Some(root), &none, &mut out, &mut scratch).unwrap();
+        assert!(out.is_empty());
+        canonicalize_with(root, None, &none, &mut out, &mut scratch).unwrap();
+        let b = root.first_element_child().unwrap();
+        canonicalize_with(b, None, &none, &mut out, &mut scratch).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"<a><p:b xmlns:p="urn:p" x="1"></p:b></a><p:b xmlns:p="urn:p" x="1"></p:b>"#
         );
     }
 

@@ -176,7 +176,8 @@ pub fn check_ins(ins: &str) -> Result<(), String> {
     if !key.iter().all(u8::is_ascii_digit) {
         return Err("INS key must be two digits".into());
     }
-    let mut digits = body.to_vec();
+    let mut digits = [0u8; 13];
+    digits.copy_from_slice(body);
     // Corsica: 2A → 19, 2B → 18 for the key computation.
     let corsica = match &digits[5..7] {
         [b'2', b'A'] => Some(1_000_000u64),
@@ -344,10 +345,17 @@ pub(crate) fn check_text(s: &str, what: &str, max: usize) -> Result<(), String> 
     if s.trim().is_empty() {
         return Err(format!("{what} is empty"));
     }
-    if s.chars().any(char::is_control) {
+    // ASCII (the usual case): the control characters are the bytes below 0x20 and 0x7f, and
+    // there are as many characters as bytes. Otherwise the same, per character.
+    let (control, chars) = if s.is_ascii() {
+        (s.bytes().any(|b| b < 0x20 || b == 0x7f), s.len())
+    } else {
+        (s.chars().any(char::is_control), s.chars().count())
+    };
+    if control {
         return Err(format!("{what} contains a control character"));
     }
-    if s.chars().count() > max {
+    if chars > max {
         return Err(format!("{what} is longer than {max} characters"));
     }
     Ok(())
@@ -378,10 +386,10 @@ pub(crate) fn is_oid(s: &str) -> bool {
         return false;
     }
     let mut arcs = 0;
-    for arc in s.split('.') {
+    for arc in s.as_bytes().split(|&b| b == b'.') {
         if arc.is_empty()
-            || !arc.bytes().all(|b| b.is_ascii_digit())
-            || (arc.len() > 1 && arc.starts_with('0'))
+            || !arc.iter().all(u8::is_ascii_digit)
+            || (arc.len() > 1 && arc[0] == b'0')
         {
             return false;
         }
@@ -445,11 +453,27 @@ mod tests {
     }
 
     #[test]
+    fn text_checks_count_characters_and_find_controls() {
+        assert!(check_text("Médecin", "x", 7).is_ok());
+        assert!(check_text("Médecin", "x", 6).is_err());
+        assert!(check_text("abc", "x", 3).is_ok());
+        assert!(check_text("abcd", "x", 3).is_err());
+        for bad in ["a\u{7f}b", "a\tb", "a\u{1}", "é\u{85}", "é\u{9f}", "   "] {
+            assert!(check_text(bad, "x", 10).is_err(), "{bad:?}");
+        }
+        assert!(check_text("é\u{a0}", "x", 10).is_ok());
+    }
+
+    #[test]
     fn oids_and_codes() {
         assert!(is_oid("1.2.250.1.71.4.2.4"));
         assert!(!is_oid("1"));
         assert!(!is_oid("1..2"));
         assert!(!is_oid("1.02"));
+        assert!(is_oid("0.0") && is_oid("2.999.10"));
+        for bad in ["", ".", "1.", ".1", "1.2.", "01.2", "1.2a", "1.²", "1,2"] {
+            assert!(!is_oid(bad), "{bad:?}");
+        }
         assert!(check_code_oid("SA07^1.2.250.1.71.4.2.4").is_ok());
         assert!(check_code_oid("SA07").is_err());
         assert!(check_code_oid("SA 07^1.2.3").is_err());

@@ -3,11 +3,13 @@
 //! pluggable revocation check that fails closed.
 //!
 //! Path validation is the same for every assertion signed with the same certificate, so its
-//! result is cached by the SHA-256 of the certificates presented, together with the interval in
+//! result is cached by the certificate text presented, together with the interval in
 //! which every certificate of the path is valid; outside that interval the path is validated
 //! again. Revocation is asked on every assertion (it changes while certificates do not).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -48,8 +50,10 @@ pub struct SignerCertificate {
     pub sha256: [u8; 32],
     /// `SubjectPublicKeyInfo` (DER).
     pub spki: Vec<u8>,
-    /// The parsed subject (for comparison with the assertion's `Issuer`).
-    pub(crate) subject_dn: cps_pki::DistinguishedName,
+    /// The parsed subject (for comparison with the assertion's `Issuer`). Shared: every
+    /// validated assertion carries a clone of its signer's certificate, and a deep copy of a
+    /// parsed name is a dozen allocations.
+    pub(crate) subject_dn: Arc<cps_pki::DistinguishedName>,
 }
 
 /// The answer of a revocation check.
@@ -192,7 +196,8 @@ pub struct TrustStore {
     anchors: Vec<CertificateDer<'static>>,
     intermediates: Vec<CertificateDer<'static>>,
     eku: EkuPolicy,
-    cache: RwLock<HashMap<Vec<String>, Arc<VerifiedSigner>>>,
+    /// Keyed by the `KeyInfo` certificate texts (see [`TrustStore::verify`]).
+    cache: RwLock<HashMap<Box<str>, Arc<VerifiedSigner>, TailHash>>,
     cache_capacity: usize,
 }
 
@@ -232,21 +237,30 @@ impl TrustStore {
                 .map(CertificateDer::from)
                 .collect(),
             eku,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
             cache_capacity: 1024,
         })
     }
 
     /// Verify the path of the certificates of `KeyInfo` (base64 without whitespace; leaf first,
     /// then intermediates) at `now`. The cache is keyed by that text, so a known signer costs
-    /// neither base64 decoding nor hashing.
+    /// neither base64 decoding nor hashing: the key is the texts joined with `\n`, so two keys
+    /// are equal exactly when the lists of certificate texts are, provided that no text contains
+    /// a `\n` (texts that do, which are not base64 anyway, bypass the cache); for the usual
+    /// single certificate it is the text itself, looked up without a copy.
     pub(crate) fn verify(
         &self,
-        certs_b64: &[String],
+        certs_b64: &[Cow<'_, str>],
         now: SystemTime,
     ) -> Result<Arc<VerifiedSigner>, TrustProblem> {
         let now_ms = to_millis(now);
-        if let Some(v) = self.cache.read().get(certs_b64)
+        let key: Option<Cow<'_, str>> = match certs_b64 {
+            _ if certs_b64.iter().any(|c| c.contains('\n')) => None,
+            [one] => Some(Cow::Borrowed(one.as_ref())),
+            many => Some(Cow::Owned(many.join("\n"))),
+        };
+        if let Some(key) = &key
+            && let Some(v) = self.cache.read().get(key.as_ref())
             && v.valid_from_ms <= now_ms
             && now_ms < v.valid_until_ms
         {
@@ -260,11 +274,13 @@ impl TrustStore {
             })?);
         }
         let verified = Arc::new(self.verify_uncached(&ders, now)?);
-        let mut cache = self.cache.write();
-        if cache.len() >= self.cache_capacity {
-            cache.clear();
+        if let Some(key) = key {
+            let mut cache = self.cache.write();
+            if cache.len() >= self.cache_capacity {
+                cache.clear();
+            }
+            cache.insert(key.into(), verified.clone());
         }
-        cache.insert(certs_b64.to_vec(), verified.clone());
         Ok(verified)
     }
 
@@ -414,7 +430,7 @@ impl TrustStore {
             serial: p.serial.as_bytes().to_vec(),
             sha256: p.sha256_fingerprint,
             spki: p.spki.clone(),
-            subject_dn: p.subject,
+            subject_dn: Arc::new(p.subject),
         };
         Ok(VerifiedSigner {
             cert,
@@ -423,6 +439,35 @@ impl TrustStore {
             valid_until_ms: until,
             key,
         })
+    }
+}
+
+/// The hasher of the signer cache: a key (1–2 KB of base64 per certificate) is hashed by its
+/// length and its last 64 bytes only, which end in the certificate's own signature, so that a
+/// lookup does not hash the whole text on every assertion. Only the bucket is chosen this way:
+/// a hit still needs the whole key to be equal, byte for byte. And only signers whose path was
+/// verified are inserted, so presented certificates cannot crowd a bucket.
+#[derive(Clone, Default)]
+struct TailHash(std::collections::hash_map::RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(std::collections::hash_map::DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write_usize(bytes.len());
+        self.0.write(&bytes[bytes.len().saturating_sub(64)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
     }
 }
 
@@ -438,4 +483,70 @@ fn validity_ms(der: &[u8]) -> Result<(i64, i64), TrustProblem> {
             .saturating_mul(1000)
             .saturating_add(1000),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The base64 body of a PEM file of the corpus.
+    fn pem_body(name: &str) -> String {
+        let path = format!("{}/tests/corpus/pki/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect()
+    }
+
+    #[test]
+    fn signer_cache_is_keyed_by_the_whole_list_of_texts() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let root = pem_body("root.crt.pem");
+        let seal = pem_body("seal.crt.pem");
+        let store = TrustStore::new(
+            vec![b64.decode(&root).unwrap()],
+            vec![],
+            EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING),
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_471_200); // 2026-01-15
+        let one = [Cow::Borrowed(seal.as_str())];
+        assert!(store.verify(&one, now).is_ok());
+        assert_eq!(store.cache.read().len(), 1);
+        // Served from the cache.
+        assert!(store.verify(&one, now).is_ok());
+        // The same signer with the root as an extra certificate: another key.
+        let two = [Cow::Borrowed(seal.as_str()), Cow::Borrowed(root.as_str())];
+        assert!(store.verify(&two, now).is_ok());
+        assert_eq!(store.cache.read().len(), 2);
+        // A single text spelling the joined key is not base64, and is not looked up.
+        let joined = [Cow::Owned(format!("{seal}\n{root}"))];
+        assert!(matches!(
+            store.verify(&joined, now),
+            Err(TrustProblem::Malformed(_))
+        ));
+        // Any other text is refused as before.
+        let cut = [Cow::Borrowed(&seal[..seal.len() - 4])];
+        assert!(store.verify(&cut, now).is_err());
+        assert_eq!(store.cache.read().len(), 2);
+    }
+
+    #[test]
+    fn signer_cache_keys_hash_alike_owned_or_borrowed_and_compare_whole() {
+        let h = TailHash::default();
+        let long = "A".repeat(10) + &"t".repeat(100);
+        let other = "B".repeat(10) + &"t".repeat(100);
+        assert_eq!(
+            h.hash_one(long.as_str()),
+            h.hash_one(Box::<str>::from(long.as_str()))
+        );
+        // Same tail and length: same bucket, yet different keys.
+        assert_eq!(h.hash_one(long.as_str()), h.hash_one(other.as_str()));
+        let mut m: HashMap<Box<str>, u8, TailHash> = HashMap::default();
+        m.insert(long.as_str().into(), 1);
+        assert_eq!(m.get(long.as_str()), Some(&1));
+        assert_eq!(m.get(other.as_str()), None);
+        assert_eq!(m.get(&long[1..]), None);
+    }
 }

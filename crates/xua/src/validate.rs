@@ -8,6 +8,7 @@
 //! `SignedInfo` → claims read from that same assertion node → times and audience → replay.
 //! Crypto comes before semantics so that a forged document is reported as forged.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +17,7 @@ use cps_pki::IdNatPs;
 use roxmltree::{Document, Node, NodeType, ParsingOptions};
 
 use crate::alg::{XmlDigestAlgorithm, XmlSignatureAlgorithm};
-use crate::c14n::{Edge, InclusivePrefixes, canonicalize, traverse};
+use crate::c14n::{Edge, InclusivePrefixes, Scratch, canonicalize_with, traverse};
 use crate::model::{
     AuthenticationMode, ClaimProblem, CodedValue, PatientId, PurposeOfUse, SoftwareInfo,
     VihfClaims, shown,
@@ -331,6 +332,7 @@ impl std::fmt::Debug for Validator {
     }
 }
 
+#[inline]
 fn is(n: Node<'_, '_>, ns_uri: &str, local: &str) -> bool {
     n.is_element() && n.tag_name().name() == local && n.tag_name().namespace() == Some(ns_uri)
 }
@@ -342,12 +344,89 @@ fn qname_of(n: Node<'_, '_>) -> String {
     }
 }
 
+/// The element children of a node, once [`elements`] has checked that nothing but whitespace,
+/// comments and elements sits between them. A copyable view that walks the siblings again when
+/// read, rather than a list: validation looks at the children of some thirty elements per
+/// assertion, and allocating (or copying) a list for each was a measurable part of its cost.
+#[derive(Clone, Copy)]
+struct Kids<'a, 'i> {
+    first: Option<Node<'a, 'i>>,
+    len: usize,
+}
+
+impl<'a, 'i> Kids<'a, 'i> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter(&self) -> KidsIter<'a, 'i> {
+        KidsIter {
+            next: self.first,
+            left: self.len,
+        }
+    }
+
+    /// The children when there are exactly `N` of them.
+    fn exactly<const N: usize>(&self) -> Option<[Node<'a, 'i>; N]> {
+        let first = self.first?;
+        if self.len != N {
+            return None;
+        }
+        let mut out = [first; N];
+        for (slot, n) in out.iter_mut().zip(self.iter()) {
+            *slot = n;
+        }
+        Some(out)
+    }
+}
+
+/// The element children of a [`Kids`], in document order.
+#[derive(Clone)]
+struct KidsIter<'a, 'i> {
+    next: Option<Node<'a, 'i>>,
+    left: usize,
+}
+
+impl<'a, 'i> Iterator for KidsIter<'a, 'i> {
+    type Item = Node<'a, 'i>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = self.next?;
+        self.left -= 1;
+        self.next = n.next_sibling_element();
+        Some(n)
+    }
+}
+
+impl<'a, 'i> IntoIterator for Kids<'a, 'i> {
+    type Item = Node<'a, 'i>;
+    type IntoIter = KidsIter<'a, 'i>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// Element children; non-whitespace text (or a processing instruction) beside them is refused.
-fn elements<'a, 'i>(n: Node<'a, 'i>, what: &str) -> Result<Vec<Node<'a, 'i>>, Refusal> {
-    let mut out = Vec::new();
+fn elements<'a, 'i>(n: Node<'a, 'i>, what: &str) -> Result<Kids<'a, 'i>, Refusal> {
+    let mut out = Kids {
+        first: None,
+        len: 0,
+    };
     for c in n.children() {
         match c.node_type() {
-            NodeType::Element => out.push(c),
+            NodeType::Element => {
+                out.first.get_or_insert(c);
+                out.len += 1;
+            }
             NodeType::Text => {
                 if !c
                     .text()
@@ -371,12 +450,24 @@ fn elements<'a, 'i>(n: Node<'a, 'i>, what: &str) -> Result<Vec<Node<'a, 'i>>, Re
 }
 
 /// The text of a simple element: its text nodes concatenated (comments do not split it);
-/// child elements and processing instructions are refused.
-fn simple_text(n: Node<'_, '_>, what: &str, code: RefusalCode) -> Result<String, Refusal> {
-    let mut s = String::new();
+/// child elements and processing instructions are refused. Borrowed from the document when it
+/// is a single text node (the usual case), so that most values are not copied.
+fn simple_text<'a>(
+    n: Node<'a, '_>,
+    what: &str,
+    code: RefusalCode,
+) -> Result<Cow<'a, str>, Refusal> {
+    let mut s = Cow::Borrowed("");
     for c in n.children() {
         match c.node_type() {
-            NodeType::Text => s.push_str(c.text().unwrap_or("")),
+            NodeType::Text => {
+                let t = c.text().unwrap_or("");
+                if s.is_empty() {
+                    s = Cow::Borrowed(t);
+                } else {
+                    s.to_mut().push_str(t);
+                }
+            }
             NodeType::Comment | NodeType::Root => {}
             NodeType::Element | NodeType::PI => {
                 return refuse(code, format!("{what} must contain text only"));
@@ -386,18 +477,28 @@ fn simple_text(n: Node<'_, '_>, what: &str, code: RefusalCode) -> Result<String,
     Ok(s)
 }
 
-/// Base64 text without the XML whitespace that line-wrapping signers put in it.
-fn compact_b64(mut text: String) -> String {
-    if text
-        .bytes()
-        .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+/// Base64 text without the XML whitespace that line-wrapping signers put in it (still borrowed
+/// from the document when there is none).
+fn compact_b64(text: Cow<'_, str>) -> Cow<'_, str> {
+    // Every XML whitespace byte is at most b' ', and base64 text has no such byte: one
+    // branch-free (vectorised) pass over 32-byte chunks rules them out in the usual case.
+    let maybe_space = text
+        .as_bytes()
+        .chunks(32)
+        .any(|c| c.iter().fold(false, |acc, &b| acc | (b <= b' ')));
+    if maybe_space
+        && text
+            .bytes()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
     {
+        let mut text = text.into_owned();
         text.retain(|c| !matches!(c, ' ' | '\t' | '\n' | '\r'));
+        return Cow::Owned(text);
     }
     text
 }
 
-fn b64_decode(text: String, what: &str, code: RefusalCode) -> Result<Vec<u8>, Refusal> {
+fn b64_decode(text: Cow<'_, str>, what: &str, code: RefusalCode) -> Result<Vec<u8>, Refusal> {
     base64::engine::general_purpose::STANDARD
         .decode(compact_b64(text).as_bytes())
         .or_else(|_| refuse(code, format!("{what} is not base64")))
@@ -413,7 +514,8 @@ struct SignatureParts<'a, 'i> {
     digest_algorithm: XmlDigestAlgorithm,
     digest: Vec<u8>,
     signature_value: Vec<u8>,
-    certificates: Vec<String>,
+    /// The `X509Certificate` texts without whitespace, signer first.
+    certificates: Vec<Cow<'a, str>>,
 }
 
 fn algorithm_attr<'a>(n: Node<'a, '_>, what: &str) -> Result<&'a str, Refusal> {
@@ -431,9 +533,11 @@ fn algorithm_attr<'a>(n: Node<'a, '_>, what: &str) -> Result<&'a str, Refusal> {
 /// `ec:InclusiveNamespaces` under a c14n method or transform (the only child allowed).
 fn inclusive_prefixes(n: Node<'_, '_>, what: &str) -> Result<InclusivePrefixes, Refusal> {
     let kids = elements(n, what)?;
-    match kids.as_slice() {
-        [] => Ok(InclusivePrefixes::none()),
-        [i] if is(*i, ns::EXC_C14N, "InclusiveNamespaces") => Ok(InclusivePrefixes::parse(
+    if kids.is_empty() {
+        return Ok(InclusivePrefixes::none());
+    }
+    match kids.exactly() {
+        Some([i]) if is(i, ns::EXC_C14N, "InclusiveNamespaces") => Ok(InclusivePrefixes::parse(
             i.attribute("PrefixList").unwrap_or(""),
         )),
         _ => refuse(
@@ -521,9 +625,12 @@ impl Validator {
                 }
             }
         }
-        if memchr::memmem::find(input, b"<!DOCTYPE").is_some()
-            || memchr::memmem::find(input, b"<!ENTITY").is_some()
-        {
+        // One pass over the input for `<!` (which a usual assertion does not contain at all),
+        // rather than one search per keyword.
+        if memchr::memmem::find_iter(input, b"<!").any(|i| {
+            let rest = &input[i + 2..];
+            rest.starts_with(b"DOCTYPE") || rest.starts_with(b"ENTITY")
+        }) {
             return refuse(
                 C::DtdForbidden,
                 "document type declarations are not accepted",
@@ -554,9 +661,10 @@ impl Validator {
 
         // --- Document shape, in one pass. ---
         let mut depth = 0usize;
-        let mut assertions = Vec::new();
-        let mut signatures = Vec::new();
-        let mut ids: Vec<&str> = Vec::new();
+        // The first assertion and signature met, and how many there are.
+        let (mut assertion, mut assertions) = (None, 0usize);
+        let (mut signature, mut signatures) = (None, 0usize);
+        let mut ids: Vec<&str> = Vec::with_capacity(4);
         for edge in traverse(doc.root()) {
             match edge {
                 Edge::Open(n) if n.is_element() => {
@@ -567,19 +675,25 @@ impl Validator {
                             format!("elements nested deeper than {}", cfg.max_depth),
                         );
                     }
-                    if n.tag_name().namespace() == Some(ns::SAML) {
-                        match n.tag_name().name() {
-                            "Assertion" => assertions.push(n),
-                            "EncryptedAssertion" => {
-                                return refuse(
-                                    C::EncryptedAssertion,
-                                    "encrypted assertions are not accepted",
-                                );
-                            }
-                            _ => {}
+                    // The local name first: it rules most elements out without comparing
+                    // namespace URIs.
+                    let name = n.tag_name();
+                    match name.name() {
+                        "Assertion" if name.namespace() == Some(ns::SAML) => {
+                            assertion.get_or_insert(n);
+                            assertions += 1;
                         }
-                    } else if is(n, ns::DS, "Signature") {
-                        signatures.push(n);
+                        "EncryptedAssertion" if name.namespace() == Some(ns::SAML) => {
+                            return refuse(
+                                C::EncryptedAssertion,
+                                "encrypted assertions are not accepted",
+                            );
+                        }
+                        "Signature" if name.namespace() == Some(ns::DS) => {
+                            signature.get_or_insert(n);
+                            signatures += 1;
+                        }
+                        _ => {}
                     }
                     for a in n.attributes() {
                         let id_like = match a.namespace() {
@@ -604,8 +718,8 @@ impl Validator {
                 format!("ID '{}' appears more than once", shown(w[0])),
             );
         }
-        let assertion = match assertions.as_slice() {
-            [] => {
+        let assertion = match (assertion, assertions) {
+            (None, _) => {
                 let root = doc.root_element();
                 if is(root, ns::SOAP11, "Envelope") {
                     return refuse(C::SoapVersion, "SOAP 1.1 envelope; SOAP 1.2 is required");
@@ -621,29 +735,23 @@ impl Validator {
                 }
                 return refuse(C::NoAssertion, "no saml:Assertion in the envelope");
             }
-            [a] => *a,
-            more => {
+            (Some(a), 1) => a,
+            (Some(_), more) => {
                 return refuse(
                     C::MultipleAssertions,
-                    format!(
-                        "{} saml:Assertion elements; exactly one is accepted",
-                        more.len()
-                    ),
+                    format!("{more} saml:Assertion elements; exactly one is accepted"),
                 );
             }
         };
         let in_soap = self.check_position(&doc, assertion)?;
 
-        let signature = match signatures.as_slice() {
-            [] => return refuse(C::Unsigned, "the assertion carries no ds:Signature"),
-            [s] => *s,
-            more => {
+        let signature = match (signature, signatures) {
+            (None, _) => return refuse(C::Unsigned, "the assertion carries no ds:Signature"),
+            (Some(s), 1) => s,
+            (Some(_), more) => {
                 return refuse(
                     C::MultipleSignatures,
-                    format!(
-                        "{} ds:Signature elements; exactly one is accepted",
-                        more.len()
-                    ),
+                    format!("{more} ds:Signature elements; exactly one is accepted"),
                 );
             }
         };
@@ -654,7 +762,10 @@ impl Validator {
             );
         }
         let children = elements(assertion, "Assertion")?;
-        if children.len() < 2 || !is(children[0], ns::SAML, "Issuer") || children[1] != signature {
+        // The first two children, then (for `read`) the ones after them.
+        let mut after_signature = children.iter();
+        let (first, second) = (after_signature.next(), after_signature.next());
+        if !first.is_some_and(|i| is(i, ns::SAML, "Issuer")) || second != Some(signature) {
             return refuse(
                 C::SignaturePosition,
                 "ds:Signature must immediately follow saml:Issuer",
@@ -753,11 +864,17 @@ impl Validator {
 
         // --- Digest over the canonicalised assertion without its signature. ---
         let mut buf = Vec::with_capacity(input.len());
-        canonicalize(assertion, Some(signature), &parts.ref_prefixes, &mut buf).map_err(|e| {
-            Refusal {
-                code: C::MalformedXml,
-                message: e.to_string(),
-            }
+        let mut scratch = Scratch::new();
+        canonicalize_with(
+            assertion,
+            Some(signature),
+            &parts.ref_prefixes,
+            &mut buf,
+            &mut scratch,
+        )
+        .map_err(|e| Refusal {
+            code: C::MalformedXml,
+            message: e.to_string(),
         })?;
         let digest = ring::digest::digest(parts.digest_algorithm.ring(), &buf);
         if digest.as_ref() != parts.digest.as_slice() {
@@ -767,11 +884,16 @@ impl Validator {
             );
         }
         buf.clear();
-        canonicalize(parts.signed_info, None, &parts.si_prefixes, &mut buf).map_err(|e| {
-            Refusal {
-                code: C::MalformedXml,
-                message: e.to_string(),
-            }
+        canonicalize_with(
+            parts.signed_info,
+            None,
+            &parts.si_prefixes,
+            &mut buf,
+            &mut scratch,
+        )
+        .map_err(|e| Refusal {
+            code: C::MalformedXml,
+            message: e.to_string(),
         })?;
         if !verify_signature(parts.algorithm, &signer.key, &buf, &parts.signature_value) {
             return refuse(
@@ -793,7 +915,7 @@ impl Validator {
         }
         self.read(
             assertion,
-            &children[2..],
+            after_signature,
             id,
             &signer.cert,
             &parts,
@@ -826,13 +948,13 @@ impl Validator {
             code: C::SoapStructure,
             message: r.message,
         })?;
-        if kids.len() != 2 || !is(kids[0], ns::SOAP12, "Header") || !is(kids[1], ns::SOAP12, "Body")
-        {
-            return refuse(C::SoapStructure, "soap:Envelope must hold Header then Body");
-        }
+        let header = match kids.exactly() {
+            Some([h, b]) if is(h, ns::SOAP12, "Header") && is(b, ns::SOAP12, "Body") => h,
+            _ => return refuse(C::SoapStructure, "soap:Envelope must hold Header then Body"),
+        };
         let security = assertion.parent_element();
         match security {
-            Some(s) if is(s, ns::WSSE, "Security") && s.parent_element() == Some(kids[0]) => {
+            Some(s) if is(s, ns::WSSE, "Security") && s.parent_element() == Some(header) => {
                 Ok(true)
             }
             _ => refuse(
@@ -851,23 +973,20 @@ impl Validator {
             code: C::SignatureStructure,
             message: r.message,
         })?;
-        let (si, sv, ki) = match kids.as_slice() {
-            [si, sv, ki]
-                if is(*si, ns::DS, "SignedInfo")
-                    && is(*sv, ns::DS, "SignatureValue")
-                    && is(*ki, ns::DS, "KeyInfo") =>
+        let (si, sv, ki) = match kids.exactly() {
+            Some([si, sv, ki])
+                if is(si, ns::DS, "SignedInfo")
+                    && is(sv, ns::DS, "SignatureValue")
+                    && is(ki, ns::DS, "KeyInfo") =>
             {
-                (*si, *sv, *ki)
+                (si, sv, ki)
             }
             _ => {
                 return refuse(
                     C::SignatureStructure,
                     format!(
                         "ds:Signature must hold exactly SignedInfo, SignatureValue, KeyInfo (found {})",
-                        kids.iter()
-                            .map(|k| qname_of(*k))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        kids.iter().map(qname_of).collect::<Vec<_>>().join(", ")
                     ),
                 );
             }
@@ -877,36 +996,44 @@ impl Validator {
             message: r.message,
         };
         let si_kids = elements(si, "ds:SignedInfo").map_err(st)?;
-        if si_kids.len() < 3
-            || !is(si_kids[0], ns::DS, "CanonicalizationMethod")
-            || !is(si_kids[1], ns::DS, "SignatureMethod")
-        {
+        let mut refs = si_kids.iter();
+        let (cm, sm) = match (refs.next(), refs.next()) {
+            (Some(cm), Some(sm))
+                if si_kids.len() >= 3
+                    && is(cm, ns::DS, "CanonicalizationMethod")
+                    && is(sm, ns::DS, "SignatureMethod") =>
+            {
+                (cm, sm)
+            }
+            _ => {
+                return refuse(
+                    C::SignatureStructure,
+                    "ds:SignedInfo must hold CanonicalizationMethod, SignatureMethod, Reference",
+                );
+            }
+        };
+        // `refs` now holds the children after SignatureMethod.
+        if let Some(other) = refs.clone().find(|r| !is(*r, ns::DS, "Reference")) {
             return refuse(
                 C::SignatureStructure,
-                "ds:SignedInfo must hold CanonicalizationMethod, SignatureMethod, Reference",
+                format!("unexpected {} in ds:SignedInfo", shown(&qname_of(other))),
             );
         }
-        let refs = &si_kids[2..];
-        if let Some(other) = refs.iter().find(|r| !is(**r, ns::DS, "Reference")) {
-            return refuse(
-                C::SignatureStructure,
-                format!("unexpected {} in ds:SignedInfo", shown(&qname_of(*other))),
-            );
-        }
-        if refs.len() != 1 {
-            return refuse(
-                C::ReferenceCount,
-                format!("{} references; exactly one is accepted", refs.len()),
-            );
-        }
-        let cm = si_kids[0];
+        let reference = match (refs.next(), si_kids.len() - 2) {
+            (Some(r), 1) => r,
+            (_, n) => {
+                return refuse(
+                    C::ReferenceCount,
+                    format!("{n} references; exactly one is accepted"),
+                );
+            }
+        };
         check_c14n_uri(
             algorithm_attr(cm, "CanonicalizationMethod")?,
             "CanonicalizationMethod",
         )?;
         let si_prefixes = inclusive_prefixes(cm, "CanonicalizationMethod")?;
 
-        let sm = si_kids[1];
         let sm_uri = algorithm_attr(sm, "SignatureMethod")?;
         let algorithm = match XmlSignatureAlgorithm::from_uri(sm_uri) {
             Some(a) if self.config.signature_algorithms.contains(&a) => a,
@@ -931,7 +1058,6 @@ impl Validator {
             );
         }
 
-        let reference = refs[0];
         let reference_uri = reference.attribute("URI").unwrap_or("");
         for a in reference.attributes() {
             if a.namespace().is_some() || !matches!(a.name(), "URI" | "Id" | "Type") {
@@ -942,13 +1068,13 @@ impl Validator {
             }
         }
         let rk = elements(reference, "ds:Reference").map_err(st)?;
-        let (tr, dm, dv) = match rk.as_slice() {
-            [tr, dm, dv]
-                if is(*tr, ns::DS, "Transforms")
-                    && is(*dm, ns::DS, "DigestMethod")
-                    && is(*dv, ns::DS, "DigestValue") =>
+        let (tr, dm, dv) = match rk.exactly() {
+            Some([tr, dm, dv])
+                if is(tr, ns::DS, "Transforms")
+                    && is(dm, ns::DS, "DigestMethod")
+                    && is(dv, ns::DS, "DigestValue") =>
             {
-                (*tr, *dm, *dv)
+                (tr, dm, dv)
             }
             _ => {
                 return refuse(
@@ -958,15 +1084,15 @@ impl Validator {
             }
         };
         let transforms = elements(tr, "ds:Transforms").map_err(st)?;
-        let ref_prefixes = match transforms.as_slice() {
-            [t1, t2]
-                if is(*t1, ns::DS, "Transform")
-                    && is(*t2, ns::DS, "Transform")
+        let ref_prefixes = match transforms.exactly() {
+            Some([t1, t2])
+                if is(t1, ns::DS, "Transform")
+                    && is(t2, ns::DS, "Transform")
                     && t1.attribute("Algorithm") == Some(ns::ENVELOPED)
                     && t2.attribute("Algorithm") == Some(ns::EXC_C14N)
-                    && elements(*t1, "Transform").map_err(st)?.is_empty() =>
+                    && elements(t1, "Transform").map_err(st)?.is_empty() =>
             {
-                inclusive_prefixes(*t2, "Transform")?
+                inclusive_prefixes(t2, "Transform")?
             }
             _ => {
                 let uris: Vec<String> = transforms
@@ -1007,8 +1133,8 @@ impl Validator {
             code: C::KeyInfo,
             message: r.message,
         })?;
-        let x509 = match ki_kids.as_slice() {
-            [x] if is(*x, ns::DS, "X509Data") => *x,
+        let x509 = match ki_kids.exactly() {
+            Some([x]) if is(x, ns::DS, "X509Data") => x,
             _ => {
                 return refuse(C::KeyInfo, "ds:KeyInfo must hold exactly one ds:X509Data");
             }
@@ -1019,7 +1145,7 @@ impl Validator {
         })?;
         if certs.is_empty()
             || certs.len() > 4
-            || certs.iter().any(|c| !is(*c, ns::DS, "X509Certificate"))
+            || certs.iter().any(|c| !is(c, ns::DS, "X509Certificate"))
         {
             return refuse(
                 C::KeyInfo,
@@ -1048,7 +1174,7 @@ impl Validator {
     fn read(
         &self,
         assertion: Node<'_, '_>,
-        rest: &[Node<'_, '_>],
+        rest: KidsIter<'_, '_>,
         id: &str,
         signer: &SignerCertificate,
         parts: &SignatureParts<'_, '_>,
@@ -1096,7 +1222,7 @@ impl Validator {
         }
 
         let (mut subject, mut conditions, mut authn, mut statement) = (None, None, None, None);
-        for &n in rest {
+        for n in rest {
             let slot = match (n.tag_name().namespace(), n.tag_name().name()) {
                 (Some(ns::SAML), "Subject") => &mut subject,
                 (Some(ns::SAML), "Conditions") => &mut conditions,
@@ -1173,7 +1299,7 @@ impl Validator {
                         if !is(a, ns::SAML, "Audience") {
                             return refuse(C::Schema, "AudienceRestriction holds only Audience");
                         }
-                        these.push(simple_text(a, "Audience", C::Schema)?);
+                        these.push(simple_text(a, "Audience", C::Schema)?.into_owned());
                     }
                     if let Some(mine) = &cfg.audience
                         && !these.iter().any(|a| a == mine)
@@ -1297,7 +1423,8 @@ impl Validator {
                         if class_ref.is_some() {
                             return refuse(C::Schema, "AuthnContextClassRef appears twice");
                         }
-                        class_ref = Some(simple_text(c, "AuthnContextClassRef", C::Schema)?);
+                        class_ref =
+                            Some(simple_text(c, "AuthnContextClassRef", C::Schema)?.into_owned());
                     } else if !is(c, ns::SAML, "AuthnContextDecl")
                         && !is(c, ns::SAML, "AuthnContextDeclRef")
                     {
@@ -1312,7 +1439,7 @@ impl Validator {
             class_ref.map_or_else(|| refuse(C::Schema, "no AuthnContextClassRef"), Ok)?;
 
         // Attributes.
-        let mut attributes: Vec<(&str, Node<'_, '_>)> = Vec::new();
+        let mut attributes: Vec<(&str, Node<'_, '_>)> = Vec::with_capacity(16);
         for n in elements(statement, "AttributeStatement")? {
             if !is(n, ns::SAML, "Attribute") {
                 return refuse(
@@ -1351,7 +1478,7 @@ impl Validator {
         })?;
         Ok(ValidatedAssertion {
             id: id.to_owned(),
-            issuer,
+            issuer: issuer.into_owned(),
             issue_instant,
             not_before,
             not_on_or_after,
@@ -1431,7 +1558,7 @@ fn issuer_names_signer(issuer: &str, signer: &SignerCertificate) -> bool {
     let Ok(dn) = cps_pki::DistinguishedName::parse(issuer) else {
         return false;
     };
-    if dn == signer.subject_dn {
+    if dn == *signer.subject_dn {
         return true;
     }
     let mut rev: Vec<_> = dn.rdns().to_vec();
@@ -1440,7 +1567,7 @@ fn issuer_names_signer(issuer: &str, signer: &SignerCertificate) -> bool {
 }
 
 /// The values of an attribute.
-fn values<'a, 'i>(attribute: Node<'a, 'i>, name: &str) -> Result<Vec<Node<'a, 'i>>, Refusal> {
+fn values<'a, 'i>(attribute: Node<'a, 'i>, name: &str) -> Result<Kids<'a, 'i>, Refusal> {
     let vs = elements(attribute, name)?;
     if vs.is_empty() {
         return refuse(
@@ -1448,12 +1575,12 @@ fn values<'a, 'i>(attribute: Node<'a, 'i>, name: &str) -> Result<Vec<Node<'a, 'i
             format!("attribute {} has no value", shown(name)),
         );
     }
-    if let Some(v) = vs.iter().find(|v| !is(**v, ns::SAML, "AttributeValue")) {
+    if let Some(v) = vs.iter().find(|v| !is(*v, ns::SAML, "AttributeValue")) {
         return refuse(
             RefusalCode::Schema,
             format!(
                 "unexpected {} in attribute {}",
-                shown(&qname_of(*v)),
+                shown(&qname_of(v)),
                 shown(name)
             ),
         );
@@ -1461,22 +1588,24 @@ fn values<'a, 'i>(attribute: Node<'a, 'i>, name: &str) -> Result<Vec<Node<'a, 'i
     Ok(vs)
 }
 
-fn single_text(attrs: &[(&str, Node<'_, '_>)], name: &str) -> Result<Option<String>, Refusal> {
+fn single_text<'a>(
+    attrs: &[(&str, Node<'a, '_>)],
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, Refusal> {
     let Some((_, a)) = attrs.iter().find(|(n, _)| *n == name) else {
         return Ok(None);
     };
-    let vs = values(*a, name)?;
-    if vs.len() != 1 {
+    let Some([v]) = values(*a, name)?.exactly() else {
         return refuse(
             RefusalCode::MalformedAttribute,
             format!("attribute {} must have exactly one value", shown(name)),
         );
-    }
-    simple_text(vs[0], name, RefusalCode::MalformedAttribute).map(Some)
+    };
+    simple_text(v, name, RefusalCode::MalformedAttribute).map(Some)
 }
 
 fn required_text(attrs: &[(&str, Node<'_, '_>)], name: &str) -> Result<String, Refusal> {
-    single_text(attrs, name)?.map_or_else(
+    single_text(attrs, name)?.map(Cow::into_owned).map_or_else(
         || {
             refuse(
                 RefusalCode::MissingAttribute,
@@ -1494,13 +1623,13 @@ fn coded(value: Node<'_, '_>, element: &str, name: &str) -> Result<CodedValue, R
         message: format!("attribute {}: {why}", shown(name)),
     };
     let kids = elements(value, name).map_err(|r| bad(r.message))?;
-    let [ce] = kids.as_slice() else {
+    let Some([ce]) = kids.exactly() else {
         return Err(bad(format!("expected one hl7:{element} element")));
     };
-    if !is(*ce, ns::HL7, element) {
+    if !is(ce, ns::HL7, element) {
         return Err(bad(format!(
             "expected hl7:{element}, found {}",
-            shown(&qname_of(*ce))
+            shown(&qname_of(ce))
         )));
     }
     if let Some(t) = ce.attribute((ns::XSI, "type"))
@@ -1585,11 +1714,10 @@ fn read_claims(
             );
         }
         Some((_, a)) => {
-            let vs = values(*a, attr::PURPOSE_OF_USE)?;
-            if vs.len() != 1 {
+            let Some([v]) = values(*a, attr::PURPOSE_OF_USE)?.exactly() else {
                 return Err(malformed(attr::PURPOSE_OF_USE, "exactly one value".into()));
-            }
-            coded(vs[0], "PurposeOfUse", attr::PURPOSE_OF_USE)?
+            };
+            coded(v, "PurposeOfUse", attr::PURPOSE_OF_USE)?
         }
     };
     if pou.code_system != ns::PURPOSE_OF_USE_CODE_SYSTEM {
@@ -1608,7 +1736,7 @@ fn read_claims(
         "centre_15" => PurposeOfUse::Centre15,
         "bris_de_glace" => match justification.as_deref() {
             Some(j) if !j.trim().is_empty() => PurposeOfUse::BreakGlass {
-                justification: justification.clone().unwrap_or_default(),
+                justification: j.to_owned(),
             },
             _ => {
                 return refuse(
@@ -1639,24 +1767,19 @@ fn read_claims(
     let confidentiality_code = match attrs.iter().find(|(n, _)| *n == attr::CONFIDENTIALITY_CODE) {
         None => None,
         Some((_, a)) => {
-            let vs = values(*a, attr::CONFIDENTIALITY_CODE)?;
-            if vs.len() != 1 {
+            let Some([v]) = values(*a, attr::CONFIDENTIALITY_CODE)?.exactly() else {
                 return Err(malformed(
                     attr::CONFIDENTIALITY_CODE,
                     "exactly one value".into(),
                 ));
-            }
-            Some(coded(
-                vs[0],
-                "ConfidentialityCode",
-                attr::CONFIDENTIALITY_CODE,
-            )?)
+            };
+            Some(coded(v, "ConfidentialityCode", attr::CONFIDENTIALITY_CODE)?)
         }
     };
     let software = SoftwareInfo {
         name: required_text(attrs, attr::LPS_NOM)?,
-        version: single_text(attrs, attr::LPS_VERSION)?,
-        id: single_text(attrs, attr::LPS_ID)?,
+        version: single_text(attrs, attr::LPS_VERSION)?.map(Cow::into_owned),
+        id: single_text(attrs, attr::LPS_ID)?.map(Cow::into_owned),
         homologation: required_text(attrs, attr::LPS_HOMOLOGATION)?,
     };
     Ok(VihfClaims {
@@ -1675,4 +1798,74 @@ fn read_claims(
         authn_instant,
         authn_context_class_ref,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(xml: &str) -> Document<'_> {
+        Document::parse(xml).unwrap()
+    }
+
+    #[test]
+    fn element_children_are_walked_in_order_beyond_any_count() {
+        let xml = format!(
+            "<r> {} <!-- c --> </r>",
+            (0..20).map(|i| format!("<e{i}/>")).collect::<String>()
+        );
+        let d = doc(&xml);
+        let kids = elements(d.root_element(), "r").unwrap();
+        assert_eq!(kids.len(), 20);
+        let names: Vec<_> = kids
+            .iter()
+            .map(|n| n.tag_name().name().to_owned())
+            .collect();
+        assert_eq!(names, (0..20).map(|i| format!("e{i}")).collect::<Vec<_>>());
+        assert_eq!(kids.into_iter().count(), 20);
+        assert!(kids.exactly::<19>().is_none());
+        assert_eq!(kids.exactly::<20>().unwrap()[19].tag_name().name(), "e19");
+        let d = doc("<r><a/>x<b/></r>");
+        assert_eq!(
+            elements(d.root_element(), "r").err().unwrap().code,
+            RefusalCode::Schema
+        );
+        let d = doc("<r> </r>");
+        let none = elements(d.root_element(), "r").unwrap();
+        assert!(none.is_empty() && none.exactly::<0>().is_none() && none.iter().next().is_none());
+    }
+
+    #[test]
+    fn simple_text_borrows_one_text_node_and_joins_several() {
+        let d = doc("<r><a>one</a><b>tw<!-- c -->o</b><c/><d>x<e/></d></r>");
+        let k = elements(d.root_element(), "r")
+            .unwrap()
+            .exactly::<4>()
+            .unwrap();
+        let c = RefusalCode::Schema;
+        assert!(matches!(
+            simple_text(k[0], "a", c).unwrap(),
+            Cow::Borrowed("one")
+        ));
+        assert_eq!(simple_text(k[1], "b", c).unwrap(), "two");
+        assert_eq!(simple_text(k[2], "c", c).unwrap(), "");
+        assert!(simple_text(k[3], "d", c).is_err());
+    }
+
+    #[test]
+    fn base64_whitespace_is_removed_and_nothing_else() {
+        assert!(matches!(
+            compact_b64(Cow::Borrowed("QUJD")),
+            Cow::Borrowed("QUJD")
+        ));
+        assert_eq!(compact_b64(Cow::Borrowed("QU\r\n J\tD ")), "QUJD");
+        // Other control characters stay (and make the text invalid base64, as before).
+        assert_eq!(compact_b64(Cow::Borrowed("QU\u{b}JD")), "QU\u{b}JD");
+        let long = "QUJD".repeat(40);
+        assert!(matches!(
+            compact_b64(Cow::Borrowed(&long)),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(compact_b64(Cow::Owned(format!("{long}\n"))), long);
+    }
 }
