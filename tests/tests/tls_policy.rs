@@ -39,7 +39,10 @@ pub fn assert_bcp195(addr: &str) {
             .lines()
             .find(|l| l.starts_with(proto) && (l.contains("enabled") || l.contains("disabled")))
             .unwrap_or_else(|| panic!("sslscan did not report {proto}:\n{report}"));
-        assert!(line.contains(want), "{addr}: {proto} must be {want}:\n{report}");
+        assert!(
+            line.contains(want),
+            "{addr}: {proto} must be {want}:\n{report}"
+        );
     }
     let suites: Vec<(&str, &str)> = report
         .lines()
@@ -56,7 +59,10 @@ pub fn assert_bcp195(addr: &str) {
             "TLSv1.2" => GOOD_TLS12.contains(suite),
             _ => false,
         };
-        assert!(ok, "{addr}: {proto} {suite} is not a BCP 195 suite:\n{report}");
+        assert!(
+            ok,
+            "{addr}: {proto} {suite} is not a BCP 195 suite:\n{report}"
+        );
     }
     // TLS 1.3 is preferred: the first suite listed is a TLS 1.3 one.
     assert_eq!(suites[0].0, "TLSv1.3", "{report}");

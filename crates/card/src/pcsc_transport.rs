@@ -225,8 +225,12 @@ impl PcscCard {
     /// on the card — OpenSC disconnects with "leave card" — is gone afterwards.
     pub fn reset(&mut self) -> Result<()> {
         let card = self.card.as_mut().ok_or(CardError::CardRemoved)?;
-        card.reconnect(pcsc::ShareMode::Shared, pcsc::Protocols::ANY, pcsc::Disposition::ResetCard)
-            .map_err(pcsc_err("reconnect"))
+        card.reconnect(
+            pcsc::ShareMode::Shared,
+            pcsc::Protocols::ANY,
+            pcsc::Disposition::ResetCard,
+        )
+        .map_err(pcsc_err("reconnect"))
     }
 
     /// Keep the card's security state when this handle is dropped (default: reset).

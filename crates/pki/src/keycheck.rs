@@ -425,11 +425,20 @@ mod tests {
     /// The ROCA test vector the end-to-end suite splices into a CSR (`tests/vectors`).
     #[test]
     fn shipped_roca_vector_is_fingerprinted() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/roca-2048.hex");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/vectors/roca-2048.hex"
+        );
         let text = std::fs::read_to_string(path).expect("tests/vectors/roca-2048.hex");
-        let n: Vec<u8> = (0..text.trim().len()).step_by(2).map(|i| u8::from_str_radix(&text.trim()[i..i + 2], 16).unwrap()).collect();
+        let n: Vec<u8> = (0..text.trim().len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text.trim()[i..i + 2], 16).unwrap())
+            .collect();
         assert_eq!(n, roca_modulus(42));
-        assert_eq!(check_public_key(&rsa_spki(&n, &[1, 0, 1]), &KeyPolicy::default()), Err(KeyError::Roca));
+        assert_eq!(
+            check_public_key(&rsa_spki(&n, &[1, 0, 1]), &KeyPolicy::default()),
+            Err(KeyError::Roca)
+        );
     }
 
     #[test]

@@ -635,7 +635,10 @@ fn organisation_certificates_from_openssl_requests() {
         t.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
         "{t}"
     );
-    assert!(t.contains("DNS:arr.chu.example, IP Address:127.0.0.1"), "{t}");
+    assert!(
+        t.contains("DNS:arr.chu.example, IP Address:127.0.0.1"),
+        "{t}"
+    );
     for purpose in ["sslclient", "sslserver"] {
         let (ok, out) = verify_with(&pki, ca, &pem, &["-purpose", purpose]);
         assert!(ok, "node certificate as {purpose}: {out}");
