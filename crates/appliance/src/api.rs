@@ -37,6 +37,8 @@ pub struct ApiState {
     pub jobs: crate::cards::Jobs,
     /// The audit record repository's log (absent when not running).
     pub audit_log: Option<cps_atna::AuditLog>,
+    /// Batched durable audit records for high-rate requests (assertion validation).
+    pub audit_writer: crate::audit::AuditWriter,
 }
 
 /// One error shape for the whole API: a status and a message for the caller. Internal details

@@ -180,34 +180,36 @@ pub async fn validate(
             "XUA validation is not available on this appliance",
         )
     })?;
-    let store = st.ca.store().clone();
-    let actor = format!("operator:{}", op.name);
-    let r = run_blocking(move || {
-        let now = SystemTime::now();
-        let r = xua.validate(&body, now);
-        let (outcome, detail) = match &r {
-            Ok(v) => (
-                "success",
-                serde_json::json!({ "assertion_id": v.id, "idnat_ps": v.claims.name_id.as_str(), "purpose_of_use": v.claims.purpose_of_use.code() }),
-            ),
-            Err(refusal) => (
-                "failure",
-                serde_json::json!({ "code": refusal.code.as_str(), "reason": refusal.message }),
-            ),
-        };
-        let rec = cps_store::AuditRecord {
-            time: crate::xua::unix(now),
-            kind: "xua.validate".into(),
-            actor,
-            outcome: outcome.into(),
-            detail,
-        };
-        if let Err(e) = store.commit(cps_store::WriteBatch::new().with(cps_store::WriteOp::AppendAudit(rec))) {
-            tracing::error!(error = %e, "cannot audit an assertion validation");
-        }
-        r
-    })
-    .await?;
+    // Validation is ~50 µs of CPU: it runs on the runtime's worker (a hop to a blocking thread
+    // would cost more than it saves), and its audit record is committed by the batching writer
+    // before the answer leaves: durable before acknowledged, one flush for many requests.
+    let now = SystemTime::now();
+    let r = xua.validate(&body, now);
+    let (outcome, detail) = match &r {
+        Ok(v) => (
+            "success",
+            serde_json::json!({ "assertion_id": v.id, "idnat_ps": v.claims.name_id.as_str(), "purpose_of_use": v.claims.purpose_of_use.code() }),
+        ),
+        Err(refusal) => (
+            "failure",
+            serde_json::json!({ "code": refusal.code.as_str(), "reason": refusal.message }),
+        ),
+    };
+    let rec = cps_store::AuditRecord {
+        time: crate::xua::unix(now),
+        kind: "xua.validate".into(),
+        actor: format!("operator:{}", op.name),
+        outcome: outcome.into(),
+        detail,
+    };
+    if let Err(e) = st.audit_writer.record(rec).await {
+        // No answer without its audit record (fail closed).
+        tracing::error!(error = %e, "cannot audit an assertion validation");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the validation could not be audited; try again later",
+        ));
+    }
     Ok(match r {
         Ok(v) => {
             let c = &v.claims;

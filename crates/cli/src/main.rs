@@ -7,6 +7,9 @@ mod issuance_cmd;
 mod login_cmd;
 mod node_cmd;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
