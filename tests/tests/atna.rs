@@ -58,8 +58,17 @@ fn events_for(home: &Home, user: &str) -> String {
 /// One framed message over `openssl s_client` with an optional client certificate.
 fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &str) -> String {
     let mut cmd = Command::new(peer("openssl"));
-    cmd.args(["s_client", "-connect", &app.syslog_tls, "-quiet", "-CAfile"])
-        .arg(home.join("ca/root.pem"));
+    cmd.args([
+        "s_client",
+        "-connect",
+        &app.syslog_tls,
+        "-quiet",
+        // -quiet implies -ign_eof: without this, s_client waits for the server to close (the
+        // repository's 300 s idle timeout) after the message is sent.
+        "-no_ign_eof",
+        "-CAfile",
+    ])
+    .arg(home.join("ca/root.pem"));
     if let Some((c, k)) = cert {
         cmd.arg("-cert").arg(c).arg("-key").arg(k);
     }
