@@ -1,0 +1,621 @@
+//! Card login and assertion validation against a running appliance (numbers in BENCHMARKS.md).
+//!
+//! One run starts pcscd + vpcd + firmware-sim and `cps-trust serve` (SoftHSM2, sled store, audit
+//! trail), imports a professional and enrols the simulated card, then measures:
+//!
+//! 1. **Login round trip through pcscd**, as a workstation does it: `POST /api/v1/login/challenge`,
+//!    VERIFY PIN + GENERAL AUTHENTICATE on the card through pcscd → vpcd → firmware-sim,
+//!    `POST /api/v1/login` → signed assertion. "warm": the practice software keeps its card
+//!    handle and its HTTPS connection; "cold": a new TLS connection, SCardConnect, SELECT and
+//!    certificate read for every login (what `cps-trust login` does, without process start).
+//! 2. **`POST /api/v1/xua/validate` over HTTPS** (mutual TLS as a `service` operator, HTTP/1.1
+//!    keep-alive) from a load generator in this process, every request a distinct assertion
+//!    sealed by the appliance's own cachet key (signed here through SoftHSM2 beforehand) so that
+//!    every one is fully validated, accepted and audited; then the same assertions validated in
+//!    process with `cps_xua::Validator` (2 threads) for comparison, in the same run.
+//!
+//! Run: `cargo bench -p cps-trust-tests --bench xua_http`
+//! Environment: `LOGINS` (300), `ASSERTIONS` (60000), `CONNS` (64 connections),
+//! `CLIENT_THREADS` (1 load-generator thread).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use cps_card::{KeyAlgorithm, Pcsc, Piv, Slot};
+use cps_pki::IdNatPs;
+use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::*;
+use cps_xua::{
+    AssertionId, AssertionIssuer, AuthenticationMode, CodedValue, EKU_DOCUMENT_SIGNING, EkuPolicy,
+    InMemoryReplayCache, IssuerConfig, PatientId, PurposeOfUse, SoftwareInfo, StaticRevocationList,
+    TrustStore, Validator, ValidatorConfig, VihfClaims,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IDNAT: &str = "810002813839";
+const STRUCTURE: &str = "10B0152872";
+const PATIENT_INS: &str = "248079707503828";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) -> String {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    format!(
+        "{name:<34} n={:<5} p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        percentile(&ms, 0.99)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client over tokio-rustls: one request at a time per connection, keep-alive.
+
+struct Conn {
+    s: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Conn {
+    async fn open(addr: &str, tls: Arc<rustls::ClientConfig>) -> Conn {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        let host = addr.rsplit_once(':').unwrap().0.to_owned();
+        let s = tokio_rustls::TlsConnector::from(tls)
+            .connect(ServerName::try_from(host).unwrap(), tcp)
+            .await
+            .expect("TLS handshake");
+        Conn {
+            s,
+            buf: Vec::with_capacity(16 * 1024),
+            out: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    async fn read_more(&mut self) {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.s.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "the appliance closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// POST `body`; returns the status and the response body.
+    async fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        self.out.clear();
+        self.out.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        self.out.extend_from_slice(body);
+        self.s.write_all(&self.out).await.expect("write");
+        self.s.flush().await.expect("flush");
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.read_more().await;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        let body = if let Some(len) = header("content-length:") {
+            let len: usize = len.parse().expect("content-length");
+            while self.buf.len() < head_end + len {
+                self.read_more().await;
+            }
+            let b = self.buf[head_end..head_end + len].to_vec();
+            self.buf.drain(..head_end + len);
+            b
+        } else {
+            assert!(
+                header("transfer-encoding:").is_some_and(|v| v.contains("chunked")),
+                "a response without a length: {head}"
+            );
+            self.buf.drain(..head_end);
+            let mut b = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(i) = find(&self.buf, b"\r\n") {
+                        break i;
+                    }
+                    self.read_more().await;
+                };
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&self.buf[..line_end])
+                        .split(';')
+                        .next()
+                        .unwrap()
+                        .trim(),
+                    16,
+                )
+                .expect("chunk size");
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    self.read_more().await;
+                }
+                b.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                self.buf.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    break;
+                }
+            }
+            b
+        };
+        (status, body)
+    }
+}
+
+fn tls_config(home: &Home, operator: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(home.join("ca/root.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    Arc::new(match operator {
+        None => b.with_no_client_auth(),
+        Some(name) => {
+            let dir = home.join("operator");
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_file_iter(dir.join(format!("{name}-cert.pem")))
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect();
+            let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}-key.pem"))).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup.
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    let i = out
+        .find(key)
+        .unwrap_or_else(|| panic!("no '{key}' in:\n{out}"))
+        + key.len();
+    out[i..].split_whitespace().next().unwrap()
+}
+
+fn import_and_enrol(home: &Home, dir: &Path, reader: &str) -> String {
+    let csv = dir.join("professionals.csv");
+    std::fs::write(
+        &csv,
+        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
+    )
+    .unwrap();
+    assert_success(
+        &home.cps(&["professional", "import", csv.to_str().unwrap()]),
+        "professional import",
+    );
+    let out = home.cps(&[
+        "card",
+        "enroll",
+        "--reader",
+        reader,
+        "--professional",
+        IDNAT,
+        "--activity",
+        STRUCTURE,
+    ]);
+    assert_success(&out, "card enroll");
+    field(&text(&out.stdout), "initial PIN ").to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Login round trip.
+
+struct Card {
+    piv: Piv<cps_card::PcscCard>,
+    cert: Vec<u8>,
+}
+
+fn open_card(pcsc: &Pcsc, reader: &str) -> Card {
+    let mut piv = Piv::select(pcsc.connect(reader).unwrap()).unwrap();
+    let cert = piv
+        .read_certificate(Slot::Authentication)
+        .unwrap()
+        .expect("an authentication certificate on the card");
+    Card { piv, cert }
+}
+
+/// One login; returns the times of (challenge, card, login) in ms.
+async fn login_once(conn: &mut Conn, card: &mut Card, pin: &str) -> [f64; 3] {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let t0 = Instant::now();
+    let (st, body) = conn
+        .post("/api/v1/login/challenge", "application/json", b"{}")
+        .await;
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let nonce = b64.decode(ch["challenge"].as_str().unwrap()).unwrap();
+    let t1 = Instant::now();
+    let signature = card
+        .piv
+        .sign_challenge(pin, KeyAlgorithm::EccP256, &nonce)
+        .unwrap();
+    card.piv.logout().unwrap();
+    let t2 = Instant::now();
+    let req = serde_json::json!({
+        "challenge_id": ch["challenge_id"],
+        "certificate": b64.encode(&card.cert),
+        "signature": b64.encode(&signature),
+        "context": {
+            "patient_ins": PATIENT_INS,
+            "purpose_of_use": "normal",
+            "software_name": "xua_http bench",
+            "software_version": "1",
+        },
+    });
+    let (st, body) = conn
+        .post(
+            "/api/v1/login",
+            "application/json",
+            &serde_json::to_vec(&req).unwrap(),
+        )
+        .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let r: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(r["assertion"].as_str().unwrap().contains(IDNAT));
+    let t3 = Instant::now();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    [ms(t0, t1), ms(t1, t2), ms(t2, t3)]
+}
+
+fn bench_login(
+    rt: &tokio::runtime::Runtime,
+    app: &Appliance,
+    home: &Home,
+    reader: &str,
+    pin: &str,
+) {
+    let n = env("LOGINS", 300);
+    let tls = tls_config(home, None);
+    let pcsc = Pcsc::establish().unwrap();
+    rt.block_on(async {
+        // Warm: one card handle, one keep-alive connection.
+        let mut card = open_card(&pcsc, reader);
+        let mut conn = Conn::open(&app.https, tls.clone()).await;
+        for _ in 0..10 {
+            login_once(&mut conn, &mut card, pin).await;
+        }
+        let (mut total, mut challenge, mut on_card, mut login) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let [a, b, c] = login_once(&mut conn, &mut card, pin).await;
+            total.push(a + b + c);
+            challenge.push(a);
+            on_card.push(b);
+            login.push(c);
+        }
+        drop(card);
+        // Cold: connect to the card and to the appliance for every login.
+        let mut cold = Vec::new();
+        for _ in 0..(n / 5).max(20) {
+            let t = Instant::now();
+            let mut card = open_card(&pcsc, reader);
+            let mut conn = Conn::open(&app.https, tls.clone()).await;
+            login_once(&mut conn, &mut card, pin).await;
+            cold.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("login round trip through pcscd (P-256 card, RSA-2048 seal in SoftHSM2):");
+        println!("  {}", summary("warm: challenge + card + login", total));
+        println!("  {}", summary("  POST /login/challenge", challenge));
+        println!("  {}", summary("  card: VERIFY + GENERAL AUTH", on_card));
+        println!("  {}", summary("  POST /login (assertion)", login));
+        println!("  {}", summary("cold: + TLS, SCardConnect, SELECT", cold));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Validation over HTTP and in process.
+
+fn claims(now: SystemTime) -> VihfClaims {
+    VihfClaims {
+        vihf_version: "3.0".into(),
+        name_id: IdNatPs::parse(IDNAT).unwrap(),
+        subject_id: "DONNAT-GADY, ISABELLE".into(),
+        roles: vec![CodedValue {
+            code: "10".into(),
+            code_system: "1.2.250.1.71.1.2.7".into(),
+            code_system_name: Some("professions".into()),
+            display_name: Some("Médecin".into()),
+        }],
+        secteur_activite: "SA07^1.2.250.1.71.4.2.4".into(),
+        structure_id: STRUCTURE.into(),
+        authentication_mode: AuthenticationMode::Indirect,
+        patient: Some(PatientId {
+            ins: PATIENT_INS.into(),
+            authority: "1.2.250.1.213.1.4.10".into(),
+        }),
+        resource_urn: "urn:dmp".into(),
+        purpose_of_use: PurposeOfUse::Normal,
+        confidentiality_code: None,
+        software: SoftwareInfo {
+            name: "xua_http bench".into(),
+            version: Some("1".into()),
+            id: None,
+            homologation: "HOMOL-BENCH-0001".into(),
+        },
+        authn_instant: now - Duration::from_secs(5),
+        authn_context_class_ref: cps_xua::AUTHN_SMARTCARD_PKI.into(),
+    }
+}
+
+/// `n` distinct assertions sealed with the appliance's cachet key (SoftHSM2), on 2 threads.
+fn seal_assertions(home: &Home, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let config = cps_appliance::config::Config::load(&home.join("cps-trust.toml")).unwrap();
+    let hsm = cps_hsm::Hsm::open(&config.hsm_config(&home.path).unwrap()).unwrap();
+    let key = hsm.key(&config.xua.key_label).unwrap();
+    let chain = cps_appliance::serve::pem_blocks(
+        &std::fs::read_to_string(home.join(cps_appliance::xua::CACHET_FILE)).unwrap(),
+    );
+    let issuer = AssertionIssuer::new(Arc::new(key), &chain, IssuerConfig::default()).unwrap();
+    let now = SystemTime::now();
+    let c = claims(now);
+    let t = Instant::now();
+    let next = AtomicUsize::new(0);
+    let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut v = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break v;
+                        }
+                        let mut id = [0u8; 16];
+                        id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                        id[8..].copy_from_slice(&rand::random::<[u8; 8]>());
+                        let a = issuer
+                            .issue(&c, now, &AssertionId::from_random(id))
+                            .unwrap();
+                        v.push(a.xml.into_bytes());
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            parts.push(h.join().unwrap());
+        }
+    });
+    let all: Vec<Vec<u8>> = parts.into_iter().flatten().collect();
+    println!(
+        "sealed {} assertions ({} bytes each) with the appliance's cachet key in {:.1} s",
+        all.len(),
+        all[0].len(),
+        t.elapsed().as_secs_f64()
+    );
+    (all, chain)
+}
+
+fn bench_validate_http(
+    rt: &tokio::runtime::Runtime,
+    app: &Appliance,
+    home: &Home,
+    assertions: &Arc<Vec<Vec<u8>>>,
+) {
+    let conns = env("CONNS", 64);
+    let tls = tls_config(home, Some("svc"));
+    let server_pid = app.daemon.pid().to_string();
+    let (elapsed, lat, statuses, cpu_client, cpu_server, cpu_server_drain) = rt.block_on(async {
+        let mut cs = Vec::new();
+        for _ in 0..conns {
+            cs.push(Conn::open(&app.https, tls.clone()).await);
+        }
+        // Warm up each connection with a refused document (no assertion consumed).
+        for c in &mut cs {
+            let (st, _) = c
+                .post("/api/v1/xua/validate", "application/xml", b"<x/>")
+                .await;
+            assert_eq!(st, 422);
+        }
+        let next = Arc::new(AtomicUsize::new(0));
+        let (c0, s0) = (cpu_secs("self"), cpu_secs(&server_pid));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for mut c in cs {
+            let next = next.clone();
+            let assertions = assertions.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= assertions.len() {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let (st, body) = c
+                        .post("/api/v1/xua/validate", "application/xml", &assertions[i])
+                        .await;
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    if st == 200 {
+                        assert!(memchr_valid(&body), "{}", String::from_utf8_lossy(&body));
+                    } else if !statuses.contains_key(&st) {
+                        eprintln!("HTTP {st}: {}", String::from_utf8_lossy(&body));
+                    }
+                    *statuses.entry(st).or_default() += 1;
+                }
+                (lat, statuses, c)
+            }));
+        }
+        let mut lat = Vec::new();
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        let mut keep = Vec::new();
+        for t in tasks {
+            let (l, s, c) = t.await.unwrap();
+            lat.extend(l);
+            for (k, v) in s {
+                *statuses.entry(k).or_default() += v;
+            }
+            keep.push(c);
+        }
+        let elapsed = start.elapsed();
+        let (c1, s1) = (cpu_secs("self"), cpu_secs(&server_pid));
+        // The audit trail of the validations (store → DICOM → local log) may still be draining.
+        let mut last = s1;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = cpu_secs(&server_pid);
+            if now - last < 0.05 {
+                break;
+            }
+            last = now;
+        }
+        // Each assertion is accepted once: the first one again is a replay.
+        let (st, body) = keep[0]
+            .post("/api/v1/xua/validate", "application/xml", &assertions[0])
+            .await;
+        assert_eq!(st, 422, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("replay"));
+        (elapsed, lat, statuses, c1 - c0, s1 - s0, last - s0)
+    });
+    let n = assertions.len() as f64;
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    println!(
+        "POST /api/v1/xua/validate, {conns} mutual-TLS keep-alive connections, {} load thread(s):",
+        env("CLIENT_THREADS", 1)
+    );
+    println!(
+        "  {:.0} validations/s ({} accepted, statuses {:?}) in {:.2} s",
+        n / elapsed.as_secs_f64(),
+        ok,
+        statuses,
+        elapsed.as_secs_f64()
+    );
+    println!("  {}", summary("latency", lat));
+    println!(
+        "  CPU per validation: server {:.1} µs during the run, {:.1} µs with the audit drain; load generator {:.1} µs",
+        cpu_server / n * 1e6,
+        cpu_server_drain / n * 1e6,
+        cpu_client / n * 1e6
+    );
+}
+
+fn memchr_valid(body: &[u8]) -> bool {
+    find(body, b"\"valid\":true").is_some()
+}
+
+fn bench_validate_in_process(home: &Home, chain: &[Vec<u8>], assertions: &[Vec<u8>]) {
+    let root = cps_appliance::serve::pem_blocks(
+        &std::fs::read_to_string(home.join("ca/root.pem")).unwrap(),
+    );
+    let trust = TrustStore::new(
+        root,
+        chain[1..].to_vec(),
+        EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING),
+    )
+    .unwrap();
+    let validator = Validator::new(
+        ValidatorConfig::default(),
+        Arc::new(trust),
+        Arc::new(StaticRevocationList::new()),
+        Arc::new(InMemoryReplayCache::new(assertions.len() * 2 + 1000)),
+    );
+    let now = SystemTime::now();
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= assertions.len() {
+                        break;
+                    }
+                    validator.validate(&assertions[i], now).unwrap();
+                }
+            });
+        }
+    });
+    println!(
+        "in process (cps_xua::Validator::validate, 2 threads, same assertions): {:.0} validations/s",
+        assertions.len() as f64 / t.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let stack = PcscStack::start("xua-http-bench");
+    let dir = stack.dir.path().to_path_buf();
+    let card_file = dir.join("card.json");
+    blank_card(&card_file);
+    let _sim = stack.simulator(&[(0, &card_file)], &[]);
+    let reader = stack.reader(0);
+    let home = Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket);
+    // SAFETY: no other thread runs yet; the PC/SC client and SoftHSM2 read these at first use.
+    unsafe {
+        std::env::set_var("PCSCLITE_CSOCK_NAME", &stack.socket);
+        std::env::set_var("SOFTHSM2_CONF", home.softhsm_conf());
+    }
+    let (home, app) = Appliance::fresh_in(home);
+    let pin = import_and_enrol(&home, &dir, &reader);
+    assert_success(
+        &home.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
+        "operator add",
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(env("CLIENT_THREADS", 1))
+        .enable_all()
+        .build()
+        .unwrap();
+
+    bench_login(&rt, &app, &home, &reader, &pin);
+
+    let (assertions, chain) = seal_assertions(&home, env("ASSERTIONS", 60_000));
+    let assertions = Arc::new(assertions);
+    bench_validate_http(&rt, &app, &home, &assertions);
+    bench_validate_in_process(&home, &chain, &assertions);
+}
