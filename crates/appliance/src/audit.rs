@@ -117,7 +117,10 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
             events::purpose_of_use("bris_de_glace"),
             None,
         ),
-        "cert.issue" | "operator.create" | "node.enroll" => {
+        // A node's enrolment is recorded with its node name and certificate key, not a serial
+        // (its certificate's issuance has its own `cert.issue` record): it is a node
+        // authentication change, like its removal.
+        "cert.issue" | "operator.create" => {
             events::certificate_issued(ctx, now, &actor, &cert(s(d, "holder")))
         }
         "cert.revoke" | "cert.suspend" | "cert.resume" => {
@@ -157,7 +160,7 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
                 "time.untrusted" | "time.trusted" | "ca.init" => {
                     events::AlertKind::SecurityConfiguration
                 }
-                "node.remove" => events::AlertKind::NodeAuthentication,
+                "node.enroll" | "node.remove" => events::AlertKind::NodeAuthentication,
                 k if k.starts_with("professional.") => events::AlertKind::SecurityRolesChanged,
                 _ => events::AlertKind::UseOfRestrictedFunction,
             };
@@ -613,6 +616,75 @@ mod tests {
             actor: "operator:svc".into(),
             outcome: "success".into(),
             detail: serde_json::json!({ "n": i }),
+        }
+    }
+
+    /// Every kind of record the appliance commits, with the details it writes, becomes a valid
+    /// DICOM message (one that cannot be formatted is left out of the trail).
+    #[test]
+    fn every_audit_kind_becomes_a_valid_dicom_message() {
+        let ctx = AuditContext {
+            source_id: "cps-trust".into(),
+            site_id: None,
+            host: "cps-trust.localhost".into(),
+        };
+        let cases = [
+            (
+                "cert.issue",
+                serde_json::json!({ "ca": "personnes", "serial": "0A1B", "subject": "CN=x", "profile": "cps-auth", "holder": "x" }),
+            ),
+            (
+                "operator.create",
+                serde_json::json!({ "operator": "alice", "roles": ["ca-operator"], "serial": "0A1C" }),
+            ),
+            (
+                "node.enroll",
+                serde_json::json!({ "node": "dmp-registry", "certificate": "ab12" }),
+            ),
+            ("node.remove", serde_json::json!({ "node": "dmp-registry" })),
+            (
+                "cert.revoke",
+                serde_json::json!({ "ca": "personnes", "serial": "0A1B", "reason": "keyCompromise" }),
+            ),
+            (
+                "cert.suspend",
+                serde_json::json!({ "ca": "personnes", "serial": "0A1B" }),
+            ),
+            (
+                "cert.resume",
+                serde_json::json!({ "ca": "personnes", "serial": "0A1B" }),
+            ),
+            (
+                "card.suspend",
+                serde_json::json!({ "idnat_ps": "810002813839", "card": "C1" }),
+            ),
+            (
+                "card.oppose",
+                serde_json::json!({ "idnat_ps": "810002813839", "serial": "C1" }),
+            ),
+            ("professional.import", serde_json::json!({ "imported": 3 })),
+            ("ca.init", serde_json::json!({ "root": "CN=root" })),
+            (
+                "time.untrusted",
+                serde_json::json!({ "reason": "max error" }),
+            ),
+            (
+                "xua.validate",
+                serde_json::json!({ "assertion_id": "_a1", "idnat_ps": "810002813839", "purpose_of_use": "normal" }),
+            ),
+            ("atna.refused", serde_json::json!({ "peer": "127.0.0.1:1" })),
+        ];
+        for (kind, detail) in cases {
+            let rec = AuditRecord {
+                time: 1_790_000_000,
+                kind: kind.into(),
+                actor: "operator:alice".into(),
+                outcome: "success".into(),
+                detail,
+            };
+            let msg = to_dicom(&ctx, &rec);
+            msg.to_xml()
+                .unwrap_or_else(|e| panic!("{kind}: not a valid DICOM audit message: {e}"));
         }
     }
 
