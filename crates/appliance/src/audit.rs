@@ -181,6 +181,23 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
     }
 }
 
+/// A record whose DICOM mapping failed, as a plain security alert carrying its kind and detail.
+fn fallback_alert(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
+    events::security_alert_event(
+        ctx,
+        offset(rec.time),
+        events::AlertKind::UseOfRestrictedFunction,
+        if rec.outcome == "success" {
+            cps_atna::EventOutcome::Success
+        } else {
+            cps_atna::EventOutcome::SeriousFailure
+        },
+        &format!("{}: {}", rec.kind, rec.detail),
+        None,
+        None,
+    )
+}
+
 /// An HSM key created on first use (sensitive, never extractable).
 fn hsm_key(hsm: &Hsm, label: &str) -> Result<HsmKey, ApplianceError> {
     match hsm.key(label) {
@@ -557,7 +574,16 @@ fn forward_batch(
         match auditor.format(&msg, offset(e.record.time)) {
             Ok(b) => formatted.push((e.record.time, b)),
             Err(err) => {
-                tracing::error!(seq = e.seq, error = %err, "audit record cannot be formatted");
+                // Never a silent gap in the trail: the record goes out as a plain security alert
+                // that carries its kind and detail, and the mapping problem is logged.
+                tracing::error!(seq = e.seq, kind = %e.record.kind, error = %err, "audit record cannot be mapped to its DICOM event; sent as a security alert");
+                let fallback = fallback_alert(ctx, &e.record);
+                match auditor.format(&fallback, offset(e.record.time)) {
+                    Ok(b) => formatted.push((e.record.time, b)),
+                    Err(err) => {
+                        tracing::error!(seq = e.seq, error = %err, "audit record cannot be formatted");
+                    }
+                }
             }
         }
         last = e.seq;
@@ -686,6 +712,28 @@ mod tests {
             msg.to_xml()
                 .unwrap_or_else(|e| panic!("{kind}: not a valid DICOM audit message: {e}"));
         }
+    }
+
+    /// The fallback for a record that cannot be mapped is itself a valid message.
+    #[test]
+    fn unmappable_records_still_become_a_valid_alert() {
+        let ctx = AuditContext {
+            source_id: "cps-trust".into(),
+            site_id: None,
+            host: "cps-trust.localhost".into(),
+        };
+        let rec = AuditRecord {
+            time: 1_790_000_000,
+            kind: "node.enroll".into(),
+            actor: "".into(),
+            outcome: "failure".into(),
+            detail: serde_json::json!({ "odd": "<&>\"'", "nested": { "x": [1, 2] } }),
+        };
+        assert!(
+            to_dicom(&ctx, &rec).to_xml().is_ok() || fallback_alert(&ctx, &rec).to_xml().is_ok()
+        );
+        let xml = fallback_alert(&ctx, &rec).to_xml().unwrap();
+        assert!(xml.contains("node.enroll"), "{xml}");
     }
 
     /// Every record is in the store, exactly once, when its caller is answered; concurrent
