@@ -729,9 +729,6 @@ mod tests {
             outcome: "failure".into(),
             detail: serde_json::json!({ "odd": "<&>\"'", "nested": { "x": [1, 2] } }),
         };
-        assert!(
-            to_dicom(&ctx, &rec).to_xml().is_ok() || fallback_alert(&ctx, &rec).to_xml().is_ok()
-        );
         let xml = fallback_alert(&ctx, &rec).to_xml().unwrap();
         assert!(xml.contains("node.enroll"), "{xml}");
     }
