@@ -215,14 +215,6 @@ fn tls_config(home: &Home, operator: Option<&str>) -> Arc<rustls::ClientConfig> 
 // ---------------------------------------------------------------------------------------------
 // Setup.
 
-fn field<'a>(out: &'a str, key: &str) -> &'a str {
-    let i = out
-        .find(key)
-        .unwrap_or_else(|| panic!("no '{key}' in:\n{out}"))
-        + key.len();
-    out[i..].split_whitespace().next().unwrap()
-}
-
 fn import_and_enrol(home: &Home, dir: &Path, reader: &str) -> String {
     let csv = dir.join("professionals.csv");
     std::fs::write(

@@ -458,3 +458,12 @@ pub fn ocsp_query(
     let out = cmd.output().unwrap();
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
+
+/// The word after `key` in a command's listing (e.g. `field(out, "initial PIN ")`).
+pub fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    let i = out
+        .find(key)
+        .unwrap_or_else(|| panic!("no '{key}' in:\n{out}"))
+        + key.len();
+    out[i..].split_whitespace().next().unwrap()
+}

@@ -23,14 +23,6 @@ fn registry_csv(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-fn field<'a>(out: &'a str, key: &str) -> &'a str {
-    let i = out
-        .find(key)
-        .unwrap_or_else(|| panic!("no '{key}' in:\n{out}"))
-        + key.len();
-    out[i..].split_whitespace().next().unwrap()
-}
-
 fn cert_pem(home: &Home, dir: &Path, serial: &str) -> std::path::PathBuf {
     let out = home.cps(&[
         "cert",
