@@ -27,10 +27,74 @@ pub const CACHET_FILE: &str = "xua/cachet.pem";
 
 /// Revocation of assertion signers from the store: only certificates this appliance issued and
 /// holds as valid sign assertions it accepts. Fails closed.
+///
+/// Answers are remembered per signer certificate while the store's
+/// [`certificates_version`](Store::certificates_version) is unchanged, so a revocation takes
+/// effect for every validation that starts after it was committed, and the many validations of
+/// assertions from the same few seals do not each read and decode the certificate record.
 struct StoreRevocation {
     store: Arc<dyn Store>,
     /// (CA id, subject DER) of our issuing CAs.
     issuers: Vec<(String, Vec<u8>)>,
+    cache: parking_lot::Mutex<RevocationCache>,
+}
+
+/// Answers by signer certificate DER, all read at store version `version`.
+#[derive(Default)]
+struct RevocationCache {
+    version: u64,
+    answers: std::collections::HashMap<Vec<u8>, Result<RevocationStatus, String>>,
+}
+
+/// Signer certificates remembered at most (the cache starts over beyond).
+const REVOCATION_CACHE_MAX: usize = 1024;
+
+impl StoreRevocation {
+    fn new(store: Arc<dyn Store>, issuers: Vec<(String, Vec<u8>)>) -> StoreRevocation {
+        StoreRevocation {
+            store,
+            issuers,
+            cache: parking_lot::Mutex::new(RevocationCache::default()),
+        }
+    }
+
+    /// The answer about `cert` from the store; the outer error is the store failing (an
+    /// answer about the store, not about the certificate).
+    fn read(&self, cert: &SignerCertificate) -> Result<Result<RevocationStatus, String>, String> {
+        let Some(ca) = self
+            .issuers
+            .iter()
+            .find(|(_, subject)| *subject == cert.issuer_der)
+            .map(|(id, _)| id.as_str())
+        else {
+            return Ok(Err(format!(
+                "signer issuer '{}' is not one of our CAs",
+                cert.issuer
+            )));
+        };
+        let rec = self
+            .store
+            .get_certificate(ca, &cert.serial)
+            .map_err(|e| format!("revocation state unavailable: {e}"))?;
+        Ok(match rec {
+            Some(rec) if rec.der == cert.der && rec.profile != SEAL_PROFILE => Err(format!(
+                "a '{}' certificate does not sign assertions (only '{SEAL_PROFILE}')",
+                rec.profile
+            )),
+            Some(rec) if rec.der == cert.der => Ok(match rec.status {
+                CertStatus::Valid => RevocationStatus::Good,
+                CertStatus::Revoked { reason, .. } => RevocationStatus::Revoked {
+                    reason: cps_pki::crl::RevocationReason::from_code(reason)
+                        .map(|r| r.name().to_string())
+                        .unwrap_or_else(|| format!("reason {reason}")),
+                },
+            }),
+            _ => Err(format!(
+                "signer certificate {} was not issued by this appliance",
+                hex::encode_upper(&cert.serial)
+            )),
+        })
+    }
 }
 
 impl RevocationCheck for StoreRevocation {
@@ -40,31 +104,27 @@ impl RevocationCheck for StoreRevocation {
         _chain: &[Vec<u8>],
         _now: SystemTime,
     ) -> Result<RevocationStatus, String> {
-        let ca = self
-            .issuers
-            .iter()
-            .find(|(_, subject)| *subject == cert.issuer_der)
-            .map(|(id, _)| id.as_str())
-            .ok_or_else(|| format!("signer issuer '{}' is not one of our CAs", cert.issuer))?;
-        match self.store.get_certificate(ca, &cert.serial) {
-            Ok(Some(rec)) if rec.der == cert.der && rec.profile != SEAL_PROFILE => Err(format!(
-                "a '{}' certificate does not sign assertions (only '{SEAL_PROFILE}')",
-                rec.profile
-            )),
-            Ok(Some(rec)) if rec.der == cert.der => Ok(match rec.status {
-                CertStatus::Valid => RevocationStatus::Good,
-                CertStatus::Revoked { reason, .. } => RevocationStatus::Revoked {
-                    reason: cps_pki::crl::RevocationReason::from_code(reason)
-                        .map(|r| r.name().to_string())
-                        .unwrap_or_else(|| format!("reason {reason}")),
-                },
-            }),
-            Ok(_) => Err(format!(
-                "signer certificate {} was not issued by this appliance",
-                hex::encode_upper(&cert.serial)
-            )),
-            Err(e) => Err(format!("revocation state unavailable: {e}")),
+        // The version is read before the record: an answer is never tagged newer than its data.
+        let Some(version) = self.store.certificates_version() else {
+            return self.read(cert)?;
+        };
+        {
+            let cache = self.cache.lock();
+            if cache.version == version
+                && let Some(answer) = cache.answers.get(&cert.der)
+            {
+                return answer.clone();
+            }
         }
+        // The store failing is not an answer about the certificate: returned, not remembered.
+        let answer = self.read(cert)?;
+        let mut cache = self.cache.lock();
+        if cache.version != version || cache.answers.len() >= REVOCATION_CACHE_MAX {
+            cache.version = version;
+            cache.answers.clear();
+        }
+        cache.answers.insert(cert.der.clone(), answer.clone());
+        answer
     }
 }
 
@@ -169,10 +229,7 @@ impl XuaService {
                 ..ValidatorConfig::default()
             },
             Arc::new(trust),
-            Arc::new(StoreRevocation {
-                store: ca.store().clone(),
-                issuers: issuer_subjects,
-            }),
+            Arc::new(StoreRevocation::new(ca.store().clone(), issuer_subjects)),
             Arc::new(InMemoryReplayCache::new(1_000_000)),
         );
         Ok(XuaService {
@@ -214,4 +271,90 @@ pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cps_store::{CertificateRecord, SledStore, WriteBatch, WriteOp};
+
+    /// The seal certificate kept with the XUA attack corpus.
+    fn corpus_seal() -> SignerCertificate {
+        use base64::Engine;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../xua/tests/corpus/pki/seal.crt.pem"
+        );
+        let pem = std::fs::read_to_string(path).unwrap();
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        SignerCertificate::from_der(&der).unwrap()
+    }
+
+    fn record_of(cert: &SignerCertificate, profile: &str) -> CertificateRecord {
+        CertificateRecord {
+            issuer: "organisations".into(),
+            serial: cert.serial.clone(),
+            subject: cert.subject.clone(),
+            profile: profile.into(),
+            holder: None,
+            spki_sha256: [7; 32],
+            not_before: 0,
+            not_after: i64::MAX / 2,
+            der: cert.der.clone(),
+            status: CertStatus::Valid,
+            issued_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_revocation_is_seen_by_the_next_check_even_with_the_answer_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let seal = corpus_seal();
+        let check = StoreRevocation::new(
+            store.clone(),
+            vec![("organisations".into(), seal.issuer_der.clone())],
+        );
+        let status = |c: &SignerCertificate| check.status(c, &[], SystemTime::now());
+
+        // Not issued by us: refused, and still refused once remembered.
+        for _ in 0..2 {
+            let e = status(&seal).unwrap_err();
+            assert!(e.contains("not issued by this appliance"), "{e}");
+        }
+        store
+            .commit(
+                WriteBatch::new().with(WriteOp::InsertCertificate(record_of(&seal, SEAL_PROFILE))),
+            )
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(status(&seal), Ok(RevocationStatus::Good));
+        }
+        store
+            .commit(WriteBatch::new().with(WriteOp::SetCertificateStatus {
+                issuer: "organisations".into(),
+                serial: seal.serial.clone(),
+                status: CertStatus::Revoked {
+                    time: 1_790_000_000,
+                    reason: 1,
+                    invalidity_date: None,
+                },
+            }))
+            .unwrap();
+        assert_eq!(
+            status(&seal),
+            Ok(RevocationStatus::Revoked {
+                reason: "keyCompromise".into()
+            })
+        );
+
+        // Another certificate with the same serial and issuer is not the one we issued.
+        let mut forged = seal.clone();
+        forged.der.push(0);
+        let e = status(&forged).unwrap_err();
+        assert!(e.contains("not issued by this appliance"), "{e}");
+    }
 }

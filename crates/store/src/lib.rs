@@ -80,6 +80,15 @@ pub trait Store: Send + Sync {
         serial: &[u8],
     ) -> Result<Option<CertificateRecord>, StoreError>;
 
+    /// A number that changes whenever a commit inserts a certificate or changes a certificate's
+    /// status, for caches of certificate state: a value read through
+    /// [`get_certificate`](Store::get_certificate) after this returned `v` may be reused while it
+    /// still returns `v`, and never after a commit that changed a certificate has returned.
+    /// `None`: this store cannot tell, do not cache.
+    fn certificates_version(&self) -> Option<u64> {
+        None
+    }
+
     /// Every certificate (of any issuer) for the public key whose SPKI hashes to `spki_sha256`.
     fn certificates_by_spki(
         &self,

@@ -63,6 +63,9 @@ pub struct SledStore {
     trees: Trees,
     policy: FlushPolicy,
     group: GroupCommit,
+    /// Bumped after every applied commit that inserts a certificate or changes its status (see
+    /// [`Store::certificates_version`]).
+    cert_version: std::sync::atomic::AtomicU64,
 }
 
 struct Trees {
@@ -327,6 +330,7 @@ impl SledStore {
             trees,
             policy,
             group: GroupCommit::default(),
+            cert_version: std::sync::atomic::AtomicU64::new(0),
         };
 
         if found.is_none() {
@@ -704,6 +708,17 @@ impl Store for SledStore {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(self.sled_error(e)),
         };
+        // After the change is visible to readers and before it is acknowledged: a cache entry
+        // tagged with the previous version can no longer be used once this commit returns.
+        if ops.iter().any(|op| {
+            matches!(
+                op,
+                Prepared::InsertCertificate { .. } | Prepared::SetCertificateStatus { .. }
+            )
+        }) {
+            self.cert_version
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
 
         let flush = || self.flush_to_disk();
         let durable = match self.policy {
@@ -715,6 +730,10 @@ impl Store for SledStore {
             detail,
         })?;
         Ok(receipt)
+    }
+
+    fn certificates_version(&self) -> Option<u64> {
+        Some(self.cert_version.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     fn get_certificate(

@@ -785,3 +785,41 @@ fn many_writers_on_mixed_operations_keep_every_invariant() {
         assert_eq!(store.certificates_by_spki(&[t; 32]).unwrap().len(), 50);
     }
 }
+
+#[test]
+fn the_certificates_version_moves_with_every_certificate_change_and_only_then() {
+    let (_d, store) = open();
+    let v0 = store
+        .certificates_version()
+        .expect("sled tells its version");
+    store.commit(one(WriteOp::AppendAudit(audit(1)))).unwrap();
+    store
+        .commit(one(WriteOp::PutMeta {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        }))
+        .unwrap();
+    assert_eq!(
+        store.certificates_version(),
+        Some(v0),
+        "no certificate changed"
+    );
+
+    insert(&store, &cert("ca", &[1], 1));
+    let v1 = store.certificates_version().unwrap();
+    assert_ne!(v1, v0, "an insertion changes the version");
+
+    store
+        .commit(one(set_status("ca", &[1], revoked(1_700_000_500, 1))))
+        .unwrap();
+    let v2 = store.certificates_version().unwrap();
+    assert_ne!(v2, v1, "a status change changes the version");
+
+    // A refused commit changed nothing, so the version stays.
+    assert!(
+        store
+            .commit(one(set_status("ca", &[9], revoked(1, 1))))
+            .is_err()
+    );
+    assert_eq!(store.certificates_version(), Some(v2));
+}

@@ -56,6 +56,24 @@ pub struct SignerCertificate {
     pub(crate) subject_dn: Arc<cps_pki::DistinguishedName>,
 }
 
+impl SignerCertificate {
+    /// Read the identity of a certificate. Nothing is checked here (path, validity, usage: that
+    /// is the trust store's work); for revocation checkers and their tests.
+    pub fn from_der(der: &[u8]) -> Result<SignerCertificate, String> {
+        let p = cps_pki::parse_certificate(der).map_err(|e| format!("signer certificate: {e}"))?;
+        Ok(SignerCertificate {
+            der: der.to_vec(),
+            subject: p.subject.to_string(),
+            issuer: p.issuer.to_string(),
+            issuer_der: p.issuer.to_der().map_err(|e| e.to_string())?,
+            serial: p.serial.as_bytes().to_vec(),
+            sha256: p.sha256_fingerprint,
+            spki: p.spki.clone(),
+            subject_dn: Arc::new(p.subject),
+        })
+    }
+}
+
 /// The answer of a revocation check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationStatus {
@@ -417,21 +435,7 @@ impl TrustStore {
                 )));
             }
         };
-        let p = cps_pki::parse_certificate(leaf_der)
-            .map_err(|e| TrustProblem::Malformed(format!("signer certificate: {e}")))?;
-        let cert = SignerCertificate {
-            der: leaf_der.clone(),
-            subject: p.subject.to_string(),
-            issuer: p.issuer.to_string(),
-            issuer_der: p
-                .issuer
-                .to_der()
-                .map_err(|e| TrustProblem::Malformed(e.to_string()))?,
-            serial: p.serial.as_bytes().to_vec(),
-            sha256: p.sha256_fingerprint,
-            spki: p.spki.clone(),
-            subject_dn: Arc::new(p.subject),
-        };
+        let cert = SignerCertificate::from_der(leaf_der).map_err(TrustProblem::Malformed)?;
         Ok(VerifiedSigner {
             cert,
             chain: used,
