@@ -62,6 +62,85 @@ impl Default for XmlLimits {
 }
 
 use crate::error::XmlError;
+use crate::model::{AuditMessage, CodedValue, ObjectRole, ObjectType};
+
+impl EventSummary {
+    /// What [`parse_audit_xml`] reads from `msg.to_xml()`, taken from the model instead of
+    /// writing and re-parsing the XML (for the appliance's own messages, indexed as they are
+    /// logged). `None` when a value is beyond `limits`, where the parser's own refusal is the
+    /// answer: parse the XML then.
+    pub fn of_message(msg: &AuditMessage, limits: &XmlLimits) -> Option<EventSummary> {
+        let max_value_len = limits.max_value_len.min(16 * 1024);
+        let max_values = limits.max_values.min(4096);
+        let keep = |v: &str| (v.len() <= max_value_len).then(|| v.to_owned());
+        let code = |c: &CodedValue| -> Option<Code> {
+            Some(Code {
+                code: keep(&c.code)?,
+                system: keep(&c.system)?,
+                meaning: keep(&c.meaning)?,
+            })
+        };
+        // As the parser: the length is checked first, then a full list refuses even a repeat.
+        let push = |list: &mut Vec<String>, v: &str| -> Option<()> {
+            let v = keep(v)?;
+            if list.len() >= max_values {
+                return None;
+            }
+            if !list.contains(&v) {
+                list.push(v);
+            }
+            Some(())
+        };
+        let e = &msg.event;
+        if e.event_types.len() > max_values {
+            return None;
+        }
+        // A generous bound on the XML nodes the message makes; near the parser's limit, let
+        // the parser decide.
+        let nodes = 8
+            + e.event_types.len()
+            + msg
+                .participants
+                .iter()
+                .map(|p| 1 + p.roles.len())
+                .sum::<usize>()
+            + msg.source.type_codes.len()
+            + msg
+                .objects
+                .iter()
+                .map(|o| 4 + o.details.len())
+                .sum::<usize>();
+        if nodes.saturating_mul(2) > limits.max_nodes as usize {
+            return None;
+        }
+        let written = crate::time_fmt::xml_datetime(e.date_time);
+        let mut s = EventSummary {
+            event_id: code(&e.event_id)?,
+            event_types: e.event_types.iter().map(code).collect::<Option<_>>()?,
+            action: e.action.map(|a| a.code().to_owned()),
+            outcome: Some(e.outcome.code()),
+            event_time: Some(crate::time_fmt::unix_micros(
+                crate::time_fmt::parse_datetime(&written)?,
+            )),
+            user_ids: Vec::new(),
+            patient_ids: Vec::new(),
+            source_id: Some(keep(&msg.source.source_id)?),
+        };
+        for p in &msg.participants {
+            for v in std::iter::once(p.user_id.as_str()).chain(p.alternative_user_id.as_deref()) {
+                if !v.is_empty() {
+                    push(&mut s.user_ids, v)?;
+                }
+            }
+        }
+        for o in &msg.objects {
+            if o.object_type == Some(ObjectType::Person) && o.role == Some(ObjectRole::Patient) {
+                push(&mut s.patient_ids, &o.id)?;
+            }
+        }
+        Some(s)
+    }
+}
 
 /// Parse `xml` (UTF-8 bytes, a leading BOM allowed) into the searchable fields.
 pub fn parse_audit_xml(xml: &[u8], limits: &XmlLimits) -> Result<EventSummary, XmlError> {

@@ -17,6 +17,7 @@
 use ring::digest;
 
 use super::codec::{Dec, DecError, Enc};
+use crate::model::AuditMessage;
 use crate::parse::{Code, EventSummary, XmlLimits, parse_audit_xml};
 use crate::syslog::SyslogMessage;
 
@@ -108,6 +109,19 @@ pub struct SyslogHeader {
     pub msgid: Option<String>,
 }
 
+impl SyslogHeader {
+    fn of(m: SyslogMessage) -> Self {
+        SyslogHeader {
+            pri: m.pri(),
+            timestamp: m.timestamp.map(crate::time_fmt::unix_micros),
+            hostname: m.hostname,
+            app_name: m.app_name,
+            procid: m.procid,
+            msgid: m.msgid,
+        }
+    }
+}
+
 /// The parsed part of a record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RecordSummary {
@@ -128,14 +142,7 @@ impl RecordSummary {
         match SyslogMessage::parse_header(raw) {
             Err(e) => s.syslog_error = Some(bounded(&e.to_string())),
             Ok((m, msg)) => {
-                s.syslog = Some(SyslogHeader {
-                    pri: m.pri(),
-                    timestamp: m.timestamp.map(crate::time_fmt::unix_micros),
-                    hostname: m.hostname,
-                    app_name: m.app_name,
-                    procid: m.procid,
-                    msgid: m.msgid,
-                });
+                s.syslog = Some(SyslogHeader::of(m));
                 // Trailing line ends some senders add are not part of the XML.
                 let mut xml: &[u8] = msg;
                 while let [rest @ .., b'\n' | b'\r'] = xml {
@@ -170,14 +177,14 @@ pub(crate) fn bounded(s: &str) -> String {
 
 /// A message to append, parsed and encoded by the caller (so parsing runs on the caller's
 /// thread, not the log writer's).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRecord {
     pub(crate) tail: Vec<u8>,
     pub(crate) index: IndexFields,
 }
 
 /// What the in-memory index keeps of a record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct IndexFields {
     pub received: i64,
     pub event_time: Option<i64>,
@@ -218,6 +225,36 @@ impl NewRecord {
             raw,
             &XmlLimits::default(),
         )
+    }
+
+    /// One of the appliance's own messages: `raw` is what [`Auditor::format`] made of `msg`.
+    /// The record is the one [`local`](NewRecord::local) makes, but its index fields come from
+    /// the model rather than from re-parsing the XML it was just written into.
+    ///
+    /// [`Auditor::format`]: crate::Auditor::format
+    pub fn local_message(received_micros: i64, raw: &[u8], msg: &AuditMessage) -> Self {
+        let limits = XmlLimits::default();
+        let header = SyslogMessage::parse_header(raw).ok();
+        let event = EventSummary::of_message(msg, &limits);
+        match (header, event) {
+            (Some((m, _)), Some(event)) if raw.len() <= limits.max_bytes => {
+                let summary = RecordSummary {
+                    syslog: Some(SyslogHeader::of(m)),
+                    event: Some(event),
+                    syslog_error: None,
+                    xml_error: None,
+                };
+                Self::with_summary(
+                    received_micros,
+                    &NodeIdentity::default(),
+                    "local",
+                    Transport::Local,
+                    raw,
+                    &summary,
+                )
+            }
+            _ => Self::local(received_micros, raw),
+        }
     }
 
     /// Prepare a record whose summary is already known.
