@@ -7,6 +7,9 @@
 //!   the durable queue that the [`cps_atna::Sender`] delivers to every configured repository over
 //!   mutual TLS (the appliance's own `node-tls` certificate, key in the HSM). A crash between
 //!   enqueue and cursor update repeats a message (at least once), never loses one.
+//!   Events that change no state (an assertion validated or refused, thousands a second) skip
+//!   the store: the [`AuditWriter`] from [`Atna::writer`] writes them straight into the queue
+//!   and the log, several at a time, and the caller is answered once they are durable there.
 //! * **Incoming**: the syslog-TLS repository (`listen.syslog_tls`) accepts only registered
 //!   nodes ([`crate::nodes::Nodes::authorize`]) whose certificate our live state holds valid,
 //!   and appends to the hash-chained log, checkpoints signed with an HSM key.
@@ -292,10 +295,91 @@ pub struct Atna {
     pub log: AuditLog,
     pub repository: Option<cps_atna::Repository>,
     pub sender: Option<cps_atna::Sender>,
+    trail: Arc<Trail>,
     forwarder: tokio::task::JoinHandle<()>,
 }
 
+/// Where the appliance's own audit messages go: the local log and, when repositories are
+/// configured, the outgoing queue.
+pub struct Trail {
+    auditor: Auditor,
+    log: AuditLog,
+    ctx: AuditContext,
+    forward_to_destinations: bool,
+}
+
+impl Trail {
+    pub fn new(
+        auditor: Auditor,
+        log: AuditLog,
+        ctx: AuditContext,
+        forward_to_destinations: bool,
+    ) -> Trail {
+        Trail {
+            auditor,
+            log,
+            ctx,
+            forward_to_destinations,
+        }
+    }
+
+    /// `record` as an RFC 5424 + DICOM message and its log record. A record whose DICOM
+    /// mapping fails goes out as a plain security alert that carries its kind and detail
+    /// (never a silent gap in the trail); `None` only if not even that can be formatted.
+    fn format(&self, record: &AuditRecord) -> Option<(Vec<u8>, NewRecord)> {
+        let at = offset(record.time);
+        let msg = to_dicom(&self.ctx, record);
+        let (msg, bytes) = match self.auditor.format(&msg, at) {
+            Ok(b) => (msg, b),
+            Err(err) => {
+                tracing::error!(kind = %record.kind, error = %err, "audit record cannot be mapped to its DICOM event; sent as a security alert");
+                let fallback = fallback_alert(&self.ctx, record);
+                match self.auditor.format(&fallback, at) {
+                    Ok(b) => (fallback, b),
+                    Err(err) => {
+                        tracing::error!(kind = %record.kind, error = %err, "audit record cannot be formatted");
+                        return None;
+                    }
+                }
+            }
+        };
+        let rec = NewRecord::local_message(record.time * 1_000_000, &bytes, &msg);
+        Some((bytes, rec))
+    }
+
+    /// Format `records` and make them durable: in the outgoing queue (one write and one
+    /// `fdatasync` for all, if repositories are configured), then in the local log (one
+    /// `fdatasync`). Blocking.
+    fn write(&self, records: &[AuditRecord]) -> Result<(), String> {
+        let (payloads, log_records): (Vec<Vec<u8>>, Vec<NewRecord>) =
+            records.iter().filter_map(|r| self.format(r)).unzip();
+        if log_records.is_empty() {
+            return Ok(());
+        }
+        if self.forward_to_destinations {
+            let payloads: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            self.auditor
+                .queue()
+                .enqueue_batch(&payloads)
+                .map_err(|e| format!("audit queue: {e}"))?;
+        }
+        self.log
+            .append_blocking(log_records)
+            .map(|_| ())
+            .map_err(|e| format!("audit log: {e}"))
+    }
+}
+
 impl Atna {
+    /// A writer of records straight into the trail, for events that change no state (the
+    /// validation of an assertion): no store transaction, and no store → forwarder round trip.
+    pub fn writer(&self) -> AuditWriter {
+        let trail = self.trail.clone();
+        AuditWriter::spawn(Arc::new(move |records: Vec<AuditRecord>| {
+            trail.write(&records)
+        }))
+    }
+
     pub async fn shutdown(self) {
         self.forwarder.abort();
         if let Some(r) = self.repository {
@@ -414,26 +498,27 @@ pub async fn start(
             .unwrap_or_default(),
     };
     let auditor = Auditor::new(queue, &ctx.host, "cps-trust");
-    let forwarder = tokio::spawn(forward(
-        store,
+    let trail = Arc::new(Trail::new(
         auditor,
-        !a.destinations.is_empty(),
         log.clone(),
         ctx,
+        !a.destinations.is_empty(),
     ));
+    let forwarder = tokio::spawn(forward(store, trail.clone()));
     Ok(Atna {
         log,
         repository,
         sender,
+        trail,
         forwarder,
     })
 }
 
 /// Durable audit records for high-rate, stateless requests (assertion validation), without a
-/// thread per waiting request: records are queued to one task that commits whatever has
-/// accumulated in a single store transaction (one flush), then answers every waiter. A caller
-/// is answered only once its record is durable, as with a direct commit; under load the batch
-/// grows with the number of requests in flight, so the flush is shared by all of them.
+/// thread per waiting request: records are queued to one task that hands whatever has
+/// accumulated to its sink at once (one flush for all), then answers every waiter. A caller is
+/// answered only once its record is durable; under load the batch grows with the number of
+/// requests in flight, so the flush is shared by all of them.
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: tokio::sync::mpsc::Sender<(
@@ -442,12 +527,16 @@ pub struct AuditWriter {
     )>,
 }
 
-/// Records per store transaction, at most.
+/// Makes a batch of records durable (blocking), or says why it could not.
+pub type AuditSink = Arc<dyn Fn(Vec<AuditRecord>) -> Result<(), String> + Send + Sync>;
+
+/// Records per batch, at most.
 const AUDIT_WRITER_BATCH: usize = 1024;
 
 impl AuditWriter {
-    /// Start the writer task (on the current Tokio runtime).
-    pub fn spawn(store: Arc<dyn Store>) -> AuditWriter {
+    /// Start the writer task (on the current Tokio runtime); batches go to `sink` on a
+    /// blocking thread.
+    pub fn spawn(sink: AuditSink) -> AuditWriter {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(
             AuditRecord,
             tokio::sync::oneshot::Sender<Result<(), String>>,
@@ -457,18 +546,12 @@ impl AuditWriter {
             while rx.recv_many(&mut pending, AUDIT_WRITER_BATCH).await > 0 {
                 let (records, waiters): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut pending).into_iter().unzip();
-                let store = store.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    let mut batch = WriteBatch::new();
-                    for r in records {
-                        batch = batch.with(WriteOp::AppendAudit(r));
-                    }
-                    store.commit(batch).map(|_| ()).map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("audit writer task: {e}")));
+                let sink = sink.clone();
+                let r = tokio::task::spawn_blocking(move || sink(records))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("audit writer task: {e}")));
                 if let Err(e) = &r {
-                    tracing::error!(error = %e, records = waiters.len(), "cannot commit audit records");
+                    tracing::error!(error = %e, records = waiters.len(), "cannot write audit records");
                 }
                 for w in waiters {
                     let _ = w.send(r.clone());
@@ -478,7 +561,7 @@ impl AuditWriter {
         AuditWriter { tx }
     }
 
-    /// Commit `record`; returns once it is durable, or why it is not.
+    /// Write `record`; returns once it is durable, or why it is not.
     pub async fn record(&self, record: AuditRecord) -> Result<(), String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
@@ -492,13 +575,7 @@ impl AuditWriter {
 
 /// Follows the store's audit table: each record becomes a DICOM message in the local log and
 /// in the outgoing queue; the cursor is persisted after both.
-async fn forward(
-    store: Arc<dyn Store>,
-    auditor: Auditor,
-    forward_to_destinations: bool,
-    log: AuditLog,
-    ctx: AuditContext,
-) {
+async fn forward(store: Arc<dyn Store>, trail: Arc<Trail>) {
     let mut cursor = store
         .get_meta(CURSOR_META)
         .ok()
@@ -524,18 +601,8 @@ async fn forward(
             continue;
         }
         let work = {
-            let (store, auditor, log, ctx) =
-                (store.clone(), auditor.clone(), log.clone(), ctx.clone());
-            move || {
-                forward_batch(
-                    &*store,
-                    &auditor,
-                    forward_to_destinations,
-                    &log,
-                    &ctx,
-                    &entries,
-                )
-            }
+            let (store, trail) = (store.clone(), trail.clone());
+            move || forward_batch(&*store, &trail, entries)
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(last)) => {
@@ -553,56 +620,18 @@ async fn forward(
     }
 }
 
-/// One batch of store audit records: formatted as RFC 5424 + DICOM, appended to the outgoing
-/// queue in one write and one `fdatasync` (one per record made the audit trail, not the work
-/// audited, the cost of a busy appliance), appended to the local log (one `fdatasync`), then the
-/// cursor saved. Runs on a blocking thread: formatting, parsing for the index and the flushes
-/// would otherwise hold a runtime worker. Returns the new cursor; on error nothing advances, and
-/// the batch is retried (a destination may then receive a message twice, never none).
+/// One batch of store audit records into the trail (see [`Trail::write`]), then the cursor
+/// saved. Runs on a blocking thread: formatting and the flushes would otherwise hold a runtime
+/// worker. Returns the new cursor; on error nothing advances, and the batch is retried (a
+/// destination may then receive a message twice, never none).
 fn forward_batch(
     store: &dyn Store,
-    auditor: &Auditor,
-    forward_to_destinations: bool,
-    log: &AuditLog,
-    ctx: &AuditContext,
-    entries: &[cps_store::AuditEntry],
+    trail: &Trail,
+    entries: Vec<cps_store::AuditEntry>,
 ) -> Result<u64, String> {
-    let mut formatted = Vec::with_capacity(entries.len());
-    let mut last = 0;
-    for e in entries {
-        let msg = to_dicom(ctx, &e.record);
-        match auditor.format(&msg, offset(e.record.time)) {
-            Ok(b) => formatted.push((e.record.time, b)),
-            Err(err) => {
-                // Never a silent gap in the trail: the record goes out as a plain security alert
-                // that carries its kind and detail, and the mapping problem is logged.
-                tracing::error!(seq = e.seq, kind = %e.record.kind, error = %err, "audit record cannot be mapped to its DICOM event; sent as a security alert");
-                let fallback = fallback_alert(ctx, &e.record);
-                match auditor.format(&fallback, offset(e.record.time)) {
-                    Ok(b) => formatted.push((e.record.time, b)),
-                    Err(err) => {
-                        tracing::error!(seq = e.seq, error = %err, "audit record cannot be formatted");
-                    }
-                }
-            }
-        }
-        last = e.seq;
-    }
-    if forward_to_destinations && !formatted.is_empty() {
-        let payloads: Vec<&[u8]> = formatted.iter().map(|(_, b)| b.as_slice()).collect();
-        auditor
-            .queue()
-            .enqueue_batch(&payloads)
-            .map_err(|e| format!("audit queue: {e}"))?;
-    }
-    let records: Vec<NewRecord> = formatted
-        .iter()
-        .map(|(time, bytes)| NewRecord::local(time * 1_000_000, bytes))
-        .collect();
-    if !records.is_empty() {
-        log.append_blocking(records)
-            .map_err(|e| format!("audit log: {e}"))?;
-    }
+    let last = entries.last().map_or(0, |e| e.seq);
+    let records: Vec<AuditRecord> = entries.into_iter().map(|e| e.record).collect();
+    trail.write(&records)?;
     store
         .commit(WriteBatch::new().with(WriteOp::PutMeta {
             key: CURSOR_META.into(),
@@ -633,7 +662,6 @@ fn pem_body(pem: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cps_store::SledStore;
 
     fn record(i: usize) -> AuditRecord {
         AuditRecord {
@@ -733,50 +761,82 @@ mod tests {
         assert!(xml.contains("node.enroll"), "{xml}");
     }
 
-    /// Every record is in the store, exactly once, when its caller is answered; concurrent
-    /// callers share store transactions.
+    /// Every record is in the log, searchable, and in the outgoing queue when its caller is
+    /// answered, exactly once; concurrent callers share the flushes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn audit_writer_answers_after_commit_and_batches() {
+    async fn audit_writer_answers_once_the_trail_has_the_record_and_batches() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let dir = tempfile::tempdir().unwrap();
-        let sled = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
-        let store: Arc<dyn Store> = sled.clone();
-        let writer = AuditWriter::spawn(store.clone());
+        let log = AuditLog::open(&dir.path().join("log"), None, LogOptions::default()).unwrap();
+        let queue = Queue::open(
+            &dir.path().join("queue"),
+            &["repository"],
+            QueueOptions::default(),
+        )
+        .unwrap();
+        let ctx = AuditContext {
+            source_id: "cps-trust".into(),
+            site_id: None,
+            host: "cps-trust.localhost".into(),
+        };
+        let trail = Arc::new(Trail::new(
+            Auditor::new(queue.clone(), &ctx.host, "cps-trust"),
+            log.clone(),
+            ctx,
+            true,
+        ));
+        let batches = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (trail, batches) = (trail.clone(), batches.clone());
+            AuditWriter::spawn(Arc::new(move |records: Vec<AuditRecord>| {
+                batches.fetch_add(1, Ordering::SeqCst);
+                trail.write(&records)
+            }))
+        };
+        let idnat = |i: usize| format!("8100{i:08}");
         let n = 400;
         let tasks: Vec<_> = (0..n)
             .map(|i| {
-                let (w, s) = (writer.clone(), store.clone());
+                let (w, log) = (writer.clone(), log.clone());
                 tokio::spawn(async move {
-                    w.record(record(i)).await.unwrap();
-                    // Answered: the record is in the store already.
-                    let seen = tokio::task::spawn_blocking(move || {
-                        s.audit_range(1, usize::MAX)
-                            .unwrap()
-                            .iter()
-                            .any(|e| e.record.detail["n"] == i)
-                    })
-                    .await
-                    .unwrap();
-                    assert!(seen, "record {i} answered before it was committed");
+                    let mut rec = record(i);
+                    rec.detail = serde_json::json!({
+                        "assertion_id": format!("_a{i}"),
+                        "idnat_ps": idnat(i),
+                        "patient_ins": "248079707503828",
+                    });
+                    w.record(rec).await.unwrap();
+                    // Answered: the record is in the log already, indexed by its professional.
+                    let filter = cps_atna::SearchFilter {
+                        user: Some(idnat(i)),
+                        ..Default::default()
+                    };
+                    let page = log.search(&filter, 10, None).unwrap();
+                    assert_eq!(
+                        page.records.len(),
+                        1,
+                        "record {i} answered before it was logged"
+                    );
                 })
             })
             .collect();
         for t in tasks {
             t.await.unwrap();
         }
-        let all = store.audit_range(1, usize::MAX).unwrap();
-        assert_eq!(all.len(), n);
-        let mut ns: Vec<u64> = all
-            .iter()
-            .map(|e| e.record.detail["n"].as_u64().unwrap())
-            .collect();
-        ns.sort_unstable();
-        ns.dedup();
-        assert_eq!(ns.len(), n, "a record was written twice or lost");
-        let stats = sled.commit_stats();
+        assert_eq!(log.len(), n as u64, "a record was logged twice or lost");
+        assert_eq!(queue.backlog("repository").unwrap(), n as u64);
+        let by_patient = cps_atna::SearchFilter {
+            patient: Some("248079707503828".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            log.search(&by_patient, 1000, None).unwrap().records.len(),
+            n
+        );
+        let batches = batches.load(Ordering::SeqCst);
         assert!(
-            stats.commits < n as u64,
-            "{} transactions for {n} concurrent records: no batching",
-            stats.commits
+            batches < n,
+            "{batches} batches for {n} concurrent records: no batching"
         );
     }
 }

@@ -586,7 +586,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         cards: Some(state.cards.clone()),
         jobs: crate::cards::Jobs::default(),
         audit_log: Some(atna.log.clone()),
-        audit_writer: crate::audit::AuditWriter::spawn(state.store.clone()),
+        audit_writer: atna.writer(),
     });
     tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
     println!(
