@@ -65,7 +65,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     blank_card(&card_file);
     let _sim = stack.simulator(&[(0, &card_file)], &[]);
     let reader = stack.reader(0);
-    let (home, app) =
+    let (home, mut app) =
         Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
 
     // Registry.
@@ -184,8 +184,8 @@ fn enrol_use_log_in_and_oppose_a_card() {
         text(&v.stderr)
     );
 
-    let ocsp = |certs: &[&Path]| ocsp_query(&home, &app, "personnes", certs, &[]);
-    let out = ocsp(&[&auth_pem, &sign_pem]);
+    let ocsp = |app: &Appliance, certs: &[&Path]| ocsp_query(&home, app, "personnes", certs, &[]);
+    let out = ocsp(&app, &[&auth_pem, &sign_pem]);
     assert_eq!(out.matches(": good").count(), 2, "{out}");
 
     // Card login: the assertion names the professional; xmlsec1 verifies its signature.
@@ -217,6 +217,18 @@ fn enrol_use_log_in_and_oppose_a_card() {
     assert!(
         text(&out.stderr).contains("replayed"),
         "{}",
+        text(&out.stderr)
+    );
+    // The validation was durable before its answer: killed and restarted, the appliance still
+    // refuses the replay.
+    let _ = app.daemon.child.kill();
+    let _ = app.daemon.child.wait();
+    app = Appliance::start(&home);
+    let out = home.cps(&["xua", "validate", assertion.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("replayed"),
+        "after a restart: {}",
         text(&out.stderr)
     );
 
@@ -284,7 +296,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     // Opposition: both certificates revoked in OCSP, and the card never comes back.
     let out = home.cps(&["card", "oppose", &serial, "--reason", "stolen"]);
     assert_success(&out, "card oppose");
-    let out = ocsp(&[&auth_pem, &sign_pem]);
+    let out = ocsp(&app, &[&auth_pem, &sign_pem]);
     assert_eq!(out.matches(": revoked").count(), 2, "{out}");
     let out = home.cps(&["card", "resume", &serial]);
     assert!(!out.status.success(), "an opposed card must not come back");

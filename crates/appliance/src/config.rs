@@ -109,7 +109,9 @@ pub struct XuaSection {
     pub structure_id: String,
     #[serde(default = "default_cachet_state")]
     pub state: String,
-    /// Assertion lifetime (NotOnOrAfter − NotBefore), minutes.
+    /// Assertion lifetime (NotOnOrAfter − NotBefore), minutes. Also the longest lifetime the
+    /// validator accepts (it trusts only this appliance's seals): lowering it refuses the
+    /// longer-lived assertions issued before.
     #[serde(default = "default_assertion_minutes")]
     pub validity_minutes: u32,
     /// `vihf` (no AudienceRestriction) or `ihe` (AudienceRestriction to `audience`).

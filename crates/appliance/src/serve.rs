@@ -578,6 +578,16 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         anchors,
     )
     .await?;
+    // Before any validation is answered: the assertions validated before this start stay
+    // refused as replays (fail closed: no start without them).
+    let remembered = state
+        .xua
+        .remember_validated(&atna.log, std::time::SystemTime::now())
+        .map_err(ApplianceError::Refused)?;
+    tracing::info!(
+        assertions = remembered,
+        "validated assertions remembered against replay"
+    );
     let api_app = api::router(ApiState {
         ca: state.ca.clone(),
         nodes: crate::nodes::Nodes::new(state.store.clone()),

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cps_atna::{AuditLog, Transport};
 use cps_hsm::{Hsm, KeyAlgorithm, Signer};
 use cps_store::{CertStatus, Store};
 use cps_xua::{
@@ -132,6 +133,11 @@ impl RevocationCheck for StoreRevocation {
 pub struct XuaService {
     issuer: AssertionIssuer,
     validator: Validator,
+    /// The validator's replay cache, refilled from the audit log at start.
+    replay: Arc<InMemoryReplayCache>,
+    /// How long after its validation an assertion ID must still be refused: its whole validity
+    /// (at most the configured one) plus the clock skew on both of its ends.
+    replay_window: Duration,
     rng: ring::rand::SystemRandom,
 }
 
@@ -219,9 +225,16 @@ impl XuaService {
             let p = cps_pki::parse_certificate(der)?;
             issuer_subjects.push((id.clone(), p.subject.to_der()?));
         }
+        // Only this appliance's own seals are trusted, so no valid assertion lives longer than
+        // the configured validity; bounding it also bounds how far back the replay cache is
+        // refilled at start.
+        let validity = Duration::from_secs(u64::from(x.validity_minutes) * 60);
+        let skew = Duration::from_secs(u64::from(x.skew_seconds));
+        let replay = Arc::new(InMemoryReplayCache::new(1_000_000));
         let validator = Validator::new(
             ValidatorConfig {
-                clock_skew: Duration::from_secs(u64::from(x.skew_seconds)),
+                clock_skew: skew,
+                max_validity: validity,
                 audience: match x.flavour.as_str() {
                     "ihe" => x.audience.clone(),
                     _ => None,
@@ -230,13 +243,67 @@ impl XuaService {
             },
             Arc::new(trust),
             Arc::new(StoreRevocation::new(ca.store().clone(), issuer_subjects)),
-            Arc::new(InMemoryReplayCache::new(1_000_000)),
+            replay.clone(),
         );
         Ok(XuaService {
             issuer,
             validator,
+            replay,
+            replay_window: validity + 2 * skew,
             rng: ring::rand::SystemRandom::new(),
         })
+    }
+
+    /// Remember the assertions validated within the replay window before this start, from
+    /// their records in the audit log (each was durable before its answer left), so that a
+    /// restart does not reopen them to replay. Returns how many were remembered.
+    pub fn remember_validated(&self, log: &AuditLog, now: SystemTime) -> Result<usize, String> {
+        use cps_xua::ReplayCache;
+        let micros = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0)
+        };
+        let filter = cps_atna::SearchFilter {
+            from: Some(micros(
+                now.checked_sub(self.replay_window).unwrap_or(UNIX_EPOCH),
+            )),
+            event_type: Some(cps_atna::events::ASSERTION_VALIDATED_TYPE.into()),
+            ..Default::default()
+        };
+        let (mut cursor, mut remembered) = (None, 0);
+        loop {
+            let page = log
+                .search(&filter, 10_000, cursor)
+                .map_err(|e| format!("reading validated assertions from the audit log: {e}"))?;
+            // Only the appliance's own records: another node's message is not our validation.
+            for r in page
+                .records
+                .iter()
+                .filter(|r| r.transport == Transport::Local)
+            {
+                let Some(id) = cps_atna::events::validated_assertion_id(&r.raw) else {
+                    continue;
+                };
+                let at = r
+                    .summary
+                    .event
+                    .as_ref()
+                    .and_then(|e| e.event_time)
+                    .unwrap_or(r.received)
+                    .max(0) as u64;
+                let expires = UNIX_EPOCH + Duration::from_micros(at) + self.replay_window;
+                match self.replay.check_and_insert(&id, expires, now) {
+                    Ok(()) => remembered += 1,
+                    Err(cps_xua::ReplayError::Replayed) => {}
+                    Err(e) => return Err(format!("replay cache: {e}")),
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(remembered),
+            }
+        }
     }
 
     /// Issue and sign an assertion (refused while the clock is not trusted).

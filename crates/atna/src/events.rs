@@ -519,7 +519,7 @@ pub fn assertion_validated(
             user_authentication(),
             vec![
                 authentication_decision(),
-                local("assertion-validated", "Assertion validated"),
+                local(ASSERTION_VALIDATED_TYPE, "Assertion validated"),
             ],
             EventAction::Execute,
             now,
@@ -536,6 +536,49 @@ pub fn assertion_validated(
         source: ctx.source(),
         objects,
     }
+}
+
+/// The event type code of [`assertion_validated`] messages (for searching the log).
+pub const ASSERTION_VALIDATED_TYPE: &str = "assertion-validated";
+
+/// The SAML assertion ID that an [`assertion_validated`] message records, read back from a
+/// stored message (RFC 5424 + DICOM XML, as the log keeps it); `None` for any other message.
+/// Used to remember, across a restart, the assertions already validated.
+pub fn validated_assertion_id(raw: &[u8]) -> Option<String> {
+    let (_, msg) = crate::syslog::SyslogMessage::parse_header(raw).ok()?;
+    let xml = msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(msg);
+    let text = std::str::from_utf8(xml).ok()?;
+    let doc = roxmltree::Document::parse_with_options(
+        text.trim_end(),
+        roxmltree::ParsingOptions {
+            allow_dtd: false,
+            nodes_limit: crate::XmlLimits::default().max_nodes,
+            ..Default::default()
+        },
+    )
+    .ok()?;
+    let root = doc.root_element();
+    let elements = || root.children().filter(|n| n.is_element());
+    let validated = elements()
+        .filter(|n| n.has_tag_name("EventIdentification"))
+        .flat_map(|n| n.children())
+        .any(|n| {
+            n.has_tag_name("EventTypeCode")
+                && n.attribute("csd-code") == Some(ASSERTION_VALIDATED_TYPE)
+        });
+    if !validated {
+        return None;
+    }
+    elements()
+        .filter(|n| n.has_tag_name("ParticipantObjectIdentification"))
+        .find(|n| {
+            n.children().any(|c| {
+                c.has_tag_name("ParticipantObjectIDTypeCode")
+                    && c.attribute("csd-code") == Some("saml-assertion-id")
+            })
+        })
+        .and_then(|n| n.attribute("ParticipantObjectID"))
+        .map(str::to_owned)
 }
 
 /// An assertion was refused. `serious` marks forged signatures and replays (outcome 8) as

@@ -450,3 +450,51 @@ fn records_indexed_from_the_model_equal_records_parsed_from_their_xml() {
         );
     }
 }
+
+/// The assertion ID of a validation is read back from the stored message (to remember
+/// validated assertions across a restart), and from no other kind of message.
+#[test]
+fn validated_assertion_ids_are_read_back_from_stored_messages_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = cps_atna::Queue::open(dir.path(), &[], cps_atna::QueueOptions::default()).unwrap();
+    let auditor = cps_atna::Auditor::new(queue, "appliance.example", "cps-trust");
+    let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let mut validations = 0;
+    for (name, m) in all_events() {
+        let raw = auditor.format(&m, now).unwrap();
+        let id = events::validated_assertion_id(&raw);
+        let is_validation = m
+            .event
+            .event_types
+            .iter()
+            .any(|t| t.code == events::ASSERTION_VALIDATED_TYPE);
+        if is_validation {
+            validations += 1;
+            assert!(id.is_some(), "{name}: no assertion ID read back");
+        } else {
+            assert_eq!(id, None, "{name}");
+        }
+    }
+    assert_eq!(validations, 1);
+    let m = events::assertion_validated(
+        &ctx(),
+        now,
+        "dmp-service",
+        &Person::id("810001234567"),
+        "_3f2a<&>\"'",
+        Some("248079707503828"),
+    );
+    let raw = auditor.format(&m, now).unwrap();
+    assert_eq!(
+        events::validated_assertion_id(&raw).as_deref(),
+        Some("_3f2a<&>\"'")
+    );
+    for bad in [
+        &b""[..],
+        b"<13>1 - - - - - -",
+        &raw[..raw.len() / 2],
+        b"\xff\xfe<x/>",
+    ] {
+        assert_eq!(events::validated_assertion_id(bad), None);
+    }
+}
