@@ -15,8 +15,8 @@
 //!    process with `cps_xua::Validator` (2 threads) for comparison, in the same run.
 //!
 //! Run: `cargo bench -p cps-trust-tests --bench xua_http`
-//! Environment: `LOGINS` (300), `ASSERTIONS` (60000), `CONNS` (64 connections),
-//! `CLIENT_THREADS` (1 load-generator thread).
+//! Environment: `LOGINS` (300), `ASSERTIONS` (60000), `CONNS` (64 connections; a list such as
+//! `64,256` shares the assertions out between runs), `CLIENT_THREADS` (1 load-generator thread).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -435,8 +435,8 @@ fn bench_validate_http(
     app: &Appliance,
     home: &Home,
     assertions: &Arc<Vec<Vec<u8>>>,
+    conns: usize,
 ) {
-    let conns = env("CONNS", 64);
     let tls = tls_config(home, Some("svc"));
     let server_pid = app.daemon.pid().to_string();
     let (elapsed, lat, statuses, cpu_client, cpu_server, cpu_server_drain) = rt.block_on(async {
@@ -494,7 +494,7 @@ fn bench_validate_http(
         }
         let elapsed = start.elapsed();
         let (c1, s1) = (cpu_secs("self"), cpu_secs(&server_pid));
-        // The audit trail of the validations (store → DICOM → local log) may still be draining.
+        // Whatever the audit trail still has to write after the last answer is counted too.
         let mut last = s1;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -607,7 +607,19 @@ fn main() {
     bench_login(&rt, &app, &home, &reader, &pin);
 
     let (assertions, chain) = seal_assertions(&home, env("ASSERTIONS", 60_000));
+    // CONNS may list several concurrencies ("64,256"): the assertions are shared out between
+    // them, each used once.
+    let conns: Vec<usize> = std::env::var("CONNS")
+        .unwrap_or_else(|_| "64".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .filter(|&c| c > 0)
+        .collect();
+    let share = assertions.len() / conns.len().max(1);
+    for (k, &c) in conns.iter().enumerate() {
+        let part = Arc::new(assertions[k * share..(k + 1) * share].to_vec());
+        bench_validate_http(&rt, &app, &home, &part, c);
+    }
     let assertions = Arc::new(assertions);
-    bench_validate_http(&rt, &app, &home, &assertions);
     bench_validate_in_process(&home, &chain, &assertions);
 }
