@@ -12,7 +12,9 @@
 //!    keep-alive) from a load generator in this process, every request a distinct assertion
 //!    sealed by the appliance's own cachet key (signed here through SoftHSM2 beforehand) so that
 //!    every one is fully validated, accepted and audited; then the same assertions validated in
-//!    process with `cps_xua::Validator` (2 threads) for comparison, in the same run.
+//!    process with `cps_xua::Validator` (2 threads) for comparison, in the same run. Before it,
+//!    the floor of the HTTP path: the same bodies to the same route from an operator without the
+//!    `service` role (TLS, HTTP, body, operator lookup, 403; no validation, no audit).
 //!
 //! Run: `cargo bench -p cps-trust-tests --bench xua_http`
 //! Environment: `LOGINS` (300), `ASSERTIONS` (60000), `CONNS` (64 connections; a list such as
@@ -430,6 +432,60 @@ fn seal_assertions(home: &Home, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (all, chain)
 }
 
+/// The floor of the HTTP path: the same 6 KB bodies to the same route over the same kind of
+/// connections, from an operator without the `service` role, so each request costs TLS, HTTP,
+/// the body, the operator lookup and a 403, but no validation and no audit record.
+fn bench_http_floor(
+    rt: &tokio::runtime::Runtime,
+    app: &Appliance,
+    home: &Home,
+    assertions: &Arc<Vec<Vec<u8>>>,
+    conns: usize,
+) {
+    let tls = tls_config(home, Some("floor"));
+    let server_pid = app.daemon.pid().to_string();
+    let n = assertions.len();
+    let (elapsed, cpu_client, cpu_server) = rt.block_on(async {
+        let mut cs = Vec::new();
+        for _ in 0..conns {
+            cs.push(Conn::open(&app.https, tls.clone()).await);
+        }
+        let next = Arc::new(AtomicUsize::new(0));
+        let (c0, s0) = (cpu_secs("self"), cpu_secs(&server_pid));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for mut c in cs {
+            let (next, assertions) = (next.clone(), assertions.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= assertions.len() {
+                        break;
+                    }
+                    let (st, body) = c
+                        .post("/api/v1/xua/validate", "application/xml", &assertions[i])
+                        .await;
+                    assert_eq!(st, 403, "{}", String::from_utf8_lossy(&body));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        (elapsed, cpu_secs("self") - c0, cpu_secs(&server_pid) - s0)
+    });
+    println!(
+        "HTTP floor (same bodies and route, no `service` role: 403 before validation and audit), {conns} connections:"
+    );
+    println!(
+        "  {:.0} requests/s; CPU per request: server {:.1} µs, load generator {:.1} µs",
+        n as f64 / elapsed.as_secs_f64(),
+        cpu_server / n as f64 * 1e6,
+        cpu_client / n as f64 * 1e6
+    );
+}
+
 fn bench_validate_http(
     rt: &tokio::runtime::Runtime,
     app: &Appliance,
@@ -615,6 +671,19 @@ fn main() {
         .filter_map(|c| c.trim().parse().ok())
         .filter(|&c| c > 0)
         .collect();
+    assert_success(
+        &home.cps(&["operator", "add", "--name", "floor", "--role", "ra-officer"]),
+        "operator add",
+    );
+    // Before any is validated (a refused request consumes nothing).
+    let sample = Arc::new(assertions[..assertions.len().min(40_000)].to_vec());
+    bench_http_floor(
+        &rt,
+        &app,
+        &home,
+        &sample,
+        conns.first().copied().unwrap_or(64),
+    );
     let share = assertions.len() / conns.len().max(1);
     for (k, &c) in conns.iter().enumerate() {
         let part = Arc::new(assertions[k * share..(k + 1) * share].to_vec());

@@ -258,52 +258,7 @@ impl XuaService {
     /// their records in the audit log (each was durable before its answer left), so that a
     /// restart does not reopen them to replay. Returns how many were remembered.
     pub fn remember_validated(&self, log: &AuditLog, now: SystemTime) -> Result<usize, String> {
-        use cps_xua::ReplayCache;
-        let micros = |t: SystemTime| {
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as i64)
-                .unwrap_or(0)
-        };
-        let filter = cps_atna::SearchFilter {
-            from: Some(micros(
-                now.checked_sub(self.replay_window).unwrap_or(UNIX_EPOCH),
-            )),
-            event_type: Some(cps_atna::events::ASSERTION_VALIDATED_TYPE.into()),
-            ..Default::default()
-        };
-        let (mut cursor, mut remembered) = (None, 0);
-        loop {
-            let page = log
-                .search(&filter, 10_000, cursor)
-                .map_err(|e| format!("reading validated assertions from the audit log: {e}"))?;
-            // Only the appliance's own records: another node's message is not our validation.
-            for r in page
-                .records
-                .iter()
-                .filter(|r| r.transport == Transport::Local)
-            {
-                let Some(id) = cps_atna::events::validated_assertion_id(&r.raw) else {
-                    continue;
-                };
-                let at = r
-                    .summary
-                    .event
-                    .as_ref()
-                    .and_then(|e| e.event_time)
-                    .unwrap_or(r.received)
-                    .max(0) as u64;
-                let expires = UNIX_EPOCH + Duration::from_micros(at) + self.replay_window;
-                match self.replay.check_and_insert(&id, expires, now) {
-                    Ok(()) => remembered += 1,
-                    Err(cps_xua::ReplayError::Replayed) => {}
-                    Err(e) => return Err(format!("replay cache: {e}")),
-                }
-            }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(remembered),
-            }
-        }
+        remember_validated(log, &*self.replay, self.replay_window, now)
     }
 
     /// Issue and sign an assertion (refused while the clock is not trusted).
@@ -330,6 +285,60 @@ impl XuaService {
     /// Validate for a service: every check, and the assertion's ID is consumed.
     pub fn validate(&self, input: &[u8], now: SystemTime) -> Result<ValidatedAssertion, Refusal> {
         self.validator.validate(input, now)
+    }
+}
+
+/// Put into `cache` the IDs of the assertions this appliance validated in the `window` before
+/// `now`, as its own records in `log` hold them, each until `window` after its validation (an
+/// upper bound of its validity plus the skew on both ends). Records that other nodes sent to the
+/// repository are not ours and are skipped. Returns how many IDs were added.
+fn remember_validated(
+    log: &AuditLog,
+    cache: &dyn cps_xua::ReplayCache,
+    window: Duration,
+    now: SystemTime,
+) -> Result<usize, String> {
+    let micros = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
+    };
+    let filter = cps_atna::SearchFilter {
+        from: Some(micros(now.checked_sub(window).unwrap_or(UNIX_EPOCH))),
+        event_type: Some(cps_atna::events::ASSERTION_VALIDATED_TYPE.into()),
+        ..Default::default()
+    };
+    let (mut cursor, mut remembered) = (None, 0);
+    loop {
+        let page = log
+            .search(&filter, 10_000, cursor)
+            .map_err(|e| format!("reading validated assertions from the audit log: {e}"))?;
+        for r in page
+            .records
+            .iter()
+            .filter(|r| r.transport == Transport::Local)
+        {
+            let Some(id) = cps_atna::events::validated_assertion_id(&r.raw) else {
+                continue;
+            };
+            let at = r
+                .summary
+                .event
+                .as_ref()
+                .and_then(|e| e.event_time)
+                .unwrap_or(r.received)
+                .max(0) as u64;
+            let expires = UNIX_EPOCH + Duration::from_micros(at) + window;
+            match cache.check_and_insert(&id, expires, now) {
+                Ok(()) => remembered += 1,
+                Err(cps_xua::ReplayError::Replayed) => {}
+                Err(e) => return Err(format!("replay cache: {e}")),
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(remembered),
+        }
     }
 }
 
@@ -374,6 +383,72 @@ mod tests {
             status: CertStatus::Valid,
             issued_at: 0,
         }
+    }
+
+    /// Validations are reloaded from the appliance's own log records within the window only;
+    /// a message another node sent to the repository does not count as ours.
+    #[test]
+    fn validated_assertions_are_reloaded_from_our_own_recent_records_only() {
+        use cps_atna::events::{self, AuditContext, Person};
+        use cps_xua::ReplayCache;
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), None, cps_atna::LogOptions::default()).unwrap();
+        let queue = cps_atna::Queue::open(&dir.path().join("q"), &[], Default::default()).unwrap();
+        let auditor = cps_atna::Auditor::new(queue, "cps-trust.localhost", "cps-trust");
+        let ctx = AuditContext {
+            source_id: "cps-trust".into(),
+            site_id: None,
+            host: "cps-trust.localhost".into(),
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let window = Duration::from_secs(3600 + 120);
+        let message = |id: &str, secs_ago: u64| {
+            let t = now - Duration::from_secs(secs_ago);
+            let at = time::OffsetDateTime::from(t);
+            let m = events::assertion_validated(
+                &ctx,
+                at,
+                "operator:svc",
+                &Person::id("810002813839"),
+                id,
+                None,
+            );
+            (unix(t) * 1_000_000, auditor.format(&m, at).unwrap(), m)
+        };
+        let mut records = Vec::new();
+        for (id, ago) in [("_recent", 60), ("_edge", 3600), ("_old", 2 * 3600)] {
+            let (t, raw, m) = message(id, ago);
+            records.push(cps_atna::NewRecord::local_message(t, &raw, &m));
+        }
+        // The same kind of message, received from another node over TLS.
+        let (t, raw, _) = message("_foreign", 60);
+        records.push(cps_atna::NewRecord::from_message(
+            t,
+            &cps_atna::NodeIdentity::default(),
+            "192.0.2.7:6514",
+            Transport::Tls,
+            &raw,
+            &cps_atna::XmlLimits::default(),
+        ));
+        log.append_blocking(records).unwrap();
+
+        let cache = InMemoryReplayCache::new(1024);
+        assert_eq!(remember_validated(&log, &cache, window, now), Ok(2));
+        let later = now + Duration::from_secs(10);
+        let far = now + Duration::from_secs(7200);
+        for id in ["_recent", "_edge"] {
+            assert_eq!(
+                cache.check_and_insert(id, far, later),
+                Err(cps_xua::ReplayError::Replayed),
+                "{id} was validated before the restart"
+            );
+        }
+        for id in ["_old", "_foreign"] {
+            assert_eq!(cache.check_and_insert(id, far, later), Ok(()), "{id}");
+        }
+        // Remembered until the window after its validation, no longer.
+        let after = now - Duration::from_secs(60) + window + Duration::from_secs(1);
+        assert_eq!(cache.check_and_insert("_recent", far, after), Ok(()));
     }
 
     #[test]
