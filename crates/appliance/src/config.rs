@@ -129,6 +129,16 @@ pub struct XuaSection {
     /// `LPS_ID_HOMOLOGATION_DMP` written when the workstation does not send one.
     #[serde(default = "default_homologation")]
     pub homologation: String,
+    /// Validated assertion IDs remembered at once against replay (about 60–100 bytes each).
+    /// When full, validations are refused until IDs expire (fail closed), so size it for the
+    /// sustained validation rate × (validity + 2 × skew): the default holds about 1 100
+    /// validations/s with 60-minute assertions.
+    #[serde(default = "default_replay_capacity")]
+    pub replay_capacity: usize,
+}
+
+fn default_replay_capacity() -> usize {
+    4_000_000
 }
 
 fn default_cachet_label() -> String {
@@ -178,6 +188,7 @@ impl Default for XuaSection {
             skew_seconds: default_skew(),
             challenge_seconds: default_challenge(),
             homologation: default_homologation(),
+            replay_capacity: default_replay_capacity(),
         }
     }
 }
@@ -689,6 +700,11 @@ impl Config {
                 "xua.validity_minutes must be between 1 and 1440".into(),
             ));
         }
+        if !(1_000..=1_000_000_000).contains(&self.xua.replay_capacity) {
+            return Err(ConfigError::Invalid(
+                "xua.replay_capacity must be between 1000 and 1000000000".into(),
+            ));
+        }
         if self.xua.challenge_seconds == 0 || self.xua.challenge_seconds > 600 {
             return Err(ConfigError::Invalid(
                 "xua.challenge_seconds must be between 1 and 600".into(),
@@ -909,6 +925,10 @@ mod tests {
                 "exceeds the root",
             ),
             (Box::new(|c| c.hsm.pin = "env:".into()), "hsm.pin"),
+            (
+                Box::new(|c| c.xua.replay_capacity = 10),
+                "xua.replay_capacity",
+            ),
         ];
         for (mutate, expect) in cases {
             let mut c = base.clone();

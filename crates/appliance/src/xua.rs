@@ -230,7 +230,7 @@ impl XuaService {
         // refilled at start.
         let validity = Duration::from_secs(u64::from(x.validity_minutes) * 60);
         let skew = Duration::from_secs(u64::from(x.skew_seconds));
-        let replay = Arc::new(InMemoryReplayCache::new(1_000_000));
+        let replay = Arc::new(InMemoryReplayCache::new(x.replay_capacity));
         let validator = Validator::new(
             ValidatorConfig {
                 clock_skew: skew,
