@@ -580,10 +580,15 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     .await?;
     // Before any validation is answered: the assertions validated before this start stay
     // refused as replays (fail closed: no start without them).
-    let remembered = state
-        .xua
-        .remember_validated(&atna.log, std::time::SystemTime::now())
-        .map_err(ApplianceError::Refused)?;
+    let remembered = {
+        let (xua, log) = (state.xua.clone(), atna.log.clone());
+        tokio::task::spawn_blocking(move || {
+            xua.remember_validated(&log, std::time::SystemTime::now())
+        })
+        .await
+        .map_err(|e| ApplianceError::Refused(format!("replay cache reload: {e}")))?
+        .map_err(ApplianceError::Refused)?
+    };
     tracing::info!(
         assertions = remembered,
         "validated assertions remembered against replay"

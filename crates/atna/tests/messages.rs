@@ -371,14 +371,23 @@ fn patient(id: String) -> cps_atna::ParticipantObject {
     }
 }
 
+/// An auditor (its queue in a temporary directory, kept alive by the returned guard) to format
+/// messages as the appliance does.
+fn auditor() -> (tempfile::TempDir, cps_atna::Auditor) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = cps_atna::Queue::open(dir.path(), &[], cps_atna::QueueOptions::default()).unwrap();
+    (
+        dir,
+        cps_atna::Auditor::new(queue, "appliance.example", "cps-trust"),
+    )
+}
+
 /// The appliance's own messages are indexed from the model (`NewRecord::local_message`): the
 /// record must be, byte for byte, the one parsing the formatted message gives
 /// (`NewRecord::local`), for every event, for hostile text, and beyond the parser's limits.
 #[test]
 fn records_indexed_from_the_model_equal_records_parsed_from_their_xml() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = cps_atna::Queue::open(dir.path(), &[], cps_atna::QueueOptions::default()).unwrap();
-    let auditor = cps_atna::Auditor::new(queue, "appliance.example", "cps-trust");
+    let (_dir, auditor) = auditor();
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     let limits = XmlLimits::default();
     let events = all_events();
@@ -455,9 +464,7 @@ fn records_indexed_from_the_model_equal_records_parsed_from_their_xml() {
 /// validated assertions across a restart), and from no other kind of message.
 #[test]
 fn validated_assertion_ids_are_read_back_from_stored_messages_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = cps_atna::Queue::open(dir.path(), &[], cps_atna::QueueOptions::default()).unwrap();
-    let auditor = cps_atna::Auditor::new(queue, "appliance.example", "cps-trust");
+    let (_dir, auditor) = auditor();
     let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     let mut validations = 0;
     for (name, m) in all_events() {
