@@ -84,6 +84,42 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
             let reason = failed.then(|| s(d, "reason").unwrap_or("refused"));
             events::login(ctx, now, &user, None, reason)
         }
+        // Refusals of unauthenticated peers, one record per source and interval
+        // (`crate::refusals`).
+        "login.refused" | "atna.refused" => {
+            let source = s(d, "source").unwrap_or("other sources");
+            let summary = format!(
+                "{} refused {} from {source} between {} and {}: {}",
+                d["count"].as_u64().unwrap_or(0),
+                if rec.kind == "login.refused" {
+                    "card logins"
+                } else {
+                    "syslog-TLS connections"
+                },
+                d["first"].as_i64().unwrap_or(rec.time),
+                d["last"].as_i64().unwrap_or(rec.time),
+                d["reasons"]
+            );
+            if rec.kind == "login.refused" {
+                events::login(
+                    ctx,
+                    now,
+                    &Person::id("unauthenticated"),
+                    s(d, "source"),
+                    Some(&summary),
+                )
+            } else {
+                events::security_alert_event(
+                    ctx,
+                    now,
+                    events::AlertKind::NodeAuthentication,
+                    cps_atna::EventOutcome::MinorFailure,
+                    &summary,
+                    None,
+                    Some(source),
+                )
+            }
+        }
         "xua.issue" => events::assertion_issued(
             ctx,
             now,
@@ -726,7 +762,14 @@ mod tests {
                 "xua.validate",
                 serde_json::json!({ "assertion_id": "_a1", "idnat_ps": "810002813839", "purpose_of_use": "normal" }),
             ),
-            ("atna.refused", serde_json::json!({ "peer": "127.0.0.1:1" })),
+            (
+                "atna.refused",
+                serde_json::json!({ "source": "127.0.0.1", "sources": 1, "count": 3, "first": 1, "last": 2, "reasons": { "no client certificate": 3 } }),
+            ),
+            (
+                "login.refused",
+                serde_json::json!({ "source": null, "sources": 9000, "count": 9000, "first": 1, "last": 2, "reasons": { "unknown_challenge": 9000 } }),
+            ),
         ];
         for (kind, detail) in cases {
             let rec = AuditRecord {

@@ -17,6 +17,7 @@ pub mod login;
 pub mod nodes;
 pub mod ocsp;
 pub mod operators;
+pub mod refusals;
 pub mod serve;
 pub mod tls;
 pub mod xua;
