@@ -1,32 +1,34 @@
-//! The REST API under `/api/v1/` on the mutual-TLS listener. Operators are identified by their
-//! client certificate (verified in the TLS handshake against our hierarchy and live revocation
-//! state) and the roles bound to it in the store.
+//! The REST API under `/api/v1/` on the mutual-TLS listener: handlers and their types. Who may
+//! call each route, and the checks every request passes before a handler runs (client
+//! certificate against the live state, roles, request forgery), are in [`crate::authz`].
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State};
+use axum::extract::{Extension, Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cps_pki::crl::RevocationReason;
 use cps_store::{CertCursor, CertStatus, CertificateRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{CaError, CaService};
-use crate::operators::{self, Operator};
+use crate::operators::Operator;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The verified client certificate of the TLS connection, if the client sent one.
+/// The client certificate the TLS handshake verified for this connection, if the client sent
+/// one. [`crate::authz::enforce`] checks it against the live state for every request and
+/// replaces it with a [`crate::identity::Identity`]: handlers never see this type.
 #[derive(Clone, Debug)]
-pub struct ClientCert(pub Option<Arc<Vec<u8>>>);
+pub struct ClientCert(pub Option<Arc<crate::identity::PeerCertificate>>);
 
 #[derive(Clone)]
 pub struct ApiState {
+    /// The per-request check of client certificates.
+    pub identities: Arc<crate::identity::Identities>,
     pub ca: Arc<CaService>,
     pub nodes: crate::nodes::Nodes,
     /// XUA issuance and validation, and card login (absent when not configured).
@@ -97,56 +99,6 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Resolve the operator behind the client certificate: none → 401, unknown → 403.
-async fn authenticate(
-    State(st): State<ApiState>,
-    Extension(cert): Extension<ClientCert>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let Some(der) = cert.0 else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a client certificate is required (mutual TLS with an operator certificate)",
-        )
-        .into_response();
-    };
-    match operators::lookup(st.ca.store().as_ref(), &der) {
-        Ok(Some(op)) => {
-            req.extensions_mut().insert(op);
-            next.run(req).await
-        }
-        Ok(None) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this certificate is not registered as an operator",
-        )
-        .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "operator lookup failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error (see the appliance log)",
-            )
-            .into_response()
-        }
-    }
-}
-
-pub(crate) fn require(op: &Operator, roles: &[&str]) -> Result<(), ApiError> {
-    if roles.iter().any(|r| op.has(r)) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "operator '{}' lacks the role {}",
-                op.name,
-                roles.join(" or ")
-            ),
-        ))
-    }
-}
-
 /// A certificate as the API shows it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CertificateView {
@@ -195,16 +147,14 @@ fn parse_serial(s: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-async fn whoami(Extension(op): Extension<Operator>) -> Json<Operator> {
+pub(crate) async fn whoami(Extension(op): Extension<Operator>) -> Json<Operator> {
     Json(op)
 }
 
-async fn get_certificate(
+pub(crate) async fn get_certificate(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
     UrlPath((ca, serial)): UrlPath<(String, String)>,
 ) -> Result<Json<CertificateView>, ApiError> {
-    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
     let serial = parse_serial(&serial)?;
     let rec = st
         .ca
@@ -238,12 +188,10 @@ pub struct CertificateList {
     pub next: Option<String>,
 }
 
-async fn list_certificates(
+pub(crate) async fn list_certificates(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<CertificateList>, ApiError> {
-    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let cursor = match &q.after {
         None => None,
@@ -283,13 +231,12 @@ pub struct RevokeRequest {
     pub invalidity_date: Option<i64>,
 }
 
-async fn revoke(
+pub(crate) async fn revoke(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
     UrlPath((ca, serial)): UrlPath<(String, String)>,
     body: Bytes,
 ) -> Result<Json<CertificateView>, ApiError> {
-    require(&op, &["ca-operator"])?;
     let req: RevokeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
     let reason = RevocationReason::from_name(&req.reason).ok_or_else(|| {
@@ -330,14 +277,29 @@ pub struct IssueBody {
     pub holder: String,
 }
 
-async fn issue(
+pub(crate) async fn issue(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CertificateView>), ApiError> {
-    require(&op, &["ca-operator", "ra-officer"])?;
     let b: IssueBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    // Card certificates carry a professional's identity: they are issued for keys generated on a
+    // card, after the registry checks of the enrolment, never from a CSR handed to the API.
+    if st
+        .ca
+        .profiles()
+        .get(&b.profile)
+        .is_some_and(|p| p.subject == cps_pki::profile::SubjectKind::Person)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "'{}' certificates are issued only by card enrolment (POST /api/v1/cards/enrol), never from a CSR",
+                b.profile
+            ),
+        ));
+    }
     let mut sans = Vec::new();
     sans.extend(b.dns.into_iter().map(cps_pki::SubjectAltName::Dns));
     sans.extend(b.ip.into_iter().map(cps_pki::SubjectAltName::Ip));
@@ -386,12 +348,10 @@ pub struct AuditQuery {
 }
 
 /// `GET /api/v1/audit/events`: search the audit record repository (auditors, CA operators).
-async fn audit_events(
+pub(crate) async fn audit_events(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require(&op, &["auditor", "ca-operator"])?;
     let log = st.audit_log.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -468,12 +428,11 @@ pub struct NodeEnrolled {
     pub certificate: CertificateView,
 }
 
-async fn enroll_node(
+pub(crate) async fn enroll_node(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<NodeEnrolled>), ApiError> {
-    require(&op, &["ca-operator"])?;
     let req: crate::nodes::NodeEnrollRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
     let actor = format!("operator:{}", op.name);
@@ -488,21 +447,17 @@ async fn enroll_node(
     ))
 }
 
-async fn list_nodes(
+pub(crate) async fn list_nodes(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
 ) -> Result<Json<Vec<crate::nodes::NodeRecord>>, ApiError> {
-    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
     let nodes = st.nodes.clone();
     Ok(Json(blocking(move || nodes.list()).await?))
 }
 
-async fn get_node(
+pub(crate) async fn get_node(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<crate::nodes::NodeRecord>, ApiError> {
-    require(&op, &["ca-operator", "ra-officer", "auditor"])?;
     let nodes = st.nodes.clone();
     let n2 = name.clone();
     blocking(move || nodes.get(&n2))
@@ -511,12 +466,11 @@ async fn get_node(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node named '{name}'")))
 }
 
-async fn remove_node(
+pub(crate) async fn remove_node(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<crate::nodes::NodeRecord>, ApiError> {
-    require(&op, &["ca-operator"])?;
     let actor = format!("operator:{}", op.name);
     let (ca, nodes) = (st.ca.clone(), st.nodes.clone());
     Ok(Json(
@@ -533,12 +487,11 @@ pub struct OperatorBody {
     pub csr: String,
 }
 
-async fn create_operator(
+pub(crate) async fn create_operator(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CertificateView>), ApiError> {
-    require(&op, &["ca-operator"])?;
     let b: OperatorBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
     let ca_svc = st.ca.clone();
@@ -556,7 +509,7 @@ async fn create_operator(
     Ok((StatusCode::CREATED, Json(CertificateView::from(&rec))))
 }
 
-async fn crl(
+pub(crate) async fn crl(
     State(st): State<ApiState>,
     UrlPath(ca): UrlPath<String>,
 ) -> Result<Response, ApiError> {
@@ -577,7 +530,7 @@ async fn crl(
 }
 
 /// `/api/docs/` (Swagger UI) and `/api/v1/openapi.json`.
-fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
+pub(crate) fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
     let doc: serde_json::Value =
         serde_json::from_str(OPENAPI).unwrap_or_else(|_| serde_json::json!({}));
     utoipa_swagger_ui::SwaggerUi::new("/api/docs")
@@ -586,56 +539,3 @@ fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
 
 /// The OpenAPI description of this API, served by the appliance itself.
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// `/api/v1/...` routes. The caller adds the [`ClientCert`] extension per connection.
-pub fn router(state: ApiState) -> Router {
-    let protected = Router::new()
-        .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/operators", post(create_operator))
-        .route("/api/v1/certificates", get(list_certificates).post(issue))
-        .route("/api/v1/certificates/{ca}/{serial}", get(get_certificate))
-        .route("/api/v1/certificates/{ca}/{serial}/revoke", post(revoke))
-        .route("/api/v1/nodes", get(list_nodes).post(enroll_node))
-        .route("/api/v1/nodes/{name}", get(get_node))
-        .route("/api/v1/nodes/{name}/remove", post(remove_node))
-        .route("/api/v1/xua/validate", post(crate::api_xua::validate))
-        .route("/api/v1/audit/events", get(audit_events))
-        .route(
-            "/api/v1/professionals",
-            get(crate::api_enrol::search).post(crate::api_enrol::create_professional),
-        )
-        .route(
-            "/api/v1/professionals/import",
-            post(crate::api_enrol::import)
-                .layer(DefaultBodyLimit::max(crate::api_enrol::MAX_IMPORT_BYTES)),
-        )
-        .route(
-            "/api/v1/professionals/{idnat}",
-            get(crate::api_enrol::get_professional),
-        )
-        .route(
-            "/api/v1/professionals/{idnat}/status",
-            post(crate::api_enrol::set_status),
-        )
-        .route("/api/v1/readers", get(crate::api_enrol::readers))
-        .route("/api/v1/jobs/{id}", get(crate::api_enrol::job))
-        .route("/api/v1/cards/enrol", post(crate::api_enrol::enrol))
-        .route("/api/v1/cards/{serial}", get(crate::api_enrol::get_card))
-        .route(
-            "/api/v1/cards/{serial}/{action}",
-            post(crate::api_enrol::card_action),
-        )
-        // The web console (HTML) shares the operator authentication.
-        .merge(crate::console::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .merge(protected)
-        .route("/api/v1/crl/{ca}", get(crl))
-        .route("/api/v1/login/challenge", post(crate::api_xua::challenge))
-        .route("/api/v1/login", post(crate::api_xua::login))
-        .route("/api/v1/login/tls", post(crate::api_xua::login_tls))
-        // Swagger UI (vendored in the binary: no CDN) over the same OpenAPI document.
-        .merge(swagger_ui())
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
-}

@@ -21,14 +21,11 @@ use axum::response::{IntoResponse, Response};
 use cps_enrol::{CardService, EnrolError, OppositionReason, ProfessionalData, ProfessionalStatus};
 use serde::Deserialize;
 
-use crate::api::{ApiError, ApiState, blocking, require};
+use crate::api::{ApiError, ApiState, blocking};
 use crate::operators::Operator;
 
 /// Largest registry file accepted by the import route.
 pub const MAX_IMPORT_BYTES: usize = 256 * 1024 * 1024;
-
-const READ: &[&str] = &["ra-officer", "auditor", "ca-operator"];
-const WRITE: &[&str] = &["ra-officer"];
 
 impl From<EnrolError> for ApiError {
     fn from(e: EnrolError) -> Self {
@@ -81,10 +78,8 @@ pub struct SearchQuery {
 
 pub async fn search(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
     Query(q): Query<SearchQuery>,
 ) -> Result<Response, ApiError> {
-    require(&op, READ)?;
     let cards = cards(&st)?;
     let limit = q.limit.unwrap_or(50).clamp(1, cps_enrol::MAX_PAGE);
     let page = blocking(move || {
@@ -102,10 +97,8 @@ pub async fn search(
 
 pub async fn get_professional(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
     UrlPath(idnat): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    require(&op, READ)?;
     let cards = cards(&st)?;
     let (p, c) = blocking(move || {
         let p = cards.registry().require(&idnat)?;
@@ -121,7 +114,6 @@ pub async fn create_professional(
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require(&op, WRITE)?;
     let cards = cards(&st)?;
     let data: ProfessionalData = json(&body)?;
     let who = actor(&op);
@@ -141,7 +133,6 @@ pub async fn set_status(
     UrlPath(idnat): UrlPath<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require(&op, WRITE)?;
     let cards = cards(&st)?;
     let b: StatusBody = json(&body)?;
     let status = ProfessionalStatus::from_name(&b.status).ok_or_else(|| {
@@ -175,7 +166,6 @@ pub async fn import(
     Query(q): Query<ImportQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require(&op, WRITE)?;
     let cards = cards(&st)?;
     let id = st
         .jobs
@@ -188,7 +178,6 @@ pub async fn job(
     Extension(op): Extension<Operator>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    require(&op, READ)?;
     let peek = st
         .jobs
         .peek(&id)
@@ -202,8 +191,7 @@ pub async fn job(
     Ok(Json(view).into_response())
 }
 
-pub async fn readers(Extension(op): Extension<Operator>) -> Result<Response, ApiError> {
-    require(&op, READ)?;
+pub async fn readers() -> Result<Response, ApiError> {
     let list =
         tokio::task::spawn_blocking(|| cps_card::Pcsc::establish().and_then(|p| p.readers()))
             .await
@@ -231,7 +219,6 @@ pub async fn enrol(
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require(&op, WRITE)?;
     let cards = cards(&st)?;
     let b: EnrolBody = json(&body)?;
     let id = st.jobs.start_enrolment(
@@ -249,10 +236,8 @@ pub async fn enrol(
 
 pub async fn get_card(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
     UrlPath(serial): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    require(&op, READ)?;
     let cards = cards(&st)?;
     let s2 = serial.clone();
     let card = blocking(move || cards.card(&s2)).await?.ok_or_else(|| {
@@ -297,7 +282,6 @@ pub async fn card_action(
     UrlPath((serial, action)): UrlPath<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require(&op, WRITE)?;
     let cards = cards(&st)?;
     let b: CardActionBody = if body.is_empty() {
         CardActionBody::default()

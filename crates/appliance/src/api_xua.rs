@@ -21,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, ApiState, ClientCert};
+use crate::api::{ApiError, ApiState};
+use crate::identity::Identity;
 use crate::login::{LoginContext, LoginRefusal, LoginResult};
 use crate::operators::Operator;
 
@@ -128,16 +129,18 @@ pub struct TlsLoginBody {
 
 pub async fn login_tls(
     State(st): State<ApiState>,
-    Extension(cert): Extension<ClientCert>,
+    identity: Option<Extension<Identity>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let login = login_service(&st)?;
-    let Some(der) = cert.0 else {
+    // Checked for this request by `authz::enforce` (the route needs a client certificate).
+    let Some(Extension(identity)) = identity else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "TLS login needs the card's authentication certificate as the client certificate",
         ));
     };
+    let der = identity.certificate.der.clone();
     let b: TlsLoginBody = if body.is_empty() {
         TlsLoginBody::default()
     } else {
@@ -173,7 +176,6 @@ pub async fn validate(
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    crate::api::require(&op, &["service", "ca-operator", "auditor"])?;
     let xua = st.xua.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -479,7 +479,7 @@ impl CaService {
             issuer: "organisations".into(),
             serial: serial.as_bytes().to_vec(),
             subject: subject.to_string(),
-            profile: "operator".into(),
+            profile: crate::operators::OPERATOR_PROFILE.into(),
             holder: Some(holder),
             spki_sha256: csr.key_fingerprint,
             not_before: params.not_before,

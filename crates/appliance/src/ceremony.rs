@@ -462,7 +462,11 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
     }
     for (der, profile, holder) in [
         (&tls_der, "tls-server", "appliance"),
-        (&operator.cert_der, "operator", "operator:admin"),
+        (
+            &operator.cert_der,
+            crate::operators::OPERATOR_PROFILE,
+            "operator:admin",
+        ),
     ] {
         let p = parse_certificate(der)?;
         batch.push(WriteOp::InsertCertificate(CertificateRecord {

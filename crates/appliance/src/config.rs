@@ -340,6 +340,21 @@ pub struct ListenSection {
     pub syslog_tls: String,
     /// NTP (UDP); 123 in production, an unprivileged port in development.
     pub ntp: String,
+    /// Longest life of an HTTPS connection (HTTP/1.1 keep-alive or HTTP/2): it is then closed
+    /// gracefully (after the requests in flight) and the client reconnects with a full handshake.
+    #[serde(default = "default_connection_max_seconds")]
+    pub connection_max_seconds: u32,
+    /// An HTTPS connection with no request for this long is closed.
+    #[serde(default = "default_idle_seconds")]
+    pub idle_seconds: u32,
+}
+
+fn default_connection_max_seconds() -> u32 {
+    600
+}
+
+fn default_idle_seconds() -> u32 {
+    60
 }
 
 impl Default for ListenSection {
@@ -349,6 +364,8 @@ impl Default for ListenSection {
             https: "127.0.0.1:8443".into(),
             syslog_tls: "127.0.0.1:6514".into(),
             ntp: "127.0.0.1:11123".into(),
+            connection_max_seconds: default_connection_max_seconds(),
+            idle_seconds: default_idle_seconds(),
         }
     }
 }
@@ -675,6 +692,18 @@ impl Config {
             addr.parse::<SocketAddr>().map_err(|_| {
                 ConfigError::Invalid(format!("{name} '{addr}' is not an address:port"))
             })?;
+        }
+        let l = &self.listen;
+        if l.connection_max_seconds == 0 || l.connection_max_seconds > 86_400 {
+            return Err(ConfigError::Invalid(
+                "listen.connection_max_seconds must be between 1 and 86400".into(),
+            ));
+        }
+        if l.idle_seconds == 0 || l.idle_seconds > l.connection_max_seconds {
+            return Err(ConfigError::Invalid(
+                "listen.idle_seconds must be at least 1 and at most listen.connection_max_seconds"
+                    .into(),
+            ));
         }
         if !matches!(self.xua.algorithm.as_str(), "p256" | "rsa2048" | "rsa3072") {
             return Err(ConfigError::Invalid(format!(

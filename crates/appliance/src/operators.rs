@@ -14,11 +14,24 @@ use cps_store::{Store, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::ApplianceError;
+use crate::authz::Role;
+
+/// The certificate profile of operator credentials (as recorded in the store).
+pub const OPERATOR_PROFILE: &str = "operator";
 
 /// Roles an operator certificate can be bound to.
-pub const ROLES: &[&str] = &["ca-operator", "ra-officer", "auditor", "service"];
+pub const ROLES: &[&str] = &[
+    Role::CaOperator.as_str(),
+    Role::RaOfficer.as_str(),
+    Role::Auditor.as_str(),
+    Role::Service.as_str(),
+];
 /// The roles of the first operator created by `init`.
-pub const ALL_ROLES: &[&str] = &["ca-operator", "ra-officer", "auditor"];
+pub const ALL_ROLES: &[&str] = &[
+    Role::CaOperator.as_str(),
+    Role::RaOfficer.as_str(),
+    Role::Auditor.as_str(),
+];
 
 /// How long an operator certificate lasts.
 const OPERATOR_VALIDITY_DAYS: i64 = 397;

@@ -19,11 +19,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 
 use crate::ApplianceError;
-use crate::api::{self, ApiState, ClientCert};
+use crate::api::{ApiState, ClientCert};
 use crate::ca::CaService;
 use crate::ceremony::{CA_DIR, open_checked_hsm};
 use crate::clock::SigningClock;
 use crate::config::Config;
+use crate::conn::{Connection, Limits, PeerAddr};
+use crate::identity::{Identities, PeerCertificate};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -126,7 +128,7 @@ pub fn public_router(state: AppState) -> Router {
         .route("/crl/{file}", get(crl_file))
         .route("/ocsp", axum::routing::post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
-        .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .with_state(state)
 }
 
@@ -392,14 +394,22 @@ fn tls_configs(
         .keys()
         .filter_map(|id| st.ca_certs.get(id).map(|d| (id.clone(), d.clone())))
         .collect();
-    let verifier = || {
-        crate::tls::ClientVerifier::new(root.clone(), issuers.clone(), st.store.clone())
+    let verifier = |profiles| {
+        crate::tls::ClientVerifier::new(root.clone(), issuers.clone(), st.store.clone(), profiles)
             .map_err(ApplianceError::Refused)
     };
-    let https = crate::tls::server_config(key.clone(), chain.clone(), Arc::new(verifier()?))
-        .map_err(ApplianceError::Refused)?;
-    let mut syslog = crate::tls::server_config(key, chain, Arc::new(verifier()?.mandatory()))
-        .map_err(ApplianceError::Refused)?;
+    let https = crate::tls::server_config(
+        key.clone(),
+        chain.clone(),
+        Arc::new(verifier(crate::identity::HTTPS_PROFILES)?),
+    )
+    .map_err(ApplianceError::Refused)?;
+    let mut syslog = crate::tls::server_config(
+        key,
+        chain,
+        Arc::new(verifier(&[crate::nodes::NODE_PROFILE])?.mandatory()),
+    )
+    .map_err(ApplianceError::Refused)?;
     syslog.alpn_protocols.clear();
     Ok((
         tokio_rustls::TlsAcceptor::from(Arc::new(https)),
@@ -427,11 +437,17 @@ pub fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
 /// How long a client may take to send its request headers (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Concurrent HTTP/2 streams per connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+
 fn http_builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     b
 }
 
@@ -459,12 +475,16 @@ async fn serve_plain(listener: tokio::net::TcpListener, app: Router) {
     }
 }
 
-/// Accept TLS connections and serve the API on each, handing the verified client certificate
-/// to the handlers.
+/// Accept TLS connections and serve the API on each. Every request carries the connection's
+/// client certificate (parsed once, checked again by [`crate::authz::enforce`] for each request),
+/// the peer's address and the connection's [`Connection`] control; each connection lives within
+/// `limits`.
 async fn serve_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
+    issuers: Arc<Vec<(String, Vec<u8>)>>,
+    limits: Limits,
 ) {
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -478,6 +498,7 @@ async fn serve_tls(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let issuers = issuers.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -487,19 +508,40 @@ async fn serve_tls(
                 }
                 Err(_) => return,
             };
-            let cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::new(c.as_ref().to_vec()));
-            let svc = TowerToHyperService::new(app.layer(axum::Extension(ClientCert(cert))));
-            if let Err(e) = http_builder()
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
+            let cert = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                None => None,
+                Some(c) => match PeerCertificate::parse(c.as_ref(), &issuers) {
+                    Some(p) => Some(Arc::new(p)),
+                    // The verifier accepted it, so this does not happen; fail closed if it does.
+                    None => return,
+                },
+            };
+            let ctl = Connection::new();
+            let (client, addr) = (ClientCert(cert), PeerAddr(peer));
+            let svc = {
+                let ctl = ctl.clone();
+                hyper::service::service_fn(
+                    move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                        let guard = ctl.begin();
+                        let ext = req.extensions_mut();
+                        ext.insert(client.clone());
+                        ext.insert(addr);
+                        ext.insert(ctl.clone());
+                        let app = app.clone();
+                        async move {
+                            let resp = tower::ServiceExt::oneshot(app, req).await;
+                            drop(guard);
+                            resp
+                        }
+                    },
+                )
+            };
+            let builder = http_builder();
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            let ending =
+                crate::conn::drive(conn.as_mut(), |c| c.graceful_shutdown(), &ctl, limits).await;
+            tracing::debug!(%peer, ?ending, "connection ended");
         });
     }
 }
@@ -593,7 +635,19 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         assertions = remembered,
         "validated assertions remembered against replay"
     );
-    let api_app = api::router(ApiState {
+    let issuers: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        state
+            .ca
+            .authorities()
+            .filter(|a| a.id != "root")
+            .filter_map(|a| a.name.to_der().ok().map(|n| (a.id.clone(), n)))
+            .collect(),
+    );
+    let api_app = crate::authz::router(ApiState {
+        identities: Arc::new(Identities::new(
+            state.store.clone(),
+            crate::identity::HTTPS_PROFILES,
+        )),
         ca: state.ca.clone(),
         nodes: crate::nodes::Nodes::new(state.store.clone()),
         xua: Some(state.xua.clone()),
@@ -608,7 +662,13 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)"
     );
     let crl_task = tokio::spawn(refresh_crls(state.ca.clone()));
-    let tls_task = tokio::spawn(serve_tls(https, acceptor, api_app));
+    let tls_task = tokio::spawn(serve_tls(
+        https,
+        acceptor,
+        api_app,
+        issuers,
+        Limits::from_config(&config.listen),
+    ));
     let http_task = tokio::spawn(serve_plain(http, public_router(state)));
     shutdown_signal().await;
     tracing::info!("shutting down");

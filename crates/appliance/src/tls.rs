@@ -91,9 +91,14 @@ impl rustls::sign::SigningKey for HsmSigningKey {
     }
 }
 
-/// Verifies client certificates: chain to our root through one of our issuing CAs, clientAuth
-/// usage, validity at the handshake time, and — fail closed — a certificate the store knows and
-/// holds as valid.
+/// Verifies client certificates: chain to our root through one of our issuing CAs, an extended
+/// key usage that **lists** clientAuth (a certificate without the extension is refused, although
+/// RFC 5280 reads its absence as "any purpose"), validity at the handshake time, and — fail
+/// closed — a certificate the store knows, holds as valid and issued with one of the profiles
+/// this listener accepts.
+///
+/// This runs at the handshake only; [`crate::identity`] checks the same live state again for
+/// every request, and session resumption is off ([`server_config`]).
 #[derive(Debug)]
 pub struct ClientVerifier {
     root: CertificateDer<'static>,
@@ -105,6 +110,8 @@ pub struct ClientVerifier {
     /// Refuse the handshake without a client certificate (the syslog-TLS repository); the API
     /// listener answers 401 instead.
     mandatory: bool,
+    /// Certificate profiles (as recorded in the store) allowed to authenticate here.
+    profiles: &'static [&'static str],
 }
 
 /// `Arc<dyn Store>` with a Debug impl (rustls wants Debug on verifiers).
@@ -118,10 +125,12 @@ impl std::fmt::Debug for StoreHandle {
 }
 
 impl ClientVerifier {
+    /// A verifier for clients whose certificates were issued with one of `profiles`.
     pub fn new(
         root_der: Vec<u8>,
         issuers: Vec<(String, Vec<u8>)>,
         store: Arc<dyn Store>,
+        profiles: &'static [&'static str],
     ) -> Result<Self, String> {
         let mut list = Vec::new();
         let mut hints = Vec::new();
@@ -138,6 +147,7 @@ impl ClientVerifier {
             store: StoreHandle(store),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             mandatory: false,
+            profiles,
         })
     }
 
@@ -196,6 +206,11 @@ impl ClientCertVerifier for ClientVerifier {
             ))
         })?;
         let parsed = cps_pki::parse_certificate(end_entity).map_err(|e| bad(e.to_string()))?;
+        if !parsed.has_extended_key_usage(cps_pki::ext::ID_KP_CLIENT_AUTH) {
+            return Err(bad(
+                "the client certificate's extended key usage does not list clientAuth",
+            ));
+        }
         let issuer_der = parsed.issuer.to_der().map_err(|e| bad(e.to_string()))?;
         let ca = self
             .issuers
@@ -204,6 +219,15 @@ impl ClientCertVerifier for ClientVerifier {
             .map(|(id, _, _)| id.clone())
             .ok_or_else(|| bad("unknown issuer"))?;
         match self.store.0.get_certificate(&ca, parsed.serial.as_bytes()) {
+            Ok(Some(rec))
+                if rec.der == end_entity.as_ref()
+                    && !self.profiles.contains(&rec.profile.as_str()) =>
+            {
+                Err(bad(format!(
+                    "a '{}' certificate does not authenticate on this listener",
+                    rec.profile
+                )))
+            }
             Ok(Some(rec)) if rec.der == end_entity.as_ref() && rec.status == CertStatus::Valid => {
                 Ok(ClientCertVerified::assertion())
             }
@@ -252,7 +276,10 @@ impl ClientCertVerifier for ClientVerifier {
 }
 
 /// Server configuration: HSM-held server key with its chain, client verification as above,
-/// TLS 1.3 and 1.2 only, h2 and http/1.1.
+/// TLS 1.3 and 1.2 only, h2 and http/1.1, and **no session resumption**: rustls restores the
+/// client certificate of a resumed session without calling the verifier, so a resumed session
+/// would skip the chain, usage and status checks of the handshake. Every connection makes a full
+/// handshake instead (one server signature; connections are long-lived, so it is rare).
 pub fn server_config(
     key: Arc<HsmKey>,
     chain: Vec<Vec<u8>>,
@@ -267,7 +294,33 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(FixedCert(certified)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Neither session IDs / stateful tickets (TLS 1.2 and 1.3) nor stateless tickets.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
+    cfg.ticketer = Arc::new(NoTickets);
     Ok(cfg)
+}
+
+/// A ticketer that never issues a ticket (resumption is off, see [`server_config`]).
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 #[derive(Debug)]

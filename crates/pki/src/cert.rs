@@ -10,7 +10,7 @@ use x509_cert::ext::Extension;
 use x509_cert::name::RdnSequence;
 use x509_cert::time::{Time, Validity};
 
-use crate::ext::{ID_CE_BASIC_CONSTRAINTS, ID_CE_SUBJECT_KEY_IDENTIFIER};
+use crate::ext::{ID_CE_BASIC_CONSTRAINTS, ID_CE_EXT_KEY_USAGE, ID_CE_SUBJECT_KEY_IDENTIFIER};
 use crate::{DistinguishedName, PkiError, Serial};
 
 const fn oid(s: &str) -> ObjectIdentifier {
@@ -236,6 +236,18 @@ pub struct ParsedCertificate {
     pub subject_key_id: Option<Vec<u8>>,
     pub signature_algorithm: Option<SignatureAlgorithm>,
     pub sha256_fingerprint: [u8; 32],
+    /// The extended key usage purposes, `None` when the extension is absent (which RFC 5280
+    /// reads as "any purpose": a relying party that needs one purpose must require it).
+    pub extended_key_usage: Option<Vec<ObjectIdentifier>>,
+}
+
+impl ParsedCertificate {
+    /// Whether the extended key usage extension is present and lists `purpose`.
+    pub fn has_extended_key_usage(&self, purpose: ObjectIdentifier) -> bool {
+        self.extended_key_usage
+            .as_ref()
+            .is_some_and(|p| p.contains(&purpose))
+    }
 }
 
 pub fn parse_certificate(der_bytes: &[u8]) -> Result<ParsedCertificate, PkiError> {
@@ -243,9 +255,13 @@ pub fn parse_certificate(der_bytes: &[u8]) -> Result<ParsedCertificate, PkiError
     let tbs = cert.tbs_certificate();
     let mut is_ca = false;
     let mut subject_key_id = None;
+    let mut extended_key_usage = None;
     for e in tbs.extensions().into_iter().flatten() {
         if e.extn_id == ID_CE_BASIC_CONSTRAINTS {
             is_ca = x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes())?.ca;
+        } else if e.extn_id == ID_CE_EXT_KEY_USAGE {
+            extended_key_usage =
+                Some(x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes())?.0);
         } else if e.extn_id == ID_CE_SUBJECT_KEY_IDENTIFIER {
             subject_key_id = Some(
                 der::asn1::OctetString::from_der(e.extn_value.as_bytes())?
@@ -268,6 +284,7 @@ pub fn parse_certificate(der_bytes: &[u8]) -> Result<ParsedCertificate, PkiError
         subject_key_id,
         signature_algorithm: signature_algorithm_from_identifier(cert.signature_algorithm()),
         sha256_fingerprint: fp,
+        extended_key_usage,
     })
 }
 

@@ -21,45 +21,42 @@
 //! | `GET /console/certificates/{ca}/{serial}[/pem]` | a certificate, or its PEM file |
 //! | `GET, POST /console/import` | registry CSV upload (multipart) → a job with its report |
 //!
-//! Safety rules of every handler: a role check first (`ra-officer` acts; `auditor` and
-//! `ca-operator` read; a refused action is a 403 page); only `POST` changes anything, and each
-//! `POST` carries an anti-forgery token bound to the operator certificate ([`csrf`]) and, when
-//! the browser sends them, `Origin` must be this appliance and `Sec-Fetch-Site` must be
-//! `same-origin`. Every page gets a strict Content-Security-Policy (`default-src 'self'`, no
-//! inline script), `X-Frame-Options: DENY` and `Cache-Control: no-store`. Actions are audited
-//! by the card service with the actor `operator:<name>`.
+//! Who may open which page or post which form, and the request-forgery checks (origin, fetch
+//! metadata, form encodings), are [`crate::authz`]'s: one table for the whole HTTPS listener,
+//! enforced before any console handler runs (a refusal is an HTML error page). Only `POST`
+//! changes anything, and each form carries an anti-forgery token bound to the operator
+//! certificate ([`csrf`]), which its handler checks with [`Ctx::check_post`]. Every page gets a
+//! strict Content-Security-Policy (`default-src 'self'`, no inline script), `X-Frame-Options:
+//! DENY` and `Cache-Control: no-store`. Actions are audited by the card service with the actor
+//! `operator:<name>`.
 
 pub mod csrf;
 pub mod form;
 pub mod html;
 
-mod cards;
-mod jobs;
-mod professionals;
-mod registry;
+pub(crate) mod cards;
+pub(crate) mod jobs;
+pub(crate) mod professionals;
+pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
 use cps_enrol::{CardService, EnrolError};
 use parking_lot::Mutex;
 
-use crate::api::{ApiState, ClientCert};
+use crate::api::ApiState;
+use crate::identity::Identity;
 use crate::operators::Operator;
 use html::{Page, Tone};
 
-/// Roles that may read everything in the console.
-pub const READ: &[&str] = &["ra-officer", "auditor", "ca-operator"];
-/// Roles that may act (enrol, lifecycle, registry changes).
-pub const WRITE: &[&str] = &["ra-officer"];
+/// Roles that may act in the console (forms are shown to them; [`crate::authz`] decides).
+const WRITE: &[crate::authz::Role] = &[crate::authz::Role::RaOfficer];
 
 /// The Content-Security-Policy of every console response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -85,7 +82,7 @@ pub(crate) struct Console {
 }
 
 impl Console {
-    fn new() -> Console {
+    pub(crate) fn new() -> Console {
         let csrf = match csrf::CsrfKey::random() {
             Ok(k) => Some(k),
             Err(_) => {
@@ -249,34 +246,8 @@ pub(crate) struct Ctx {
     pub console: Arc<Console>,
     pub fingerprint: [u8; 32],
     pub now: i64,
-    /// `Err(reason)` when the request comes from another origin.
-    pub origin: Result<(), String>,
     /// Whether the request may be handed one-time secrets (not a cross-site fetch).
     pub same_site_fetch: bool,
-}
-
-/// Checks `Origin` and `Sec-Fetch-Site` against the host the request was sent to.
-pub fn check_origin(headers: &HeaderMap, authority: Option<&str>) -> Result<(), String> {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        let site = site.to_str().unwrap_or("?");
-        if site != "same-origin" && site != "none" {
-            return Err(format!(
-                "the request came from another site (Sec-Fetch-Site: {site})"
-            ));
-        }
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("?");
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(authority)
-            .unwrap_or("");
-        if host.is_empty() || origin != format!("https://{host}") {
-            return Err(format!("the request came from another origin ({origin})"));
-        }
-    }
-    Ok(())
 }
 
 impl FromRequestParts<ApiState> for Ctx {
@@ -292,8 +263,8 @@ impl FromRequestParts<ApiState> for Ctx {
         })?;
         let cert = parts
             .extensions
-            .get::<ClientCert>()
-            .and_then(|c| c.0.clone())
+            .get::<Identity>()
+            .map(|id| id.certificate.clone())
             .ok_or_else(|| {
                 ConsoleError::new(
                     StatusCode::UNAUTHORIZED,
@@ -306,7 +277,6 @@ impl FromRequestParts<ApiState> for Ctx {
             .get::<Arc<Console>>()
             .cloned()
             .ok_or_else(|| ConsoleError::internal("console state", "missing extension"))?;
-        let origin = check_origin(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
         let same_site_fetch = parts
             .headers
             .get("sec-fetch-site")
@@ -315,40 +285,17 @@ impl FromRequestParts<ApiState> for Ctx {
             st: st.clone(),
             op,
             console,
-            fingerprint: csrf::fingerprint(&cert),
+            fingerprint: cert.sha256,
             now: crate::unix_now(),
-            origin,
             same_site_fetch,
         })
     }
 }
 
 impl Ctx {
-    /// 403 page unless the operator has one of `roles`.
-    pub fn require(&self, roles: &[&str], what: &str) -> Result<(), ConsoleError> {
-        if roles.iter().any(|r| self.op.has(r)) {
-            return Ok(());
-        }
-        Err(ConsoleError::new(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            format!(
-                "Operator '{}' ({}) may not {what}: this needs the role {}.",
-                self.op.name,
-                if self.op.roles.is_empty() {
-                    "no role".to_owned()
-                } else {
-                    self.op.roles.join(", ")
-                },
-                roles.join(" or ")
-            ),
-        )
-        .with_operator(&self.op))
-    }
-
     /// Whether the operator may act.
     pub fn can_write(&self) -> bool {
-        WRITE.iter().any(|r| self.op.has(r))
+        WRITE.iter().any(|r| self.op.has(r.as_str()))
     }
 
     /// The anti-forgery token for this operator's forms (empty when forms are disabled).
@@ -365,7 +312,8 @@ impl Ctx {
         html::csrf_field(&self.token())
     }
 
-    /// Checks the origin of a state-changing request and its anti-forgery token.
+    /// Checks the anti-forgery token of a form post (its origin was checked by
+    /// [`crate::authz::enforce`]).
     pub fn check_post(&self, token: Option<&str>) -> Result<(), ConsoleError> {
         let refuse = |why: String| {
             ConsoleError::new(
@@ -378,9 +326,6 @@ impl Ctx {
             )
             .with_operator(&self.op)
         };
-        if let Err(why) = &self.origin {
-            return Err(refuse(why.clone()));
-        }
         let key = self.console.csrf.as_ref().ok_or_else(|| {
             ConsoleError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -435,8 +380,8 @@ pub(crate) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-async fn security_headers(req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
+/// The console's security headers on `resp` (every console response, refusals included).
+pub(crate) fn security_headers_on(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -466,7 +411,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn asset_css() -> Response {
+pub(crate) async fn asset_css() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
@@ -477,7 +422,7 @@ async fn asset_css() -> Response {
         .into_response()
 }
 
-async fn asset_js() -> Response {
+pub(crate) async fn asset_js() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
@@ -486,58 +431,6 @@ async fn asset_js() -> Response {
         JS,
     )
         .into_response()
-}
-
-/// The console's routes. They expect the [`Operator`] and [`ClientCert`] request extensions:
-/// merge them into the authenticated part of [`crate::api::router`].
-pub fn router() -> Router<ApiState> {
-    let console = Arc::new(Console::new());
-    Router::new()
-        .route("/console", get(|| async { see_other("/console/") }))
-        .route("/console/", get(professionals::home))
-        .route("/console/assets/console.css", get(asset_css))
-        .route("/console/assets/console.js", get(asset_js))
-        .route("/console/professionals", get(professionals::search))
-        .route(
-            "/console/professionals/new",
-            get(registry::new_form).post(registry::create),
-        )
-        .route(
-            "/console/professionals/{idnat}/edit",
-            get(registry::edit_form).post(registry::update),
-        )
-        .route(
-            "/console/professionals/{idnat}",
-            get(professionals::professional),
-        )
-        .route(
-            "/console/professionals/{idnat}/status",
-            post(professionals::set_status),
-        )
-        .route(
-            "/console/professionals/{idnat}/enrol",
-            get(jobs::enrol_form).post(jobs::enrol),
-        )
-        .route("/console/jobs/{id}", get(jobs::job_page))
-        .route("/console/jobs/{id}/status", get(jobs::job_status))
-        .route("/console/cards/{serial}", get(cards::card_page))
-        .route("/console/cards/{serial}/{action}", post(cards::card_action))
-        .route(
-            "/console/certificates/{ca}/{serial}",
-            get(cards::certificate_page),
-        )
-        .route(
-            "/console/certificates/{ca}/{serial}/pem",
-            get(cards::certificate_pem),
-        )
-        .route(
-            "/console/import",
-            get(jobs::import_form)
-                .post(jobs::import)
-                .layer(DefaultBodyLimit::max(crate::api_enrol::MAX_IMPORT_BYTES)),
-        )
-        .layer(middleware::from_fn(security_headers))
-        .layer(axum::Extension(console))
 }
 
 fn capitalised(s: &str) -> String {
@@ -630,43 +523,6 @@ pub(crate) fn slot_label(s: cps_enrol::CertSlot) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn same_origin_requests_pass_and_others_are_refused() {
-        // No fetch metadata (curl, old browsers): the token alone decides.
-        assert!(check_origin(&headers(&[("host", "a:8443")]), None).is_ok());
-        assert!(
-            check_origin(
-                &headers(&[
-                    ("host", "a:8443"),
-                    ("origin", "https://a:8443"),
-                    ("sec-fetch-site", "same-origin")
-                ]),
-                None
-            )
-            .is_ok()
-        );
-        // HTTP/2: the authority instead of Host.
-        assert!(check_origin(&headers(&[("origin", "https://a:8443")]), Some("a:8443")).is_ok());
-        for bad in [
-            vec![("host", "a:8443"), ("origin", "https://evil.example")],
-            vec![("host", "a:8443"), ("origin", "http://a:8443")],
-            vec![("host", "a:8443"), ("origin", "null")],
-            vec![("origin", "https://a:8443")],
-            vec![("host", "a:8443"), ("sec-fetch-site", "cross-site")],
-            vec![("host", "a:8443"), ("sec-fetch-site", "same-site")],
-        ] {
-            assert!(check_origin(&headers(&bad), None).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn done_notices_come_from_a_fixed_set() {

@@ -10,8 +10,8 @@ use cps_enrol::{Card, Professional, ProfessionalStatus};
 
 use super::html::{Tone, badge, esc, notice, when};
 use super::{
-    ConsoleError, Ctx, READ, WRITE, blocking, done_notice, form, href_card, href_professional,
-    html_response, query, see_other,
+    ConsoleError, Ctx, blocking, done_notice, form, href_card, href_professional, html_response,
+    query, see_other,
 };
 
 /// Search results per page.
@@ -37,7 +37,6 @@ fn search_form(out: &mut String, q: &str, autofocus: bool) {
 
 /// `GET /console/`.
 pub(crate) async fn home(ctx: Ctx) -> Result<Response, ConsoleError> {
-    ctx.require(READ, "use the console")?;
     let readers = super::readers().await;
     let open = match ctx.cards() {
         Ok(cards) => blocking(move || cards.open_enrolments()).await.ok(),
@@ -117,7 +116,6 @@ pub(crate) async fn home(ctx: Ctx) -> Result<Response, ConsoleError> {
 
 /// `GET /console/professionals?q=&after=`.
 pub(crate) async fn search(ctx: Ctx, RawQuery(raw): RawQuery) -> Result<Response, ConsoleError> {
-    ctx.require(READ, "search the registry")?;
     let f = query(raw.as_deref()).map_err(|e| ctx.error(e))?;
     let q = f.get("q").unwrap_or("").trim().to_owned();
     let after = f.text("after").map(|a| cps_enrol::Cursor(a.to_owned()));
@@ -229,7 +227,6 @@ pub(crate) async fn professional(
     UrlPath(idnat): UrlPath<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsoleError> {
-    ctx.require(READ, "read the registry")?;
     let f = query(raw.as_deref()).map_err(|e| ctx.error(e))?;
     let cards = ctx.cards()?;
     let (p, list) = blocking(move || {
@@ -412,7 +409,6 @@ pub(crate) async fn set_status(
     UrlPath(idnat): UrlPath<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    ctx.require(WRITE, "change a professional's status")?;
     let f = form::parse_urlencoded(&body).map_err(|e| ctx.error(e))?;
     ctx.check_post(f.get("csrf"))?;
     let status = f

@@ -13,9 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cps_enrol::{Activity, Professional, ProfessionalData};
 
 use super::html::{Tone, esc, notice};
-use super::{
-    ConsoleError, Ctx, WRITE, blocking, form, href_professional, html_response, see_other,
-};
+use super::{ConsoleError, Ctx, blocking, form, href_professional, html_response, see_other};
 
 /// Empty activity rows offered below the existing ones.
 const SPARE_ROWS: usize = 2;
@@ -303,7 +301,6 @@ fn check(d: &mut Draft) {
 
 /// `GET /console/professionals/new`.
 pub(crate) async fn new_form(ctx: Ctx) -> Result<Response, ConsoleError> {
-    ctx.require(WRITE, "register a professional")?;
     let d = Draft {
         data: ProfessionalData {
             idnat_ps: String::new(),
@@ -322,7 +319,6 @@ pub(crate) async fn new_form(ctx: Ctx) -> Result<Response, ConsoleError> {
 
 /// `POST /console/professionals/new`.
 pub(crate) async fn create(ctx: Ctx, body: Bytes) -> Result<Response, ConsoleError> {
-    ctx.require(WRITE, "register a professional")?;
     let f = form::parse_urlencoded(&body).map_err(|e| ctx.error(e))?;
     ctx.check_post(f.get("csrf"))?;
     let mut d = draft_of(&f);
@@ -350,7 +346,6 @@ pub(crate) async fn edit_form(
     ctx: Ctx,
     UrlPath(idnat): UrlPath<String>,
 ) -> Result<Response, ConsoleError> {
-    ctx.require(WRITE, "edit a professional")?;
     let cards = ctx.cards()?;
     let p = blocking(move || cards.registry().require(&idnat))
         .await
@@ -370,7 +365,6 @@ pub(crate) async fn update(
     UrlPath(idnat): UrlPath<String>,
     body: Bytes,
 ) -> Result<Response, ConsoleError> {
-    ctx.require(WRITE, "edit a professional")?;
     let f = form::parse_urlencoded(&body).map_err(|e| ctx.error(e))?;
     ctx.check_post(f.get("csrf"))?;
     let cards = ctx.cards()?;
