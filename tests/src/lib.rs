@@ -4,6 +4,7 @@
 //! Peers are required, not optional: a missing one fails the test with the command that installs
 //! it (`scripts/install-deps.sh`).
 
+pub mod https;
 pub mod pcsc;
 pub mod rsyslog;
 
@@ -435,6 +436,46 @@ pub fn issue_person(
         "-o",
         out.to_str().unwrap(),
     ])
+}
+
+/// The organisation identity used for organisation certificates in the tests.
+pub const ORG_ARGS: &[&str] = &[
+    "--org-name",
+    "Clinique du Parc",
+    "--structure-id",
+    "318751275100020",
+    "--state",
+    "Paris (75)",
+];
+
+/// `cps-trust cert issue` of an organisation profile (`org-tls-client`, `org-tls-server`,
+/// `org-cachet`) for `holder`, common name `cn`, and extra arguments (`--dns`...).
+pub fn issue_org(
+    home: &Home,
+    csr: &std::path::Path,
+    out: &std::path::Path,
+    profile: &str,
+    holder: &str,
+    cn: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "cert",
+        "issue",
+        "--profile",
+        profile,
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        holder,
+        "--cn",
+        cn,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(ORG_ARGS);
+    args.extend_from_slice(extra);
+    home.cps(&args)
 }
 
 /// `openssl ocsp` against the appliance for `certs` of CA `ca`; stdout and stderr together.

@@ -413,3 +413,108 @@ impl TestCa {
         std::fs::read(self.dir.join(format!("{name}.der"))).expect("cert")
     }
 }
+
+/// The professional of [`registry_csv`].
+pub const CARD_IDNAT: &str = "810002813839";
+/// The activity [`EnrolledCard`] enrols for.
+pub const CARD_STRUCTURE: &str = "10B0152872";
+
+/// A registry file with one médecin and two activities, for the appliance's `professional import`.
+pub fn registry_csv(dir: &Path) -> PathBuf {
+    let p = dir.join("professionals.csv");
+    std::fs::write(
+        &p,
+        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
+    )
+    .unwrap();
+    p
+}
+
+/// `cps-trust cert show --pem` of certificate `serial` of CA `ca`, written to `dir`.
+pub fn cert_pem(home: &crate::Home, dir: &Path, ca: &str, serial: &str) -> PathBuf {
+    let out = home.cps(&["cert", "show", "--ca", ca, "--serial", serial, "--pem"]);
+    crate::assert_success(&out, "cert show --pem");
+    let p = dir.join(format!("{serial}.pem"));
+    std::fs::write(&p, &out.stdout).unwrap();
+    p
+}
+
+/// An appliance with one card enrolled through its reader: the PC/SC stack with a simulated card
+/// in slot 0, the registry of [`registry_csv`] imported, `cps-trust card enroll` for
+/// [`CARD_IDNAT`] at [`CARD_STRUCTURE`]. Card certificates exist only this way.
+pub struct EnrolledCard {
+    pub home: crate::Home,
+    pub app: crate::Appliance,
+    pub reader: String,
+    /// The card's serial number and its initial PIN.
+    pub card: String,
+    pub pin: String,
+    /// Serials (hex) and PEM files of the `cps-auth` and `cps-sign` certificates.
+    pub auth_serial: String,
+    pub sign_serial: String,
+    pub auth_pem: PathBuf,
+    pub sign_pem: PathBuf,
+    /// The `card enroll` listing.
+    pub listing: String,
+    pub sim: Simulator,
+    pub stack: PcscStack,
+}
+
+impl EnrolledCard {
+    pub fn start(label: &str) -> EnrolledCard {
+        let stack = PcscStack::start(label);
+        let dir = stack.dir.path().to_path_buf();
+        let card_file = dir.join("card.json");
+        blank_card(&card_file);
+        let sim = stack.simulator(&[(0, &card_file)], &[]);
+        let reader = stack.reader(0);
+        let (home, app) = crate::Appliance::fresh_in(
+            crate::Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket),
+        );
+        let csv = registry_csv(&dir);
+        let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
+        crate::assert_success(&out, "professional import");
+        let out = home.cps(&[
+            "card",
+            "enroll",
+            "--reader",
+            &reader,
+            "--professional",
+            CARD_IDNAT,
+            "--activity",
+            CARD_STRUCTURE,
+        ]);
+        crate::assert_success(&out, "card enroll");
+        let listing = crate::text(&out.stdout);
+        let pin = crate::field(&listing, "initial PIN ").to_owned();
+        let card = crate::field(&listing, "card ").to_owned();
+        let serial_of = |profile: &str| {
+            listing
+                .lines()
+                .find(|l| l.trim_start().starts_with(profile))
+                .and_then(|l| l.split_whitespace().last())
+                .unwrap_or_else(|| panic!("no {profile} in:\n{listing}"))
+                .to_owned()
+        };
+        let auth_serial = serial_of("cps-auth");
+        let sign_serial = serial_of("cps-sign");
+        let auth_pem = cert_pem(&home, &dir, "personnes", &auth_serial);
+        let sign_pem = cert_pem(&home, &dir, "personnes", &sign_serial);
+        EnrolledCard {
+            home,
+            app,
+            reader,
+            card,
+            pin,
+            auth_serial,
+            sign_serial,
+            auth_pem,
+            sign_pem,
+            listing,
+            sim,
+            stack,
+        }
+    }
+}

@@ -291,7 +291,15 @@ fn issue_certs(home: &Home, dir: &Path, tag: &str, n: usize) {
         let csr = openssl_csr(dir, &format!("{tag}{i}"), "p256");
         let out = dir.join(format!("{tag}{i}.pem"));
         assert_success(
-            &issue_person(home, &csr, &out, "cps-auth", "810002345675"),
+            &issue_org(
+                home,
+                &csr,
+                &out,
+                "org-tls-client",
+                &format!("{tag}{i}"),
+                "dmp-connector",
+                &[],
+            ),
             "issue",
         );
     }

@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use cps_trust_tests::pcsc::EnrolledCard;
 use cps_trust_tests::*;
 
 fn serial_of(pem: &std::path::Path) -> String {
@@ -363,14 +364,11 @@ fn revoked_operator_certificate_is_refused_at_the_handshake() {
 /// on the responses.
 #[test]
 fn ocsp_good_then_revoked_immediately() {
-    let (home, app) = Appliance::fresh();
+    // A card certificate (the personnes CA), enrolled on a simulated card.
+    let card = EnrolledCard::start("ocsp");
+    let (home, app) = (&card.home, &card.app);
     let dir = tempfile::tempdir().unwrap();
-    let ee = dir.path().join("ee.pem");
-    let csr = openssl_csr(dir.path(), "ee", "p256");
-    assert_success(
-        &issue_person(&home, &csr, &ee, "cps-auth", "810002813839"),
-        "issue",
-    );
+    let ee = card.auth_pem.clone();
     let t = ocsp_query(&home, &app, "personnes", &[&ee], &[]);
     assert!(
         t.contains("Response verify OK") && t.contains(": good"),
@@ -488,19 +486,43 @@ fn ocsp_good_then_revoked_immediately() {
         text(&lint.stderr)
     );
 
-    // The revoked key is blocked for ever: a new CSR with the same key is refused.
-    let again = home.cps(&[
-        "cert",
+    // A revoked key is blocked for ever: a new CSR with the same key is refused.
+    let csr = openssl_csr(dir.path(), "org", "p256");
+    let org = dir.path().join("org.pem");
+    assert_success(
+        &issue_org(
+            home,
+            &csr,
+            &org,
+            "org-tls-client",
+            "318751275100020",
+            "dmp-connector",
+            &[],
+        ),
         "issue",
-        "--profile",
-        "cps-auth",
-        "--csr",
-        csr.to_str().unwrap(),
-        "--holder",
-        "810002813839",
-        "--person",
-        "810002813839,DONNAT-GADY,ISABELLE,10",
-    ]);
+    );
+    assert_success(
+        &home.cps(&[
+            "cert",
+            "revoke",
+            "--ca",
+            "organisations",
+            "--serial",
+            &serial_of(&org),
+            "--reason",
+            "keyCompromise",
+        ]),
+        "revoke",
+    );
+    let again = issue_org(
+        home,
+        &csr,
+        &dir.path().join("again.pem"),
+        "org-tls-client",
+        "318751275100020",
+        "dmp-connector",
+        &[],
+    );
     assert_one_line_error(&again, &["compromised-key blocklist"]);
 }
 
@@ -526,7 +548,9 @@ fn base64_encode(b: &[u8]) -> String {
 /// pkilint reports nothing, openssl verifies each against the chain.
 #[test]
 fn every_profile_issued_by_the_appliance_passes_pkilint() {
-    let (home, _app) = Appliance::fresh();
+    // Card certificates come only from enrolment: one simulated card.
+    let card = EnrolledCard::start("pkilint");
+    let home = &card.home;
     let dir = tempfile::tempdir().unwrap();
     let org = |profile: &str, cn: &str, extra: &[&str]| {
         let csr = openssl_csr(dir.path(), profile, "rsa2048");
@@ -565,13 +589,9 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
         ),
         org("org-cachet", "DMP SIGN", &[]),
     ];
-    for (profile, idnat) in [("cps-auth", "899700367917"), ("cps-sign", "899700367917")] {
-        let csr = openssl_csr(dir.path(), profile, "p256");
+    for (profile, pem) in [("cps-auth", &card.auth_pem), ("cps-sign", &card.sign_pem)] {
         let out_path = dir.path().join(format!("{profile}.pem"));
-        assert_success(
-            &issue_person(&home, &csr, &out_path, profile, idnat),
-            profile,
-        );
+        std::fs::copy(pem, &out_path).unwrap();
         issued.push((out_path, "personnes"));
     }
     // With explicit policy: each end-entity policy is certified by its issuing CA.
@@ -700,38 +720,39 @@ fn hostile_csr_and_ocsp_corpus() {
     let mut huge = good_bytes.clone();
     huge.extend(std::iter::repeat_n(b'A', 70 * 1024));
     cases.push(("oversized".into(), huge, "413"));
+    let org = |csr: &std::path::Path, out: &str, holder: &str| {
+        issue_org(
+            &home,
+            csr,
+            &dir.path().join(out),
+            "org-tls-client",
+            holder,
+            "dmp-connector",
+            &[],
+        )
+    };
     for (name, bytes, expect) in cases {
         let f = dir.path().join("case.csr");
         std::fs::write(&f, &bytes).unwrap();
-        let out = issue_person(
-            &home,
-            &f,
-            &dir.path().join("x.pem"),
-            "cps-auth",
-            "810002813839",
-        );
+        let out = org(&f, "x.pem", "318751275100020");
         assert_one_line_error(&out, &[expect]);
         let _ = name;
     }
     // The same key for a different holder is refused.
-    assert_success(
-        &issue_person(
+    assert_success(&org(&good, "a.pem", "318751275100020"), "first holder");
+    let out = org(&good, "b.pem", "499700367909006");
+    assert_one_line_error(&out, &["409", "already certified for another holder"]);
+    // Card certificates never come from a CSR, whoever asks (card enrolment makes them).
+    for profile in ["cps-auth", "cps-sign"] {
+        let out = issue_person(
             &home,
             &good,
-            &dir.path().join("a.pem"),
-            "cps-auth",
+            &dir.path().join("c.pem"),
+            profile,
             "810002813839",
-        ),
-        "first holder",
-    );
-    let out = issue_person(
-        &home,
-        &good,
-        &dir.path().join("b.pem"),
-        "cps-auth",
-        "899700367917",
-    );
-    assert_one_line_error(&out, &["409", "already certified for another holder"]);
+        );
+        assert_one_line_error(&out, &["403", "only by card enrolment"]);
+    }
     // Profile / subject mismatches and bad identities.
     let other = openssl_csr(dir.path(), "other", "p256");
     let out = issue_person(
@@ -742,14 +763,6 @@ fn hostile_csr_and_ocsp_corpus() {
         "810002813839",
     );
     assert_one_line_error(&out, &["400"]);
-    let out = issue_person(
-        &home,
-        &other,
-        &dir.path().join("c.pem"),
-        "cps-auth",
-        "810002813838",
-    );
-    assert_one_line_error(&out, &["check digit"]);
     let out = issue_person(
         &home,
         &other,
@@ -854,13 +867,19 @@ fn concurrent_issuance_and_revocation() {
                     "cert",
                     "issue",
                     "--profile",
-                    "cps-auth",
+                    "org-tls-client",
                     "--csr",
                     csr.to_str().unwrap(),
                     "--holder",
-                    "810002813839",
-                    "--person",
-                    "810002813839,DONNAT-GADY,ISABELLE,10",
+                    "318751275100020",
+                    "--cn",
+                    "dmp-connector",
+                    "--org-name",
+                    "Clinique du Parc",
+                    "--structure-id",
+                    "318751275100020",
+                    "--state",
+                    "Paris (75)",
                     "-o",
                     out.to_str().unwrap(),
                 ])
@@ -887,7 +906,7 @@ fn concurrent_issuance_and_revocation() {
                 "cert",
                 "revoke",
                 "--ca",
-                "personnes",
+                "organisations",
                 "--serial",
                 &serial_of(p),
                 "--reason",
@@ -902,7 +921,7 @@ fn concurrent_issuance_and_revocation() {
     for c in children {
         assert_success(&c.wait_with_output().unwrap(), "parallel revoke");
     }
-    let crl = crl_pem(&app, "personnes", dir.path());
+    let crl = crl_pem(&app, "organisations", dir.path());
     let t = text(
         &Command::new(peer("openssl"))
             .args(["crl", "-noout", "-text", "-in"])
@@ -918,7 +937,7 @@ fn concurrent_issuance_and_revocation() {
         );
     }
     let refs: Vec<&std::path::Path> = pems.iter().map(|p| p.as_path()).collect();
-    let t = ocsp_query(&home, &app, "personnes", &refs, &[]);
+    let t = ocsp_query(&home, &app, "organisations", &refs, &[]);
     assert!(t.contains("Response verify OK"), "{t}");
     assert_eq!(t.matches(": revoked").count(), n / 2, "{t}");
     assert_eq!(t.matches(": good").count(), n - n / 2, "{t}");

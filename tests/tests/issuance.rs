@@ -5,39 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::{CARD_IDNAT, EnrolledCard, registry_csv};
 use cps_trust_tests::*;
 
-const IDNAT: &str = "810002813839";
-const STRUCTURE: &str = "10B0152872";
-
-fn registry_csv(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("professionals.csv");
-    std::fs::write(
-        &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
-    )
-    .unwrap();
-    p
-}
-
-fn cert_pem(home: &Home, dir: &Path, serial: &str) -> std::path::PathBuf {
-    let out = home.cps(&[
-        "cert",
-        "show",
-        "--ca",
-        "personnes",
-        "--serial",
-        serial,
-        "--pem",
-    ]);
-    assert_success(&out, "cert show --pem");
-    let p = dir.join(format!("{serial}.pem"));
-    std::fs::write(&p, &out.stdout).unwrap();
-    p
-}
+const IDNAT: &str = CARD_IDNAT;
 
 fn openssl(args: &[&str]) -> Output {
     Command::new(peer("openssl")).args(args).output().unwrap()
@@ -59,60 +30,28 @@ fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
 
 #[test]
 fn enrol_use_log_in_and_oppose_a_card() {
-    let stack = PcscStack::start("issuance");
+    let EnrolledCard {
+        home,
+        mut app,
+        reader,
+        card: serial,
+        pin,
+        auth_serial: _,
+        auth_pem,
+        sign_pem,
+        sim: _sim,
+        stack,
+        ..
+    } = EnrolledCard::start("issuance");
     let dir = stack.dir.path().to_path_buf();
-    let card_file = dir.join("card.json");
-    blank_card(&card_file);
-    let _sim = stack.simulator(&[(0, &card_file)], &[]);
-    let reader = stack.reader(0);
-    let (home, mut app) =
-        Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
-
-    // Registry.
+    // The registry was imported; the same file again changes nothing.
     let csv = registry_csv(&dir);
-    let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
-    assert_success(&out, "professional import");
-    assert!(
-        text(&out.stdout).contains("outcome imported"),
-        "{}",
-        text(&out.stdout)
-    );
     let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
     assert!(
         text(&out.stdout).contains("outcome unchanged"),
         "{}",
         text(&out.stdout)
     );
-
-    // Enrolment through the appliance's reader.
-    let out = home.cps(&[
-        "card",
-        "enroll",
-        "--reader",
-        &reader,
-        "--professional",
-        IDNAT,
-        "--activity",
-        STRUCTURE,
-    ]);
-    assert_success(&out, "card enroll");
-    let listing = text(&out.stdout);
-    let pin = field(&listing, "initial PIN ").to_owned();
-    let serial = field(&listing, "card ").to_owned();
-    let auth_serial = listing
-        .lines()
-        .find(|l| l.trim_start().starts_with("cps-auth"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap()
-        .to_owned();
-    let sign_serial = listing
-        .lines()
-        .find(|l| l.trim_start().starts_with("cps-sign"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap()
-        .to_owned();
-    let auth_pem = cert_pem(&home, &dir, &auth_serial);
-    let sign_pem = cert_pem(&home, &dir, &sign_serial);
 
     // The certificate names the professional from the registry.
     let subject = text(

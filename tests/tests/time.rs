@@ -125,7 +125,15 @@ fn with_an_untrusted_clock_nothing_is_signed() {
     let csr = openssl_csr(dir.path(), "before", "p256");
     let issued = dir.path().join("before.pem");
     assert_success(
-        &issue_person(&home, &csr, &issued, "cps-auth", "810002345675"),
+        &issue_org(
+            &home,
+            &csr,
+            &issued,
+            "org-tls-client",
+            "before",
+            "dmp-connector",
+            &[],
+        ),
         "cert issue",
     );
     app.daemon.stop(Duration::from_secs(10));
@@ -149,12 +157,14 @@ fn with_an_untrusted_clock_nothing_is_signed() {
 
     // Certificates: refused with the clock's reason, nothing recorded.
     let csr2 = openssl_csr(dir.path(), "after", "p256");
-    let out = issue_person(
+    let out = issue_org(
         &home,
         &csr2,
         &dir.path().join("after.pem"),
-        "cps-auth",
-        "810002345675",
+        "org-tls-client",
+        "after",
+        "dmp-connector",
+        &[],
     );
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -170,7 +180,7 @@ fn with_an_untrusted_clock_nothing_is_signed() {
     assert!(text(&body).contains("signing refused"), "{}", text(&body));
 
     // OCSP: tryLater (RFC 6960 status 3), not a signed answer.
-    let out = ocsp_query(&home, &app, "personnes", &[&issued], &[]);
+    let out = ocsp_query(&home, &app, "organisations", &[&issued], &[]);
     assert!(out.contains("trylater"), "openssl ocsp said:\n{out}");
 
     // NTP advertises the untrusted clock: LI 3, stratum 16; chronyd refuses it.

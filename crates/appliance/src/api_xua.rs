@@ -4,7 +4,7 @@
 //! * `POST /api/v1/login` `{ challenge_id, certificate (base64 DER or PEM), signature (base64),
 //!   context }` → the VIHF assertion, or 401 with a stable `code`;
 //! * `POST /api/v1/login/tls` `{ context }` on a connection authenticated with the card's
-//!   certificate → the assertion;
+//!   certificate → the assertion (one per TLS handshake: the card signed once);
 //! * `POST /api/v1/xua/validate` (operators with the `service` role): an assertion, bare or in
 //!   a SOAP envelope → its attributes, or 422 with the refusal code and reason.
 //!
@@ -22,6 +22,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiState};
+use crate::conn::Connection;
 use crate::identity::Identity;
 use crate::login::{LoginContext, LoginRefusal, LoginResult};
 use crate::operators::Operator;
@@ -130,6 +131,7 @@ pub struct TlsLoginBody {
 pub async fn login_tls(
     State(st): State<ApiState>,
     identity: Option<Extension<Identity>>,
+    connection: Option<Extension<Arc<Connection>>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let login = login_service(&st)?;
@@ -140,6 +142,14 @@ pub async fn login_tls(
             "TLS login needs the card's authentication certificate as the client certificate",
         ));
     };
+    // The card signed once, in this connection's handshake: one assertion per handshake, so a
+    // workstation cannot keep minting assertions on a connection after the card is gone.
+    if !connection.is_some_and(|Extension(c)| c.take_tls_login()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "one TLS login per handshake: connect again with the card to log in again",
+        ));
+    }
     let der = identity.certificate.der.clone();
     let b: TlsLoginBody = if body.is_empty() {
         TlsLoginBody::default()

@@ -121,6 +121,9 @@ pub struct Route {
     pub what: &'static str,
     /// The handler; `None` for routes served by the vendored Swagger UI.
     pub handler: Option<fn() -> MethodRouter<ApiState>>,
+    /// Largest request body accepted (a client that waits for `100 Continue` with a larger
+    /// declared `Content-Length` is refused before it sends the body).
+    pub max_body: usize,
 }
 
 const JSON: &[&str] = &["application/json"];
@@ -146,6 +149,9 @@ const ANY_OPERATOR: &[Role] = &Role::ALL;
 
 macro_rules! route {
     ($m:ident $path:literal, $who:expr, $forgery:expr, $surface:ident, $nav:literal, $what:literal, $h:expr) => {
+        route!($m $path, $who, $forgery, $surface, $nav, $what, $h, api::MAX_BODY)
+    };
+    ($m:ident $path:literal, $who:expr, $forgery:expr, $surface:ident, $nav:literal, $what:literal, $h:expr, $max:expr) => {
         Route {
             method: Method::$m,
             path: $path,
@@ -155,6 +161,7 @@ macro_rules! route {
             surface: Surface::$surface,
             what: $what,
             handler: $h,
+            max_body: $max,
         }
     };
 }
@@ -208,7 +215,7 @@ pub static ROUTES: &[Route] = &[
         "register a professional", Some(|| post(crate::api_enrol::create_professional))),
     route!(POST "/api/v1/professionals/import", Operator(REG_WRITE), Write(CSV), Api, false,
         "import a registry file (a job)",
-        Some(|| post(crate::api_enrol::import).layer(DefaultBodyLimit::max(crate::api_enrol::MAX_IMPORT_BYTES)))),
+        Some(|| post(crate::api_enrol::import)), crate::api_enrol::MAX_IMPORT_BYTES),
     route!(GET "/api/v1/professionals/{idnat}", Operator(REG_READ), Read, Api, false,
         "show a professional and their cards", Some(|| get(crate::api_enrol::get_professional))),
     route!(POST "/api/v1/professionals/{idnat}/status", Operator(REG_WRITE), Write(JSON), Api, false,
@@ -271,7 +278,7 @@ pub static ROUTES: &[Route] = &[
         "registry import form", Some(|| get(console::jobs::import_form))),
     route!(POST "/console/import", Operator(REG_WRITE), Form, Console, false,
         "import a registry file (a job)",
-        Some(|| post(console::jobs::import).layer(DefaultBodyLimit::max(crate::api_enrol::MAX_IMPORT_BYTES)))),
+        Some(|| post(console::jobs::import)), crate::api_enrol::MAX_IMPORT_BYTES),
 ];
 
 /// `(method, path)` → its entry. `HEAD` is looked up as `GET` (axum serves it with the `GET`
@@ -300,7 +307,11 @@ pub fn router(state: ApiState) -> Router {
     let mut r: Router<ApiState> = Router::new();
     for route in ROUTES {
         if let Some(h) = route.handler {
-            r = r.route(route.path, h());
+            let mut h = h();
+            if route.max_body != api::MAX_BODY {
+                h = h.layer(DefaultBodyLimit::max(route.max_body));
+            }
+            r = r.route(route.path, h);
         }
     }
     r.merge(api::swagger_ui())
@@ -415,6 +426,14 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let Some(route) = path.as_deref().and_then(|p| rule(req.method(), p)) else {
+        if path
+            .as_deref()
+            .is_some_and(|p| ROUTES.iter().any(|r| r.path == p))
+        {
+            // OPTIONS, PUT... on a known path: not a route.
+            return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+                .into_response();
+        }
         tracing::error!(method = %req.method(), path = ?path, "route without an authorization entry refused");
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -423,6 +442,26 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
         .into_response();
     };
     let surface = route.surface;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // A client waiting for `100 Continue` is told at once, before it sends the body; one that
+    // sends the body without waiting is answered by the body limit while it is read (answering
+    // before reading would make the client's write fail before it sees the answer).
+    let waits = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits && declared.is_some_and(|n| n > route.max_body as u64) {
+        return refuse(
+            surface,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            format!("the request body is larger than {} bytes", route.max_body),
+        );
+    }
     if let Err((status, why)) = check_forgery(route, &req) {
         return refuse(
             surface,

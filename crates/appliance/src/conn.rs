@@ -50,6 +50,8 @@ pub struct Connection {
     in_flight: AtomicUsize,
     /// Milliseconds since `started` at the last request's end (or start).
     last_active_ms: AtomicU64,
+    /// Whether a card login by TLS client authentication was answered on this connection.
+    tls_login_used: AtomicBool,
 }
 
 impl Connection {
@@ -60,7 +62,15 @@ impl Connection {
             notify: Notify::new(),
             in_flight: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(0),
+            tls_login_used: AtomicBool::new(false),
         })
+    }
+
+    /// Takes the connection's one card login by TLS client authentication: `true` the first time
+    /// only. The card proved its presence once, in the handshake (resumption is off), so it
+    /// vouches for one assertion; the next needs a new handshake.
+    pub fn take_tls_login(&self) -> bool {
+        !self.tls_login_used.swap(true, Ordering::SeqCst)
     }
 
     /// Asks for the connection to be closed after the requests in flight.
@@ -272,6 +282,14 @@ mod tests {
         )
         .await;
         assert_eq!(e, Ending::Dropped);
+    }
+
+    #[test]
+    fn one_tls_login_per_connection() {
+        let c = Connection::new();
+        assert!(c.take_tls_login());
+        assert!(!c.take_tls_login());
+        assert!(!c.take_tls_login());
     }
 
     #[test]

@@ -200,10 +200,13 @@ impl ClientCertVerifier for ClientVerifier {
             None,
             None,
         )
-        .map_err(|e| {
-            bad(format!(
+        .map_err(|e| match e {
+            webpki::Error::RequiredEkuNotFoundContext(_) => {
+                bad("the client certificate's extended key usage does not list clientAuth")
+            }
+            e => bad(format!(
                 "client certificate does not chain to this appliance: {e:?}"
-            ))
+            )),
         })?;
         let parsed = cps_pki::parse_certificate(end_entity).map_err(|e| bad(e.to_string()))?;
         if !parsed.has_extended_key_usage(cps_pki::ext::ID_KP_CLIENT_AUTH) {
