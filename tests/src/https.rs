@@ -189,7 +189,7 @@ impl Conn {
                 return false;
             }
             self.rt
-                .block_on(tokio::time::sleep(Duration::from_millis(20)));
+                .block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
         }
     }
 }
