@@ -338,6 +338,7 @@ async fn issue(
     require(&op, &["ca-operator", "ra-officer"])?;
     let b: IssueBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    crate::ca::check_raw_issuance_holder(&b.holder)?;
     let mut sans = Vec::new();
     sans.extend(b.dns.into_iter().map(cps_pki::SubjectAltName::Dns));
     sans.extend(b.ip.into_iter().map(cps_pki::SubjectAltName::Ip));
