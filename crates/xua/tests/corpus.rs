@@ -1152,3 +1152,61 @@ fn every_refusal_family_of_the_issue_is_in_the_corpus() {
         );
     }
 }
+
+/// A policy that lets every signer assert anything: what the validator did before claims were
+/// bound to their signer.
+struct NoBinding;
+
+impl cps_xua::SignerPolicy for NoBinding {
+    fn check(
+        &self,
+        _: &cps_xua::SignerCertificate,
+        _: &VihfClaims,
+        _: std::time::SystemTime,
+    ) -> Result<(), cps_xua::PolicyViolation> {
+        Ok(())
+    }
+}
+
+/// The binding cases are real attacks, not malformed documents: every check but the signer
+/// policy accepts them (signxml's signatures, the seal's path, the claims' form), so it is the
+/// policy alone that refuses each, with its own code.
+#[test]
+fn binding_cases_are_refused_by_the_signer_policy_alone() {
+    let manifest = std::fs::read_to_string(corpus_dir().join("manifest.tsv")).unwrap();
+    let binding_codes = [
+        RefusalCode::StructureMismatch,
+        RefusalCode::AuthenticationModeNotAllowed,
+        RefusalCode::UnknownProfessional,
+        RefusalCode::ProfessionalNotActive,
+        RefusalCode::ActivityNotInStructure,
+        RefusalCode::ClaimContradictsRegistry,
+        RefusalCode::RegistryUnavailable,
+    ];
+    let mut seen = 0;
+    for line in manifest.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if !binding_codes.iter().any(|c| c.as_str() == f[2]) {
+            continue;
+        }
+        let xml = std::fs::read(corpus_dir().join("cases").join(f[0])).unwrap();
+        let trust = cps_xua::TrustStore::new(
+            vec![pki().root_der.clone()],
+            vec![],
+            cps_xua::EkuPolicy::RequiredIfPresent(cps_xua::EKU_DOCUMENT_SIGNING),
+        )
+        .unwrap();
+        let unbound = cps_xua::Validator::new(
+            cps_xua::ValidatorConfig::default(),
+            Arc::new(trust),
+            Arc::new(cps_xua::StaticRevocationList::new()),
+            Arc::new(NoBinding),
+            Arc::new(cps_xua::InMemoryReplayCache::new(16)),
+        );
+        unbound
+            .validate(&xml, corpus_now())
+            .unwrap_or_else(|e| panic!("{}: refused without the signer policy: {e}", f[0]));
+        seen += 1;
+    }
+    assert!(seen >= 12, "only {seen} binding cases");
+}
