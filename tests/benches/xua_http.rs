@@ -604,10 +604,17 @@ fn bench_validate_in_process(home: &Home, chain: &[Vec<u8>], assertions: &[Vec<u
         EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING),
     )
     .unwrap();
+    // The seal that signed them is the appliance's own: its claims are trusted as issued, as in
+    // the appliance (no registry read on this path).
+    let own_seal = cps_pki::parse_certificate(&chain[0]).unwrap().spki;
     let validator = Validator::new(
         ValidatorConfig::default(),
         Arc::new(trust),
         Arc::new(StaticRevocationList::new()),
+        Arc::new(cps_xua::SealTrustPolicy::new(
+            vec![own_seal],
+            cps_xua::OrgSealRegistry::NotHeld,
+        )),
         Arc::new(InMemoryReplayCache::new(assertions.len() * 2 + 1000)),
     );
     let now = SystemTime::now();

@@ -284,6 +284,7 @@ pub(crate) async fn issue(
 ) -> Result<(StatusCode, Json<CertificateView>), ApiError> {
     let b: IssueBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
+    crate::ca::check_raw_issuance_holder(&b.holder)?;
     // Card certificates carry a professional's identity: they are issued for keys generated on a
     // card, after the registry checks of the enrolment, never from a CSR handed to the API.
     if st

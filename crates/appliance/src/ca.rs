@@ -84,6 +84,26 @@ pub struct IssueRequest {
     pub holder: String,
 }
 
+/// Holder namespaces of the certificates the appliance makes for itself and through its own
+/// flows: `appliance:` (its seal), `node:` (ATNA nodes, through node enrolment), `operator:`
+/// (operators), `ca:` (the hierarchy). Raw issuance may not use them (any case), so that a
+/// certificate an operator requested can never pass for one of those in the store, the audit
+/// trail or the console, nor block the creation of an operator of that name.
+pub const RESERVED_HOLDER_PREFIXES: [&str; 4] = ["appliance:", "node:", "operator:", "ca:"];
+
+/// Refuses a holder of raw issuance that is in a reserved namespace
+/// ([`RESERVED_HOLDER_PREFIXES`]).
+pub fn check_raw_issuance_holder(holder: &str) -> Result<(), CaError> {
+    let h = holder.trim_start().to_ascii_lowercase();
+    match RESERVED_HOLDER_PREFIXES.iter().find(|p| h.starts_with(*p)) {
+        Some(p) => Err(CaError::Invalid(format!(
+            "holder '{}' is in the reserved namespace '{p}' (the appliance's own certificates, nodes, operators and CAs are made by their own flows)",
+            holder.escape_debug()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Something to tell when a certificate's status changed (the OCSP response cache).
 pub trait StatusListener: Send + Sync {
     fn status_changed(&self, ca: &str, serial: &[u8]);
@@ -783,5 +803,37 @@ impl ApplianceCredential<'_> {
             reason: e.to_string(),
         })?;
         Ok((key, vec![rec.der, issuer]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_issuance_holders_stay_out_of_the_reserved_namespaces() {
+        for h in [
+            "appliance:xua-cachet",
+            "node:cps-trust.localhost",
+            "operator:admin",
+            "ca:root",
+            "Appliance:xua-cachet",
+            " NODE:x",
+        ] {
+            let e = check_raw_issuance_holder(h).unwrap_err();
+            assert!(
+                matches!(e, CaError::Invalid(ref m) if m.contains("reserved namespace")),
+                "{h}: {e}"
+            );
+        }
+        for h in [
+            "810002813839",
+            "1ATTACKER1",
+            "appliance",
+            "nodes-team",
+            "x:appliance:",
+        ] {
+            check_raw_issuance_holder(h).unwrap();
+        }
     }
 }

@@ -135,6 +135,25 @@ pub struct XuaSection {
     /// validations/s with 60-minute assertions.
     #[serde(default = "default_replay_capacity")]
     pub replay_capacity: usize,
+    /// Assertions signed by an organisation seal (an `org-cachet` certificate of this appliance
+    /// that is not its own seal): `required` (default) — the professional named must be in this
+    /// appliance's registry, active, with an activity in the seal's structure; `not_held` — the
+    /// network's professionals are not in this registry, and only the structure binding and the
+    /// authentication mode are checked (README, "Trust policy for assertion signers").
+    #[serde(default)]
+    pub org_seal_registry: OrgSealRegistryMode,
+}
+
+/// `xua.org_seal_registry`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgSealRegistryMode {
+    /// Professionals named by organisation seals must be in the registry, active, with an
+    /// activity in the seal's structure.
+    #[default]
+    Required,
+    /// The registry of the network is not held here: structure binding and mode only.
+    NotHeld,
 }
 
 fn default_replay_capacity() -> usize {
@@ -189,6 +208,7 @@ impl Default for XuaSection {
             challenge_seconds: default_challenge(),
             homologation: default_homologation(),
             replay_capacity: default_replay_capacity(),
+            org_seal_registry: OrgSealRegistryMode::default(),
         }
     }
 }
@@ -882,6 +902,30 @@ mod tests {
     fn default_round_trips_through_toml() {
         let c = Config::embedded_default();
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn org_seal_registry_is_required_unless_said_otherwise() {
+        let c = Config::embedded_default();
+        assert_eq!(c.xua.org_seal_registry, OrgSealRegistryMode::Required);
+        let text = c.to_toml();
+        assert!(text.contains("org_seal_registry = \"required\""), "{text}");
+        let c = Config::parse(&text.replace(
+            "org_seal_registry = \"required\"",
+            "org_seal_registry = \"not_held\"",
+        ))
+        .unwrap();
+        assert_eq!(c.xua.org_seal_registry, OrgSealRegistryMode::NotHeld);
+        let err = Config::parse(&text.replace(
+            "org_seal_registry = \"required\"",
+            "org_seal_registry = \"off\"",
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("line ")
+                && err.contains("unknown variant `off`, expected `required` or `not_held`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -219,3 +219,33 @@ impl Directory for EnrolDirectory {
         })
     }
 }
+
+/// The registry as the assertion validator reads it: for assertions of organisation seals, the
+/// professional named, their status and activities (see `cps_xua::SealTrustPolicy`).
+pub struct RegistryDirectory(pub cps_enrol::Registry);
+
+impl cps_xua::ProfessionalDirectory for RegistryDirectory {
+    fn professional(
+        &self,
+        idnat_ps: &cps_pki::IdNatPs,
+    ) -> Result<Option<cps_xua::RegisteredProfessional>, String> {
+        let pro = self
+            .0
+            .get(idnat_ps.as_str())
+            .map_err(|e| format!("registry unavailable: {e}"))?;
+        Ok(pro.map(|p| cps_xua::RegisteredProfessional {
+            active: p.status == ProfessionalStatus::Active,
+            status: p.status.name().to_owned(),
+            profession_code: p.data.profession_code.clone(),
+            activities: p
+                .data
+                .activities
+                .iter()
+                .map(|a| cps_xua::RegisteredActivity {
+                    structure_id: a.structure_id.clone(),
+                    secteur_code: a.secteur_activite.clone(),
+                })
+                .collect(),
+        }))
+    }
+}

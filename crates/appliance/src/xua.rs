@@ -1,6 +1,7 @@
 //! XUA/VIHF in the appliance: the organisation seal ("cachet") that signs assertions, the
 //! issuer behind the clock gate, and the validator for the network's services over our live
-//! revocation state.
+//! revocation state and the signer policy (what each seal may assert: README, "Trust policy for
+//! assertion signers").
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,14 +12,15 @@ use cps_hsm::{Hsm, KeyAlgorithm, Signer};
 use cps_store::{CertStatus, Store};
 use cps_xua::{
     AssertionId, AssertionIssuer, EKU_DOCUMENT_SIGNING, EkuPolicy, Flavour, InMemoryReplayCache,
-    IssuedAssertion, IssuerConfig, Refusal, RevocationCheck, RevocationStatus, SignerCertificate,
-    TrustStore, ValidatedAssertion, Validator, ValidatorConfig, VihfClaims,
+    IssuedAssertion, IssuerConfig, OrgSealRegistry, Refusal, RevocationCheck, RevocationStatus,
+    SealTrustPolicy, SignerCertificate, TrustStore, ValidatedAssertion, Validator, ValidatorConfig,
+    VihfClaims,
 };
 
 use crate::ApplianceError;
 use crate::ca::{CaError, CaService};
 use crate::clock::{GatedSigner, SigningClock};
-use crate::config::Config;
+use crate::config::{Config, OrgSealRegistryMode};
 
 /// The profile of certificates that sign assertions.
 pub const SEAL_PROFILE: &str = "org-cachet";
@@ -184,6 +186,10 @@ impl XuaService {
     ) -> Result<XuaService, ApplianceError> {
         let x = &config.xua;
         let (key, chain) = ensure_cachet(home, config, hsm, ca)?;
+        // The appliance's own seal is its HSM key: any certificate of that key was requested with
+        // it (proof of possession), so it is recognised by key, not by a name an operator could
+        // copy into a certificate of its own.
+        let own_seal_key = key.public_key_der().to_vec();
         let signer: Arc<dyn Signer> = Arc::new(GatedSigner::new(Arc::new(key), clock));
         let flavour = match (x.flavour.as_str(), &x.audience) {
             ("ihe", Some(a)) => Flavour::IheGeneric {
@@ -225,12 +231,26 @@ impl XuaService {
             let p = cps_pki::parse_certificate(der)?;
             issuer_subjects.push((id.clone(), p.subject.to_der()?));
         }
-        // Only this appliance's own seals are trusted, so no valid assertion lives longer than
-        // the configured validity; bounding it also bounds how far back the replay cache is
-        // refilled at start.
+        // The longest validity accepted from any seal (our own, or an organisation seal our CA
+        // certified) is the configured one; bounding it also bounds how far back the replay
+        // cache is refilled at start.
         let validity = Duration::from_secs(u64::from(x.validity_minutes) * 60);
         let skew = Duration::from_secs(u64::from(x.skew_seconds));
         let replay = Arc::new(InMemoryReplayCache::new(x.replay_capacity));
+        // What each signer may assert: the own seal's claims are trusted as issued (login checked
+        // the card and the registry); an organisation seal vouches only for its own structure, in
+        // indirect mode, for professionals of our registry (unless the registry is not held).
+        let policy = SealTrustPolicy::new(
+            vec![own_seal_key],
+            match x.org_seal_registry {
+                OrgSealRegistryMode::Required => {
+                    OrgSealRegistry::Required(Arc::new(crate::enrolment::RegistryDirectory(
+                        cps_enrol::Registry::new(ca.store().clone()),
+                    )))
+                }
+                OrgSealRegistryMode::NotHeld => OrgSealRegistry::NotHeld,
+            },
+        );
         let validator = Validator::new(
             ValidatorConfig {
                 clock_skew: skew,
@@ -243,6 +263,7 @@ impl XuaService {
             },
             Arc::new(trust),
             Arc::new(StoreRevocation::new(ca.store().clone(), issuer_subjects)),
+            Arc::new(policy),
             replay.clone(),
         );
         Ok(XuaService {

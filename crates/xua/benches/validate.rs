@@ -1,6 +1,8 @@
 //! Validation throughput (criterion): `verify` (every check but the replay cache) and `validate`
 //! (with the in-memory replay cache, each assertion distinct), RSA-2048 and P-256 signers, on one
-//! thread and on two threads.
+//! thread and on two threads. `rsa2048` and `p256` are the issuer's own seals (the signer policy
+//! trusts their claims as issued); `rsa2048-org` is another organisation's seal, whose claims the
+//! policy binds to its structure and checks against the (in-memory) corpus registry.
 //!
 //! Run: `cargo bench -p cps-xua --bench validate`. It also writes the benchmarked assertions and
 //! their signer certificates to `<target>/xua-bench/` so that `crates/xua/bench/compare_signxml.sh`
@@ -27,21 +29,48 @@ struct Kind {
     name: &'static str,
     signer: Arc<dyn Signer>,
     cert: Vec<u8>,
+    claims: cps_xua::VihfClaims,
+    /// The issuer's own seal (otherwise an organisation seal).
+    own: bool,
+}
+
+impl Kind {
+    fn setup(&self) -> Setup {
+        if self.own {
+            Setup::default().with_own_seal(&self.cert)
+        } else {
+            Setup::default()
+        }
+    }
 }
 
 fn kinds() -> Vec<Kind> {
     let p = pki();
     let (ec, ec_der) = p.new_seal(false, 90);
+    let mut org_claims = claims();
+    org_claims.structure_id = ORG_STRUCTURE.into();
+    org_claims.secteur_activite = "SA08^1.2.250.1.71.4.2.4".into();
     vec![
         Kind {
             name: "rsa2048",
             signer: p.seal.signer.clone(),
             cert: p.seal_der.clone(),
+            claims: claims(),
+            own: true,
         },
         Kind {
             name: "p256",
             signer: ec.signer.clone(),
             cert: ec_der,
+            claims: claims(),
+            own: true,
+        },
+        Kind {
+            name: "rsa2048-org",
+            signer: p.org_seal.signer.clone(),
+            cert: p.org_seal_der.clone(),
+            claims: org_claims,
+            own: false,
         },
     ]
 }
@@ -55,7 +84,7 @@ fn assertions(k: &Kind, n: usize) -> Vec<Vec<u8>> {
             b[..8].copy_from_slice(&(i as u64).to_be_bytes());
             b[8] = 0xbe;
             issuer
-                .issue(&claims(), corpus_now(), &AssertionId::from_random(b))
+                .issue(&k.claims, corpus_now(), &AssertionId::from_random(b))
                 .unwrap()
                 .xml
                 .into_bytes()
@@ -110,7 +139,7 @@ fn main() {
             pem("CERTIFICATE", &k.cert),
         )
         .unwrap();
-        let v = validator(Setup::default());
+        let v = validator(k.setup());
         v.verify(&docs[0], now)
             .expect("benchmark assertion verifies");
 
@@ -127,7 +156,7 @@ fn main() {
             })
         });
         // validate: every assertion presented once; a fresh replay cache per pass over the set.
-        let fresh = || -> Validator { validator(Setup::default()) };
+        let fresh = || -> Validator { validator(k.setup()) };
         g.bench_function("validate/1-thread", |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

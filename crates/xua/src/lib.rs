@@ -8,8 +8,11 @@
 //! * [`Validator`] checks an assertion, bare or in a SOAP 1.2 envelope, and answers a
 //!   [`ValidatedAssertion`] (every attribute, read from the verified element only) or a
 //!   [`Refusal`] with a stable [`RefusalCode`]. Signer certificates are validated against a
-//!   [`TrustStore`] and a pluggable [`RevocationCheck`] (fail closed); IDs go through a
-//!   pluggable [`ReplayCache`] ([`InMemoryReplayCache`] is bounded and time-expiring).
+//!   [`TrustStore`] and a pluggable [`RevocationCheck`] (fail closed); what each signer may
+//!   assert is a [`SignerPolicy`] ([`SealTrustPolicy`]: the issuer's own seals are trusted as
+//!   issued, an organisation seal only for its own structure, in indirect mode, for professionals
+//!   of the registry); IDs go through a pluggable [`ReplayCache`] ([`InMemoryReplayCache`] is
+//!   bounded and time-expiring).
 //!
 //! # Why XML-DSig is implemented here
 //!
@@ -34,6 +37,7 @@ pub mod c14n;
 mod issue;
 mod model;
 pub mod ns;
+mod policy;
 mod replay;
 mod time;
 mod trust;
@@ -44,6 +48,10 @@ pub use issue::{AssertionId, AssertionIssuer, Flavour, IssueError, IssuedAsserti
 pub use model::{
     AUTHN_SMARTCARD_PKI, AUTHN_TLS_CLIENT, AuthenticationMode, CodedValue, INS_AUTHORITIES,
     PatientId, PurposeOfUse, SoftwareInfo, VihfClaims, check_ins,
+};
+pub use policy::{
+    OrgSealRegistry, PROFESSION_CODE_SYSTEM, PolicyViolation, ProfessionalDirectory,
+    RegisteredActivity, RegisteredProfessional, SECTEUR_CODE_SYSTEM, SealTrustPolicy, SignerPolicy,
 };
 pub use replay::{InMemoryReplayCache, ReplayCache, ReplayError};
 pub use time::{format_datetime, parse_datetime};

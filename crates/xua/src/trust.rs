@@ -72,6 +72,24 @@ impl SignerCertificate {
             subject_dn: Arc::new(p.subject),
         })
     }
+
+    /// The structure the certificate speaks for: the struct_IdNat of its subject's `OU`, as
+    /// organisation certificates carry it (`C, ST, O, OU=<struct_IdNat>, CN`). `None` unless the
+    /// subject has exactly one `OU` and it is a well-formed struct_IdNat.
+    pub fn structure_id(&self) -> Option<&str> {
+        let mut ous = self
+            .subject_dn
+            .rdns()
+            .iter()
+            .flatten()
+            .filter(|(a, _)| *a == cps_pki::NameAttribute::OrganizationalUnit);
+        let (_, ou) = ous.next()?;
+        if ous.next().is_some() {
+            return None;
+        }
+        cps_pki::idnat::parse_structure_id(ou).ok()?;
+        Some(ou)
+    }
 }
 
 /// The answer of a revocation check.
@@ -534,6 +552,27 @@ mod tests {
         let cut = [Cow::Borrowed(&seal[..seal.len() - 4])];
         assert!(store.verify(&cut, now).is_err());
         assert_eq!(store.cache.read().len(), 2);
+    }
+
+    #[test]
+    fn the_structure_of_a_signer_is_its_single_struct_idnat_ou() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let cert =
+            |name: &str| SignerCertificate::from_der(&b64.decode(pem_body(name)).unwrap()).unwrap();
+        assert_eq!(cert("seal.crt.pem").structure_id(), Some("310000000000001"));
+        assert_eq!(cert("org-seal.crt.pem").structure_id(), Some("1690000014"));
+        // The root has no OU.
+        assert_eq!(cert("root.crt.pem").structure_id(), None);
+        // Two OUs, or one that is not a struct_IdNat: no structure.
+        let mut two = cert("seal.crt.pem");
+        two.subject_dn = Arc::new(
+            cps_pki::DistinguishedName::parse("C=FR,OU=310000000000001,OU=1690000014,CN=x")
+                .unwrap(),
+        );
+        assert_eq!(two.structure_id(), None);
+        two.subject_dn =
+            Arc::new(cps_pki::DistinguishedName::parse("C=FR,OU=Services,CN=x").unwrap());
+        assert_eq!(two.structure_id(), None);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! `Issuer`, unique IDs) → signature structure (one reference to the assertion's ID, only the
 //! enveloped and exclusive-c14n transforms, allowed algorithms) → signer path, key usage and
 //! revocation → digest over the canonicalised assertion → signature over the canonicalised
-//! `SignedInfo` → claims read from that same assertion node → times and audience → replay.
-//! Crypto comes before semantics so that a forged document is reported as forged.
+//! `SignedInfo` → claims read from that same assertion node → times and audience → whether the
+//! signer may make these claims ([`SignerPolicy`]) → replay. Crypto comes before semantics so
+//! that a forged document is reported as forged, and nothing refused consumes its ID.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::model::{
     VihfClaims, shown,
 };
 use crate::ns::{self, attr};
+use crate::policy::SignerPolicy;
 use crate::replay::{ReplayCache, ReplayError};
 use crate::time::{parse_datetime, to_millis};
 use crate::trust::{
@@ -129,6 +131,22 @@ pub enum RefusalCode {
     DuplicateAttribute,
     /// `bris_de_glace` without a justification.
     BreakGlassWithoutJustification,
+    /// An organisation seal asserts another structure than its own (see
+    /// [`SignerPolicy`](crate::SignerPolicy)).
+    StructureMismatch,
+    /// The signer may not assert this `Authentification_Mode` (an organisation seal asserting
+    /// `DIRECTE`).
+    AuthenticationModeNotAllowed,
+    /// The professional named by `NameID` is not in the registry.
+    UnknownProfessional,
+    /// The professional is in the registry but not active (suspended, left).
+    ProfessionalNotActive,
+    /// The professional has no activity in the asserted structure.
+    ActivityNotInStructure,
+    /// A claim about the professional (profession, sector) contradicts the registry.
+    ClaimContradictsRegistry,
+    /// The registry could not answer (fail closed).
+    RegistryUnavailable,
     /// The assertion ID was already used.
     Replayed,
     /// The replay cache refused to answer (full or unavailable: fail closed).
@@ -188,6 +206,13 @@ impl RefusalCode {
             MalformedAttribute => "malformed_attribute",
             DuplicateAttribute => "duplicate_attribute",
             BreakGlassWithoutJustification => "break_glass_without_justification",
+            StructureMismatch => "structure_mismatch",
+            AuthenticationModeNotAllowed => "authentication_mode_not_allowed",
+            UnknownProfessional => "unknown_professional",
+            ProfessionalNotActive => "professional_not_active",
+            ActivityNotInStructure => "activity_not_in_structure",
+            ClaimContradictsRegistry => "claim_contradicts_registry",
+            RegistryUnavailable => "registry_unavailable",
             Replayed => "replayed",
             ReplayCacheUnavailable => "replay_cache_unavailable",
         }
@@ -320,6 +345,7 @@ pub struct Validator {
     config: ValidatorConfig,
     trust: Arc<TrustStore>,
     revocation: Arc<dyn RevocationCheck>,
+    policy: Arc<dyn SignerPolicy>,
     replay: Arc<dyn ReplayCache>,
 }
 
@@ -563,17 +589,20 @@ fn check_c14n_uri(uri: &str, what: &str) -> Result<(), Refusal> {
 }
 
 impl Validator {
-    /// A validator with its trust anchors, revocation source and replay cache.
+    /// A validator with its trust anchors, revocation source, signer policy (what each signer
+    /// may assert) and replay cache.
     pub fn new(
         config: ValidatorConfig,
         trust: Arc<TrustStore>,
         revocation: Arc<dyn RevocationCheck>,
+        policy: Arc<dyn SignerPolicy>,
         replay: Arc<dyn ReplayCache>,
     ) -> Self {
         Validator {
             config,
             trust,
             revocation,
+            policy,
             replay,
         }
     }
@@ -913,7 +942,7 @@ impl Validator {
                 "comments inside the assertion are not accepted",
             );
         }
-        self.read(
+        let v = self.read(
             assertion,
             after_signature,
             id,
@@ -921,7 +950,10 @@ impl Validator {
             &parts,
             in_soap,
             now,
-        )
+        )?;
+        // --- Whether this signer may make these claims (before the ID is consumed). ---
+        self.policy.check(&v.signer, &v.claims, now)?;
+        Ok(v)
     }
 
     /// Where the assertion may be: the root, or `Envelope/Header/wsse:Security/Assertion` of a

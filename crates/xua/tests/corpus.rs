@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::*;
 use cps_xua::{
-    AssertionIssuer, CommentPolicy, Flavour, IssuerConfig, PurposeOfUse, RefusalCode,
-    XmlSignatureAlgorithm, ns,
+    AssertionIssuer, AuthenticationMode, CommentPolicy, Flavour, IssuerConfig, OrgSealRegistry,
+    PurposeOfUse, RefusalCode, VihfClaims, XmlSignatureAlgorithm, ns,
 };
 
 struct Case {
@@ -26,6 +26,12 @@ struct Case {
 }
 
 const OTHER_IDNAT: &str = "812345678903";
+/// Valid IdNat_PS that are not in the corpus registry (the one of the observed attack).
+const UNREGISTERED_IDNAT: &str = "810000000009";
+/// In the corpus registry: suspended, with an activity in the organisation seal's structure.
+const SUSPENDED_IDNAT: &str = "810100000016";
+/// In the corpus registry: active, an infirmier without an activity in that structure.
+const ELSEWHERE_IDNAT: &str = "810100000024";
 
 fn soap(inner: &str) -> String {
     format!(
@@ -805,6 +811,201 @@ fn build_corpus() -> Vec<Case> {
         "bris_de_glace with its justification",
         issuer.issue(&bg, now, &id(17)).unwrap().xml,
     );
+
+    // Signer binding: what each signer may assert (SealTrustPolicy). The organisation seal of
+    // another structure signs with signxml, the independent implementation.
+    let org_issuer = issuer_for(
+        p.org_seal.signer.clone(),
+        &p.org_seal_der,
+        IssuerConfig::default(),
+    );
+    let by_org = |c: &VihfClaims, n: u8| {
+        signxml_sign(
+            &org_issuer.issue(c, now, &id(n)).unwrap().xml,
+            &p.org_seal,
+            &p.org_seal_der,
+        )
+    };
+    // What an organisation seal may assert: its structure, indirect mode, a professional of the
+    // registry with their profession and their activity's sector there.
+    let org_claims = |f: &dyn Fn(&mut VihfClaims)| {
+        let mut c = claims();
+        c.structure_id = ORG_STRUCTURE.into();
+        c.secteur_activite = "SA08^1.2.250.1.71.4.2.4".into();
+        c.authentication_mode = AuthenticationMode::Indirect;
+        f(&mut c);
+        c
+    };
+    let name_id = |s: &str| cps_pki::IdNatPs::parse(s).unwrap();
+    // A login assertion of the own seal (DIRECTE, the professional's structure)...
+    let mut login = claims();
+    login.authentication_mode = AuthenticationMode::Direct;
+    login.structure_id = "1340785161".into();
+    login.secteur_activite = "SA01^1.2.250.1.71.4.2.4".into();
+    let real = issuer.issue(&login, now, &id(60)).unwrap().xml;
+    add(
+        "own-seal-directe.xml",
+        "default",
+        "ok",
+        &format!("name_id={NAME_ID}"),
+        "the own seal's login assertion (DIRECTE, for a structure not its own): trusted as issued",
+        real.clone(),
+    );
+    // ... with NameID changed and re-signed by another organisation's seal: the observed attack.
+    let attack = signxml_sign(
+        &real.replacen(NAME_ID, UNREGISTERED_IDNAT, 1).replacen(
+            &format!(">{}</saml:Issuer>", issuer.issuer_name()),
+            &format!(">{}</saml:Issuer>", org_issuer.issuer_name()),
+            1,
+        ),
+        &p.org_seal,
+        &p.org_seal_der,
+    );
+    add(
+        "org-seal-observed-attack.xml",
+        "default",
+        "structure_mismatch",
+        "",
+        "a login assertion, NameID changed to an IdNat_PS not in the registry, re-signed (signxml) by another organisation's seal",
+        attack.clone(),
+    );
+    add(
+        "org-seal-observed-attack.xml",
+        "registry-not-held",
+        "structure_mismatch",
+        "",
+        "the same, where the registry is not held: the structure binding still refuses it",
+        attack,
+    );
+    add(
+        "org-seal-other-structure.xml",
+        "default",
+        "structure_mismatch",
+        "",
+        "an organisation seal asserts another structure (where the professional does work)",
+        by_org(&org_claims(&|c| c.structure_id = "1310000001".into()), 61),
+    );
+    let directe = by_org(
+        &org_claims(&|c| c.authentication_mode = AuthenticationMode::Direct),
+        62,
+    );
+    add(
+        "org-seal-directe.xml",
+        "default",
+        "authentication_mode_not_allowed",
+        "",
+        "an organisation seal asserts DIRECTE (a card login it did not witness)",
+        directe.clone(),
+    );
+    add(
+        "org-seal-directe.xml",
+        "registry-not-held",
+        "authentication_mode_not_allowed",
+        "",
+        "the same, where the registry is not held",
+        directe,
+    );
+    let unknown = by_org(
+        &org_claims(&|c| c.name_id = name_id(UNREGISTERED_IDNAT)),
+        63,
+    );
+    add(
+        "org-seal-unknown-professional.xml",
+        "default",
+        "unknown_professional",
+        "",
+        "an organisation seal names an IdNat_PS that is not in the registry",
+        unknown.clone(),
+    );
+    add(
+        "org-seal-unknown-professional.xml",
+        "registry-not-held",
+        "ok",
+        &format!("name_id={UNREGISTERED_IDNAT}"),
+        "the same, accepted where the registry is not held (structure and mode bound only)",
+        unknown,
+    );
+    add(
+        "org-seal-suspended-professional.xml",
+        "default",
+        "professional_not_active",
+        "",
+        "an organisation seal names a suspended professional of its structure",
+        by_org(&org_claims(&|c| c.name_id = name_id(SUSPENDED_IDNAT)), 64),
+    );
+    add(
+        "org-seal-no-activity-in-structure.xml",
+        "default",
+        "activity_not_in_structure",
+        "",
+        "an organisation seal names an active professional who has no activity in its structure",
+        by_org(
+            &org_claims(&|c| {
+                c.name_id = name_id(ELSEWHERE_IDNAT);
+                c.roles[0].code = "60".into();
+            }),
+            65,
+        ),
+    );
+    add(
+        "org-seal-wrong-profession.xml",
+        "default",
+        "claim_contradicts_registry",
+        "",
+        "an organisation seal asserts another profession (TRE_G15 role) than the registry's",
+        by_org(&org_claims(&|c| c.roles[0].code = "60".into()), 66),
+    );
+    add(
+        "org-seal-wrong-sector.xml",
+        "default",
+        "claim_contradicts_registry",
+        "",
+        "an organisation seal asserts another Secteur_Activite than the activity's",
+        by_org(
+            &org_claims(&|c| c.secteur_activite = "SA07^1.2.250.1.71.4.2.4".into()),
+            67,
+        ),
+    );
+    let valid = by_org(&org_claims(&|_| {}), 68);
+    add(
+        "org-seal-valid.xml",
+        "default",
+        "ok",
+        &format!("name_id={NAME_ID}"),
+        "an organisation seal for its own structure, INDIRECTE, an active professional of it",
+        valid.clone(),
+    );
+    add(
+        "org-seal-valid.xml",
+        "registry-unavailable",
+        "registry_unavailable",
+        "",
+        "the same while the registry cannot answer (fail closed)",
+        valid,
+    );
+    add(
+        "org-seal-valid-renforcee.xml",
+        "default",
+        "ok",
+        "",
+        "the same in INDIRECTE_RENFORCEE",
+        by_org(
+            &org_claims(&|c| c.authentication_mode = AuthenticationMode::IndirectReinforced),
+            69,
+        ),
+    );
+    add(
+        "lookalike-own-seal-name.xml",
+        "default",
+        "structure_mismatch",
+        "",
+        "a seal from the same root with the own seal's subject but another key: an organisation seal, not the own one",
+        signxml_sign(
+            &issuer.issue(&claims(), now, &id(70)).unwrap().xml,
+            &p.lookalike,
+            &p.lookalike_der,
+        ),
+    );
     cases
 }
 
@@ -866,6 +1067,10 @@ fn corpus_cases_get_their_precise_refusals() {
                 .revoke(&pki().seal_der, "keyCompromise")
                 .unwrap(),
             a if a.starts_with("audience=") => s.config.audience = Some(a[9..].to_owned()),
+            "registry-not-held" => s.registry = OrgSealRegistry::NotHeld,
+            "registry-unavailable" => {
+                s.registry = OrgSealRegistry::Required(Arc::new(UnavailableRegistry))
+            }
             other => panic!("unknown setup {other}"),
         }
         let replay = Arc::clone(&s.replay);
@@ -933,10 +1138,75 @@ fn every_refusal_family_of_the_issue_is_in_the_corpus() {
         RefusalCode::TooLarge,
         RefusalCode::TooDeep,
         RefusalCode::UntrustedSigner,
+        RefusalCode::StructureMismatch,
+        RefusalCode::AuthenticationModeNotAllowed,
+        RefusalCode::UnknownProfessional,
+        RefusalCode::ProfessionalNotActive,
+        RefusalCode::ActivityNotInStructure,
+        RefusalCode::ClaimContradictsRegistry,
+        RefusalCode::RegistryUnavailable,
     ] {
         assert!(
             manifest.contains(&format!("\t{}\t", code.as_str())),
             "no corpus case for {code}"
         );
     }
+}
+
+/// A policy that lets every signer assert anything: what the validator did before claims were
+/// bound to their signer.
+struct NoBinding;
+
+impl cps_xua::SignerPolicy for NoBinding {
+    fn check(
+        &self,
+        _: &cps_xua::SignerCertificate,
+        _: &VihfClaims,
+        _: std::time::SystemTime,
+    ) -> Result<(), cps_xua::PolicyViolation> {
+        Ok(())
+    }
+}
+
+/// The binding cases are real attacks, not malformed documents: every check but the signer
+/// policy accepts them (signxml's signatures, the seal's path, the claims' form), so it is the
+/// policy alone that refuses each, with its own code.
+#[test]
+fn binding_cases_are_refused_by_the_signer_policy_alone() {
+    let manifest = std::fs::read_to_string(corpus_dir().join("manifest.tsv")).unwrap();
+    let binding_codes = [
+        RefusalCode::StructureMismatch,
+        RefusalCode::AuthenticationModeNotAllowed,
+        RefusalCode::UnknownProfessional,
+        RefusalCode::ProfessionalNotActive,
+        RefusalCode::ActivityNotInStructure,
+        RefusalCode::ClaimContradictsRegistry,
+        RefusalCode::RegistryUnavailable,
+    ];
+    let mut seen = 0;
+    for line in manifest.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if !binding_codes.iter().any(|c| c.as_str() == f[2]) {
+            continue;
+        }
+        let xml = std::fs::read(corpus_dir().join("cases").join(f[0])).unwrap();
+        let trust = cps_xua::TrustStore::new(
+            vec![pki().root_der.clone()],
+            vec![],
+            cps_xua::EkuPolicy::RequiredIfPresent(cps_xua::EKU_DOCUMENT_SIGNING),
+        )
+        .unwrap();
+        let unbound = cps_xua::Validator::new(
+            cps_xua::ValidatorConfig::default(),
+            Arc::new(trust),
+            Arc::new(cps_xua::StaticRevocationList::new()),
+            Arc::new(NoBinding),
+            Arc::new(cps_xua::InMemoryReplayCache::new(16)),
+        );
+        unbound
+            .validate(&xml, corpus_now())
+            .unwrap_or_else(|e| panic!("{}: refused without the signer policy: {e}", f[0]));
+        seen += 1;
+    }
+    assert!(seen >= 12, "only {seen} binding cases");
 }

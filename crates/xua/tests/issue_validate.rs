@@ -36,7 +36,7 @@ fn rsa_and_ecdsa_round_trip_with_every_claim() {
             .push(cps_xua::CodedValue::new("SM26", "1.2.250.1.71.4.2.5"));
         c.confidentiality_code = Some(cps_xua::CodedValue::new("N", "2.16.840.1.113883.5.25"));
         let a = issuer.issue(&c, corpus_now(), &id(1)).unwrap();
-        let v = validator(Setup::default())
+        let v = validator(Setup::default().with_own_seal(&der))
             .validate(a.xml.as_bytes(), corpus_now())
             .unwrap();
         assert_eq!(v.id, a.id);
@@ -365,6 +365,7 @@ fn revocation_and_replay_sources_fail_closed() {
         cps_xua::ValidatorConfig::default(),
         trust.clone(),
         Arc::new(Unreachable),
+        Arc::new(Setup::default().policy()),
         Arc::new(cps_xua::InMemoryReplayCache::new(16)),
     );
     let e = v.validate(a.xml.as_bytes(), corpus_now()).unwrap_err();
@@ -373,6 +374,7 @@ fn revocation_and_replay_sources_fail_closed() {
         cps_xua::ValidatorConfig::default(),
         trust,
         Arc::new(cps_xua::StaticRevocationList::new()),
+        Arc::new(Setup::default().policy()),
         Arc::new(Unreachable),
     );
     v.verify(a.xml.as_bytes(), corpus_now()).unwrap();
@@ -411,6 +413,7 @@ fn trust_store_needs_usable_anchors() {
         cps_xua::ValidatorConfig::default(),
         Arc::new(strict),
         Arc::new(cps_xua::StaticRevocationList::new()),
+        Arc::new(Setup::default().policy()),
         Arc::new(cps_xua::InMemoryReplayCache::new(16)),
     );
     let a = corpus_issuer()

@@ -15,8 +15,10 @@ use cps_pki::{CertificateParams, DistinguishedName, IdNatPs, Issuer, Serial};
 use cps_xua::c14n::{InclusivePrefixes, canonicalize};
 use cps_xua::{
     AssertionId, AssertionIssuer, AuthenticationMode, CodedValue, EKU_DOCUMENT_SIGNING, EkuPolicy,
-    InMemoryReplayCache, IssuerConfig, PatientId, PurposeOfUse, SoftwareInfo, StaticRevocationList,
-    TrustStore, Validator, ValidatorConfig, VihfClaims, XmlSignatureAlgorithm, ns, parse_datetime,
+    InMemoryReplayCache, IssuerConfig, OrgSealRegistry, PatientId, ProfessionalDirectory,
+    PurposeOfUse, RegisteredActivity, RegisteredProfessional, SealTrustPolicy, SoftwareInfo,
+    StaticRevocationList, TrustStore, Validator, ValidatorConfig, VihfClaims,
+    XmlSignatureAlgorithm, ns, parse_datetime,
 };
 
 /// The instant the corpus was made at, and validated at.
@@ -173,6 +175,11 @@ pub const ROOT_DN: &str = "/C=FR/O=cps-trust tests/CN=Test Root CA";
 pub const SEAL_DN: &str =
     "/C=FR/ST=Paris (75)/O=Clinique du Test/OU=310000000000001/CN=Clinique du Test cachet";
 pub const VALIDITY: (&str, &str) = ("2025-01-01T00:00:00Z", "2045-01-01T00:00:00Z");
+/// Another organisation's seal: it vouches for its own structure (`OU`) only.
+pub const ORG_SEAL_DN: &str =
+    "/C=FR/ST=Rhone (69)/O=Maison de sante des Tests/OU=1690000014/CN=MSP des Tests cachet";
+/// The structure of [`ORG_SEAL_DN`].
+pub const ORG_STRUCTURE: &str = "1690000014";
 
 /// The test PKI: a root (EC P-256), an RSA seal certified by it (plus a TLS and an expired
 /// certificate for the same key), and an attacker's self-signed RSA key and certificate.
@@ -186,6 +193,12 @@ pub struct TestPki {
     pub seal_expired_der: Vec<u8>,
     pub attacker: TestKey,
     pub attacker_der: Vec<u8>,
+    /// Another organisation's seal (RSA-2048, EKU documentSigning), certified by the root.
+    pub org_seal: TestKey,
+    pub org_seal_der: Vec<u8>,
+    /// A certificate from the root with the own seal's subject, for another key.
+    pub lookalike: TestKey,
+    pub lookalike_der: Vec<u8>,
 }
 
 impl TestPki {
@@ -260,6 +273,27 @@ impl TestPki {
                 std::fs::write(file(n), s).unwrap();
             }
         }
+        if !file("org-seal.crt.pem").exists() {
+            let root = TestKey::from_pem(
+                "root",
+                &std::fs::read_to_string(file("root.key.pem")).unwrap(),
+            );
+            let root_dn = DistinguishedName::parse(ROOT_DN).unwrap();
+            for (name, dn, serial) in [("org-seal", ORG_SEAL_DN, 6), ("lookalike", SEAL_DN, 7)] {
+                let key = TestKey::generate(name, true);
+                let der = issue_cert(
+                    &root_dn,
+                    root.signer.as_ref(),
+                    dn,
+                    key.signer.as_ref(),
+                    Purpose::Seal,
+                    VALIDITY,
+                    serial,
+                );
+                std::fs::write(file(&format!("{name}.key.pem")), &key.pkcs8_pem).unwrap();
+                std::fs::write(file(&format!("{name}.crt.pem")), pem("CERTIFICATE", &der)).unwrap();
+            }
+        }
         let read = |n: &str| std::fs::read_to_string(file(n)).unwrap();
         TestPki {
             root: TestKey::from_pem("root", &read("root.key.pem")),
@@ -271,6 +305,10 @@ impl TestPki {
             seal_expired_der: cert_from_pem(&read("seal-expired.crt.pem")),
             attacker: TestKey::from_pem("attacker", &read("attacker.key.pem")),
             attacker_der: cert_from_pem(&read("attacker.crt.pem")),
+            org_seal: TestKey::from_pem("org-seal", &read("org-seal.key.pem")),
+            org_seal_der: cert_from_pem(&read("org-seal.crt.pem")),
+            lookalike: TestKey::from_pem("lookalike", &read("lookalike.key.pem")),
+            lookalike_der: cert_from_pem(&read("lookalike.crt.pem")),
         }
     }
 
@@ -372,6 +410,11 @@ pub struct Setup {
     pub config: ValidatorConfig,
     pub revocation: Arc<StaticRevocationList>,
     pub replay: Arc<InMemoryReplayCache>,
+    /// Certificates whose keys are the issuer's own seals (their assertions are trusted as
+    /// issued): the corpus seal.
+    pub own_seals: Vec<Vec<u8>>,
+    /// How the professionals of organisation seals are checked: the corpus registry.
+    pub registry: OrgSealRegistry,
 }
 
 impl Default for Setup {
@@ -380,8 +423,82 @@ impl Default for Setup {
             config: ValidatorConfig::default(),
             revocation: Arc::new(StaticRevocationList::new()),
             replay: Arc::new(InMemoryReplayCache::new(100_000)),
+            own_seals: vec![pki().seal_der.clone()],
+            registry: OrgSealRegistry::Required(Arc::new(corpus_registry())),
         }
     }
+}
+
+impl Setup {
+    /// The default setup with `der`'s key as one more own seal of the issuer.
+    pub fn with_own_seal(mut self, der: &[u8]) -> Setup {
+        self.own_seals.push(der.to_vec());
+        self
+    }
+
+    /// The signer policy of this setup.
+    pub fn policy(&self) -> SealTrustPolicy {
+        SealTrustPolicy::new(
+            self.own_seals.iter().map(|d| spki_of(d)).collect(),
+            self.registry.clone(),
+        )
+    }
+}
+
+/// The `SubjectPublicKeyInfo` (DER) of a certificate.
+pub fn spki_of(der: &[u8]) -> Vec<u8> {
+    cps_pki::parse_certificate(der).unwrap().spki
+}
+
+/// The registry of professionals the corpus is checked against (`tests/corpus/registry.tsv`).
+pub struct TsvRegistry(pub std::collections::HashMap<String, RegisteredProfessional>);
+
+impl ProfessionalDirectory for TsvRegistry {
+    fn professional(&self, idnat_ps: &IdNatPs) -> Result<Option<RegisteredProfessional>, String> {
+        Ok(self.0.get(idnat_ps.as_str()).cloned())
+    }
+}
+
+/// A registry that cannot answer.
+pub struct UnavailableRegistry;
+
+impl ProfessionalDirectory for UnavailableRegistry {
+    fn professional(&self, _: &IdNatPs) -> Result<Option<RegisteredProfessional>, String> {
+        Err("registry store unreachable".into())
+    }
+}
+
+/// `tests/corpus/registry.tsv`: `idnat_ps`, `status`, `profession`, `activities`
+/// (`structure:secteur`, comma-separated).
+pub fn corpus_registry() -> TsvRegistry {
+    let text = std::fs::read_to_string(corpus_dir().join("registry.tsv")).unwrap();
+    let mut map = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let activities = f[3]
+            .split(',')
+            .map(|a| {
+                let (structure_id, secteur_code) = a.split_once(':').unwrap();
+                RegisteredActivity {
+                    structure_id: structure_id.into(),
+                    secteur_code: secteur_code.into(),
+                }
+            })
+            .collect();
+        map.insert(
+            f[0].to_owned(),
+            RegisteredProfessional {
+                active: f[1] == "active",
+                status: f[1].to_owned(),
+                profession_code: f[2].to_owned(),
+                activities,
+            },
+        );
+    }
+    TsvRegistry(map)
 }
 
 pub fn validator_with(anchors: Vec<Vec<u8>>, setup: Setup) -> Validator {
@@ -391,10 +508,12 @@ pub fn validator_with(anchors: Vec<Vec<u8>>, setup: Setup) -> Validator {
         EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING),
     )
     .unwrap();
+    let policy = Arc::new(setup.policy());
     Validator::new(
         setup.config,
         Arc::new(trust),
         setup.revocation,
+        policy,
         setup.replay,
     )
 }
@@ -449,6 +568,44 @@ pub fn sign_xml(
     );
     let at = xml.find("</saml:Issuer>").expect("an Issuer") + "</saml:Issuer>".len();
     format!("{}{}{}", &xml[..at], signature, &xml[at..])
+}
+
+/// Sign `xml` with signxml (the independent peer, `tests/peers/signxml_sign.py`) with `key`, its
+/// certificate `cert_der` in `KeyInfo`: `xml` is a bare assertion we wrote, with or without a
+/// signature; the new one goes right after `Issuer`.
+pub fn signxml_sign(xml: &str, key: &TestKey, cert_der: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let unsigned = if xml.contains("<ds:Signature") {
+        strip_signature(xml)
+    } else {
+        xml.to_owned()
+    };
+    let at = unsigned.find("</saml:Issuer>").expect("an Issuer") + "</saml:Issuer>".len();
+    let with_placeholder = format!(
+        "{}<ds:Signature xmlns:ds=\"{}\" Id=\"placeholder\"></ds:Signature>{}",
+        &unsigned[..at],
+        ns::DS,
+        &unsigned[at..]
+    );
+    let (doc, key_file, cert_file) = (
+        dir.path().join("unsigned.xml"),
+        dir.path().join("key.pem"),
+        dir.path().join("cert.pem"),
+    );
+    std::fs::write(&doc, with_placeholder).unwrap();
+    std::fs::write(&key_file, &key.pkcs8_pem).unwrap();
+    std::fs::write(&cert_file, pem("CERTIFICATE", cert_der)).unwrap();
+    let out = std::process::Command::new(peers_python())
+        .arg(crate_dir().join("tests/peers/signxml_sign.py"))
+        .args([&doc, &key_file, &cert_file])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "signxml_sign.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Remove the `ds:Signature` element of a document we wrote (compact form).
