@@ -23,7 +23,11 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The `cps-trust` binary of the same build profile as this test; built on demand.
+/// `CPS_TRUST_BIN` names another build instead (benchmarks compare two builds in one run).
 pub fn cps_trust_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CPS_TRUST_BIN") {
+        return PathBuf::from(p);
+    }
     static BUILD: std::sync::Once = std::sync::Once::new();
     workspace_bin("cps-trust", &BUILD)
 }
