@@ -59,6 +59,9 @@ impl From<StoreError> for CaError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => CaError::Conflict(m),
+            // Nothing was written and nothing is lost: the caller may retry (503).
+            e @ StoreError::Refused(_) => CaError::Unavailable(e.to_string()),
+            e @ StoreError::Poisoned { .. } => CaError::Unavailable(e.to_string()),
             other => CaError::Internal(other.into()),
         }
     }

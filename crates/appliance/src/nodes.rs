@@ -76,15 +76,29 @@ fn check_name(name: &str) -> Result<(), CaError> {
     }
 }
 
-/// The node registry.
+/// The node registry. Clones share one change signal ([`Nodes::subscribe`]).
 #[derive(Clone)]
 pub struct Nodes {
     store: Arc<dyn Store>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Nodes {
     pub fn new(store: Arc<dyn Store>) -> Nodes {
-        Nodes { store }
+        Nodes {
+            store,
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    /// Changes whenever a node is enrolled or removed through this registry (or a clone of it),
+    /// after the change is durable: open connections of the node re-check their authorization.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
     }
 
     fn decode(bytes: &[u8]) -> Result<NodeRecord, CaError> {
@@ -204,6 +218,7 @@ impl Nodes {
                 detail: serde_json::json!({ "node": req.name, "certificate": key }),
             }));
         self.store.commit(batch)?;
+        self.changed();
         Ok((record, cert))
     }
 
@@ -239,6 +254,7 @@ impl Nodes {
                     detail: serde_json::json!({ "node": name }),
                 })),
         )?;
+        self.changed();
         for c in &node.certificates {
             let Some((ca_id, serial)) = c.split_once(':') else {
                 continue;

@@ -255,7 +255,7 @@ async fn accept_loop(
         let Ok(permit) = ctx.limit.clone().try_acquire_owned() else {
             ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
             let reason = format!("connection limit of {} reached", ctx.config.max_connections);
-            tracing::warn!(%peer, %reason, "syslog-TLS connection refused");
+            tracing::debug!(%peer, %reason, "syslog-TLS connection refused");
             ctx.authorizer.refused(peer, None, &reason);
             drop(tcp);
             continue;
@@ -273,7 +273,8 @@ async fn accept_loop(
 
 fn refuse(ctx: &Ctx, peer: SocketAddr, node: Option<&NodeIdentity>, reason: &str) {
     ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(%peer, node = node.map(|n| n.subject.as_str()).unwrap_or(""), %reason, "syslog-TLS client refused");
+    // Debug only: peers choose how often this happens (the authorizer aggregates refusals).
+    tracing::debug!(%peer, node = node.map(|n| n.subject.as_str()).unwrap_or(""), %reason, "syslog-TLS client refused");
     ctx.authorizer.refused(peer, node, reason);
 }
 

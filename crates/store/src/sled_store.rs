@@ -736,6 +736,10 @@ impl Store for SledStore {
         Some(self.cert_version.load(std::sync::atomic::Ordering::SeqCst))
     }
 
+    fn write_failure(&self) -> Option<String> {
+        self.group.failure()
+    }
+
     fn get_certificate(
         &self,
         issuer: &str,
