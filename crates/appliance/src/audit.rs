@@ -207,6 +207,8 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
                     events::AlertKind::SecurityConfiguration
                 }
                 "node.enroll" | "node.remove" => events::AlertKind::NodeAuthentication,
+                // New work, audit records included, was refused while the disk was full.
+                "disk.full" => events::AlertKind::AuditRecordingStopped,
                 k if k.starts_with("professional.") => events::AlertKind::SecurityRolesChanged,
                 _ => events::AlertKind::UseOfRestrictedFunction,
             };
@@ -300,7 +302,7 @@ impl cps_atna::NodeAuthorizer for NodeGate {
         _node: &cps_atna::NodeIdentity,
     ) -> Result<(), String> {
         let leaf = chain.first().ok_or("no client certificate")?;
-        match self.nodes.authorize(leaf.as_ref()) {
+        match self.nodes.authorize(leaf.as_ref(), crate::unix_now()) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err("the client certificate is not registered as a node".into()),
             Err(e) => Err(format!("node registry unavailable: {e}")),
@@ -809,6 +811,10 @@ mod tests {
                 serde_json::json!({ "node": "dmp-registry", "certificate": "ab12" }),
             ),
             ("node.remove", serde_json::json!({ "node": "dmp-registry" })),
+            (
+                "disk.full",
+                serde_json::json!({ "since": 1, "until": 2, "reason": "disk full: 1.0 MiB free", "lowest_free_bytes": 1048576, "min_free_bytes": 16777216 }),
+            ),
             (
                 "cert.revoke",
                 serde_json::json!({ "ca": "personnes", "serial": "0A1B", "reason": "keyCompromise" }),
