@@ -634,6 +634,7 @@ impl CaService {
         }
         // Clear the flag before reading the store: a revocation committed after this point
         // marks it dirty again and is picked up by the next call.
+        let was_dirty = st.dirty;
         st.dirty = false;
         match self.generate_crl(ca, now) {
             Ok((der, this_update, next_update)) => {
@@ -644,8 +645,16 @@ impl CaService {
                 Ok(der)
             }
             Err(e) => {
-                st.dirty = true;
-                Err(e)
+                // Not re-signed (e.g. the store refuses writes on a full disk): a CRL that is
+                // complete and still current is served meanwhile; the next call tries again.
+                st.dirty = was_dirty;
+                match &st.der {
+                    Some(der) if !was_dirty && now < st.next_update => Ok(der.clone()),
+                    _ => {
+                        st.dirty = true;
+                        Err(e)
+                    }
+                }
             }
         }
     }
