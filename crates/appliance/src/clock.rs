@@ -191,7 +191,11 @@ impl SigningClock {
             }
             ClockTrust::Untrusted { reason } => {
                 tracing::error!(source = self.source_name, alarm = %reason, "CLOCK ALARM");
-                eprintln!("cps-trust: CLOCK ALARM: {reason}");
+                // Not eprintln!: it panics when stderr cannot be written (a full disk).
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("cps-trust: CLOCK ALARM: {reason}\n").as_bytes(),
+                );
                 ("time.untrusted", "failure", reason.to_string())
             }
         };

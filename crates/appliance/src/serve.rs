@@ -641,8 +641,13 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         crate::disk::refuse_new_work_when_full,
     ));
     tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
-    println!(
-        "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)"
+    // Not println!: it panics when stdout cannot be written (a full disk).
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout(),
+        format!(
+        "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)\n"
+        )
+        .as_bytes(),
     );
     let crl_task = tokio::spawn(refresh_crls(state.ca.clone(), state.disk.clone()));
     let tls_task = tokio::spawn(serve_tls(https, acceptor, api_app));
