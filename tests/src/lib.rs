@@ -83,27 +83,24 @@ pub struct Home {
 
 impl Home {
     pub fn new() -> Home {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("home");
-        Home {
-            _dir: dir,
-            path,
-            env: Vec::new(),
-            serve_log: None,
-        }
+        Home::in_tempdir(None)
     }
 
     /// A home at `path` (which must not exist yet), e.g. on a filesystem the test mounted;
-    /// `serve` logs next to the test's temporary directory instead, so that a full home does
-    /// not stop the log.
+    /// `serve` logs in a temporary directory instead, so that a full home does not stop the log.
     pub fn at(path: PathBuf) -> Home {
+        Home::in_tempdir(Some(path))
+    }
+
+    fn in_tempdir(path: Option<PathBuf>) -> Home {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("serve.log");
+        let serve_log = path.as_ref().map(|_| dir.path().join("serve.log"));
+        let path = path.unwrap_or_else(|| dir.path().join("home"));
         Home {
             _dir: dir,
             path,
             env: Vec::new(),
-            serve_log: Some(log),
+            serve_log,
         }
     }
 
@@ -485,6 +482,98 @@ pub fn issue_person(
         &format!("{idnat},DONNAT-GADY,ISABELLE,10"),
         "-o",
         out.to_str().unwrap(),
+    ])
+}
+
+/// Every audit record of the home's store, in order (read while the appliance is stopped).
+pub fn store_audit(home: &Home) -> Vec<cps_store::AuditRecord> {
+    use cps_store::Store;
+    let store = cps_store::SledStore::open(home.join("store")).expect("store");
+    let n = store.audit_len().expect("audit length");
+    store
+        .audit_range(1, n as usize + 1)
+        .expect("audit records")
+        .into_iter()
+        .map(|e| e.record)
+        .collect()
+}
+
+/// The serial number (hex, as openssl prints it) of a PEM certificate.
+pub fn serial_of(pem: &Path) -> String {
+    let out = Command::new(peer("openssl"))
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(pem)
+        .output()
+        .expect("openssl x509");
+    text(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned()
+}
+
+/// A registry file (RPPS extraction format) with one professional, `810002813839`, active in two
+/// structures (`1340785161` and `10B0152872`).
+pub fn registry_csv(dir: &Path) -> PathBuf {
+    let p = dir.join("professionals.csv");
+    std::fs::write(
+        &p,
+        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
+    )
+    .expect("registry file");
+    p
+}
+
+/// `cps-trust card enroll` of the card in `reader` for a professional's activity.
+pub fn enrol_card(home: &Home, reader: &str, idnat: &str, activity: &str) -> Output {
+    home.cps(&[
+        "card",
+        "enroll",
+        "--reader",
+        reader,
+        "--professional",
+        idnat,
+        "--activity",
+        activity,
+    ])
+}
+
+/// `cps-trust audit verify` succeeds and calls the log intact.
+pub fn assert_audit_log_intact(home: &Home) {
+    let out = home.cps(&["audit", "verify"]);
+    assert_success(&out, "audit verify");
+    assert!(
+        text(&out.stdout).contains("intact"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// `POST /api/v1/login/challenge` (no client certificate): (status, body).
+pub fn login_challenge(app: &Appliance) -> (u16, Vec<u8>) {
+    curl(&[
+        "-sk",
+        "-X",
+        "POST",
+        &format!("https://{}/api/v1/login/challenge", app.https),
+        "-d",
+        "{}",
+    ])
+}
+
+/// `cps-trust login` with the card in `reader`, for a patient; the assertion goes to `out`.
+pub fn card_login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
+    home.cps(&[
+        "login",
+        "--reader",
+        reader,
+        "--pin",
+        pin,
+        "--patient-ins",
+        "248079707503828",
+        "--out",
+        out.to_str().expect("path"),
     ])
 }
 

@@ -55,20 +55,27 @@ fn events_for(home: &Home, user: &str) -> String {
     text(&out.stdout)
 }
 
-/// One framed message over `openssl s_client` with an optional client certificate.
-fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &str) -> String {
+/// `openssl s_client` with an optional client certificate and further options, one framed
+/// message sent; its stdin (and so the connection) stays open until the caller closes it.
+fn s_client_open(
+    app: &Appliance,
+    home: &Home,
+    cert: Option<(&Path, &Path)>,
+    extra: &[&str],
+    msg: &str,
+) -> std::process::Child {
     let mut cmd = Command::new(peer("openssl"));
-    cmd.args([
-        "s_client",
-        "-connect",
-        &app.syslog_tls,
-        "-quiet",
-        // -quiet implies -ign_eof: without this, s_client waits for the server to close (the
-        // repository's 300 s idle timeout) after the message is sent.
-        "-no_ign_eof",
-        "-CAfile",
-    ])
-    .arg(home.join("ca/root.pem"));
+    cmd.arg("s_client")
+        .args(extra)
+        .args([
+            "-connect",
+            &app.syslog_tls,
+            // -quiet implies -ign_eof: without this, s_client waits for the server to close (the
+            // repository's 300 s idle timeout) after the message is sent.
+            "-no_ign_eof",
+            "-CAfile",
+        ])
+        .arg(home.join("ca/root.pem"));
     if let Some((c, k)) = cert {
         cmd.arg("-cert").arg(c).arg("-key").arg(k);
     }
@@ -79,12 +86,19 @@ fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &st
         .spawn()
         .unwrap();
     {
-        let mut stdin = child.stdin.take().unwrap();
+        let stdin = child.stdin.as_mut().unwrap();
         let framed = format!("<85>1 2026-11-22T10:00:00Z host app - IHE+RFC-3881 - {msg}");
         let _ = write!(stdin, "{} {}", framed.len(), framed);
         let _ = stdin.flush();
-        std::thread::sleep(Duration::from_millis(800));
     }
+    child
+}
+
+/// One framed message over `openssl s_client` with an optional client certificate.
+fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &str) -> String {
+    let mut child = s_client_open(app, home, cert, &["-quiet"], msg);
+    std::thread::sleep(Duration::from_millis(800));
+    drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
@@ -355,13 +369,7 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
 
     // The appliance's own log: intact, then tampered with.
     app.daemon.stop(Duration::from_secs(10));
-    let out = home.cps(&["audit", "verify"]);
-    assert_success(&out, "audit verify");
-    assert!(
-        text(&out.stdout).contains("intact"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_audit_log_intact(&home);
     let log_dir = home.join("audit/log");
     let records = std::fs::read_dir(&log_dir)
         .unwrap()
@@ -434,20 +442,6 @@ fn attempt_without_certificate(addr: &str, tls: &std::sync::Arc<rustls::ClientCo
     let _ = s.read(&mut b);
 }
 
-/// The store's audit records of one kind (read after the appliance stopped).
-fn store_records(home: &Home, kind: &str) -> Vec<cps_store::AuditRecord> {
-    use cps_store::Store;
-    let store = cps_store::SledStore::open(home.join("store")).unwrap();
-    let n = store.audit_len().unwrap();
-    store
-        .audit_range(1, n as usize + 1)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.record)
-        .filter(|r| r.kind == kind)
-        .collect()
-}
-
 /// A flood of failed handshakes (thousands of complete TLS attempts without a certificate from
 /// one source) is counted in memory and audited as one `atna.refused` record per source and
 /// interval carrying the exact count, in the store and in the DICOM trail; no durable write per
@@ -479,7 +473,10 @@ fn a_flood_of_failed_handshakes_is_audited_once_per_source_and_interval() {
     std::thread::sleep(Duration::from_secs(2 * INTERVAL + 1));
     app.daemon.stop(Duration::from_secs(10));
 
-    let refused = store_records(&home, "atna.refused");
+    let refused: Vec<_> = store_audit(&home)
+        .into_iter()
+        .filter(|r| r.kind == "atna.refused")
+        .collect();
     let counted: u64 = refused
         .iter()
         .map(|r| r.detail["count"].as_u64().unwrap())
@@ -513,14 +510,11 @@ fn a_flood_of_failed_handshakes_is_audited_once_per_source_and_interval() {
         );
     }
     // No durable record per attempt, of any kind.
-    use cps_store::Store;
-    let store = cps_store::SledStore::open(home.join("store")).unwrap();
+    let all = store_audit(&home).len();
     assert!(
-        store.audit_len().unwrap() < 100,
-        "{} audit records in the store after {attempts} refusals",
-        store.audit_len().unwrap()
+        all < 100,
+        "{all} audit records in the store after {attempts} refusals"
     );
-    drop(store);
     // The same summaries are in the DICOM trail (security alerts, node authentication).
     let log = cps_atna::AuditLog::open(&home.join("audit/log"), None, Default::default()).unwrap();
     let alerts = log
@@ -544,46 +538,24 @@ fn a_flood_of_failed_handshakes_is_audited_once_per_source_and_interval() {
     assert_eq!(summaries, refused.len());
 }
 
-/// `openssl s_client` as a node: a connection kept open (stdin piped), one message sent.
+/// `openssl s_client` as a node (from [`s_client_open`]): its connection stays open until it
+/// ends or the appliance closes it.
 struct NodeClient {
     child: std::process::Child,
 }
 
 impl NodeClient {
-    fn connect(
-        app: &Appliance,
-        home: &Home,
-        cert: Option<(&Path, &Path)>,
-        extra: &[&str],
-        user: &str,
-    ) -> NodeClient {
-        let mut cmd = Command::new(peer("openssl"));
-        cmd.args([
-            "s_client",
-            "-connect",
-            &app.syslog_tls,
-            "-no_ign_eof",
-            "-CAfile",
-        ])
-        .arg(home.join("ca/root.pem"))
-        .args(extra);
-        if let Some((c, k)) = cert {
-            cmd.arg("-cert").arg(c).arg("-key").arg(k);
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let framed = format!(
-            "<85>1 2026-11-22T10:00:00Z host app - IHE+RFC-3881 - {}",
-            login_xml(user)
-        );
-        let stdin = child.stdin.as_mut().unwrap();
-        let _ = write!(stdin, "{} {}", framed.len(), framed);
-        let _ = stdin.flush();
+    fn of(child: std::process::Child) -> NodeClient {
         NodeClient { child }
+    }
+
+    /// Connected with a node's certificate, its first message stored; the connection open.
+    fn delivered(app: &Appliance, home: &Home, cert: (&Path, &Path), user: &str) -> NodeClient {
+        let c = NodeClient::of(s_client_open(app, home, Some(cert), &[], &login_xml(user)));
+        wait_for(&format!("{user}'s event"), Duration::from_secs(10), || {
+            stored(home, user).then_some(())
+        });
+        c
     }
 
     /// Whether the appliance closed the connection within `bound` (s_client exits then).
@@ -629,18 +601,6 @@ impl Drop for NodeClient {
     }
 }
 
-fn serial_of(pem: &Path) -> String {
-    let out = Command::new(peer("openssl"))
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(pem)
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_owned()
-}
-
 fn stored(home: &Home, user: &str) -> bool {
     events_for(home, user).contains("110114")
 }
@@ -661,10 +621,7 @@ fn removed_or_revoked_nodes_lose_their_open_connections_and_cannot_resume() {
 
     // Removal.
     let (a_key, a_cert) = enroll_node(&home, d, "node-a.example");
-    let mut a = NodeClient::connect(&app, &home, Some((&a_cert, &a_key)), &[], "open-a");
-    wait_for("node-a's event", Duration::from_secs(10), || {
-        stored(&home, "open-a").then_some(())
-    });
+    let mut a = NodeClient::delivered(&app, &home, (&a_cert, &a_key), "open-a");
     assert!(
         a.closed_within(Duration::from_millis(500)).is_none(),
         "open"
@@ -679,15 +636,18 @@ fn removed_or_revoked_nodes_lose_their_open_connections_and_cannot_resume() {
         "node-a's connection still open {bound:?} after its removal"
     );
     drop(a);
-    let again = NodeClient::connect(&app, &home, Some((&a_cert, &a_key)), &[], "again-a");
+    let again = NodeClient::of(s_client_open(
+        &app,
+        &home,
+        Some((&a_cert, &a_key)),
+        &[],
+        &login_xml("again-a"),
+    ));
     again.finish();
 
     // Revocation of the certificate of a node that stays registered.
     let (b_key, b_cert) = enroll_node(&home, d, "node-b.example");
-    let mut b = NodeClient::connect(&app, &home, Some((&b_cert, &b_key)), &[], "open-b");
-    wait_for("node-b's event", Duration::from_secs(10), || {
-        stored(&home, "open-b").then_some(())
-    });
+    let mut b = NodeClient::delivered(&app, &home, (&b_cert, &b_key), "open-b");
     let serial = serial_of(&b_cert);
     assert_success(
         &home.cps(&[
@@ -707,20 +667,27 @@ fn removed_or_revoked_nodes_lose_their_open_connections_and_cannot_resume() {
         "node-b's connection still open {bound:?} after its certificate was revoked"
     );
     drop(b);
-    NodeClient::connect(&app, &home, Some((&b_cert, &b_key)), &[], "again-b").finish();
+    NodeClient::of(s_client_open(
+        &app,
+        &home,
+        Some((&b_cert, &b_key)),
+        &[],
+        &login_xml("again-b"),
+    ))
+    .finish();
 
     // Resumption: a registered node saves its session (TLS 1.3, then 1.2): there is none to
     // save, the appliance issues neither tickets nor session IDs on this listener.
     let (c_key, c_cert) = enroll_node(&home, d, "node-c.example");
     for (version, user) in [("-tls1_3", "resume-13"), ("-tls1_2", "resume-12")] {
         let sess = d.join(format!("c{version}.sess"));
-        let c = NodeClient::connect(
+        let c = NodeClient::of(s_client_open(
             &app,
             &home,
             Some((&c_cert, &c_key)),
             &[version, "-sess_out", sess.to_str().unwrap()],
-            user,
-        );
+            &login_xml(user),
+        ));
         wait_for("node-c's event", Duration::from_secs(10), || {
             stored(&home, user).then_some(())
         });

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cps_atna::{AuditLog, LogOptions, NewRecord, NodeIdentity, Queue, QueueOptions, Transport};
 use cps_store::{AuditRecord, SledStore, Store, WriteBatch, WriteOp};
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::one_blank_card;
 use cps_trust_tests::*;
 
 fn record(i: u64, pad: usize) -> NewRecord {
@@ -156,31 +156,6 @@ fn the_store_surfaces_enospc_as_errors_and_keeps_what_it_acknowledged() {
 const IDNAT: &str = "810002813839";
 const STRUCTURE: &str = "10B0152872";
 
-fn registry_csv(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("professionals.csv");
-    std::fs::write(
-        &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
-    )
-    .unwrap();
-    p
-}
-
-fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
-    home.cps(&[
-        "login",
-        "--reader",
-        reader,
-        "--pin",
-        pin,
-        "--patient-ins",
-        "248079707503828",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
 fn assertion_id(path: &Path) -> String {
     let xml = std::fs::read_to_string(path).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
@@ -188,18 +163,6 @@ fn assertion_id(path: &Path) -> String {
         .find(|n| n.tag_name().name() == "Assertion")
         .and_then(|n| n.attribute("ID"))
         .unwrap()
-        .to_owned()
-}
-
-fn serial_of(pem: &Path) -> String {
-    let out = Command::new(peer("openssl"))
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(pem)
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
         .to_owned()
 }
 
@@ -251,6 +214,16 @@ fn node_message(
     child
 }
 
+/// One message from the node, waited for until it is stored.
+fn deliver(app: &Appliance, home: &Home, cert: &Path, key: &Path, user: &str) {
+    let mut client = node_message(app, home, cert, key, user);
+    wait_for(&format!("{user}'s event"), Duration::from_secs(15), || {
+        stored(home, user).then_some(())
+    });
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
 fn stored(home: &Home, user: &str) -> bool {
     let out = home.cps(&["audit", "events", "--user", user]);
     out.status.success() && text(&out.stdout).contains("110114")
@@ -261,12 +234,8 @@ fn stored(home: &Home, user: &str) -> bool {
 fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     // Dropped last: unmounted after the appliance and the card stack have stopped.
     let fs = Tmpfs::mount(64);
-    let stack = PcscStack::start("diskfull");
+    let (stack, _sim, reader) = one_blank_card("diskfull");
     let dir = stack.dir.path().to_path_buf();
-    let card_file = dir.join("card.json");
-    blank_card(&card_file);
-    let _sim = stack.simulator(&[(0, &card_file)], &[]);
-    let reader = stack.reader(0);
     let home = Home::at(fs.path().join("home")).with_env("PCSCLITE_CSOCK_NAME", &stack.socket);
     let (home, app) =
         Appliance::fresh_configured(home, |h| h.set_config_value("min_free_mb", "16"));
@@ -280,16 +249,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
         ]),
         "professional import",
     );
-    let out = home.cps(&[
-        "card",
-        "enroll",
-        "--reader",
-        &reader,
-        "--professional",
-        IDNAT,
-        "--activity",
-        STRUCTURE,
-    ]);
+    let out = enrol_card(&home, &reader, IDNAT, STRUCTURE);
     assert_success(&out, "card enroll");
     let pin = field(&text(&out.stdout), "initial PIN ").to_owned();
     let cert = |tag: &str| {
@@ -320,15 +280,10 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
         ]),
         "node enroll",
     );
-    let mut before_msg = node_message(&app, &home, &node_pem, &node_key, "node-before");
-    wait_for("the node's first event", Duration::from_secs(15), || {
-        stored(&home, "node-before").then_some(())
-    });
-    let _ = before_msg.kill();
-    let _ = before_msg.wait();
+    deliver(&app, &home, &node_pem, &node_key, "node-before");
     let (a1, a2) = (dir.join("a1.xml"), dir.join("a2.xml"));
-    assert_success(&login(&home, &reader, &pin, &a1), "login 1");
-    assert_success(&login(&home, &reader, &pin, &a2), "login 2");
+    assert_success(&card_login(&home, &reader, &pin, &a1), "login 1");
+    assert_success(&card_login(&home, &reader, &pin, &a2), "login 2");
     assert_success(
         &home.cps(&["xua", "validate", a1.to_str().unwrap()]),
         "validate 1",
@@ -359,10 +314,8 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
         "{h}"
     );
     // State-changing requests: 503 with the reason.
-    let (out, during_pem) = cert("during");
-    refused_for_disk(&out, "issuance");
-    refused_for_disk(
-        &home.cps(&[
+    let revoke_before = || {
+        home.cps(&[
             "cert",
             "revoke",
             "--ca",
@@ -371,22 +324,20 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
             &serial_of(&before_pem),
             "--reason",
             "superseded",
-        ]),
-        "revocation",
-    );
+        ])
+    };
+    let (out, during_pem) = cert("during");
+    refused_for_disk(&out, "issuance");
+    refused_for_disk(&revoke_before(), "revocation");
     refused_for_disk(
         &home.cps(&["xua", "validate", a2.to_str().unwrap()]),
         "validation",
     );
-    refused_for_disk(&login(&home, &reader, &pin, &dir.join("a3.xml")), "login");
-    let (code, body) = curl(&[
-        "-sk",
-        "-X",
-        "POST",
-        &format!("https://{}/api/v1/login/challenge", app.https),
-        "-d",
-        "{}",
-    ]);
+    refused_for_disk(
+        &card_login(&home, &reader, &pin, &dir.join("a3.xml")),
+        "login",
+    );
+    let (code, body) = login_challenge(&app);
     assert_eq!(code, 503, "{}", text(&body));
     assert!(text(&body).contains("disk_full"), "{}", text(&body));
     // Reads go on.
@@ -424,35 +375,18 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     let (out, _) = cert("during");
     assert_success(&out, "issuance after the disk was freed");
     let after_serial = serial_of(&during_pem);
-    assert_success(
-        &home.cps(&[
-            "cert",
-            "revoke",
-            "--ca",
-            "personnes",
-            "--serial",
-            &serial_of(&before_pem),
-            "--reason",
-            "superseded",
-        ]),
-        "revocation after",
-    );
+    assert_success(&revoke_before(), "revocation after");
     assert_success(
         &home.cps(&["xua", "validate", a2.to_str().unwrap()]),
         "validation after",
     );
     let a3 = dir.join("a3.xml");
-    assert_success(&login(&home, &reader, &pin, &a3), "login after");
+    assert_success(&card_login(&home, &reader, &pin, &a3), "login after");
     assert_success(
         &home.cps(&["xua", "validate", a3.to_str().unwrap()]),
         "validate 3",
     );
-    let mut after_msg = node_message(&app, &home, &node_pem, &node_key, "node-after");
-    wait_for("the node's last event", Duration::from_secs(15), || {
-        stored(&home, "node-after").then_some(())
-    });
-    let _ = after_msg.kill();
-    let _ = after_msg.wait();
+    deliver(&app, &home, &node_pem, &node_key, "node-after");
     // The episode reaches the trail once space is back.
     wait_for(
         "the full-disk episode in the trail",
@@ -465,13 +399,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     drop(app);
 
     // Everything acknowledged is there, and the log verifies.
-    let out = home.cps(&["audit", "verify"]);
-    assert_success(&out, "audit verify");
-    assert!(
-        text(&out.stdout).contains("intact"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_audit_log_intact(&home);
     let store = SledStore::open(home.join("store")).unwrap();
     let before = store
         .get_certificate("personnes", &hex(&serial_of(&before_pem)))
@@ -488,19 +416,18 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
             .is_some(),
         "the certificate issued after"
     );
-    let n = store.audit_len().unwrap();
-    let records = store.audit_range(1, n as usize + 1).unwrap();
+    drop(store);
+    let records = store_audit(&home);
     let episode = records
         .iter()
-        .find(|e| e.record.kind == "disk.full")
+        .find(|r| r.kind == "disk.full")
         .expect("the full-disk episode is audited");
     assert!(
-        episode.record.detail["reason"]
+        episode.detail["reason"]
             .as_str()
             .unwrap()
             .contains("disk full")
     );
-    drop(store);
     let log = AuditLog::open(&home.join("audit/log"), None, LogOptions::default()).unwrap();
     let all = log
         .search(&cps_atna::SearchFilter::default(), 10_000, None)

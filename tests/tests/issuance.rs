@@ -11,18 +11,6 @@ use cps_trust_tests::*;
 const IDNAT: &str = "810002813839";
 const STRUCTURE: &str = "10B0152872";
 
-fn registry_csv(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("professionals.csv");
-    std::fs::write(
-        &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
-    )
-    .unwrap();
-    p
-}
-
 fn cert_pem(home: &Home, dir: &Path, serial: &str) -> std::path::PathBuf {
     let out = home.cps(&[
         "cert",
@@ -41,20 +29,6 @@ fn cert_pem(home: &Home, dir: &Path, serial: &str) -> std::path::PathBuf {
 
 fn openssl(args: &[&str]) -> Output {
     Command::new(peer("openssl")).args(args).output().unwrap()
-}
-
-fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
-    home.cps(&[
-        "login",
-        "--reader",
-        reader,
-        "--pin",
-        pin,
-        "--patient-ins",
-        "248079707503828",
-        "--out",
-        out.to_str().unwrap(),
-    ])
 }
 
 #[test]
@@ -85,16 +59,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
 
     // Enrolment through the appliance's reader.
-    let out = home.cps(&[
-        "card",
-        "enroll",
-        "--reader",
-        &reader,
-        "--professional",
-        IDNAT,
-        "--activity",
-        STRUCTURE,
-    ]);
+    let out = enrol_card(&home, &reader, IDNAT, STRUCTURE);
     assert_success(&out, "card enroll");
     let listing = text(&out.stdout);
     let pin = field(&listing, "initial PIN ").to_owned();
@@ -190,7 +155,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // Card login: the assertion names the professional; xmlsec1 verifies its signature.
     let assertion = dir.join("assertion.xml");
-    let out = login(&home, &reader, &pin, &assertion);
+    let out = card_login(&home, &reader, &pin, &assertion);
     assert_success(&out, "cps-trust login");
     let xml = std::fs::read_to_string(&assertion).unwrap();
     assert!(xml.contains(IDNAT) && xml.contains("DONNAT-GADY"), "{xml}");
@@ -233,7 +198,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
 
     // A wrong PIN fails and counts down the card's tries.
-    let out = login(&home, &reader, "000000", &assertion);
+    let out = card_login(&home, &reader, "000000", &assertion);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.to_lowercase().contains("pin"), "{err}");
@@ -243,19 +208,12 @@ fn enrol_use_log_in_and_oppose_a_card() {
         "{status}"
     );
     assert_success(
-        &login(&home, &reader, &pin, &assertion),
+        &card_login(&home, &reader, &pin, &assertion),
         "login after a wrong PIN",
     );
 
     // The signature certificate cannot log in.
-    let (code, body) = curl(&[
-        "-sk",
-        "-X",
-        "POST",
-        &format!("https://{}/api/v1/login/challenge", app.https),
-        "-d",
-        "{}",
-    ]);
+    let (code, body) = login_challenge(&app);
     assert_eq!(code, 201);
     let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let sign_b64 = std::fs::read_to_string(&sign_pem).unwrap();
@@ -279,7 +237,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // A suspended card cannot log in; resumed, it can.
     assert_success(&home.cps(&["card", "suspend", &serial]), "card suspend");
-    let out = login(&home, &reader, &pin, &assertion);
+    let out = card_login(&home, &reader, &pin, &assertion);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("revoked_certificate")
@@ -289,7 +247,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
     assert_success(&home.cps(&["card", "resume", &serial]), "card resume");
     assert_success(
-        &login(&home, &reader, &pin, &assertion),
+        &card_login(&home, &reader, &pin, &assertion),
         "login after resume",
     );
 

@@ -5,8 +5,8 @@
 //! Free space (`statvfs`, the space available to the appliance's user) of every filesystem that
 //! holds the store, the audit log or the queue is compared with a reserve,
 //! `store.min_free_mb`. Below it the guard is **full**: state-changing HTTPS requests answer 503
-//! with the reason, every store commit and every audit trail write is refused before it touches
-//! the disk, the syslog-TLS repository stops reading (its peers are held back by TCP flow
+//! with the reason, every store commit (the store's write gate) and every audit trail write is
+//! refused before it touches the disk, the syslog-TLS repository stops reading (its peers are held back by TCP flow
 //! control), `/health` says why, and an alarm is logged. The guard clears once every
 //! filesystem has the reserve plus a quarter again (a high mark, so that it does not flap around
 //! the low one, as Elasticsearch's disk watermarks do), and the episode is then audited (it
@@ -300,109 +300,11 @@ impl DiskGuard {
     }
 }
 
-/// The store behind the guard: every commit is refused ([`StoreError::Refused`]) while the
-/// disk is below its reserve, before anything reaches the disk.
-pub struct GuardedStore {
-    inner: Arc<dyn Store>,
-    guard: Arc<DiskGuard>,
-}
-
-impl GuardedStore {
-    pub fn new(inner: Arc<dyn Store>, guard: Arc<DiskGuard>) -> GuardedStore {
-        GuardedStore { inner, guard }
-    }
-}
-
-impl Store for GuardedStore {
-    fn commit(&self, batch: cps_store::WriteBatch) -> Result<cps_store::CommitReceipt, StoreError> {
-        if !batch.is_empty() {
-            self.guard.check_now().map_err(StoreError::Refused)?;
-        }
-        self.inner.commit(batch)
-    }
-
-    fn write_failure(&self) -> Option<String> {
-        self.inner.write_failure()
-    }
-
-    fn get_certificate(
-        &self,
-        issuer: &str,
-        serial: &[u8],
-    ) -> Result<Option<cps_store::CertificateRecord>, StoreError> {
-        self.inner.get_certificate(issuer, serial)
-    }
-
-    fn certificates_version(&self) -> Option<u64> {
-        self.inner.certificates_version()
-    }
-
-    fn certificates_by_spki(
-        &self,
-        spki_sha256: &[u8; 32],
-    ) -> Result<Vec<cps_store::CertificateRecord>, StoreError> {
-        self.inner.certificates_by_spki(spki_sha256)
-    }
-
-    fn list_certificates(
-        &self,
-        issuer: Option<&str>,
-        after: Option<&cps_store::CertCursor>,
-        limit: usize,
-    ) -> Result<cps_store::CertificatePage, StoreError> {
-        self.inner.list_certificates(issuer, after, limit)
-    }
-
-    fn revoked_certificates(
-        &self,
-        issuer: &str,
-    ) -> Result<Vec<cps_store::RevokedEntry>, StoreError> {
-        self.inner.revoked_certificates(issuer)
-    }
-
-    fn blocked_key(
-        &self,
-        spki_sha256: &[u8; 32],
-    ) -> Result<Option<cps_store::BlockedKey>, StoreError> {
-        self.inner.blocked_key(spki_sha256)
-    }
-
-    fn is_key_blocked(&self, spki_sha256: &[u8; 32]) -> Result<bool, StoreError> {
-        self.inner.is_key_blocked(spki_sha256)
-    }
-
-    fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        self.inner.counter(name)
-    }
-
-    fn audit_range(
-        &self,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<cps_store::AuditEntry>, StoreError> {
-        self.inner.audit_range(from_seq, limit)
-    }
-
-    fn audit_len(&self) -> Result<u64, StoreError> {
-        self.inner.audit_len()
-    }
-
-    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_meta(key)
-    }
-
-    fn get_record(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_record(table, key)
-    }
-
-    fn scan_records(
-        &self,
-        table: &str,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<cps_store::RecordRow>, StoreError> {
-        self.inner.scan_records(table, prefix, after, limit)
+impl DiskGuard {
+    /// The store's write gate: every commit re-measures and is refused while the disk is full.
+    pub fn write_gate(self: &Arc<Self>) -> cps_store::WriteGate {
+        let guard = self.clone();
+        Box::new(move || guard.check_now())
     }
 }
 
@@ -443,9 +345,8 @@ mod tests {
     fn refuses_below_the_reserve_and_recovers_above_the_high_mark() {
         let dir = tempfile::tempdir().unwrap();
         let free = free_space(dir.path()).unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(cps_store::SledStore::open(dir.path().join("store")).unwrap());
-        // A reserve just above what is free: full at once.
+        let store = Arc::new(cps_store::SledStore::open(dir.path().join("store")).unwrap());
+        // A reserve above what is free: full at once.
         let over = free / (1024 * 1024) + 64;
         let guard = DiskGuard::new(vec![("store", dir.path().join("store"))], over);
         let reason = guard.check_now().unwrap_err();
@@ -455,7 +356,7 @@ mod tests {
         );
         assert_eq!(guard.admit().unwrap_err(), reason);
         assert_eq!(guard.report()["status"], "full");
-        let guarded = GuardedStore::new(store.clone(), guard.clone());
+        store.set_write_gate(guard.write_gate()).unwrap();
         let rec = || {
             WriteBatch::new().with(WriteOp::AppendAudit(AuditRecord {
                 time: 1,
@@ -465,7 +366,7 @@ mod tests {
                 detail: serde_json::json!({}),
             }))
         };
-        let e = guarded.commit(rec()).unwrap_err();
+        let e = store.commit(rec()).unwrap_err();
         assert!(matches!(e, StoreError::Refused(_)), "{e}");
         assert_eq!(store.audit_len().unwrap(), 0, "nothing reached the store");
         assert_eq!(guard.audit_episodes(&*store).unwrap(), 0, "still full");
@@ -487,10 +388,12 @@ mod tests {
         assert!(g.check_now().is_ok());
         assert!(g.admit().is_ok());
         assert_eq!(g.report()["status"], "ok");
-        let guarded = GuardedStore::new(store.clone(), g.clone());
-        guarded.commit(rec()).unwrap();
-        assert_eq!(g.audit_episodes(&*store).unwrap(), 1);
-        assert_eq!(g.audit_episodes(&*store).unwrap(), 0, "audited once");
+        let store = cps_store::SledStore::open(dir.path().join("store2")).unwrap();
+        store.set_write_gate(g.write_gate()).unwrap();
+        store.commit(rec()).unwrap();
+        assert!(store.set_write_gate(g.write_gate()).is_err(), "set once");
+        assert_eq!(g.audit_episodes(&store).unwrap(), 1);
+        assert_eq!(g.audit_episodes(&store).unwrap(), 0, "audited once");
         let last = store.audit_range(1, 10).unwrap();
         let ep = last.iter().find(|e| e.record.kind == "disk.full").unwrap();
         assert_eq!(ep.record.detail["reason"], reason.as_str());

@@ -414,38 +414,35 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        // Removed: no longer allowed, whatever the certificate.
-        let mut removed = node.clone();
-        removed.status = "removed".into();
-        store
-            .commit(WriteBatch::new().with(WriteOp::PutRecord {
+        let set_status = |status: &str| {
+            let mut n = node.clone();
+            n.status = status.into();
+            WriteOp::PutRecord {
                 table: NODES.into(),
                 key: b"node-a.example".to_vec(),
-                value: serde_json::to_vec(&removed).unwrap(),
+                value: serde_json::to_vec(&n).unwrap(),
                 expect: Expect::Any,
-            }))
+            }
+        };
+        // Removed: no longer allowed, whatever the certificate.
+        store
+            .commit(WriteBatch::new().with(set_status("removed")))
             .unwrap();
         assert!(nodes.authorize(&der, 1_500).unwrap().is_none());
         // Active again but the certificate revoked: refused.
+        let revoked = CertStatus::Revoked {
+            time: 1_400,
+            reason: 1,
+            invalidity_date: None,
+        };
         store
-            .commit(
-                WriteBatch::new()
-                    .with(WriteOp::PutRecord {
-                        table: NODES.into(),
-                        key: b"node-a.example".to_vec(),
-                        value: serde_json::to_vec(&node).unwrap(),
-                        expect: Expect::Any,
-                    })
-                    .with(WriteOp::SetCertificateStatus {
-                        issuer: "organisations".into(),
-                        serial: serial.clone(),
-                        status: CertStatus::Revoked {
-                            time: 1_400,
-                            reason: 1,
-                            invalidity_date: None,
-                        },
-                    }),
-            )
+            .commit(WriteBatch::new().with(set_status("active")).with(
+                WriteOp::SetCertificateStatus {
+                    issuer: "organisations".into(),
+                    serial: serial.clone(),
+                    status: revoked,
+                },
+            ))
             .unwrap();
         assert!(nodes.authorize(&der, 1_500).unwrap().is_none());
     }

@@ -51,10 +51,9 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let hsm = open_checked_hsm(home, config)?;
     // Every commit goes through the disk guard: nothing reaches the disk below the reserve.
     let disk = crate::disk::DiskGuard::for_home(home, config);
-    let store: Arc<dyn Store> = Arc::new(crate::disk::GuardedStore::new(
-        Arc::new(SledStore::open(config.resolve(home, &config.store.path))?),
-        disk.clone(),
-    ));
+    let sled = SledStore::open(config.resolve(home, &config.store.path))?;
+    sled.set_write_gate(disk.write_gate())?;
+    let store: Arc<dyn Store> = Arc::new(sled);
     let clock = SigningClock::from_config(&config.time, Some(store.clone()));
     let ca = Arc::new(CaService::open(
         home,

@@ -60,16 +60,6 @@ struct Active {
     repair: Option<String>,
 }
 
-/// `fdatasync` of a segment of the queue in `dir` (tests inject failures here).
-fn sync_segment(file: &File, dir: &Path) -> std::io::Result<()> {
-    #[cfg(test)]
-    if crate::faults::take(dir) {
-        return Err(std::io::Error::from_raw_os_error(5));
-    }
-    let _ = dir;
-    file.sync_data()
-}
-
 impl Active {
     /// Cuts the active segment back to its durable length after a failed write or flush,
     /// through a new descriptor, and makes the cut durable: after a failed `fsync` the kernel
@@ -80,13 +70,7 @@ impl Active {
             return Ok(());
         };
         let path = dir.join(seg_name(self.first));
-        let fresh = (|| -> std::io::Result<File> {
-            let f = OpenOptions::new().read(true).append(true).open(&path)?;
-            f.set_len(self.len)?;
-            f.sync_all()?;
-            Ok(f)
-        })();
-        match fresh {
+        match crate::log::cut_back(&path, self.len) {
             Ok(f) => {
                 self.file = Arc::new(f);
                 self.repair = None;
@@ -436,7 +420,7 @@ impl Queue {
         let written = (&*a.file)
             .write_all(&buf)
             .map_err(|e| (e, "append"))
-            .and_then(|_| sync_segment(&a.file, &inner.dir).map_err(|e| (e, "fsync")));
+            .and_then(|_| crate::log::sync_data(&a.file, &inner.dir).map_err(|e| (e, "fsync")));
         if let Err((e, op)) = written {
             // A full disk, typically. Nothing of this batch is acknowledged; the segment takes
             // the next one once it is cut back.
@@ -709,9 +693,10 @@ mod tests {
     #[test]
     fn a_failed_flush_refuses_its_batch_and_the_queue_takes_the_next() {
         let dir = tempfile::tempdir().unwrap();
+        // Small segments: refusals across rolls too.
         let opts = QueueOptions {
             segment_bytes: 300,
-            max_entry: 1000,
+            ..QueueOptions::default()
         };
         let q = Queue::open(dir.path(), &["a"], opts.clone()).unwrap();
         assert_eq!(q.enqueue_batch(&[b"one", b"two"]).unwrap(), 1..=2);

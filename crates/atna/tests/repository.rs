@@ -233,6 +233,37 @@ fn allowlist_of(pki: &Pki, name: &str) -> Arc<NodeAllowlist> {
     Arc::new(list)
 }
 
+/// A directory, a PKI with the repository and node-a, a runtime and an empty log.
+fn fixture() -> (tempfile::TempDir, Pki, tokio::runtime::Runtime, AuditLog) {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = setup(tmp.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let log = AuditLog::open(&tmp.path().join("arr"), None, LogOptions::default()).unwrap();
+    (tmp, pki, rt, log)
+}
+
+/// A repository on a free loopback port, its default configuration changed by `configure`;
+/// returns it and its port.
+fn start_repository(
+    rt: &tokio::runtime::Runtime,
+    pki: &Pki,
+    configure: impl FnOnce(&mut RepositoryConfig),
+    authorizer: Arc<dyn NodeAuthorizer>,
+    log: &AuditLog,
+) -> (Repository, u16) {
+    let port = free_port();
+    let mut config = RepositoryConfig {
+        tls_addr: loopback(port),
+        ..RepositoryConfig::default()
+    };
+    configure(&mut config);
+    let tls = server_config(pki, "repo", |v| v, false);
+    let repo = rt
+        .block_on(Repository::start(config, tls, authorizer, log.clone()))
+        .unwrap();
+    (repo, port)
+}
+
 /// A node's open connection: frames go in, and `closed_within` tells whether the repository
 /// closed it within a bound.
 struct NodeConn {
@@ -278,31 +309,19 @@ impl NodeConn {
 /// then are kept; its next connection is refused.
 #[test]
 fn open_connections_of_a_withdrawn_node_are_closed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = setup(tmp.path());
+    let (_tmp, pki, rt, log) = fixture();
     pki.issue("node-b", "node-b", false);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let log = AuditLog::open(&tmp.path().join("arr"), None, LogOptions::default()).unwrap();
     let list = Arc::new(NodeAllowlist::default());
     let fp = |name: &str| {
         list.register_certificate(common::certs(&pki.dir.join(format!("{name}.crt")))[0].as_ref())
     };
     let (fp_a, fp_b) = (fp("node-a"), fp("node-b"));
     let (changes, changes_rx) = tokio::sync::watch::channel(0u64);
-    let port = free_port();
-    let repo = rt
-        .block_on(Repository::start(
-            RepositoryConfig {
-                tls_addr: loopback(port),
-                reauthorize_every: Duration::from_millis(700),
-                reauthorize_on: Some(changes_rx),
-                ..RepositoryConfig::default()
-            },
-            server_config(&pki, "repo", |v| v, false),
-            list.clone(),
-            log.clone(),
-        ))
-        .unwrap();
+    let configure = |c: &mut RepositoryConfig| {
+        c.reauthorize_every = Duration::from_millis(700);
+        c.reauthorize_on = Some(changes_rx);
+    };
+    let (repo, port) = start_repository(&rt, &pki, configure, list.clone(), &log);
     let (tls_a, tls_b) = (
         client_config(&pki, Some("node-a")),
         client_config(&pki, Some("node-b")),
@@ -352,25 +371,14 @@ fn open_connections_of_a_withdrawn_node_are_closed() {
 /// not disconnected, and everything it sent is stored once writes resume.
 #[test]
 fn paused_writes_hold_nodes_back_and_lose_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pki = setup(tmp.path());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let log = AuditLog::open(&tmp.path().join("arr"), None, LogOptions::default()).unwrap();
+    let (_tmp, pki, rt, log) = fixture();
     let (pause, pause_rx) = tokio::sync::watch::channel(Some("disk full".to_string()));
-    let port = free_port();
-    let repo = rt
-        .block_on(Repository::start(
-            RepositoryConfig {
-                tls_addr: loopback(port),
-                idle_timeout: Duration::from_millis(500),
-                writes_paused: Some(pause_rx),
-                ..RepositoryConfig::default()
-            },
-            server_config(&pki, "repo", |v| v, false),
-            allowlist_of(&pki, "node-a"),
-            log.clone(),
-        ))
-        .unwrap();
+    let configure = |c: &mut RepositoryConfig| {
+        // Shorter than the pause: a held connection is not an idle one.
+        c.idle_timeout = Duration::from_millis(500);
+        c.writes_paused = Some(pause_rx);
+    };
+    let (repo, port) = start_repository(&rt, &pki, configure, allowlist_of(&pki, "node-a"), &log);
     let tls = client_config(&pki, Some("node-a"));
     rt.block_on(async {
         let mut a = NodeConn::open(&tls, port).await.unwrap();

@@ -33,7 +33,8 @@
 //! refuses every write ([`StoreError::Poisoned`], [`Store::write_failure`]). Neither recovers by
 //! itself, so a store that met a write error needs a restart of its process. Errors are returned,
 //! never panics; reads keep working. The appliance therefore keeps the store's disk from filling
-//! up in the first place (a reserve checked before every commit, [`StoreError::Refused`]).
+//! up in the first place (a reserve checked before every commit through
+//! [`SledStore::set_write_gate`], [`StoreError::Refused`]).
 //!
 //! # Group commit
 //!
@@ -69,7 +70,7 @@ pub use model::{
     CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
     MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
-pub use sled_store::{FlushPolicy, SledStore};
+pub use sled_store::{FlushPolicy, SledStore, WriteGate};
 
 /// One record of a named table: (key, value).
 pub type RecordRow = (Vec<u8>, Vec<u8>);

@@ -498,6 +498,16 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Cuts the file at `path` back to `len` through a new descriptor and makes the cut durable;
+/// returns that descriptor (read + append). Used after a failed write or `fsync`: what was past
+/// `len` was never acknowledged and is rewritten by a retry, not trusted to the page cache.
+pub(crate) fn cut_back(path: &Path, len: u64) -> std::io::Result<File> {
+    let f = OpenOptions::new().read(true).append(true).open(path)?;
+    f.set_len(len)?;
+    f.sync_all()?;
+    Ok(f)
+}
+
 struct Writer {
     shared: Arc<Shared>,
     file: File,
@@ -522,13 +532,14 @@ struct Writer {
     repair: Option<String>,
 }
 
-/// `fdatasync` of the records file (tests inject failures here).
-fn sync_records(file: &File, path: &Path) -> std::io::Result<()> {
+/// `fdatasync` of `file`, known to the failure injection of the unit tests as `key` (its path,
+/// or its directory).
+pub(crate) fn sync_data(file: &File, key: &Path) -> std::io::Result<()> {
     #[cfg(test)]
-    if crate::faults::take(path) {
+    if crate::faults::take(key) {
         return Err(std::io::Error::from_raw_os_error(5));
     }
-    let _ = path;
+    let _ = key;
     file.sync_data()
 }
 
@@ -556,16 +567,7 @@ impl Writer {
         let Some(cause) = self.repair.clone() else {
             return Ok(());
         };
-        let fresh = (|| -> std::io::Result<File> {
-            let f = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&self.rpath)?;
-            f.set_len(self.durable_len)?;
-            f.sync_all()?;
-            Ok(f)
-        })();
-        match fresh {
+        match cut_back(&self.rpath, self.durable_len) {
             Ok(f) => {
                 self.file = f;
                 self.repair = None;
@@ -664,7 +666,7 @@ impl Writer {
                 let res = self
                     .file
                     .write_all(&buf)
-                    .and_then(|_| sync_records(&self.file, &self.rpath));
+                    .and_then(|_| sync_data(&self.file, &self.rpath));
                 if let Err(e) = res {
                     let msg = format!("write {}: {e}", self.rpath.display());
                     tracing::error!(error = %msg, records = new_entries.len(), "audit log append failed; the batch is refused, the log cuts it off and takes the next one");
@@ -672,6 +674,11 @@ impl Writer {
                     // behind, and chain the next batch from the last durable record.
                     self.seq = start_seq;
                     self.prev = start_prev;
+                    // Cut first: a caller told "not written" finds none of its bytes left.
+                    self.repair = Some(msg.clone());
+                    if let Err(e) = self.try_repair() {
+                        tracing::error!(error = %e, "audit log repair failed; retried before the next batch");
+                    }
                     for (reply, _) in replies {
                         let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
                     }
@@ -680,10 +687,6 @@ impl Writer {
                     }
                     for reply in snap_requests {
                         let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
-                    }
-                    self.repair = Some(msg);
-                    if let Err(e) = self.try_repair() {
-                        tracing::error!(error = %e, "audit log repair failed; retried before the next batch");
                     }
                     continue;
                 }
@@ -772,8 +775,7 @@ impl Writer {
             // No torn or unsynced checkpoint stays behind for the next one to follow (a later
             // checkpoint covers these records): cut back through a fresh descriptor.
             if let Ok(len) = before
-                && let Ok(f) = OpenOptions::new().append(true).open(&self.cpath)
-                && f.set_len(len).and_then(|_| f.sync_all()).is_ok()
+                && let Ok(f) = cut_back(&self.cpath, len)
             {
                 self.cfile = f;
             }
