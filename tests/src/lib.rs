@@ -82,17 +82,58 @@ pub struct Home {
     pub path: PathBuf,
     /// Extra environment for every command of this home (e.g. a private pcscd's socket).
     pub env: Vec<(String, std::ffi::OsString)>,
+    /// Where `serve` logs (default: `serve.log` in the home).
+    pub serve_log: Option<PathBuf>,
 }
 
 impl Home {
     pub fn new() -> Home {
+        Home::in_tempdir(None)
+    }
+
+    /// A home at `path` (which must not exist yet), e.g. on a filesystem the test mounted;
+    /// `serve` logs in a temporary directory instead, so that a full home does not stop the log.
+    pub fn at(path: PathBuf) -> Home {
+        Home::in_tempdir(Some(path))
+    }
+
+    fn in_tempdir(path: Option<PathBuf>) -> Home {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("home");
+        let serve_log = path.as_ref().map(|_| dir.path().join("serve.log"));
+        let path = path.unwrap_or_else(|| dir.path().join("home"));
         Home {
             _dir: dir,
             path,
             env: Vec::new(),
+            serve_log,
         }
+    }
+
+    /// The log file of `serve`.
+    pub fn serve_log(&self) -> PathBuf {
+        self.serve_log
+            .clone()
+            .unwrap_or_else(|| self.join("serve.log"))
+    }
+
+    /// Sets `key = value` (a TOML value as written, e.g. `5` or `"x"`) on the first line that
+    /// assigns `key` in the configuration.
+    pub fn set_config_value(&self, key: &str, value: &str) {
+        let cfg = self.config_text();
+        let mut done = false;
+        let out: Vec<String> = cfg
+            .lines()
+            .map(|l| {
+                if !done && l.trim_start().starts_with(&format!("{key} = ")) {
+                    done = true;
+                    format!("{key} = {value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        assert!(done, "no {key} in the configuration");
+        self.set_config_text(&(out.join("\n") + "\n"));
     }
 
     /// The same, with one more variable in the environment of its commands.
@@ -315,6 +356,12 @@ impl Appliance {
 
     /// [`Appliance::fresh`] in a home prepared by the caller (e.g. with extra environment).
     pub fn fresh_in(home: Home) -> (Home, Appliance) {
+        Appliance::fresh_configured(home, |_| {})
+    }
+
+    /// [`Appliance::fresh_in`], with `configure` run on the initialised home before the first
+    /// start (e.g. to change its configuration).
+    pub fn fresh_configured(home: Home, configure: impl FnOnce(&Home)) -> (Home, Appliance) {
         let http = format!("127.0.0.1:{}", free_port());
         let out = home.cps(&[
             "init",
@@ -324,6 +371,7 @@ impl Appliance {
             "declared",
         ]);
         assert_success(&out, "cps-trust init");
+        configure(&home);
         let app = Appliance::start_on(&home, http, format!("127.0.0.1:{}", free_port()));
         (home, app)
     }
@@ -358,7 +406,7 @@ impl Appliance {
         let daemon = Daemon::spawn(
             "cps-trust serve",
             home.command(&["serve"]),
-            &home.join("serve.log"),
+            &home.serve_log(),
         );
         let mut app = Appliance {
             http,
@@ -371,7 +419,7 @@ impl Appliance {
             if let Ok(Some(st)) = app.daemon.child.try_wait() {
                 panic!(
                     "serve exited early ({st:?}):\n{}",
-                    std::fs::read_to_string(home.join("serve.log")).unwrap_or_default()
+                    std::fs::read_to_string(home.serve_log()).unwrap_or_default()
                 );
             }
             // 503 is an appliance that runs but cannot sign (e.g. its clock is not trusted).
@@ -482,6 +530,98 @@ pub fn issue_org(
     home.cps(&args)
 }
 
+/// Every audit record of the home's store, in order (read while the appliance is stopped).
+pub fn store_audit(home: &Home) -> Vec<cps_store::AuditRecord> {
+    use cps_store::Store;
+    let store = cps_store::SledStore::open(home.join("store")).expect("store");
+    let n = store.audit_len().expect("audit length");
+    store
+        .audit_range(1, n as usize + 1)
+        .expect("audit records")
+        .into_iter()
+        .map(|e| e.record)
+        .collect()
+}
+
+/// The serial number (hex, as openssl prints it) of a PEM certificate.
+pub fn serial_of(pem: &Path) -> String {
+    let out = Command::new(peer("openssl"))
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(pem)
+        .output()
+        .expect("openssl x509");
+    text(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_owned()
+}
+
+/// A registry file (RPPS extraction format) with one professional, `810002813839`, active in two
+/// structures (`1340785161` and `10B0152872`).
+pub fn registry_csv(dir: &Path) -> PathBuf {
+    let p = dir.join("professionals.csv");
+    std::fs::write(
+        &p,
+        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
+    )
+    .expect("registry file");
+    p
+}
+
+/// `cps-trust card enroll` of the card in `reader` for a professional's activity.
+pub fn enrol_card(home: &Home, reader: &str, idnat: &str, activity: &str) -> Output {
+    home.cps(&[
+        "card",
+        "enroll",
+        "--reader",
+        reader,
+        "--professional",
+        idnat,
+        "--activity",
+        activity,
+    ])
+}
+
+/// `cps-trust audit verify` succeeds and calls the log intact.
+pub fn assert_audit_log_intact(home: &Home) {
+    let out = home.cps(&["audit", "verify"]);
+    assert_success(&out, "audit verify");
+    assert!(
+        text(&out.stdout).contains("intact"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// `POST /api/v1/login/challenge` (no client certificate): (status, body).
+pub fn login_challenge(app: &Appliance) -> (u16, Vec<u8>) {
+    curl(&[
+        "-sk",
+        "-X",
+        "POST",
+        &format!("https://{}/api/v1/login/challenge", app.https),
+        "-d",
+        "{}",
+    ])
+}
+
+/// `cps-trust login` with the card in `reader`, for a patient; the assertion goes to `out`.
+pub fn card_login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
+    home.cps(&[
+        "login",
+        "--reader",
+        reader,
+        "--pin",
+        pin,
+        "--patient-ins",
+        "248079707503828",
+        "--out",
+        out.to_str().expect("path"),
+    ])
+}
+
 /// `openssl ocsp` against the appliance for `certs` of CA `ca`; stdout and stderr together.
 pub fn ocsp_query(
     home: &Home,
@@ -511,4 +651,84 @@ pub fn field<'a>(out: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no '{key}' in:\n{out}"))
         + key.len();
     out[i..].split_whitespace().next().unwrap()
+}
+
+/// A tmpfs of a given size mounted by the test (root only) on a temporary directory, unmounted
+/// when dropped (also when the test fails): drop every process using it first.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size_mb` MiB; fails the test, saying why, if it cannot.
+    pub fn mount(size_mb: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m,mode=0700")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (the full-disk tests run as root): {}",
+            text(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes available on it.
+    pub fn free_bytes(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path())
+            .output()
+            .expect("df");
+        text(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df output")
+    }
+
+    /// Writes `name` until the filesystem refuses (ENOSPC): the disk is then full. Returns
+    /// the bytes written.
+    pub fn fill(&self, name: &str) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.path().join(name)).expect("filler");
+        let mut total = 0u64;
+        for chunk in [1 << 20, 4096, 1] {
+            let buf = vec![0x5Au8; chunk];
+            loop {
+                match f.write(&buf) {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break,
+                    Err(e) => panic!("filling the tmpfs: {e}"),
+                }
+            }
+        }
+        let _ = f.sync_all();
+        total
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a process the test could not stop): detach it anyway.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
 }

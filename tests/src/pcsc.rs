@@ -312,6 +312,17 @@ impl Simulator {
 }
 
 /// A blank card state file (`firmware-sim init`).
+/// A stack with one blank simulated card in slot 0: the stack, the running simulator and the
+/// reader's name.
+pub fn one_blank_card(label: &str) -> (PcscStack, Simulator, String) {
+    let stack = PcscStack::start(label);
+    let card = stack.dir.path().join("card.json");
+    blank_card(&card);
+    let sim = stack.simulator(&[(0, &card)], &[]);
+    let reader = stack.reader(0);
+    (stack, sim, reader)
+}
+
 pub fn blank_card(path: &Path) {
     let out = Command::new(firmware_sim_bin())
         .arg("init")

@@ -55,20 +55,27 @@ fn events_for(home: &Home, user: &str) -> String {
     text(&out.stdout)
 }
 
-/// One framed message over `openssl s_client` with an optional client certificate.
-fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &str) -> String {
+/// `openssl s_client` with an optional client certificate and further options, one framed
+/// message sent; its stdin (and so the connection) stays open until the caller closes it.
+fn s_client_open(
+    app: &Appliance,
+    home: &Home,
+    cert: Option<(&Path, &Path)>,
+    extra: &[&str],
+    msg: &str,
+) -> std::process::Child {
     let mut cmd = Command::new(peer("openssl"));
-    cmd.args([
-        "s_client",
-        "-connect",
-        &app.syslog_tls,
-        "-quiet",
-        // -quiet implies -ign_eof: without this, s_client waits for the server to close (the
-        // repository's 300 s idle timeout) after the message is sent.
-        "-no_ign_eof",
-        "-CAfile",
-    ])
-    .arg(home.join("ca/root.pem"));
+    cmd.arg("s_client")
+        .args(extra)
+        .args([
+            "-connect",
+            &app.syslog_tls,
+            // -quiet implies -ign_eof: without this, s_client waits for the server to close (the
+            // repository's 300 s idle timeout) after the message is sent.
+            "-no_ign_eof",
+            "-CAfile",
+        ])
+        .arg(home.join("ca/root.pem"));
     if let Some((c, k)) = cert {
         cmd.arg("-cert").arg(c).arg("-key").arg(k);
     }
@@ -79,12 +86,19 @@ fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &st
         .spawn()
         .unwrap();
     {
-        let mut stdin = child.stdin.take().unwrap();
+        let stdin = child.stdin.as_mut().unwrap();
         let framed = format!("<85>1 2026-11-22T10:00:00Z host app - IHE+RFC-3881 - {msg}");
         let _ = write!(stdin, "{} {}", framed.len(), framed);
         let _ = stdin.flush();
-        std::thread::sleep(Duration::from_millis(800));
     }
+    child
+}
+
+/// One framed message over `openssl s_client` with an optional client certificate.
+fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &str) -> String {
+    let mut child = s_client_open(app, home, cert, &["-quiet"], msg);
+    std::thread::sleep(Duration::from_millis(800));
+    drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
@@ -201,11 +215,8 @@ input(type="imtcp" port="{in_port}" address="127.0.0.1")
             "{user} must have been refused"
         );
     }
-    let log = std::fs::read_to_string(home.join("serve.log")).unwrap();
-    assert!(
-        log.matches("syslog-TLS client refused").count() >= 3,
-        "{log}"
-    );
+    // (The refusals are audited as one record per source and interval: see
+    // `a_flood_of_failed_handshakes_is_audited_once_per_source_and_interval`.)
     // The syslog listener's TLS policy, scanned with a registered node's certificate.
     let out = Command::new(peer("sslscan"))
         .args(["--no-colour", "--no-heartbleed"])
@@ -366,13 +377,7 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
 
     // The appliance's own log: intact, then tampered with.
     app.daemon.stop(Duration::from_secs(10));
-    let out = home.cps(&["audit", "verify"]);
-    assert_success(&out, "audit verify");
-    assert!(
-        text(&out.stdout).contains("intact"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert_audit_log_intact(&home);
     let log_dir = home.join("audit/log");
     let records = std::fs::read_dir(&log_dir)
         .unwrap()
@@ -404,4 +409,307 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     std::fs::write(&records, &pristine).unwrap();
     assert_success(&home.cps(&["audit", "verify"]), "audit verify restored");
+}
+
+/// TLS client settings trusting the appliance's root, without a client certificate.
+fn anonymous_tls(home: &Home) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read_to_string(home.join("ca/root.pem")).unwrap();
+    for der in cps_appliance::serve::pem_blocks(&pem) {
+        roots.add(der.into()).unwrap();
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+/// One complete TLS attempt without a client certificate: the handshake runs to its end on
+/// the client's side and the repository refuses it (its alert arrives on the first read).
+fn attempt_without_certificate(addr: &str, tls: &std::sync::Arc<rustls::ClientConfig>) {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(addr) else {
+        return;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let name = rustls::pki_types::ServerName::try_from("cps-trust.localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut tcp).is_err() {
+            return;
+        }
+    }
+    let mut s = rustls::Stream::new(&mut conn, &mut tcp);
+    let _ = s.write_all(b"5 hello");
+    let mut b = [0u8; 16];
+    let _ = s.read(&mut b);
+}
+
+/// A flood of failed handshakes (thousands of complete TLS attempts without a certificate from
+/// one source) is counted in memory and audited as one `atna.refused` record per source and
+/// interval carrying the exact count, in the store and in the DICOM trail; no durable write per
+/// attempt.
+#[test]
+fn a_flood_of_failed_handshakes_is_audited_once_per_source_and_interval() {
+    const INTERVAL: u64 = 2;
+    let (home, mut app) = Appliance::fresh_configured(Home::new(), |h| {
+        h.set_config_value("refusal_summary_seconds", &INTERVAL.to_string())
+    });
+    let tls = anonymous_tls(&home);
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, tls) = (app.syslog_tls.clone(), tls.clone());
+            std::thread::spawn(move || {
+                for _ in 0..750 {
+                    attempt_without_certificate(&addr, &tls);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let attempts: u64 = 3000;
+    let flood = started.elapsed();
+    // Two more intervals: the last counts are written.
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL + 1));
+    app.daemon.stop(Duration::from_secs(10));
+
+    let refused: Vec<_> = store_audit(&home)
+        .into_iter()
+        .filter(|r| r.kind == "atna.refused")
+        .collect();
+    let counted: u64 = refused
+        .iter()
+        .map(|r| r.detail["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counted, attempts,
+        "every refusal counted once: {refused:#?}"
+    );
+    eprintln!(
+        "{attempts} refused handshakes in {flood:?}: {} atna.refused records, counts {:?}",
+        refused.len(),
+        refused
+            .iter()
+            .map(|r| r.detail["count"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
+    let bound = flood.as_secs() / INTERVAL + 3;
+    assert!(
+        !refused.is_empty() && refused.len() as u64 <= bound,
+        "{} records for a {flood:?} flood (at most one per {INTERVAL} s interval, {bound}): not aggregated",
+        refused.len()
+    );
+    for r in &refused {
+        assert_eq!(r.detail["source"], "127.0.0.1", "{r:?}");
+        assert_eq!(r.actor, "peer:127.0.0.1");
+        assert_eq!(r.outcome, "failure");
+        let reasons = r.detail["reasons"].as_object().unwrap();
+        assert!(
+            reasons.keys().all(|k| k == "TLS handshake failed"),
+            "{reasons:?}"
+        );
+    }
+    // No durable record per attempt, of any kind.
+    let all = store_audit(&home).len();
+    assert!(
+        all < 100,
+        "{all} audit records in the store after {attempts} refusals"
+    );
+    // The same summaries are in the DICOM trail (security alerts, node authentication).
+    let log = cps_atna::AuditLog::open(&home.join("audit/log"), None, Default::default()).unwrap();
+    let alerts = log
+        .search(
+            &cps_atna::SearchFilter {
+                event_id: Some("110113".into()),
+                ..Default::default()
+            },
+            1000,
+            None,
+        )
+        .unwrap();
+    let summaries = alerts
+        .records
+        .iter()
+        .filter(|r| {
+            String::from_utf8_lossy(&r.raw)
+                .contains("refused syslog-TLS connections from 127.0.0.1")
+        })
+        .count();
+    assert_eq!(summaries, refused.len());
+}
+
+/// `openssl s_client` as a node (from [`s_client_open`]): its connection stays open until it
+/// ends or the appliance closes it.
+struct NodeClient {
+    child: std::process::Child,
+}
+
+impl NodeClient {
+    fn of(child: std::process::Child) -> NodeClient {
+        NodeClient { child }
+    }
+
+    /// Connected with a node's certificate, its first message stored; the connection open.
+    fn delivered(app: &Appliance, home: &Home, cert: (&Path, &Path), user: &str) -> NodeClient {
+        let c = NodeClient::of(s_client_open(app, home, Some(cert), &[], &login_xml(user)));
+        wait_for(&format!("{user}'s event"), Duration::from_secs(10), || {
+            stored(home, user).then_some(())
+        });
+        c
+    }
+
+    /// Whether the appliance closed the connection within `bound` (s_client exits then).
+    fn closed_within(&mut self, bound: Duration) -> Option<Duration> {
+        let t = std::time::Instant::now();
+        while t.elapsed() < bound {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Ends the session; returns what s_client printed.
+    fn finish(mut self) -> String {
+        drop(self.child.stdin.take());
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut out = String::new();
+        use std::io::Read;
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for NodeClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stored(home: &Home, user: &str) -> bool {
+    events_for(home, user).contains("110114")
+}
+
+/// A node's open syslog-TLS connection is closed within seconds of `node remove`, and of the
+/// revocation of its certificate (re-authorization on the change, not the periodic check,
+/// which is set to 5 minutes here); the node cannot connect again. No TLS session can be
+/// saved for later resumption (TLS 1.3 or 1.2), so a revoked client cannot skip the
+/// certificate check with an old session.
+#[test]
+fn removed_or_revoked_nodes_lose_their_open_connections_and_cannot_resume() {
+    let (home, app) = Appliance::fresh_configured(Home::new(), |h| {
+        h.set_config_value("reauthorize_seconds", "300")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bound = Duration::from_secs(5);
+
+    // Removal.
+    let (a_key, a_cert) = enroll_node(&home, d, "node-a.example");
+    let mut a = NodeClient::delivered(&app, &home, (&a_cert, &a_key), "open-a");
+    assert!(
+        a.closed_within(Duration::from_millis(500)).is_none(),
+        "open"
+    );
+    assert_success(
+        &home.cps(&["node", "remove", "node-a.example"]),
+        "node remove",
+    );
+    let took = a.closed_within(bound);
+    assert!(
+        took.is_some(),
+        "node-a's connection still open {bound:?} after its removal"
+    );
+    drop(a);
+    let again = NodeClient::of(s_client_open(
+        &app,
+        &home,
+        Some((&a_cert, &a_key)),
+        &[],
+        &login_xml("again-a"),
+    ));
+    again.finish();
+
+    // Revocation of the certificate of a node that stays registered.
+    let (b_key, b_cert) = enroll_node(&home, d, "node-b.example");
+    let mut b = NodeClient::delivered(&app, &home, (&b_cert, &b_key), "open-b");
+    let serial = serial_of(&b_cert);
+    assert_success(
+        &home.cps(&[
+            "cert",
+            "revoke",
+            "--ca",
+            "organisations",
+            "--serial",
+            &serial,
+            "--reason",
+            "keyCompromise",
+        ]),
+        "cert revoke",
+    );
+    assert!(
+        b.closed_within(bound).is_some(),
+        "node-b's connection still open {bound:?} after its certificate was revoked"
+    );
+    drop(b);
+    NodeClient::of(s_client_open(
+        &app,
+        &home,
+        Some((&b_cert, &b_key)),
+        &[],
+        &login_xml("again-b"),
+    ))
+    .finish();
+
+    // Resumption: a registered node saves its session (TLS 1.3, then 1.2): there is none to
+    // save, the appliance issues neither tickets nor session IDs on this listener.
+    let (c_key, c_cert) = enroll_node(&home, d, "node-c.example");
+    for (version, user) in [("-tls1_3", "resume-13"), ("-tls1_2", "resume-12")] {
+        let sess = d.join(format!("c{version}.sess"));
+        let c = NodeClient::of(s_client_open(
+            &app,
+            &home,
+            Some((&c_cert, &c_key)),
+            &[version, "-sess_out", sess.to_str().unwrap()],
+            &login_xml(user),
+        ));
+        wait_for("node-c's event", Duration::from_secs(10), || {
+            stored(&home, user).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let out = c.finish();
+        assert!(out.contains("New, TLSv1."), "{out}");
+        assert!(
+            !sess.exists() || std::fs::metadata(&sess).unwrap().len() == 0,
+            "{version}: the appliance gave the client a session to resume:\n{out}"
+        );
+    }
+
+    std::thread::sleep(Duration::from_secs(1));
+    for user in ["again-a", "again-b"] {
+        assert!(!stored(&home, user), "{user} must have been refused");
+    }
 }

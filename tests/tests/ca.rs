@@ -7,18 +7,6 @@ use std::time::Duration;
 use cps_trust_tests::pcsc::EnrolledCard;
 use cps_trust_tests::*;
 
-fn serial_of(pem: &std::path::Path) -> String {
-    let out = Command::new(peer("openssl"))
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(pem)
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_owned()
-}
-
 fn operator_curl(
     home: &Home,
     app: &Appliance,

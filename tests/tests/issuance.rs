@@ -14,20 +14,6 @@ fn openssl(args: &[&str]) -> Output {
     Command::new(peer("openssl")).args(args).output().unwrap()
 }
 
-fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
-    home.cps(&[
-        "login",
-        "--reader",
-        reader,
-        "--pin",
-        pin,
-        "--patient-ins",
-        "248079707503828",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
 #[test]
 fn enrol_use_log_in_and_oppose_a_card() {
     let EnrolledCard {
@@ -129,7 +115,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // Card login: the assertion names the professional; xmlsec1 verifies its signature.
     let assertion = dir.join("assertion.xml");
-    let out = login(&home, &reader, &pin, &assertion);
+    let out = card_login(&home, &reader, &pin, &assertion);
     assert_success(&out, "cps-trust login");
     let xml = std::fs::read_to_string(&assertion).unwrap();
     assert!(xml.contains(IDNAT) && xml.contains("DONNAT-GADY"), "{xml}");
@@ -172,7 +158,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
 
     // A wrong PIN fails and counts down the card's tries.
-    let out = login(&home, &reader, "000000", &assertion);
+    let out = card_login(&home, &reader, "000000", &assertion);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.to_lowercase().contains("pin"), "{err}");
@@ -182,19 +168,12 @@ fn enrol_use_log_in_and_oppose_a_card() {
         "{status}"
     );
     assert_success(
-        &login(&home, &reader, &pin, &assertion),
+        &card_login(&home, &reader, &pin, &assertion),
         "login after a wrong PIN",
     );
 
     // The signature certificate cannot log in.
-    let (code, body) = curl(&[
-        "-sk",
-        "-X",
-        "POST",
-        &format!("https://{}/api/v1/login/challenge", app.https),
-        "-d",
-        "{}",
-    ]);
+    let (code, body) = login_challenge(&app);
     assert_eq!(code, 201);
     let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let sign_b64 = std::fs::read_to_string(&sign_pem).unwrap();
@@ -218,7 +197,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // A suspended card cannot log in; resumed, it can.
     assert_success(&home.cps(&["card", "suspend", &serial]), "card suspend");
-    let out = login(&home, &reader, &pin, &assertion);
+    let out = card_login(&home, &reader, &pin, &assertion);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("revoked_certificate")
@@ -228,7 +207,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
     assert_success(&home.cps(&["card", "resume", &serial]), "card resume");
     assert_success(
-        &login(&home, &reader, &pin, &assertion),
+        &card_login(&home, &reader, &pin, &assertion),
         "login after resume",
     );
 

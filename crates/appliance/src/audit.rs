@@ -12,7 +12,14 @@
 //!   and the log, several at a time, and the caller is answered once they are durable there.
 //! * **Incoming**: the syslog-TLS repository (`listen.syslog_tls`) accepts only registered
 //!   nodes ([`crate::nodes::Nodes::authorize`]) whose certificate our live state holds valid,
-//!   and appends to the hash-chained log, checkpoints signed with an HSM key.
+//!   and appends to the hash-chained log, checkpoints signed with an HSM key. Open connections
+//!   are authorized again whenever a certificate or the node registry changes and at least
+//!   every `audit.reauthorize_seconds`; TLS sessions are never resumed on this listener, so
+//!   every connection presents its certificate to the verifier. Refused peers are counted in
+//!   memory and audited as one `atna.refused` record per source and interval
+//!   ([`crate::refusals`]), never one durable write per attempt.
+//! * **Disk full** ([`crate::disk`]): the trail refuses to write while the guard says the
+//!   disk is below its reserve, the forwarder waits, and the repository stops reading.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -200,6 +207,8 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
                     events::AlertKind::SecurityConfiguration
                 }
                 "node.enroll" | "node.remove" => events::AlertKind::NodeAuthentication,
+                // New work, audit records included, was refused while the disk was full.
+                "disk.full" => events::AlertKind::AuditRecordingStopped,
                 k if k.starts_with("professional.") => events::AlertKind::SecurityRolesChanged,
                 _ => events::AlertKind::UseOfRestrictedFunction,
             };
@@ -279,10 +288,11 @@ fn node_credential(
     .ensure(home, hsm, ca)
 }
 
-/// Refuses TLS clients that are not registered, active nodes with a valid certificate.
+/// Refuses TLS clients that are not registered, active nodes with a valid certificate; counts
+/// refusals for the aggregated `atna.refused` audit records.
 struct NodeGate {
     nodes: Nodes,
-    store: Arc<dyn Store>,
+    refusals: Arc<crate::refusals::Refusals>,
 }
 
 impl cps_atna::NodeAuthorizer for NodeGate {
@@ -292,38 +302,41 @@ impl cps_atna::NodeAuthorizer for NodeGate {
         _node: &cps_atna::NodeIdentity,
     ) -> Result<(), String> {
         let leaf = chain.first().ok_or("no client certificate")?;
-        match self.nodes.authorize(leaf.as_ref()) {
+        match self.nodes.authorize(leaf.as_ref(), crate::unix_now()) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err("the client certificate is not registered as a node".into()),
             Err(e) => Err(format!("node registry unavailable: {e}")),
         }
     }
 
+    /// On the runtime, at the rate peers can open connections: a counter, no I/O.
     fn refused(
         &self,
         peer: std::net::SocketAddr,
         node: Option<&cps_atna::NodeIdentity>,
         reason: &str,
     ) {
-        tracing::warn!(%peer, node = ?node.map(|n| &n.subject), reason, "syslog-TLS client refused");
-        let rec = AuditRecord {
-            time: crate::unix_now(),
-            kind: "atna.refused".into(),
-            actor: format!("peer:{peer}"),
-            outcome: "failure".into(),
-            detail: serde_json::json!({
-                "peer": peer.to_string(),
-                "node": node.map(|n| n.subject.clone()),
-                "reason": reason,
-            }),
-        };
-        if let Err(e) = self
-            .store
-            .commit(WriteBatch::new().with(WriteOp::AppendAudit(rec)))
-        {
-            tracing::error!(error = %e, "cannot audit a refused node");
+        let _ = node;
+        self.refusals
+            .refused(peer.ip(), refusal_reason(reason), crate::unix_now());
+    }
+}
+
+/// The reason a refusal is counted under: the kind of failure, without the per-attempt details
+/// (a handshake error names the alert; a node refusal names the certificate).
+fn refusal_reason(reason: &str) -> &str {
+    for (prefix, kind) in [
+        ("TLS handshake timed out", "TLS handshake timed out"),
+        ("TLS handshake failed", "TLS handshake failed"),
+        ("no client certificate", "no client certificate"),
+        ("not a registered node", "not a registered node"),
+        ("connection limit", "connection limit reached"),
+    ] {
+        if reason.starts_with(prefix) {
+            return kind;
         }
     }
+    reason
 }
 
 /// The running ATNA services.
@@ -332,7 +345,8 @@ pub struct Atna {
     pub repository: Option<cps_atna::Repository>,
     pub sender: Option<cps_atna::Sender>,
     trail: Arc<Trail>,
-    forwarder: tokio::task::JoinHandle<()>,
+    /// The forwarder, the refusal flusher and the re-authorization signal.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Where the appliance's own audit messages go: the local log and, when repositories are
@@ -342,6 +356,8 @@ pub struct Trail {
     log: AuditLog,
     ctx: AuditContext,
     forward_to_destinations: bool,
+    /// Writes are refused while the disk is below its reserve.
+    guard: Option<Arc<crate::disk::DiskGuard>>,
 }
 
 impl Trail {
@@ -356,7 +372,14 @@ impl Trail {
             log,
             ctx,
             forward_to_destinations,
+            guard: None,
         }
+    }
+
+    /// The same trail, refusing to write while `guard` says the disk is full.
+    pub fn guarded(mut self, guard: Arc<crate::disk::DiskGuard>) -> Trail {
+        self.guard = Some(guard);
+        self
     }
 
     /// `record` as an RFC 5424 + DICOM message and its log record. A record whose DICOM
@@ -387,6 +410,9 @@ impl Trail {
     /// `fdatasync` for all, if repositories are configured), then in the local log (one
     /// `fdatasync`). Blocking.
     fn write(&self, records: &[AuditRecord]) -> Result<(), String> {
+        if let Some(g) = &self.guard {
+            g.check_now()?;
+        }
         let (payloads, log_records): (Vec<Vec<u8>>, Vec<NewRecord>) =
             records.iter().filter_map(|r| self.format(r)).unzip();
         if log_records.is_empty() {
@@ -417,7 +443,9 @@ impl Atna {
     }
 
     pub async fn shutdown(self) {
-        self.forwarder.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
         if let Some(r) = self.repository {
             r.shutdown().await;
         }
@@ -427,12 +455,17 @@ impl Atna {
     }
 }
 
-/// Open the log, start the repository listener, the sender and the forwarder.
+/// Open the log, start the repository listener, the sender and the forwarder. `nodes` is the
+/// registry the API changes (its change signal re-authorizes open connections); `guard` holds
+/// writes back while the disk is full.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     home: &Path,
     config: &Config,
     hsm: &Hsm,
     ca: Arc<CaService>,
+    nodes: Nodes,
+    guard: Arc<crate::disk::DiskGuard>,
     server_tls: Arc<rustls::ServerConfig>,
     client_roots: Vec<Vec<u8>>,
 ) -> Result<Atna, ApplianceError> {
@@ -454,6 +487,7 @@ pub async fn start(
         .map_err(|e| ApplianceError::Refused(format!("audit log {}: {e}", log_dir.display())))?;
 
     let store = ca.store().clone();
+    let mut tasks = Vec::new();
     let repository = if a.repository {
         let tls_addr = config.listen.syslog_tls.parse().map_err(|_| {
             ApplianceError::Refused("listen.syslog_tls is not an address:port".into())
@@ -464,17 +498,28 @@ pub async fn start(
             })?),
             None => None,
         };
+        let refusals = Arc::new(crate::refusals::Refusals::new("atna.refused"));
+        tasks.push(refusals.clone().spawn_flusher(
+            store.clone(),
+            Duration::from_secs(u64::from(a.refusal_summary_seconds)),
+        ));
+        let (reauthorize, reauthorize_rx) = tokio::sync::watch::channel(0u64);
+        tasks.push(tokio::spawn(signal_authorization_changes(
+            store.clone(),
+            nodes.subscribe(),
+            reauthorize,
+        )));
         let repo = cps_atna::Repository::start(
             cps_atna::RepositoryConfig {
                 tls_addr,
                 udp_addr,
+                reauthorize_every: Duration::from_secs(u64::from(a.reauthorize_seconds)),
+                reauthorize_on: Some(reauthorize_rx),
+                writes_paused: Some(guard.subscribe()),
                 ..Default::default()
             },
             server_tls,
-            Arc::new(NodeGate {
-                nodes: Nodes::new(store.clone()),
-                store: store.clone(),
-            }),
+            Arc::new(NodeGate { nodes, refusals }),
             log.clone(),
         )
         .await
@@ -534,20 +579,50 @@ pub async fn start(
             .unwrap_or_default(),
     };
     let auditor = Auditor::new(queue, &ctx.host, "cps-trust");
-    let trail = Arc::new(Trail::new(
-        auditor,
-        log.clone(),
-        ctx,
-        !a.destinations.is_empty(),
-    ));
-    let forwarder = tokio::spawn(forward(store, trail.clone()));
+    let trail = Arc::new(
+        Trail::new(auditor, log.clone(), ctx, !a.destinations.is_empty()).guarded(guard.clone()),
+    );
+    tasks.push(tokio::spawn(forward(store, trail.clone(), guard)));
     Ok(Atna {
         log,
         repository,
         sender,
         trail,
-        forwarder,
+        tasks,
     })
+}
+
+/// How often the store's certificates version is compared with the last one seen.
+const CERTIFICATES_POLL: Duration = Duration::from_millis(250);
+
+/// Bumps `signal` whenever a certificate is issued or changes status (the store's
+/// certificates version) or the node registry changes: every open syslog-TLS connection then
+/// asks the node gate again.
+async fn signal_authorization_changes(
+    store: Arc<dyn Store>,
+    mut nodes: tokio::sync::watch::Receiver<u64>,
+    signal: tokio::sync::watch::Sender<u64>,
+) {
+    let mut seen = store.certificates_version();
+    let mut tick = tokio::time::interval(CERTIFICATES_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut registry = true;
+    loop {
+        tokio::select! {
+            r = nodes.changed(), if registry => {
+                // A registry that is gone changes no more: certificates alone from then on.
+                registry = r.is_ok();
+                signal.send_modify(|v| *v += 1);
+            }
+            _ = tick.tick() => {
+                let now = store.certificates_version();
+                if now != seen || now.is_none() {
+                    seen = now;
+                    signal.send_modify(|v| *v += 1);
+                }
+            }
+        }
+    }
 }
 
 /// Durable audit records for high-rate, stateless requests (assertion validation), without a
@@ -610,8 +685,8 @@ impl AuditWriter {
 }
 
 /// Follows the store's audit table: each record becomes a DICOM message in the local log and
-/// in the outgoing queue; the cursor is persisted after both.
-async fn forward(store: Arc<dyn Store>, trail: Arc<Trail>) {
+/// in the outgoing queue; the cursor is persisted after both. Waits while the disk is full.
+async fn forward(store: Arc<dyn Store>, trail: Arc<Trail>, guard: Arc<crate::disk::DiskGuard>) {
     let mut cursor = store
         .get_meta(CURSOR_META)
         .ok()
@@ -620,6 +695,10 @@ async fn forward(store: Arc<dyn Store>, trail: Arc<Trail>) {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     loop {
+        if guard.admit().is_err() {
+            tokio::time::sleep(crate::disk::CHECK_EVERY).await;
+            continue;
+        }
         let store2 = store.clone();
         let batch = tokio::task::spawn_blocking(move || store2.audit_range(cursor + 1, 256))
             .await
@@ -733,6 +812,10 @@ mod tests {
             ),
             ("node.remove", serde_json::json!({ "node": "dmp-registry" })),
             (
+                "disk.full",
+                serde_json::json!({ "since": 1, "until": 2, "reason": "disk full: 1.0 MiB free", "lowest_free_bytes": 1048576, "min_free_bytes": 16777216 }),
+            ),
+            (
                 "cert.revoke",
                 serde_json::json!({ "ca": "personnes", "serial": "0A1B", "reason": "keyCompromise" }),
             ),
@@ -802,6 +885,62 @@ mod tests {
         };
         let xml = fallback_alert(&ctx, &rec).to_xml().unwrap();
         assert!(xml.contains("node.enroll"), "{xml}");
+    }
+
+    /// A sink that fails (a full disk) fails the records of that batch only: the writer keeps
+    /// serving, and answers the next records once the sink works again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_writer_serves_again_once_its_sink_works() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let broken = Arc::new(AtomicBool::new(true));
+        let written = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (broken, written) = (broken.clone(), written.clone());
+            AuditWriter::spawn(Arc::new(move |records: Vec<AuditRecord>| {
+                if broken.load(Ordering::SeqCst) {
+                    return Err("audit log: No space left on device (os error 28)".into());
+                }
+                written.fetch_add(records.len(), Ordering::SeqCst);
+                Ok(())
+            }))
+        };
+        for i in 0..5 {
+            let e = writer.record(record(i)).await.unwrap_err();
+            assert!(e.contains("No space left"), "{e}");
+        }
+        broken.store(false, Ordering::SeqCst);
+        for i in 0..5 {
+            writer.record(record(i)).await.unwrap();
+        }
+        assert_eq!(written.load(Ordering::SeqCst), 5);
+    }
+
+    /// A guarded trail writes nothing while the disk is below its reserve.
+    #[test]
+    fn a_guarded_trail_refuses_to_write_on_a_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("log"), None, LogOptions::default()).unwrap();
+        let queue =
+            Queue::open(&dir.path().join("queue"), &["r"], QueueOptions::default()).unwrap();
+        let ctx = AuditContext {
+            source_id: "cps-trust".into(),
+            site_id: None,
+            host: "cps-trust.localhost".into(),
+        };
+        // A reserve larger than any test machine's free space.
+        let guard =
+            crate::disk::DiskGuard::new(vec![("audit log", dir.path().join("log"))], 1 << 30);
+        let trail = Trail::new(
+            Auditor::new(queue.clone(), &ctx.host, "cps-trust"),
+            log.clone(),
+            ctx,
+            true,
+        )
+        .guarded(guard);
+        let e = trail.write(&[record(1)]).unwrap_err();
+        assert!(e.contains("disk full"), "{e}");
+        assert_eq!(log.len(), 0);
+        assert_eq!(queue.last_seq(), 0);
     }
 
     /// Every record is in the log, searchable, and in the outgoing queue when its caller is

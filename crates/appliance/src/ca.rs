@@ -59,6 +59,9 @@ impl From<StoreError> for CaError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => CaError::Conflict(m),
+            // Nothing was written and nothing is lost: the caller may retry (503).
+            e @ StoreError::Refused(_) => CaError::Unavailable(e.to_string()),
+            e @ StoreError::Poisoned { .. } => CaError::Unavailable(e.to_string()),
             other => CaError::Internal(other.into()),
         }
     }
@@ -651,6 +654,7 @@ impl CaService {
         }
         // Clear the flag before reading the store: a revocation committed after this point
         // marks it dirty again and is picked up by the next call.
+        let was_dirty = st.dirty;
         st.dirty = false;
         match self.generate_crl(ca, now) {
             Ok((der, this_update, next_update)) => {
@@ -661,8 +665,16 @@ impl CaService {
                 Ok(der)
             }
             Err(e) => {
-                st.dirty = true;
-                Err(e)
+                // Not re-signed (e.g. the store refuses writes on a full disk): a CRL that is
+                // complete and still current is served meanwhile; the next call tries again.
+                st.dirty = was_dirty;
+                match &st.der {
+                    Some(der) if !was_dirty && now < st.next_update => Ok(der.clone()),
+                    _ => {
+                        st.dirty = true;
+                        Err(e)
+                    }
+                }
             }
         }
     }

@@ -191,7 +191,11 @@ impl SigningClock {
             }
             ClockTrust::Untrusted { reason } => {
                 tracing::error!(source = self.source_name, alarm = %reason, "CLOCK ALARM");
-                eprintln!("cps-trust: CLOCK ALARM: {reason}");
+                // Not eprintln!: it panics when stderr cannot be written (a full disk).
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("cps-trust: CLOCK ALARM: {reason}\n").as_bytes(),
+                );
                 ("time.untrusted", "failure", reason.to_string())
             }
         };
@@ -203,7 +207,11 @@ impl SigningClock {
                 outcome: outcome.into(),
                 detail: serde_json::json!({ "source": self.source_name, "message": message }),
             };
-            if let Err(e) = store.commit(WriteBatch::new().with(WriteOp::AppendAudit(record))) {
+            // A transition may be noticed on the runtime (`/health`, an OCSP answer).
+            let committed = crate::blocking_io(|| {
+                store.commit(WriteBatch::new().with(WriteOp::AppendAudit(record)))
+            });
+            if let Err(e) = committed {
                 tracing::error!(error = %e, "cannot audit the clock transition");
             }
         }
@@ -243,7 +251,8 @@ impl Signer for GatedSigner {
         format: SigFormat,
     ) -> Result<Vec<u8>, HsmError> {
         self.clock.check().map_err(HsmError::SigningRefused)?;
-        self.inner.sign(alg, message, format)
+        // OCSP answers are signed (on a cache miss) inside their HTTP handler, on the runtime.
+        crate::blocking_io(|| self.inner.sign(alg, message, format))
     }
 }
 

@@ -54,6 +54,21 @@ pub struct AuditSection {
     /// Repositories every audit message is delivered to (syslog over mutual TLS).
     #[serde(default)]
     pub destinations: Vec<AuditDestination>,
+    /// Every open syslog-TLS connection is authorized again at least this often, seconds (and
+    /// at once whenever a certificate or the node registry changes).
+    #[serde(default = "default_reauthorize_seconds")]
+    pub reauthorize_seconds: u32,
+    /// Refusals of unauthenticated peers (failed syslog-TLS handshakes, refused card logins)
+    /// are written as one audit record per source and per this many seconds.
+    #[serde(default = "default_refusal_summary_seconds")]
+    pub refusal_summary_seconds: u32,
+}
+
+fn default_reauthorize_seconds() -> u32 {
+    60
+}
+fn default_refusal_summary_seconds() -> u32 {
+    60
 }
 
 /// One audit record repository.
@@ -87,6 +102,8 @@ impl Default for AuditSection {
             checkpoint_key_label: default_checkpoint_label(),
             node_key_label: default_node_key_label(),
             destinations: Vec::new(),
+            reauthorize_seconds: default_reauthorize_seconds(),
+            refusal_summary_seconds: default_refusal_summary_seconds(),
         }
     }
 }
@@ -339,12 +356,22 @@ fn default_sessions() -> usize {
 pub struct StoreSection {
     /// Directory of the embedded store (relative to the home directory).
     pub path: PathBuf,
+    /// Free space (MiB) kept on the filesystems of the store, the audit log and the outgoing
+    /// queue. Below it the appliance refuses new work (503, alarm) before anything can fail on
+    /// a full disk; it resumes by itself once free space is back above it by a quarter.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
+}
+
+fn default_min_free_mb() -> u64 {
+    256
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             path: "store".into(),
+            min_free_mb: default_min_free_mb(),
         }
     }
 }
@@ -754,6 +781,21 @@ impl Config {
                 "xua.replay_capacity must be between 1000 and 1000000000".into(),
             ));
         }
+        if !(1..=1024 * 1024).contains(&self.store.min_free_mb) {
+            return Err(ConfigError::Invalid(
+                "store.min_free_mb must be between 1 and 1048576 (1 TiB)".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.audit.reauthorize_seconds) {
+            return Err(ConfigError::Invalid(
+                "audit.reauthorize_seconds must be between 1 and 3600".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.audit.refusal_summary_seconds) {
+            return Err(ConfigError::Invalid(
+                "audit.refusal_summary_seconds must be between 1 and 3600".into(),
+            ));
+        }
         if self.xua.challenge_seconds == 0 || self.xua.challenge_seconds > 600 {
             return Err(ConfigError::Invalid(
                 "xua.challenge_seconds must be between 1 and 600".into(),
@@ -1001,6 +1043,15 @@ mod tests {
             (
                 Box::new(|c| c.xua.replay_capacity = 10),
                 "xua.replay_capacity",
+            ),
+            (Box::new(|c| c.store.min_free_mb = 0), "store.min_free_mb"),
+            (
+                Box::new(|c| c.audit.reauthorize_seconds = 0),
+                "audit.reauthorize_seconds",
+            ),
+            (
+                Box::new(|c| c.audit.refusal_summary_seconds = 7200),
+                "audit.refusal_summary_seconds",
             ),
         ];
         for (mutate, expect) in cases {

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod console;
+pub mod disk;
 pub mod enrolment;
 mod error;
 pub mod identity;
@@ -33,4 +34,18 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Runs blocking work (an HSM call, a store commit) from code that may be running on a Tokio
+/// worker (a TLS handshake, a handler computing an OCSP answer, `/health` raising an alarm):
+/// on a multi-threaded runtime's worker, the worker first hands its other tasks to another
+/// thread (`block_in_place`), so no async task waits behind the I/O; anywhere else (a blocking
+/// thread, a command without a runtime) it simply runs.
+pub fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }

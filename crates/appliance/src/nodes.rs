@@ -76,15 +76,29 @@ fn check_name(name: &str) -> Result<(), CaError> {
     }
 }
 
-/// The node registry.
+/// The node registry. Clones share one change signal ([`Nodes::subscribe`]).
 #[derive(Clone)]
 pub struct Nodes {
     store: Arc<dyn Store>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Nodes {
     pub fn new(store: Arc<dyn Store>) -> Nodes {
-        Nodes { store }
+        Nodes {
+            store,
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    /// Changes whenever a node is enrolled or removed through this registry (or a clone of it),
+    /// after the change is durable: open connections of the node re-check their authorization.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
     }
 
     fn decode(bytes: &[u8]) -> Result<NodeRecord, CaError> {
@@ -204,6 +218,7 @@ impl Nodes {
                 detail: serde_json::json!({ "node": req.name, "certificate": key }),
             }));
         self.store.commit(batch)?;
+        self.changed();
         Ok((record, cert))
     }
 
@@ -239,6 +254,7 @@ impl Nodes {
                     detail: serde_json::json!({ "node": name }),
                 })),
         )?;
+        self.changed();
         for c in &node.certificates {
             let Some((ca_id, serial)) = c.split_once(':') else {
                 continue;
@@ -261,9 +277,12 @@ impl Nodes {
         Ok(node)
     }
 
-    /// The allowlist decision for a TLS client certificate: the registered, active node it
-    /// belongs to, if that certificate is currently valid. Fails closed on store errors.
-    pub fn authorize(&self, cert_der: &[u8]) -> Result<Option<NodeRecord>, CaError> {
+    /// The allowlist decision for a TLS client certificate at `now` (Unix seconds): the
+    /// registered, active node it belongs to, if that certificate is unrevoked and within its
+    /// validity period. Complete on its own (it does not rely on the TLS verifier having run),
+    /// so it also holds for connections re-checked long after their handshake. Fails closed on
+    /// store errors.
+    pub fn authorize(&self, cert_der: &[u8], now: i64) -> Result<Option<NodeRecord>, CaError> {
         let Ok(parsed) = cps_pki::parse_certificate(cert_der) else {
             return Ok(None);
         };
@@ -277,7 +296,11 @@ impl Nodes {
                 continue;
             };
             // The same serial from another CA is another certificate: compare the bytes.
-            if rec.der != cert_der || rec.status != CertStatus::Valid {
+            if rec.der != cert_der
+                || rec.status != CertStatus::Valid
+                || now < rec.not_before
+                || now > rec.not_after
+            {
                 continue;
             }
             let name = String::from_utf8_lossy(&name).into_owned();
@@ -288,5 +311,139 @@ impl Nodes {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate (openssl) with serial `serial`: only its bytes and serial
+    /// matter to the allowlist, which compares them with the store.
+    fn certificate(serial: u32) -> Vec<u8> {
+        use openssl::{asn1, bn, ec, nid, pkey, x509};
+        let group = ec::EcGroup::from_curve_name(nid::Nid::X9_62_PRIME256V1).unwrap();
+        let key = pkey::PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "node-a.example").unwrap();
+        let name = name.build();
+        let mut b = x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let sn = bn::BigNum::from_u32(serial)
+            .unwrap()
+            .to_asn1_integer()
+            .unwrap();
+        b.set_serial_number(&sn).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        b.build().to_der().unwrap()
+    }
+
+    /// The allowlist answers from the store alone: registered, active node and a certificate
+    /// that is the stored one, unrevoked and within its validity at `now` (a check that does
+    /// not lean on the handshake's verifier, so it holds for re-checked open connections).
+    #[test]
+    fn authorize_needs_an_active_node_and_a_live_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(cps_store::SledStore::open(dir.path()).unwrap());
+        let nodes = Nodes::new(store.clone());
+        let der = certificate(0x4242);
+        let serial = vec![0x42, 0x42];
+        let (nb, na) = (1_000, 2_000);
+        let node = NodeRecord {
+            name: "node-a.example".into(),
+            structure_id: "10B0152872".into(),
+            status: "active".into(),
+            certificates: vec![cert_key("organisations", &serial)],
+            enrolled_at: nb,
+            enrolled_by: "test".into(),
+        };
+        store
+            .commit(
+                WriteBatch::new()
+                    .with(WriteOp::InsertCertificate(cps_store::CertificateRecord {
+                        issuer: "organisations".into(),
+                        serial: serial.clone(),
+                        subject: "CN=node-a.example".into(),
+                        profile: NODE_PROFILE.into(),
+                        holder: Some("node:node-a.example".into()),
+                        spki_sha256: [1; 32],
+                        not_before: nb,
+                        not_after: na,
+                        der: der.clone(),
+                        status: CertStatus::Valid,
+                        issued_at: nb,
+                    }))
+                    .with(WriteOp::PutRecord {
+                        table: NODES.into(),
+                        key: b"node-a.example".to_vec(),
+                        value: serde_json::to_vec(&node).unwrap(),
+                        expect: Expect::Absent,
+                    })
+                    .with(WriteOp::PutRecord {
+                        table: NODE_CERTS.into(),
+                        key: cert_key("organisations", &serial).into_bytes(),
+                        value: b"node-a.example".to_vec(),
+                        expect: Expect::Absent,
+                    }),
+            )
+            .unwrap();
+        assert!(nodes.authorize(&der, 1_500).unwrap().is_some());
+        assert!(
+            nodes.authorize(&der, 999).unwrap().is_none(),
+            "not yet valid"
+        );
+        assert!(nodes.authorize(&der, 2_001).unwrap().is_none(), "expired");
+        assert!(
+            nodes
+                .authorize(&certificate(0x4242), 1_500)
+                .unwrap()
+                .is_none(),
+            "same serial, other bytes"
+        );
+        assert!(
+            nodes
+                .authorize(b"not a certificate", 1_500)
+                .unwrap()
+                .is_none()
+        );
+        let set_status = |status: &str| {
+            let mut n = node.clone();
+            n.status = status.into();
+            WriteOp::PutRecord {
+                table: NODES.into(),
+                key: b"node-a.example".to_vec(),
+                value: serde_json::to_vec(&n).unwrap(),
+                expect: Expect::Any,
+            }
+        };
+        // Removed: no longer allowed, whatever the certificate.
+        store
+            .commit(WriteBatch::new().with(set_status("removed")))
+            .unwrap();
+        assert!(nodes.authorize(&der, 1_500).unwrap().is_none());
+        // Active again but the certificate revoked: refused.
+        let revoked = CertStatus::Revoked {
+            time: 1_400,
+            reason: 1,
+            invalidity_date: None,
+        };
+        store
+            .commit(WriteBatch::new().with(set_status("active")).with(
+                WriteOp::SetCertificateStatus {
+                    issuer: "organisations".into(),
+                    serial: serial.clone(),
+                    status: revoked,
+                },
+            ))
+            .unwrap();
+        assert!(nodes.authorize(&der, 1_500).unwrap().is_none());
     }
 }

@@ -226,7 +226,14 @@ impl Refusals {
                 }
                 let (me, store) = (self.clone(), store.clone());
                 match tokio::task::spawn_blocking(move || me.flush(&*store)).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(records)) => {
+                        tracing::warn!(
+                            kind = self.kind,
+                            records,
+                            "refusals of unauthenticated peers audited (one record per source)"
+                        )
+                    }
                     Ok(Err(e)) => {
                         tracing::error!(kind = self.kind, error = %e, "cannot audit refusals; kept for the next attempt")
                     }

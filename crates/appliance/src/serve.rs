@@ -42,6 +42,8 @@ pub struct AppState {
     pub xua: Arc<crate::xua::XuaService>,
     pub login: Arc<crate::login::LoginService>,
     pub cards: Arc<cps_enrol::CardService>,
+    /// Free space of the store, the audit log and the queue (new work refused below the reserve).
+    pub disk: Arc<crate::disk::DiskGuard>,
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -49,8 +51,11 @@ pub struct AppState {
 pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     config.validate(home)?;
     let hsm = open_checked_hsm(home, config)?;
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(config.resolve(home, &config.store.path))?);
+    // Every commit goes through the disk guard: nothing reaches the disk below the reserve.
+    let disk = crate::disk::DiskGuard::for_home(home, config);
+    let sled = SledStore::open(config.resolve(home, &config.store.path))?;
+    sled.set_write_gate(disk.write_gate())?;
+    let store: Arc<dyn Store> = Arc::new(sled);
     let clock = SigningClock::from_config(&config.time, Some(store.clone()));
     let ca = Arc::new(CaService::open(
         home,
@@ -109,6 +114,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         xua,
         login,
         cards,
+        disk,
     })
 }
 
@@ -138,12 +144,24 @@ async fn health(State(st): State<AppState>) -> Response {
         .await
         .unwrap_or(false);
     let store_ok = st.store.audit_len().is_ok();
+    // A store whose flush failed refuses writes until the appliance restarts (see cps-store).
+    let store_failure = st.store.write_failure();
     let clock = st.ca.clock().report();
-    let ok = hsm_ok && store_ok && clock.trusted;
+    let disk = st.disk.report();
+    let disk_ok = st.disk.admit().is_ok();
+    let ok = hsm_ok && store_ok && store_failure.is_none() && clock.trusted && disk_ok;
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
         "hsm": if hsm_ok { "ok" } else { "unreachable" },
-        "store": if store_ok { "ok" } else { "failing" },
+        "store": match (store_ok, &store_failure) {
+            (false, _) => "failing",
+            (true, Some(_)) => "read-only",
+            (true, None) => "ok",
+        },
+        "store_error": store_failure.map(|f| format!(
+            "the store refuses writes after a failed flush ({f}); free the disk, then restart the appliance"
+        )),
+        "disk": disk,
         "clock": clock,
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -411,6 +429,11 @@ fn tls_configs(
     )
     .map_err(ApplianceError::Refused)?;
     syslog.alpn_protocols.clear();
+    // No session resumption on syslog-TLS: rustls restores a resumed session's client
+    // certificate without calling the verifier, so every connection must do a full handshake
+    // (no session cache, no TLS 1.3 tickets; rustls issues no TLS 1.2 tickets by default).
+    syslog.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    syslog.send_tls13_tickets = 0;
     Ok((
         tokio_rustls::TlsAcceptor::from(Arc::new(https)),
         Arc::new(syslog),
@@ -550,10 +573,14 @@ async fn serve_tls(
 /// its validity has passed, and written to `<home>/crl/<ca>.crl`.
 pub const CRL_REFRESH: Duration = Duration::from_secs(15);
 
-async fn refresh_crls(ca: Arc<CaService>) {
+async fn refresh_crls(ca: Arc<CaService>, disk: Arc<crate::disk::DiskGuard>) {
     let mut tick = tokio::time::interval(CRL_REFRESH);
     loop {
         tick.tick().await;
+        // A full disk: the published CRLs stay valid until their nextUpdate; re-signing waits.
+        if disk.admit().is_err() {
+            continue;
+        }
         let ca = ca.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let ids: Vec<String> = ca.authorities().map(|a| a.id.clone()).collect();
@@ -611,11 +638,15 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         .chain(config.ca.issuing.keys().cloned())
         .filter_map(|id| state.ca_certs.get(&id).cloned())
         .collect();
+    let disk_task = state.disk.clone().spawn_monitor(state.store.clone());
+    let nodes = crate::nodes::Nodes::new(state.store.clone());
     let atna = crate::audit::start(
         home,
         config,
         &state.hsm,
         state.ca.clone(),
+        nodes.clone(),
+        state.disk.clone(),
         syslog_tls,
         anchors,
     )
@@ -649,19 +680,29 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
             crate::identity::HTTPS_PROFILES,
         )),
         ca: state.ca.clone(),
-        nodes: crate::nodes::Nodes::new(state.store.clone()),
+        nodes,
         xua: Some(state.xua.clone()),
         login: Some(state.login.clone()),
         cards: Some(state.cards.clone()),
         jobs: crate::cards::Jobs::default(),
         audit_log: Some(atna.log.clone()),
         audit_writer: atna.writer(),
-    });
+    })
+    // While the disk is below its reserve, state-changing requests answer 503 (reads go on).
+    .layer(axum::middleware::from_fn_with_state(
+        state.disk.clone(),
+        crate::disk::refuse_new_work_when_full,
+    ));
     tracing::info!(http = %http_addr, https = %https_addr, "listeners up");
-    println!(
-        "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)"
+    // Not println!: it panics when stdout cannot be written (a full disk).
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout(),
+        format!(
+        "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)\n"
+        )
+        .as_bytes(),
     );
-    let crl_task = tokio::spawn(refresh_crls(state.ca.clone()));
+    let crl_task = tokio::spawn(refresh_crls(state.ca.clone(), state.disk.clone()));
     let tls_task = tokio::spawn(serve_tls(
         https,
         acceptor,
@@ -675,6 +716,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     tls_task.abort();
     http_task.abort();
     crl_task.abort();
+    disk_task.abort();
     if let Some(t) = ntp_task {
         t.abort();
     }

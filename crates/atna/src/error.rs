@@ -114,9 +114,13 @@ pub enum LogError {
     /// Signing a checkpoint failed.
     #[error("checkpoint signing failed: {0}")]
     Signer(#[from] cps_hsm::HsmError),
-    /// The writer stopped (after an I/O error or shutdown); nothing more can be appended.
+    /// The writer stopped (shutdown); nothing more can be appended.
     #[error("the audit log writer has stopped: {0}")]
     Closed(String),
+    /// This batch could not be made durable (a full disk, an I/O error): none of its records
+    /// is in the log, and the log takes the next batch once the cause is gone.
+    #[error("the audit records were not written: {0}")]
+    NotWritten(String),
     /// A record field is larger than the format allows.
     #[error("record field {field} is {len} bytes, at most {max}")]
     TooLarge {
@@ -149,6 +153,10 @@ pub enum QueueError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The queue cannot take entries until a failed write is cut back (the disk refuses even
+    /// that for now); nothing of the batch was queued.
+    #[error("the audit queue cannot write yet: {0}")]
+    NotWritten(String),
     /// A queue file is damaged before its last entry (a torn last entry is repaired at open).
     #[error("queue file {path} is damaged at offset {offset}: {reason}")]
     Corrupt {

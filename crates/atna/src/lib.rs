@@ -48,3 +48,33 @@ pub use repository::{
 };
 pub use sender::{Destination, Sender, SenderOptions, SenderStatus};
 pub use syslog::SyslogMessage;
+
+/// Injected `fdatasync` failures, per file or directory (unit tests of the log and the queue).
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static FAIL_SYNCS: Mutex<BTreeMap<PathBuf, u32>> = Mutex::new(BTreeMap::new());
+
+    /// The next `n` syncs of `path` fail with EIO.
+    pub(crate) fn fail_next_syncs(path: &Path, n: u32) {
+        FAIL_SYNCS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_owned(), n);
+    }
+
+    /// Whether this sync of `path` is to fail.
+    pub(crate) fn take(path: &Path) -> bool {
+        let mut m = FAIL_SYNCS.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get_mut(path) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}

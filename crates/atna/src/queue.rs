@@ -9,8 +9,9 @@
 //! * `cursor-<destination>`: the last sequence number delivered to that destination
 //!   (`u64 | u32 CRC-32`), replaced atomically (write, fsync, rename, fsync directory).
 //!
-//! [`Queue::enqueue`] returns once the entry is `fdatasync`ed; concurrent enqueuers share one
-//! `fdatasync`. A segment is deleted once every destination's cursor is past it. A torn last
+//! [`Queue::enqueue`] returns once the entry is `fdatasync`ed (callers enqueue whole batches:
+//! one write and one `fdatasync` each); an enqueue that fails leaves nothing behind and the next
+//! one works once the disk does. A segment is deleted once every destination's cursor is past it. A torn last
 //! entry (crash during an enqueue that never returned) is cut off at open.
 
 use std::collections::BTreeMap;
@@ -50,17 +51,43 @@ impl Default for QueueOptions {
 struct Active {
     file: Arc<File>,
     first: u64,
+    /// Length of the segment: every byte before it is a durable entry (each batch is synced
+    /// before the lock is released).
     len: u64,
-    /// Last sequence number written (maybe not yet synced).
+    /// Last sequence number written, durable.
     written: u64,
+    /// Set after a failed write or flush, until the segment is cut back to `len`.
+    repair: Option<String>,
+}
+
+impl Active {
+    /// Cuts the active segment back to its durable length after a failed write or flush,
+    /// through a new descriptor, and makes the cut durable: after a failed `fsync` the kernel
+    /// may have dropped the dirty pages, so the refused batch is rewritten by its caller's retry,
+    /// never trusted to the page cache. Until this succeeds nothing is appended.
+    fn try_repair(&mut self, dir: &Path) -> Result<(), QueueError> {
+        let Some(cause) = self.repair.clone() else {
+            return Ok(());
+        };
+        let path = dir.join(seg_name(self.first));
+        match crate::log::cut_back(&path, self.len) {
+            Ok(f) => {
+                self.file = Arc::new(f);
+                self.repair = None;
+                tracing::warn!(path = %path.display(), length = self.len, "audit queue writable again: the refused batch was cut off");
+                Ok(())
+            }
+            Err(e) => Err(QueueError::NotWritten(format!(
+                "{cause}; the segment cannot be cut back to its last durable entry yet ({e})"
+            ))),
+        }
+    }
 }
 
 struct Inner {
     dir: PathBuf,
     options: QueueOptions,
     active: Mutex<Active>,
-    /// Serialises `fdatasync` calls; holds the last sequence number known durable.
-    synced: Mutex<u64>,
     cursors: Mutex<BTreeMap<String, u64>>,
     durable_tx: tokio::sync::watch::Sender<u64>,
 }
@@ -311,8 +338,8 @@ impl Queue {
                     first: last_first,
                     len: off,
                     written: last_seq,
+                    repair: None,
                 }),
-                synced: Mutex::new(last_seq),
                 cursors: Mutex::new(cursors),
                 durable_tx,
             }),
@@ -332,6 +359,13 @@ impl Queue {
     }
 
     /// Append several payloads durably (one write, one `fdatasync`).
+    ///
+    /// Enqueuers are serialised (the appliance has two, each writing whole batches). On an error
+    /// none of `payloads` is acknowledged or will be delivered: a failed write or flush cuts the
+    /// segment back to its last durable entry, through a new descriptor, before the next batch
+    /// (after a failed `fsync` the kernel may have dropped the dirty pages, so they are rewritten
+    /// by the caller's retry, never trusted to the page cache), and the queue takes that batch as
+    /// soon as the disk does.
     pub fn enqueue_batch(
         &self,
         payloads: &[&[u8]],
@@ -345,75 +379,61 @@ impl Queue {
                 });
             }
         }
-        let (file, first, last) = {
-            let mut a = inner.active.lock();
-            if a.len >= inner.options.segment_bytes {
-                // Roll: the old segment is synced before the new one exists.
-                let old = a.file.clone();
-                let path = inner.dir.join(seg_name(a.first));
-                old.sync_data().map_err(io("fsync", &path))?;
-                let first = a.written + 1;
-                let npath = inner.dir.join(seg_name(first));
-                let f = OpenOptions::new()
-                    .create_new(true)
-                    .read(true)
-                    .append(true)
-                    .open(&npath)
-                    .map_err(io("create", &npath))?;
-                crate::log::sync_dir(&inner.dir).map_err(io("fsync directory", &inner.dir))?;
-                {
-                    let mut synced = inner.synced.lock();
-                    *synced = (*synced).max(a.written);
-                    inner.durable_tx.send_replace(*synced);
-                }
-                *a = Active {
-                    file: Arc::new(f),
-                    first,
-                    len: 0,
-                    written: a.written,
-                };
-            }
-            let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER + 4).sum());
+        let mut a = inner.active.lock();
+        a.try_repair(&inner.dir)?;
+        if a.len >= inner.options.segment_bytes {
+            // Roll: the old segment is complete and durable (every batch is synced before it
+            // returns) before the new one exists.
             let first = a.written + 1;
-            for (i, p) in payloads.iter().enumerate() {
-                let seq = first + i as u64;
-                buf.extend_from_slice(MAGIC);
-                buf.extend_from_slice(&seq.to_be_bytes());
-                buf.extend_from_slice(&(p.len() as u32).to_be_bytes());
-                buf.extend_from_slice(p);
-                buf.extend_from_slice(&entry_crc(seq, p).to_be_bytes());
+            let npath = inner.dir.join(seg_name(first));
+            // A roll that failed after creating the file left it empty: reuse it.
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .append(true)
+                .open(&npath)
+                .map_err(io("create", &npath))?;
+            if f.metadata().map_err(io("stat", &npath))?.len() != 0 {
+                return Err(QueueError::Corrupt {
+                    path: npath,
+                    offset: 0,
+                    reason: "a segment past the end of the queue already holds data".into(),
+                });
             }
-            let path = inner.dir.join(seg_name(a.first));
-            if let Err(e) = (&*a.file).write_all(&buf) {
-                let _ = a.file.set_len(a.len);
-                return Err(io("append", &path)(e));
-            }
-            a.len += buf.len() as u64;
-            a.written += payloads.len() as u64;
-            (a.file.clone(), first, a.written)
-        };
-        // Group commit: whoever syncs covers everything written before the sync began.
-        // Lock order: `active` is never held while taking `synced` here (a roll takes `active`
-        // then `synced`).
-        let target = {
-            let a = inner.active.lock();
-            // After a roll, entries past `last` are in another file: this sync does not cover them
-            // (and the roll already synced ours).
-            if Arc::ptr_eq(&a.file, &file) {
-                a.written
-            } else {
-                last
-            }
-        };
-        {
-            let mut synced = inner.synced.lock();
-            if *synced < last {
-                let path = inner.dir.clone();
-                file.sync_data().map_err(io("fsync", &path))?;
-                *synced = target.max(*synced);
-                inner.durable_tx.send_replace(*synced);
-            }
+            crate::log::sync_dir(&inner.dir).map_err(io("fsync directory", &inner.dir))?;
+            a.file = Arc::new(f);
+            a.first = first;
+            a.len = 0;
         }
+        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER + 4).sum());
+        let first = a.written + 1;
+        for (i, p) in payloads.iter().enumerate() {
+            let seq = first + i as u64;
+            buf.extend_from_slice(MAGIC);
+            buf.extend_from_slice(&seq.to_be_bytes());
+            buf.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            buf.extend_from_slice(p);
+            buf.extend_from_slice(&entry_crc(seq, p).to_be_bytes());
+        }
+        let path = inner.dir.join(seg_name(a.first));
+        let written = (&*a.file)
+            .write_all(&buf)
+            .map_err(|e| (e, "append"))
+            .and_then(|_| crate::log::sync_data(&a.file, &inner.dir).map_err(|e| (e, "fsync")));
+        if let Err((e, op)) = written {
+            // A full disk, typically. Nothing of this batch is acknowledged; the segment takes
+            // the next one once it is cut back.
+            a.repair = Some(format!("{op} {}: {e}", path.display()));
+            if let Err(r) = a.try_repair(&inner.dir) {
+                tracing::error!(error = %r, "audit queue repair failed; retried before the next batch");
+            }
+            return Err(io(op, &path)(e));
+        }
+        a.len += buf.len() as u64;
+        a.written += payloads.len() as u64;
+        let last = a.written;
+        inner.durable_tx.send_replace(last);
         Ok(first..=last)
     }
 
@@ -666,6 +686,53 @@ impl Auditor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed write or `fdatasync` refuses its batch and cuts it off; the next batch takes
+    /// the same sequence numbers, readers never see the refused entries, and a reopen finds
+    /// exactly the acknowledged ones.
+    #[test]
+    fn a_failed_flush_refuses_its_batch_and_the_queue_takes_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        // Small segments: refusals across rolls too.
+        let opts = QueueOptions {
+            segment_bytes: 300,
+            ..QueueOptions::default()
+        };
+        let q = Queue::open(dir.path(), &["a"], opts.clone()).unwrap();
+        assert_eq!(q.enqueue_batch(&[b"one", b"two"]).unwrap(), 1..=2);
+        crate::faults::fail_next_syncs(dir.path(), 1);
+        assert!(matches!(
+            q.enqueue_batch(&[b"lost-1", b"lost-2"]),
+            Err(QueueError::Io { op: "fsync", .. })
+        ));
+        assert_eq!(q.last_seq(), 2, "nothing refused is announced");
+        let mut r = q.reader(0);
+        assert_eq!(r.read_batch(10, 1 << 20).unwrap().len(), 2);
+        assert_eq!(q.enqueue_batch(&[b"three"]).unwrap(), 3..=3);
+        // Across segment rolls too.
+        for i in 4..40u64 {
+            if i % 7 == 0 {
+                crate::faults::fail_next_syncs(dir.path(), 1);
+                assert!(q.enqueue(b"lost").is_err());
+            }
+            assert_eq!(q.enqueue(format!("m{i}").as_bytes()).unwrap(), i);
+        }
+        assert!(list_segments(dir.path()).unwrap().len() > 2);
+        let got = r.read_batch(100, 1 << 20).unwrap();
+        assert_eq!(got.first().unwrap(), &(3, b"three".to_vec()));
+        assert_eq!(got.len(), 37);
+        assert!(got.iter().all(|(_, p)| !p.starts_with(b"lost")));
+        drop(q);
+        let q = Queue::open(dir.path(), &["a"], opts).unwrap();
+        assert_eq!(q.last_seq(), 39);
+        let all = q.reader(0).read_batch(100, 1 << 20).unwrap();
+        assert_eq!(all.len(), 39);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, (s, p))| *s == i as u64 + 1 && !p.starts_with(b"lost"))
+        );
+    }
 
     #[test]
     fn enqueue_read_commit_reopen_gc() {

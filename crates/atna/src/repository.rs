@@ -6,12 +6,24 @@
 //! is refused by rustls. Then the client must have presented a certificate, and the
 //! [`NodeAuthorizer`] must accept it as a registered node (an allowlist: being issued by our CA
 //! is not enough). Refusals are logged with their reason and reported to
-//! [`NodeAuthorizer::refused`] (so the appliance can audit them), and the connection is closed.
+//! [`NodeAuthorizer::refused`] (so the appliance can aggregate and audit them; it is called on
+//! the runtime, so it must not block), and the connection is closed. The authorizer itself runs
+//! on a blocking thread.
+//!
+//! An accepted node stays accepted only while the authorizer says so: every open connection
+//! asks again at least every [`RepositoryConfig::reauthorize_every`], and at once whenever
+//! [`RepositoryConfig::reauthorize_on`] changes (the caller bumps it when a certificate is
+//! revoked or a node removed). A connection whose node is no longer accepted stops reading and
+//! is closed.
 //!
 //! Each accepted connection reads octet-counted frames, parses each message (RFC 5424, then
 //! DICOM XML; unparseable messages are stored too, flagged) and appends them to the
-//! [`AuditLog`] in batches; the next read starts only after the batch is durable. A framing
-//! error, an oversized frame, the idle timeout or a log failure closes the connection.
+//! [`AuditLog`] in batches; reading runs at most [`MAX_PENDING`] bytes ahead of the batch being
+//! made durable. While [`RepositoryConfig::writes_paused`] holds a reason (a full disk),
+//! connections neither read nor append: peers are held back by TCP flow control and resume when
+//! it clears. A batch the log refuses is kept and retried (the log recovers from a failed
+//! write); only after [`MAX_APPEND_FAILURES`] failures in a row with writes not paused is the
+//! connection closed. A framing error, an oversized frame or the idle timeout closes it too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +70,12 @@ pub struct RepositoryConfig {
     pub max_frame: usize,
     /// Limits of the XML parser.
     pub xml_limits: XmlLimits,
+    /// Every open connection's node is authorized again at least this often.
+    pub reauthorize_every: Duration,
+    /// Every open connection's node is authorized again whenever this changes.
+    pub reauthorize_on: Option<tokio::sync::watch::Receiver<u64>>,
+    /// While this holds a reason, nothing is read or appended (see the module documentation).
+    pub writes_paused: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
 impl Default for RepositoryConfig {
@@ -70,6 +88,9 @@ impl Default for RepositoryConfig {
             idle_timeout: Duration::from_secs(300),
             max_frame: 256 * 1024,
             xml_limits: XmlLimits::default(),
+            reauthorize_every: Duration::from_secs(60),
+            reauthorize_on: None,
+            writes_paused: None,
         }
     }
 }
@@ -89,6 +110,10 @@ pub struct RepositoryStats {
     pub frame_errors: u64,
     /// Messages received over UDP.
     pub udp_messages: u64,
+    /// Open connections closed because their node was no longer authorized.
+    pub deauthorized: u64,
+    /// UDP messages dropped because the log could not take them (UDP cannot hold peers back).
+    pub udp_dropped: u64,
 }
 
 #[derive(Default)]
@@ -99,6 +124,8 @@ struct Counters {
     parse_errors: AtomicU64,
     frame_errors: AtomicU64,
     udp_messages: AtomicU64,
+    deauthorized: AtomicU64,
+    udp_dropped: AtomicU64,
 }
 
 /// A running repository listener.
@@ -145,6 +172,7 @@ impl Repository {
                 log.clone(),
                 config.xml_limits,
                 counters.clone(),
+                config.writes_paused.clone(),
                 shutdown.subscribe(),
             )));
             tracing::info!(address = %udp_local_addr.unwrap_or(addr), "syslog UDP input enabled (no node authentication)");
@@ -191,6 +219,8 @@ impl Repository {
             parse_errors: c.parse_errors.load(Ordering::Relaxed),
             frame_errors: c.frame_errors.load(Ordering::Relaxed),
             udp_messages: c.udp_messages.load(Ordering::Relaxed),
+            deauthorized: c.deauthorized.load(Ordering::Relaxed),
+            udp_dropped: c.udp_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -225,7 +255,7 @@ async fn accept_loop(
         let Ok(permit) = ctx.limit.clone().try_acquire_owned() else {
             ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
             let reason = format!("connection limit of {} reached", ctx.config.max_connections);
-            tracing::warn!(%peer, %reason, "syslog-TLS connection refused");
+            tracing::debug!(%peer, %reason, "syslog-TLS connection refused");
             ctx.authorizer.refused(peer, None, &reason);
             drop(tcp);
             continue;
@@ -243,8 +273,37 @@ async fn accept_loop(
 
 fn refuse(ctx: &Ctx, peer: SocketAddr, node: Option<&NodeIdentity>, reason: &str) {
     ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(%peer, node = node.map(|n| n.subject.as_str()).unwrap_or(""), %reason, "syslog-TLS client refused");
+    // Debug only: peers choose how often this happens (the authorizer aggregates refusals).
+    tracing::debug!(%peer, node = node.map(|n| n.subject.as_str()).unwrap_or(""), %reason, "syslog-TLS client refused");
     ctx.authorizer.refused(peer, node, reason);
+}
+
+/// Asks the authorizer on a blocking thread (it may read the store).
+async fn authorize(
+    authorizer: &Arc<dyn NodeAuthorizer>,
+    chain: &Arc<Vec<CertificateDer<'static>>>,
+    node: &NodeIdentity,
+) -> Result<(), String> {
+    let (a, c, n) = (authorizer.clone(), chain.clone(), node.clone());
+    tokio::task::spawn_blocking(move || a.authorize(&c, &n))
+        .await
+        .unwrap_or_else(|e| Err(format!("authorization task failed: {e}")))
+}
+
+/// The reason writes are paused, if they are.
+fn paused(rx: &Option<tokio::sync::watch::Receiver<Option<String>>>) -> Option<String> {
+    rx.as_ref().and_then(|r| r.borrow().clone())
+}
+
+/// Resolves when `rx` changes (never when there is none, or its sender is gone).
+async fn changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) {
+    let alive = match rx {
+        Some(r) => r.changed().await.is_ok(),
+        None => false,
+    };
+    if !alive {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn handle(
@@ -259,19 +318,25 @@ async fn handle(
             Ok(Err(e)) => return refuse(ctx, peer, None, &format!("TLS handshake failed: {e}")),
             Ok(Ok(s)) => s,
         };
-    let chain: Vec<CertificateDer<'static>> = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-        .unwrap_or_default();
+    let chain: Arc<Vec<CertificateDer<'static>>> = Arc::new(
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+            .unwrap_or_default(),
+    );
     let Some(ee) = chain.first() else {
         refuse(ctx, peer, None, "no client certificate");
         let _ = tls.shutdown().await;
         return;
     };
     let node = NodeIdentity::from_certificate(ee.as_ref());
-    if let Err(reason) = ctx.authorizer.authorize(&chain, &node) {
+    // Subscribe before the first check: a change from here on triggers another.
+    let mut reauth_rx = ctx.config.reauthorize_on.clone();
+    if let Some(r) = &mut reauth_rx {
+        r.mark_unchanged();
+    }
+    if let Err(reason) = authorize(&ctx.authorizer, &chain, &node).await {
         refuse(
             ctx,
             peer,
@@ -286,46 +351,86 @@ async fn handle(
     let peer_s = peer.to_string();
     let mut dec = FrameDecoder::new(ctx.config.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut paused_rx = ctx.config.writes_paused.clone();
+    let mut recheck = tokio::time::interval_at(
+        tokio::time::Instant::now() + ctx.config.reauthorize_every,
+        ctx.config.reauthorize_every.max(Duration::from_millis(10)),
+    );
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Reading and parsing go on while the previous batch is being made durable (at most one
     // batch in flight per connection, and at most MAX_PENDING bytes parsed ahead of it).
     let mut pending: Vec<NewRecord> = Vec::new();
     let mut pending_bytes = 0usize;
-    let mut inflight: Option<(Pending, u64, u64)> = None;
+    let mut inflight: Option<(Pending, Vec<NewRecord>, usize)> = None;
     let mut reading = true;
+    let mut failures = 0u32;
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
-        if inflight.is_none() && !pending.is_empty() {
+        let pause = paused(&paused_rx);
+        let retry_due = retry_at.is_none_or(|t| t <= tokio::time::Instant::now());
+        if inflight.is_none() && !pending.is_empty() && pause.is_none() && retry_due {
+            retry_at = None;
             let batch = std::mem::take(&mut pending);
-            pending_bytes = 0;
-            let count = batch.len() as u64;
-            let errors = batch.iter().filter(|r| r.index.parse_error).count() as u64;
-            match ctx.log.submit(batch) {
-                Ok(rx) => inflight = Some((rx, count, errors)),
+            let bytes = std::mem::take(&mut pending_bytes);
+            match ctx.log.submit(batch.clone()) {
+                Ok(rx) => inflight = Some((rx, batch, bytes)),
                 Err(e) => {
-                    tracing::error!(%peer, error = %e, "audit log append failed; closing the connection");
+                    tracing::error!(%peer, error = %e, records = batch.len(), "audit log gone; closing the connection");
                     break;
                 }
             }
         }
-        if inflight.is_none() && !reading {
+        if inflight.is_none() && !reading && (pending.is_empty() || pause.is_some()) {
+            if !pending.is_empty() {
+                tracing::error!(%peer, node = %node.subject, records = pending.len(), reason = pause.as_deref().unwrap_or(""), "closing a syslog-TLS connection with records not yet written");
+            }
             break;
         }
-        let can_read = reading && pending_bytes < MAX_PENDING;
+        let can_read = reading && pending_bytes < MAX_PENDING && pause.is_none();
         tokio::select! {
             r = async { (&mut inflight.as_mut().expect("guarded").0).await }, if inflight.is_some() => {
-                let (_, count, errors) = inflight.take().expect("guarded");
+                let (_, batch, bytes) = inflight.take().expect("guarded");
                 match r {
                     Ok(Ok(_)) => {
-                        ctx.counters.messages.fetch_add(count, Ordering::Relaxed);
+                        failures = 0;
+                        let errors = batch.iter().filter(|r| r.index.parse_error).count() as u64;
+                        ctx.counters.messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         ctx.counters.parse_errors.fetch_add(errors, Ordering::Relaxed);
                     }
                     Ok(Err(e)) => {
-                        tracing::error!(%peer, error = %e, "audit log append failed; closing the connection");
-                        break;
+                        // Nothing of the batch was written: keep it, ahead of what came since,
+                        // and try again (the log takes the next batch once the disk does).
+                        if paused(&paused_rx).is_none() {
+                            failures += 1;
+                        }
+                        tracing::error!(%peer, error = %e, records = batch.len(), failures, "audit log append failed; the batch is kept and retried");
+                        if failures >= MAX_APPEND_FAILURES {
+                            tracing::error!(%peer, node = %node.subject, records = batch.len() + pending.len(), "closing the syslog-TLS connection: the audit log keeps refusing its records");
+                            break;
+                        }
+                        let mut again = batch;
+                        again.append(&mut pending);
+                        pending = again;
+                        pending_bytes += bytes;
+                        retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER);
                     }
                     Err(_) => {
                         tracing::error!(%peer, "audit log writer gone; closing the connection");
                         break;
                     }
+                }
+            }
+            _ = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() && inflight.is_none() => {}
+            _ = changed(&mut paused_rx) => {}
+            _ = changed(&mut reauth_rx), if reading => {
+                recheck.reset();
+                if !still_authorized(ctx, &chain, &node, peer).await {
+                    reading = false;
+                }
+            }
+            _ = recheck.tick(), if reading => {
+                if !still_authorized(ctx, &chain, &node, peer).await {
+                    reading = false;
                 }
             }
             r = tokio::time::timeout(ctx.config.idle_timeout, tls.read(&mut buf)), if can_read => {
@@ -375,17 +480,42 @@ async fn handle(
     let _ = tls.shutdown().await;
 }
 
+/// Authorizes an open connection's node again; `false` (logged and counted) when it no longer
+/// is: the connection stops reading, writes what it already received and closes.
+async fn still_authorized(
+    ctx: &Ctx,
+    chain: &Arc<Vec<CertificateDer<'static>>>,
+    node: &NodeIdentity,
+    peer: SocketAddr,
+) -> bool {
+    match authorize(&ctx.authorizer, chain, node).await {
+        Ok(()) => true,
+        Err(reason) => {
+            ctx.counters.deauthorized.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, node = %node.subject, %reason, "closing a syslog-TLS connection: the node is no longer authorized");
+            false
+        }
+    }
+}
+
 type Pending =
     tokio::sync::oneshot::Receiver<Result<std::ops::RangeInclusive<u64>, crate::error::LogError>>;
 
 /// Parsed records a connection may hold ahead of the batch being made durable.
-const MAX_PENDING: usize = 8 << 20;
+pub const MAX_PENDING: usize = 8 << 20;
+
+/// Appends refused in a row (writes not paused) before a connection gives up and closes.
+pub const MAX_APPEND_FAILURES: u32 = 30;
+
+/// Wait before a refused batch is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 async fn udp_loop(
     sock: UdpSocket,
     log: AuditLog,
     limits: XmlLimits,
     counters: Arc<Counters>,
+    writes_paused: Option<tokio::sync::watch::Receiver<Option<String>>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 65_536];
@@ -426,9 +556,17 @@ async fn udp_loop(
         }
         let count = batch.len() as u64;
         let errors = batch.iter().filter(|r| r.index.parse_error).count() as u64;
+        // UDP cannot hold its peers back: while writes are paused or the log refuses a batch,
+        // datagrams are dropped (counted and logged), and the input goes on.
+        if let Some(reason) = paused(&writes_paused) {
+            counters.udp_dropped.fetch_add(count, Ordering::Relaxed);
+            tracing::warn!(messages = count, %reason, "syslog UDP messages dropped: writes are paused");
+            continue;
+        }
         if let Err(e) = log.append(batch).await {
-            tracing::error!(error = %e, "audit log append failed; UDP input stops");
-            return;
+            counters.udp_dropped.fetch_add(count, Ordering::Relaxed);
+            tracing::error!(error = %e, messages = count, "audit log append failed; syslog UDP messages dropped");
+            continue;
         }
         counters.messages.fetch_add(count, Ordering::Relaxed);
         counters.udp_messages.fetch_add(count, Ordering::Relaxed);

@@ -81,6 +81,11 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// The store refuses writes for now (its disk is below the reserve the appliance keeps);
+    /// nothing of the batch was written. The same batch may be committed once the cause is gone.
+    #[error("the store refuses writes for now: {0}; nothing of the batch was written")]
+    Refused(String),
+
     /// The storage engine reported an error that fits none of the other variants.
     #[error("storage engine error on the store at {path}: {detail}")]
     Backend {

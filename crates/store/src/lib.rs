@@ -25,6 +25,17 @@
 //! ([`StoreError::Poisoned`]). Reads may see a batch a moment before its `commit` returns, while
 //! its flush is in progress.
 //!
+//! # A full disk, or any other write error
+//!
+//! sled 0.34.7 keeps the first I/O error its log writer meets (ENOSPC included) as a
+//! process-wide "global error" and fails every later write with it; only reopening the database
+//! clears it (`PageCache::start`). The store adds its own rule on top: after a failed flush it
+//! refuses every write ([`StoreError::Poisoned`], [`Store::write_failure`]). Neither recovers by
+//! itself, so a store that met a write error needs a restart of its process. Errors are returned,
+//! never panics; reads keep working. The appliance therefore keeps the store's disk from filling
+//! up in the first place (a reserve checked before every commit through
+//! [`SledStore::set_write_gate`], [`StoreError::Refused`]).
+//!
 //! # Group commit
 //!
 //! sled flushes on its own only every 500 ms; the store turns that off and flushes itself. A
@@ -59,7 +70,7 @@ pub use model::{
     CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
     MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
-pub use sled_store::{FlushPolicy, SledStore};
+pub use sled_store::{FlushPolicy, SledStore, WriteGate};
 
 /// One record of a named table: (key, value).
 pub type RecordRow = (Vec<u8>, Vec<u8>);
@@ -79,6 +90,12 @@ pub trait Store: Send + Sync {
         issuer: &str,
         serial: &[u8],
     ) -> Result<Option<CertificateRecord>, StoreError>;
+
+    /// Why the store refuses every write until it is reopened (a flush to disk failed), if it
+    /// does. `None` for a store that can write.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
 
     /// A number that changes whenever a commit inserts a certificate or changes a certificate's
     /// status, for caches of certificate state: a value read through

@@ -66,7 +66,12 @@ pub struct SledStore {
     /// Bumped after every applied commit that inserts a certificate or changes its status (see
     /// [`Store::certificates_version`]).
     cert_version: std::sync::atomic::AtomicU64,
+    /// Asked before every commit (see [`SledStore::set_write_gate`]).
+    gate: std::sync::OnceLock<WriteGate>,
 }
+
+/// A precondition of every commit: `Err(reason)` refuses it before anything is written.
+pub type WriteGate = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 struct Trees {
     internal: sled::Tree,
@@ -331,6 +336,7 @@ impl SledStore {
             policy,
             group: GroupCommit::default(),
             cert_version: std::sync::atomic::AtomicU64::new(0),
+            gate: std::sync::OnceLock::new(),
         };
 
         if found.is_none() {
@@ -376,6 +382,15 @@ impl SledStore {
     /// Directory of the store.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Makes `gate` a precondition of every commit from now on (set once): while it answers
+    /// `Err(reason)`, commits fail with [`StoreError::Refused`] and nothing reaches the disk.
+    /// The appliance refuses writes this way while the disk is below its reserve.
+    pub fn set_write_gate(&self, gate: WriteGate) -> Result<(), StoreError> {
+        self.gate
+            .set(gate)
+            .map_err(|_| StoreError::Invalid("the store's write gate is already set".into()))
     }
 
     /// Group commit counters: how many commits, how many flushes.
@@ -659,6 +674,9 @@ impl Store for SledStore {
                 detail,
             });
         }
+        if let Some(gate) = self.gate.get() {
+            gate().map_err(StoreError::Refused)?;
+        }
         let ops = batch
             .into_ops()
             .into_iter()
@@ -734,6 +752,10 @@ impl Store for SledStore {
 
     fn certificates_version(&self) -> Option<u64> {
         Some(self.cert_version.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.group.failure()
     }
 
     fn get_certificate(

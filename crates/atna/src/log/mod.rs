@@ -242,6 +242,7 @@ impl AuditLog {
         if !existed {
             sync_dir(dir).map_err(io("fsync directory", dir))?;
         }
+        let durable_len = file.metadata().map_err(io("stat", &rpath))?.len();
         let reader = File::open(&rpath).map_err(io("open", &rpath))?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -263,6 +264,8 @@ impl AuditLog {
             prev: head.1,
             last_cp_seq: last_cp.as_ref().map_or(0, |c| c.seq),
             last_cp_at: Instant::now(),
+            durable_len,
+            repair: None,
         };
         let thread = std::thread::Builder::new()
             .name("atna-log-writer".into())
@@ -495,6 +498,16 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Cuts the file at `path` back to `len` through a new descriptor and makes the cut durable;
+/// returns that descriptor (read + append). Used after a failed write or `fsync`: what was past
+/// `len` was never acknowledged and is rewritten by a retry, not trusted to the page cache.
+pub(crate) fn cut_back(path: &Path, len: u64) -> std::io::Result<File> {
+    let f = OpenOptions::new().read(true).append(true).open(path)?;
+    f.set_len(len)?;
+    f.sync_all()?;
+    Ok(f)
+}
+
 struct Writer {
     shared: Arc<Shared>,
     file: File,
@@ -507,12 +520,68 @@ struct Writer {
     prev: [u8; 32],
     last_cp_seq: u64,
     last_cp_at: Instant,
+    /// Length of `records.log` covered by the last successful `fdatasync`: every byte before it
+    /// is an acknowledged record.
+    durable_len: u64,
+    /// Set after a failed write or `fdatasync`: the file may hold bytes past `durable_len` that
+    /// are a partial batch, or that the kernel may already have dropped from its cache (after a
+    /// failed `fsync` the dirty pages can be marked clean and lost, and a second `fsync` would
+    /// report success). Those bytes are cut off, through a freshly opened descriptor, before
+    /// anything else is written; the batch they belonged to was refused, so the next batch
+    /// rewrites from `durable_len` instead of trusting the page cache.
+    repair: Option<String>,
+}
+
+/// `fdatasync` of `file`, known to the failure injection of the unit tests as `key` (its path,
+/// or its directory).
+pub(crate) fn sync_data(file: &File, key: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if crate::faults::take(key) {
+        return Err(std::io::Error::from_raw_os_error(5));
+    }
+    let _ = key;
+    file.sync_data()
+}
+
+/// Answers every job of a batch that cannot be written.
+fn refuse_jobs(jobs: Vec<Job>, why: &str) {
+    for j in jobs {
+        match j {
+            Job::Append(_, reply) => {
+                let _ = reply.send(Err(LogError::NotWritten(why.to_owned())));
+            }
+            Job::Checkpoint(reply) => {
+                let _ = reply.send(Err(LogError::NotWritten(why.to_owned())));
+            }
+            Job::Snapshot(reply) => {
+                let _ = reply.send(Err(LogError::NotWritten(why.to_owned())));
+            }
+        }
+    }
 }
 
 impl Writer {
+    /// Cuts `records.log` back to its durable length after a failed write or flush, through a
+    /// new descriptor, and makes the cut durable. Until this succeeds nothing is appended.
+    fn try_repair(&mut self) -> Result<(), String> {
+        let Some(cause) = self.repair.clone() else {
+            return Ok(());
+        };
+        match cut_back(&self.rpath, self.durable_len) {
+            Ok(f) => {
+                self.file = f;
+                self.repair = None;
+                tracing::warn!(path = %self.rpath.display(), length = self.durable_len, "audit log writable again: the refused batch was cut off");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "{cause}; the log cannot be cut back to its last durable record yet ({e})"
+            )),
+        }
+    }
+
     fn run(&mut self, rx: mpsc::Receiver<Job>) {
         let mut buf = Vec::with_capacity(1 << 20);
-        let mut failed: Option<String> = None;
         loop {
             let wait = if self.signer.is_some() && self.seq > self.last_cp_seq {
                 self.options
@@ -524,7 +593,7 @@ impl Writer {
             let first = match rx.recv_timeout(wait) {
                 Ok(j) => j,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if failed.is_none()
+                    if self.try_repair().is_ok()
                         && let Err(e) = self.checkpoint()
                     {
                         tracing::error!(error = %e, "audit log checkpoint failed");
@@ -534,7 +603,7 @@ impl Writer {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Closing: sign the tail, save the index.
-                    if failed.is_none() {
+                    if self.try_repair().is_ok() {
                         if let Err(e) = self.checkpoint() {
                             tracing::error!(error = %e, "final audit log checkpoint failed");
                         }
@@ -558,33 +627,15 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Some(f) = &failed {
-                for j in jobs {
-                    match j {
-                        Job::Append(_, reply) => {
-                            let _ = reply.send(Err(LogError::Closed(f.clone())));
-                        }
-                        Job::Checkpoint(reply) => {
-                            let _ = reply.send(Err(LogError::Closed(f.clone())));
-                        }
-                        Job::Snapshot(reply) => {
-                            let _ = reply.send(Err(LogError::Closed(f.clone())));
-                        }
-                    }
-                }
+            if let Err(why) = self.try_repair() {
+                refuse_jobs(jobs, &why);
                 continue;
             }
             // Encode and chain.
             buf.clear();
             let start_seq = self.seq;
             let start_prev = self.prev;
-            let base_offset = match self.file.metadata() {
-                Ok(m) => m.len(),
-                Err(e) => {
-                    failed = Some(format!("stat {}: {e}", self.rpath.display()));
-                    continue;
-                }
-            };
+            let base_offset = self.durable_len;
             let mut new_entries = Vec::new();
             let mut replies = Vec::new();
             let mut cp_requests = Vec::new();
@@ -615,23 +666,31 @@ impl Writer {
                 let res = self
                     .file
                     .write_all(&buf)
-                    .and_then(|_| self.file.sync_data());
+                    .and_then(|_| sync_data(&self.file, &self.rpath));
                 if let Err(e) = res {
                     let msg = format!("write {}: {e}", self.rpath.display());
-                    tracing::error!(error = %msg, "audit log append failed; the log stops accepting records");
-                    // Leave no partial frame behind for the next open to misread.
-                    let _ = self.file.set_len(base_offset);
+                    tracing::error!(error = %msg, records = new_entries.len(), "audit log append failed; the batch is refused, the log cuts it off and takes the next one");
+                    // Nothing of this batch was acknowledged: leave no partial or unsynced frame
+                    // behind, and chain the next batch from the last durable record.
                     self.seq = start_seq;
                     self.prev = start_prev;
+                    // Cut first: a caller told "not written" finds none of its bytes left.
+                    self.repair = Some(msg.clone());
+                    if let Err(e) = self.try_repair() {
+                        tracing::error!(error = %e, "audit log repair failed; retried before the next batch");
+                    }
                     for (reply, _) in replies {
-                        let _ = reply.send(Err(LogError::Closed(msg.clone())));
+                        let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
                     }
                     for reply in cp_requests {
-                        let _ = reply.send(Err(LogError::Closed(msg.clone())));
+                        let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
                     }
-                    failed = Some(msg);
+                    for reply in snap_requests {
+                        let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
+                    }
                     continue;
                 }
+                self.durable_len = base_offset + buf.len() as u64;
                 self.seq = seq;
                 self.prev = prev;
                 {
@@ -687,9 +746,11 @@ impl Writer {
         let tmp = dir.join(format!("{SNAPSHOT}.tmp"));
         let path = dir.join(SNAPSHOT);
         let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(&data)
-            .and_then(|_| f.sync_all())
-            .map_err(io("write", &tmp))?;
+        if let Err(e) = f.write_all(&data).and_then(|_| f.sync_all()) {
+            // A full disk: the snapshot is only an optimisation; free what it took.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("write", &tmp)(e));
+        }
         std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
         sync_dir(dir).map_err(io("fsync directory", dir))
     }
@@ -705,17 +766,108 @@ impl Writer {
         let cp = Checkpoint::sign(self.seq, self.prev, now, signer.as_ref())?;
         let mut buf = Vec::with_capacity(256);
         cp.encode(&mut buf);
-        self.cfile
+        let before = self.cfile.metadata().map(|m| m.len());
+        if let Err(source) = self
+            .cfile
             .write_all(&buf)
             .and_then(|_| self.cfile.sync_data())
-            .map_err(|source| LogError::Io {
+        {
+            // No torn or unsynced checkpoint stays behind for the next one to follow (a later
+            // checkpoint covers these records): cut back through a fresh descriptor.
+            if let Ok(len) = before
+                && let Ok(f) = cut_back(&self.cpath, len)
+            {
+                self.cfile = f;
+            }
+            return Err(LogError::Io {
                 op: "append checkpoint",
                 path: self.cpath.clone(),
                 source,
-            })?;
+            });
+        }
         self.last_cp_seq = self.seq;
         self.last_cp_at = Instant::now();
         *self.shared.last_checkpoint.lock() = Some(cp.clone());
         Ok(Some(cp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::{NodeIdentity, Transport};
+    use crate::parse::XmlLimits;
+
+    fn rec(text: &str) -> NewRecord {
+        NewRecord::from_message(
+            1,
+            &NodeIdentity::default(),
+            "127.0.0.1:1",
+            Transport::Tls,
+            format!("<85>1 2026-11-22T10:00:00Z host app - - - {text}").as_bytes(),
+            &XmlLimits::default(),
+        )
+    }
+
+    fn raw(log: &AuditLog, seq: u64) -> String {
+        String::from_utf8_lossy(&log.get(seq).unwrap().raw).into_owned()
+    }
+
+    /// A failed `fdatasync` refuses its batch, which is cut off the file; the next batch is
+    /// written from the last durable record (rewritten, not trusted to the page cache) with the
+    /// same sequence numbers; the log verifies and reopens with exactly the acknowledged records.
+    #[test]
+    fn a_failed_flush_refuses_its_batch_and_the_log_takes_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer: Arc<dyn Signer> = Arc::new(
+            cps_hsm::SoftwareSigner::generate("cp", cps_hsm::KeyAlgorithm::EcP256).unwrap(),
+        );
+        let spki = signer.public_key_der().to_vec();
+        let log = AuditLog::open(dir.path(), Some(signer.clone()), LogOptions::default()).unwrap();
+        let rpath = dir.path().join(RECORDS);
+        assert_eq!(
+            log.append_blocking(vec![rec("a1"), rec("a2"), rec("a3")])
+                .unwrap(),
+            1..=3
+        );
+        log.checkpoint_blocking().unwrap();
+        let durable = std::fs::metadata(&rpath).unwrap().len();
+
+        crate::faults::fail_next_syncs(&rpath, 1);
+        let e = log.append_blocking(vec![rec("lost-1"), rec("lost-2")]);
+        assert!(matches!(e, Err(LogError::NotWritten(_))), "{e:?}");
+        assert_eq!(
+            std::fs::metadata(&rpath).unwrap().len(),
+            durable,
+            "the refused batch is cut off the file"
+        );
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.head().0, 3);
+
+        // The next batch takes the same sequence numbers, chained to record 3.
+        assert_eq!(
+            log.append_blocking(vec![rec("b1"), rec("b2")]).unwrap(),
+            4..=5
+        );
+        assert!(raw(&log, 4).contains("b1") && raw(&log, 5).contains("b2"));
+        log.checkpoint_blocking().unwrap();
+        // Several failures in a row, then recovery again.
+        crate::faults::fail_next_syncs(&rpath, 3);
+        for _ in 0..3 {
+            assert!(log.append_blocking(vec![rec("lost")]).is_err());
+        }
+        assert_eq!(log.append_blocking(vec![rec("c1")]).unwrap(), 6..=6);
+        drop(log);
+
+        let data = std::fs::read(&rpath).unwrap();
+        assert!(
+            !data.windows(4).any(|w| w == b"lost"),
+            "no refused record is on disk"
+        );
+        let report = crate::verify(dir.path(), &spki).unwrap();
+        assert_eq!(report.records, 6, "{report:?}");
+        let log = AuditLog::open(dir.path(), Some(signer), LogOptions::default()).unwrap();
+        assert_eq!(log.len(), 6);
+        assert!(raw(&log, 6).contains("c1"));
     }
 }
