@@ -307,7 +307,7 @@ fn issue_certs(home: &Home, dir: &Path, tag: &str, n: usize) {
                 &csr,
                 &out,
                 "org-tls-client",
-                &format!("{tag}{i}"),
+                "atna-test-holder",
                 "dmp-connector",
                 &[],
             ),
@@ -370,7 +370,7 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
         let lines = received(&rs);
         let got = lines
             .iter()
-            .filter(|l| l.contains("cert-issued") && l.contains("810002345675"))
+            .filter(|l| l.contains("cert-issued") && l.contains("atna-test-holder"))
             .count();
         (got >= 6).then_some(())
     });

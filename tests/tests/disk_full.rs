@@ -255,7 +255,10 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     let cert = |tag: &str| {
         let csr = openssl_csr(&dir, tag, "p256");
         let pem = dir.join(format!("{tag}.pem"));
-        (issue_person(&home, &csr, &pem, "cps-auth", IDNAT), pem)
+        (
+            issue_org(&home, &csr, &pem, "org-tls-client", tag, "dmp-connector", &[]),
+            pem,
+        )
     };
     let (out, before_pem) = cert("before");
     assert_success(&out, "issue before");
@@ -319,7 +322,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
             "cert",
             "revoke",
             "--ca",
-            "personnes",
+            "organisations",
             "--serial",
             &serial_of(&before_pem),
             "--reason",
@@ -346,7 +349,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
             "cert",
             "show",
             "--ca",
-            "personnes",
+            "organisations",
             "--serial",
             &serial_of(&before_pem),
         ]),
@@ -402,7 +405,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     assert_audit_log_intact(&home);
     let store = SledStore::open(home.join("store")).unwrap();
     let before = store
-        .get_certificate("personnes", &hex(&serial_of(&before_pem)))
+        .get_certificate("organisations", &hex(&serial_of(&before_pem)))
         .unwrap()
         .expect("the certificate issued before");
     assert!(matches!(
@@ -411,7 +414,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     ));
     assert!(
         store
-            .get_certificate("personnes", &hex(&after_serial))
+            .get_certificate("organisations", &hex(&after_serial))
             .unwrap()
             .is_some(),
         "the certificate issued after"
