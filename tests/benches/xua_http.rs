@@ -263,17 +263,27 @@ fn open_card(pcsc: &Pcsc, reader: &str) -> Card {
 /// One login; returns the times of (challenge, card, login) in ms.
 async fn login_once(conn: &mut Conn, card: &mut Card, pin: &str) -> [f64; 3] {
     let b64 = base64::engine::general_purpose::STANDARD;
+    let context = serde_json::json!({
+        "patient_ins": PATIENT_INS,
+        "purpose_of_use": "normal",
+        "software_name": "xua_http bench",
+        "software_version": "1",
+    });
     let t0 = Instant::now();
     let (st, body) = conn
-        .post("/api/v1/login/challenge", "application/json", b"{}")
+        .post(
+            "/api/v1/login/challenge",
+            "application/json",
+            &serde_json::to_vec(&serde_json::json!({ "context": context })).unwrap(),
+        )
         .await;
     assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
     let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let nonce = b64.decode(ch["challenge"].as_str().unwrap()).unwrap();
+    let to_sign = b64.decode(ch["challenge"].as_str().unwrap()).unwrap();
     let t1 = Instant::now();
     let signature = card
         .piv
-        .sign_challenge(pin, KeyAlgorithm::EccP256, &nonce)
+        .sign_challenge(pin, KeyAlgorithm::EccP256, &to_sign)
         .unwrap();
     card.piv.logout().unwrap();
     let t2 = Instant::now();
@@ -281,12 +291,7 @@ async fn login_once(conn: &mut Conn, card: &mut Card, pin: &str) -> [f64; 3] {
         "challenge_id": ch["challenge_id"],
         "certificate": b64.encode(&card.cert),
         "signature": b64.encode(&signature),
-        "context": {
-            "patient_ins": PATIENT_INS,
-            "purpose_of_use": "normal",
-            "software_name": "xua_http bench",
-            "software_version": "1",
-        },
+        "context": context,
     });
     let (st, body) = conn
         .post(

@@ -413,3 +413,87 @@ impl TestCa {
         std::fs::read(self.dir.join(format!("{name}.der"))).expect("cert")
     }
 }
+
+/// IdNat_PS of the professional of [`registry_csv`].
+pub const IDNAT: &str = "810002813839";
+/// Her two activities: the structure her card is enrolled for, and the other one.
+pub const STRUCTURE: &str = "10B0152872";
+pub const OTHER_STRUCTURE: &str = "1340785161";
+
+/// A registry file with one professional (a médecin) and her two activities.
+pub fn registry_csv(dir: &Path) -> PathBuf {
+    let p = dir.join("professionals.csv");
+    std::fs::write(
+        &p,
+        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
+         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
+    )
+    .expect("registry file");
+    p
+}
+
+/// A card enrolled by the appliance ([`enrol_card`]).
+pub struct EnrolledCard {
+    pub serial: String,
+    pub pin: String,
+    /// Serials of its `cps-auth` and `cps-sign` certificates (CA `personnes`).
+    pub auth_serial: String,
+    pub sign_serial: String,
+}
+
+/// Imports [`registry_csv`] and enrols the blank card in `reader` for [`IDNAT`] at
+/// [`STRUCTURE`], with the `cps-trust` CLI against the running appliance of `home`.
+pub fn enrol_card(home: &crate::Home, dir: &Path, reader: &str) -> EnrolledCard {
+    let csv = registry_csv(dir);
+    let out = home.cps(&["professional", "import", csv.to_str().expect("path")]);
+    assert_success(&out, "professional import");
+    assert!(
+        text(&out.stdout).contains("outcome imported"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = home.cps(&[
+        "card",
+        "enroll",
+        "--reader",
+        reader,
+        "--professional",
+        IDNAT,
+        "--activity",
+        STRUCTURE,
+    ]);
+    assert_success(&out, "card enroll");
+    let listing = text(&out.stdout);
+    let serial_of = |profile: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_start().starts_with(profile))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("no {profile} certificate in:\n{listing}"))
+            .to_owned()
+    };
+    EnrolledCard {
+        serial: crate::field(&listing, "card ").to_owned(),
+        pin: crate::field(&listing, "initial PIN ").to_owned(),
+        auth_serial: serial_of("cps-auth"),
+        sign_serial: serial_of("cps-sign"),
+    }
+}
+
+/// The PEM of certificate `serial` of CA `personnes`, written into `dir`.
+pub fn certificate_pem(home: &crate::Home, dir: &Path, serial: &str) -> PathBuf {
+    let out = home.cps(&[
+        "cert",
+        "show",
+        "--ca",
+        "personnes",
+        "--serial",
+        serial,
+        "--pem",
+    ]);
+    assert_success(&out, "cert show --pem");
+    let p = dir.join(format!("{serial}.pem"));
+    std::fs::write(&p, &out.stdout).expect("certificate file");
+    p
+}

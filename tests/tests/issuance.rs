@@ -5,39 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::{
+    IDNAT, PcscStack, blank_card, certificate_pem as cert_pem, enrol_card, registry_csv,
+};
 use cps_trust_tests::*;
-
-const IDNAT: &str = "810002813839";
-const STRUCTURE: &str = "10B0152872";
-
-fn registry_csv(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("professionals.csv");
-    std::fs::write(
-        &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
-    )
-    .unwrap();
-    p
-}
-
-fn cert_pem(home: &Home, dir: &Path, serial: &str) -> std::path::PathBuf {
-    let out = home.cps(&[
-        "cert",
-        "show",
-        "--ca",
-        "personnes",
-        "--serial",
-        serial,
-        "--pem",
-    ]);
-    assert_success(&out, "cert show --pem");
-    let p = dir.join(format!("{serial}.pem"));
-    std::fs::write(&p, &out.stdout).unwrap();
-    p
-}
 
 fn openssl(args: &[&str]) -> Output {
     Command::new(peer("openssl")).args(args).output().unwrap()
@@ -68,49 +39,24 @@ fn enrol_use_log_in_and_oppose_a_card() {
     let (home, mut app) =
         Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
 
-    // Registry.
-    let csv = registry_csv(&dir);
-    let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
-    assert_success(&out, "professional import");
-    assert!(
-        text(&out.stdout).contains("outcome imported"),
-        "{}",
-        text(&out.stdout)
+    // Registry, then enrolment through the appliance's reader.
+    let card = enrol_card(&home, &dir, &reader);
+    let (pin, serial, auth_serial, sign_serial) = (
+        card.pin.clone(),
+        card.serial.clone(),
+        card.auth_serial.clone(),
+        card.sign_serial.clone(),
     );
-    let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
+    let out = home.cps(&[
+        "professional",
+        "import",
+        registry_csv(&dir).to_str().unwrap(),
+    ]);
     assert!(
         text(&out.stdout).contains("outcome unchanged"),
         "{}",
         text(&out.stdout)
     );
-
-    // Enrolment through the appliance's reader.
-    let out = home.cps(&[
-        "card",
-        "enroll",
-        "--reader",
-        &reader,
-        "--professional",
-        IDNAT,
-        "--activity",
-        STRUCTURE,
-    ]);
-    assert_success(&out, "card enroll");
-    let listing = text(&out.stdout);
-    let pin = field(&listing, "initial PIN ").to_owned();
-    let serial = field(&listing, "card ").to_owned();
-    let auth_serial = listing
-        .lines()
-        .find(|l| l.trim_start().starts_with("cps-auth"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap()
-        .to_owned();
-    let sign_serial = listing
-        .lines()
-        .find(|l| l.trim_start().starts_with("cps-sign"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap()
-        .to_owned();
     let auth_pem = cert_pem(&home, &dir, &auth_serial);
     let sign_pem = cert_pem(&home, &dir, &sign_serial);
 
@@ -247,7 +193,8 @@ fn enrol_use_log_in_and_oppose_a_card() {
         "login after a wrong PIN",
     );
 
-    // The signature certificate cannot log in.
+    // The signature certificate cannot log in, even with a valid signature of its own key over
+    // the challenge (made by the card through OpenSC).
     let (code, body) = curl(&[
         "-sk",
         "-X",
@@ -258,9 +205,43 @@ fn enrol_use_log_in_and_oppose_a_card() {
     ]);
     assert_eq!(code, 201);
     let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let to_sign = dir.join("challenge.bin");
+    std::fs::write(
+        &to_sign,
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            ch["challenge"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sig = dir.join("challenge.sig");
+    assert_success(
+        &stack.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            &pin,
+            "--sign",
+            "-m",
+            "ECDSA-SHA256",
+            "--id",
+            "02",
+            "--input-file",
+            to_sign.to_str().unwrap(),
+            "--output-file",
+            sig.to_str().unwrap(),
+            "--signature-format",
+            "openssl",
+        ]),
+        "pkcs11-tool --sign with the signature key",
+    );
     let sign_b64 = std::fs::read_to_string(&sign_pem).unwrap();
     let req = serde_json::json!({
-        "challenge_id": ch["challenge_id"], "certificate": sign_b64, "signature": "AAAA",
+        "challenge_id": ch["challenge_id"], "certificate": sign_b64,
+        "signature": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            std::fs::read(&sig).unwrap(),
+        ),
     });
     let (code, body) = curl(&[
         "-sk",

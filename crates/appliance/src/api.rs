@@ -25,6 +25,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct ClientCert(pub Option<Arc<Vec<u8>>>);
 
+/// The TCP peer of the connection (refusals of unauthenticated attempts are counted per source
+/// address). Absent when the router is served without it.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 #[derive(Clone)]
 pub struct ApiState {
     pub ca: Arc<CaService>,

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod ca;
 pub mod cards;
 pub mod ceremony;
+pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod console;

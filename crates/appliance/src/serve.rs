@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 
 use crate::ApplianceError;
-use crate::api::{self, ApiState, ClientCert};
+use crate::api::{self, ApiState, ClientCert, PeerAddr};
 use crate::ca::CaService;
 use crate::ceremony::{CA_DIR, open_checked_hsm};
 use crate::clock::SigningClock;
@@ -72,12 +72,20 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         Ok(report) => tracing::info!(?report, "interrupted enrolments recovered"),
         Err(e) => tracing::error!(error = %e, "recovering interrupted enrolments failed"),
     }
+    // The challenge MAC key is derived once from a non-extractable HSM secret (every node
+    // sharing the HSM derives the same one); challenges are bound to the seal certificate.
+    let challenges = crate::challenge::Challenges::derive(
+        &crate::login::challenge_key(&hsm)?,
+        xua.seal_sha256(),
+        Duration::from_secs(u64::from(config.xua.challenge_seconds)),
+    )?;
     let login = Arc::new(crate::login::LoginService::new(
         ca.clone(),
         xua.clone(),
         Arc::new(crate::enrolment::EnrolDirectory(cards.clone())),
-        Duration::from_secs(u64::from(config.xua.challenge_seconds)),
+        challenges,
         config.xua.homologation.clone(),
+        Arc::new(crate::refusals::Refusals::new(crate::login::REFUSED_KIND)),
     ));
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
@@ -493,7 +501,10 @@ async fn serve_tls(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| Arc::new(c.as_ref().to_vec()));
-            let svc = TowerToHyperService::new(app.layer(axum::Extension(ClientCert(cert))));
+            let svc = TowerToHyperService::new(
+                app.layer(axum::Extension(ClientCert(cert)))
+                    .layer(axum::Extension(PeerAddr(peer))),
+            );
             if let Err(e) = http_builder()
                 .serve_connection(TokioIo::new(tls), svc)
                 .await
@@ -608,13 +619,28 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         "cps-trust serving: http://{http_addr}/health, /ca/<id>.der, /crl/<ca>.crl; https://{https_addr}/api/v1/ (mutual TLS)"
     );
     let crl_task = tokio::spawn(refresh_crls(state.ca.clone()));
+    // Refused unauthenticated logins: one audit record per source and interval.
+    let login_refusals = state.login.refusals().clone();
+    let refusals_task = login_refusals.clone().spawn_flusher(
+        state.store.clone(),
+        Duration::from_secs(u64::from(config.xua.refusal_audit_seconds)),
+    );
     let tls_task = tokio::spawn(serve_tls(https, acceptor, api_app));
+    let state_store = state.store.clone();
     let http_task = tokio::spawn(serve_plain(http, public_router(state)));
     shutdown_signal().await;
     tracing::info!("shutting down");
     tls_task.abort();
     http_task.abort();
     crl_task.abort();
+    refusals_task.abort();
+    // What the last interval counted is written before the process ends.
+    let store = state_store.clone();
+    match tokio::task::spawn_blocking(move || login_refusals.flush(&*store)).await {
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot audit the last refused logins"),
+        Err(e) => tracing::error!(error = %e, "refusal audit task failed"),
+        Ok(Ok(_)) => {}
+    }
     if let Some(t) = ntp_task {
         t.abort();
     }
