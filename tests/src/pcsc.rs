@@ -158,6 +158,28 @@ impl PcscStack {
             .expect("pkcs11-tool")
     }
 
+    /// The card signs `input` through OpenSC with its key `id` (01: authentication, 02:
+    /// signature) and `pin`: SHA-256, then ECDSA; the DER signature goes to `output`.
+    pub fn sign_with_card(&self, pin: &str, id: &str, input: &Path, output: &Path) {
+        let out = self.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            pin,
+            "--sign",
+            "-m",
+            "ECDSA-SHA256",
+            "--id",
+            id,
+            "--input-file",
+            input.to_str().expect("path"),
+            "--output-file",
+            output.to_str().expect("path"),
+            "--signature-format",
+            "openssl",
+        ]);
+        assert_success(&out, &format!("pkcs11-tool --sign --id {id}"));
+    }
+
     pub fn pkcs15_tool(&self, args: &[&str]) -> Output {
         self.command(peer("pkcs15-tool"))
             .args(args)
@@ -308,6 +330,24 @@ impl Simulator {
     pub fn kill9(&mut self) {
         let _ = self.daemon.child.kill();
         let _ = self.daemon.child.wait();
+    }
+}
+
+impl PcscStack {
+    /// A stack with one blank simulated card in slot 0: the stack, its running simulator and
+    /// the card's reader name.
+    pub fn with_blank_card(label: &str) -> (PcscStack, Simulator, String) {
+        let stack = PcscStack::start(label);
+        let card_file = stack.dir.path().join("card.json");
+        blank_card(&card_file);
+        let sim = stack.simulator(&[(0, &card_file)], &[]);
+        let reader = stack.reader(0);
+        (stack, sim, reader)
+    }
+
+    /// A fresh home whose commands reach this stack's pcscd.
+    pub fn home(&self) -> crate::Home {
+        crate::Home::new().with_env("PCSCLITE_CSOCK_NAME", &self.socket)
     }
 }
 

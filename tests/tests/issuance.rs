@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use cps_trust_tests::pcsc::{
-    IDNAT, PcscStack, blank_card, certificate_pem as cert_pem, enrol_card, registry_csv,
+    IDNAT, PcscStack, certificate_pem as cert_pem, enrol_card, registry_csv,
 };
 use cps_trust_tests::*;
 
@@ -30,14 +30,9 @@ fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
 
 #[test]
 fn enrol_use_log_in_and_oppose_a_card() {
-    let stack = PcscStack::start("issuance");
+    let (stack, _sim, reader) = PcscStack::with_blank_card("issuance");
     let dir = stack.dir.path().to_path_buf();
-    let card_file = dir.join("card.json");
-    blank_card(&card_file);
-    let _sim = stack.simulator(&[(0, &card_file)], &[]);
-    let reader = stack.reader(0);
-    let (home, mut app) =
-        Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
+    let (home, mut app) = Appliance::fresh_in(stack.home());
 
     // Registry, then enrolment through the appliance's reader.
     let card = enrol_card(&home, &dir, &reader);
@@ -84,23 +79,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     let data = dir.join("data.txt");
     std::fs::write(&data, b"signed by the enrolled card\n").unwrap();
     let sig = dir.join("sig.bin");
-    let out = stack.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        &pin,
-        "--sign",
-        "-m",
-        "ECDSA-SHA256",
-        "--id",
-        "01",
-        "--input-file",
-        data.to_str().unwrap(),
-        "--output-file",
-        sig.to_str().unwrap(),
-        "--signature-format",
-        "openssl",
-    ]);
-    assert_success(&out, "pkcs11-tool --sign");
+    stack.sign_with_card(&pin, "01", &data, &sig);
     let pubkey = dir.join("auth.pub");
     assert_success(
         &openssl(&[
@@ -216,25 +195,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     )
     .unwrap();
     let sig = dir.join("challenge.sig");
-    assert_success(
-        &stack.pkcs11_tool(&[
-            "--login",
-            "--pin",
-            &pin,
-            "--sign",
-            "-m",
-            "ECDSA-SHA256",
-            "--id",
-            "02",
-            "--input-file",
-            to_sign.to_str().unwrap(),
-            "--output-file",
-            sig.to_str().unwrap(),
-            "--signature-format",
-            "openssl",
-        ]),
-        "pkcs11-tool --sign with the signature key",
-    );
+    stack.sign_with_card(&pin, "02", &to_sign, &sig);
     let sign_b64 = std::fs::read_to_string(&sign_pem).unwrap();
     let req = serde_json::json!({
         "challenge_id": ch["challenge_id"], "certificate": sign_b64,

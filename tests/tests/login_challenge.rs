@@ -20,14 +20,22 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use cps_store::Store;
-use cps_trust_tests::pcsc::{
-    IDNAT, OTHER_STRUCTURE, PcscStack, blank_card, certificate_pem, enrol_card,
-};
+use cps_trust_tests::pcsc::{IDNAT, OTHER_STRUCTURE, PcscStack, certificate_pem, enrol_card};
 use cps_trust_tests::*;
 use serde_json::{Value, json};
 
 const PATIENT: &str = "248079707503828";
 const OTHER_PATIENT: &str = "181056210206985";
+const JUSTIFICATION: &str = "arrêt cardiaque aux urgences";
+/// `cps-trust login` arguments of a break-glass access to [`PATIENT`].
+const BREAK_GLASS: [&str; 6] = [
+    "--patient-ins",
+    PATIENT,
+    "--purpose",
+    "bris_de_glace",
+    "--justification",
+    JUSTIFICATION,
+];
 const FLOOD: usize = 120_000;
 const FORGED: usize = 2_000;
 
@@ -62,32 +70,13 @@ fn challenge(app: &Appliance, context: &Value) -> (Value, Vec<u8>) {
     (ch, bytes)
 }
 
-/// The card signs `data` with key `id` (01: authentication, 02: signature) through OpenSC:
-/// SHA-256 then ECDSA, DER.
+/// The card signs `data` with key `id` (01: authentication, 02: signature) through OpenSC.
 fn card_sign(stack: &PcscStack, pin: &str, id: &str, data: &[u8]) -> Vec<u8> {
     let input = stack.dir.path().join("to-sign.bin");
     let output = stack.dir.path().join("signature.der");
     std::fs::write(&input, data).unwrap();
     let _ = std::fs::remove_file(&output);
-    assert_success(
-        &stack.pkcs11_tool(&[
-            "--login",
-            "--pin",
-            pin,
-            "--sign",
-            "-m",
-            "ECDSA-SHA256",
-            "--id",
-            id,
-            "--input-file",
-            input.to_str().unwrap(),
-            "--output-file",
-            output.to_str().unwrap(),
-            "--signature-format",
-            "openssl",
-        ]),
-        "pkcs11-tool --sign",
-    );
+    stack.sign_with_card(pin, id, &input, &output);
     std::fs::read(&output).unwrap()
 }
 
@@ -98,6 +87,21 @@ fn login_body(ch: &Value, cert_pem: &Path, signature: &[u8], context: &Value) ->
         "signature": b64().encode(signature),
         "context": context,
     })
+}
+
+/// A whole card login over HTTP: a challenge for `context`, signed by the card's key `id`,
+/// posted with the certificate `cert_pem`. Returns the login body (to replay it) and the answer.
+fn card_login(
+    app: &Appliance,
+    stack: &PcscStack,
+    pin: &str,
+    (id, cert_pem): (&str, &Path),
+    context: &Value,
+) -> (Value, (u16, Value)) {
+    let (ch, to_sign) = challenge(app, context);
+    let body = login_body(&ch, cert_pem, &card_sign(stack, pin, id, &to_sign), context);
+    let answer = post(app, "/api/v1/login", &body, None);
+    (body, answer)
 }
 
 fn refused_with(r: (u16, Value), code: &str) {
@@ -271,15 +275,25 @@ fn audit_records(store_path: &Path) -> Vec<cps_store::AuditRecord> {
         .collect()
 }
 
+/// `successes` logins answered with an assertion, one of them break-glass: as many `login` and
+/// `xua.issue` success records, and one `xua.break_glass`.
+fn assert_each_assertion_audited(records: &[cps_store::AuditRecord], successes: usize) {
+    let kind = |k: &str| {
+        records
+            .iter()
+            .filter(|r| r.kind == k && r.outcome == "success")
+            .count()
+    };
+    assert_eq!(kind("login"), successes);
+    assert_eq!(kind("xua.issue"), successes);
+    assert_eq!(kind("xua.break_glass"), 1);
+}
+
 #[test]
 fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
-    let stack = PcscStack::start("login");
+    let (stack, _sim, reader) = PcscStack::with_blank_card("login");
     let dir = stack.dir.path().to_path_buf();
-    let card_file = dir.join("card.json");
-    blank_card(&card_file);
-    let _sim = stack.simulator(&[(0, &card_file)], &[]);
-    let reader = stack.reader(0);
-    let home = Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket);
+    let home = stack.home();
     assert_success(
         &home.cps(&["init", "--time-source", "declared"]),
         "cps-trust init",
@@ -299,47 +313,33 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
     let (mut unauthenticated, mut identified) = (0usize, Vec::new());
 
     // --- A login carries the context asked for into the assertion. ---
-    let a1 = dir.join("a1.xml");
-    let out = cli_login(
-        &home,
-        &reader,
-        pin,
-        &[
-            "--patient-ins",
-            PATIENT,
-            "--purpose",
-            "centre_15",
-            "--structure-id",
-            OTHER_STRUCTURE,
-        ],
-        &a1,
-    );
-    assert_success(&out, "cps-trust login with a context");
-    successes += 1;
-    let xml = std::fs::read_to_string(&a1).unwrap();
-    for want in [IDNAT, PATIENT, "centre_15", OTHER_STRUCTURE] {
-        assert!(xml.contains(want), "{want} not in {xml}");
-    }
-    let a2 = dir.join("a2.xml");
-    let out = cli_login(
-        &home,
-        &reader,
-        pin,
-        &[
-            "--patient-ins",
-            PATIENT,
-            "--purpose",
-            "bris_de_glace",
-            "--justification",
-            "arrêt cardiaque aux urgences",
-        ],
-        &a2,
-    );
-    assert_success(&out, "cps-trust login, break-glass");
-    successes += 1;
-    let xml = std::fs::read_to_string(&a2).unwrap();
-    for want in [PATIENT, "bris_de_glace", "arrêt cardiaque aux urgences"] {
-        assert!(xml.contains(want), "{want} not in {xml}");
+    for (name, args, wants) in [
+        (
+            "a1.xml",
+            vec![
+                "--patient-ins",
+                PATIENT,
+                "--purpose",
+                "centre_15",
+                "--structure-id",
+                OTHER_STRUCTURE,
+            ],
+            vec![IDNAT, PATIENT, "centre_15", OTHER_STRUCTURE],
+        ),
+        (
+            "a2.xml",
+            BREAK_GLASS.to_vec(),
+            vec![PATIENT, "bris_de_glace", JUSTIFICATION],
+        ),
+    ] {
+        let file = dir.join(name);
+        let out = cli_login(&home, &reader, pin, &args, &file);
+        assert_success(&out, &format!("cps-trust login {args:?}"));
+        successes += 1;
+        let xml = std::fs::read_to_string(&file).unwrap();
+        for want in wants {
+            assert!(xml.contains(want), "{want} not in {xml}");
+        }
     }
 
     // --- The card's signature is bound to the context and to the challenge. ---
@@ -370,24 +370,21 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
     );
     unauthenticated += 4;
     // The right signature for the right context: an assertion for that patient, once.
-    let (ch_d, msg_d) = challenge(&app, &ctx_a);
-    let sig_d = card_sign(&stack, pin, "01", &msg_d);
-    let body = login_body(&ch_d, &auth_pem, &sig_d, &ctx_a);
-    let (code, ok) = post(&app, "/api/v1/login", &body, None);
+    let auth_key = ("01", auth_pem.as_path());
+    let sign_key = ("02", sign_pem.as_path());
+    let (good_login, (code, ok)) = card_login(&app, &stack, pin, auth_key, &ctx_a);
     assert_eq!(code, 200, "{ok}");
     assert!(ok["assertion"].as_str().unwrap().contains(PATIENT));
     successes += 1;
-    refused_with(post(&app, "/api/v1/login", &body, None), "used_challenge");
+    refused_with(
+        post(&app, "/api/v1/login", &good_login, None),
+        "used_challenge",
+    );
     unauthenticated += 1;
     // The card's signature key signs the challenge correctly, but its certificate may not log
     // in: the professional is identified, so this is a failure record of its own.
-    let (ch_e, msg_e) = challenge(&app, &ctx_a);
-    let sig_e = card_sign(&stack, pin, "02", &msg_e);
-    let body = login_body(&ch_e, &sign_pem, &sig_e, &ctx_a);
-    refused_with(
-        post(&app, "/api/v1/login", &body, None),
-        "wrong_certificate_profile",
-    );
+    let (_, answer) = card_login(&app, &stack, pin, sign_key, &ctx_a);
+    refused_with(answer, "wrong_certificate_profile");
     identified.push("wrong_certificate_profile");
 
     // --- A flood of challenges from one client, then a login. ---
@@ -421,7 +418,7 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
     let forged = json!({
         "challenge_id": token,
         "certificate": std::fs::read_to_string(&auth_pem).unwrap(),
-        "signature": b64().encode(&sig_d),
+        "signature": good_login["signature"],
         "context": ctx_a,
     });
     assert_eq!(
@@ -497,15 +494,7 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
         assert_eq!(f.detail["source"], "127.0.0.1");
     }
     // Every assertion handed out has its login and issue records; break-glass its own.
-    let kind = |k: &str| {
-        records
-            .iter()
-            .filter(|r| r.kind == k && r.outcome == "success")
-            .count()
-    };
-    assert_eq!(kind("login"), successes);
-    assert_eq!(kind("xua.issue"), successes);
-    assert_eq!(kind("xua.break_glass"), 1);
+    assert_each_assertion_audited(&records, successes);
 
     // --- No assertion without its durable audit record. ---
     let disk = Disk::new(&dir.join("store.img"), &dir.join("store-fs"), 96);
@@ -526,17 +515,7 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
     disk.fail();
     for (what, extra) in [
         ("normal", vec!["--patient-ins", PATIENT]),
-        (
-            "break-glass",
-            vec![
-                "--patient-ins",
-                PATIENT,
-                "--purpose",
-                "bris_de_glace",
-                "--justification",
-                "urgence vitale",
-            ],
-        ),
+        ("break-glass", BREAK_GLASS.to_vec()),
     ] {
         let out_file = dir.join(format!("refused-{what}.xml"));
         let out = cli_login(&home, &reader, pin, &extra, &out_file);
@@ -550,25 +529,11 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
         assert!(text(&out.stdout).trim().is_empty());
     }
     // The same at the HTTP level: 503 and no assertion in the answer.
-    let (ch_f, msg_f) = challenge(&app, &ctx_a);
-    let sig_f = card_sign(&stack, pin, "01", &msg_f);
-    let (code, answer) = post(
-        &app,
-        "/api/v1/login",
-        &login_body(&ch_f, &auth_pem, &sig_f, &ctx_a),
-        None,
-    );
+    let (_, (code, answer)) = card_login(&app, &stack, pin, auth_key, &ctx_a);
     assert_eq!(code, 503, "{answer}");
     assert!(answer.get("assertion").is_none(), "{answer}");
     // An identified refusal that cannot be recorded is not answered as a plain refusal either.
-    let (ch_g, msg_g) = challenge(&app, &ctx_a);
-    let sig_g = card_sign(&stack, pin, "02", &msg_g);
-    let (code, answer) = post(
-        &app,
-        "/api/v1/login",
-        &login_body(&ch_g, &sign_pem, &sig_g, &ctx_a),
-        None,
-    );
+    let (_, (code, answer)) = card_login(&app, &stack, pin, sign_key, &ctx_a);
     assert_eq!(code, 503, "{answer}");
     // Attempts that proved nothing are still refused (counted in memory, no write needed).
     refused_with(
@@ -579,14 +544,5 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
     // Once the disk is back, the store holds the records of every assertion handed out, and
     // of none other.
     disk.remount();
-    let records = audit_records(&store_path);
-    let kind = |k: &str| {
-        records
-            .iter()
-            .filter(|r| r.kind == k && r.outcome == "success")
-            .count()
-    };
-    assert_eq!(kind("xua.issue"), successes);
-    assert_eq!(kind("login"), successes);
-    assert_eq!(kind("xua.break_glass"), 1);
+    assert_each_assertion_audited(&audit_records(&store_path), successes);
 }

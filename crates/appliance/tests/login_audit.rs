@@ -301,7 +301,7 @@ fn a_login_is_answered_only_with_its_durable_records() {
     // The store refuses commits: no assertion leaves, by card or by TLS, break-glass or not, and
     // an identified refusal is not answered either.
     store.failing.store(true, Ordering::SeqCst);
-    *directory.0.lock() = Ok(subject);
+    *directory.0.lock() = Ok(subject.clone());
     let audit_len = store.audit_len().unwrap();
     for ctx in [&normal, &break_glass] {
         assert!(unavailable(attempt(ctx, &card_sign)));
@@ -322,14 +322,7 @@ fn a_login_is_answered_only_with_its_durable_records() {
 
     // Back: a TLS login is answered with its records, in one batch.
     store.failing.store(false, Ordering::SeqCst);
-    *directory.0.lock() = Ok(LoginSubject {
-        idnat_ps: IDNAT.into(),
-        display_name: "DONNAT-GADY, ISABELLE".into(),
-        profession_code: "10".into(),
-        profession_label: "Médecin".into(),
-        structure_id: "10B0152872".into(),
-        secteur_code: "SA07".into(),
-    });
+    *directory.0.lock() = Ok(subject);
     let mark = store.audit_batches().len();
     login
         .login_tls(&cert, &normal, source, now)
