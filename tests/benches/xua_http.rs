@@ -20,7 +20,6 @@
 //! Environment: `LOGINS` (300), `ASSERTIONS` (60000), `CONNS` (64 connections; a list such as
 //! `64,256` shares the assertions out between runs), `CLIENT_THREADS` (1 load-generator thread).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use cps_card::{KeyAlgorithm, Pcsc, Piv, Slot};
 use cps_pki::IdNatPs;
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::{IDNAT, PcscStack, STRUCTURE, enrol_card};
 use cps_trust_tests::*;
 use cps_xua::{
     AssertionId, AssertionIssuer, AuthenticationMode, CodedValue, EKU_DOCUMENT_SIGNING, EkuPolicy,
@@ -39,8 +38,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const IDNAT: &str = "810002813839";
-const STRUCTURE: &str = "10B0152872";
 const PATIENT_INS: &str = "248079707503828";
 
 fn env(name: &str, default: usize) -> usize {
@@ -217,32 +214,6 @@ fn tls_config(home: &Home, operator: Option<&str>) -> Arc<rustls::ClientConfig> 
 // ---------------------------------------------------------------------------------------------
 // Setup.
 
-fn import_and_enrol(home: &Home, dir: &Path, reader: &str) -> String {
-    let csv = dir.join("professionals.csv");
-    std::fs::write(
-        &csv,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
-    )
-    .unwrap();
-    assert_success(
-        &home.cps(&["professional", "import", csv.to_str().unwrap()]),
-        "professional import",
-    );
-    let out = home.cps(&[
-        "card",
-        "enroll",
-        "--reader",
-        reader,
-        "--professional",
-        IDNAT,
-        "--activity",
-        STRUCTURE,
-    ]);
-    assert_success(&out, "card enroll");
-    field(&text(&out.stdout), "initial PIN ").to_owned()
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Login round trip.
 
@@ -263,17 +234,27 @@ fn open_card(pcsc: &Pcsc, reader: &str) -> Card {
 /// One login; returns the times of (challenge, card, login) in ms.
 async fn login_once(conn: &mut Conn, card: &mut Card, pin: &str) -> [f64; 3] {
     let b64 = base64::engine::general_purpose::STANDARD;
+    let context = serde_json::json!({
+        "patient_ins": PATIENT_INS,
+        "purpose_of_use": "normal",
+        "software_name": "xua_http bench",
+        "software_version": "1",
+    });
     let t0 = Instant::now();
     let (st, body) = conn
-        .post("/api/v1/login/challenge", "application/json", b"{}")
+        .post(
+            "/api/v1/login/challenge",
+            "application/json",
+            &serde_json::to_vec(&serde_json::json!({ "context": context })).unwrap(),
+        )
         .await;
     assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
     let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let nonce = b64.decode(ch["challenge"].as_str().unwrap()).unwrap();
+    let to_sign = b64.decode(ch["challenge"].as_str().unwrap()).unwrap();
     let t1 = Instant::now();
     let signature = card
         .piv
-        .sign_challenge(pin, KeyAlgorithm::EccP256, &nonce)
+        .sign_challenge(pin, KeyAlgorithm::EccP256, &to_sign)
         .unwrap();
     card.piv.logout().unwrap();
     let t2 = Instant::now();
@@ -281,12 +262,7 @@ async fn login_once(conn: &mut Conn, card: &mut Card, pin: &str) -> [f64; 3] {
         "challenge_id": ch["challenge_id"],
         "certificate": b64.encode(&card.cert),
         "signature": b64.encode(&signature),
-        "context": {
-            "patient_ins": PATIENT_INS,
-            "purpose_of_use": "normal",
-            "software_name": "xua_http bench",
-            "software_version": "1",
-        },
+        "context": context,
     });
     let (st, body) = conn
         .post(
@@ -643,20 +619,16 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let stack = PcscStack::start("xua-http-bench");
+    let (stack, _sim, reader) = PcscStack::with_blank_card("xua-http-bench");
     let dir = stack.dir.path().to_path_buf();
-    let card_file = dir.join("card.json");
-    blank_card(&card_file);
-    let _sim = stack.simulator(&[(0, &card_file)], &[]);
-    let reader = stack.reader(0);
-    let home = Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket);
+    let home = stack.home();
     // SAFETY: no other thread runs yet; the PC/SC client and SoftHSM2 read these at first use.
     unsafe {
         std::env::set_var("PCSCLITE_CSOCK_NAME", &stack.socket);
         std::env::set_var("SOFTHSM2_CONF", home.softhsm_conf());
     }
     let (home, app) = Appliance::fresh_in(home);
-    let pin = import_and_enrol(&home, &dir, &reader);
+    let pin = enrol_card(&home, &dir, &reader).pin;
     assert_success(
         &home.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
         "operator add",

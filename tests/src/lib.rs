@@ -556,34 +556,6 @@ pub fn serial_of(pem: &Path) -> String {
         .to_owned()
 }
 
-/// A registry file (RPPS extraction format) with one professional, `810002813839`, active in two
-/// structures (`1340785161` and `10B0152872`).
-pub fn registry_csv(dir: &Path) -> PathBuf {
-    let p = dir.join("professionals.csv");
-    std::fs::write(
-        &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
-    )
-    .expect("registry file");
-    p
-}
-
-/// `cps-trust card enroll` of the card in `reader` for a professional's activity.
-pub fn enrol_card(home: &Home, reader: &str, idnat: &str, activity: &str) -> Output {
-    home.cps(&[
-        "card",
-        "enroll",
-        "--reader",
-        reader,
-        "--professional",
-        idnat,
-        "--activity",
-        activity,
-    ])
-}
-
 /// `cps-trust audit verify` succeeds and calls the log intact.
 pub fn assert_audit_log_intact(home: &Home) {
     let out = home.cps(&["audit", "verify"]);

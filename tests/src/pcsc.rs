@@ -158,6 +158,28 @@ impl PcscStack {
             .expect("pkcs11-tool")
     }
 
+    /// The card signs `input` through OpenSC with its key `id` (01: authentication, 02:
+    /// signature) and `pin`: SHA-256, then ECDSA; the DER signature goes to `output`.
+    pub fn sign_with_card(&self, pin: &str, id: &str, input: &Path, output: &Path) {
+        let out = self.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            pin,
+            "--sign",
+            "-m",
+            "ECDSA-SHA256",
+            "--id",
+            id,
+            "--input-file",
+            input.to_str().expect("path"),
+            "--output-file",
+            output.to_str().expect("path"),
+            "--signature-format",
+            "openssl",
+        ]);
+        assert_success(&out, &format!("pkcs11-tool --sign --id {id}"));
+    }
+
     pub fn pkcs15_tool(&self, args: &[&str]) -> Output {
         self.command(peer("pkcs15-tool"))
             .args(args)
@@ -311,18 +333,25 @@ impl Simulator {
     }
 }
 
-/// A blank card state file (`firmware-sim init`).
-/// A stack with one blank simulated card in slot 0: the stack, the running simulator and the
-/// reader's name.
-pub fn one_blank_card(label: &str) -> (PcscStack, Simulator, String) {
-    let stack = PcscStack::start(label);
-    let card = stack.dir.path().join("card.json");
-    blank_card(&card);
-    let sim = stack.simulator(&[(0, &card)], &[]);
-    let reader = stack.reader(0);
-    (stack, sim, reader)
+impl PcscStack {
+    /// A stack with one blank simulated card in slot 0: the stack, its running simulator and
+    /// the card's reader name.
+    pub fn with_blank_card(label: &str) -> (PcscStack, Simulator, String) {
+        let stack = PcscStack::start(label);
+        let card_file = stack.dir.path().join("card.json");
+        blank_card(&card_file);
+        let sim = stack.simulator(&[(0, &card_file)], &[]);
+        let reader = stack.reader(0);
+        (stack, sim, reader)
+    }
+
+    /// A fresh home whose commands reach this stack's pcscd.
+    pub fn home(&self) -> crate::Home {
+        crate::Home::new().with_env("PCSCLITE_CSOCK_NAME", &self.socket)
+    }
 }
 
+/// A blank card state file (`firmware-sim init`).
 pub fn blank_card(path: &Path) {
     let out = Command::new(firmware_sim_bin())
         .arg("init")
@@ -425,12 +454,13 @@ impl TestCa {
     }
 }
 
-/// The professional of [`registry_csv`].
-pub const CARD_IDNAT: &str = "810002813839";
-/// The activity [`EnrolledCard`] enrols for.
-pub const CARD_STRUCTURE: &str = "10B0152872";
+/// IdNat_PS of the professional of [`registry_csv`].
+pub const IDNAT: &str = "810002813839";
+/// Her two activities: the structure her card is enrolled for, and the other one.
+pub const STRUCTURE: &str = "10B0152872";
+pub const OTHER_STRUCTURE: &str = "1340785161";
 
-/// A registry file with one médecin and two activities, for the appliance's `professional import`.
+/// A registry file with one professional (a médecin) and her two activities.
 pub fn registry_csv(dir: &Path) -> PathBuf {
     let p = dir.join("professionals.csv");
     std::fs::write(
@@ -439,91 +469,105 @@ pub fn registry_csv(dir: &Path) -> PathBuf {
          8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
          8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
     )
-    .unwrap();
+    .expect("registry file");
     p
 }
 
-/// `cps-trust cert show --pem` of certificate `serial` of CA `ca`, written to `dir`.
-pub fn cert_pem(home: &crate::Home, dir: &Path, ca: &str, serial: &str) -> PathBuf {
-    let out = home.cps(&["cert", "show", "--ca", ca, "--serial", serial, "--pem"]);
-    crate::assert_success(&out, "cert show --pem");
-    let p = dir.join(format!("{serial}.pem"));
-    std::fs::write(&p, &out.stdout).unwrap();
-    p
-}
-
-/// An appliance with one card enrolled through its reader: the PC/SC stack with a simulated card
-/// in slot 0, the registry of [`registry_csv`] imported, `cps-trust card enroll` for
-/// [`CARD_IDNAT`] at [`CARD_STRUCTURE`]. Card certificates exist only this way.
+/// A card enrolled by the appliance ([`enrol_card`]).
 pub struct EnrolledCard {
+    pub serial: String,
+    pub pin: String,
+    /// Serials of its `cps-auth` and `cps-sign` certificates (CA `personnes`).
+    pub auth_serial: String,
+    pub sign_serial: String,
+}
+
+/// Imports [`registry_csv`] and enrols the blank card in `reader` for [`IDNAT`] at
+/// [`STRUCTURE`], with the `cps-trust` CLI against the running appliance of `home`.
+pub fn enrol_card(home: &crate::Home, dir: &Path, reader: &str) -> EnrolledCard {
+    let csv = registry_csv(dir);
+    let out = home.cps(&["professional", "import", csv.to_str().expect("path")]);
+    assert_success(&out, "professional import");
+    assert!(
+        text(&out.stdout).contains("outcome imported"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = home.cps(&[
+        "card",
+        "enroll",
+        "--reader",
+        reader,
+        "--professional",
+        IDNAT,
+        "--activity",
+        STRUCTURE,
+    ]);
+    assert_success(&out, "card enroll");
+    let listing = text(&out.stdout);
+    let serial_of = |profile: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_start().starts_with(profile))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("no {profile} certificate in:\n{listing}"))
+            .to_owned()
+    };
+    EnrolledCard {
+        serial: crate::field(&listing, "card ").to_owned(),
+        pin: crate::field(&listing, "initial PIN ").to_owned(),
+        auth_serial: serial_of("cps-auth"),
+        sign_serial: serial_of("cps-sign"),
+    }
+}
+
+/// The PEM of certificate `serial` of CA `personnes`, written into `dir`.
+pub fn certificate_pem(home: &crate::Home, dir: &Path, serial: &str) -> PathBuf {
+    let out = home.cps(&[
+        "cert",
+        "show",
+        "--ca",
+        "personnes",
+        "--serial",
+        serial,
+        "--pem",
+    ]);
+    assert_success(&out, "cert show --pem");
+    let p = dir.join(format!("{serial}.pem"));
+    std::fs::write(&p, &out.stdout).expect("certificate file");
+    p
+}
+
+/// An appliance with one card enrolled through its reader: the PC/SC stack with a blank
+/// simulated card ([`PcscStack::with_blank_card`]), the appliance, [`enrol_card`], and the PEM files
+/// of the card's certificates. Card certificates exist only this way.
+pub struct CardAppliance {
     pub home: crate::Home,
     pub app: crate::Appliance,
     pub reader: String,
-    /// The card's serial number and its initial PIN.
-    pub card: String,
-    pub pin: String,
-    /// Serials (hex) and PEM files of the `cps-auth` and `cps-sign` certificates.
-    pub auth_serial: String,
-    pub sign_serial: String,
+    pub card: EnrolledCard,
+    /// The `cps-auth` and `cps-sign` certificates (PEM files).
     pub auth_pem: PathBuf,
     pub sign_pem: PathBuf,
-    /// The `card enroll` listing.
-    pub listing: String,
     pub sim: Simulator,
     pub stack: PcscStack,
 }
 
-impl EnrolledCard {
-    pub fn start(label: &str) -> EnrolledCard {
-        let stack = PcscStack::start(label);
+impl CardAppliance {
+    pub fn start(label: &str) -> CardAppliance {
+        let (stack, sim, reader) = PcscStack::with_blank_card(label);
         let dir = stack.dir.path().to_path_buf();
-        let card_file = dir.join("card.json");
-        blank_card(&card_file);
-        let sim = stack.simulator(&[(0, &card_file)], &[]);
-        let reader = stack.reader(0);
-        let (home, app) = crate::Appliance::fresh_in(
-            crate::Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket),
-        );
-        let csv = registry_csv(&dir);
-        let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
-        crate::assert_success(&out, "professional import");
-        let out = home.cps(&[
-            "card",
-            "enroll",
-            "--reader",
-            &reader,
-            "--professional",
-            CARD_IDNAT,
-            "--activity",
-            CARD_STRUCTURE,
-        ]);
-        crate::assert_success(&out, "card enroll");
-        let listing = crate::text(&out.stdout);
-        let pin = crate::field(&listing, "initial PIN ").to_owned();
-        let card = crate::field(&listing, "card ").to_owned();
-        let serial_of = |profile: &str| {
-            listing
-                .lines()
-                .find(|l| l.trim_start().starts_with(profile))
-                .and_then(|l| l.split_whitespace().last())
-                .unwrap_or_else(|| panic!("no {profile} in:\n{listing}"))
-                .to_owned()
-        };
-        let auth_serial = serial_of("cps-auth");
-        let sign_serial = serial_of("cps-sign");
-        let auth_pem = cert_pem(&home, &dir, "personnes", &auth_serial);
-        let sign_pem = cert_pem(&home, &dir, "personnes", &sign_serial);
-        EnrolledCard {
+        let (home, app) = crate::Appliance::fresh_in(stack.home());
+        let card = enrol_card(&home, &dir, &reader);
+        let auth_pem = certificate_pem(&home, &dir, &card.auth_serial);
+        let sign_pem = certificate_pem(&home, &dir, &card.sign_serial);
+        CardAppliance {
             home,
             app,
             reader,
             card,
-            pin,
-            auth_serial,
-            sign_serial,
             auth_pem,
             sign_pem,
-            listing,
             sim,
             stack,
         }

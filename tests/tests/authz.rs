@@ -514,7 +514,7 @@ fn only_client_certificates_meant_for_the_listener_authenticate() {
 
 /// The card's authentication key as a PEM file, read from the simulated card's state (the state
 /// file *is* the card): a workstation doing TLS client authentication with the card.
-fn card_key_pem(card: &cps_trust_tests::pcsc::EnrolledCard) -> std::path::PathBuf {
+fn card_key_pem(card: &cps_trust_tests::pcsc::CardAppliance) -> std::path::PathBuf {
     let dir = card.stack.dir.path();
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("card.json")).unwrap()).unwrap();
@@ -549,7 +549,7 @@ fn hex_bytes(h: &str) -> Vec<u8> {
 /// and a suspended card loses its open connection at the next request.
 #[test]
 fn a_tls_login_is_one_assertion_per_handshake_and_follows_the_card() {
-    let card = cps_trust_tests::pcsc::EnrolledCard::start("tls-login");
+    let card = cps_trust_tests::pcsc::CardAppliance::start("tls-login");
     let key = card_key_pem(&card);
     let root = card.home.join("ca/root.pem");
     let connect = || {
@@ -582,7 +582,7 @@ fn a_tls_login_is_one_assertion_per_handshake_and_follows_the_card() {
     let r = c.send("GET", "/api/v1/crl/personnes", &[], b"").unwrap();
     assert_eq!(r.status, 200);
     assert_success(
-        &card.home.cps(&["card", "suspend", &card.card]),
+        &card.home.cps(&["card", "suspend", &card.card.serial]),
         "card suspend",
     );
     let r = c.send("POST", "/api/v1/login/tls", &json, b"{}").unwrap();

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cps_trust_tests::pcsc::EnrolledCard;
+use cps_trust_tests::pcsc::CardAppliance;
 use cps_trust_tests::*;
 
 fn operator_curl(
@@ -353,7 +353,7 @@ fn revoked_operator_certificate_is_refused_at_the_handshake() {
 #[test]
 fn ocsp_good_then_revoked_immediately() {
     // A card certificate (the personnes CA), enrolled on a simulated card.
-    let card = EnrolledCard::start("ocsp");
+    let card = CardAppliance::start("ocsp");
     let (home, app) = (&card.home, &card.app);
     let dir = tempfile::tempdir().unwrap();
     let ee = card.auth_pem.clone();
@@ -537,7 +537,7 @@ fn base64_encode(b: &[u8]) -> String {
 #[test]
 fn every_profile_issued_by_the_appliance_passes_pkilint() {
     // Card certificates come only from enrolment: one simulated card.
-    let card = EnrolledCard::start("pkilint");
+    let card = CardAppliance::start("pkilint");
     let home = &card.home;
     let dir = tempfile::tempdir().unwrap();
     let org = |profile: &str, cn: &str, extra: &[&str]| {

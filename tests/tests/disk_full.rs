@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cps_atna::{AuditLog, LogOptions, NewRecord, NodeIdentity, Queue, QueueOptions, Transport};
 use cps_store::{AuditRecord, SledStore, Store, WriteBatch, WriteOp};
-use cps_trust_tests::pcsc::one_blank_card;
+use cps_trust_tests::pcsc::{PcscStack, STRUCTURE, enrol_card};
 use cps_trust_tests::*;
 
 fn record(i: u64, pad: usize) -> NewRecord {
@@ -153,9 +153,6 @@ fn the_store_surfaces_enospc_as_errors_and_keeps_what_it_acknowledged() {
         .unwrap();
 }
 
-const IDNAT: &str = "810002813839";
-const STRUCTURE: &str = "10B0152872";
-
 fn assertion_id(path: &Path) -> String {
     let xml = std::fs::read_to_string(path).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
@@ -234,29 +231,27 @@ fn stored(home: &Home, user: &str) -> bool {
 fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     // Dropped last: unmounted after the appliance and the card stack have stopped.
     let fs = Tmpfs::mount(64);
-    let (stack, _sim, reader) = one_blank_card("diskfull");
+    let (stack, _sim, reader) = PcscStack::with_blank_card("diskfull");
     let dir = stack.dir.path().to_path_buf();
     let home = Home::at(fs.path().join("home")).with_env("PCSCLITE_CSOCK_NAME", &stack.socket);
     let (home, app) =
         Appliance::fresh_configured(home, |h| h.set_config_value("min_free_mb", "16"));
 
     // Before: a registry, a card, a certificate, a node, a login and its validation.
-    assert_success(
-        &home.cps(&[
-            "professional",
-            "import",
-            registry_csv(&dir).to_str().unwrap(),
-        ]),
-        "professional import",
-    );
-    let out = enrol_card(&home, &reader, IDNAT, STRUCTURE);
-    assert_success(&out, "card enroll");
-    let pin = field(&text(&out.stdout), "initial PIN ").to_owned();
+    let pin = enrol_card(&home, &dir, &reader).pin;
     let cert = |tag: &str| {
         let csr = openssl_csr(&dir, tag, "p256");
         let pem = dir.join(format!("{tag}.pem"));
         (
-            issue_org(&home, &csr, &pem, "org-tls-client", tag, "dmp-connector", &[]),
+            issue_org(
+                &home,
+                &csr,
+                &pem,
+                "org-tls-client",
+                tag,
+                "dmp-connector",
+                &[],
+            ),
             pem,
         )
     };

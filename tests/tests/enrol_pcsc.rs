@@ -196,23 +196,7 @@ fn enrolment_through_pcscd_then_opensc_signs_with_the_card() {
     let data = out.join("data.txt");
     std::fs::write(&data, b"signed by the enrolled card through OpenSC\n").unwrap();
     let sig = out.join("sig.bin");
-    let r = stack.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        &pin,
-        "--sign",
-        "-m",
-        "ECDSA-SHA256",
-        "--id",
-        "01",
-        "--signature-format",
-        "openssl",
-        "--input-file",
-        data.to_str().unwrap(),
-        "--output-file",
-        sig.to_str().unwrap(),
-    ]);
-    assert_success(&r, "pkcs11-tool --sign");
+    stack.sign_with_card(&pin, "01", &data, &sig);
     openssl(
         &out,
         &[

@@ -106,7 +106,7 @@ fn new_routes_refuse_bad_input_precisely() {
     assert!(b.contains("bad_certificate"), "{b}");
     // The challenge was consumed by that attempt.
     let (c, b) = call(&app, &[], "POST", "/api/v1/login", body.as_bytes());
-    assert!(c == 401 && b.contains("unknown_challenge"), "{b}");
+    assert!(c == 401 && b.contains("used_challenge"), "{b}");
     // TLS login without a card certificate.
     let (c, _) = call(&app, &[], "POST", "/api/v1/login/tls", b"{}");
     assert_eq!(c, 401);

@@ -5,39 +5,55 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use cps_trust_tests::pcsc::{CARD_IDNAT, EnrolledCard, registry_csv};
+use cps_trust_tests::pcsc::{
+    IDNAT, PcscStack, certificate_pem as cert_pem, enrol_card, registry_csv,
+};
 use cps_trust_tests::*;
-
-const IDNAT: &str = CARD_IDNAT;
 
 fn openssl(args: &[&str]) -> Output {
     Command::new(peer("openssl")).args(args).output().unwrap()
 }
 
+fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
+    home.cps(&[
+        "login",
+        "--reader",
+        reader,
+        "--pin",
+        pin,
+        "--patient-ins",
+        "248079707503828",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn enrol_use_log_in_and_oppose_a_card() {
-    let EnrolledCard {
-        home,
-        mut app,
-        reader,
-        card: serial,
-        pin,
-        auth_serial: _,
-        auth_pem,
-        sign_pem,
-        sim: _sim,
-        stack,
-        ..
-    } = EnrolledCard::start("issuance");
+    let (stack, _sim, reader) = PcscStack::with_blank_card("issuance");
     let dir = stack.dir.path().to_path_buf();
-    // The registry was imported; the same file again changes nothing.
-    let csv = registry_csv(&dir);
-    let out = home.cps(&["professional", "import", csv.to_str().unwrap()]);
+    let (home, mut app) = Appliance::fresh_in(stack.home());
+
+    // Registry, then enrolment through the appliance's reader.
+    let card = enrol_card(&home, &dir, &reader);
+    let (pin, serial, auth_serial, sign_serial) = (
+        card.pin.clone(),
+        card.serial.clone(),
+        card.auth_serial.clone(),
+        card.sign_serial.clone(),
+    );
+    let out = home.cps(&[
+        "professional",
+        "import",
+        registry_csv(&dir).to_str().unwrap(),
+    ]);
     assert!(
         text(&out.stdout).contains("outcome unchanged"),
         "{}",
         text(&out.stdout)
     );
+    let auth_pem = cert_pem(&home, &dir, &auth_serial);
+    let sign_pem = cert_pem(&home, &dir, &sign_serial);
 
     // The certificate names the professional from the registry.
     let subject = text(
@@ -63,23 +79,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     let data = dir.join("data.txt");
     std::fs::write(&data, b"signed by the enrolled card\n").unwrap();
     let sig = dir.join("sig.bin");
-    let out = stack.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        &pin,
-        "--sign",
-        "-m",
-        "ECDSA-SHA256",
-        "--id",
-        "01",
-        "--input-file",
-        data.to_str().unwrap(),
-        "--output-file",
-        sig.to_str().unwrap(),
-        "--signature-format",
-        "openssl",
-    ]);
-    assert_success(&out, "pkcs11-tool --sign");
+    stack.sign_with_card(&pin, "01", &data, &sig);
     let pubkey = dir.join("auth.pub");
     assert_success(
         &openssl(&[
@@ -115,7 +115,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // Card login: the assertion names the professional; xmlsec1 verifies its signature.
     let assertion = dir.join("assertion.xml");
-    let out = card_login(&home, &reader, &pin, &assertion);
+    let out = login(&home, &reader, &pin, &assertion);
     assert_success(&out, "cps-trust login");
     let xml = std::fs::read_to_string(&assertion).unwrap();
     assert!(xml.contains(IDNAT) && xml.contains("DONNAT-GADY"), "{xml}");
@@ -158,7 +158,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
 
     // A wrong PIN fails and counts down the card's tries.
-    let out = card_login(&home, &reader, "000000", &assertion);
+    let out = login(&home, &reader, "000000", &assertion);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.to_lowercase().contains("pin"), "{err}");
@@ -168,17 +168,41 @@ fn enrol_use_log_in_and_oppose_a_card() {
         "{status}"
     );
     assert_success(
-        &card_login(&home, &reader, &pin, &assertion),
+        &login(&home, &reader, &pin, &assertion),
         "login after a wrong PIN",
     );
 
-    // The signature certificate cannot log in.
-    let (code, body) = login_challenge(&app);
+    // The signature certificate cannot log in, even with a valid signature of its own key over
+    // the challenge (made by the card through OpenSC).
+    let (code, body) = curl(&[
+        "-sk",
+        "-X",
+        "POST",
+        &format!("https://{}/api/v1/login/challenge", app.https),
+        "-d",
+        "{}",
+    ]);
     assert_eq!(code, 201);
     let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let to_sign = dir.join("challenge.bin");
+    std::fs::write(
+        &to_sign,
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            ch["challenge"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sig = dir.join("challenge.sig");
+    stack.sign_with_card(&pin, "02", &to_sign, &sig);
     let sign_b64 = std::fs::read_to_string(&sign_pem).unwrap();
     let req = serde_json::json!({
-        "challenge_id": ch["challenge_id"], "certificate": sign_b64, "signature": "AAAA",
+        "challenge_id": ch["challenge_id"], "certificate": sign_b64,
+        "signature": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            std::fs::read(&sig).unwrap(),
+        ),
     });
     let (code, body) = curl(&[
         "-sk",
@@ -197,7 +221,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // A suspended card cannot log in; resumed, it can.
     assert_success(&home.cps(&["card", "suspend", &serial]), "card suspend");
-    let out = card_login(&home, &reader, &pin, &assertion);
+    let out = login(&home, &reader, &pin, &assertion);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("revoked_certificate")
@@ -207,7 +231,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
     assert_success(&home.cps(&["card", "resume", &serial]), "card resume");
     assert_success(
-        &card_login(&home, &reader, &pin, &assertion),
+        &login(&home, &reader, &pin, &assertion),
         "login after resume",
     );
 

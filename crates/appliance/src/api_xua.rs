@@ -1,15 +1,29 @@
 //! Card login and XUA routes of the API.
 //!
-//! * `POST /api/v1/login/challenge` `{ "audience": "…" }` → a single-use challenge;
+//! * `POST /api/v1/login/challenge` `{ "audience"?: "…", "context"?: { patient_ins,
+//!   ins_authority, purpose_of_use, justification, structure_id, software_* } }` → 201 with
+//!   `{ challenge_id, challenge, audience, expires_at, appliance, context_sha256, format }`:
+//!   `challenge` is the base64 of the **exact bytes the card signs** (128 bytes: the label
+//!   `cps-trust card login v1`, this appliance's identity, a nonce, the expiry and the hash of
+//!   the audience and context; see [`crate::challenge`]). Nothing is stored: the challenge is a
+//!   MAC-protected token. A context the appliance would refuse is a 400 here, before any card
+//!   operation.
 //! * `POST /api/v1/login` `{ challenge_id, certificate (base64 DER or PEM), signature (base64),
-//!   context }` → the VIHF assertion, or 401 with a stable `code`;
+//!   context }` → the VIHF assertion, or 401 with a stable `code`. The context must be the one
+//!   the challenge was asked for (`context_mismatch` otherwise); the challenge is consumed by
+//!   this first attempt, whatever its outcome. 503 when the login could not be audited (then no
+//!   assertion is returned).
 //! * `POST /api/v1/login/tls` `{ context }` on a connection authenticated with the card's
-//!   certificate → the assertion (one per TLS handshake: the card signed once);
+//!   certificate → the assertion (one per TLS handshake: the card signed once; same audit rule);
 //! * `POST /api/v1/xua/validate` (operators with the `service` role): an assertion, bare or in
 //!   a SOAP envelope → its attributes, or 422 with the refusal code and reason.
 //!
 //! Login routes need no operator certificate: the professional's card is the credential.
+//! Refusals before the card's signature verified are counted per source address
+//! (`login.refused`, one audit record per source and interval); those after it are recorded
+//! one by one, durably, as `login` failures of the identified professional.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -22,7 +36,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiState};
-use crate::conn::Connection;
+use crate::conn::{Connection, PeerAddr};
 use crate::identity::Identity;
 use crate::login::{LoginContext, LoginRefusal, LoginResult};
 use crate::operators::Operator;
@@ -57,8 +71,18 @@ fn login_service(st: &ApiState) -> Result<Arc<crate::login::LoginService>, ApiEr
 pub struct ChallengeBody {
     #[serde(default)]
     pub audience: Option<String>,
+    /// The login context the assertion will carry; the login must send the same.
+    #[serde(default)]
+    pub context: LoginContext,
 }
 
+/// The source address of the request (unspecified when the listener did not say).
+fn source(peer: Option<Extension<PeerAddr>>) -> IpAddr {
+    peer.map(|Extension(PeerAddr(a))| a.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// A challenge: constant cost, no I/O, nothing stored (answered on the runtime worker).
 pub async fn challenge(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let login = login_service(&st)?;
     let b: ChallengeBody = if body.is_empty() {
@@ -67,7 +91,7 @@ pub async fn challenge(State(st): State<ApiState>, body: Bytes) -> Result<Respon
         json_body(&body)?
     };
     let audience = b.audience.unwrap_or_else(|| "urn:dmp".into());
-    let view = login.challenge(&audience, SystemTime::now())?;
+    let view = login.challenge(&audience, &b.context, SystemTime::now())?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -107,17 +131,27 @@ fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|_| bad("neither PEM nor base64"))
 }
 
-pub async fn login(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn login(
+    State(st): State<ApiState>,
+    peer: Option<Extension<PeerAddr>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let login = login_service(&st)?;
     let b: LoginBody = json_body(&body)?;
     let cert = certificate_der(&b.certificate)?;
     let sig = base64::engine::general_purpose::STANDARD
         .decode(b.signature.trim())
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "signature: not base64"))?;
-    let r = run_blocking(move || {
-        login.login(&b.challenge_id, &cert, &sig, &b.context, SystemTime::now())
-    })
-    .await??;
+    let source = source(peer);
+    let now = SystemTime::now();
+    // The challenge first, here on the worker (an HMAC and a hash-set probe): made-up, expired,
+    // used or re-purposed challenges are refused without touching the blocking pool.
+    let redeemed = match login.redeem(&b.challenge_id, &b.context, source, now) {
+        Ok(r) => r,
+        Err(refusal) => return Ok(answer(Err(refusal))),
+    };
+    let r = run_blocking(move || login.login(&redeemed, &cert, &sig, &b.context, source, now))
+        .await??;
     Ok(answer(r))
 }
 
@@ -132,15 +166,22 @@ pub async fn login_tls(
     State(st): State<ApiState>,
     identity: Option<Extension<Identity>>,
     connection: Option<Extension<Arc<Connection>>>,
+    peer: Option<Extension<PeerAddr>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let login = login_service(&st)?;
-    // Checked for this request by `authz::enforce` (the route needs a client certificate).
+    let source = source(peer);
+    // Checked for this request by `authz::enforce` (the route needs a client certificate, so a
+    // request without one is refused before it gets here).
     let Some(Extension(identity)) = identity else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "TLS login needs the card's authentication certificate as the client certificate",
-        ));
+        let refusal = LoginRefusal {
+            code: "no_client_certificate",
+            message:
+                "TLS login needs the card's authentication certificate as the client certificate"
+                    .into(),
+        };
+        login.refused(source, &refusal, SystemTime::now());
+        return Ok(answer(Err(refusal)));
     };
     // The card signed once, in this connection's handshake: one assertion per handshake, so a
     // workstation cannot keep minting assertions on a connection after the card is gone.
@@ -156,7 +197,8 @@ pub async fn login_tls(
     } else {
         json_body(&body)?
     };
-    let r = run_blocking(move || login.login_tls(&der, &b.context, SystemTime::now())).await??;
+    let r = run_blocking(move || login.login_tls(&der, &b.context, source, SystemTime::now()))
+        .await??;
     Ok(answer(r))
 }
 

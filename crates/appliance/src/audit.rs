@@ -89,7 +89,7 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
                 .map(Person::id)
                 .unwrap_or_else(|| Person::id("unknown"));
             let reason = failed.then(|| s(d, "reason").unwrap_or("refused"));
-            events::login(ctx, now, &user, None, reason)
+            events::login(ctx, now, &user, s(d, "source"), reason)
         }
         // Refusals of unauthenticated peers, one record per source and interval
         // (`crate::refusals`).

@@ -143,6 +143,11 @@ pub struct XuaSection {
     /// Lifetime of a login challenge, seconds.
     #[serde(default = "default_challenge")]
     pub challenge_seconds: u32,
+    /// Refused logins that proved nothing (no valid card signature yet) are counted per source
+    /// address and written as one `login.refused` audit record per source and interval of this
+    /// many seconds.
+    #[serde(default = "default_refusal_audit")]
+    pub refusal_audit_seconds: u32,
     /// `LPS_ID_HOMOLOGATION_DMP` written when the workstation does not send one.
     #[serde(default = "default_homologation")]
     pub homologation: String,
@@ -206,6 +211,9 @@ fn default_skew() -> u32 {
 fn default_challenge() -> u32 {
     120
 }
+fn default_refusal_audit() -> u32 {
+    60
+}
 fn default_homologation() -> String {
     "cps-trust".into()
 }
@@ -223,6 +231,7 @@ impl Default for XuaSection {
             audience: None,
             skew_seconds: default_skew(),
             challenge_seconds: default_challenge(),
+            refusal_audit_seconds: default_refusal_audit(),
             homologation: default_homologation(),
             replay_capacity: default_replay_capacity(),
             org_seal_registry: OrgSealRegistryMode::default(),
@@ -799,6 +808,11 @@ impl Config {
         if self.xua.challenge_seconds == 0 || self.xua.challenge_seconds > 600 {
             return Err(ConfigError::Invalid(
                 "xua.challenge_seconds must be between 1 and 600".into(),
+            ));
+        }
+        if self.xua.refusal_audit_seconds == 0 || self.xua.refusal_audit_seconds > 3600 {
+            return Err(ConfigError::Invalid(
+                "xua.refusal_audit_seconds must be between 1 and 3600".into(),
             ));
         }
         cps_pki::idnat::parse_structure_id(&self.xua.structure_id)

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod ca;
 pub mod cards;
 pub mod ceremony;
+pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod conn;

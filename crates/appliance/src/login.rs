@@ -1,29 +1,48 @@
-//! Card login: a single-use challenge, signed by the card's authentication key, answered with a
-//! VIHF assertion signed by the appliance's seal.
+//! Card login: a challenge signed by the card's authentication key, answered with a VIHF
+//! assertion signed by the appliance's seal.
 //!
-//! The appliance checks, in order: the challenge (known, unexpired, not used before — it is
-//! consumed by the first attempt, right or wrong); the certificate (a `cps-auth` certificate
-//! this appliance issued, chaining to our root through the personnes CA, valid now, clientAuth,
-//! and valid in our live state: revoked or on hold fails, and so does an unreadable state); the
-//! signature over the exact challenge bytes; then the card and the professional in the registry
-//! (both active, the activity one of the professional's). A signature certificate, an operator
-//! or node certificate cannot log in: only the `cps-auth` profile can.
+//! 1. `challenge(audience, context)`: a stateless, MAC-protected challenge
+//!    ([`crate::challenge`]) bound to the login context the assertion will carry, and the exact
+//!    bytes the card signs (domain-separated, bound to this appliance and to that context).
+//! 2. `redeem` (constant cost, no I/O; on the runtime worker): the challenge is ours, unaltered,
+//!    unexpired, not used before — consumed by the first attempt, right or wrong — and issued for
+//!    the context the login carries.
+//! 3. `login` (blocking): the certificate is DER X.509 issued by one of our CAs, and the card's
+//!    signature over the challenge's message verifies with its key. Up to here nothing is
+//!    proved about who is asking (a certificate is public): a refusal is counted per source
+//!    address in [`Refusals`] (`login.refused`, one audit record per source and interval) and
+//!    costs no durable write.
+//! 4. From here the professional holding the card is identified: the certificate is valid now,
+//!    the one this appliance issued, of the `cps-auth` profile, not revoked or on hold in our live
+//!    state; the card and the professional are active in the registry and the activity is theirs;
+//!    the claims are made and the seal signs. A refusal is a security event about that
+//!    professional: its own `login` failure record, committed durably before the answer.
+//! 5. A success is answered only after its `login`, `xua.issue` (and `xua.break_glass`) records
+//!    are committed durably, in one batch; if they cannot be, the answer is 503 and the assertion
+//!    never leaves the appliance.
+//!
+//! `login_tls` (TLS client authentication with the card's certificate) has no challenge: the
+//! handshake proved possession of the key, so it starts at step 4.
+//!
+//! A signature certificate, an operator or node certificate cannot log in: only the `cps-auth`
+//! profile can.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use base64::Engine;
-use cps_hsm::{SigFormat, SignatureAlgorithm};
+use cps_hsm::SignatureAlgorithm;
 use cps_store::{AuditRecord, CertStatus, WriteBatch, WriteOp};
 use cps_xua::{
     AUTHN_SMARTCARD_PKI, AUTHN_TLS_CLIENT, AuthenticationMode, CodedValue, IssuedAssertion,
     PatientId, PurposeOfUse, SoftwareInfo, VihfClaims,
 };
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::ApplianceError;
 use crate::ca::{CaError, CaService};
+use crate::challenge::{Challenges, Redeemed};
+use crate::refusals::Refusals;
 use crate::xua::XuaService;
 
 /// The profile of certificates that may log in.
@@ -32,7 +51,12 @@ pub const LOGIN_PROFILE: &str = "cps-auth";
 pub const PROFESSION_OID: &str = "1.2.250.1.71.1.2.7";
 /// TRE_R02 (secteur d'activité) code system.
 pub const SECTEUR_OID: &str = "1.2.250.1.71.4.2.4";
-const MAX_OPEN_CHALLENGES: usize = 100_000;
+/// HSM label of the secret the challenge MAC key is derived from (created at first start).
+pub const CHALLENGE_KEY_LABEL: &str = "login-challenge";
+/// The audit record kind of counted refusals of unauthenticated login attempts.
+pub const REFUSED_KIND: &str = "login.refused";
+/// Longest value of a login context field (bytes).
+pub const MAX_CONTEXT_FIELD: usize = 1024;
 
 /// Why a login failed: a stable code and a message for the workstation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +70,24 @@ fn refuse<T>(code: &'static str, message: impl Into<String>) -> Result<T, LoginR
         code,
         message: message.into(),
     })
+}
+
+impl From<crate::challenge::ChallengeRefusal> for LoginRefusal {
+    fn from(r: crate::challenge::ChallengeRefusal) -> Self {
+        LoginRefusal {
+            code: r.code(),
+            message: r.message().into(),
+        }
+    }
+}
+
+impl From<crate::challenge::SignatureRefusal> for LoginRefusal {
+    fn from(r: crate::challenge::SignatureRefusal) -> Self {
+        LoginRefusal {
+            code: r.code(),
+            message: r.message().into(),
+        }
+    }
 }
 
 /// What the registry says about the holder of a login certificate.
@@ -73,15 +115,9 @@ pub trait Directory: Send + Sync {
     ) -> Result<LoginSubject, LoginRefusal>;
 }
 
-/// A challenge handed out and not yet used.
-struct Challenge {
-    nonce: [u8; 32],
-    audience: String,
-    expires: SystemTime,
-}
-
-/// What the workstation asks for.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+/// What the workstation asks for: sent with the challenge request, and again with the login
+/// (the challenge and the card's signature are bound to it).
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LoginContext {
     /// Patient INS (matricule), when the access concerns a patient.
@@ -108,9 +144,73 @@ pub struct LoginContext {
     pub software_id: Option<String>,
     #[serde(default)]
     pub software_homologation: Option<String>,
-    /// Answer with the assertion inside a SOAP 1.2 envelope's `wsse:Security` header.
+    /// Answer with the assertion inside a SOAP 1.2 envelope's `wsse:Security` header (shapes
+    /// the answer only: not part of the bound context).
     #[serde(default)]
     pub soap: bool,
+}
+
+/// The purpose of use and the patient of a context, or why they are not acceptable.
+fn purpose_and_patient(
+    ctx: &LoginContext,
+) -> Result<(PurposeOfUse, Option<PatientId>), LoginRefusal> {
+    for (name, v) in [
+        ("patient_ins", &ctx.patient_ins),
+        ("ins_authority", &ctx.ins_authority),
+        ("purpose_of_use", &ctx.purpose_of_use),
+        ("justification", &ctx.justification),
+        ("structure_id", &ctx.structure_id),
+        ("software_name", &ctx.software_name),
+        ("software_version", &ctx.software_version),
+        ("software_id", &ctx.software_id),
+        ("software_homologation", &ctx.software_homologation),
+    ] {
+        if v.as_ref().is_some_and(|v| v.len() > MAX_CONTEXT_FIELD) {
+            return refuse(
+                "bad_context",
+                format!("{name} is longer than {MAX_CONTEXT_FIELD} bytes"),
+            );
+        }
+    }
+    let purpose = match ctx.purpose_of_use.as_deref().unwrap_or("normal") {
+        "normal" => PurposeOfUse::Normal,
+        "centre_15" => PurposeOfUse::Centre15,
+        "bris_de_glace" => match ctx.justification.as_deref().map(str::trim) {
+            Some(j) if !j.is_empty() => PurposeOfUse::BreakGlass {
+                justification: j.to_owned(),
+            },
+            _ => {
+                return refuse(
+                    "break_glass_without_justification",
+                    "bris_de_glace requires a justification",
+                );
+            }
+        },
+        other => {
+            return refuse(
+                "bad_context",
+                format!("purpose_of_use '{other}' must be normal, bris_de_glace or centre_15"),
+            );
+        }
+    };
+    let patient = match &ctx.patient_ins {
+        None => None,
+        Some(ins) => {
+            let p = PatientId {
+                ins: ins.clone(),
+                authority: ctx
+                    .ins_authority
+                    .clone()
+                    .unwrap_or_else(|| cps_xua::INS_AUTHORITIES[0].to_owned()),
+            };
+            PatientId::parse_cx(&p.to_cx()).map_err(|e| LoginRefusal {
+                code: "bad_context",
+                message: e,
+            })?;
+            Some(p)
+        }
+    };
+    Ok((purpose, patient))
 }
 
 /// The answer of a successful login.
@@ -124,25 +224,54 @@ pub struct LoginResult {
     pub assertion: String,
 }
 
-/// Challenges, checks and issuance.
+/// A challenge as the API returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChallengeView {
+    /// The challenge token, sent back with the login.
+    pub challenge_id: String,
+    /// Base64 of the exact bytes the card signs ([`crate::challenge::signed_message`]).
+    pub challenge: String,
+    pub audience: String,
+    pub expires_at: i64,
+    /// Hex SHA-256 of the appliance's seal certificate: the appliance the signature is bound to.
+    pub appliance: String,
+    /// Hex SHA-256 of the bound login context ([`crate::challenge::context_sha256`]).
+    pub context_sha256: String,
+    /// The format of `challenge` (`cps-trust card login v1`).
+    pub format: String,
+}
+
+/// Who a login is about once the card's key is proved (or the TLS handshake proved it).
+struct Identified {
+    ca: String,
+    parsed: cps_pki::ParsedCertificate,
+    idnat_ps: String,
+}
+
+/// The HSM secret the challenge MAC key is derived from, created (non-extractable) on first use.
+pub fn challenge_key(hsm: &cps_hsm::Hsm) -> Result<cps_hsm::HsmMacKey, ApplianceError> {
+    match hsm.mac_key(CHALLENGE_KEY_LABEL) {
+        Ok(k) => Ok(k),
+        Err(cps_hsm::HsmError::KeyNotFound { .. }) => {
+            tracing::info!(
+                label = CHALLENGE_KEY_LABEL,
+                "creating the login challenge key in the HSM"
+            );
+            Ok(hsm.generate_mac_key(CHALLENGE_KEY_LABEL)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Challenges, checks, issuance and their audit.
 pub struct LoginService {
     ca: Arc<CaService>,
     xua: Arc<XuaService>,
     directory: Arc<dyn Directory>,
-    challenge_ttl: Duration,
     homologation: String,
-    challenges: Mutex<HashMap<String, Challenge>>,
+    challenges: Challenges,
+    refusals: Arc<Refusals>,
     rng: ring::rand::SystemRandom,
-}
-
-/// A challenge as the API returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChallengeView {
-    pub challenge_id: String,
-    /// Base64 of the bytes the card signs.
-    pub challenge: String,
-    pub audience: String,
-    pub expires_at: i64,
 }
 
 impl LoginService {
@@ -150,65 +279,112 @@ impl LoginService {
         ca: Arc<CaService>,
         xua: Arc<XuaService>,
         directory: Arc<dyn Directory>,
-        challenge_ttl: Duration,
+        challenges: Challenges,
         homologation: String,
+        refusals: Arc<Refusals>,
     ) -> LoginService {
         LoginService {
             ca,
             xua,
             directory,
-            challenge_ttl,
             homologation,
-            challenges: Mutex::new(HashMap::new()),
+            challenges,
+            refusals,
             rng: ring::rand::SystemRandom::new(),
         }
     }
 
-    /// A fresh single-use challenge bound to `audience`.
-    pub fn challenge(&self, audience: &str, now: SystemTime) -> Result<ChallengeView, CaError> {
+    /// The tally of refused unauthenticated attempts (flushed by `serve`).
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
+    }
+
+    /// A fresh challenge bound to `audience` and `ctx` (checked first). Constant cost: a random
+    /// draw, a hash and an HMAC; nothing is stored.
+    pub fn challenge(
+        &self,
+        audience: &str,
+        ctx: &LoginContext,
+        now: SystemTime,
+    ) -> Result<ChallengeView, CaError> {
+        use base64::Engine;
         use ring::rand::SecureRandom;
-        if audience.len() > 256 || audience.chars().any(char::is_control) {
-            return Err(CaError::Invalid(
-                "audience must be at most 256 printable characters".into(),
-            ));
-        }
+        purpose_and_patient(ctx)
+            .map_err(|r| CaError::Invalid(format!("context: {} ({})", r.message, r.code)))?;
         let mut nonce = [0u8; 32];
-        let mut id = [0u8; 16];
         self.rng
             .fill(&mut nonce)
-            .and_then(|()| self.rng.fill(&mut id))
-            .map_err(|_| CaError::Invalid("no randomness".into()))?;
-        let id = hex::encode(id);
-        let expires = now + self.challenge_ttl;
-        let mut map = self.challenges.lock();
-        map.retain(|_, c| c.expires > now);
-        if map.len() >= MAX_OPEN_CHALLENGES {
-            return Err(CaError::Unavailable(
-                "too many open login challenges; retry shortly".into(),
-            ));
-        }
-        map.insert(
-            id.clone(),
-            Challenge {
-                nonce,
-                audience: audience.to_owned(),
-                expires,
-            },
-        );
+            .map_err(|_| CaError::Unavailable("no randomness".into()))?;
+        let context = crate::challenge::context_sha256(audience, ctx);
+        let issued = self
+            .challenges
+            .issue(audience, &context, &nonce, crate::xua::unix(now))
+            .map_err(|e| CaError::Invalid(e.to_string()))?;
         Ok(ChallengeView {
-            challenge_id: id,
-            challenge: base64::engine::general_purpose::STANDARD.encode(nonce),
+            challenge_id: issued.token,
+            challenge: base64::engine::general_purpose::STANDARD.encode(&issued.message),
             audience: audience.to_owned(),
-            expires_at: crate::xua::unix(expires),
+            expires_at: issued.expires,
+            appliance: hex::encode(self.challenges.appliance()),
+            context_sha256: hex::encode(context),
+            format: crate::challenge::MESSAGE_FORMAT.into(),
         })
     }
 
-    /// Checks a login certificate: ours, `cps-auth`, valid now and in our live state.
-    fn check_certificate(
+    /// Counts a refused attempt of a peer that proved nothing (no durable write here: the
+    /// tally becomes one `login.refused` record per source and interval).
+    pub fn refused(&self, source: IpAddr, refusal: &LoginRefusal, now: SystemTime) {
+        tracing::debug!(%source, code = refusal.code, "login refused (unauthenticated)");
+        self.refusals
+            .refused(source, refusal.code, crate::xua::unix(now));
+    }
+
+    /// Step 2: the challenge of a login with context `ctx`, accepted and consumed. Constant
+    /// cost and no I/O: meant for the runtime worker, so floods of made-up challenges never
+    /// reach the blocking pool. A refusal is counted for `source`.
+    pub fn redeem(
         &self,
-        der: &[u8],
+        token: &str,
+        ctx: &LoginContext,
+        source: IpAddr,
         now: SystemTime,
-    ) -> Result<(String, cps_pki::ParsedCertificate), LoginRefusal> {
+    ) -> Result<Redeemed, LoginRefusal> {
+        // The audience travels in the token (MAC-protected); the context hash covers it.
+        self.challenges
+            .redeem(
+                token,
+                |audience| crate::challenge::context_sha256(audience, ctx),
+                crate::xua::unix(now),
+            )
+            .map_err(|r| {
+                let r = LoginRefusal::from(r);
+                self.refused(source, &r, now);
+                r
+            })
+    }
+
+    /// Step 3: the certificate is ours and the card's signature over the challenge's message
+    /// verifies with its key. Nothing here reads the store.
+    fn authenticate(
+        &self,
+        redeemed: &Redeemed,
+        der: &[u8],
+        signature: &[u8],
+    ) -> Result<Identified, LoginRefusal> {
+        let who = self.issuer_of(der)?;
+        let alg = match cps_pki::check_public_key(&who.parsed.spki, &cps_pki::KeyPolicy::default())
+            .map(|k| k.kind)
+        {
+            Ok(cps_pki::KeyKind::EcP256) => SignatureAlgorithm::EcdsaSha256,
+            Ok(cps_pki::KeyKind::EcP384) => SignatureAlgorithm::EcdsaSha384,
+            _ => SignatureAlgorithm::RsaPkcs1Sha256,
+        };
+        crate::challenge::verify_card_signature(&who.parsed.spki, alg, redeemed, signature)?;
+        Ok(who)
+    }
+
+    /// The certificate parsed and the id of our CA that signed it.
+    fn issuer_of(&self, der: &[u8]) -> Result<Identified, LoginRefusal> {
         let Ok(parsed) = cps_pki::parse_certificate(der) else {
             return refuse("bad_certificate", "the certificate is not valid DER X.509");
         };
@@ -226,6 +402,27 @@ impl LoginService {
                 ),
             );
         };
+        let idnat_ps = parsed
+            .subject
+            .get(&cps_pki::NameAttribute::CommonName)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Identified {
+            ca: ca.id.clone(),
+            parsed,
+            idnat_ps,
+        })
+    }
+
+    /// Step 4, first half: the certificate is valid now, the one we issued, a `cps-auth`
+    /// certificate, and neither revoked nor on hold in our live state.
+    fn check_status(
+        &self,
+        who: &Identified,
+        der: &[u8],
+        now: SystemTime,
+    ) -> Result<(), LoginRefusal> {
+        let parsed = &who.parsed;
         let t = crate::xua::unix(now);
         if t < parsed.not_before || t >= parsed.not_after {
             return refuse(
@@ -236,12 +433,12 @@ impl LoginService {
         let rec = match self
             .ca
             .store()
-            .get_certificate(&ca.id, parsed.serial.as_bytes())
+            .get_certificate(&who.ca, parsed.serial.as_bytes())
         {
             Ok(Some(rec)) if rec.der == der => rec,
             Ok(_) => {
                 return refuse(
-                    "untrusted_certificate",
+                    "unregistered_certificate",
                     "this certificate was not issued by this appliance",
                 );
             }
@@ -269,7 +466,7 @@ impl LoginService {
             };
             return refuse("revoked_certificate", format!("the certificate is {what}"));
         }
-        Ok((ca.id.clone(), parsed))
+        Ok(())
     }
 
     fn claims(
@@ -279,44 +476,7 @@ impl LoginService {
         mode: &str,
         now: SystemTime,
     ) -> Result<VihfClaims, LoginRefusal> {
-        let purpose = match ctx.purpose_of_use.as_deref().unwrap_or("normal") {
-            "normal" => PurposeOfUse::Normal,
-            "centre_15" => PurposeOfUse::Centre15,
-            "bris_de_glace" => match ctx.justification.as_deref().map(str::trim) {
-                Some(j) if !j.is_empty() => PurposeOfUse::BreakGlass {
-                    justification: j.to_owned(),
-                },
-                _ => {
-                    return refuse(
-                        "break_glass_without_justification",
-                        "bris_de_glace requires a justification",
-                    );
-                }
-            },
-            other => {
-                return refuse(
-                    "bad_context",
-                    format!("purpose_of_use '{other}' must be normal, bris_de_glace or centre_15"),
-                );
-            }
-        };
-        let patient = match &ctx.patient_ins {
-            None => None,
-            Some(ins) => {
-                let p = PatientId {
-                    ins: ins.clone(),
-                    authority: ctx
-                        .ins_authority
-                        .clone()
-                        .unwrap_or_else(|| cps_xua::INS_AUTHORITIES[0].to_owned()),
-                };
-                PatientId::parse_cx(&p.to_cx()).map_err(|e| LoginRefusal {
-                    code: "bad_context",
-                    message: e,
-                })?;
-                Some(p)
-            }
-        };
+        let (purpose, patient) = purpose_and_patient(ctx)?;
         let name_id = cps_pki::IdNatPs::parse(&subject.idnat_ps).map_err(|e| LoginRefusal {
             code: "bad_certificate",
             message: e.to_string(),
@@ -352,45 +512,21 @@ impl LoginService {
         })
     }
 
-    fn audit(&self, kind: &str, outcome: &str, detail: serde_json::Value, now: SystemTime) {
-        let rec = AuditRecord {
-            time: crate::xua::unix(now),
-            kind: kind.into(),
-            actor: detail["idnat_ps"]
-                .as_str()
-                .map(|i| format!("professional:{i}"))
-                .unwrap_or_else(|| "anonymous".into()),
-            outcome: outcome.into(),
-            detail,
-        };
-        if let Err(e) = self
-            .ca
-            .store()
-            .commit(WriteBatch::new().with(WriteOp::AppendAudit(rec)))
-        {
-            tracing::error!(error = %e, "cannot audit a login event");
-        }
-    }
-
-    fn finish(
+    /// Step 4, second half: registry, claims, seal signature. Returns the answer and the
+    /// records that must be durable before it leaves.
+    fn issue(
         &self,
-        ca: &str,
-        parsed: &cps_pki::ParsedCertificate,
+        who: &Identified,
         ctx: &LoginContext,
         mode: &str,
         now: SystemTime,
-    ) -> Result<LoginResult, Result<LoginRefusal, CaError>> {
-        let idnat = parsed
-            .subject
-            .get(&cps_pki::NameAttribute::CommonName)
-            .unwrap_or_default()
-            .to_owned();
+    ) -> Result<(LoginResult, Vec<AuditRecord>), Result<LoginRefusal, CaError>> {
         let subject = self
             .directory
             .login_subject(
-                &idnat,
-                ca,
-                parsed.serial.as_bytes(),
+                &who.idnat_ps,
+                &who.ca,
+                who.parsed.serial.as_bytes(),
                 ctx.structure_id.as_deref(),
             )
             .map_err(Ok)?;
@@ -401,9 +537,15 @@ impl LoginService {
         } else {
             issued.xml.clone()
         };
-        self.audit(
+        let record = |kind: &str, detail: serde_json::Value| AuditRecord {
+            time: crate::xua::unix(now),
+            kind: kind.into(),
+            actor: format!("professional:{}", subject.idnat_ps),
+            outcome: "success".into(),
+            detail,
+        };
+        let mut records = vec![record(
             "xua.issue",
-            "success",
             serde_json::json!({
                 "idnat_ps": subject.idnat_ps,
                 "assertion_id": issued.id,
@@ -411,12 +553,10 @@ impl LoginService {
                 "patient_ins": ctx.patient_ins,
                 "purpose_of_use": claims.purpose_of_use.code(),
             }),
-            now,
-        );
+        )];
         if issued.break_glass {
-            self.audit(
+            records.push(record(
                 "xua.break_glass",
-                "success",
                 serde_json::json!({
                     "idnat_ps": subject.idnat_ps,
                     "assertion_id": issued.id,
@@ -424,116 +564,130 @@ impl LoginService {
                     "purpose_of_use": "bris_de_glace",
                     "justification": ctx.justification,
                 }),
-                now,
-            );
+            ));
         }
-        Ok(LoginResult {
-            assertion_id: issued.id.clone(),
-            idnat_ps: subject.idnat_ps,
-            name: subject.display_name,
-            not_on_or_after: crate::xua::unix(issued.not_on_or_after),
-            assertion,
+        Ok((
+            LoginResult {
+                assertion_id: issued.id.clone(),
+                idnat_ps: subject.idnat_ps,
+                name: subject.display_name,
+                not_on_or_after: crate::xua::unix(issued.not_on_or_after),
+                assertion,
+            },
+            records,
+        ))
+    }
+
+    /// Commits `records` durably in one batch; an error is a 503 for the caller (nothing that
+    /// needed them may leave).
+    fn commit(&self, records: Vec<AuditRecord>) -> Result<(), CaError> {
+        let mut batch = WriteBatch::new();
+        for r in records {
+            batch.push(WriteOp::AppendAudit(r));
+        }
+        self.ca.store().commit(batch).map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "cannot audit a login: refused with 503, no assertion");
+            CaError::Unavailable(
+                "the login could not be audited, so no assertion was issued; try again later"
+                    .into(),
+            )
         })
     }
 
-    fn outcome(
+    /// Steps 4 and 5 for an identified professional: a durable `login` record in every case
+    /// (with the assertion's records on success), committed before anything is answered.
+    fn identified(
         &self,
-        r: Result<LoginResult, Result<LoginRefusal, CaError>>,
+        who: &Identified,
+        der: &[u8],
+        ctx: &LoginContext,
         mode: &str,
-        cert_subject: Option<String>,
+        source: IpAddr,
         now: SystemTime,
     ) -> Result<Result<LoginResult, LoginRefusal>, CaError> {
+        let r = self
+            .check_status(who, der, now)
+            .map_err(Ok)
+            .and_then(|()| self.issue(who, ctx, mode, now));
+        let login_record = |outcome: &str, detail: serde_json::Value| AuditRecord {
+            time: crate::xua::unix(now),
+            kind: "login".into(),
+            actor: format!("professional:{}", who.idnat_ps),
+            outcome: outcome.into(),
+            detail,
+        };
         match r {
-            Ok(ok) => {
-                self.audit(
-                    "login",
+            Ok((ok, records)) => {
+                let mut all = vec![login_record(
                     "success",
-                    serde_json::json!({ "idnat_ps": ok.idnat_ps, "mode": mode }),
-                    now,
-                );
+                    serde_json::json!({
+                        "idnat_ps": ok.idnat_ps,
+                        "mode": mode,
+                        "assertion_id": ok.assertion_id,
+                        "source": source.to_string(),
+                    }),
+                )];
+                all.extend(records);
+                self.commit(all)?;
                 Ok(Ok(ok))
             }
             Err(Ok(refusal)) => {
-                self.audit(
-                    "login",
+                self.commit(vec![login_record(
                     "failure",
-                    serde_json::json!({ "mode": mode, "certificate": cert_subject, "code": refusal.code, "reason": refusal.message }),
-                    now,
-                );
+                    serde_json::json!({
+                        "idnat_ps": who.idnat_ps,
+                        "mode": mode,
+                        "certificate": who.parsed.subject.to_string(),
+                        "code": refusal.code,
+                        "reason": refusal.message,
+                        "source": source.to_string(),
+                    }),
+                )])?;
                 Ok(Err(refusal))
             }
             Err(Err(e)) => Err(e),
         }
     }
 
-    /// Card login: the challenge signed by the card.
+    /// Step 3 onwards of a card login, after [`redeem`](LoginService::redeem) (blocking: store
+    /// reads and writes, the seal signature).
     pub fn login(
         &self,
-        challenge_id: &str,
+        redeemed: &Redeemed,
         certificate_der: &[u8],
         signature: &[u8],
         ctx: &LoginContext,
+        source: IpAddr,
         now: SystemTime,
     ) -> Result<Result<LoginResult, LoginRefusal>, CaError> {
-        let mut subject_name = None;
-        let r = (|| {
-            // Consumed by the first attempt, whatever its outcome.
-            let challenge = self.challenges.lock().remove(challenge_id);
-            let Some(challenge) = challenge else {
-                return Err(Ok(LoginRefusal {
-                    code: "unknown_challenge",
-                    message: "unknown or already used challenge: ask for a new one".into(),
-                }));
-            };
-            if challenge.expires <= now {
-                return Err(Ok(LoginRefusal {
-                    code: "expired_challenge",
-                    message: "the challenge has expired: ask for a new one".into(),
-                }));
+        let who = match self.authenticate(redeemed, certificate_der, signature) {
+            Ok(who) => who,
+            Err(refusal) => {
+                self.refused(source, &refusal, now);
+                return Ok(Err(refusal));
             }
-            let _ = &challenge.audience;
-            let (ca, parsed) = self.check_certificate(certificate_der, now).map_err(Ok)?;
-            subject_name = Some(parsed.subject.to_string());
-            let alg = match cps_pki::check_public_key(&parsed.spki, &cps_pki::KeyPolicy::default())
-                .map(|k| k.kind)
-            {
-                Ok(cps_pki::KeyKind::EcP256) => SignatureAlgorithm::EcdsaSha256,
-                Ok(cps_pki::KeyKind::EcP384) => SignatureAlgorithm::EcdsaSha384,
-                _ => SignatureAlgorithm::RsaPkcs1Sha256,
-            };
-            if cps_hsm::verify_signature(
-                &parsed.spki,
-                alg,
-                &challenge.nonce,
-                signature,
-                SigFormat::Der,
-            )
-            .is_err()
-            {
-                return Err(Ok(LoginRefusal {
-                    code: "bad_signature",
-                    message: "the signature does not verify over the challenge with this certificate's key".into(),
-                }));
-            }
-            self.finish(&ca, &parsed, ctx, AUTHN_SMARTCARD_PKI, now)
-        })();
-        self.outcome(r, "card", subject_name, now)
+        };
+        self.identified(&who, certificate_der, ctx, AUTHN_SMARTCARD_PKI, source, now)
     }
 
-    /// Login by TLS client authentication with the card's certificate (already verified in the
-    /// handshake; checked again here for its profile and live status).
+    /// Login by TLS client authentication with the card's certificate (verified in the
+    /// handshake, which proved possession of its key; checked again here for its profile and
+    /// live status).
     pub fn login_tls(
         &self,
         certificate_der: &[u8],
         ctx: &LoginContext,
+        source: IpAddr,
         now: SystemTime,
     ) -> Result<Result<LoginResult, LoginRefusal>, CaError> {
-        let mut subject_name = None;
-        let r = (|| {
-            let (ca, parsed) = self.check_certificate(certificate_der, now).map_err(Ok)?;
-            subject_name = Some(parsed.subject.to_string());
-            self.finish(&ca, &parsed, ctx, AUTHN_TLS_CLIENT, now)
-        })();
-        self.outcome(r, "tls", subject_name, now)
+        let who = match self.issuer_of(certificate_der) {
+            Ok(who) => who,
+            // The handshake accepted it, so this is not expected: refused, and counted.
+            Err(refusal) => {
+                self.refused(source, &refusal, now);
+                return Ok(Err(refusal));
+            }
+        };
+        self.identified(&who, certificate_der, ctx, AUTHN_TLS_CLIENT, source, now)
     }
 }

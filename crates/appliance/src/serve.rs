@@ -79,12 +79,20 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         Ok(report) => tracing::info!(?report, "interrupted enrolments recovered"),
         Err(e) => tracing::error!(error = %e, "recovering interrupted enrolments failed"),
     }
+    // The challenge MAC key is derived once from a non-extractable HSM secret (every node
+    // sharing the HSM derives the same one); challenges are bound to the seal certificate.
+    let challenges = crate::challenge::Challenges::derive(
+        &crate::login::challenge_key(&hsm)?,
+        xua.seal_sha256(),
+        Duration::from_secs(u64::from(config.xua.challenge_seconds)),
+    )?;
     let login = Arc::new(crate::login::LoginService::new(
         ca.clone(),
         xua.clone(),
         Arc::new(crate::enrolment::EnrolDirectory(cards.clone())),
-        Duration::from_secs(u64::from(config.xua.challenge_seconds)),
+        challenges,
         config.xua.homologation.clone(),
+        Arc::new(crate::refusals::Refusals::new(crate::login::REFUSED_KIND)),
     ));
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
@@ -703,6 +711,12 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         .as_bytes(),
     );
     let crl_task = tokio::spawn(refresh_crls(state.ca.clone(), state.disk.clone()));
+    // Refused unauthenticated logins: one audit record per source and interval.
+    let login_refusals = state.login.refusals().clone();
+    let refusals_task = login_refusals.clone().spawn_flusher(
+        state.store.clone(),
+        Duration::from_secs(u64::from(config.xua.refusal_audit_seconds)),
+    );
     let tls_task = tokio::spawn(serve_tls(
         https,
         acceptor,
@@ -710,6 +724,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         issuers,
         Limits::from_config(&config.listen),
     ));
+    let state_store = state.store.clone();
     let http_task = tokio::spawn(serve_plain(http, public_router(state)));
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -717,6 +732,14 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     http_task.abort();
     crl_task.abort();
     disk_task.abort();
+    refusals_task.abort();
+    // What the last interval counted is written before the process ends.
+    let store = state_store.clone();
+    match tokio::task::spawn_blocking(move || login_refusals.flush(&*store)).await {
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot audit the last refused logins"),
+        Err(e) => tracing::error!(error = %e, "refusal audit task failed"),
+        Ok(Ok(_)) => {}
+    }
     if let Some(t) = ntp_task {
         t.abort();
     }

@@ -140,6 +140,8 @@ pub struct XuaService {
     /// How long after its validation an assertion ID must still be refused: its whole validity
     /// (at most the configured one) plus the clock skew on both of its ends.
     replay_window: Duration,
+    /// SHA-256 of the seal certificate: the appliance's identity in login challenges.
+    seal_sha256: [u8; 32],
     rng: ring::rand::SystemRandom,
 }
 
@@ -190,6 +192,14 @@ impl XuaService {
         // it (proof of possession), so it is recognised by key, not by a name an operator could
         // copy into a certificate of its own.
         let own_seal_key = key.public_key_der().to_vec();
+        let mut seal_sha256 = [0u8; 32];
+        seal_sha256.copy_from_slice(
+            ring::digest::digest(
+                &ring::digest::SHA256,
+                chain.first().map(Vec::as_slice).unwrap_or_default(),
+            )
+            .as_ref(),
+        );
         let signer: Arc<dyn Signer> = Arc::new(GatedSigner::new(Arc::new(key), clock));
         let flavour = match (x.flavour.as_str(), &x.audience) {
             ("ihe", Some(a)) => Flavour::IheGeneric {
@@ -271,6 +281,7 @@ impl XuaService {
             validator,
             replay,
             replay_window: validity + 2 * skew,
+            seal_sha256,
             rng: ring::rand::SystemRandom::new(),
         })
     }
@@ -282,7 +293,14 @@ impl XuaService {
         remember_validated(log, &*self.replay, self.replay_window, now)
     }
 
-    /// Issue and sign an assertion (refused while the clock is not trusted).
+    /// SHA-256 of the seal certificate (DER): the identity login signatures are bound to. Every
+    /// node holding the same seal has the same one; another service does not.
+    pub fn seal_sha256(&self) -> [u8; 32] {
+        self.seal_sha256
+    }
+
+    /// Issue and sign an assertion (refused while the clock is not trusted). The caller hands
+    /// it out only once its audit records are durable (see `crate::login`).
     pub fn issue(&self, claims: &VihfClaims, now: SystemTime) -> Result<IssuedAssertion, CaError> {
         use ring::rand::SecureRandom;
         let mut id = [0u8; 16];

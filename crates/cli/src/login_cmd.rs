@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::{Args, Subcommand};
+use cps_appliance::challenge;
+use cps_appliance::login::LoginContext;
 use cps_card::{KeyAlgorithm, Pcsc, Piv, Slot};
 
 use crate::client::ApiClient;
@@ -86,27 +88,52 @@ pub fn login(api: &ApiClient, args: LoginArgs) -> CliResult {
         _ => return Err((EXIT_REFUSED, "unsupported card key".to_string())),
     };
     let b64 = base64::engine::general_purpose::STANDARD;
+    // The context goes with the challenge request (the appliance binds the challenge and the
+    // bytes the card signs to it) and again with the login.
+    let context = LoginContext {
+        patient_ins: args.patient_ins.clone(),
+        purpose_of_use: Some(args.purpose.clone()),
+        justification: args.justification.clone(),
+        structure_id: args.structure_id.clone(),
+        software_name: Some("cps-trust login".into()),
+        software_version: Some(env!("CARGO_PKG_VERSION").into()),
+        soap: args.soap,
+        ..LoginContext::default()
+    };
     let ch = api
-        .post("/api/v1/login/challenge", &serde_json::json!({}))
+        .post(
+            "/api/v1/login/challenge",
+            &serde_json::json!({ "context": context }),
+        )
         .map_err(fail)?;
-    let nonce = b64
+    let to_sign = b64
         .decode(ch["challenge"].as_str().unwrap_or_default())
         .map_err(|_| fail("the appliance sent a malformed challenge"))?;
-    let signature = piv.sign_challenge(&pin, alg, &nonce).map_err(card_error)?;
+    // Sign only a login message for the context asked for, never arbitrary bytes.
+    let audience = ch["audience"].as_str().unwrap_or_default();
+    match challenge::parse_message(&to_sign) {
+        Some(m) if m.context_sha256 == challenge::context_sha256(audience, &context) => {}
+        Some(_) => {
+            return Err(fail(
+                "the appliance's challenge is bound to another login context: not signed",
+            ));
+        }
+        None => {
+            return Err(fail(format!(
+                "the appliance's challenge is not a '{}' message: not signed",
+                challenge::MESSAGE_FORMAT
+            )));
+        }
+    }
+    let signature = piv
+        .sign_challenge(&pin, alg, &to_sign)
+        .map_err(card_error)?;
     let _ = piv.logout();
     let body = serde_json::json!({
         "challenge_id": ch["challenge_id"],
         "certificate": b64.encode(&cert),
         "signature": b64.encode(&signature),
-        "context": {
-            "patient_ins": args.patient_ins,
-            "purpose_of_use": args.purpose,
-            "justification": args.justification,
-            "structure_id": args.structure_id,
-            "software_name": "cps-trust login",
-            "software_version": env!("CARGO_PKG_VERSION"),
-            "soap": args.soap,
-        },
+        "context": context,
     });
     let r = api
         .post("/api/v1/login", &body)
