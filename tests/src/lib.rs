@@ -5,6 +5,7 @@
 //! it (`scripts/install-deps.sh`).
 
 pub mod pcsc;
+pub mod pkilint;
 pub mod rsyslog;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use cps_trust_tests::pkilint::Linter;
 use cps_trust_tests::*;
 
 fn serial_of(pem: &std::path::Path) -> String {
@@ -266,18 +267,7 @@ fn revocation_reaches_the_crl_and_openssl() {
     let t = text(&parsed.stdout);
     assert!(t.contains("Key Compromise") && t.contains(&victim), "{t}");
     for crl in [&personnes, &root, &organisations] {
-        let out = Command::new(peer("lint_crl"))
-            .args(["lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING"])
-            .arg(crl)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && text(&out.stdout).trim().is_empty(),
-            "pkilint on {}: {}{}",
-            crl.display(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        pkilint::assert_clean(Linter::Crl, crl);
     }
     // The CRL number grows with each new CRL.
     let n = |p: &std::path::Path| {
@@ -439,17 +429,7 @@ fn ocsp_good_then_revoked_immediately() {
         t.contains("Response verify OK") && t.contains(": good"),
         "{t}"
     );
-    let lint = Command::new(peer("lint_ocsp_response"))
-        .args(["lint", "-s", "WARNING"])
-        .arg(&resp_path)
-        .output()
-        .unwrap();
-    assert!(
-        lint.status.success() && text(&lint.stdout).trim().is_empty(),
-        "pkilint: {}{}",
-        text(&lint.stdout),
-        text(&lint.stderr)
-    );
+    pkilint::assert_clean(Linter::OcspResponse, &resp_path);
 
     // Revoke: the very next query says revoked, with the reason.
     let serial = serial_of(&ee);
@@ -476,17 +456,7 @@ fn ocsp_good_then_revoked_immediately() {
     let (code, resp) = curl(&[&format!("http://{}/ocsp/{enc}", app.http)]);
     assert_eq!(code, 200);
     std::fs::write(&resp_path, &resp).unwrap();
-    let lint = Command::new(peer("lint_ocsp_response"))
-        .args(["lint", "-s", "WARNING"])
-        .arg(&resp_path)
-        .output()
-        .unwrap();
-    assert!(
-        lint.status.success() && text(&lint.stdout).trim().is_empty(),
-        "pkilint: {}{}",
-        text(&lint.stdout),
-        text(&lint.stderr)
-    );
+    pkilint::assert_clean(Linter::OcspResponse, &resp_path);
 
     // The revoked key is blocked for ever: a new CSR with the same key is refused.
     let again = home.cps(&[
@@ -601,18 +571,7 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
         assert_success(&v, &format!("explicit policy {profile}"));
     }
     for (pem, ca) in &issued {
-        let lint = Command::new(peer("lint_pkix_cert"))
-            .args(["lint", "-s", "WARNING"])
-            .arg(pem)
-            .output()
-            .unwrap();
-        assert!(
-            lint.status.success() && text(&lint.stdout).trim().is_empty(),
-            "pkilint {}: {}{}",
-            pem.display(),
-            text(&lint.stdout),
-            text(&lint.stderr)
-        );
+        pkilint::assert_clean(Linter::Certificate, pem);
         let v = Command::new(peer("openssl"))
             .args(["verify", "-CAfile"])
             .arg(home.join("ca/root.pem"))
