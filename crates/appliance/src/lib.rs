@@ -6,6 +6,7 @@ pub mod api_enrol;
 pub mod api_xua;
 pub mod audit;
 pub mod ca;
+pub mod caller;
 pub mod cards;
 pub mod ceremony;
 pub mod clock;

@@ -52,7 +52,7 @@ use axum::routing::{get, post};
 use cps_enrol::{CardService, EnrolError};
 use parking_lot::Mutex;
 
-use crate::api::{ApiState, ClientCert};
+use crate::api::ApiState;
 use crate::operators::Operator;
 use html::{Page, Tone};
 
@@ -290,17 +290,13 @@ impl FromRequestParts<ApiState> for Ctx {
                 "Present an operator certificate (mutual TLS) to use the console.",
             )
         })?;
-        let cert = parts
-            .extensions
-            .get::<ClientCert>()
-            .and_then(|c| c.0.clone())
-            .ok_or_else(|| {
-                ConsoleError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Sign-in required",
-                    "Present an operator certificate (mutual TLS) to use the console.",
-                )
-            })?;
+        let cert = crate::caller::client_cert_der(&parts.extensions).ok_or_else(|| {
+            ConsoleError::new(
+                StatusCode::UNAUTHORIZED,
+                "Sign-in required",
+                "Present an operator certificate (mutual TLS) to use the console.",
+            )
+        })?;
         let console = parts
             .extensions
             .get::<Arc<Console>>()
@@ -414,6 +410,11 @@ impl Ctx {
         format!("operator:{}", self.op.name)
     }
 
+    /// The operator's certificate, as what one-time secrets are bound to.
+    pub fn caller(&self) -> crate::caller::CertFingerprint {
+        crate::caller::CertFingerprint(self.fingerprint)
+    }
+
     /// An error page for this operator.
     pub fn error(&self, e: impl Into<ConsoleError>) -> ConsoleError {
         e.into().with_operator(&self.op)
@@ -488,7 +489,7 @@ async fn asset_js() -> Response {
         .into_response()
 }
 
-/// The console's routes. They expect the [`Operator`] and [`ClientCert`] request extensions:
+/// The console's routes. They expect the [`Operator`] and [`crate::api::ClientCert`] request extensions:
 /// merge them into the authenticated part of [`crate::api::router`].
 pub fn router() -> Router<ApiState> {
     let console = Arc::new(Console::new());
