@@ -706,6 +706,24 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
     assert!(a.body.contains("changed by someone else"), "{}", a.body);
     let status_path = format!("/console/professionals/{HOSTILE_IDNAT}/status");
     let token = officer.token(&format!("/console/professionals/{HOSTILE_IDNAT}"));
+    // Its activity's structure identifier is the Annuaire Santé's technical one, which a login
+    // assertion cannot carry: the form refuses it and says why, and starts no job.
+    let a = officer.post(
+        &format!("/console/professionals/{HOSTILE_IDNAT}/enrol"),
+        &[
+            ("csrf", &token),
+            ("structure_id", "F340785161"),
+            ("reader", &reader1),
+        ],
+        &[],
+    );
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert!(
+        a.body.contains("cannot be used for card login")
+            && a.body.contains("unknown type prefix &#39;F&#39;"),
+        "{}",
+        a.body
+    );
     let a = officer.post(&status_path, &[("csrf", &token), ("status", "left")], &[]);
     assert_eq!(a.code, 422, "{}", a.body);
     let a = officer.post(

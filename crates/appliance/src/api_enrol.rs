@@ -41,6 +41,7 @@ impl From<EnrolError> for ApiError {
             EnrolError::ProfessionalExists(_) | EnrolError::Stale(_) => StatusCode::CONFLICT,
             EnrolError::Invalid(_)
             | EnrolError::UnknownActivity { .. }
+            | EnrolError::ActivityNotForLogin { .. }
             | EnrolError::ProfessionalNotActive { .. }
             | EnrolError::CardStatus { .. }
             | EnrolError::CardNotBlank(_)

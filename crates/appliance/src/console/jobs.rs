@@ -262,6 +262,12 @@ pub(crate) async fn enrol(
             "{} has no activity at structure '{s}'.",
             full_name(&p)
         )),
+        (Some(s), _) if cps_enrol::codes::structure_login_problem(s).is_some() => Some(format!(
+            "The activity at structure '{s}' cannot be used for card login: '{s}' is not a \
+             struct_IdNat ({}). Register the activity under the structure's struct_IdNat \
+             (e.g. 1 + FINESS) first.",
+            cps_enrol::codes::structure_login_problem(s).unwrap_or_default()
+        )),
         (Some(s), _) => replaces.and_then(|r| match list.iter().find(|c| c.serial == r) {
             None => Some(format!("Card {r} is not one of this professional's cards.")),
             Some(c) if c.structure_id != s => Some(format!(

@@ -187,6 +187,7 @@ impl From<EnrolError> for ConsoleError {
             }
             EnrolError::Invalid(_)
             | EnrolError::UnknownActivity { .. }
+            | EnrolError::ActivityNotForLogin { .. }
             | EnrolError::ProfessionalNotActive { .. }
             | EnrolError::CardStatus { .. }
             | EnrolError::CardNotBlank(_)
