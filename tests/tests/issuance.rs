@@ -313,7 +313,7 @@ fn one_time_pin_and_puk_go_only_to_the_enrolling_certificate() {
     let card_file = dir.join("card.json");
     blank_card(&card_file);
     let _sim = stack.simulator(&[(0, &card_file)], &[]);
-    let (home, _app) =
+    let (home, app) =
         Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
     assert_success(
         &home.cps(&[
@@ -327,7 +327,7 @@ fn one_time_pin_and_puk_go_only_to_the_enrolling_certificate() {
         let out = home.cps(&["operator", "add", "--name", name, "--role", role]);
         assert_success(&out, &format!("operator add {name}"));
     }
-    let base = format!("https://{}", _app.https);
+    let base = format!("https://{}", app.https);
     let root = home.join("ca/root.pem");
     let call = |cert: &Path, key: &Path, method: &str, path: &str, body: Option<&str>| {
         let mut args = vec![
