@@ -37,36 +37,9 @@ fn operator_curl_with(
     body: Option<&str>,
     extra: &[&str],
 ) -> (u16, String) {
-    let url = format!("https://{}{path}", app.https);
-    let cacert = home.join("ca/root.pem");
     let cert = home.join("operator/admin-cert.pem");
     let key = home.join("operator/admin-key.pem");
-    let mut args: Vec<String> = vec![
-        "--cacert".into(),
-        cacert.display().to_string(),
-        "--cert".into(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-        "-X".into(),
-        method.into(),
-    ];
-    let dir = tempfile::tempdir().unwrap();
-    if let Some(b) = body {
-        let f = dir.path().join("body.json");
-        std::fs::write(&f, b).unwrap();
-        args.extend([
-            "-H".into(),
-            "Content-Type: application/json".into(),
-            "--data-binary".into(),
-            format!("@{}", f.display()),
-        ]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push(url);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, body) = curl(&refs);
-    (code, text(&body))
+    curl_mtls(home, app, (&cert, &key), method, path, body, extra)
 }
 
 /// No client certificate: 401. The operator: 200. Bad input: precise 4xx, nothing changed.

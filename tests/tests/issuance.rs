@@ -327,29 +327,11 @@ fn one_time_pin_and_puk_go_only_to_the_enrolling_certificate() {
         let out = home.cps(&["operator", "add", "--name", name, "--role", role]);
         assert_success(&out, &format!("operator add {name}"));
     }
-    let base = format!("https://{}", app.https);
-    let root = home.join("ca/root.pem");
     let call = |cert: &Path, key: &Path, method: &str, path: &str, body: Option<&str>| {
-        let mut args = vec![
-            "--cacert".to_string(),
-            root.display().to_string(),
-            "--cert".into(),
-            cert.display().to_string(),
-            "--key".into(),
-            key.display().to_string(),
-            "-X".into(),
-            method.into(),
-        ];
-        if let Some(b) = body {
-            args.extend(["-H".into(), "Content-Type: application/json".into()]);
-            args.extend(["-d".into(), b.into()]);
-        }
-        args.push(format!("{base}{path}"));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, body) = curl(&refs);
+        let (code, body) = curl_mtls(&home, &app, (cert, key), method, path, body, &[]);
         (
             code,
-            serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
         )
     };
     let cred = |name: &str| {

@@ -369,20 +369,15 @@ fn pkilint_gate_reports_known_defects_and_ignores_stderr_noise() {
     );
     // One made by openssl: serial 0, keyCertSign on an end entity, key usage not critical.
     let defect = d.join("defect.pem");
+    let defect_key = ec_key_file(d, "defect", "P-256");
+    let (key, out) = (defect_key.to_str().unwrap(), defect.to_str().unwrap());
     openssl(&[
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        d.join("defect.key").to_str().unwrap(),
+        "-key",
+        key,
         "-out",
-        defect.to_str().unwrap(),
-        "-days",
-        "30",
+        out,
         "-subj",
         "/CN=defect",
         "-set_serial",
