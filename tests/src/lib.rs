@@ -128,6 +128,13 @@ impl Home {
         self.command(args).output().expect("run cps-trust")
     }
 
+    /// `cps-trust cert revoke --ca CA --serial SERIAL --reason REASON` (admin credential).
+    pub fn revoke(&self, ca: &str, serial: &str, reason: &str) -> Output {
+        self.cps(&[
+            "cert", "revoke", "--ca", ca, "--serial", serial, "--reason", reason,
+        ])
+    }
+
     pub fn softhsm_conf(&self) -> PathBuf {
         self.join("softhsm2.conf")
     }

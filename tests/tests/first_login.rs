@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::{PcscStack, appliance_with_blank_card};
 use cps_trust_tests::*;
 
 const IDNAT: &str = "810002813839";
@@ -81,12 +81,7 @@ fn the_readme_first_login_walk_through_works() {
     }
 
     // What ./scripts/run.sh leaves running: the appliance and a blank card in slot 0.
-    let stack = PcscStack::start("first-login");
-    let card = stack.dir.path().join("card0.json");
-    blank_card(&card);
-    let _sim = stack.simulator(&[(0, &card)], &[]);
-    let (home, _app) =
-        Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
+    let (stack, _sim, home, _app) = appliance_with_blank_card("first-login");
     let work = tempfile::tempdir().unwrap();
     let repo = work.path();
     link(&home.path, &repo.join(".home"));

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::{PcscStack, appliance_with_blank_card, blank_card};
 use cps_trust_tests::*;
 
 const IDNAT: &str = "810002813839";
@@ -308,13 +308,8 @@ fn enrol_use_log_in_and_oppose_a_card() {
 /// hold: names are unique only among valid certificates).
 #[test]
 fn one_time_pin_and_puk_go_only_to_the_enrolling_certificate() {
-    let stack = PcscStack::start("secrets");
+    let (stack, _sim, home, app) = appliance_with_blank_card("secrets");
     let dir = stack.dir.path().to_path_buf();
-    let card_file = dir.join("card.json");
-    blank_card(&card_file);
-    let _sim = stack.simulator(&[(0, &card_file)], &[]);
-    let (home, app) =
-        Appliance::fresh_in(Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket));
     assert_success(
         &home.cps(&[
             "professional",
@@ -383,16 +378,7 @@ fn one_time_pin_and_puk_go_only_to_the_enrolling_certificate() {
     };
     let officer_serial = serial_of(&officer_cert);
     let revoke = |reason: &str| {
-        let out = home.cps(&[
-            "cert",
-            "revoke",
-            "--ca",
-            "organisations",
-            "--serial",
-            &officer_serial,
-            "--reason",
-            reason,
-        ]);
+        let out = home.revoke("organisations", &officer_serial, reason);
         assert_success(&out, &format!("cert revoke --reason {reason}"));
     };
     revoke("certificateHold");

@@ -341,15 +341,19 @@ mod tests {
         }
     }
 
-    /// A finished enrolment job of `owner` holding `s`, as the enrolment thread leaves it.
-    fn finished(jobs: &Jobs, actor: &str, owner: CertFingerprint, s: InitialSecrets) -> String {
-        let id = jobs.create("enrol", actor, owner);
+    /// A finished enrolment job started by the officer's certificate and holding `pin` / `puk`,
+    /// as the enrolment thread leaves it: (jobs, the officer's fingerprint, job id).
+    fn finished(pin: &str, puk: &str) -> (Jobs, CertFingerprint, String) {
+        let jobs = Jobs::default();
+        let officer = CertFingerprint::of(b"officer certificate");
+        let id = jobs.create("enrol", "operator:officer", officer);
+        let s = secrets(pin, puk);
         jobs.update(&id, |j| {
             j.view.status = "done".into();
             j.view.secrets_held = true;
             j.secrets = Some(s);
         });
-        id
+        (jobs, officer, id)
     }
 
     async fn body_bytes(b: Body) -> Vec<u8> {
@@ -359,17 +363,10 @@ mod tests {
 
     #[test]
     fn only_the_starting_certificate_takes_the_secrets_and_only_once() {
-        let jobs = Jobs::default();
-        let officer = CertFingerprint::of(b"officer certificate");
+        let (jobs, officer, id) = finished("314159", "27182818");
         // Another certificate of an operator with the same name and roles (re-issued, or a
         // second credential): the name is not what the secrets are bound to.
         let same_name = CertFingerprint::of(b"another certificate named officer");
-        let id = finished(
-            &jobs,
-            "operator:officer",
-            officer,
-            secrets("314159", "27182818"),
-        );
         let seen = jobs.peek(&id).unwrap();
         assert!(seen.secrets_held);
         assert_eq!(seen.actor, "operator:officer");
@@ -397,14 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_json_answer_carries_the_secrets_once_and_null_otherwise() {
-        let jobs = Jobs::default();
-        let owner = CertFingerprint::of(b"officer");
-        let id = finished(
-            &jobs,
-            "operator:officer",
-            owner,
-            secrets("902741", "55019384"),
-        );
+        let (jobs, owner, id) = finished("902741", "55019384");
         let view = jobs.peek(&id).unwrap();
         let s = jobs.take_secrets(&id, &owner).unwrap();
         let first: serde_json::Value =
