@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cps-trust needs on Debian 12 (root): build dependencies, the embedded HSM
 # (SoftHSM2), the PC/SC stack and the third-party peers the test suite checks against.
-# Idempotent: packages already present are not reinstalled; the Python peers live in .peers/venv.
+# Idempotent: packages already present are not reinstalled; the Python peers live in .peers/venv
+# and the Node ones in .peers/node, both installed from the locks in scripts/peers/.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 peers="$repo/.peers"
@@ -31,19 +32,41 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python peers (pkilint, signxml, ntplib) in a private venv, pinned to the versions the suite is checked with.
-if [ ! -x "$peers/venv/bin/lint_pkix_cert" ]; then
-  echo "==> Python peers into $peers/venv"
+# The Python and Node peers are installed from locks that pin the whole dependency tree with
+# hashes (scripts/peers/: requirements.lock, package.json + package-lock.json). A stamp inside
+# .peers/ records which lock (and which interpreter) an environment was built from: when either
+# changes the environment is rebuilt from scratch, so an old .peers/ cannot hide a lock change.
+locks="$repo/scripts/peers"
+stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# Python peers (pkilint, signxml, ntplib) in a private venv.
+py_want="lock $(stamp_of "$locks/requirements.lock") python $(python3 -c 'import os, sys; print(os.path.realpath(sys.executable), sys.version.split()[0])')"
+py_stamp="$peers/venv/.cps-trust-lock"
+if [ ! -x "$peers/venv/bin/lint_pkix_cert" ] || [ ! -f "$py_stamp" ] || [ "$(cat "$py_stamp")" != "$py_want" ]; then
+  echo "==> Python peers into $peers/venv (from scripts/peers/requirements.lock)"
+  rm -rf "$peers/venv"
   mkdir -p "$peers"
   python3 -m venv "$peers/venv"
-  "$peers/venv/bin/pip" install -q "pkilint==0.13.3" "signxml==5.2.0" "ntplib==0.4.0"
+  # --require-hashes: every package pinned and checked; --no-deps: nothing outside the lock;
+  # --only-binary: wheels only, no build step runs.
+  "$peers/venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps \
+    --only-binary=:all: -r "$locks/requirements.lock"
+  "$peers/venv/bin/pip" check --disable-pip-version-check >/dev/null
+  echo "$py_want" >"$py_stamp"
 fi
 
-# Playwright's driver library (no bundled browser: the tests drive Debian's chromium).
-if [ ! -f "$peers/node/node_modules/playwright-core/package.json" ]; then
-  echo "==> playwright-core into $peers/node"
+# Playwright's driver library (no bundled browser: the tests drive Debian's chromium), with
+# npm ci: exactly package-lock.json, integrity hashes checked, no install scripts.
+node_want="lock $(stamp_of "$locks/package.json" "$locks/package-lock.json") node $(node --version)"
+node_stamp="$peers/node/.cps-trust-lock"
+if [ ! -f "$peers/node/node_modules/playwright-core/package.json" ] || [ ! -f "$node_stamp" ] \
+  || [ "$(cat "$node_stamp")" != "$node_want" ]; then
+  echo "==> Node peers into $peers/node (from scripts/peers/package-lock.json)"
+  rm -rf "$peers/node"
   mkdir -p "$peers/node"
-  (cd "$peers/node" && npm install --silent --no-audit --no-fund "playwright-core@1.49.1" >/dev/null)
+  cp "$locks/package.json" "$locks/package-lock.json" "$peers/node/"
+  (cd "$peers/node" && npm ci --silent --no-audit --no-fund --ignore-scripts >/dev/null)
+  echo "$node_want" >"$node_stamp"
 fi
 
 # Rust toolchain (present on the build machines; installed only if missing).

@@ -6,6 +6,7 @@
 
 pub mod https;
 pub mod pcsc;
+pub mod pkilint;
 pub mod rsyslog;
 
 use std::path::{Path, PathBuf};
@@ -171,6 +172,13 @@ impl Home {
 
     pub fn cps(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run cps-trust")
+    }
+
+    /// `cps-trust cert revoke --ca CA --serial SERIAL --reason REASON` (admin credential).
+    pub fn revoke(&self, ca: &str, serial: &str, reason: &str) -> Output {
+        self.cps(&[
+            "cert", "revoke", "--ca", ca, "--serial", serial, "--reason", reason,
+        ])
     }
 
     pub fn softhsm_conf(&self) -> PathBuf {
@@ -446,6 +454,46 @@ pub fn curl(args: &[&str]) -> (u16, Vec<u8>) {
         .expect("curl");
     let code = text(&out.stdout).trim().parse().unwrap_or(0);
     (code, std::fs::read(&body).unwrap_or_default())
+}
+
+/// `curl` to the appliance's mutual-TLS listener with the client certificate `cert` / `key`
+/// (the appliance's root as trust anchor), a JSON `body` if any and `extra` arguments; returns
+/// (HTTP status, body as text).
+pub fn curl_mtls(
+    home: &Home,
+    app: &Appliance,
+    (cert, key): (&Path, &Path),
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra: &[&str],
+) -> (u16, String) {
+    let mut args: Vec<String> = vec![
+        "--cacert".into(),
+        home.join("ca/root.pem").display().to_string(),
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        "-X".into(),
+        method.into(),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    if let Some(b) = body {
+        let f = dir.path().join("body.json");
+        std::fs::write(&f, b).expect("body file");
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            format!("@{}", f.display()),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(format!("https://{}{path}", app.https));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, body) = curl(&refs);
+    (code, text(&body))
 }
 
 /// A fresh key and CSR made by openssl (`p256`, `rsa1024`, otherwise RSA-2048).

@@ -351,6 +351,21 @@ impl PcscStack {
     }
 }
 
+/// What `scripts/run.sh` leaves running, on a private stack: a blank simulated card in slot 0
+/// (state file `<stack dir>/card0.json`) and a served home that reaches this stack's pcscd.
+pub fn appliance_with_blank_card(
+    label: &str,
+) -> (PcscStack, Simulator, crate::Home, crate::Appliance) {
+    let stack = PcscStack::start(label);
+    let card = stack.dir.path().join("card0.json");
+    blank_card(&card);
+    let sim = stack.simulator(&[(0, &card)], &[]);
+    let (home, app) = crate::Appliance::fresh_in(
+        crate::Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket),
+    );
+    (stack, sim, home, app)
+}
+
 /// A blank card state file (`firmware-sim init`).
 pub fn blank_card(path: &Path) {
     let out = Command::new(firmware_sim_bin())

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cps_trust_tests::pcsc::CardAppliance;
+use cps_trust_tests::pkilint::Linter;
 use cps_trust_tests::*;
 
 fn operator_curl(
@@ -25,36 +26,9 @@ fn operator_curl_with(
     body: Option<&str>,
     extra: &[&str],
 ) -> (u16, String) {
-    let url = format!("https://{}{path}", app.https);
-    let cacert = home.join("ca/root.pem");
     let cert = home.join("operator/admin-cert.pem");
     let key = home.join("operator/admin-key.pem");
-    let mut args: Vec<String> = vec![
-        "--cacert".into(),
-        cacert.display().to_string(),
-        "--cert".into(),
-        cert.display().to_string(),
-        "--key".into(),
-        key.display().to_string(),
-        "-X".into(),
-        method.into(),
-    ];
-    let dir = tempfile::tempdir().unwrap();
-    if let Some(b) = body {
-        let f = dir.path().join("body.json");
-        std::fs::write(&f, b).unwrap();
-        args.extend([
-            "-H".into(),
-            "Content-Type: application/json".into(),
-            "--data-binary".into(),
-            format!("@{}", f.display()),
-        ]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push(url);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, body) = curl(&refs);
-    (code, text(&body))
+    curl_mtls(home, app, (&cert, &key), method, path, body, extra)
 }
 
 /// No client certificate: 401. The operator: 200. Bad input: precise 4xx, nothing changed.
@@ -255,18 +229,7 @@ fn revocation_reaches_the_crl_and_openssl() {
     let t = text(&parsed.stdout);
     assert!(t.contains("Key Compromise") && t.contains(&victim), "{t}");
     for crl in [&personnes, &root, &organisations] {
-        let out = Command::new(peer("lint_crl"))
-            .args(["lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING"])
-            .arg(crl)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && text(&out.stdout).trim().is_empty(),
-            "pkilint on {}: {}{}",
-            crl.display(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        pkilint::assert_clean(Linter::Crl, crl);
     }
     // The CRL number grows with each new CRL.
     let n = |p: &std::path::Path| {
@@ -425,17 +388,7 @@ fn ocsp_good_then_revoked_immediately() {
         t.contains("Response verify OK") && t.contains(": good"),
         "{t}"
     );
-    let lint = Command::new(peer("lint_ocsp_response"))
-        .args(["lint", "-s", "WARNING"])
-        .arg(&resp_path)
-        .output()
-        .unwrap();
-    assert!(
-        lint.status.success() && text(&lint.stdout).trim().is_empty(),
-        "pkilint: {}{}",
-        text(&lint.stdout),
-        text(&lint.stderr)
-    );
+    pkilint::assert_clean(Linter::OcspResponse, &resp_path);
 
     // Revoke: the very next query says revoked, with the reason.
     let serial = serial_of(&ee);
@@ -462,17 +415,7 @@ fn ocsp_good_then_revoked_immediately() {
     let (code, resp) = curl(&[&format!("http://{}/ocsp/{enc}", app.http)]);
     assert_eq!(code, 200);
     std::fs::write(&resp_path, &resp).unwrap();
-    let lint = Command::new(peer("lint_ocsp_response"))
-        .args(["lint", "-s", "WARNING"])
-        .arg(&resp_path)
-        .output()
-        .unwrap();
-    assert!(
-        lint.status.success() && text(&lint.stdout).trim().is_empty(),
-        "pkilint: {}{}",
-        text(&lint.stdout),
-        text(&lint.stderr)
-    );
+    pkilint::assert_clean(Linter::OcspResponse, &resp_path);
 
     // A revoked key is blocked for ever: a new CSR with the same key is refused.
     let csr = openssl_csr(dir.path(), "org", "p256");
@@ -609,18 +552,7 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
         assert_success(&v, &format!("explicit policy {profile}"));
     }
     for (pem, ca) in &issued {
-        let lint = Command::new(peer("lint_pkix_cert"))
-            .args(["lint", "-s", "WARNING"])
-            .arg(pem)
-            .output()
-            .unwrap();
-        assert!(
-            lint.status.success() && text(&lint.stdout).trim().is_empty(),
-            "pkilint {}: {}{}",
-            pem.display(),
-            text(&lint.stdout),
-            text(&lint.stderr)
-        );
+        pkilint::assert_clean(Linter::Certificate, pem);
         let v = Command::new(peer("openssl"))
             .args(["verify", "-CAfile"])
             .arg(home.join("ca/root.pem"))

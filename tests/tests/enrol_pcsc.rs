@@ -77,7 +77,7 @@ fn enrol_child() {
             &mut piv,
             &EnrolRequest {
                 idnat_ps: IDNAT.into(),
-                structure_id: "F340785161".into(),
+                structure_id: "1340785161".into(),
                 replaces: None,
             },
             "officer:test",

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
+use cps_trust_tests::pkilint::Linter;
 use cps_trust_tests::*;
 
 const HIERARCHY: [&str; 5] = [
@@ -175,19 +176,7 @@ fn pkilint_reports_nothing_for_the_hierarchy() {
         pems.push(leaf);
     }
     for pem in pems {
-        let id = pem.display().to_string();
-        let out = Command::new(peer("lint_pkix_cert"))
-            .args(["lint", "-s", "WARNING"])
-            .arg(&pem)
-            .output()
-            .expect("pkilint");
-        assert!(
-            out.status.success() && text(&out.stdout).trim().is_empty(),
-            "pkilint findings for {id} (rc {:?}):\n{}{}",
-            out.status.code(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        pkilint::assert_clean(Linter::Certificate, &pem);
     }
 }
 

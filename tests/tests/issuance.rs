@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use cps_trust_tests::pcsc::{
-    IDNAT, PcscStack, certificate_pem as cert_pem, enrol_card, registry_csv,
+    IDNAT, PcscStack, STRUCTURE, appliance_with_blank_card, certificate_pem as cert_pem,
+    enrol_card, registry_csv,
 };
 use cps_trust_tests::*;
 
@@ -242,4 +243,127 @@ fn enrol_use_log_in_and_oppose_a_card() {
     assert_eq!(out.matches(": revoked").count(), 2, "{out}");
     let out = home.cps(&["card", "resume", &serial]);
     assert!(!out.status.success(), "an opposed card must not come back");
+}
+
+/// The initial PIN and PUK of an enrolment go to the operator certificate that started it, once:
+/// not to an auditor who follows the job, not to the administrator, and not to another
+/// certificate of an operator with the same name and roles (made while the first one was on
+/// hold: names are unique only among valid certificates).
+#[test]
+fn one_time_pin_and_puk_go_only_to_the_enrolling_certificate() {
+    let (stack, _sim, home, app) = appliance_with_blank_card("secrets");
+    let dir = stack.dir.path().to_path_buf();
+    assert_success(
+        &home.cps(&[
+            "professional",
+            "import",
+            registry_csv(&dir).to_str().unwrap(),
+        ]),
+        "professional import",
+    );
+    for (name, role) in [("officer", "ra-officer"), ("reader", "auditor")] {
+        let out = home.cps(&["operator", "add", "--name", name, "--role", role]);
+        assert_success(&out, &format!("operator add {name}"));
+    }
+    let call = |cert: &Path, key: &Path, method: &str, path: &str, body: Option<&str>| {
+        let (code, body) = curl_mtls(&home, &app, (cert, key), method, path, body, &[]);
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let cred = |name: &str| {
+        (
+            home.join(&format!("operator/{name}-cert.pem")),
+            home.join(&format!("operator/{name}-key.pem")),
+        )
+    };
+    let (officer_cert, officer_key) = cred("officer");
+    let (reader_cert, reader_key) = cred("reader");
+    let (admin_cert, admin_key) = cred("admin");
+
+    // The officer starts the enrolment through the API; the auditor follows it to the end.
+    let (code, started) = call(
+        &officer_cert,
+        &officer_key,
+        "POST",
+        "/api/v1/cards/enrol",
+        Some(
+            &serde_json::json!({
+                "reader": stack.reader(0), "idnat_ps": IDNAT, "structure_id": STRUCTURE,
+            })
+            .to_string(),
+        ),
+    );
+    assert_eq!(code, 202, "{started}");
+    let job = format!("/api/v1/jobs/{}", started["job"].as_str().unwrap());
+    let done = wait_for(
+        "the enrolment job",
+        std::time::Duration::from_secs(90),
+        || {
+            let (code, j) = call(&reader_cert, &reader_key, "GET", &job, None);
+            assert_eq!(code, 200, "{j}");
+            (j["status"] != "running").then_some(j)
+        },
+    );
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(done["secrets"].is_null(), "the auditor got them: {done}");
+    let (_, j) = call(&admin_cert, &admin_key, "GET", &job, None);
+    assert!(j["secrets"].is_null(), "the administrator got them: {j}");
+
+    // A second credential named "officer", with the same role, made while the first is on hold.
+    let serial_of = |pem: &Path| {
+        let o = openssl(&["x509", "-noout", "-serial", "-in", pem.to_str().unwrap()]);
+        text(&o.stdout)
+            .trim()
+            .trim_start_matches("serial=")
+            .to_owned()
+    };
+    let officer_serial = serial_of(&officer_cert);
+    let revoke = |reason: &str| {
+        let out = home.revoke("organisations", &officer_serial, reason);
+        assert_success(&out, &format!("cert revoke --reason {reason}"));
+    };
+    revoke("certificateHold");
+    let csr = openssl_csr(&dir, "officer-twin", "p256");
+    let (code, made) = call(
+        &admin_cert,
+        &admin_key,
+        "POST",
+        "/api/v1/operators",
+        Some(
+            &serde_json::json!({
+                "name": "officer", "roles": ["ra-officer"],
+                "csr": std::fs::read_to_string(&csr).unwrap(),
+            })
+            .to_string(),
+        ),
+    );
+    assert!(code == 200 || code == 201, "{code} {made}");
+    let twin_cert = dir.join("officer-twin.pem");
+    std::fs::write(&twin_cert, made["pem"].as_str().unwrap()).unwrap();
+    let twin_key = dir.join("officer-twin.key");
+    revoke("removeFromCRL");
+    let (code, me) = call(&twin_cert, &twin_key, "GET", "/api/v1/whoami", None);
+    assert_eq!(code, 200, "{me}");
+    let (code, first) = call(&officer_cert, &officer_key, "GET", "/api/v1/whoami", None);
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(me, first, "same name and roles");
+    let (code, j) = call(&twin_cert, &twin_key, "GET", &job, None);
+    assert_eq!(code, 200, "{j}");
+    assert!(
+        j["secrets"].is_null(),
+        "another certificate with the same name got them: {j}"
+    );
+
+    // The certificate that started the enrolment takes them, once; they are the card's.
+    let (code, mine) = call(&officer_cert, &officer_key, "GET", &job, None);
+    assert_eq!(code, 200, "{mine}");
+    let pin = mine["secrets"]["pin"].as_str().expect("the PIN").to_owned();
+    let puk = mine["secrets"]["puk"].as_str().expect("the PUK");
+    assert_eq!((pin.len(), puk.len()), (6, 8), "{mine}");
+    let (_, again) = call(&officer_cert, &officer_key, "GET", &job, None);
+    assert!(again["secrets"].is_null(), "shown twice: {again}");
+    let out = login(&home, &stack.reader(0), &pin, &dir.join("assertion.xml"));
+    assert_success(&out, "login with the PIN handed out");
 }

@@ -6,7 +6,8 @@
 //!   `{ "status": "active|suspended|left" }`;
 //! * `POST /api/v1/professionals/import[?dry_run=true]` (CSV body) → a job;
 //! * `GET /api/v1/readers`; `POST /api/v1/cards/enrol` `{ reader, idnat_ps, structure_id,
-//!   replaces? }` → a job; `GET /api/v1/jobs/{id}` (the initial PIN/PUK appear once);
+//!   replaces? }` → a job; `GET /api/v1/jobs/{id}` (the initial PIN/PUK appear once, to the certificate that started
+//!   the enrolment);
 //! * `GET /api/v1/cards/{serial}`; `POST /api/v1/cards/{serial}/suspend|resume`,
 //!   `/oppose { reason: lost|stolen|destroyed }`, `/renew { reader, pin }`,
 //!   `/unblock { reader, puk, new_pin }`.
@@ -22,6 +23,7 @@ use cps_enrol::{CardService, EnrolError, OppositionReason, ProfessionalData, Pro
 use serde::Deserialize;
 
 use crate::api::{ApiError, ApiState, blocking};
+use crate::caller::CertFingerprint;
 use crate::operators::Operator;
 
 /// Largest registry file accepted by the import route.
@@ -36,6 +38,7 @@ impl From<EnrolError> for ApiError {
             EnrolError::ProfessionalExists(_) | EnrolError::Stale(_) => StatusCode::CONFLICT,
             EnrolError::Invalid(_)
             | EnrolError::UnknownActivity { .. }
+            | EnrolError::ActivityNotForLogin { .. }
             | EnrolError::ProfessionalNotActive { .. }
             | EnrolError::CardStatus { .. }
             | EnrolError::CardNotBlank(_)
@@ -163,32 +166,48 @@ pub struct ImportQuery {
 pub async fn import(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
+    caller: CertFingerprint,
     Query(q): Query<ImportQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cards = cards(&st)?;
     let id = st
         .jobs
-        .start_import(cards, body.to_vec(), q.dry_run, actor(&op));
+        .start_import(cards, body.to_vec(), q.dry_run, actor(&op), caller);
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
 }
 
 pub async fn job(
     State(st): State<ApiState>,
-    Extension(op): Extension<Operator>,
+    caller: CertFingerprint,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let peek = st
+    let view = st
         .jobs
         .peek(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}'")))?;
-    // The initial PIN/PUK go only to whoever started the enrolment.
-    let view = if peek.actor == actor(&op) {
-        st.jobs.take(&id).unwrap_or(peek)
+    // The initial PIN/PUK go only to the certificate that started the enrolment, once it has
+    // finished (a finished job never changes again, so this view and the secrets agree).
+    let secrets = if view.status != "running" && view.secrets_held {
+        st.jobs.take_secrets(&id, &caller)
     } else {
-        peek
+        None
     };
-    Ok(Json(view).into_response())
+    let body = crate::cards::job_json(&view, secrets.as_ref()).map_err(|e| {
+        tracing::error!(error = %e, job = %id, "job answer");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the appliance log)",
+        )
+    })?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 pub async fn readers() -> Result<Response, ApiError> {
@@ -217,6 +236,7 @@ pub struct EnrolBody {
 pub async fn enrol(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
+    caller: CertFingerprint,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cards = cards(&st)?;
@@ -230,6 +250,7 @@ pub async fn enrol(
             replaces: b.replaces,
         },
         actor(&op),
+        caller,
     );
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
 }

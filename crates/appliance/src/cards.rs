@@ -1,15 +1,25 @@
 //! Card issuance work that takes time — enrolling a card in one of the appliance's readers,
 //! importing a registry file — runs as a background job whose progress the console and the CLI
-//! follow. A job's initial PIN and PUK are handed out once: the first read after completion
-//! takes them, and they are then forgotten.
+//! follow.
+//!
+//! An enrolment's initial PIN and PUK are handed out once, and only to the operator
+//! *certificate* that started the enrolment (its SHA-256 fingerprint, not the operator's name:
+//! another certificate never takes them, whatever name or roles it carries). They stay in
+//! [`InitialSecrets`] (zeroed when dropped) from the card service to the one answer that carries
+//! them, and that answer is built in one buffer of its final size that is zeroed once the
+//! response is dropped ([`secret_body`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use cps_card::{Pcsc, Piv};
-use cps_enrol::{CardService, EnrolRequest, ImportOptions, Progress, StepState};
+use cps_enrol::{CardService, EnrolRequest, ImportOptions, InitialSecrets, Progress, StepState};
 use parking_lot::Mutex;
 use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::caller::CertFingerprint;
 
 /// One line of a job's progress.
 #[derive(Debug, Clone, Serialize)]
@@ -37,13 +47,17 @@ pub struct JobView {
     pub progress: Option<(String, usize, usize)>,
     pub error: Option<String>,
     pub result: Option<serde_json::Value>,
-    /// Initial PIN and PUK of an enrolled card: present in exactly one answer.
-    pub secrets: Option<serde_json::Value>,
+    /// The certificate that started the job.
+    #[serde(skip)]
+    pub owner: CertFingerprint,
+    /// Whether the job still holds an initial PIN and PUK for its owner.
+    #[serde(skip)]
+    pub secrets_held: bool,
 }
 
 struct Job {
     view: JobView,
-    secrets: Option<serde_json::Value>,
+    secrets: Option<InitialSecrets>,
 }
 
 /// The jobs of this appliance process (in memory: a restart ends them, and an interrupted
@@ -56,7 +70,7 @@ pub struct Jobs {
 const MAX_JOBS: usize = 1000;
 
 impl Jobs {
-    fn create(&self, kind: &str, actor: &str) -> String {
+    fn create(&self, kind: &str, actor: &str, owner: CertFingerprint) -> String {
         use ring::rand::SecureRandom;
         let mut id = [0u8; 8];
         let _ = ring::rand::SystemRandom::new().fill(&mut id);
@@ -77,7 +91,8 @@ impl Jobs {
                     progress: None,
                     error: None,
                     result: None,
-                    secrets: None,
+                    owner,
+                    secrets_held: false,
                 },
                 secrets: None,
             },
@@ -91,19 +106,22 @@ impl Jobs {
         }
     }
 
-    /// The job; its secrets are moved into this answer if it is the first read after they
-    /// became available.
-    pub fn take(&self, id: &str) -> Option<JobView> {
-        let mut map = self.inner.lock();
-        let job = map.get_mut(id)?;
-        let mut view = job.view.clone();
-        view.secrets = job.secrets.take();
-        Some(view)
-    }
-
-    /// The job without consuming its secrets.
+    /// The job, without its secrets.
     pub fn peek(&self, id: &str) -> Option<JobView> {
         self.inner.lock().get(id).map(|j| j.view.clone())
+    }
+
+    /// Moves the initial PIN and PUK of job `id` out of it, if `caller` is the certificate that
+    /// started it and nobody took them before: after this, the appliance holds them nowhere.
+    pub fn take_secrets(&self, id: &str, caller: &CertFingerprint) -> Option<InitialSecrets> {
+        let mut map = self.inner.lock();
+        let job = map.get_mut(id)?;
+        if job.view.owner != *caller {
+            return None;
+        }
+        let s = job.secrets.take();
+        job.view.secrets_held = false;
+        s
     }
 
     /// Enrol the blank card in `reader` in the background.
@@ -113,8 +131,9 @@ impl Jobs {
         reader: String,
         req: EnrolRequest,
         actor: String,
+        owner: CertFingerprint,
     ) -> String {
-        let id = self.create("enrol", &actor);
+        let id = self.create("enrol", &actor, owner);
         let jobs = self.clone();
         let job = id.clone();
         std::thread::spawn(move || {
@@ -149,9 +168,8 @@ impl Jobs {
                 Ok(o) => {
                     j.view.status = "done".into();
                     j.view.result = serde_json::to_value(&o.card).ok();
-                    j.secrets = o.initial_secrets.map(
-                        |s| serde_json::json!({ "pin": s.pin.as_str(), "puk": s.puk.as_str() }),
-                    );
+                    j.view.secrets_held = o.initial_secrets.is_some();
+                    j.secrets = o.initial_secrets;
                 }
                 Err(e) => {
                     j.view.status = "failed".into();
@@ -169,8 +187,9 @@ impl Jobs {
         csv: Vec<u8>,
         dry_run: bool,
         actor: String,
+        owner: CertFingerprint,
     ) -> String {
-        let id = self.create("import", &actor);
+        let id = self.create("import", &actor, owner);
         let jobs = self.clone();
         let job = id.clone();
         std::thread::spawn(move || {
@@ -211,5 +230,230 @@ impl Jobs {
             });
         });
         id
+    }
+}
+
+/// A response body that carries one-time secrets: `parts` concatenated into one buffer
+/// allocated at its final size (it never grows, so no reallocation leaves a copy behind) and
+/// zeroed when the last reference to it is dropped, i.e. once the connection has written it.
+pub fn secret_body(parts: &[&[u8]]) -> Body {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let mut buf = Zeroizing::new(Vec::with_capacity(len));
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    debug_assert_eq!(buf.len(), len);
+    owned_body(buf)
+}
+
+/// A body over `owner`'s bytes, without copying them; `owner` is dropped with the last of them.
+fn owned_body<T: AsRef<[u8]> + Send + 'static>(owner: T) -> Body {
+    Body::from(Bytes::from_owner(owner))
+}
+
+/// The initial PIN and PUK as they go into an answer: ASCII digits (what the derivation makes),
+/// so that neither JSON nor HTML needs to escape, and so copy, them.
+pub fn secret_digits(s: &InitialSecrets) -> Result<(&[u8], &[u8]), String> {
+    let (pin, puk) = (s.pin.as_bytes(), s.puk.as_bytes());
+    let ok = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+    if ok(pin) && ok(puk) {
+        Ok((pin, puk))
+    } else {
+        Err("the initial PIN or PUK is not made of digits".into())
+    }
+}
+
+/// The job as JSON: the [`JobView`] and `"secrets"`, the initial PIN and PUK in the one answer
+/// that carries them (`{"pin": "…", "puk": "…"}`), `null` in every other.
+pub fn job_json(view: &JobView, secrets: Option<&InitialSecrets>) -> Result<Body, String> {
+    let mut head = serde_json::to_vec(view).map_err(|e| format!("job view: {e}"))?;
+    if head.pop() != Some(b'}') {
+        return Err("job view: not a JSON object".into());
+    }
+    match secrets {
+        None => {
+            head.extend_from_slice(b",\"secrets\":null}");
+            Ok(Body::from(head))
+        }
+        Some(s) => {
+            let (pin, puk) = secret_digits(s)?;
+            Ok(secret_body(&[
+                &head,
+                b",\"secrets\":{\"pin\":\"",
+                pin,
+                b"\",\"puk\":\"",
+                puk,
+                b"\"}}",
+            ]))
+        }
+    }
+}
+
+/// Where each of `markers` is in `page` (each exactly once, none overlapping): (offset, index
+/// of the marker), in page order.
+fn slot_positions(page: &str, markers: &[&str]) -> Result<Vec<(usize, usize)>, String> {
+    let mut at = Vec::with_capacity(markers.len());
+    for (k, marker) in markers.iter().enumerate() {
+        let mut found = page.match_indices(marker);
+        match (found.next(), found.next()) {
+            (Some((i, _)), None) => at.push((i, k)),
+            _ => return Err(format!("the page must hold the slot {marker} exactly once")),
+        }
+    }
+    at.sort_unstable();
+    for w in at.windows(2) {
+        if w[0].0 + markers[w[0].1].len() > w[1].0 {
+            return Err("overlapping slots".into());
+        }
+    }
+    Ok(at)
+}
+
+/// Checks that [`fill_slots`] will accept `page` (before the values are taken from anywhere).
+pub fn check_slots(page: &str, markers: &[&str]) -> Result<(), String> {
+    slot_positions(page, markers).map(|_| ())
+}
+
+/// `page` with each slot (a marker that escaped text cannot contain, present exactly once)
+/// replaced by its value, as a [`secret_body`].
+pub fn fill_slots(page: &str, slots: &[(&str, &[u8])]) -> Result<Body, String> {
+    let markers: Vec<&str> = slots.iter().map(|(m, _)| *m).collect();
+    let at = slot_positions(page, &markers)?;
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * at.len() + 1);
+    let mut pos = 0;
+    for (i, k) in at {
+        parts.push(&page.as_bytes()[pos..i]);
+        parts.push(slots[k].1);
+        pos = i + markers[k].len();
+    }
+    parts.push(&page.as_bytes()[pos..]);
+    Ok(secret_body(&parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(pin: &str, puk: &str) -> InitialSecrets {
+        InitialSecrets {
+            pin: Zeroizing::new(pin.into()),
+            puk: Zeroizing::new(puk.into()),
+        }
+    }
+
+    /// A finished enrolment job started by the officer's certificate and holding `pin` / `puk`,
+    /// as the enrolment thread leaves it: (jobs, the officer's fingerprint, job id).
+    fn finished(pin: &str, puk: &str) -> (Jobs, CertFingerprint, String) {
+        let jobs = Jobs::default();
+        let officer = CertFingerprint::of(b"officer certificate");
+        let id = jobs.create("enrol", "operator:officer", officer);
+        let s = secrets(pin, puk);
+        jobs.update(&id, |j| {
+            j.view.status = "done".into();
+            j.view.secrets_held = true;
+            j.secrets = Some(s);
+        });
+        (jobs, officer, id)
+    }
+
+    async fn body_bytes(b: Body) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        b.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[test]
+    fn only_the_starting_certificate_takes_the_secrets_and_only_once() {
+        let (jobs, officer, id) = finished("314159", "27182818");
+        // Another certificate of an operator with the same name and roles (re-issued, or a
+        // second credential): the name is not what the secrets are bound to.
+        let same_name = CertFingerprint::of(b"another certificate named officer");
+        let seen = jobs.peek(&id).unwrap();
+        assert!(seen.secrets_held);
+        assert_eq!(seen.actor, "operator:officer");
+        assert!(jobs.take_secrets(&id, &same_name).is_none());
+        assert!(jobs.take_secrets("no-such-job", &officer).is_none());
+        // Refusing another caller left them in place for the owner.
+        assert!(jobs.peek(&id).unwrap().secrets_held);
+        let s = jobs
+            .take_secrets(&id, &officer)
+            .expect("the owner takes them");
+        assert_eq!((s.pin.as_str(), s.puk.as_str()), ("314159", "27182818"));
+        assert!(!jobs.peek(&id).unwrap().secrets_held);
+        assert!(jobs.take_secrets(&id, &officer).is_none(), "only once");
+        assert!(jobs.take_secrets(&id, &same_name).is_none());
+    }
+
+    #[test]
+    fn an_import_job_has_an_owner_and_no_secrets() {
+        let jobs = Jobs::default();
+        let owner = CertFingerprint::of(b"x");
+        let id = jobs.create("import", "operator:x", owner);
+        assert_eq!(jobs.peek(&id).unwrap().owner, owner);
+        assert!(jobs.take_secrets(&id, &owner).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_json_answer_carries_the_secrets_once_and_null_otherwise() {
+        let (jobs, owner, id) = finished("902741", "55019384");
+        let view = jobs.peek(&id).unwrap();
+        let s = jobs.take_secrets(&id, &owner).unwrap();
+        let first: serde_json::Value =
+            serde_json::from_slice(&body_bytes(job_json(&view, Some(&s)).unwrap()).await).unwrap();
+        assert_eq!(first["secrets"]["pin"], "902741");
+        assert_eq!(first["secrets"]["puk"], "55019384");
+        assert_eq!(first["id"], id.as_str());
+        assert_eq!(first["status"], "done");
+        assert!(first.get("owner").is_none() && first.get("secrets_held").is_none());
+        let again: serde_json::Value =
+            serde_json::from_slice(&body_bytes(job_json(&view, None).unwrap()).await).unwrap();
+        assert!(again["secrets"].is_null());
+        assert_eq!(again["id"], id.as_str());
+        // Anything but digits is refused rather than escaped into the answer.
+        assert!(job_json(&view, Some(&secrets("12\"456", "12345678"))).is_err());
+    }
+
+    #[tokio::test]
+    async fn slots_are_filled_once_each_in_one_buffer() {
+        let page = "<p>PIN <b>@PIN@</b> PUK <b>@PUK@</b></p>";
+        let body = fill_slots(page, &[("@PUK@", b"87654321"), ("@PIN@", b"123987")]).unwrap();
+        assert_eq!(
+            body_bytes(body).await,
+            b"<p>PIN <b>123987</b> PUK <b>87654321</b></p>"
+        );
+        assert!(fill_slots("no slot", &[("@PIN@", b"1")]).is_err());
+        assert!(fill_slots("@PIN@ @PIN@", &[("@PIN@", b"1")]).is_err());
+        assert!(check_slots("@PIN@", &["@PIN@", "PIN@"]).is_err(), "overlap");
+        assert!(check_slots(page, &["@PIN@", "@PUK@"]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_secret_body_is_its_parts_and_its_buffer_is_dropped_with_the_response() {
+        let b = secret_body(&[b"ab", b"", b"cde"]);
+        assert_eq!(body_bytes(b).await, b"abcde");
+        // The owner of the buffer (for secret_body, the Zeroizing<Vec<u8>> that wipes itself) is
+        // dropped when the last piece of the answer is: after the response, not before.
+        struct Probe(Vec<u8>, Arc<std::sync::atomic::AtomicBool>);
+        impl AsRef<[u8]> for Probe {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = owned_body(Probe(b"123456".to_vec(), dropped.clone()));
+        let sent = body_bytes_keep(body).await;
+        assert_eq!(&sent[..], b"123456");
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        drop(sent);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    async fn body_bytes_keep(b: Body) -> Bytes {
+        use http_body_util::BodyExt;
+        b.collect().await.unwrap().to_bytes()
     }
 }

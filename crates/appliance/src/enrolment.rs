@@ -209,6 +209,17 @@ impl Directory for EnrolDirectory {
                 format!("{idnat_ps} has no activity at structure {structure}"),
             )
         })?;
+        // Cards enrolled before enrolment refused such activities, or a structure asked for at
+        // login: say why here rather than fail while building the assertion.
+        if let Some(why) = cps_enrol::codes::structure_login_problem(&activity.structure_id) {
+            return Err(refuse(
+                "activity_not_for_login",
+                format!(
+                    "{idnat_ps}'s activity at structure {} cannot be used for login: not a struct_IdNat ({why})",
+                    activity.structure_id
+                ),
+            ));
+        }
         Ok(LoginSubject {
             idnat_ps: idnat_ps.to_owned(),
             display_name: format!("{}, {}", pro.data.surname, pro.data.given_names),

@@ -7,6 +7,7 @@ pub mod api_xua;
 pub mod audit;
 pub mod authz;
 pub mod ca;
+pub mod caller;
 pub mod cards;
 pub mod ceremony;
 pub mod challenge;

@@ -3,6 +3,7 @@
 //! actionable [`CardError`]s.
 
 use ring::rand::SecureRandom;
+use zeroize::Zeroizing;
 
 use crate::error::{CardError, Result};
 use crate::identity::CpsIdentity;
@@ -234,8 +235,8 @@ pub struct Piv<T: Transport> {
     label: String,
 }
 
-/// Validates and pads a PIN/PUK to the 8-byte PIV format.
-pub fn pad_pin(what: &'static str, pin: &str) -> Result<[u8; 8]> {
+/// Validates and pads a PIN/PUK to the 8-byte PIV format (zeroed when dropped).
+pub fn pad_pin(what: &'static str, pin: &str) -> Result<Zeroizing<[u8; 8]>> {
     let b = pin.as_bytes();
     if b.is_empty() {
         return Err(CardError::InvalidPin { what, why: "empty" });
@@ -252,9 +253,21 @@ pub fn pad_pin(what: &'static str, pin: &str) -> Result<[u8; 8]> {
             why: "digits only",
         });
     }
-    let mut out = [0xFFu8; 8];
+    let mut out = Zeroizing::new([0xFFu8; 8]);
     out[..b.len()].copy_from_slice(b);
     Ok(out)
+}
+
+/// Two padded PINs/PUKs back to back (CHANGE REFERENCE DATA, RESET RETRY COUNTER), zeroed when
+/// dropped.
+fn pin_pair(
+    first: (&'static str, &str),
+    second: (&'static str, &str),
+) -> Result<Zeroizing<Vec<u8>>> {
+    let mut d = Zeroizing::new(Vec::with_capacity(16));
+    d.extend_from_slice(&*pad_pin(first.0, first.1)?);
+    d.extend_from_slice(&*pad_pin(second.0, second.1)?);
+    Ok(d)
 }
 
 impl<T: Transport> Piv<T> {
@@ -462,7 +475,7 @@ impl<T: Transport> Piv<T> {
     /// reports the card's state, which another process may have left verified.
     pub fn verify_pin(&mut self, pin: &str) -> Result<()> {
         let p = pad_pin("PIN", pin)?;
-        let (_, sw) = self.send([0x00, 0x20, 0x00, 0x80], &p, false)?;
+        let (_, sw) = self.send([0x00, 0x20, 0x00, 0x80], &*p, false)?;
         pin_result(sw, false, "VERIFY")
     }
 
@@ -473,23 +486,20 @@ impl<T: Transport> Piv<T> {
     }
 
     pub fn change_pin(&mut self, old: &str, new: &str) -> Result<()> {
-        let mut d = pad_pin("current PIN", old)?.to_vec();
-        d.extend(pad_pin("new PIN", new)?);
+        let d = pin_pair(("current PIN", old), ("new PIN", new))?;
         let (_, sw) = self.send([0x00, 0x24, 0x00, 0x80], &d, false)?;
         pin_result(sw, false, "CHANGE REFERENCE DATA (PIN)")
     }
 
     pub fn change_puk(&mut self, old: &str, new: &str) -> Result<()> {
-        let mut d = pad_pin("current PUK", old)?.to_vec();
-        d.extend(pad_pin("new PUK", new)?);
+        let d = pin_pair(("current PUK", old), ("new PUK", new))?;
         let (_, sw) = self.send([0x00, 0x24, 0x00, 0x81], &d, false)?;
         pin_result(sw, true, "CHANGE REFERENCE DATA (PUK)")
     }
 
     /// Unblocks the PIN with the PUK and sets a new PIN (RESET RETRY COUNTER).
     pub fn unblock_pin(&mut self, puk: &str, new_pin: &str) -> Result<()> {
-        let mut d = pad_pin("PUK", puk)?.to_vec();
-        d.extend(pad_pin("new PIN", new_pin)?);
+        let d = pin_pair(("PUK", puk), ("new PIN", new_pin))?;
         let (_, sw) = self.send([0x00, 0x2C, 0x00, 0x80], &d, false)?;
         pin_result(sw, true, "RESET RETRY COUNTER")
     }
@@ -688,7 +698,8 @@ pub fn transceive<T: Transport + ?Sized>(
     let mut sw = 0x9000;
     for (i, c) in chunks.into_iter().enumerate() {
         let last = i + 1 == n;
-        let mut a = Vec::with_capacity(c.len() + 6);
+        // Command APDUs may carry a PIN or PUK: zeroed when dropped, sized not to grow.
+        let mut a = Zeroizing::new(Vec::with_capacity(c.len() + 6));
         a.push(if last { header[0] } else { header[0] | 0x10 });
         a.extend_from_slice(&header[1..]);
         if !c.is_empty() {

@@ -37,8 +37,10 @@ pub enum CardIssuanceCommand {
     /// Enrol the blank card in one of the appliance's readers for a professional's activity:
     /// keys on the card, two certificates, PIN and PUK (printed once).
     Enroll {
+        /// The appliance's reader holding the blank card (or a unique part of its name);
+        /// default: the only one of its readers that holds a card.
         #[arg(long)]
-        reader: String,
+        reader: Option<String>,
         /// IdNat_PS of the holder.
         #[arg(long)]
         professional: String,
@@ -220,6 +222,30 @@ pub fn professional(api: &ApiClient, cmd: ProfessionalCommand) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The only one of the appliance's readers that holds a card.
+fn the_reader_with_a_card(api: &ApiClient) -> Result<String, (u8, String)> {
+    let list = api.get("/api/v1/readers").map_err(fail)?;
+    let all: Vec<(&str, bool)> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["name"].as_str()?, r["card_present"].as_bool()?)))
+        .collect();
+    let with_card: Vec<&str> = all.iter().filter(|r| r.1).map(|r| r.0).collect();
+    match with_card.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] if all.is_empty() => Err(fail("the appliance has no card reader")),
+        [] => Err(fail(format!(
+            "no reader of the appliance holds a card (readers: {})",
+            all.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
+        ))),
+        many => Err(fail(format!(
+            "several readers hold a card ({}): choose one with --reader",
+            many.join(", ")
+        ))),
+    }
+}
+
 fn line_issue(e: &serde_json::Value) -> String {
     let line = e["line"].as_u64().unwrap_or(0);
     let col = e["column"]
@@ -241,6 +267,10 @@ pub fn card(api: &ApiClient, cmd: CardIssuanceCommand) -> CliResult {
             activity,
             replaces,
         } => {
+            let reader = match reader {
+                Some(r) => r,
+                None => the_reader_with_a_card(api)?,
+            };
             let r = api
                 .post(
                     "/api/v1/cards/enrol",

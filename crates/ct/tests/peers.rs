@@ -153,7 +153,7 @@ fn chronyd_follows_the_real_host_clock_state() {
 fn ntplib(port: u16) -> std::collections::HashMap<String, String> {
     assert!(
         Path::new(PYTHON).exists(),
-        "{PYTHON} missing: create it with `python3 -m venv .peers/venv && .peers/venv/bin/pip install ntplib` (PEERS.md §6)"
+        "{PYTHON} missing: run scripts/install-deps.sh (it installs ntplib from scripts/peers/requirements.lock)"
     );
     // Like any NTP client's clock filter, keep the sample with the smallest round-trip delay
     // out of 5 (a loaded CI machine can delay one exchange by milliseconds).

@@ -77,7 +77,7 @@ impl Env {
                     profession_code: "10".into(),
                     savoir_faire: Some("SM26".into()),
                     activities: vec![Activity {
-                        structure_id: "F340785161".into(),
+                        structure_id: "1340785161".into(),
                         structure_name: "CHU".into(),
                         secteur_activite: "SA01".into(),
                     }],
@@ -101,7 +101,7 @@ impl Env {
                 &mut piv,
                 &EnrolRequest {
                     idnat_ps: idnat,
-                    structure_id: "F340785161".into(),
+                    structure_id: "1340785161".into(),
                     replaces: None,
                 },
                 "bench",

@@ -164,6 +164,19 @@ pub fn structure_id_problem(id: &str) -> Option<&'static str> {
     (!ok).then_some("a structure identifier is 1 to 64 ASCII letters, digits, '-', '/' or '.'")
 }
 
+/// Why the activity at structure `id` cannot be used for card login, or `None` when it can.
+///
+/// A login assertion names the structure in its VIHF `Identifiant_Structure`, which must be a
+/// struct_IdNat: a TRE_G07 type prefix (`0` cabinet ADELI, `1` FINESS, `2` SIREN, `3` SIRET, `4`
+/// cabinet RPPS, `5` FINESS EJ) and the identifier ([`cps_pki::idnat::parse_structure_id`], the
+/// same check the assertion issuer and validator make). The Annuaire Santé's technical
+/// identifiers (`F…`, `S…`, `R…`) are not struct_IdNat and are not mapped (IMPORT_FORMAT.md).
+pub fn structure_login_problem(id: &str) -> Option<String> {
+    cps_pki::idnat::parse_structure_id(id)
+        .err()
+        .map(|e| e.reason.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +200,24 @@ mod tests {
         assert!(structure_id_problem("10B0152872/01").is_none());
         for bad in ["", "a b", "x;y", &"1".repeat(65)] {
             assert!(structure_id_problem(bad).is_some(), "{bad}");
+        }
+        // Accepted in the registry, but not for login: not a struct_IdNat.
+        for (technical, why) in [
+            ("F340785161", "unknown type prefix 'F'"),
+            ("S750012345", "unknown type prefix 'S'"),
+            ("1340785", "must be 9 digits or upper-case letters"),
+            ("31000000000001", "must be 14 digits"),
+        ] {
+            let p = structure_login_problem(technical).unwrap_or_default();
+            assert!(p.contains(why), "{technical}: {p}");
+        }
+        for ok in [
+            "1340785161",
+            "10B0152872",
+            "410002813839001",
+            "369000432100017",
+        ] {
+            assert_eq!(structure_login_problem(ok), None, "{ok}");
         }
     }
 }

@@ -28,6 +28,21 @@ pub enum EnrolError {
         /// The structure asked for.
         structure_id: String,
     },
+    /// The activity exists but its structure identifier cannot appear in a login assertion
+    /// (VIHF `Identifiant_Structure` is a struct_IdNat): a card for it could never log in.
+    #[error(
+        "the activity of '{idnat_ps}' at structure '{structure_id}' cannot be used for card login: \
+         '{structure_id}' is not a struct_IdNat ({reason}); register the activity under the \
+         structure's struct_IdNat (e.g. 1 + FINESS, 3 + SIRET; see IMPORT_FORMAT.md)"
+    )]
+    ActivityNotForLogin {
+        /// The professional.
+        idnat_ps: String,
+        /// The structure asked for.
+        structure_id: String,
+        /// Why it is not a struct_IdNat.
+        reason: String,
+    },
     /// The professional's status forbids the operation.
     #[error("professional '{idnat_ps}' is {status}: {what} needs an active professional")]
     ProfessionalNotActive {

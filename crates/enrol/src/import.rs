@@ -513,6 +513,18 @@ pub fn parse_csv(
             continue;
         }
         let activity = data.activities[0].clone();
+        if let Some(why) = codes::structure_login_problem(&activity.structure_id) {
+            issues.warning(
+                no,
+                Some(columns::STRUCTURE_ID),
+                format!(
+                    "'{}' cannot be used for login: it is not a struct_IdNat ({why}); the \
+                     activity is imported, but no card can be enrolled for it until it is \
+                     registered under the structure's struct_IdNat (e.g. 1 + FINESS)",
+                    shown(&activity.structure_id)
+                ),
+            );
+        }
         match seen.get_mut(&data.idnat_ps) {
             None => {
                 activities += 1;

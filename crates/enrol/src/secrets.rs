@@ -148,20 +148,18 @@ impl CardSecrets {
             input.push(0);
             input.extend_from_slice(&counter.to_be_bytes());
             let mac = Zeroizing::new(self.master.hmac_sha256(&input)?);
-            let d: Vec<u8> = mac
-                .iter()
-                .filter(|b| **b < 250)
-                .map(|b| b % 10)
-                .take(n)
-                .collect();
+            // Every buffer that holds the digits is zeroed when dropped, and sized not to grow.
+            let mut d = Zeroizing::new(Vec::with_capacity(n));
+            d.extend(mac.iter().filter(|b| **b < 250).map(|b| b % 10).take(n));
             if d.len() < n || trivial(&d) {
                 continue;
             }
-            let s: String = d.iter().map(|x| char::from(b'0' + x)).collect();
+            let mut s = Zeroizing::new(String::with_capacity(n));
+            s.extend(d.iter().map(|x| char::from(b'0' + x)));
             if avoid.contains(&s.as_str()) {
                 continue;
             }
-            return Ok(Zeroizing::new(s));
+            return Ok(s);
         }
         Err(EnrolError::Random)
     }

@@ -326,6 +326,14 @@ impl CardService {
                 structure_id: shown(structure),
             });
         }
+        // A card is for logging in: its activity must be one a login assertion can name.
+        if let Some(reason) = crate::codes::structure_login_problem(structure) {
+            return Err(EnrolError::ActivityNotForLogin {
+                idnat_ps: idnat.into(),
+                structure_id: shown(structure),
+                reason,
+            });
+        }
         Ok(p)
     }
 

@@ -17,7 +17,7 @@ use support::*;
 fn req(idnat: &str) -> EnrolRequest {
     EnrolRequest {
         idnat_ps: idnat.into(),
-        structure_id: "F340785161".into(),
+        structure_id: "1340785161".into(),
         replaces: None,
     }
 }
@@ -51,7 +51,7 @@ fn full_enrolment_yields_a_working_cps_card() {
     let c = f.cards.card(&out.card.serial).unwrap().unwrap();
     assert_eq!(c.status, CardStatus::Active);
     assert_eq!(c.idnat_ps, idnat);
-    assert_eq!(c.structure_id, "F340785161");
+    assert_eq!(c.structure_id, "1340785161");
     assert!(c.token_id.starts_with("8025000001/"), "{}", c.token_id);
     assert_eq!(c.token_id.len(), "8025000001/".len() + 10);
     assert_eq!(c.certificates.len(), 2);
@@ -388,7 +388,7 @@ fn refusals() {
     assert!(matches!(err, EnrolError::ActivityHasCard(_)), "{err}");
     // The other activity is fine.
     let mut other = req(&idnat);
-    other.structure_id = "S750012345".into();
+    other.structure_id = "410002813839001".into();
     f.cards
         .enrol(
             &mut SimCard::blank(43).piv(),
@@ -412,6 +412,51 @@ fn refusals() {
         .unwrap_err();
     assert!(matches!(err, EnrolError::CardNotBlank(_)), "{err}");
     assert!(f.orphan_certificates().is_empty());
+}
+
+/// An activity whose structure identifier is not a struct_IdNat (an Annuaire Santé technical
+/// identifier) is in the registry but cannot be named in a login assertion: enrolment refuses it
+/// before touching the card or the CA, and says why and what to do.
+#[test]
+fn an_activity_a_login_cannot_name_is_refused() {
+    let f = Fixture::new();
+    let mut data = professional(6, "10");
+    data.activities[0].structure_id = "F340785161".into();
+    let idnat = f.registry.create(data, ACTOR, NOW).unwrap().data.idnat_ps;
+    let card = SimCard::blank(60);
+    let mut piv = card.piv();
+    let before = card.count();
+    let mut r = req(&idnat);
+    r.structure_id = "F340785161".into();
+    let err = f
+        .cards
+        .enrol(&mut piv, &r, ACTOR, NOW, &mut no_progress())
+        .unwrap_err();
+    assert!(
+        matches!(err, EnrolError::ActivityNotForLogin { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    for want in [
+        "'F340785161' is not a struct_IdNat",
+        "unknown type prefix 'F'",
+        "cannot be used for card login",
+        "1 + FINESS",
+    ] {
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    assert_eq!(card.count(), before, "no APDU was sent");
+    assert!(f.cards.cards_of(&idnat, None).unwrap().is_empty());
+    let issued = f
+        .store
+        .list_certificates(Some("personnes"), None, 100)
+        .unwrap();
+    assert!(issued.certificates.is_empty(), "nothing was issued");
+    // The professional's other activity (a struct_IdNat) enrols on the same card.
+    r.structure_id = "410002813839001".into();
+    f.cards
+        .enrol(&mut piv, &r, ACTOR, NOW, &mut no_progress())
+        .unwrap();
 }
 
 /// Counts the APDUs of one full enrolment, then interrupts an enrolment after every possible

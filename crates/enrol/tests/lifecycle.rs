@@ -48,7 +48,7 @@ fn states(f: &Fixture, card: &cps_enrol::Card) -> Vec<Option<CertState>> {
 #[test]
 fn suspend_resume_and_oppose() {
     let f = Fixture::new();
-    let (_, _, out) = enrolled(&f, 1, "F340785161", 1);
+    let (_, _, out) = enrolled(&f, 1, "1340785161", 1);
     let serial = out.card.serial.clone();
 
     let s = f
@@ -124,7 +124,7 @@ fn suspend_resume_and_oppose() {
     assert_eq!(who("card.resume"), ["officer:bob"]);
     assert_eq!(who("card.oppose"), ["officer:carol"]);
     // A destroyed card: cessationOfOperation, no blocklist.
-    let (_, _, out2) = enrolled(&f, 2, "F340785161", 2);
+    let (_, _, out2) = enrolled(&f, 2, "1340785161", 2);
     let o = f
         .cards
         .oppose_card(&out2.card.serial, OppositionReason::Destroyed, ACTOR, NOW)
@@ -134,15 +134,15 @@ fn suspend_resume_and_oppose() {
         vec![Some(CertState::Revoked(RevocationReason::CessationOfOperation)); 2]
     );
     // After opposition a new card can be enrolled for the activity.
-    enrolled(&f, 2, "F340785161", 3);
+    enrolled(&f, 2, "1340785161", 3);
     assert!(f.orphan_certificates().is_empty());
 }
 
 #[test]
 fn professional_status_drives_the_cards() {
     let f = Fixture::new();
-    let (idnat, _, a) = enrolled(&f, 3, "F340785161", 10);
-    let (_, _, b) = enrolled(&f, 3, "S750012345", 11);
+    let (idnat, _, a) = enrolled(&f, 3, "1340785161", 10);
+    let (_, _, b) = enrolled(&f, 3, "410002813839001", 11);
     // An officer suspends card b on their own.
     f.cards.suspend_card(&b.card.serial, ACTOR, NOW).unwrap();
 
@@ -217,7 +217,7 @@ fn professional_status_drives_the_cards() {
 #[test]
 fn renewal_on_the_same_card_and_replacement_card() {
     let f = Fixture::new();
-    let (idnat, card, out) = enrolled(&f, 4, "F340785161", 20);
+    let (idnat, card, out) = enrolled(&f, 4, "1340785161", 20);
     let pin = out.initial_secrets.as_ref().unwrap().pin.to_string();
     let serial = out.card.serial.clone();
 
@@ -310,7 +310,7 @@ fn renewal_on_the_same_card_and_replacement_card() {
             &mut new_card.piv(),
             &EnrolRequest {
                 idnat_ps: idnat.clone(),
-                structure_id: "F340785161".into(),
+                structure_id: "1340785161".into(),
                 replaces: Some(serial.clone()),
             },
             ACTOR,
@@ -353,7 +353,7 @@ fn renewal_on_the_same_card_and_replacement_card() {
 #[test]
 fn officer_assisted_pin_unblock() {
     let f = Fixture::new();
-    let (_, card, out) = enrolled(&f, 5, "F340785161", 30);
+    let (_, card, out) = enrolled(&f, 5, "1340785161", 30);
     let secrets = out.initial_secrets.unwrap();
     let serial = out.card.serial.clone();
     let mut piv = card.piv();

@@ -122,6 +122,8 @@ fn example_file_imports_and_reimports_unchanged() {
         .unwrap();
     assert_eq!(r.outcome, ImportOutcome::Imported, "{:?}", r.errors);
     assert_eq!((r.lines, r.professionals, r.activities), (5, 4, 5));
+    // Every activity of the example can be used for card login: no warning at all.
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     assert_eq!((r.created, r.updated, r.unchanged), (4, 0, 0));
     assert!(
         phases
@@ -283,10 +285,29 @@ fn bad_input_gets_a_line_by_line_report_and_nothing_is_imported() {
             .contains("no data line")
     );
     // Savoir-faire on another profession: accepted with a warning, dropped.
-    let ok = format!("{header}\n810110323986;BRUN;Solenne;60;SM26;F1;CHU;SA01\n");
+    let ok = format!("{header}\n810110323986;BRUN;Solenne;60;SM26;1340785161;CHU;SA01\n");
     let p = parse_csv(ok.as_bytes(), &mut |_| {}).unwrap();
-    assert_eq!(p.report.warnings.len(), 1);
+    assert_eq!(p.report.warnings.len(), 1, "{:?}", p.report.warnings);
+    assert!(p.report.warnings[0].message.contains("savoir-faire"));
     assert!(p.professionals["810110323986"].1.savoir_faire.is_none());
+    // A structure identifier that is not a struct_IdNat (the Annuaire Santé's technical one):
+    // imported, and flagged as unusable for login, line by line.
+    let technical = format!(
+        "{header}\n810110323986;BRUN;Solenne;60;;F340785161;CHU;SA01\n\
+         810110323986;BRUN;Solenne;60;;1340785161;CHU;SA01\n"
+    );
+    let p = parse_csv(technical.as_bytes(), &mut |_| {}).unwrap();
+    assert_eq!(p.report.error_count, 0);
+    assert_eq!(p.report.warnings.len(), 1, "{:?}", p.report.warnings);
+    let w = p.report.warnings[0].to_string();
+    for want in [
+        "line 2, column 'Identifiant technique de la structure'",
+        "'F340785161' cannot be used for login",
+        "unknown type prefix 'F'",
+    ] {
+        assert!(w.contains(want), "{want}: {w}");
+    }
+    assert_eq!(p.professionals["810110323986"].1.activities.len(), 2);
 }
 
 /// A store that fails every commit after the first `ok` ones (a crash between batches).

@@ -10,6 +10,7 @@ use std::process::Command;
 use common::*;
 use cps_ocsp::{CertStatusAnswer, NotIssuedPolicy, Responder, ResponseStatusKind};
 use cps_pki::pem_encode;
+use cps_trust_tests::pkilint::{self, Linter};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -149,33 +150,10 @@ impl Env {
     }
 }
 
-fn pkilint() -> PathBuf {
-    let venv = std::env::var_os("CPS_TRUST_PEERS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.peers/venv"));
-    let bin = venv.join("bin").join("lint_ocsp_response");
-    assert!(
-        bin.exists(),
-        "pkilint not found at {} (install the peers: PEERS.md §4, or set CPS_TRUST_PEERS_VENV)",
-        bin.display()
-    );
-    bin
-}
-
-/// `lint_ocsp_response lint -s WARNING` must print nothing and exit 0.
+/// pkilint's `lint_ocsp_response` must report no finding at WARNING or above (its JSON
+/// findings are the verdict, not its stderr: `cps_trust_tests::pkilint`).
 fn lint(resp: &Path) {
-    let o = Command::new(pkilint())
-        .args(["lint", "-s", "WARNING"])
-        .arg(resp)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && out.trim().is_empty(),
-        "pkilint findings for {}:\n{out}{}",
-        resp.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    pkilint::assert_clean(Linter::OcspResponse, resp);
 }
 
 /// The status block openssl prints for `cert`: "<cert>: <status>" and the lines below it.

@@ -4,7 +4,8 @@
 //! policy) and `openssl x509 -text` (the key fields).
 //!
 //! pkilint is taken from `$CPS_TRUST_PEERS_VENV/bin` (default `<repo>/.peers/venv/bin`) or PATH;
-//! the test fails when it is missing (`scripts/install-deps.sh` installs it).
+//! the test fails when it is missing (`scripts/install-deps.sh` installs it). Its verdict is the
+//! findings of its JSON report (`cps_trust_tests::pkilint`), never its stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,33 +18,10 @@ use cps_pki::{
     Profile, SubjectAltName, builtin_profiles, end_entity_params, issue_certificate,
     parse_certificate, parse_csr, pem_encode, serial_from_random, verify_issued_by,
 };
+use cps_trust_tests::pkilint::{self, Linter};
 
 const NOW: i64 = 1_790_000_000; // 2026-09
 const BASE: &str = "http://pki.cps-trust.example:8080";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn pkilint() -> PathBuf {
-    let venv = std::env::var_os("CPS_TRUST_PEERS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".peers/venv"));
-    let p = venv.join("bin/lint_pkix_cert");
-    if p.exists() {
-        return p;
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let p = dir.join("lint_pkix_cert");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "pkilint (lint_pkix_cert) not found in {}/bin nor in PATH: run scripts/install-deps.sh",
-        venv.display()
-    );
-}
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd
@@ -151,14 +129,7 @@ fn write_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
 }
 
 fn lint(pem: &Path) {
-    let (ok, text) = run(Command::new(pkilint())
-        .args(["lint", "-s", "WARNING"])
-        .arg(pem));
-    assert!(
-        ok && text.trim().is_empty(),
-        "pkilint findings for {}:\n{text}",
-        pem.display()
-    );
+    pkilint::assert_clean(Linter::Certificate, pem);
 }
 
 fn text_of(pem: &Path) -> String {
@@ -362,6 +333,104 @@ fn hierarchy_certificates_pass_pkilint() {
             "{t}"
         );
     }
+}
+
+/// The pkilint gate itself: certificates with known defects are reported with their finding
+/// codes, and a warning the interpreter writes on stderr (as `cryptography` 51 does for DSA)
+/// neither fails a clean certificate nor hides a defect.
+#[test]
+fn pkilint_gate_reports_known_defects_and_ignores_stderr_noise() {
+    let pki = pki();
+    let d = pki.dir.path();
+    // One of ours with a defect: the root's extensions without the key usage.
+    let mut params = end_entity_params(
+        &profile("root-ca"),
+        &pki.root.name,
+        &[],
+        pki.root.key.public_key_der(),
+        serial(99),
+        NOW - 3600,
+        &IssuerInfo::default(),
+    )
+    .unwrap();
+    let before = params.extensions.len();
+    params
+        .extensions
+        .retain(|e| e.extn_id.to_string() != "2.5.29.15");
+    assert_eq!(
+        params.extensions.len(),
+        before - 1,
+        "the root has a key usage"
+    );
+    let no_ku = write_pem(
+        d,
+        "root-without-ku",
+        &issue_certificate(&params, &pki.root.issuer()).unwrap(),
+    );
+    // One made by openssl: serial 0, keyCertSign on an end entity, key usage not critical.
+    let defect = d.join("defect.pem");
+    let defect_key = ec_key_file(d, "defect", "P-256");
+    let (key, out) = (defect_key.to_str().unwrap(), defect.to_str().unwrap());
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        key,
+        "-out",
+        out,
+        "-subj",
+        "/CN=defect",
+        "-set_serial",
+        "0",
+        "-addext",
+        "keyUsage=digitalSignature,keyCertSign",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ]);
+    let expected: [(&Path, &[&str]); 3] = [
+        (&pki.root.pem, &[]),
+        (&no_ku, &["pkix.ca_certificate_no_ku_extension"]),
+        (
+            &defect,
+            &[
+                "pkix.certificate_serial_number_out_of_range",
+                "pkix.key_usage_extension_not_critical",
+                "pkix.ee_certificate_keycertsign_keyusage_set",
+            ],
+        ),
+    ];
+
+    // The real program, then the same behind a wrapper that first writes a warning on stderr.
+    let real = pkilint::program(Linter::Certificate);
+    let noisy = d.join("lint_pkix_cert-noisy");
+    std::fs::write(
+        &noisy,
+        format!(
+            "#!/bin/sh\necho 'key.py:119: CryptographyDeprecationWarning: DSA is deprecated' >&2\nexec '{}' \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&noisy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for program in [&real, &noisy] {
+        for (pem, codes) in &expected {
+            let report = pkilint::lint_with(program, Linter::Certificate, pem)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut got = report.codes();
+            got.sort_unstable();
+            let mut want = codes.to_vec();
+            want.sort_unstable();
+            assert_eq!(got, want, "{} with {}", pem.display(), program.display());
+            if program == &noisy {
+                assert!(report.stderr.contains("DeprecationWarning"), "{report:?}");
+            }
+        }
+    }
+    // A file pkilint cannot read is no verdict at all, not a pass.
+    let garbage = d.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let err = pkilint::lint_with(&real, Linter::Certificate, &garbage).unwrap_err();
+    assert!(err.contains("not a pkilint JSON report"), "{err}");
 }
 
 fn person() -> PersonIdentity {

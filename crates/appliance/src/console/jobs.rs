@@ -260,6 +260,12 @@ pub(crate) async fn enrol(
             "{} has no activity at structure '{s}'.",
             full_name(&p)
         )),
+        (Some(s), _) if cps_enrol::codes::structure_login_problem(s).is_some() => Some(format!(
+            "The activity at structure '{s}' cannot be used for card login: '{s}' is not a \
+             struct_IdNat ({}). Register the activity under the structure's struct_IdNat \
+             (e.g. 1 + FINESS) first.",
+            cps_enrol::codes::structure_login_problem(s).unwrap_or_default()
+        )),
         (Some(s), _) => replaces.and_then(|r| match list.iter().find(|c| c.serial == r) {
             None => Some(format!("Card {r} is not one of this professional's cards.")),
             Some(c) if c.structure_id != s => Some(format!(
@@ -298,6 +304,7 @@ pub(crate) async fn enrol(
             replaces: replaces.map(str::to_owned),
         },
         ctx.actor(),
+        ctx.caller(),
     );
     ctx.console.remember(
         &id,
@@ -355,23 +362,21 @@ pub(crate) async fn job_page(
     ctx: Ctx,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ConsoleError> {
-    let peek = ctx
+    let view = ctx
         .st
         .jobs
         .peek(&id)
         .ok_or_else(|| job_not_found(&ctx, &id))?;
-    // The initial PIN/PUK go only to the officer who started the enrolment, once, and never
-    // to a request another site triggered.
-    let view = if peek.status != "running" && peek.actor == ctx.actor() && ctx.same_site_fetch {
-        ctx.st.jobs.take(&id).unwrap_or(peek)
-    } else {
-        peek
-    };
     match view.kind.as_str() {
         "enrol" => enrol_job_page(&ctx, view).await,
         _ => Ok(import_job_page(&ctx, view)),
     }
 }
+
+/// Where the PIN mailer's codes go in the page: markers that escaped text cannot contain (it
+/// never holds a raw `<`), filled into the answer's own buffer ([`crate::cards::fill_slots`]).
+const PIN_SLOT: &str = "<cps-trust-slot pin>";
+const PUK_SLOT: &str = "<cps-trust-slot puk>";
 
 async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleError> {
     let meta = ctx.console.meta(&view.id);
@@ -496,19 +501,46 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
             );
         }
     }
-    if let Some(c) = &card {
-        card_summary(b, c);
-        match &view.secrets {
-            Some(s) => pin_mailer(b, c, professional.as_ref(), s),
-            None if view.actor == ctx.actor() => b.push_str(
-                "<p class=\"notice info\" role=\"status\">The initial PIN and PUK were shown once, when this page first opened after the enrolment, and are not kept anywhere.</p>",
-            ),
-            None => b.push_str(
-                "<p class=\"notice info\" role=\"status\">The initial PIN and PUK are shown only to the officer who enrolled the card.</p>",
-            ),
-        }
+    // The initial PIN/PUK go only to the certificate that started the enrolment, once it has
+    // finished, and never to a request another site triggered.
+    let mine = view.owner == ctx.caller();
+    let mailer = view.status != "running" && view.secrets_held && mine && ctx.same_site_fetch;
+    let Some(c) = &card else {
+        return Ok(html_response(page.render()));
+    };
+    card_summary(b, c);
+    let shown_once = "<p class=\"notice info\" role=\"status\">The initial PIN and PUK were shown once, when this page first opened after the enrolment, and are not kept anywhere.</p>";
+    if !mailer {
+        b.push_str(if mine {
+            shown_once
+        } else {
+            "<p class=\"notice info\" role=\"status\">The initial PIN and PUK are shown only to the officer who enrolled the card, with the certificate they enrolled it with.</p>"
+        });
+        return Ok(html_response(page.render()));
     }
-    Ok(html_response(page.render()))
+    // The page is complete, with slots for the codes, before the codes leave the job.
+    let without = format!("{}{shown_once}", b);
+    pin_mailer(b, c, professional.as_ref());
+    let html = page.render();
+    crate::cards::check_slots(&html, &[PIN_SLOT, PUK_SLOT])
+        .map_err(|e| ConsoleError::internal("PIN mailer", e))?;
+    let Some(secrets) = ctx.st.jobs.take_secrets(&view.id, &ctx.caller()) else {
+        // Taken meanwhile by another request of the same certificate.
+        page.body = without;
+        return Ok(html_response(page.render()));
+    };
+    let (pin, puk) = crate::cards::secret_digits(&secrets)
+        .map_err(|e| ConsoleError::internal("PIN mailer", e))?;
+    let body = crate::cards::fill_slots(&html, &[(PIN_SLOT, pin), (PUK_SLOT, puk)])
+        .map_err(|e| ConsoleError::internal("PIN mailer", e))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 fn card_summary(b: &mut String, c: &Card) {
@@ -535,9 +567,8 @@ fn card_summary(b: &mut String, c: &Card) {
     b.push_str("</tbody></table></section>");
 }
 
-fn pin_mailer(b: &mut String, c: &Card, p: Option<&Professional>, secrets: &serde_json::Value) {
-    let pin = secrets.get("pin").and_then(|v| v.as_str()).unwrap_or("");
-    let puk = secrets.get("puk").and_then(|v| v.as_str()).unwrap_or("");
+/// The PIN mailer, with [`PIN_SLOT`] and [`PUK_SLOT`] where the codes go.
+fn pin_mailer(b: &mut String, c: &Card, p: Option<&Professional>) {
     b.push_str("<section class=\"pin-mailer\" aria-labelledby=\"mailer-h\"><h2 id=\"mailer-h\" class=\"no-print\">PIN mailer</h2>");
     b.push_str("<p class=\"no-print mailer-warning\">Shown once: print the mailer or hand the codes over now. They are not stored anywhere and this page will not show them again.</p>");
     b.push_str("<div class=\"mailer-sheet\"><p class=\"mailer-head\">Personal and confidential</p><p class=\"mailer-title\">Codes of your CPS card</p><dl class=\"facts compact\">");
@@ -558,8 +589,8 @@ fn pin_mailer(b: &mut String, c: &Card, p: Option<&Professional>, secrets: &serd
          your registration office unblocks it with the PUK.</p></div>",
         esc(&c.serial),
         esc(&c.token_id),
-        esc(pin),
-        esc(puk)
+        PIN_SLOT,
+        PUK_SLOT
     );
     b.push_str("<p class=\"no-print\"><button type=\"button\" data-print hidden>Print the PIN mailer</button> \
                 <span class=\"hint\">Your browser's Print command prints the mailer alone.</span></p></section>");
@@ -790,9 +821,12 @@ pub(crate) async fn import(
         })?;
     let dry_run = field("dry_run").is_some_and(|p| p.data == b"1");
     let cards = ctx.cards()?;
-    let id = ctx
-        .st
-        .jobs
-        .start_import(cards, file.data.to_vec(), dry_run, ctx.actor());
+    let id = ctx.st.jobs.start_import(
+        cards,
+        file.data.to_vec(),
+        dry_run,
+        ctx.actor(),
+        ctx.caller(),
+    );
     Ok(see_other(&href_job(&id)))
 }

@@ -51,7 +51,6 @@ use cps_enrol::{CardService, EnrolError};
 use parking_lot::Mutex;
 
 use crate::api::ApiState;
-use crate::identity::Identity;
 use crate::operators::Operator;
 use html::{Page, Tone};
 
@@ -184,6 +183,7 @@ impl From<EnrolError> for ConsoleError {
             }
             EnrolError::Invalid(_)
             | EnrolError::UnknownActivity { .. }
+            | EnrolError::ActivityNotForLogin { .. }
             | EnrolError::ProfessionalNotActive { .. }
             | EnrolError::CardStatus { .. }
             | EnrolError::CardNotBlank(_)
@@ -261,17 +261,13 @@ impl FromRequestParts<ApiState> for Ctx {
                 "Present an operator certificate (mutual TLS) to use the console.",
             )
         })?;
-        let cert = parts
-            .extensions
-            .get::<Identity>()
-            .map(|id| id.certificate.clone())
-            .ok_or_else(|| {
-                ConsoleError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Sign-in required",
-                    "Present an operator certificate (mutual TLS) to use the console.",
-                )
-            })?;
+        let cert = crate::caller::client_certificate(&parts.extensions).ok_or_else(|| {
+            ConsoleError::new(
+                StatusCode::UNAUTHORIZED,
+                "Sign-in required",
+                "Present an operator certificate (mutual TLS) to use the console.",
+            )
+        })?;
         let console = parts
             .extensions
             .get::<Arc<Console>>()
@@ -357,6 +353,11 @@ impl Ctx {
     /// `operator:<name>`, the actor of audit records.
     pub fn actor(&self) -> String {
         format!("operator:{}", self.op.name)
+    }
+
+    /// The operator's certificate, as what one-time secrets are bound to.
+    pub fn caller(&self) -> crate::caller::CertFingerprint {
+        crate::caller::CertFingerprint(self.fingerprint)
     }
 
     /// An error page for this operator.

@@ -112,12 +112,12 @@ pub fn professional(n: u64, profession: &str) -> ProfessionalData {
         savoir_faire: (profession == "10").then(|| "SM26".into()),
         activities: vec![
             Activity {
-                structure_id: "F340785161".into(),
+                structure_id: "1340785161".into(),
                 structure_name: "CHU de Montpellier".into(),
                 secteur_activite: "SA01".into(),
             },
             Activity {
-                structure_id: "S750012345".into(),
+                structure_id: "410002813839001".into(),
                 structure_name: "Cabinet Dupont".into(),
                 secteur_activite: "SA07".into(),
             },

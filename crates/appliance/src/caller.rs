@@ -1,0 +1,98 @@
+//! Who is calling, as far as data bound to a caller is concerned: the client certificate the
+//! request's mutual-TLS connection was authenticated with.
+//!
+//! [`client_certificate`] is the one place that reads the connection's certificate for such
+//! bindings (the one-time PIN/PUK of an enrolment job, the console's CSRF tokens): the
+//! [`Identity`] that [`crate::authz::enforce`] checked for this request, never the raw
+//! certificate of the handshake.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+
+use crate::api::ApiError;
+use crate::identity::{Identity, PeerCertificate};
+
+/// The client certificate of the request's connection, as checked for this request.
+pub fn client_certificate(extensions: &axum::http::Extensions) -> Option<Arc<PeerCertificate>> {
+    extensions
+        .get::<Identity>()
+        .map(|id| id.certificate.clone())
+}
+
+/// SHA-256 of a client certificate (DER): two different certificates never share it, whatever
+/// operator name or roles they carry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertFingerprint(pub [u8; 32]);
+
+impl CertFingerprint {
+    pub fn of(cert_der: &[u8]) -> CertFingerprint {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref());
+        CertFingerprint(out)
+    }
+
+    /// The fingerprint of the request's client certificate.
+    pub fn of_request(extensions: &axum::http::Extensions) -> Option<CertFingerprint> {
+        client_certificate(extensions).map(|c| CertFingerprint(c.sha256))
+    }
+}
+
+impl std::fmt::Debug for CertFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertFingerprint({})", hex::encode(self.0))
+    }
+}
+
+/// Extractor: the caller's certificate fingerprint; 401 without a client certificate.
+impl<S: Send + Sync> FromRequestParts<S> for CertFingerprint {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        CertFingerprint::of_request(&parts.extensions).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a client certificate is required (mutual TLS with an operator certificate)",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_is_the_checked_certificate_s_not_the_name_s() {
+        let mut ext = axum::http::Extensions::new();
+        assert_eq!(CertFingerprint::of_request(&ext), None);
+        let cert = |der: &[u8]| {
+            Arc::new(PeerCertificate {
+                der: der.to_vec(),
+                sha256: CertFingerprint::of(der).0,
+                ca: "organisations".into(),
+                serial: vec![1],
+                not_after: i64::MAX,
+            })
+        };
+        // The handshake's certificate alone, not checked for this request: nobody.
+        ext.insert(crate::api::ClientCert(Some(cert(b"certificate A"))));
+        assert_eq!(CertFingerprint::of_request(&ext), None);
+        ext.insert(Identity {
+            certificate: cert(b"certificate A"),
+            operator: None,
+        });
+        let a = CertFingerprint::of_request(&ext).unwrap();
+        assert_eq!(a, CertFingerprint::of(b"certificate A"));
+        assert_ne!(a, CertFingerprint::of(b"certificate B"));
+        assert_eq!(
+            hex::encode(a.0),
+            hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                b"certificate A"
+            ))
+        );
+    }
+}
