@@ -421,6 +421,44 @@ fn check_forgery(route: &Route, req: &Request) -> Result<(), (StatusCode, String
 
 /// The one authorization middleware of the HTTPS listener (see the module documentation).
 pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
+    match admit(&st, &mut req) {
+        Ok(surface) => {
+            let resp = next.run(req).await;
+            match surface {
+                Surface::Console => console::security_headers_on(resp),
+                Surface::Api => resp,
+            }
+        }
+        Err(refusal) => discard_then(req, refusal).await,
+    }
+}
+
+/// Largest body read and dropped before a refusal is answered.
+const DISCARD_LIMIT: usize = 64 * 1024;
+
+/// Reads (and drops) what the client already sent of a refused request's body, then answers:
+/// a connection closed with unread data is reset, and the reset can reach the client before the
+/// answer does (it would see no answer at all). Not for a client that waits for `100 Continue`:
+/// it has sent nothing, and reading would ask it to.
+pub async fn discard_then(req: Request, refusal: Response) -> Response {
+    let waits = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            axum::body::to_bytes(req.into_body(), DISCARD_LIMIT),
+        )
+        .await;
+    }
+    refusal
+}
+
+/// The checks of [`enforce`]: the route's surface when the request may go on (its extensions
+/// then carry the checked [`Identity`] and [`Operator`](crate::operators::Operator)), or the
+/// refusal.
+fn admit(st: &ApiState, req: &mut Request) -> Result<Surface, Response> {
     let path = req
         .extensions()
         .get::<MatchedPath>()
@@ -431,15 +469,16 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
             .is_some_and(|p| ROUTES.iter().any(|r| r.path == p))
         {
             // OPTIONS, PUT... on a known path: not a route.
-            return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-                .into_response();
+            return Err(
+                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response(),
+            );
         }
         tracing::error!(method = %req.method(), path = ?path, "route without an authorization entry refused");
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "this route has no authorization entry",
         )
-        .into_response();
+        .into_response());
     };
     let surface = route.surface;
     let declared = req
@@ -455,20 +494,20 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if waits && declared.is_some_and(|n| n > route.max_body as u64) {
-        return refuse(
+        return Err(refuse(
             surface,
             StatusCode::PAYLOAD_TOO_LARGE,
             "Request too large",
             format!("the request body is larger than {} bytes", route.max_body),
-        );
+        ));
     }
     if let Err((status, why)) = check_forgery(route, &req) {
-        return refuse(
+        return Err(refuse(
             surface,
             status,
             "Request refused",
             format!("{why}; nothing was changed"),
-        );
+        ));
     }
     // The raw certificate goes; only a checked identity reaches the handlers.
     let cert = req
@@ -494,16 +533,16 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
                     header::CONNECTION,
                     header::HeaderValue::from_static("close"),
                 );
-                return resp;
+                return Err(resp);
             }
             Err(e) => {
                 tracing::error!(error = %e, "client certificate status unavailable");
-                return refuse(
+                return Err(refuse(
                     surface,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Service unavailable",
                     "the certificate status is unavailable; try again later".into(),
-                );
+                ));
             }
         },
     };
@@ -519,20 +558,22 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
         Who::Anyone => {}
         Who::CardCertificate => {
             if identity.is_none() {
-                return no_cert("mutual TLS with the card's authentication certificate");
+                return Err(no_cert(
+                    "mutual TLS with the card's authentication certificate",
+                ));
             }
         }
         Who::Operator(roles) => {
             let Some(id) = &identity else {
-                return no_cert("mutual TLS with an operator certificate");
+                return Err(no_cert("mutual TLS with an operator certificate"));
             };
             let Some(op) = &id.operator else {
-                return refuse(
+                return Err(refuse(
                     surface,
                     StatusCode::FORBIDDEN,
                     "Not allowed",
                     "this certificate is not registered as an operator".into(),
-                );
+                ));
             };
             if !roles.iter().any(|r| op.has(r.as_str())) {
                 let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
@@ -550,7 +591,7 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
                 if surface == Surface::Console {
                     resp.extensions_mut().insert(op.clone());
                 }
-                return resp;
+                return Err(resp);
             }
             req.extensions_mut().insert(op.clone());
         }
@@ -558,11 +599,7 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
     if let Some(id) = identity {
         req.extensions_mut().insert::<Identity>(id);
     }
-    let resp = next.run(req).await;
-    match surface {
-        Surface::Console => console::security_headers_on(resp),
-        Surface::Api => resp,
-    }
+    Ok(surface)
 }
 
 /// README's role table: every operator route and the roles allowed.

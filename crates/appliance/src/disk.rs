@@ -320,7 +320,7 @@ pub async fn refuse_new_work_when_full(
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && let Err(reason) = guard.admit()
     {
-        return (
+        let refusal = (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "30")],
             axum::Json(serde_json::json!({
@@ -331,6 +331,7 @@ pub async fn refuse_new_work_when_full(
             })),
         )
             .into_response();
+        return crate::authz::discard_then(req, refusal).await;
     }
     next.run(req).await
 }
