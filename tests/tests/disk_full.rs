@@ -239,6 +239,11 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
 
     // Before: a registry, a card, a certificate, a node, a login and its validation.
     let pin = enrol_card(&home, &dir, &reader).pin;
+    // Validation is for services only.
+    assert_success(
+        &home.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
+        "operator add",
+    );
     let cert = |tag: &str| {
         let csr = openssl_csr(&dir, tag, "p256");
         let pem = dir.join(format!("{tag}.pem"));
@@ -283,7 +288,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     assert_success(&card_login(&home, &reader, &pin, &a1), "login 1");
     assert_success(&card_login(&home, &reader, &pin, &a2), "login 2");
     assert_success(
-        &home.cps(&["xua", "validate", a1.to_str().unwrap()]),
+        &home.cps(&["xua", "--as", "svc", "validate", a1.to_str().unwrap()]),
         "validate 1",
     );
     let (code, h) = health(&app);
@@ -328,7 +333,7 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     refused_for_disk(&out, "issuance");
     refused_for_disk(&revoke_before(), "revocation");
     refused_for_disk(
-        &home.cps(&["xua", "validate", a2.to_str().unwrap()]),
+        &home.cps(&["xua", "--as", "svc", "validate", a2.to_str().unwrap()]),
         "validation",
     );
     refused_for_disk(
@@ -375,13 +380,13 @@ fn a_full_disk_refuses_new_work_then_the_appliance_recovers_by_itself() {
     let after_serial = serial_of(&during_pem);
     assert_success(&revoke_before(), "revocation after");
     assert_success(
-        &home.cps(&["xua", "validate", a2.to_str().unwrap()]),
+        &home.cps(&["xua", "--as", "svc", "validate", a2.to_str().unwrap()]),
         "validation after",
     );
     let a3 = dir.join("a3.xml");
     assert_success(&card_login(&home, &reader, &pin, &a3), "login after");
     assert_success(
-        &home.cps(&["xua", "validate", a3.to_str().unwrap()]),
+        &home.cps(&["xua", "--as", "svc", "validate", a3.to_str().unwrap()]),
         "validate 3",
     );
     deliver(&app, &home, &node_pem, &node_key, "node-after");
