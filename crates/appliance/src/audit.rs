@@ -648,7 +648,7 @@ pub fn verify(home: &Path, dir: Option<PathBuf>) -> Result<cps_atna::VerifyRepor
     let pem =
         std::fs::read_to_string(&key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
     let der = pem_body(&pem).ok_or_else(|| format!("{}: no PUBLIC KEY", key_file.display()))?;
-    cps_atna::verify(&dir, &der).map_err(|e| e.to_string())
+    cps_atna::verify(&dir, &cps_atna::VerifyOptions::key(&der)).map_err(|e| e.to_string())
 }
 
 fn pem_body(pem: &str) -> Option<Vec<u8>> {

@@ -471,7 +471,7 @@ fn bench_search(dir: &Path, n: u64) {
     log.checkpoint_blocking().unwrap();
     drop(log);
     let t = Instant::now();
-    let report = cps_atna::verify(&path, &spki).unwrap();
+    let report = cps_atna::verify(&path, &cps_atna::VerifyOptions::key(&spki)).unwrap();
     println!(
         "verify: {} records, {} checkpoint(s): {:.2} s",
         report.records,

@@ -2,7 +2,16 @@
 //! group-committed appends, signed checkpoints and an in-memory search index.
 //!
 //! * `records.log`: the records (format in [`record`]); each carries the hash of the previous one.
-//! * `checkpoints.log`: signed `(seq, head hash, time)` checkpoints (format in [`checkpoint`]).
+//! * `checkpoints.log`: signed `(seq, head hash, time, policy)` checkpoints (format in
+//!   [`checkpoint`]).
+//!
+//! **Checkpoints** are signed after every [`LogOptions::checkpoint_every`] records (a batch that
+//! crosses the boundary is written in two parts, so the unsigned tail never exceeds it), when
+//! records are pending [`LogOptions::checkpoint_interval`] after the last one, before a batch
+//! is written if the last one is older than the interval (the same head signed again: every
+//! record of an unsigned tail was then received less than the interval after the last
+//! checkpoint), at open when the previous run left an unsigned tail, and at close. Each one is
+//! handed to [`LogOptions::sink`] once durable, so that it can be anchored elsewhere.
 //!
 //! **Acknowledged means durable**: [`AuditLog::append`] returns only after the records were
 //! written and `fdatasync`ed. One writer thread takes every batch waiting at that moment, writes
@@ -31,7 +40,7 @@ use cps_hsm::Signer;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::LogError;
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, CheckpointPolicy};
 use index::Index;
 pub use index::SearchFilter;
 use record::{GENESIS_HASH, NewRecord, Record};
@@ -40,23 +49,54 @@ pub(crate) const RECORDS: &str = "records.log";
 pub(crate) const CHECKPOINTS: &str = "checkpoints.log";
 pub(crate) const SNAPSHOT: &str = "index.snap";
 
+/// Told of every checkpoint once it is durable in `checkpoints.log` (to anchor it elsewhere).
+/// Called on the log's writer thread: it must not block.
+pub trait CheckpointSink: Send + Sync {
+    /// A new checkpoint.
+    fn checkpointed(&self, checkpoint: &Checkpoint);
+}
+
 /// Tuning of an [`AuditLog`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogOptions {
-    /// Sign a checkpoint after this many new records.
+    /// Sign a checkpoint after this many new records (at least 1).
     pub checkpoint_every: u64,
     /// Sign a checkpoint at least this often while new records arrive.
     pub checkpoint_interval: Duration,
     /// Largest number of bytes written in one group commit.
     pub max_batch_bytes: usize,
+    /// Where each new checkpoint goes once durable.
+    pub sink: Option<Arc<dyn CheckpointSink>>,
+}
+
+impl LogOptions {
+    /// The policy checkpoints are signed under.
+    pub fn policy(&self) -> CheckpointPolicy {
+        CheckpointPolicy {
+            every: self.checkpoint_every.max(1),
+            interval: self.checkpoint_interval,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
-            checkpoint_every: 10_000,
+            checkpoint_every: 1_000,
             checkpoint_interval: Duration::from_secs(10),
             max_batch_bytes: 8 << 20,
+            sink: None,
         }
     }
 }
@@ -262,12 +302,18 @@ impl AuditLog {
             seq: head.0,
             prev: head.1,
             last_cp_seq: last_cp.as_ref().map_or(0, |c| c.seq),
-            last_cp_at: Instant::now(),
+            last_cp_time: last_cp.as_ref().map(|c| c.time),
+            unsigned_since: None,
+            retry_at: None,
         };
+        // The writer signs an unsigned tail left by a previous run before anything else;
+        // `open` returns once that is done (or has failed).
+        let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("atna-log-writer".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || w.run(rx, ready_tx))
             .map_err(io("spawn writer thread", dir))?;
+        let _ = ready_rx.recv();
         Ok(AuditLog {
             shared,
             tx,
@@ -288,6 +334,32 @@ impl AuditLog {
     /// The last signed checkpoint.
     pub fn last_checkpoint(&self) -> Option<Checkpoint> {
         self.shared.last_checkpoint.lock().clone()
+    }
+
+    /// Whether this log holds the checkpoint `(seq, head)`: a checkpoint of record `seq` with
+    /// that head in `checkpoints.log`, and record `seq` with that hash. (An anchor kept outside
+    /// the log must be found in it; otherwise the log was cut back, replaced or rewritten.)
+    pub fn holds_checkpoint(&self, seq: u64, head: &[u8; 32]) -> Result<bool, LogError> {
+        let cpath = self.shared.dir.join(CHECKPOINTS);
+        let data = match std::fs::read(&cpath) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("read", &cpath)(e)),
+        };
+        let (cps, _) =
+            checkpoint::decode_all(&data).map_err(|(offset, reason)| LogError::Corrupt {
+                path: cpath.clone(),
+                offset,
+                reason,
+            })?;
+        if !cps.iter().any(|c| c.seq == seq && &c.head == head) {
+            return Ok(false);
+        }
+        match self.get(seq) {
+            Ok(r) => Ok(&r.hash == head),
+            Err(LogError::NoSuchRecord(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn submit(
@@ -503,41 +575,112 @@ struct Writer {
     cpath: PathBuf,
     signer: Option<Arc<dyn Signer>>,
     options: LogOptions,
+    /// Last durable record and its hash.
     seq: u64,
     prev: [u8; 32],
     last_cp_seq: u64,
-    last_cp_at: Instant,
+    /// Signed time of the last checkpoint (Unix µs).
+    last_cp_time: Option<i64>,
+    /// With no checkpoint yet: when records were first written unsigned (Unix µs).
+    unsigned_since: Option<i64>,
+    /// After a failed checkpoint, no time-driven attempt before this.
+    retry_at: Option<Instant>,
 }
 
+/// How long after a failed checkpoint the next time-driven attempt is made.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+
+fn now_micros() -> i64 {
+    crate::time_fmt::unix_micros(time::OffsetDateTime::now_utc())
+}
+
+type AppendReply = (Reply, RangeInclusive<u64>);
+
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+    fn interval_micros(&self) -> i64 {
+        i64::try_from(self.options.checkpoint_interval.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn every(&self) -> u64 {
+        self.options.checkpoint_every.max(1)
+    }
+
+    /// Records after the last checkpoint.
+    fn tail(&self) -> u64 {
+        self.seq - self.last_cp_seq
+    }
+
+    /// A time-driven checkpoint is due: the last one is at least the interval old (or there is
+    /// none) and no failed attempt is being waited out.
+    fn time_due(&self) -> bool {
+        self.signer.is_some()
+            && self.retry_at.is_none_or(|r| Instant::now() >= r)
+            && self
+                .last_cp_time
+                .or(self.unsigned_since)
+                .is_some_and(|t| now_micros().saturating_sub(t) >= self.interval_micros())
+    }
+
+    /// How long the writer may wait for jobs before a time-driven checkpoint is due.
+    fn wait(&self) -> Duration {
+        if self.signer.is_none() || self.tail() == 0 {
+            return Duration::from_secs(3600);
+        }
+        let due = match self.last_cp_time.or(self.unsigned_since) {
+            Some(t) => {
+                let left = t
+                    .saturating_add(self.interval_micros())
+                    .saturating_sub(now_micros());
+                Duration::from_micros(left.max(0) as u64)
+            }
+            None => Duration::from_secs(3600),
+        };
+        let retry = self.retry_at.map_or(Duration::ZERO, |r| {
+            r.saturating_duration_since(Instant::now())
+        });
+        due.max(retry)
+    }
+
+    /// Sign a checkpoint, logging a failure (the log keeps accepting records; the unsigned
+    /// tail grows and `verify` reports it).
+    fn try_checkpoint(
+        &mut self,
+        heartbeat: bool,
+        why: &str,
+    ) -> Result<Option<Checkpoint>, LogError> {
+        let r = self.checkpoint(heartbeat);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, why, records = self.tail(), "audit log checkpoint failed");
+            self.retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+        }
+        r
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Job>, ready: mpsc::Sender<()>) {
         let mut buf = Vec::with_capacity(1 << 20);
         let mut failed: Option<String> = None;
+        if self.signer.is_some() && self.tail() > 0 {
+            // The previous run ended (a crash) with records no checkpoint covers.
+            if self.last_cp_time.is_none() {
+                self.unsigned_since = Some(now_micros());
+            }
+            let _ = self.try_checkpoint(false, "unsigned tail at open");
+        }
+        let _ = ready.send(());
+        drop(ready);
         loop {
-            let wait = if self.signer.is_some() && self.seq > self.last_cp_seq {
-                self.options
-                    .checkpoint_interval
-                    .saturating_sub(self.last_cp_at.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            let first = match rx.recv_timeout(wait) {
+            let first = match rx.recv_timeout(self.wait()) {
                 Ok(j) => j,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if failed.is_none()
-                        && let Err(e) = self.checkpoint()
-                    {
-                        tracing::error!(error = %e, "audit log checkpoint failed");
-                        self.last_cp_at = Instant::now();
+                    if failed.is_none() && self.tail() > 0 && self.time_due() {
+                        let _ = self.try_checkpoint(false, "interval");
                     }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Closing: sign the tail, save the index.
                     if failed.is_none() {
-                        if let Err(e) = self.checkpoint() {
-                            tracing::error!(error = %e, "final audit log checkpoint failed");
-                        }
+                        let _ = self.try_checkpoint(false, "close");
                         if let Err(e) = self.save_snapshot() {
                             tracing::warn!(error = %e, "could not save the audit log index snapshot");
                         }
@@ -574,87 +717,55 @@ impl Writer {
                 }
                 continue;
             }
-            // Encode and chain.
-            buf.clear();
-            let start_seq = self.seq;
-            let start_prev = self.prev;
-            let base_offset = match self.file.metadata() {
-                Ok(m) => m.len(),
-                Err(e) => {
-                    failed = Some(format!("stat {}: {e}", self.rpath.display()));
-                    continue;
-                }
-            };
-            let mut new_entries = Vec::new();
-            let mut replies = Vec::new();
+            let appends = jobs
+                .iter()
+                .any(|j| matches!(j, Job::Append(r, _) if !r.is_empty()));
+            // Records about to be written after a quiet stretch: sign (again) first, so that
+            // every record of an unsigned tail is received within the interval of the last
+            // checkpoint.
+            if appends && (self.tail() > 0 || self.last_cp_time.is_some()) && self.time_due() {
+                let _ = self.try_checkpoint(true, "records after a quiet interval");
+            }
+            let mut replies: Vec<AppendReply> = Vec::new();
             let mut cp_requests = Vec::new();
             let mut snap_requests = Vec::new();
-            let mut seq = self.seq;
-            let mut prev = self.prev;
+            let mut records = Vec::new();
             for j in jobs {
                 match j {
-                    Job::Append(records, reply) => {
-                        let first = seq + 1;
-                        for r in records {
-                            seq += 1;
-                            let off = buf.len() as u64;
-                            prev = record::encode_frame(seq, &prev, &r.tail, &mut buf);
-                            new_entries.push((
-                                base_offset + off,
-                                (buf.len() as u64 - off) as u32,
-                                r.index,
-                            ));
-                        }
-                        replies.push((reply, first..=seq));
+                    Job::Append(rs, reply) => {
+                        let first = self.seq + records.len() as u64 + 1;
+                        let last = first + rs.len() as u64 - 1;
+                        records.extend(rs);
+                        replies.push((reply, first..=last));
                     }
                     Job::Checkpoint(reply) => cp_requests.push(reply),
                     Job::Snapshot(reply) => snap_requests.push(reply),
                 }
             }
-            if !buf.is_empty() {
-                let res = self
-                    .file
-                    .write_all(&buf)
-                    .and_then(|_| self.file.sync_data());
-                if let Err(e) = res {
-                    let msg = format!("write {}: {e}", self.rpath.display());
-                    tracing::error!(error = %msg, "audit log append failed; the log stops accepting records");
-                    // Leave no partial frame behind for the next open to misread.
-                    let _ = self.file.set_len(base_offset);
-                    self.seq = start_seq;
-                    self.prev = start_prev;
-                    for (reply, _) in replies {
-                        let _ = reply.send(Err(LogError::Closed(msg.clone())));
-                    }
-                    for reply in cp_requests {
-                        let _ = reply.send(Err(LogError::Closed(msg.clone())));
-                    }
-                    failed = Some(msg);
-                    continue;
-                }
-                self.seq = seq;
-                self.prev = prev;
-                {
-                    let mut ix = self.shared.index.write();
-                    for (off, len, f) in &new_entries {
-                        ix.push(*off, *len, f);
-                    }
-                }
-                *self.shared.head.lock() = (seq, prev);
+            if let Err(msg) = self.write_records(records, &mut buf) {
+                tracing::error!(error = %msg, "audit log append failed; the log stops accepting records");
+                failed = Some(msg);
             }
+            let closed = failed.clone().unwrap_or_default();
             for (reply, range) in replies {
-                let _ = reply.send(Ok(range));
+                // Acknowledged only when every record of the request is durable.
+                let _ = reply.send(if *range.end() <= self.seq {
+                    Ok(range)
+                } else {
+                    Err(LogError::Closed(closed.clone()))
+                });
             }
-            let due = self.signer.is_some()
-                && self.seq > self.last_cp_seq
-                && (self.seq - self.last_cp_seq >= self.options.checkpoint_every
-                    || self.last_cp_at.elapsed() >= self.options.checkpoint_interval);
-            if !cp_requests.is_empty() || due {
-                let r = self.checkpoint();
-                if let Err(e) = &r {
-                    tracing::error!(error = %e, "audit log checkpoint failed");
-                    self.last_cp_at = Instant::now();
+            if failed.is_some() {
+                for reply in cp_requests {
+                    let _ = reply.send(Err(LogError::Closed(closed.clone())));
                 }
+                for reply in snap_requests {
+                    let _ = reply.send(Err(LogError::Closed(closed.clone())));
+                }
+                continue;
+            }
+            if !cp_requests.is_empty() || (self.tail() > 0 && self.time_due()) {
+                let r = self.try_checkpoint(false, "requested or due");
                 for reply in cp_requests {
                     let _ = reply.send(match &r {
                         Ok(c) => Ok(c.clone()),
@@ -672,6 +783,73 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Chain, write and `fdatasync` `records`, in one write, or in two or more when the batch
+    /// reaches a multiple of `checkpoint_every` after the last checkpoint: the part up to there
+    /// is made durable and signed before the rest is written. On an error, the records made
+    /// durable before it stay (and are indexed); the rest is cut off again.
+    fn write_records(&mut self, records: Vec<NewRecord>, buf: &mut Vec<u8>) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut base_offset = self
+            .file
+            .metadata()
+            .map_err(|e| format!("stat {}: {e}", self.rpath.display()))?
+            .len();
+        let every = self.every();
+        let n = records.len();
+        let mut seq = self.seq;
+        let mut prev = self.prev;
+        let mut entries = Vec::new();
+        buf.clear();
+        for (i, r) in records.into_iter().enumerate() {
+            seq += 1;
+            let off = buf.len() as u64;
+            prev = record::encode_frame(seq, &prev, &r.tail, buf);
+            entries.push((base_offset + off, (buf.len() as u64 - off) as u32, r.index));
+            let boundary = self.signer.is_some() && (seq - self.last_cp_seq).is_multiple_of(every);
+            if boundary || i + 1 == n {
+                self.flush_segment(buf, base_offset, &mut entries, seq, prev)?;
+                base_offset += buf.len() as u64;
+                buf.clear();
+                if boundary {
+                    let _ = self.try_checkpoint(false, "checkpoint_every records");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write and sync one segment; on success it is indexed and becomes the head.
+    fn flush_segment(
+        &mut self,
+        buf: &[u8],
+        base_offset: u64,
+        entries: &mut Vec<(u64, u32, record::IndexFields)>,
+        seq: u64,
+        prev: [u8; 32],
+    ) -> Result<(), String> {
+        let res = self.file.write_all(buf).and_then(|_| self.file.sync_data());
+        if let Err(e) = res {
+            // Leave no partial frame behind for the next open to misread.
+            let _ = self.file.set_len(base_offset);
+            return Err(format!("write {}: {e}", self.rpath.display()));
+        }
+        {
+            let mut ix = self.shared.index.write();
+            for (off, len, f) in entries.drain(..) {
+                ix.push(off, len, &f);
+            }
+        }
+        self.seq = seq;
+        self.prev = prev;
+        *self.shared.head.lock() = (seq, prev);
+        if self.last_cp_time.is_none() && self.unsigned_since.is_none() {
+            self.unsigned_since = Some(now_micros());
+        }
+        Ok(())
     }
 
     /// Write `index.snap` (atomically: temporary file, fsync, rename, directory fsync).
@@ -694,15 +872,22 @@ impl Writer {
         sync_dir(dir).map_err(io("fsync directory", dir))
     }
 
-    fn checkpoint(&mut self) -> Result<Option<Checkpoint>, LogError> {
+    /// Sign a checkpoint of the head: when records are not yet covered, or (`heartbeat`) the
+    /// same head again with a new time.
+    fn checkpoint(&mut self, heartbeat: bool) -> Result<Option<Checkpoint>, LogError> {
         let Some(signer) = &self.signer else {
             return Ok(None);
         };
-        if self.seq == self.last_cp_seq {
+        if self.seq == 0 || (self.seq == self.last_cp_seq && !heartbeat) {
             return Ok(None);
         }
-        let now = crate::time_fmt::unix_micros(time::OffsetDateTime::now_utc());
-        let cp = Checkpoint::sign(self.seq, self.prev, now, signer.as_ref())?;
+        let cp = Checkpoint::sign(
+            self.seq,
+            self.prev,
+            now_micros(),
+            self.options.policy(),
+            signer.as_ref(),
+        )?;
         let mut buf = Vec::with_capacity(256);
         cp.encode(&mut buf);
         self.cfile
@@ -714,8 +899,12 @@ impl Writer {
                 source,
             })?;
         self.last_cp_seq = self.seq;
-        self.last_cp_at = Instant::now();
+        self.last_cp_time = Some(cp.time);
+        self.retry_at = None;
         *self.shared.last_checkpoint.lock() = Some(cp.clone());
+        if let Some(sink) = &self.options.sink {
+            sink.checkpointed(&cp);
+        }
         Ok(Some(cp))
     }
 }
