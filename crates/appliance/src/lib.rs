@@ -5,6 +5,8 @@ pub mod api;
 pub mod api_enrol;
 pub mod api_xua;
 pub mod audit;
+pub mod audit_anchor;
+pub mod audit_verify;
 pub mod ca;
 pub mod cards;
 pub mod ceremony;

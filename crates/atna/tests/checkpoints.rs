@@ -129,7 +129,11 @@ fn an_intact_log_verifies_with_its_anchor() {
         .iter()
         .map(|c| c.seq)
         .collect();
-    assert_eq!(seqs, [10, 20, 25], "every 10 records, then at close");
+    assert_eq!(
+        seqs,
+        [1, 10, 20, 25],
+        "the first record at once, then at every 10th, then at close"
+    );
     let r = verify(
         dir.path(),
         &opts(&k).with_anchor(anchor_of_last(dir.path())),
@@ -143,7 +147,7 @@ fn an_intact_log_verifies_with_its_anchor() {
             r.unsigned_tail,
             r.anchors
         ),
-        (25, 3, 25, 0, 1)
+        (25, 4, 25, 0, 1)
     );
     assert_eq!(r.keys_used, ["the checkpoint key"]);
 }
@@ -208,7 +212,7 @@ fn truncating_checkpoints_log_inside_an_entry_is_reported() {
     let anchor = anchor_of_last(dir.path());
     let e = entries(dir.path());
     // Cut in the middle of the last entry (record 25).
-    keep_checkpoint_bytes(dir.path(), e[2].0 + e[2].1 / 2);
+    keep_checkpoint_bytes(dir.path(), e[3].0 + e[3].1 / 2);
     let err = verify(dir.path(), &opts(&k).with_anchor(anchor.clone())).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, VerifyError::AnchorMissing { .. }), "{msg}");
@@ -244,9 +248,9 @@ fn truncating_checkpoints_log_at_an_entry_boundary_is_reported() {
     build(dir.path(), 45, 10, &k);
     let anchor = anchor_of_last(dir.path());
     let e = entries(dir.path());
-    assert_eq!(e.len(), 5);
-    // Keep the first two checkpoints (records 10 and 20): 25 records follow, more than 10.
-    keep_checkpoint_bytes(dir.path(), e[2].0);
+    assert_eq!(e.len(), 6);
+    // Keep the first three checkpoints (records 1, 10 and 20): 25 records follow, more than 10.
+    keep_checkpoint_bytes(dir.path(), e[3].0);
     let err = verify(dir.path(), &opts(&k)).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -264,6 +268,7 @@ fn truncating_checkpoints_log_at_an_entry_boundary_is_reported() {
         ),
         "{msg}"
     );
+    assert!(msg.contains("checkpoints are missing"), "{msg}");
     assert!(msg.contains("checkpoints were removed"), "{msg}");
     assert!(msg.contains("records 21 to 45 are not covered"), "{msg}");
     assert_eq!(err.first_bad_record(), Some(21));
@@ -284,7 +289,7 @@ fn removing_the_last_checkpoints_is_reported() {
     let anchor = anchor_of_last(dir.path());
     let e = entries(dir.path());
     // Only the last one gone (5 records, within the policy): the anchor shows it.
-    keep_checkpoint_bytes(dir.path(), e[4].0);
+    keep_checkpoint_bytes(dir.path(), e[5].0);
     let err = verify(dir.path(), &opts(&k).with_anchor(anchor.clone())).unwrap_err();
     assert!(
         matches!(
@@ -298,7 +303,7 @@ fn removing_the_last_checkpoints_is_reported() {
         "{err}"
     );
     // The last three gone: the tail rule shows it even without an anchor.
-    keep_checkpoint_bytes(dir.path(), e[2].0);
+    keep_checkpoint_bytes(dir.path(), e[3].0);
     let err = verify(dir.path(), &opts(&k)).unwrap_err();
     assert!(matches!(err, VerifyError::UnsignedTail { .. }), "{err}");
 }
@@ -375,7 +380,7 @@ fn cutting_records_after_or_under_a_checkpoint_is_reported() {
     build(dir.path(), 30, 10, &k);
     let anchor = anchor_of_last(dir.path());
     cut_records_from(dir.path(), 21);
-    keep_checkpoint_bytes(dir.path(), entries(dir.path())[2].0);
+    keep_checkpoint_bytes(dir.path(), entries(dir.path())[3].0);
     assert!(verify(dir.path(), &opts(&k)).is_ok());
     let err = verify(dir.path(), &opts(&k).with_anchor(anchor)).unwrap_err();
     let msg = err.to_string();
@@ -443,7 +448,7 @@ fn an_anchor_newer_than_the_file_is_reported() {
     other.seq = 12;
     let err = verify(old.path(), &opts(&k).with_anchor(other)).unwrap_err();
     assert!(
-        matches!(err, VerifyError::AnchorMismatch { index: 1, .. }),
+        matches!(err, VerifyError::AnchorMismatch { index: 2, .. }),
         "{err}"
     );
 }
@@ -500,7 +505,7 @@ fn each_checkpoint_carries_its_policy_which_the_verifier_applies() {
         })));
     // 10 records after the checkpoint of record 15: more than its 5, though the verifier's own
     // default allows 1000.
-    keep_checkpoint_bytes(dir.path(), entries(dir.path())[3].0);
+    keep_checkpoint_bytes(dir.path(), entries(dir.path())[4].0);
     let err = verify(dir.path(), &opts(&k)).unwrap_err();
     assert!(
         matches!(

@@ -359,8 +359,16 @@ fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Audit {
-            command: audit_cmd::AuditCommand::Verify { dir },
-        } => audit_cmd::verify(&home, dir),
+            command:
+                audit_cmd::AuditCommand::Verify {
+                    dir,
+                    root,
+                    as_operator,
+                },
+        } => {
+            let config = load_config(&home)?;
+            audit_cmd::verify(&home, &config, dir, root, &as_operator)
+        }
         Command::Audit { command } => {
             let config = load_config(&home)?;
             let operator = match &command {

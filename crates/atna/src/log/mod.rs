@@ -5,8 +5,9 @@
 //! * `checkpoints.log`: signed `(seq, head hash, time, policy)` checkpoints (format in
 //!   [`checkpoint`]).
 //!
-//! **Checkpoints** are signed after every [`LogOptions::checkpoint_every`] records (a batch that
-//! crosses the boundary is written in two parts, so the unsigned tail never exceeds it), when
+//! **Checkpoints** are signed at every record whose number is a multiple of
+//! [`LogOptions::checkpoint_every`] (a batch that crosses one is written in two parts, so the
+//! unsigned tail never exceeds it), right after a new log's first records, when
 //! records are pending [`LogOptions::checkpoint_interval`] after the last one, before a batch
 //! is written if the last one is older than the interval (the same head signed again: every
 //! record of an unsigned tail was then received less than the interval after the last
@@ -303,7 +304,6 @@ impl AuditLog {
             prev: head.1,
             last_cp_seq: last_cp.as_ref().map_or(0, |c| c.seq),
             last_cp_time: last_cp.as_ref().map(|c| c.time),
-            unsigned_since: None,
             retry_at: None,
         };
         // The writer signs an unsigned tail left by a previous run before anything else;
@@ -581,14 +581,14 @@ struct Writer {
     last_cp_seq: u64,
     /// Signed time of the last checkpoint (Unix µs).
     last_cp_time: Option<i64>,
-    /// With no checkpoint yet: when records were first written unsigned (Unix µs).
-    unsigned_since: Option<i64>,
     /// After a failed checkpoint, no time-driven attempt before this.
     retry_at: Option<Instant>,
 }
 
-/// How long after a failed checkpoint the next time-driven attempt is made.
-const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+/// How long after a failed checkpoint the next time-driven attempt is made, at least (and at
+/// most a minute): the interval, so that a clock that stays untrusted does not flood the log.
+const CHECKPOINT_RETRY_MIN: Duration = Duration::from_secs(1);
+const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(60);
 
 fn now_micros() -> i64 {
     crate::time_fmt::unix_micros(time::OffsetDateTime::now_utc())
@@ -610,15 +610,15 @@ impl Writer {
         self.seq - self.last_cp_seq
     }
 
-    /// A time-driven checkpoint is due: the last one is at least the interval old (or there is
-    /// none) and no failed attempt is being waited out.
+    /// A time-driven checkpoint is due: the last one is at least the interval old, or there is
+    /// none (a new log's first records are signed at once), and no failed attempt is being
+    /// waited out.
     fn time_due(&self) -> bool {
         self.signer.is_some()
             && self.retry_at.is_none_or(|r| Instant::now() >= r)
             && self
                 .last_cp_time
-                .or(self.unsigned_since)
-                .is_some_and(|t| now_micros().saturating_sub(t) >= self.interval_micros())
+                .is_none_or(|t| now_micros().saturating_sub(t) >= self.interval_micros())
     }
 
     /// How long the writer may wait for jobs before a time-driven checkpoint is due.
@@ -626,14 +626,14 @@ impl Writer {
         if self.signer.is_none() || self.tail() == 0 {
             return Duration::from_secs(3600);
         }
-        let due = match self.last_cp_time.or(self.unsigned_since) {
+        let due = match self.last_cp_time {
             Some(t) => {
                 let left = t
                     .saturating_add(self.interval_micros())
                     .saturating_sub(now_micros());
                 Duration::from_micros(left.max(0) as u64)
             }
-            None => Duration::from_secs(3600),
+            None => Duration::ZERO,
         };
         let retry = self.retry_at.map_or(Duration::ZERO, |r| {
             r.saturating_duration_since(Instant::now())
@@ -651,7 +651,11 @@ impl Writer {
         let r = self.checkpoint(heartbeat);
         if let Err(e) = &r {
             tracing::error!(error = %e, why, records = self.tail(), "audit log checkpoint failed");
-            self.retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+            let retry = self
+                .options
+                .checkpoint_interval
+                .clamp(CHECKPOINT_RETRY_MIN, CHECKPOINT_RETRY_MAX);
+            self.retry_at = Some(Instant::now() + retry);
         }
         r
     }
@@ -661,9 +665,6 @@ impl Writer {
         let mut failed: Option<String> = None;
         if self.signer.is_some() && self.tail() > 0 {
             // The previous run ended (a crash) with records no checkpoint covers.
-            if self.last_cp_time.is_none() {
-                self.unsigned_since = Some(now_micros());
-            }
             let _ = self.try_checkpoint(false, "unsigned tail at open");
         }
         let _ = ready.send(());
@@ -786,7 +787,7 @@ impl Writer {
     }
 
     /// Chain, write and `fdatasync` `records`, in one write, or in two or more when the batch
-    /// reaches a multiple of `checkpoint_every` after the last checkpoint: the part up to there
+    /// reaches a record whose number is a multiple of `checkpoint_every`: the part up to there
     /// is made durable and signed before the rest is written. On an error, the records made
     /// durable before it stay (and are indexed); the rest is cut off again.
     fn write_records(&mut self, records: Vec<NewRecord>, buf: &mut Vec<u8>) -> Result<(), String> {
@@ -809,7 +810,9 @@ impl Writer {
             let off = buf.len() as u64;
             prev = record::encode_frame(seq, &prev, &r.tail, buf);
             entries.push((base_offset + off, (buf.len() as u64 - off) as u32, r.index));
-            let boundary = self.signer.is_some() && (seq - self.last_cp_seq).is_multiple_of(every);
+            // Boundaries at multiples of `every`: the tail never exceeds it, and a failed
+            // checkpoint is tried again at the next one.
+            let boundary = self.signer.is_some() && seq.is_multiple_of(every);
             if boundary || i + 1 == n {
                 self.flush_segment(buf, base_offset, &mut entries, seq, prev)?;
                 base_offset += buf.len() as u64;
@@ -846,9 +849,6 @@ impl Writer {
         self.seq = seq;
         self.prev = prev;
         *self.shared.head.lock() = (seq, prev);
-        if self.last_cp_time.is_none() && self.unsigned_since.is_none() {
-            self.unsigned_since = Some(now_micros());
-        }
         Ok(())
     }
 

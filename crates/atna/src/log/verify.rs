@@ -235,7 +235,7 @@ pub enum VerifyError {
         problem: RecordProblem,
     },
     /// The log ends before the last signed checkpoint: records were cut off.
-    #[error("log truncated: it ends at record {last_seq} but a signed checkpoint covers record {checkpoint_seq}; records {} to {checkpoint_seq} are missing", last_seq + 1)]
+    #[error("log truncated: it ends at record {last_seq} but a signed checkpoint covers record {checkpoint_seq}; {} missing", range_is(last_seq + 1, *checkpoint_seq))]
     Truncated {
         /// Last record present.
         last_seq: u64,
@@ -287,7 +287,7 @@ pub enum VerifyError {
     },
     /// Records and no checkpoint at all.
     #[error(
-        "no signed checkpoint covers the log: records 1 to {records} are unprotected ({file}); a log with records and no checkpoint is not intact"
+        "no signed checkpoint covers the log: {} unprotected ({file}); a log with records and no checkpoint is not intact", range_is(1, *records)
     )]
     NoCheckpoint {
         /// Records in the log.
@@ -295,7 +295,8 @@ pub enum VerifyError {
         /// What `checkpoints.log` is.
         file: CheckpointFile,
     },
-    /// The unsigned tail breaks the last checkpoint's policy: later checkpoints were removed.
+    /// The unsigned tail breaks the last checkpoint's policy: later checkpoints were removed (or
+    /// could not be made).
     #[error("{}", unsigned_tail(*last_checkpoint, *checkpoint_time, *records, problem))]
     UnsignedTail {
         /// The record the last checkpoint covers.
@@ -320,11 +321,12 @@ pub(crate) fn when(us: i64) -> String {
     }
 }
 
-fn range(first: u64, last: u64) -> String {
+/// "record N is" / "records A to B are".
+fn range_is(first: u64, last: u64) -> String {
     if first == last {
-        format!("record {first}")
+        format!("record {first} is")
     } else {
-        format!("records {first} to {last}")
+        format!("records {first} to {last} are")
     }
 }
 
@@ -337,20 +339,20 @@ fn anchor_missing(anchor: &Anchor, last_checkpoint: Option<u64>, records: u64) -
     let lost = if records < anchor.seq {
         if records < from {
             format!(
-                "{} are missing from records.log",
-                range(from.min(records + 1), anchor.seq)
+                "{} missing from records.log",
+                range_is(from.min(records + 1), anchor.seq)
             )
         } else {
             format!(
-                "{} are no longer covered by a checkpoint and {} are missing from records.log",
-                range(from, records),
-                range(records + 1, anchor.seq)
+                "{} no longer covered by a checkpoint and {} missing from records.log",
+                range_is(from, records),
+                range_is(records + 1, anchor.seq)
             )
         }
     } else {
         format!(
-            "{} are no longer covered by a checkpoint",
-            range(from, anchor.seq)
+            "{} no longer covered by a checkpoint",
+            range_is(from, anchor.seq)
         )
     };
     format!(
@@ -375,9 +377,9 @@ fn unsigned_tail(last: u64, time: i64, records: u64, problem: &TailProblem) -> S
         ),
     };
     format!(
-        "checkpoints were removed: the last checkpoint covers record {last} (signed at {}); {why}; {} are not covered by any checkpoint",
+        "checkpoints are missing: the last checkpoint covers record {last} (signed at {}); {why}; {} not covered by any checkpoint (checkpoints were removed, or could not be signed: nothing is signed while the clock is not trusted)",
         when(time),
-        range(last + 1, records)
+        range_is(last + 1, records)
     )
 }
 

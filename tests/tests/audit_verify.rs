@@ -1,0 +1,543 @@
+//! `cps-trust audit verify` with the real binary against a real appliance's log: intact while
+//! the appliance runs (anchors through the API) and once it is stopped (anchors from the store);
+//! each way of damaging the log or its checkpoints, on a copy of the log directory, exits 3
+//! with one `error:` line naming what is missing; the checkpoint key is trusted by its
+//! certificate's chain to the root and its profile, never by a file next to the log; a log cut
+//! back while the appliance was stopped is reported at the next start and kept reported; and no
+//! checkpoint is signed while the clock is not trusted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cps_atna::{AuditLog, LogOptions, read_checkpoints};
+use cps_hsm::SoftwareSigner;
+use cps_trust_tests::*;
+
+/// Set `[audit] checkpoint_every` and `checkpoint_seconds`.
+fn set_checkpoints(home: &Home, every: u64, seconds: u32) {
+    let cfg: Vec<String> = home
+        .config_text()
+        .lines()
+        .map(|l| {
+            if l.starts_with("checkpoint_every = ") {
+                format!("checkpoint_every = {every}")
+            } else if l.starts_with("checkpoint_seconds = ") {
+                format!("checkpoint_seconds = {seconds}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    home.set_config_text(&(cfg.join("\n") + "\n"));
+}
+
+fn log_dir(home: &Home) -> PathBuf {
+    home.join("audit/log")
+}
+
+/// A copy of the home's log directory.
+fn copy_log(home: &Home) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(log_dir(home)).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+fn verify_dir(home: &Home, dir: &Path) -> Output {
+    home.cps(&["audit", "verify", "--dir", dir.to_str().unwrap()])
+}
+
+/// Exit 3 with one `error:` line containing every `expect`.
+fn assert_refused(out: &Output, expect: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_one_line_error(out, expect);
+}
+
+/// (offset, length) of each entry of a checkpoints.log.
+fn entries(path: &Path) -> Vec<(usize, usize)> {
+    let d = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 8 <= d.len() {
+        let len = 8 + u32::from_be_bytes(d[i + 4..i + 8].try_into().unwrap()) as usize;
+        out.push((i, len));
+        i += len;
+    }
+    out
+}
+
+/// Offsets of each record of a records.log.
+fn records(path: &Path) -> Vec<usize> {
+    let d = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 8 <= d.len() {
+        out.push(i);
+        i += 8 + u32::from_be_bytes(d[i + 4..i + 8].try_into().unwrap()) as usize + 32;
+    }
+    out
+}
+
+fn truncate(path: &Path, len: usize) {
+    let mut d = std::fs::read(path).unwrap();
+    d.truncate(len);
+    std::fs::write(path, d).unwrap();
+}
+
+fn openssl(args: &[&str]) -> Output {
+    let out = Command::new(peer("openssl")).args(args).output().unwrap();
+    assert_success(&out, &format!("openssl {}", args.join(" ")));
+    out
+}
+
+/// A P-256 key made by openssl: (PEM path, the same key as a signer).
+fn openssl_key(dir: &Path, name: &str) -> (PathBuf, SoftwareSigner) {
+    let pem = dir.join(format!("{name}.key"));
+    let p8 = dir.join(format!("{name}.p8"));
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        pem.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        p8.to_str().unwrap(),
+    ]);
+    let signer = SoftwareSigner::from_pkcs8(name, &std::fs::read(&p8).unwrap()).unwrap();
+    (pem, signer)
+}
+
+/// Replace the copy's checkpoints with one signed by `signer` over all its records, and its
+/// certificates with `certs_pem` (what an attacker with another key would do).
+fn resign(dir: &Path, signer: SoftwareSigner, certs_pem: &str) {
+    std::fs::remove_file(dir.join("checkpoints.log")).unwrap();
+    let _ = std::fs::remove_file(dir.join("index.snap"));
+    let log = AuditLog::open(dir, Some(Arc::new(signer)), LogOptions::default()).unwrap();
+    assert!(log.last_checkpoint().is_some(), "re-signed at open");
+    drop(log);
+    std::fs::write(dir.join("checkpoint-certs.pem"), certs_pem).unwrap();
+}
+
+fn sha256_fingerprint(pem: &Path) -> String {
+    let out = openssl(&[
+        "x509",
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+        "-in",
+        pem.to_str().unwrap(),
+    ]);
+    text(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase()
+}
+
+/// Records in the log per `audit verify`'s report ("intact: N records").
+fn intact_records(out: &Output) -> Option<u64> {
+    let s = text(&out.stdout);
+    let i = s.find("audit log intact: ")? + "audit log intact: ".len();
+    s[i..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn audit_verify_names_every_way_of_damaging_the_log() {
+    let (home, mut app) = Appliance::fresh();
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    app.daemon.stop(Duration::from_secs(10));
+    set_checkpoints(&home, 4, 10);
+    let app = Appliance::start(&home);
+    assert!(
+        !home.join("audit/checkpoint-key.pem").exists(),
+        "the public key file next to the log has no role any more"
+    );
+    assert!(home.join("audit/checkpoint.pem").exists());
+
+    // Audit records: one per certificate issued.
+    for i in 0..10 {
+        let csr = openssl_csr(d, &format!("c{i}"), "p256");
+        assert_success(
+            &issue_person(
+                &home,
+                &csr,
+                &d.join(format!("c{i}.pem")),
+                "cps-auth",
+                "810002345675",
+            ),
+            "issue",
+        );
+    }
+    // The checkpoint profile is not for anyone else's key.
+    let csr = openssl_csr(d, "mine", "p256");
+    let out = home.cps(&[
+        "cert",
+        "issue",
+        "--profile",
+        "audit-checkpoint",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--holder",
+        "x",
+        "--org-name",
+        "Clinique du Parc",
+        "--structure-id",
+        "10B0152872",
+        "--cn",
+        "forged checkpoints",
+        "--state",
+        "Paris (75)",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("reserved"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A seal certificate from our own CA for a key of ours (valid chain, another purpose).
+    let (seal_key, seal_signer) = openssl_key(d, "seal");
+    let seal_csr = d.join("seal.csr");
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        seal_key.to_str().unwrap(),
+        "-subj",
+        "/CN=ignored",
+        "-out",
+        seal_csr.to_str().unwrap(),
+    ]);
+    let seal_pem = d.join("seal.pem");
+    assert_success(
+        &home.cps(&[
+            "cert",
+            "issue",
+            "--profile",
+            "org-cachet",
+            "--csr",
+            seal_csr.to_str().unwrap(),
+            "--holder",
+            "10B0152872",
+            "--org-name",
+            "Clinique du Parc",
+            "--structure-id",
+            "10B0152872",
+            "--cn",
+            "Clinique du Parc SIGN",
+            "--state",
+            "Paris (75)",
+            "-o",
+            seal_pem.to_str().unwrap(),
+        ]),
+        "cert issue org-cachet",
+    );
+
+    // While the appliance runs: intact, anchors read through its API.
+    let out = wait_for("the forwarded records", Duration::from_secs(30), || {
+        let out = home.cps(&["audit", "verify"]);
+        (out.status.success() && intact_records(&out).is_some_and(|n| n >= 12)).then_some(out)
+    });
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("(through the running appliance)"),
+        "{stdout}"
+    );
+    let root_fp = sha256_fingerprint(&home.join("ca/root.pem"));
+    assert!(
+        stdout.contains(&root_fp),
+        "root fingerprint {root_fp}:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("CN=cps-trust audit checkpoints"),
+        "{stdout}"
+    );
+    // A damaged copy, verified while the appliance runs.
+    let copy = copy_log(&home);
+    std::fs::remove_file(copy.path().join("checkpoints.log")).unwrap();
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            "checkpoints.log was cut back or deleted",
+            "anchored in the store",
+        ],
+    );
+
+    // Stopped (clean shutdown: the last records are signed and anchored).
+    let mut app = app;
+    app.daemon.stop(Duration::from_secs(20));
+    let out = home.cps(&["audit", "verify"]);
+    assert_success(&out, "audit verify (stopped)");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("(read from the store)"), "{stdout}");
+    assert!(stdout.contains(", 0 records after it"), "{stdout}");
+    let cps = read_checkpoints(&log_dir(&home)).unwrap();
+    let last = cps.last().unwrap().seq;
+    assert!(cps.len() >= 3, "every 4 records: {cps:?}");
+    let n = intact_records(&out).unwrap();
+    assert_eq!(n, last);
+
+    // checkpoints.log deleted.
+    let copy = copy_log(&home);
+    std::fs::remove_file(copy.path().join("checkpoints.log")).unwrap();
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            "checkpoints.log was cut back or deleted",
+            &format!("the checkpoint of record {last} (anchored in the store at"),
+            "it holds no checkpoint",
+            &format!("records 1 to {last} are no longer covered"),
+        ],
+    );
+
+    // checkpoints.log truncated inside its last entry.
+    let copy = copy_log(&home);
+    let cpath = copy.path().join("checkpoints.log");
+    let e = entries(&cpath);
+    let (off, len) = e[e.len() - 1];
+    truncate(&cpath, off + len / 2);
+    let before = cps[cps.len() - 2].seq;
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            &format!("the checkpoint of record {last} (anchored in the store at"),
+            &format!("the last checkpoint it holds covers record {before}"),
+        ],
+    );
+
+    // checkpoints.log cut back at an entry boundary: the last two checkpoints removed.
+    let copy = copy_log(&home);
+    let cpath = copy.path().join("checkpoints.log");
+    let e = entries(&cpath);
+    truncate(&cpath, e[e.len() - 2].0);
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            "checkpoints.log was cut back or deleted",
+            &format!("the checkpoint of record {last}"),
+            &format!("covers record {}", cps[cps.len() - 3].seq),
+        ],
+    );
+
+    // The last records cut off (the final checkpoint covers them).
+    let copy = copy_log(&home);
+    let rpath = copy.path().join("records.log");
+    let _ = std::fs::remove_file(copy.path().join("index.snap"));
+    truncate(&rpath, records(&rpath)[(last - 2) as usize]);
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            "log truncated",
+            &format!("it ends at record {}", last - 2),
+            &format!("records {} to {last} are missing", last - 1),
+        ],
+    );
+
+    // What was observed: half of records.log cut away and checkpoints.log deleted.
+    let copy = copy_log(&home);
+    let rpath = copy.path().join("records.log");
+    let len = std::fs::metadata(&rpath).unwrap().len() as usize;
+    truncate(&rpath, len / 2);
+    std::fs::remove_file(copy.path().join("checkpoints.log")).unwrap();
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            "checkpoints.log was cut back or deleted",
+            &format!("the checkpoint of record {last}"),
+            "missing from records.log",
+        ],
+    );
+
+    // The key swapped: checkpoints re-signed by another key with a self-signed certificate
+    // that claims the checkpoint purpose, and its public key in the old key file's place.
+    let copy = copy_log(&home);
+    let (attacker_pem, attacker) = openssl_key(d, "attacker");
+    let self_signed = d.join("attacker.pem");
+    let ext = d.join("attacker.cnf");
+    std::fs::write(
+        &ext,
+        "[req]\ndistinguished_name = dn\nx509_extensions = ext\n[dn]\n[ext]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = 1.3.6.1.4.1.32473.3.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-config",
+        ext.to_str().unwrap(),
+        "-key",
+        attacker_pem.to_str().unwrap(),
+        "-subj",
+        "/C=FR/O=cps-trust/CN=cps-trust audit checkpoints",
+        "-days",
+        "30",
+        "-out",
+        self_signed.to_str().unwrap(),
+    ]);
+    let spki_pem =
+        text(&openssl(&["pkey", "-in", attacker_pem.to_str().unwrap(), "-pubout"]).stdout);
+    std::fs::write(home.join("audit/checkpoint-key.pem"), spki_pem).unwrap();
+    resign(
+        copy.path(),
+        attacker,
+        &std::fs::read_to_string(&self_signed).unwrap(),
+    );
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            "which no trusted certificate holds",
+            "does not chain to the root",
+        ],
+    );
+    std::fs::remove_file(home.join("audit/checkpoint-key.pem")).unwrap();
+
+    // Re-signed by a key certified by our own CA, but as a seal: not a checkpoint key.
+    let copy = copy_log(&home);
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(&seal_pem).unwrap(),
+        std::fs::read_to_string(home.join("ca/organisations.pem")).unwrap()
+    );
+    resign(copy.path(), seal_signer, &chain);
+    assert_refused(
+        &verify_dir(&home, copy.path()),
+        &[
+            "which no trusted certificate holds",
+            "does not carry the audit checkpoint extended key usage",
+        ],
+    );
+
+    // Another root given: nothing chains to it, and its fingerprint is the one printed.
+    let (other_key, _) = openssl_key(d, "other-root");
+    let other_root = d.join("other-root.pem");
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        other_key.to_str().unwrap(),
+        "-subj",
+        "/CN=Another Root",
+        "-days",
+        "30",
+        "-out",
+        other_root.to_str().unwrap(),
+    ]);
+    let out = home.cps(&["audit", "verify", "--root", other_root.to_str().unwrap()]);
+    assert_refused(&out, &["does not chain to the root"]);
+    assert!(
+        text(&out.stdout).contains(&sha256_fingerprint(&other_root)),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The undamaged log still verifies.
+    assert_success(
+        &home.cps(&["audit", "verify"]),
+        "audit verify after the copies",
+    );
+
+    // The log itself cut back while the appliance is stopped, then the appliance started: it
+    // raises the alarm, keeps the anchor it no longer finds, and verify keeps reporting it.
+    let rpath = log_dir(&home).join("records.log");
+    truncate(&rpath, records(&rpath)[(last / 2) as usize]);
+    std::fs::remove_file(log_dir(&home).join("checkpoints.log")).unwrap();
+    let _ = std::fs::remove_file(log_dir(&home).join("index.snap"));
+    let mut app = Appliance::start(&home);
+    let serve_log = std::fs::read_to_string(home.join("serve.log")).unwrap();
+    assert!(serve_log.contains("AUDIT LOG ALARM"), "{serve_log}");
+    app.daemon.stop(Duration::from_secs(20));
+    assert_refused(
+        &home.cps(&["audit", "verify"]),
+        &[
+            "was cut back, deleted or replaced while the appliance was stopped",
+            &format!("did not hold the checkpoint of record {last}"),
+        ],
+    );
+}
+
+#[test]
+fn no_checkpoint_is_signed_while_the_clock_is_not_trusted() {
+    let (home, mut app) = Appliance::fresh();
+    app.daemon.stop(Duration::from_secs(10));
+    // A checkpoint after every record: the last one made (at this run's end) carries that
+    // policy, which governs the records that follow it.
+    set_checkpoints(&home, 1, 1);
+    let mut app = Appliance::start(&home);
+    app.daemon.stop(Duration::from_secs(20));
+    assert_success(&home.cps(&["audit", "verify"]), "audit verify before");
+    // The kernel's clock with no tolerance: never trusted.
+    let trusted = home.config_text();
+    let cfg = trusted.replace(
+        "source = \"declared\"",
+        "source = \"kernel\"\nmax_error_ms = 0",
+    );
+    let cfg = cfg.replacen("max_error_ms = 1000\n", "", 1);
+    home.set_config_text(&cfg);
+    let mut app = Appliance::start(&home);
+    // Records that need no signature: registry changes.
+    let csv = repo_root().join("crates/enrol/examples/professionals.csv");
+    assert_success(
+        &home.cps(&["professional", "import", csv.to_str().unwrap()]),
+        "professional import",
+    );
+    for status in ["suspended", "active"] {
+        assert_success(
+            &home.cps(&["professional", "status", "810002813839", status]),
+            "professional status",
+        );
+    }
+    let out = wait_for("an unsigned tail", Duration::from_secs(30), || {
+        let out = home.cps(&["audit", "verify"]);
+        (out.status.code() == Some(3)).then_some(out)
+    });
+    assert_one_line_error(
+        &out,
+        &[
+            "checkpoints are missing",
+            "nothing is signed while the clock is not trusted",
+        ],
+    );
+    let serve_log = std::fs::read_to_string(home.join("serve.log")).unwrap();
+    assert!(
+        serve_log.contains("audit log checkpoint failed") && serve_log.contains("signing refused"),
+        "{serve_log}"
+    );
+    app.daemon.stop(Duration::from_secs(20));
+    // Trusted again: the tail is signed at the next start.
+    home.set_config_text(&trusted);
+    let mut app = Appliance::start(&home);
+    app.daemon.stop(Duration::from_secs(20));
+    let out = home.cps(&["audit", "verify"]);
+    assert_success(&out, "audit verify after the clock is trusted again");
+    assert!(
+        text(&out.stdout).contains(", 0 records after it"),
+        "{}",
+        text(&out.stdout)
+    );
+}
