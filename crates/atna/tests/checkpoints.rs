@@ -694,3 +694,57 @@ fn verification_of_a_log_being_written_succeeds() {
     assert!(runs > 3, "{runs} verifications");
     assert!(log.len() > 100, "{} records written", log.len());
 }
+
+/// The DICOM message that carries a checkpoint to the repositories: schema-shaped, readable by
+/// the repository's parser, and holding everything needed to check the signature there.
+#[test]
+fn a_checkpoint_message_carries_the_evidence() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let k = key();
+    build(dir.path(), 3, 10, &k);
+    let cp = read_checkpoints(dir.path()).unwrap().pop().unwrap();
+    let ctx = cps_atna::events::AuditContext {
+        source_id: "cps-trust".into(),
+        site_id: None,
+        host: "cps-trust.localhost".into(),
+    };
+    let msg = cps_atna::events::audit_checkpoint(&ctx, "urn:cps-trust:cps-trust:audit-log", &cp);
+    let xml = msg.to_xml().unwrap();
+    if let Some(out) = std::env::var_os("CPS_ATNA_CHECKPOINT_XML") {
+        std::fs::write(out, &xml).unwrap();
+    }
+    let summary = cps_atna::parse_audit_xml(xml.as_bytes(), &XmlLimits::default()).unwrap();
+    assert_eq!(summary.event_id.code, "110113");
+    assert_eq!(summary.event_types[0].code, "audit-checkpoint");
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let detail = |kind: &str| -> Vec<u8> {
+        let v = doc
+            .descendants()
+            .find(|n| {
+                n.has_tag_name("ParticipantObjectDetail") && n.attribute("type") == Some(kind)
+            })
+            .unwrap_or_else(|| panic!("no {kind} in {xml}"))
+            .attribute("value")
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.decode(v).unwrap()
+    };
+    assert_eq!(detail("seq"), cp.seq.to_string().into_bytes());
+    assert_eq!(detail("head"), cp.head);
+    assert_eq!(detail("checkpoint-every"), b"10");
+    assert_eq!(detail("signature"), cp.signature);
+    let carried = Checkpoint::from_bytes(&detail("checkpoint")).unwrap();
+    assert_eq!(carried, cp);
+    carried.verify(k.public_key_der()).unwrap();
+    let obj = doc
+        .descendants()
+        .find(|n| n.has_tag_name("ParticipantObjectIdentification"))
+        .unwrap();
+    assert_eq!(
+        (
+            obj.attribute("ParticipantObjectTypeCode"),
+            obj.attribute("ParticipantObjectTypeCodeRole")
+        ),
+        (Some("2"), Some("13"))
+    );
+}
