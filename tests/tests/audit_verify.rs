@@ -541,3 +541,118 @@ fn no_checkpoint_is_signed_while_the_clock_is_not_trusted() {
         text(&out.stdout)
     );
 }
+
+/// The serial of the first certificate of a PEM file.
+fn serial_of(pem: &Path) -> String {
+    let out = openssl(&["x509", "-noout", "-serial", "-in", pem.to_str().unwrap()]);
+    text(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_uppercase()
+}
+
+/// A home made before checkpoint keys were certified (the key, a public key file next to the
+/// log, no certificate) gets its certificate at the next start and its earlier checkpoints still
+/// verify; the route that gives the anchors is for auditors and CA operators only; a revoked
+/// checkpoint certificate stops the key's later checkpoints from being trusted.
+#[test]
+fn an_old_home_is_certified_and_a_revoked_checkpoint_certificate_is_honoured() {
+    let (home, mut app) = Appliance::fresh();
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    for i in 0..2 {
+        let csr = openssl_csr(d, &format!("a{i}"), "p256");
+        assert_success(
+            &issue_person(
+                &home,
+                &csr,
+                &d.join(format!("a{i}.pem")),
+                "cps-auth",
+                "810002345675",
+            ),
+            "issue",
+        );
+    }
+    app.daemon.stop(Duration::from_secs(20));
+    let first_serial = serial_of(&home.join("audit/checkpoint.pem"));
+    let before = read_checkpoints(&log_dir(&home)).unwrap();
+    assert!(!before.is_empty());
+    // As a home of the previous release looked.
+    std::fs::remove_file(home.join("audit/checkpoint.pem")).unwrap();
+    std::fs::remove_file(log_dir(&home).join("checkpoint-certs.pem")).unwrap();
+    std::fs::write(
+        home.join("audit/checkpoint-key.pem"),
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+
+    let app = Appliance::start(&home);
+    assert!(!home.join("audit/checkpoint-key.pem").exists());
+    let second_serial = serial_of(&home.join("audit/checkpoint.pem"));
+    assert_ne!(first_serial, second_serial, "certified again at start");
+    let bundle = std::fs::read_to_string(log_dir(&home).join("checkpoint-certs.pem")).unwrap();
+    assert_eq!(
+        bundle.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "certificate and issuer"
+    );
+    let out = home.cps(&["audit", "verify"]);
+    assert_success(&out, "audit verify after the upgrade");
+    assert!(
+        intact_records(&out).unwrap() >= before.last().unwrap().seq,
+        "{}",
+        text(&out.stdout)
+    );
+
+    // GET /api/v1/audit/checkpoints: auditors and CA operators; not a service.
+    for (name, role) in [("aud", "auditor"), ("svc", "service")] {
+        assert_success(
+            &home.cps(&["operator", "add", "--name", name, "--role", role]),
+            "operator add",
+        );
+    }
+    assert_success(
+        &home.cps(&["audit", "verify", "--as", "aud"]),
+        "as an auditor",
+    );
+    let out = home.cps(&["audit", "verify", "--as", "svc"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_one_line_error(&out, &["403", "lacks the role"]);
+
+    // The checkpoint certificate revoked: what the key signs afterwards is not trusted.
+    assert_success(
+        &home.cps(&[
+            "cert",
+            "revoke",
+            "--ca",
+            "organisations",
+            "--serial",
+            &second_serial,
+            "--reason",
+            "keyCompromise",
+        ]),
+        "revoke the checkpoint certificate",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let csr = openssl_csr(d, "after", "p256");
+    assert_success(
+        &issue_person(
+            &home,
+            &csr,
+            &d.join("after.pem"),
+            "cps-auth",
+            "810002345675",
+        ),
+        "issue after the revocation",
+    );
+    let mut app = app;
+    app.daemon.stop(Duration::from_secs(20));
+    assert_refused(
+        &home.cps(&["audit", "verify"]),
+        &[
+            &format!("certificate {second_serial}"),
+            "revoked at",
+            "stopped being valid",
+        ],
+    );
+}

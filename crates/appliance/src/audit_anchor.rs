@@ -452,3 +452,112 @@ pub fn time_of(secs: i64) -> String {
         })
         .unwrap_or_else(|| secs.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cps_atna::{LogOptions, NewRecord, NodeIdentity, Transport, XmlLimits};
+    use cps_hsm::{KeyAlgorithm, SoftwareSigner};
+
+    fn rec(i: u64) -> NewRecord {
+        NewRecord::from_message(
+            i as i64,
+            &NodeIdentity::default(),
+            "127.0.0.1:1",
+            Transport::Tls,
+            format!("<85>1 - h a - - - record {i}").as_bytes(),
+            &XmlLimits::default(),
+        )
+    }
+
+    /// Every checkpoint ends up as the store's latest anchor, the first of each hour in the
+    /// history; a log that does not hold the latest anchor at start leaves it as lost, audited.
+    #[test]
+    fn checkpoints_are_anchored_and_a_missing_anchor_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(cps_store::SledStore::open(dir.path().join("store")).unwrap());
+        let key = Arc::new(SoftwareSigner::generate("cp", KeyAlgorithm::EcP256).unwrap());
+        let mut anchorer = Anchorer::new();
+        let log = AuditLog::open(
+            &dir.path().join("log"),
+            Some(key.clone()),
+            LogOptions {
+                checkpoint_every: 3,
+                sink: Some(anchorer.sink()),
+                ..LogOptions::default()
+            },
+        )
+        .unwrap();
+        anchorer.start(store.clone(), None).unwrap();
+        for i in 1..=7 {
+            log.append_blocking(vec![rec(i)]).unwrap();
+        }
+        log.checkpoint_blocking().unwrap();
+        anchorer.flusher().flush();
+        let set = anchor_set(store.as_ref(), &[]).unwrap();
+        let latest = set.latest.unwrap();
+        assert_eq!(latest.seq, 7);
+        assert_eq!(latest.checkpoint().unwrap(), log.last_checkpoint().unwrap());
+        assert_eq!(set.history.len(), 1, "{:?}", set.history);
+        assert!(set.lost.is_empty());
+        assert_eq!(check_at_start(store.as_ref(), &log).unwrap(), None);
+
+        // Another (empty) log in its place: the anchor is kept as lost, with an audit record.
+        let other = AuditLog::open(&dir.path().join("other"), None, LogOptions::default()).unwrap();
+        let lost = check_at_start(store.as_ref(), &other).unwrap().unwrap();
+        assert_eq!((lost.anchor.seq, lost.log_records), (7, 0));
+        let set = anchor_set(store.as_ref(), &[]).unwrap();
+        assert_eq!(set.lost, vec![lost]);
+        let last = store.audit_len().unwrap();
+        let audit = store.audit_range(last, 1).unwrap();
+        assert_eq!(audit[0].record.kind, "atna.anchor_missing");
+    }
+
+    /// The certificates of the keys asked about come with their status (a revoked checkpoint
+    /// certificate limits which checkpoints `audit verify` trusts).
+    #[test]
+    fn anchor_set_returns_certificates_by_key_with_their_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cps_store::SledStore::open(dir.path()).unwrap();
+        let id = [7u8; 32];
+        let record = cps_store::CertificateRecord {
+            issuer: "organisations".into(),
+            serial: vec![0x0a, 0x1b],
+            subject: "CN=cps-trust audit checkpoints".into(),
+            profile: crate::audit::CHECKPOINT_PROFILE.into(),
+            holder: Some("appliance:audit-checkpoint".into()),
+            spki_sha256: id,
+            not_before: 1_790_000_000,
+            not_after: 1_890_000_000,
+            der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+            status: cps_store::CertStatus::Revoked {
+                time: 1_800_000_000,
+                reason: 1,
+                invalidity_date: None,
+            },
+            issued_at: 1_790_000_000,
+        };
+        store
+            .commit(WriteBatch::new().with(WriteOp::InsertCertificate(record)))
+            .unwrap();
+        let set = anchor_set(&store, &[id, [8u8; 32]]).unwrap();
+        assert_eq!(set.certificates.len(), 1);
+        let c = &set.certificates[0];
+        assert_eq!(
+            (
+                c.key_id.as_str(),
+                c.serial.as_str(),
+                c.status.as_str(),
+                c.revocation_time
+            ),
+            (
+                hex::encode(id).as_str(),
+                "0A1B",
+                "revoked",
+                Some(1_800_000_000)
+            )
+        );
+        assert!(c.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+}

@@ -144,7 +144,9 @@ fn judge(
         };
     };
     let key_id = sha256(cert.public_key().raw);
-    let serial = hex::encode_upper(cert.raw_serial());
+    // As the API and the CLI write serials: the magnitude, without leading zero bytes.
+    let raw = cert.raw_serial();
+    let serial = hex::encode_upper(&raw[raw.iter().position(|b| *b != 0).unwrap_or(0)..]);
     let name = format!("certificate {serial} ({})", cert.subject());
     let verdict = (|| {
         if cert.is_ca() {
@@ -296,17 +298,42 @@ pub fn verify(
             None => candidates.push((der, revoked)),
         }
     }
-    let mut keys = Vec::new();
+    let mut keys: Vec<TrustedKey> = Vec::new();
     let mut refused: Vec<([u8; 32], String)> = Vec::new();
-    let mut described = Vec::new();
+    // A key may hold several certificates (it was certified again): it is trusted until the
+    // last of them ends, but no longer than the first revocation of any of them (a revoked
+    // certificate says the key must not be trusted from then on).
+    let mut revoked_keys: Vec<(Vec<u8>, i64, String)> = Vec::new();
     for (der, revoked) in &candidates {
         let j = judge(der, &root, &intermediates, *revoked);
         match j.verdict {
             Ok(k) => {
-                described.push(k.name.clone());
-                keys.push(k);
+                if let Some(r) = revoked {
+                    revoked_keys.push((
+                        k.spki.clone(),
+                        r.saturating_mul(1_000_000),
+                        k.name.clone(),
+                    ));
+                }
+                match keys.iter_mut().find(|x| x.spki == k.spki) {
+                    Some(x) => {
+                        if k.not_after > x.not_after {
+                            x.not_after = k.not_after;
+                            x.name = k.name;
+                        }
+                    }
+                    None => keys.push(k),
+                }
             }
             Err(why) => refused.push((j.key_id, why)),
+        }
+    }
+    for (spki, at, name) in revoked_keys {
+        if let Some(k) = keys.iter_mut().find(|k| k.spki == spki)
+            && k.not_after.is_none_or(|n| at < n)
+        {
+            k.not_after = Some(at);
+            k.name = name;
         }
     }
     let mut anchor_list: Vec<Anchor> = Vec::new();
@@ -336,10 +363,7 @@ pub fn verify(
     };
     match cps_atna::verify(&dir, &opts) {
         Ok(report) => {
-            let used: Vec<String> = described
-                .into_iter()
-                .filter(|d| report.keys_used.contains(d))
-                .collect();
+            let used: Vec<String> = report.keys_used.clone();
             Ok(Verified {
                 root_fingerprint,
                 root_subject,
