@@ -437,6 +437,19 @@ pub fn issue_person(
     ])
 }
 
+/// `n` `cps-auth` certificates issued for fresh keys (files `<dir>/<tag><i>.pem`): as many audit
+/// records.
+pub fn issue_certs(home: &Home, dir: &std::path::Path, tag: &str, n: usize) {
+    for i in 0..n {
+        let csr = openssl_csr(dir, &format!("{tag}{i}"), "p256");
+        let out = dir.join(format!("{tag}{i}.pem"));
+        assert_success(
+            &issue_person(home, &csr, &out, "cps-auth", "810002345675"),
+            "issue",
+        );
+    }
+}
+
 /// `openssl ocsp` against the appliance for `certs` of CA `ca`; stdout and stderr together.
 pub fn ocsp_query(
     home: &Home,

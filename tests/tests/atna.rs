@@ -286,17 +286,6 @@ fn check_a51(line: &str) {
     assert!(child("AuditSourceIdentification").is_some(), "{xml}");
 }
 
-fn issue_certs(home: &Home, dir: &Path, tag: &str, n: usize) {
-    for i in 0..n {
-        let csr = openssl_csr(dir, &format!("{tag}{i}"), "p256");
-        let out = dir.join(format!("{tag}{i}.pem"));
-        assert_success(
-            &issue_person(home, &csr, &out, "cps-auth", "810002345675"),
-            "issue",
-        );
-    }
-}
-
 #[test]
 fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
     let (home, mut app) = Appliance::fresh();

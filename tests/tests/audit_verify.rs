@@ -53,6 +53,19 @@ fn verify_dir(home: &Home, dir: &Path) -> Output {
     home.cps(&["audit", "verify", "--dir", dir.to_str().unwrap()])
 }
 
+/// `audit verify --dir` on a copy of the home's log damaged by `damage`, which is given the
+/// copy's directory and its records.log and checkpoints.log.
+fn damaged(home: &Home, damage: impl FnOnce(&Path, &Path, &Path)) -> Output {
+    let copy = copy_log(home);
+    let _ = std::fs::remove_file(copy.path().join("index.snap"));
+    damage(
+        copy.path(),
+        &copy.path().join("records.log"),
+        &copy.path().join("checkpoints.log"),
+    );
+    verify_dir(home, copy.path())
+}
+
 /// Exit 3 with one `error:` line containing every `expect`.
 fn assert_refused(out: &Output, expect: &[&str]) {
     assert_eq!(
@@ -96,45 +109,40 @@ fn truncate(path: &Path, len: usize) {
     std::fs::write(path, d).unwrap();
 }
 
-fn openssl(args: &[&str]) -> Output {
-    let out = Command::new(peer("openssl")).args(args).output().unwrap();
-    assert_success(&out, &format!("openssl {}", args.join(" ")));
+/// `openssl` with the words of `command` (paths of temporary directories hold no spaces).
+fn openssl(command: &str) -> Output {
+    let out = Command::new(peer("openssl"))
+        .args(command.split_whitespace())
+        .output()
+        .unwrap();
+    assert_success(&out, &format!("openssl {command}"));
     out
 }
 
-/// A P-256 key made by openssl: (PEM path, the same key as a signer).
+/// A P-256 key made by openssl (PKCS#8 DER): (its path, the same key as a signer).
 fn openssl_key(dir: &Path, name: &str) -> (PathBuf, SoftwareSigner) {
-    let pem = dir.join(format!("{name}.key"));
     let p8 = dir.join(format!("{name}.p8"));
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        pem.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        pem.to_str().unwrap(),
-        "-outform",
-        "DER",
-        "-out",
-        p8.to_str().unwrap(),
-    ]);
+    openssl(&format!(
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -outform DER -out {}",
+        p8.display()
+    ));
     let signer = SoftwareSigner::from_pkcs8(name, &std::fs::read(&p8).unwrap()).unwrap();
-    (pem, signer)
+    (p8, signer)
+}
+
+/// `openssl req -new` for the DER key `key` with `options`, written to `out`.
+fn openssl_req(key: &Path, options: &str, out: &Path) {
+    openssl(&format!(
+        "req -new -keyform DER -key {} {options} -out {}",
+        key.display(),
+        out.display()
+    ));
 }
 
 /// Replace the copy's checkpoints with one signed by `signer` over all its records, and its
 /// certificates with `certs_pem` (what an attacker with another key would do).
 fn resign(dir: &Path, signer: SoftwareSigner, certs_pem: &str) {
     std::fs::remove_file(dir.join("checkpoints.log")).unwrap();
-    let _ = std::fs::remove_file(dir.join("index.snap"));
     let log = AuditLog::open(dir, Some(Arc::new(signer)), LogOptions::default()).unwrap();
     assert!(log.last_checkpoint().is_some(), "re-signed at open");
     drop(log);
@@ -142,14 +150,10 @@ fn resign(dir: &Path, signer: SoftwareSigner, certs_pem: &str) {
 }
 
 fn sha256_fingerprint(pem: &Path) -> String {
-    let out = openssl(&[
-        "x509",
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-        "-in",
-        pem.to_str().unwrap(),
-    ]);
+    let out = openssl(&format!(
+        "x509 -noout -fingerprint -sha256 -in {}",
+        pem.display()
+    ));
     text(&out.stdout)
         .trim()
         .rsplit('=')
@@ -157,6 +161,18 @@ fn sha256_fingerprint(pem: &Path) -> String {
         .unwrap()
         .replace(':', "")
         .to_lowercase()
+}
+
+/// `audit verify` succeeds; its output, which must contain every `expect`.
+fn verified(home: &Home, args: &[&str], expect: &[&str]) -> Output {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    let out = home.cps(&all);
+    assert_success(&out, &all.join(" "));
+    for e in expect {
+        assert!(text(&out.stdout).contains(e), "{e}: {}", text(&out.stdout));
+    }
+    out
 }
 
 /// Records in the log per `audit verify`'s report ("intact: N records").
@@ -181,19 +197,7 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     assert!(home.join("audit/checkpoint.pem").exists());
 
     // Audit records: one per certificate issued.
-    for i in 0..10 {
-        let csr = openssl_csr(d, &format!("c{i}"), "p256");
-        assert_success(
-            &issue_person(
-                &home,
-                &csr,
-                &d.join(format!("c{i}.pem")),
-                "cps-auth",
-                "810002345675",
-            ),
-            "issue",
-        );
-    }
+    issue_certs(&home, d, "c", 10);
     // The checkpoint profile is not for anyone else's key.
     let csr = openssl_csr(d, "mine", "p256");
     let out = home.cps(&[
@@ -223,16 +227,7 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     // A seal certificate from our own CA for a key of ours (valid chain, another purpose).
     let (seal_key, seal_signer) = openssl_key(d, "seal");
     let seal_csr = d.join("seal.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-key",
-        seal_key.to_str().unwrap(),
-        "-subj",
-        "/CN=ignored",
-        "-out",
-        seal_csr.to_str().unwrap(),
-    ]);
+    openssl_req(&seal_key, "-subj /CN=ignored", &seal_csr);
     let seal_pem = d.join("seal.pem");
     assert_success(
         &home.cps(&[
@@ -278,10 +273,8 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
         "{stdout}"
     );
     // A damaged copy, verified while the appliance runs.
-    let copy = copy_log(&home);
-    std::fs::remove_file(copy.path().join("checkpoints.log")).unwrap();
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |_, _, cpath| std::fs::remove_file(cpath).unwrap()),
         &[
             "checkpoints.log was cut back or deleted",
             "anchored in the store",
@@ -291,11 +284,11 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     // Stopped (clean shutdown: the last records are signed and anchored).
     let mut app = app;
     app.daemon.stop(Duration::from_secs(20));
-    let out = home.cps(&["audit", "verify"]);
-    assert_success(&out, "audit verify (stopped)");
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("(read from the store)"), "{stdout}");
-    assert!(stdout.contains(", 0 records after it"), "{stdout}");
+    let out = verified(
+        &home,
+        &[],
+        &["(read from the store)", ", 0 records after it"],
+    );
     let cps = read_checkpoints(&log_dir(&home)).unwrap();
     let last = cps.last().unwrap().seq;
     assert!(cps.len() >= 3, "every 4 records: {cps:?}");
@@ -303,10 +296,8 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     assert_eq!(n, last);
 
     // checkpoints.log deleted.
-    let copy = copy_log(&home);
-    std::fs::remove_file(copy.path().join("checkpoints.log")).unwrap();
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |_, _, cpath| std::fs::remove_file(cpath).unwrap()),
         &[
             "checkpoints.log was cut back or deleted",
             &format!("the checkpoint of record {last} (anchored in the store at"),
@@ -316,14 +307,12 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     );
 
     // checkpoints.log truncated inside its last entry.
-    let copy = copy_log(&home);
-    let cpath = copy.path().join("checkpoints.log");
-    let e = entries(&cpath);
-    let (off, len) = e[e.len() - 1];
-    truncate(&cpath, off + len / 2);
     let before = cps[cps.len() - 2].seq;
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |_, _, cpath| {
+            let (off, len) = *entries(cpath).last().unwrap();
+            truncate(cpath, off + len / 2);
+        }),
         &[
             &format!("the checkpoint of record {last} (anchored in the store at"),
             &format!("the last checkpoint it holds covers record {before}"),
@@ -331,12 +320,11 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     );
 
     // checkpoints.log cut back at an entry boundary: the last two checkpoints removed.
-    let copy = copy_log(&home);
-    let cpath = copy.path().join("checkpoints.log");
-    let e = entries(&cpath);
-    truncate(&cpath, e[e.len() - 2].0);
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |_, _, cpath| {
+            let e = entries(cpath);
+            truncate(cpath, e[e.len() - 2].0);
+        }),
         &[
             "checkpoints.log was cut back or deleted",
             &format!("the checkpoint of record {last}"),
@@ -345,12 +333,10 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     );
 
     // The last records cut off (the final checkpoint covers them).
-    let copy = copy_log(&home);
-    let rpath = copy.path().join("records.log");
-    let _ = std::fs::remove_file(copy.path().join("index.snap"));
-    truncate(&rpath, records(&rpath)[(last - 2) as usize]);
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |_, rpath, _| {
+            truncate(rpath, records(rpath)[(last - 2) as usize])
+        }),
         &[
             "log truncated",
             &format!("it ends at record {}", last - 2),
@@ -359,13 +345,11 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     );
 
     // What was observed: half of records.log cut away and checkpoints.log deleted.
-    let copy = copy_log(&home);
-    let rpath = copy.path().join("records.log");
-    let len = std::fs::metadata(&rpath).unwrap().len() as usize;
-    truncate(&rpath, len / 2);
-    std::fs::remove_file(copy.path().join("checkpoints.log")).unwrap();
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |_, rpath, cpath| {
+            truncate(rpath, std::fs::metadata(rpath).unwrap().len() as usize / 2);
+            std::fs::remove_file(cpath).unwrap();
+        }),
         &[
             "checkpoints.log was cut back or deleted",
             &format!("the checkpoint of record {last}"),
@@ -375,8 +359,7 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
 
     // The key swapped: checkpoints re-signed by another key with a self-signed certificate
     // that claims the checkpoint purpose, and its public key in the old key file's place.
-    let copy = copy_log(&home);
-    let (attacker_pem, attacker) = openssl_key(d, "attacker");
+    let (attacker_key, attacker) = openssl_key(d, "attacker");
     let self_signed = d.join("attacker.pem");
     let ext = d.join("attacker.cnf");
     std::fs::write(
@@ -384,31 +367,25 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
         "[req]\ndistinguished_name = dn\nx509_extensions = ext\n[dn]\n[ext]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = 1.3.6.1.4.1.32473.3.1\n",
     )
     .unwrap();
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-config",
-        ext.to_str().unwrap(),
-        "-key",
-        attacker_pem.to_str().unwrap(),
-        "-subj",
-        "/C=FR/O=cps-trust/CN=cps-trust audit checkpoints",
-        "-days",
-        "30",
-        "-out",
-        self_signed.to_str().unwrap(),
-    ]);
-    let spki_pem =
-        text(&openssl(&["pkey", "-in", attacker_pem.to_str().unwrap(), "-pubout"]).stdout);
-    std::fs::write(home.join("audit/checkpoint-key.pem"), spki_pem).unwrap();
-    resign(
-        copy.path(),
-        attacker,
-        &std::fs::read_to_string(&self_signed).unwrap(),
+    openssl_req(
+        &attacker_key,
+        &format!(
+            "-x509 -config {} -subj /C=FR/O=cps-trust/CN=forged-audit-checkpoints -days 30",
+            ext.display()
+        ),
+        &self_signed,
     );
+    let spki_pem = text(
+        &openssl(&format!(
+            "pkey -inform DER -in {} -pubout",
+            attacker_key.display()
+        ))
+        .stdout,
+    );
+    std::fs::write(home.join("audit/checkpoint-key.pem"), spki_pem).unwrap();
+    let self_signed = std::fs::read_to_string(&self_signed).unwrap();
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |dir, _, _| resign(dir, attacker, &self_signed)),
         &[
             "which no trusted certificate holds",
             "does not chain to the root",
@@ -417,15 +394,13 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     std::fs::remove_file(home.join("audit/checkpoint-key.pem")).unwrap();
 
     // Re-signed by a key certified by our own CA, but as a seal: not a checkpoint key.
-    let copy = copy_log(&home);
     let chain = format!(
         "{}{}",
         std::fs::read_to_string(&seal_pem).unwrap(),
         std::fs::read_to_string(home.join("ca/organisations.pem")).unwrap()
     );
-    resign(copy.path(), seal_signer, &chain);
     assert_refused(
-        &verify_dir(&home, copy.path()),
+        &damaged(&home, |dir, _, _| resign(dir, seal_signer, &chain)),
         &[
             "which no trusted certificate holds",
             "does not carry the audit checkpoint extended key usage",
@@ -435,19 +410,11 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     // Another root given: nothing chains to it, and its fingerprint is the one printed.
     let (other_key, _) = openssl_key(d, "other-root");
     let other_root = d.join("other-root.pem");
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        other_key.to_str().unwrap(),
-        "-subj",
-        "/CN=Another Root",
-        "-days",
-        "30",
-        "-out",
-        other_root.to_str().unwrap(),
-    ]);
+    openssl_req(
+        &other_key,
+        "-x509 -subj /CN=Another-Root -days 30",
+        &other_root,
+    );
     let out = home.cps(&["audit", "verify", "--root", other_root.to_str().unwrap()]);
     assert_refused(&out, &["does not chain to the root"]);
     assert!(
@@ -457,10 +424,7 @@ fn audit_verify_names_every_way_of_damaging_the_log() {
     );
 
     // The undamaged log still verifies.
-    assert_success(
-        &home.cps(&["audit", "verify"]),
-        "audit verify after the copies",
-    );
+    verified(&home, &[], &[]);
 
     // The log itself cut back while the appliance is stopped, then the appliance started: it
     // raises the alarm, keeps the anchor it no longer finds, and verify keeps reporting it.
@@ -490,7 +454,7 @@ fn no_checkpoint_is_signed_while_the_clock_is_not_trusted() {
     set_checkpoints(&home, 1, 1);
     let mut app = Appliance::start(&home);
     app.daemon.stop(Duration::from_secs(20));
-    assert_success(&home.cps(&["audit", "verify"]), "audit verify before");
+    verified(&home, &[], &[]);
     // The kernel's clock with no tolerance: never trusted.
     let trusted = home.config_text();
     let cfg = trusted.replace(
@@ -533,18 +497,12 @@ fn no_checkpoint_is_signed_while_the_clock_is_not_trusted() {
     home.set_config_text(&trusted);
     let mut app = Appliance::start(&home);
     app.daemon.stop(Duration::from_secs(20));
-    let out = home.cps(&["audit", "verify"]);
-    assert_success(&out, "audit verify after the clock is trusted again");
-    assert!(
-        text(&out.stdout).contains(", 0 records after it"),
-        "{}",
-        text(&out.stdout)
-    );
+    verified(&home, &[], &[", 0 records after it"]);
 }
 
 /// The serial of the first certificate of a PEM file.
 fn serial_of(pem: &Path) -> String {
-    let out = openssl(&["x509", "-noout", "-serial", "-in", pem.to_str().unwrap()]);
+    let out = openssl(&format!("x509 -noout -serial -in {}", pem.display()));
     text(&out.stdout)
         .trim()
         .trim_start_matches("serial=")
@@ -560,19 +518,7 @@ fn an_old_home_is_certified_and_a_revoked_checkpoint_certificate_is_honoured() {
     let (home, mut app) = Appliance::fresh();
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
-    for i in 0..2 {
-        let csr = openssl_csr(d, &format!("a{i}"), "p256");
-        assert_success(
-            &issue_person(
-                &home,
-                &csr,
-                &d.join(format!("a{i}.pem")),
-                "cps-auth",
-                "810002345675",
-            ),
-            "issue",
-        );
-    }
+    issue_certs(&home, d, "a", 2);
     app.daemon.stop(Duration::from_secs(20));
     let first_serial = serial_of(&home.join("audit/checkpoint.pem"));
     let before = read_checkpoints(&log_dir(&home)).unwrap();
@@ -596,8 +542,7 @@ fn an_old_home_is_certified_and_a_revoked_checkpoint_certificate_is_honoured() {
         2,
         "certificate and issuer"
     );
-    let out = home.cps(&["audit", "verify"]);
-    assert_success(&out, "audit verify after the upgrade");
+    let out = verified(&home, &[], &[]);
     assert!(
         intact_records(&out).unwrap() >= before.last().unwrap().seq,
         "{}",
@@ -611,10 +556,7 @@ fn an_old_home_is_certified_and_a_revoked_checkpoint_certificate_is_honoured() {
             "operator add",
         );
     }
-    assert_success(
-        &home.cps(&["audit", "verify", "--as", "aud"]),
-        "as an auditor",
-    );
+    verified(&home, &["--as", "aud"], &[]);
     let out = home.cps(&["audit", "verify", "--as", "svc"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_one_line_error(&out, &["403", "lacks the role"]);
@@ -634,17 +576,7 @@ fn an_old_home_is_certified_and_a_revoked_checkpoint_certificate_is_honoured() {
         "revoke the checkpoint certificate",
     );
     std::thread::sleep(Duration::from_millis(1100));
-    let csr = openssl_csr(d, "after", "p256");
-    assert_success(
-        &issue_person(
-            &home,
-            &csr,
-            &d.join("after.pem"),
-            "cps-auth",
-            "810002345675",
-        ),
-        "issue after the revocation",
-    );
+    issue_certs(&home, d, "after", 1);
     let mut app = app;
     app.daemon.stop(Duration::from_secs(20));
     assert_refused(

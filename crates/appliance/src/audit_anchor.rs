@@ -185,6 +185,7 @@ pub fn anchor_set(store: &dyn Store, key_ids: &[[u8; 32]]) -> Result<AnchorSet, 
 }
 
 /// Hands each checkpoint to the anchoring thread (never blocks the log's writer).
+#[derive(Debug)]
 pub struct AnchorSink(mpsc::Sender<Msg>);
 
 impl CheckpointSink for AnchorSink {
@@ -193,6 +194,7 @@ impl CheckpointSink for AnchorSink {
     }
 }
 
+#[derive(Debug)]
 pub(crate) enum Msg {
     Checkpoint(Checkpoint),
     /// Answered once everything received before it is anchored (or given up for now).
@@ -444,13 +446,7 @@ pub fn check_at_start(store: &dyn Store, log: &AuditLog) -> Result<Option<LostAn
 
 /// `2026-11-22T10:00:00Z` for Unix seconds.
 pub fn time_of(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
+    crate::rfc3339(secs)
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! re-sign after a quiet interval, sign a crash's tail at open, hand each checkpoint to the
 //! sink), including verification while the log is being written.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,15 @@ use cps_atna::{
 };
 use cps_hsm::{KeyAlgorithm, SigFormat, SignatureAlgorithm, Signer, SoftwareSigner};
 use parking_lot::Mutex;
+
+/// `verify` fails with an error matching the pattern; the error.
+macro_rules! refused {
+    ($dir:expr, $opts:expr, $pat:pat) => {{
+        let e = verify($dir, $opts).unwrap_err();
+        assert!(matches!(e, $pat), "{e}");
+        e
+    }};
+}
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -51,35 +62,48 @@ fn options(every: u64, interval: Duration) -> LogOptions {
     }
 }
 
+/// The log in `dir` opened with key `k`, a checkpoint every `every` records or `interval`.
+fn signed(dir: &Path, k: &Arc<SoftwareSigner>, every: u64, interval: Duration) -> AuditLog {
+    AuditLog::open(dir, Some(k.clone()), options(every, interval)).unwrap()
+}
+
 /// `n` records appended one at a time, checkpoint every `every`, closed (final checkpoint).
 fn build(dir: &Path, n: u64, every: u64, k: &Arc<SoftwareSigner>) {
-    let log = AuditLog::open(
-        dir,
-        Some(k.clone()),
-        options(every, Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let log = signed(dir, k, every, Duration::from_secs(3600));
     for i in 1..=n {
         assert_eq!(log.append_blocking(vec![rec(i, now_us())]).unwrap(), i..=i);
     }
     drop(log);
 }
 
+/// A closed log of `n` records (checkpoint every `every`), its key and the anchor of its last
+/// checkpoint.
+fn built(n: u64, every: u64) -> (tempfile::TempDir, Arc<SoftwareSigner>, Anchor) {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key();
+    build(dir.path(), n, every, &k);
+    let anchor = anchor_of_last(dir.path());
+    (dir, k, anchor)
+}
+
+/// Records appended with no key (no checkpoint); returns the head.
+fn append_unsigned(dir: &Path, seqs: std::ops::RangeInclusive<u64>) -> (u64, [u8; 32]) {
+    let log = AuditLog::open(dir, None, LogOptions::default()).unwrap();
+    log.append_blocking(seqs.map(|i| rec(i, now_us())).collect())
+        .unwrap();
+    log.head()
+}
+
 fn opts(k: &Arc<SoftwareSigner>) -> VerifyOptions {
     VerifyOptions::key(k.public_key_der())
 }
 
-/// The byte offsets where each entry of checkpoints.log starts, and its length.
+/// `(start, length)` of each entry of checkpoints.log.
 fn entries(dir: &Path) -> Vec<(usize, usize)> {
-    let data = std::fs::read(dir.join("checkpoints.log")).unwrap();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        let len = u32::from_be_bytes(data[i + 4..i + 8].try_into().unwrap()) as usize;
-        out.push((i, 8 + len));
-        i += 8 + len;
-    }
-    out
+    common::frames_of(&dir.join("checkpoints.log"), 0)
+        .into_iter()
+        .map(|(s, e)| (s, e - s))
+        .collect()
 }
 
 fn keep_checkpoint_bytes(dir: &Path, n: usize) {
@@ -99,19 +123,8 @@ fn anchor_of_last(dir: &Path) -> Anchor {
     }
 }
 
-fn record_offsets(dir: &Path) -> Vec<usize> {
-    let data = std::fs::read(dir.join("records.log")).unwrap();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        out.push(i);
-        i += 8 + u32::from_be_bytes(data[i + 4..i + 8].try_into().unwrap()) as usize + 32;
-    }
-    out
-}
-
 fn cut_records_from(dir: &Path, seq: u64) {
-    let off = record_offsets(dir)[(seq - 1) as usize];
+    let off = common::frames_of(&dir.join("records.log"), 32)[(seq - 1) as usize].0;
     let p = dir.join("records.log");
     let mut d = std::fs::read(&p).unwrap();
     d.truncate(off);
@@ -121,9 +134,7 @@ fn cut_records_from(dir: &Path, seq: u64) {
 
 #[test]
 fn an_intact_log_verifies_with_its_anchor() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 25, 10, &k);
+    let (dir, k, _) = built(25, 10);
     let seqs: Vec<u64> = read_checkpoints(dir.path())
         .unwrap()
         .iter()
@@ -154,22 +165,16 @@ fn an_intact_log_verifies_with_its_anchor() {
 
 #[test]
 fn deleting_checkpoints_log_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 25, 10, &k);
-    let anchor = anchor_of_last(dir.path());
+    let (dir, k, anchor) = built(25, 10);
     std::fs::remove_file(dir.path().join("checkpoints.log")).unwrap();
     // Without an anchor: records and no checkpoint.
-    let e = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            VerifyError::NoCheckpoint {
-                records: 25,
-                file: CheckpointFile::Missing
-            }
-        ),
-        "{e}"
+    let e = refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::NoCheckpoint {
+            records: 25,
+            file: CheckpointFile::Missing
+        }
     );
     assert!(
         e.to_string().contains("records 1 to 25 are unprotected"),
@@ -177,9 +182,12 @@ fn deleting_checkpoints_log_is_reported() {
     );
     assert!(e.to_string().contains("checkpoints.log is missing"), "{e}");
     // With the store's anchor: named as deleted, with what is unaccounted for.
-    let e = verify(dir.path(), &opts(&k).with_anchor(anchor)).unwrap_err();
+    let e = refused!(
+        dir.path(),
+        &opts(&k).with_anchor(anchor),
+        VerifyError::AnchorMissing { .. }
+    );
     let msg = e.to_string();
-    assert!(matches!(e, VerifyError::AnchorMissing { .. }), "{msg}");
     assert!(msg.contains("cut back or deleted"), "{msg}");
     assert!(msg.contains("checkpoint of record 25"), "{msg}");
     assert!(msg.contains("anchored in the store at"), "{msg}");
@@ -191,31 +199,28 @@ fn deleting_checkpoints_log_is_reported() {
     assert_eq!(e.first_bad_record(), Some(1));
     // An empty file is no better.
     std::fs::write(dir.path().join("checkpoints.log"), b"").unwrap();
-    let e = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            VerifyError::NoCheckpoint {
-                file: CheckpointFile::Empty,
-                ..
-            }
-        ),
-        "{e}"
+    refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::NoCheckpoint {
+            file: CheckpointFile::Empty,
+            ..
+        }
     );
 }
 
 #[test]
 fn truncating_checkpoints_log_inside_an_entry_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 25, 10, &k);
-    let anchor = anchor_of_last(dir.path());
+    let (dir, k, anchor) = built(25, 10);
     let e = entries(dir.path());
     // Cut in the middle of the last entry (record 25).
     keep_checkpoint_bytes(dir.path(), e[3].0 + e[3].1 / 2);
-    let err = verify(dir.path(), &opts(&k).with_anchor(anchor.clone())).unwrap_err();
+    let err = refused!(
+        dir.path(),
+        &opts(&k).with_anchor(anchor.clone()),
+        VerifyError::AnchorMissing { .. }
+    );
     let msg = err.to_string();
-    assert!(matches!(err, VerifyError::AnchorMissing { .. }), "{msg}");
     assert!(
         msg.contains("the last checkpoint it holds covers record 20")
             && msg.contains("records 21 to 25 are no longer covered"),
@@ -228,46 +233,37 @@ fn truncating_checkpoints_log_inside_an_entry_is_reported() {
     assert!(r.torn_checkpoint_bytes > 0);
     // Cut inside the first entry: nothing left but a torn piece.
     keep_checkpoint_bytes(dir.path(), 20);
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::NoCheckpoint {
-                records: 25,
-                file: CheckpointFile::Torn(20)
-            }
-        ),
-        "{err}"
+    refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::NoCheckpoint {
+            records: 25,
+            file: CheckpointFile::Torn(20)
+        }
     );
 }
 
 #[test]
 fn truncating_checkpoints_log_at_an_entry_boundary_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 45, 10, &k);
-    let anchor = anchor_of_last(dir.path());
+    let (dir, k, anchor) = built(45, 10);
     let e = entries(dir.path());
     assert_eq!(e.len(), 6);
     // Keep the first three checkpoints (records 1, 10 and 20): 25 records follow, more than 10.
     keep_checkpoint_bytes(dir.path(), e[3].0);
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            VerifyError::UnsignedTail {
-                last_checkpoint: 20,
-                records: 45,
-                problem: TailProblem::TooMany {
-                    count: 25,
-                    every: 10
-                },
-                ..
-            }
-        ),
-        "{msg}"
+    let err = refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::UnsignedTail {
+            last_checkpoint: 20,
+            records: 45,
+            problem: TailProblem::TooMany {
+                count: 25,
+                every: 10
+            },
+            ..
+        }
     );
+    let msg = err.to_string();
     assert!(msg.contains("checkpoints are missing"), "{msg}");
     assert!(msg.contains("checkpoints were removed"), "{msg}");
     assert!(msg.contains("records 21 to 45 are not covered"), "{msg}");
@@ -283,10 +279,7 @@ fn truncating_checkpoints_log_at_an_entry_boundary_is_reported() {
 
 #[test]
 fn removing_the_last_checkpoints_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 45, 10, &k);
-    let anchor = anchor_of_last(dir.path());
+    let (dir, k, anchor) = built(45, 10);
     let e = entries(dir.path());
     // Only the last one gone (5 records, within the policy): the anchor shows it.
     keep_checkpoint_bytes(dir.path(), e[5].0);
@@ -304,15 +297,12 @@ fn removing_the_last_checkpoints_is_reported() {
     );
     // The last three gone: the tail rule shows it even without an anchor.
     keep_checkpoint_bytes(dir.path(), e[3].0);
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(matches!(err, VerifyError::UnsignedTail { .. }), "{err}");
+    refused!(dir.path(), &opts(&k), VerifyError::UnsignedTail { .. });
 }
 
 #[test]
 fn a_checkpoint_signed_by_another_key_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 20, 10, &k);
+    let (dir, k, _) = built(20, 10);
     // A second log with the same records signed by another key: swap its checkpoint in.
     let other_dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -337,10 +327,10 @@ fn a_checkpoint_signed_by_another_key_is_refused() {
     );
     // The whole file re-signed by the other key (a swapped key file): nothing verifies.
     std::fs::write(dir.path().join("checkpoints.log"), &forged).unwrap();
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(
-        matches!(err, VerifyError::BadCheckpoint { index: 0, .. }),
-        "{err}"
+    refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::BadCheckpoint { index: 0, .. }
     );
     // Trusting the other key instead is what a swapped key file would achieve; the caller
     // decides which keys are trusted (by certificate chain in the appliance).
@@ -350,20 +340,15 @@ fn a_checkpoint_signed_by_another_key_is_refused() {
 #[test]
 fn cutting_records_after_or_under_a_checkpoint_is_reported() {
     // After the last checkpoint: the final checkpoint at close covers every record.
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 25, 10, &k);
+    let (dir, k, _) = built(25, 10);
     cut_records_from(dir.path(), 23);
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::Truncated {
-                last_seq: 22,
-                checkpoint_seq: 25
-            }
-        ),
-        "{err}"
+    let err = refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::Truncated {
+            last_seq: 22,
+            checkpoint_seq: 25
+        }
     );
     assert!(
         err.to_string().contains("records 23 to 25 are missing"),
@@ -394,14 +379,11 @@ fn cutting_records_after_or_under_a_checkpoint_is_reported() {
 fn records_without_any_checkpoint_are_not_intact() {
     let dir = tempfile::tempdir().unwrap();
     let k = key();
-    let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
-    log.append_blocking((1..=13).map(|i| rec(i, now_us())).collect())
-        .unwrap();
-    drop(log);
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(
-        matches!(err, VerifyError::NoCheckpoint { records: 13, .. }),
-        "{err}"
+    append_unsigned(dir.path(), 1..=13);
+    refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::NoCheckpoint { records: 13, .. }
     );
     // An empty log is intact.
     let empty = tempfile::tempdir().unwrap();
@@ -418,20 +400,13 @@ fn records_without_any_checkpoint_are_not_intact() {
 
 #[test]
 fn an_anchor_newer_than_the_file_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 12, 10, &k);
+    let (dir, k, _) = built(12, 10);
     let old = tempfile::tempdir().unwrap();
     for f in ["records.log", "checkpoints.log"] {
         std::fs::copy(dir.path().join(f), old.path().join(f)).unwrap();
     }
     // The log grows and is anchored; then the old copy is put back.
-    let log = AuditLog::open(
-        dir.path(),
-        Some(k.clone()),
-        options(10, Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let log = signed(dir.path(), &k, 10, Duration::from_secs(3600));
     log.append_blocking((13..=18).map(|i| rec(i, now_us())).collect())
         .unwrap();
     drop(log);
@@ -446,10 +421,10 @@ fn an_anchor_newer_than_the_file_is_reported() {
     // A checkpoint of the anchored record with another head: rewritten.
     let mut other = anchor;
     other.seq = 12;
-    let err = verify(old.path(), &opts(&k).with_anchor(other)).unwrap_err();
-    assert!(
-        matches!(err, VerifyError::AnchorMismatch { index: 2, .. }),
-        "{err}"
+    refused!(
+        old.path(),
+        &opts(&k).with_anchor(other),
+        VerifyError::AnchorMismatch { index: 2, .. }
     );
 }
 
@@ -457,12 +432,7 @@ fn an_anchor_newer_than_the_file_is_reported() {
 fn a_tail_received_after_its_checkpoint_was_due_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let k = key();
-    let log = AuditLog::open(
-        dir.path(),
-        Some(k.clone()),
-        options(1000, Duration::from_secs(10)),
-    )
-    .unwrap();
+    let log = signed(dir.path(), &k, 1000, Duration::from_secs(10));
     let t0 = now_us();
     log.append_blocking((1..=5).map(|i| rec(i, t0)).collect())
         .unwrap();
@@ -474,29 +444,24 @@ fn a_tail_received_after_its_checkpoint_was_due_is_reported() {
     drop(log);
     assert!(verify(dir.path(), &opts(&k)).is_ok());
     keep_checkpoint_bytes(dir.path(), entries(dir.path())[1].0);
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            VerifyError::UnsignedTail {
-                last_checkpoint: 5,
-                records: 8,
-                problem: TailProblem::TooLate { seq: 6, .. },
-                ..
-            }
-        ),
-        "{msg}"
+    let err = refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::UnsignedTail {
+            last_checkpoint: 5,
+            records: 8,
+            problem: TailProblem::TooLate { seq: 6, .. },
+            ..
+        }
     );
+    let msg = err.to_string();
     assert!(msg.contains("more than 15 s after it"), "{msg}");
     assert!(msg.contains("records 6 to 8 are not covered"), "{msg}");
 }
 
 #[test]
 fn each_checkpoint_carries_its_policy_which_the_verifier_applies() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 25, 5, &k);
+    let (dir, k, _) = built(25, 5);
     let cps = read_checkpoints(dir.path()).unwrap();
     assert!(cps.iter().all(|c| c.policy
         == Some(CheckpointPolicy {
@@ -506,19 +471,16 @@ fn each_checkpoint_carries_its_policy_which_the_verifier_applies() {
     // 10 records after the checkpoint of record 15: more than its 5, though the verifier's own
     // default allows 1000.
     keep_checkpoint_bytes(dir.path(), entries(dir.path())[4].0);
-    let err = verify(dir.path(), &opts(&k)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::UnsignedTail {
-                problem: TailProblem::TooMany {
-                    count: 10,
-                    every: 5
-                },
-                ..
-            }
-        ),
-        "{err}"
+    refused!(
+        dir.path(),
+        &opts(&k),
+        VerifyError::UnsignedTail {
+            problem: TailProblem::TooMany {
+                count: 10,
+                every: 5
+            },
+            ..
+        }
     );
 }
 
@@ -527,11 +489,7 @@ fn each_checkpoint_carries_its_policy_which_the_verifier_applies() {
 fn first_format_checkpoints_still_verify() {
     let dir = tempfile::tempdir().unwrap();
     let k = key();
-    let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
-    log.append_blocking((1..=4).map(|i| rec(i, now_us())).collect())
-        .unwrap();
-    let (seq, head) = log.head();
-    drop(log);
+    let (seq, head) = append_unsigned(dir.path(), 1..=4);
     let time = now_us();
     let mut msg = b"cps-atna checkpoint v1\n".to_vec();
     msg.extend_from_slice(&seq.to_be_bytes());
@@ -556,10 +514,7 @@ fn first_format_checkpoints_still_verify() {
     let r = verify(dir.path(), &opts(&k)).unwrap();
     assert_eq!(r.last_checkpoint_seq, 4);
     // The verifier's default policy then bounds the tail.
-    let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
-    log.append_blocking((5..=8).map(|i| rec(i, now_us())).collect())
-        .unwrap();
-    drop(log);
+    append_unsigned(dir.path(), 5..=8);
     let strict = opts(&k).with_policy(CheckpointPolicy {
         every: 3,
         interval: Duration::from_secs(10),
@@ -572,9 +527,7 @@ fn first_format_checkpoints_still_verify() {
 
 #[test]
 fn a_checkpoint_after_its_key_stopped_being_valid_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 5, 10, &k);
+    let (dir, k, _) = built(5, 10);
     let mut o = opts(&k);
     o.keys = vec![TrustedKey {
         spki: k.public_key_der().to_vec(),
@@ -593,6 +546,7 @@ fn a_checkpoint_after_its_key_stopped_being_valid_is_refused() {
 /// checkpoint reaches the sink.
 #[test]
 fn the_writer_keeps_the_policy_it_signs() {
+    #[derive(Debug)]
     struct Collect(Mutex<Vec<Checkpoint>>);
     impl CheckpointSink for Collect {
         fn checkpointed(&self, c: &Checkpoint) {
@@ -654,12 +608,7 @@ fn log_holds(dir: &Path, k: &Arc<SoftwareSigner>, seq: u64) -> bool {
 fn verification_of_a_log_being_written_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let k = key();
-    let log = AuditLog::open(
-        dir.path(),
-        Some(k.clone()),
-        options(7, Duration::from_millis(50)),
-    )
-    .unwrap();
+    let log = signed(dir.path(), &k, 7, Duration::from_millis(50));
     log.append_blocking(vec![rec(0, now_us())]).unwrap();
     log.checkpoint_blocking().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -700,9 +649,7 @@ fn verification_of_a_log_being_written_succeeds() {
 #[test]
 fn a_checkpoint_message_carries_the_evidence() {
     use base64::Engine as _;
-    let dir = tempfile::tempdir().unwrap();
-    let k = key();
-    build(dir.path(), 3, 10, &k);
+    let (dir, k, _) = built(3, 10);
     let cp = read_checkpoints(dir.path()).unwrap().pop().unwrap();
     let ctx = cps_atna::events::AuditContext {
         source_id: "cps-trust".into(),
@@ -736,15 +683,12 @@ fn a_checkpoint_message_carries_the_evidence() {
     let carried = Checkpoint::from_bytes(&detail("checkpoint")).unwrap();
     assert_eq!(carried, cp);
     carried.verify(k.public_key_der()).unwrap();
-    let obj = doc
+    // The log: a system object (2) in the role of a security resource (13).
+    let object = doc
         .descendants()
         .find(|n| n.has_tag_name("ParticipantObjectIdentification"))
-        .unwrap();
-    assert_eq!(
-        (
-            obj.attribute("ParticipantObjectTypeCode"),
-            obj.attribute("ParticipantObjectTypeCodeRole")
-        ),
-        (Some("2"), Some("13"))
-    );
+        .map(|o| {
+            ["ParticipantObjectTypeCode", "ParticipantObjectTypeCodeRole"].map(|a| o.attribute(a))
+        });
+    assert_eq!(object, Some([Some("2"), Some("13")]));
 }

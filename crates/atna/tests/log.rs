@@ -1,6 +1,8 @@
 //! The hash-chained log: durability across reopen, search, and `verify` against every kind of
 //! tampering (deleted, modified, swapped records; truncated tail; forged checkpoints).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -86,15 +88,7 @@ fn build_log_with(dir: &Path, n: u64, every: u64, s: Arc<dyn Signer>) -> Vec<u8>
 
 /// Byte ranges of every record frame in records.log.
 fn frames(dir: &Path) -> Vec<(usize, usize)> {
-    let data = std::fs::read(dir.join("records.log")).unwrap();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        let len = u32::from_be_bytes(data[i + 4..i + 8].try_into().unwrap()) as usize;
-        out.push((i, i + 8 + len + 32));
-        i += 8 + len + 32;
-    }
-    out
+    common::frames_of(&dir.join("records.log"), 32)
 }
 
 fn rewrite(dir: &Path, f: impl FnOnce(&mut Vec<u8>, &[(usize, usize)])) {

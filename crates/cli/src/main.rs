@@ -526,13 +526,7 @@ fn init(home: &Path, args: InitArgs) -> CliResult {
 }
 
 fn date(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
+    cps_appliance::rfc3339(t)
 }
 
 fn print_init(r: &InitReport) {

@@ -644,20 +644,23 @@ fn organisation_certificates_from_openssl_requests() {
         assert!(ok, "node certificate as {purpose}: {out}");
     }
 
-    // Cachet, P-256 software key: digitalSignature + nonRepudiation, documentSigning only.
-    let key = SoftwareSigner::generate("cachet", KeyAlgorithm::EcP256).unwrap();
-    let p = profile("org-cachet");
-    let params = end_entity_params(
-        &p,
-        &org("cps-trust XUA assertions").subject().unwrap(),
-        &[],
-        key.public_key_der(),
-        serial(33),
-        NOW,
-        &ca.info(),
-    )
-    .unwrap();
-    let pem = issue_and_check(&pki, ca, "org-cachet", &params);
+    // An organisation certificate of `profile` for a fresh P-256 software key.
+    let software = |profile_name: &str, cn: &str, n: u8| {
+        let key = SoftwareSigner::generate(profile_name, KeyAlgorithm::EcP256).unwrap();
+        let params = end_entity_params(
+            &profile(profile_name),
+            &org(cn).subject().unwrap(),
+            &[],
+            key.public_key_der(),
+            serial(n),
+            NOW,
+            &ca.info(),
+        )
+        .unwrap();
+        issue_and_check(&pki, ca, profile_name, &params)
+    };
+    // Cachet: digitalSignature + nonRepudiation, documentSigning only.
+    let pem = software("org-cachet", "cps-trust XUA assertions", 33);
     let t = text_of(&pem);
     assert!(t.contains("Digital Signature, Non Repudiation"), "{t}");
     assert!(
@@ -671,19 +674,7 @@ fn organisation_certificates_from_openssl_requests() {
     // Audit checkpoint signer, P-256: digitalSignature and only its private purpose, so it
     // passes for none of openssl's purposes (TLS either way, S/MIME, code signing, time
     // stamping).
-    let key = SoftwareSigner::generate("checkpoint", KeyAlgorithm::EcP256).unwrap();
-    let p = profile("audit-checkpoint");
-    let params = end_entity_params(
-        &p,
-        &org("cps-trust audit checkpoints").subject().unwrap(),
-        &[],
-        key.public_key_der(),
-        serial(34),
-        NOW,
-        &ca.info(),
-    )
-    .unwrap();
-    let pem = issue_and_check(&pki, ca, "audit-checkpoint", &params);
+    let pem = software("audit-checkpoint", "cps-trust audit checkpoints", 34);
     let t = text_of(&pem);
     assert!(t.contains("Digital Signature"), "{t}");
     assert!(!t.contains("Non Repudiation"), "{t}");

@@ -52,13 +52,13 @@ pub(crate) const SNAPSHOT: &str = "index.snap";
 
 /// Told of every checkpoint once it is durable in `checkpoints.log` (to anchor it elsewhere).
 /// Called on the log's writer thread: it must not block.
-pub trait CheckpointSink: Send + Sync {
+pub trait CheckpointSink: Send + Sync + std::fmt::Debug {
     /// A new checkpoint.
     fn checkpointed(&self, checkpoint: &Checkpoint);
 }
 
 /// Tuning of an [`AuditLog`].
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct LogOptions {
     /// Sign a checkpoint after this many new records (at least 1).
     pub checkpoint_every: u64,
@@ -77,17 +77,6 @@ impl LogOptions {
             every: self.checkpoint_every.max(1),
             interval: self.checkpoint_interval,
         }
-    }
-}
-
-impl std::fmt::Debug for LogOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogOptions")
-            .field("checkpoint_every", &self.checkpoint_every)
-            .field("checkpoint_interval", &self.checkpoint_interval)
-            .field("max_batch_bytes", &self.max_batch_bytes)
-            .field("sink", &self.sink.is_some())
-            .finish()
     }
 }
 
@@ -239,17 +228,7 @@ impl AuditLog {
             }
         }
         // Checkpoints.
-        let cdata = match std::fs::read(&cpath) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io("read", &cpath)(e)),
-        };
-        let (cps, torn) =
-            checkpoint::decode_all(&cdata).map_err(|(offset, reason)| LogError::Corrupt {
-                path: cpath.clone(),
-                offset,
-                reason,
-            })?;
+        let (cps, torn) = read_checkpoint_file(&cpath)?;
         let cfile = OpenOptions::new()
             .create(true)
             .append(true)
@@ -340,18 +319,7 @@ impl AuditLog {
     /// that head in `checkpoints.log`, and record `seq` with that hash. (An anchor kept outside
     /// the log must be found in it; otherwise the log was cut back, replaced or rewritten.)
     pub fn holds_checkpoint(&self, seq: u64, head: &[u8; 32]) -> Result<bool, LogError> {
-        let cpath = self.shared.dir.join(CHECKPOINTS);
-        let data = match std::fs::read(&cpath) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io("read", &cpath)(e)),
-        };
-        let (cps, _) =
-            checkpoint::decode_all(&data).map_err(|(offset, reason)| LogError::Corrupt {
-                path: cpath.clone(),
-                offset,
-                reason,
-            })?;
+        let (cps, _) = read_checkpoint_file(&self.shared.dir.join(CHECKPOINTS))?;
         if !cps.iter().any(|c| c.seq == seq && &c.head == head) {
             return Ok(false);
         }
@@ -552,6 +520,21 @@ fn load_snapshot(dir: &Path, rpath: &Path) -> Option<(Index, [u8; 32], u64)> {
         return None;
     }
     Some((ix, head, end))
+}
+
+/// Every checkpoint of `checkpoints.log` (none if it does not exist), and the offset of a torn
+/// last entry.
+fn read_checkpoint_file(cpath: &Path) -> Result<(Vec<Checkpoint>, Option<u64>), LogError> {
+    let data = match std::fs::read(cpath) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io("read", cpath)(e)),
+    };
+    checkpoint::decode_all(&data).map_err(|(offset, reason)| LogError::Corrupt {
+        path: cpath.to_owned(),
+        offset,
+        reason,
+    })
 }
 
 fn chain_matches(rpath: &Path, index: &Index, cp: &Checkpoint) -> Result<bool, LogError> {

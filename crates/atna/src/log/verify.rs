@@ -415,19 +415,22 @@ struct CheckpointReader {
     count: usize,
 }
 
+/// The file, or `None` if it does not exist.
+fn open_if_present(path: &Path) -> Result<Option<File>, VerifyError> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(VerifyError::Io {
+            op: "open",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 impl CheckpointReader {
     fn open(path: PathBuf) -> Result<Self, VerifyError> {
-        let file = match File::open(&path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(VerifyError::Io {
-                    op: "open",
-                    path,
-                    source,
-                });
-            }
-        };
+        let file = open_if_present(&path)?;
         Ok(CheckpointReader {
             existed: file.is_some(),
             path,
@@ -644,17 +647,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
         keys_used: Vec::new(),
     };
     cps.add(reader.refresh()?)?;
-    let f = match File::open(&rpath) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => {
-            return Err(VerifyError::Io {
-                op: "open",
-                path: rpath,
-                source,
-            });
-        }
-    };
+    let f = open_if_present(&rpath)?;
     let mut report = VerifyReport {
         records: 0,
         head: GENESIS_HASH,
