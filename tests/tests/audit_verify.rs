@@ -119,11 +119,18 @@ fn openssl(command: &str) -> Output {
     out
 }
 
-/// A P-256 key made by openssl (PKCS#8 DER): (its path, the same key as a signer).
+/// A P-256 key made by openssl (PKCS#8 DER, with the public key ring wants): (its path, the
+/// same key as a signer).
 fn openssl_key(dir: &Path, name: &str) -> (PathBuf, SoftwareSigner) {
+    let pem = dir.join(format!("{name}.pem.key"));
     let p8 = dir.join(format!("{name}.p8"));
     openssl(&format!(
-        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -outform DER -out {}",
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {}",
+        pem.display()
+    ));
+    openssl(&format!(
+        "pkcs8 -topk8 -nocrypt -in {} -outform DER -out {}",
+        pem.display(),
         p8.display()
     ));
     let signer = SoftwareSigner::from_pkcs8(name, &std::fs::read(&p8).unwrap()).unwrap();
