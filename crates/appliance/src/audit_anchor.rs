@@ -5,7 +5,8 @@
 //!   checkpoint of each hour in the named table [`ANCHOR_HISTORY`] (about 24 small records a
 //!   day);
 //! * sends it to every configured ATNA destination as a DICOM audit message
-//!   ([`cps_atna::events::audit_checkpoint`]) through the durable outgoing queue.
+//!   ([`cps_atna::events::audit_checkpoint`]) through the durable outgoing queue (when several
+//!   are waiting, the newest only: it covers the others).
 //!
 //! Someone who rewrites the log directory must then also rewrite the store, and cannot reach
 //! the destinations. At start, the appliance checks that the log holds the latest anchored
@@ -349,6 +350,11 @@ fn run(rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>, dest: Option<Destinations
                     tracing::error!(error = %e, checkpoints = to_store.len(), "cannot anchor audit log checkpoints in the store; retrying");
                 }
             }
+        }
+        // The destinations get the newest checkpoint of what accumulated: it covers every one
+        // before it, and a busy log signs hundreds a second.
+        if to_send.len() > 1 {
+            to_send.drain(..to_send.len() - 1);
         }
         match &dest {
             Some(d) if !to_send.is_empty() => match send(d, &to_send) {
