@@ -238,10 +238,10 @@ pub fn verify(
         .map(|d| CertificateDer::from(d.clone()))
         .collect();
     intermediates.dedup();
-    let mut key_ids: Vec<[u8; 32]> = cps_atna::read_checkpoints(&dir)
+    let mut key_ids: Vec<[u8; 32]> = cps_atna::checkpoint_key_ids(&dir)
         .unwrap_or_default()
         .iter()
-        .filter_map(|c| <[u8; 32]>::try_from(c.key_id.as_slice()).ok())
+        .filter_map(|id| <[u8; 32]>::try_from(id.as_slice()).ok())
         .collect();
     for d in &bundle {
         if let Ok((_, c)) = x509_parser::parse_x509_certificate(d)

@@ -38,7 +38,7 @@ pub use log::record::{
 };
 pub use log::verify::{
     Anchor, CheckpointFile, DEFAULT_GRACE, RecordProblem, TailProblem, TrustedKey, VerifyError,
-    VerifyOptions, VerifyReport, read_checkpoints, verify,
+    VerifyOptions, VerifyReport, checkpoint_key_ids, read_checkpoints, verify,
 };
 pub use log::{
     AuditLog, Checkpoint, CheckpointPolicy, CheckpointSink, LogOptions, SearchFilter, SearchPage,

@@ -692,3 +692,18 @@ fn a_checkpoint_message_carries_the_evidence() {
         });
     assert_eq!(object, Some([Some("2"), Some("13")]));
 }
+
+/// Reopened under another policy, the log signs its head again under the new one at once (the
+/// last checkpoint's promise governs the records that follow it); under the same policy, not.
+#[test]
+fn a_new_policy_is_signed_at_open() {
+    let (dir, k, _) = built(5, 10);
+    let log = signed(dir.path(), &k, 3, Duration::from_secs(3600));
+    let last = log.last_checkpoint().unwrap();
+    assert_eq!((last.seq, last.policy.map(|p| p.every)), (5, Some(3)));
+    drop(log);
+    let n = read_checkpoints(dir.path()).unwrap().len();
+    drop(signed(dir.path(), &k, 3, Duration::from_secs(3600)));
+    assert_eq!(read_checkpoints(dir.path()).unwrap().len(), n);
+    assert_eq!(verify(dir.path(), &opts(&k)).unwrap().checkpoints, n);
+}

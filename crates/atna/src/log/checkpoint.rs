@@ -18,6 +18,9 @@
 //! Entries of the first format (`"AC01"`, no policy; signed message `"cps-atna checkpoint v1\n" |
 //! seq | head | time`) are still read. ECDSA signatures are DER-encoded.
 
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use cps_hsm::{SigFormat, SignatureAlgorithm, Signer};
@@ -265,4 +268,115 @@ pub(crate) fn decode_all(data: &[u8]) -> Result<(Vec<Checkpoint>, Option<u64>), 
         }
     }
     Ok((out, None))
+}
+
+/// Why the next entry of a `checkpoints.log` cannot be read.
+#[derive(Debug)]
+pub(crate) enum EntryError {
+    Io(std::io::Error),
+    /// Not an entry: at this byte offset, the entry with this index.
+    Bad {
+        offset: u64,
+        index: usize,
+        reason: String,
+    },
+}
+
+/// Reads a `checkpoints.log` one entry at a time, in bounded memory. At the end of the file it
+/// returns `None`; called again, it returns what was appended since (a log being written).
+pub(crate) struct EntryReader {
+    file: Option<File>,
+    existed: bool,
+    /// Bytes of the file returned as complete entries.
+    consumed: u64,
+    buf: Vec<u8>,
+    start: usize,
+    count: usize,
+}
+
+const READ_CHUNK: usize = 64 << 10;
+
+impl EntryReader {
+    /// The file at `path`; a missing file reads as empty.
+    pub fn open(path: &Path) -> std::io::Result<EntryReader> {
+        let file = match File::open(path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(EntryReader {
+            existed: file.is_some(),
+            file,
+            consumed: 0,
+            buf: Vec::new(),
+            start: 0,
+            count: 0,
+        })
+    }
+
+    /// The next complete entry, or `None` at the end of the file as it is now.
+    pub fn next_entry(&mut self) -> Result<Option<Checkpoint>, EntryError> {
+        loop {
+            match decode_one(&self.buf[self.start..]) {
+                Step::Entry(c, n) => {
+                    self.start += n;
+                    self.consumed += n as u64;
+                    self.count += 1;
+                    if self.start >= READ_CHUNK {
+                        self.buf.drain(..self.start);
+                        self.start = 0;
+                    }
+                    return Ok(Some(c));
+                }
+                Step::Bad(reason) => {
+                    return Err(EntryError::Bad {
+                        offset: self.consumed,
+                        index: self.count,
+                        reason,
+                    });
+                }
+                Step::Incomplete => {
+                    let Some(f) = self.file.as_mut() else {
+                        return Ok(None);
+                    };
+                    let have = self.buf.len();
+                    self.buf.resize(have + READ_CHUNK, 0);
+                    let n = loop {
+                        match f.read(&mut self.buf[have..]) {
+                            Ok(n) => break n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                self.buf.truncate(have);
+                                return Err(EntryError::Io(e));
+                            }
+                        }
+                    };
+                    self.buf.truncate(have + n);
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the file existed when opened.
+    pub fn existed(&self) -> bool {
+        self.existed
+    }
+
+    /// Bytes after the last complete entry (a torn entry, or one being written).
+    pub fn pending(&self) -> u64 {
+        (self.buf.len() - self.start) as u64
+    }
+
+    /// Bytes of complete entries read.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Entries read.
+    pub fn count(&self) -> usize {
+        self.count
+    }
 }

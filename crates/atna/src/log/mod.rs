@@ -11,7 +11,8 @@
 //! records are pending [`LogOptions::checkpoint_interval`] after the last one, before a batch
 //! is written if the last one is older than the interval (the same head signed again: every
 //! record of an unsigned tail was then received less than the interval after the last
-//! checkpoint), at open when the previous run left an unsigned tail, and at close. Each one is
+//! checkpoint), at open when the previous run left an unsigned tail or signed under another
+//! policy, and at close. Each one is
 //! handed to [`LogOptions::sink`] once durable, so that it can be anchored elsewhere.
 //!
 //! **Acknowledged means durable**: [`AuditLog::append`] returns only after the records were
@@ -227,8 +228,8 @@ impl AuditLog {
                 }
             }
         }
-        // Checkpoints.
-        let (cps, torn) = read_checkpoint_file(&cpath)?;
+        // Checkpoints: only the last one is needed (read in bounded memory).
+        let (last_cp, torn) = last_checkpoint_in(&cpath)?;
         let cfile = OpenOptions::new()
             .create(true)
             .append(true)
@@ -238,7 +239,6 @@ impl AuditLog {
             tracing::warn!(path = %cpath.display(), offset = off, "cutting off a torn last checkpoint");
             cfile.set_len(off).map_err(io("truncate", &cpath))?;
         }
-        let last_cp = cps.last().cloned();
         if let Some(cp) = &last_cp
             && (cp.seq > head.0
                 || (cp.seq > 0
@@ -319,8 +319,16 @@ impl AuditLog {
     /// that head in `checkpoints.log`, and record `seq` with that hash. (An anchor kept outside
     /// the log must be found in it; otherwise the log was cut back, replaced or rewritten.)
     pub fn holds_checkpoint(&self, seq: u64, head: &[u8; 32]) -> Result<bool, LogError> {
-        let (cps, _) = read_checkpoint_file(&self.shared.dir.join(CHECKPOINTS))?;
-        if !cps.iter().any(|c| c.seq == seq && &c.head == head) {
+        let cpath = self.shared.dir.join(CHECKPOINTS);
+        let mut reader = checkpoint::EntryReader::open(&cpath).map_err(io("open", &cpath))?;
+        let mut found = false;
+        while let Some(c) = next_entry(&mut reader, &cpath)? {
+            if c.seq == seq && &c.head == head {
+                found = true;
+                break;
+            }
+        }
+        if !found {
             return Ok(false);
         }
         match self.get(seq) {
@@ -522,19 +530,30 @@ fn load_snapshot(dir: &Path, rpath: &Path) -> Option<(Index, [u8; 32], u64)> {
     Some((ix, head, end))
 }
 
-/// Every checkpoint of `checkpoints.log` (none if it does not exist), and the offset of a torn
-/// last entry.
-fn read_checkpoint_file(cpath: &Path) -> Result<(Vec<Checkpoint>, Option<u64>), LogError> {
-    let data = match std::fs::read(cpath) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io("read", cpath)(e)),
-    };
-    checkpoint::decode_all(&data).map_err(|(offset, reason)| LogError::Corrupt {
-        path: cpath.to_owned(),
-        offset,
-        reason,
+fn next_entry(
+    reader: &mut checkpoint::EntryReader,
+    cpath: &Path,
+) -> Result<Option<Checkpoint>, LogError> {
+    reader.next_entry().map_err(|e| match e {
+        checkpoint::EntryError::Io(e) => io("read", cpath)(e),
+        checkpoint::EntryError::Bad { offset, reason, .. } => LogError::Corrupt {
+            path: cpath.to_owned(),
+            offset,
+            reason,
+        },
     })
+}
+
+/// The last checkpoint of `checkpoints.log` (none if it does not exist or is empty), and the
+/// offset of a torn last entry.
+fn last_checkpoint_in(cpath: &Path) -> Result<(Option<Checkpoint>, Option<u64>), LogError> {
+    let mut reader = checkpoint::EntryReader::open(cpath).map_err(io("open", cpath))?;
+    let mut last = None;
+    while let Some(c) = next_entry(&mut reader, cpath)? {
+        last = Some(c);
+    }
+    let torn = (reader.pending() > 0).then_some(reader.consumed());
+    Ok((last, torn))
 }
 
 fn chain_matches(rpath: &Path, index: &Index, cp: &Checkpoint) -> Result<bool, LogError> {
@@ -646,9 +665,16 @@ impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Job>, ready: mpsc::Sender<()>) {
         let mut buf = Vec::with_capacity(1 << 20);
         let mut failed: Option<String> = None;
-        if self.signer.is_some() && self.tail() > 0 {
-            // The previous run ended (a crash) with records no checkpoint covers.
-            let _ = self.try_checkpoint(false, "unsigned tail at open");
+        let policy_changed = self
+            .shared
+            .last_checkpoint
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.policy != Some(self.options.policy()));
+        if self.signer.is_some() && (self.tail() > 0 || policy_changed) {
+            // The previous run ended (a crash) with records no checkpoint covers, or the last
+            // checkpoint promised another policy than the one records now follow.
+            let _ = self.try_checkpoint(true, "unsigned tail or new policy at open");
         }
         let _ = ready.send(());
         drop(ready);

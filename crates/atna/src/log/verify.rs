@@ -15,11 +15,10 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::checkpoint::{self, Checkpoint, CheckpointPolicy, Step};
+use super::checkpoint::{self, Checkpoint, CheckpointPolicy, EntryError, EntryReader};
 use super::record::{self, GENESIS_HASH};
 use super::scan::{Item, Scanner};
 use super::{CHECKPOINTS, RECORDS};
@@ -402,19 +401,6 @@ impl VerifyError {
     }
 }
 
-/// Reads `checkpoints.log` incrementally: what was appended since the last read.
-struct CheckpointReader {
-    path: PathBuf,
-    file: Option<File>,
-    existed: bool,
-    /// Bytes consumed.
-    offset: u64,
-    /// Bytes read but not yet a complete entry.
-    pending: Vec<u8>,
-    /// Entries decoded so far.
-    count: usize,
-}
-
 /// The file, or `None` if it does not exist.
 fn open_if_present(path: &Path) -> Result<Option<File>, VerifyError> {
     match File::open(path) {
@@ -428,129 +414,150 @@ fn open_if_present(path: &Path) -> Result<Option<File>, VerifyError> {
     }
 }
 
-impl CheckpointReader {
-    fn open(path: PathBuf) -> Result<Self, VerifyError> {
-        let file = open_if_present(&path)?;
-        Ok(CheckpointReader {
-            existed: file.is_some(),
+fn entry_error(e: EntryError, path: &Path) -> VerifyError {
+    match e {
+        EntryError::Io(source) => VerifyError::Io {
+            op: "read",
+            path: path.to_owned(),
+            source,
+        },
+        EntryError::Bad {
+            offset,
+            index,
+            reason,
+        } => VerifyError::BadCheckpoint {
+            index,
+            seq: 0,
+            reason: format!("malformed at byte {offset}: {reason}"),
+        },
+    }
+}
+
+/// What is kept of a checkpoint once read and checked.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    index: usize,
+    seq: u64,
+    head: [u8; 32],
+    time: i64,
+    policy: Option<CheckpointPolicy>,
+}
+
+/// Reads `checkpoints.log` one entry at a time and checks each: key, validity, signature,
+/// order; notes the anchors it holds. Memory does not grow with the file.
+struct Checkpoints<'a> {
+    opts: &'a VerifyOptions,
+    path: PathBuf,
+    reader: EntryReader,
+    key_ids: Vec<Vec<u8>>,
+    keys_used: Vec<String>,
+    /// The last checkpoint read.
+    last: Option<Seen>,
+    /// For each anchor of `opts`, whether a checkpoint of the file is it.
+    found: Vec<bool>,
+}
+
+impl<'a> Checkpoints<'a> {
+    fn open(opts: &'a VerifyOptions, path: PathBuf) -> Result<Self, VerifyError> {
+        let reader = EntryReader::open(&path).map_err(|source| VerifyError::Io {
+            op: "open",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Checkpoints {
+            opts,
             path,
-            file,
-            offset: 0,
-            pending: Vec::new(),
-            count: 0,
+            reader,
+            key_ids: opts
+                .keys
+                .iter()
+                .map(|k| checkpoint::key_id(&k.spki))
+                .collect(),
+            keys_used: Vec::new(),
+            last: None,
+            found: vec![false; opts.anchors.len()],
         })
     }
 
-    /// The entries appended since the last call.
-    fn refresh(&mut self) -> Result<Vec<Checkpoint>, VerifyError> {
-        let Some(f) = self.file.as_mut() else {
-            return Ok(Vec::new());
+    /// The next checkpoint of the file (as it is now), checked.
+    fn next(&mut self) -> Result<Option<Seen>, VerifyError> {
+        let Some(c) = self
+            .reader
+            .next_entry()
+            .map_err(|e| entry_error(e, &self.path))?
+        else {
+            return Ok(None);
         };
-        let io = |op, source| VerifyError::Io {
-            op,
-            path: self.path.clone(),
-            source,
+        let index = self.reader.count() - 1;
+        let bad = |reason: String| VerifyError::BadCheckpoint {
+            index,
+            seq: c.seq,
+            reason,
         };
-        f.seek(SeekFrom::Start(self.offset + self.pending.len() as u64))
-            .map_err(|e| io("seek", e))?;
-        f.read_to_end(&mut self.pending)
-            .map_err(|e| io("read", e))?;
-        let mut out = Vec::new();
-        let mut used = 0usize;
-        loop {
-            match checkpoint::decode_one(&self.pending[used..]) {
-                Step::Entry(c, n) => {
-                    out.push(c);
-                    used += n;
-                }
-                Step::Incomplete => break,
-                Step::Bad(reason) => {
-                    return Err(VerifyError::BadCheckpoint {
-                        index: self.count + out.len(),
-                        seq: 0,
-                        reason: format!(
-                            "malformed at byte {}: {reason}",
-                            self.offset + used as u64
-                        ),
-                    });
-                }
+        let Some(k) = self.key_ids.iter().position(|id| *id == c.key_id) else {
+            return Err(bad(format!(
+                "signed by key {}, which no trusted certificate holds",
+                hex(&c.key_id)
+            )));
+        };
+        let key = &self.opts.keys[k];
+        c.verify(&key.spki)
+            .map_err(|reason| bad(format!("{reason} ({})", key.name)))?;
+        if let Some(limit) = key.not_after
+            && c.time > limit
+        {
+            return Err(bad(format!(
+                "signed at {}, after {} stopped being valid at {}",
+                when(c.time),
+                key.name,
+                when(limit)
+            )));
+        }
+        if let Some(p) = &self.last {
+            if c.seq < p.seq {
+                return Err(bad(format!(
+                    "does not follow checkpoint of record {}",
+                    p.seq
+                )));
+            }
+            if c.seq == p.seq && c.head != p.head {
+                return Err(bad(format!(
+                    "a second checkpoint of record {} with another head",
+                    c.seq
+                )));
             }
         }
-        self.pending.drain(..used);
-        self.offset += used as u64;
-        self.count += out.len();
-        Ok(out)
-    }
-
-    fn torn_bytes(&self) -> u64 {
-        self.pending.len() as u64
+        for (i, a) in self.opts.anchors.iter().enumerate() {
+            if a.seq == c.seq {
+                if a.head != c.head {
+                    return Err(VerifyError::AnchorMismatch {
+                        anchor: a.clone(),
+                        index,
+                    });
+                }
+                self.found[i] = true;
+            }
+        }
+        if !self.keys_used.contains(&key.name) {
+            self.keys_used.push(key.name.clone());
+        }
+        let seen = Seen {
+            index,
+            seq: c.seq,
+            head: c.head,
+            time: c.time,
+            policy: c.policy,
+        };
+        self.last = Some(seen);
+        Ok(Some(seen))
     }
 
     fn state(&self) -> CheckpointFile {
-        match (self.existed, self.pending.len()) {
+        match (self.reader.existed(), self.reader.pending()) {
             (false, _) => CheckpointFile::Missing,
             (true, 0) => CheckpointFile::Empty,
-            (true, n) => CheckpointFile::Torn(n as u64),
+            (true, n) => CheckpointFile::Torn(n),
         }
-    }
-}
-
-/// Checks each checkpoint as it is read: key, validity, signature, order.
-struct Checkpoints<'a> {
-    opts: &'a VerifyOptions,
-    key_ids: Vec<Vec<u8>>,
-    all: Vec<Checkpoint>,
-    keys_used: Vec<String>,
-}
-
-impl Checkpoints<'_> {
-    fn add(&mut self, new: Vec<Checkpoint>) -> Result<(), VerifyError> {
-        for c in new {
-            let index = self.all.len();
-            let bad = |reason: String| VerifyError::BadCheckpoint {
-                index,
-                seq: c.seq,
-                reason,
-            };
-            let Some(k) = self.key_ids.iter().position(|id| *id == c.key_id) else {
-                return Err(bad(format!(
-                    "signed by key {}, which no trusted certificate holds",
-                    hex(&c.key_id)
-                )));
-            };
-            let key = &self.opts.keys[k];
-            c.verify(&key.spki)
-                .map_err(|reason| bad(format!("{reason} ({})", key.name)))?;
-            if let Some(limit) = key.not_after
-                && c.time > limit
-            {
-                return Err(bad(format!(
-                    "signed at {}, after {} stopped being valid at {}",
-                    when(c.time),
-                    key.name,
-                    when(limit)
-                )));
-            }
-            if let Some(p) = self.all.last() {
-                if c.seq < p.seq {
-                    return Err(bad(format!(
-                        "does not follow checkpoint of record {}",
-                        p.seq
-                    )));
-                }
-                if c.seq == p.seq && c.head != p.head {
-                    return Err(bad(format!(
-                        "a second checkpoint of record {} with another head",
-                        c.seq
-                    )));
-                }
-            }
-            if !self.keys_used.contains(&key.name) {
-                self.keys_used.push(key.name.clone());
-            }
-            self.all.push(c);
-        }
-        Ok(())
     }
 }
 
@@ -628,25 +635,44 @@ impl Tail {
     }
 }
 
+/// The matched checkpoint a tail starts after.
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    seq: u64,
+    time: i64,
+    policy: Option<CheckpointPolicy>,
+}
+
+/// Match a checkpoint read after its record was scanned (a log being written) against the
+/// tail's hashes.
+fn match_late(tail: &mut Tail, c: &Seen) -> Result<(), VerifyError> {
+    match tail.hash_of(c.seq) {
+        Some(h) if h == c.head => {
+            tail.cut(c.seq, h);
+            Ok(())
+        }
+        Some(_) => Err(VerifyError::CheckpointMismatch {
+            index: c.index,
+            seq: c.seq,
+            after: tail.base_seq,
+        }),
+        None => Err(VerifyError::BadCheckpoint {
+            index: c.index,
+            seq: c.seq,
+            reason: "written while the log was being read, for a record no longer held in memory: run the verification again".into(),
+        }),
+    }
+}
+
 /// Verify the log in `dir` (see the module documentation for what is checked).
 ///
 /// Detects a deleted, reordered, modified or inserted record anywhere; truncation of the
 /// records up to the last checkpoint; a `checkpoints.log` deleted, truncated or cut back when
-/// an anchor or the tail rules show it; and checkpoints signed by any other key.
+/// an anchor or the tail rules show it; and checkpoints signed by any other key. Memory does not
+/// grow with the log (the records after the last checkpoint are kept, up to a million).
 pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let rpath = dir.join(RECORDS);
-    let mut reader = CheckpointReader::open(dir.join(CHECKPOINTS))?;
-    let mut cps = Checkpoints {
-        opts,
-        key_ids: opts
-            .keys
-            .iter()
-            .map(|k| checkpoint::key_id(&k.spki))
-            .collect(),
-        all: Vec::new(),
-        keys_used: Vec::new(),
-    };
-    cps.add(reader.refresh()?)?;
+    let mut cps = Checkpoints::open(opts, dir.join(CHECKPOINTS))?;
     let f = open_if_present(&rpath)?;
     let mut report = VerifyReport {
         records: 0,
@@ -661,9 +687,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
         anchors: 0,
         keys_used: Vec::new(),
     };
-    // Index of the next checkpoint to match, and of the last one matched.
-    let mut next_cp = 0usize;
-    let mut matched: Option<usize> = None;
+    // The next checkpoint read but not yet matched (its record is ahead), the last matched one,
+    // and the record at which checkpoints.log was last found to end.
+    let mut ahead: Option<Seen> = None;
+    let mut matched: Option<Base> = None;
+    let mut cp_end_at: Option<u64> = None;
     let mut tail = Tail::new();
     if let Some(f) = f {
         let mut scanner = Scanner::new(f);
@@ -722,17 +750,32 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
                 report.parse_errors += 1;
             }
             tail.push(seq, hash, rec.received);
-            while let Some(c) = cps.all.get(next_cp).filter(|c| c.seq == seq) {
-                if c.head != hash {
-                    return Err(VerifyError::CheckpointMismatch {
-                        index: next_cp,
-                        seq,
-                        after: matched.map_or(0, |m| cps.all[m].seq),
-                    });
+            // Every checkpoint up to this record: read (when checkpoints.log ended, again only
+            // a while later) and matched.
+            loop {
+                if ahead.is_none() && cp_end_at.is_none_or(|at| seq >= at + 256) {
+                    ahead = cps.next()?;
+                    cp_end_at = ahead.is_none().then_some(seq);
                 }
-                tail.cut(seq, hash);
-                matched = Some(next_cp);
-                next_cp += 1;
+                match ahead {
+                    Some(c) if c.seq <= seq => {
+                        if c.seq == seq && c.head != hash {
+                            return Err(VerifyError::CheckpointMismatch {
+                                index: c.index,
+                                seq,
+                                after: matched.map_or(0, |m| m.seq),
+                            });
+                        }
+                        match_late(&mut tail, &c)?;
+                        matched = Some(Base {
+                            seq: c.seq,
+                            time: c.time,
+                            policy: c.policy,
+                        });
+                        ahead = None;
+                    }
+                    _ => break,
+                }
             }
             prev = hash;
             report.records = seq;
@@ -740,101 +783,103 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyEr
             expected += 1;
         }
     }
-    if let Some(c) = cps.all.get(next_cp) {
+    let records = report.records;
+    // A checkpoint read while the records were scanned covers a record they do not reach: cut
+    // off (its records were durable before it was written, so before the scan ended).
+    if let Some(c) = ahead {
+        let mut last = c.seq;
+        while let Some(n) = cps.next()? {
+            last = n.seq;
+        }
         return Err(VerifyError::Truncated {
-            last_seq: report.records,
-            checkpoint_seq: cps.all.last().map_or(c.seq, |l| l.seq),
+            last_seq: records,
+            checkpoint_seq: last,
         });
     }
-    // Anchors were read before checkpoints.log: each must be in what was read.
-    let mut anchors: Vec<&Anchor> = opts.anchors.iter().collect();
-    anchors.sort_by_key(|a| std::cmp::Reverse(a.seq));
-    for a in anchors {
-        if let Some(index) = cps
-            .all
-            .iter()
-            .position(|c| c.seq == a.seq && c.head != a.head)
-        {
-            return Err(VerifyError::AnchorMismatch {
-                anchor: a.clone(),
-                index,
-            });
+    // What was appended since: checkpoints of records already scanned are matched; one beyond
+    // them ends the reading (it covers records written after the scan).
+    let mut beyond: Option<Seen> = None;
+    let catch_up = |cps: &mut Checkpoints<'_>,
+                    tail: &mut Tail,
+                    matched: &mut Option<Base>,
+                    beyond: &mut Option<Seen>|
+     -> Result<(), VerifyError> {
+        while beyond.is_none() {
+            match cps.next()? {
+                Some(c) if c.seq <= records => {
+                    match_late(tail, &c)?;
+                    *matched = Some(Base {
+                        seq: c.seq,
+                        time: c.time,
+                        policy: c.policy,
+                    });
+                }
+                Some(c) => *beyond = Some(c),
+                None => break,
+            }
         }
-        if !cps.all.iter().any(|c| c.seq == a.seq) {
+        Ok(())
+    };
+    catch_up(&mut cps, &mut tail, &mut matched, &mut beyond)?;
+    // Anchors were recorded before this began, with their records: each must be in the file,
+    // with its records.
+    let mut anchors: Vec<(usize, &Anchor)> = opts.anchors.iter().enumerate().collect();
+    anchors.sort_by_key(|(_, a)| std::cmp::Reverse(a.seq));
+    for (i, a) in anchors {
+        if !cps.found[i] && a.seq > records {
+            // Perhaps further on, past checkpoints written since: read on for it.
+            while !cps.found[i] && cps.next()?.is_some() {}
+        }
+        if !cps.found[i] {
             return Err(VerifyError::AnchorMissing {
                 anchor: a.clone(),
-                last_checkpoint: cps.all.last().map(|c| c.seq),
-                records: report.records,
+                last_checkpoint: matched.map(|m| m.seq),
+                records,
+            });
+        }
+        if a.seq > records {
+            return Err(VerifyError::Truncated {
+                last_seq: records,
+                checkpoint_seq: a.seq,
             });
         }
         report.anchors += 1;
     }
-    // The unsigned tail, against the last checkpoint's policy. Records appended while this
-    // ran may look like a tail: read checkpoints.log again once before concluding.
+    // The unsigned tail, against the last checkpoint's policy; records written while this ran
+    // may look like a tail, so checkpoints.log is read once more before concluding.
     let mut refreshed = false;
-    loop {
-        let problem = tail_problem(&cps, matched, &tail, report.records, opts, &reader);
-        let Some(problem) = problem else { break };
-        if refreshed {
+    while let Some(problem) = tail_problem(matched, &tail, records, opts, &cps) {
+        if refreshed || beyond.is_some() {
             return Err(problem);
         }
         refreshed = true;
-        let start = cps.all.len();
-        cps.add(reader.refresh()?)?;
-        for index in start..cps.all.len() {
-            let c = &cps.all[index];
-            if c.seq > report.records {
-                break;
-            }
-            match tail.hash_of(c.seq) {
-                Some(h) if h == c.head => {
-                    tail.cut(c.seq, h);
-                    matched = Some(index);
-                }
-                Some(_) => {
-                    return Err(VerifyError::CheckpointMismatch {
-                        index,
-                        seq: c.seq,
-                        after: tail.base_seq,
-                    });
-                }
-                None => {
-                    return Err(VerifyError::BadCheckpoint {
-                        index,
-                        seq: c.seq,
-                        reason: "written while the log was being read, for a record no longer held in memory: run the verification again".into(),
-                    });
-                }
-            }
-        }
+        catch_up(&mut cps, &mut tail, &mut matched, &mut beyond)?;
     }
-    report.checkpoints = cps.all.len();
+    report.checkpoints = cps.reader.count();
     if let Some(m) = matched {
-        report.last_checkpoint_seq = cps.all[m].seq;
-        report.last_checkpoint_time = Some(cps.all[m].time);
+        report.last_checkpoint_seq = m.seq;
+        report.last_checkpoint_time = Some(m.time);
     }
-    report.unsigned_tail = report.records - report.last_checkpoint_seq;
-    report.torn_checkpoint_bytes = reader.torn_bytes();
+    report.unsigned_tail = records - report.last_checkpoint_seq;
+    report.torn_checkpoint_bytes = cps.reader.pending();
     report.keys_used = cps.keys_used;
     Ok(report)
 }
 
 /// What is wrong with the tail after the last matched checkpoint, if anything.
 fn tail_problem(
-    cps: &Checkpoints<'_>,
-    matched: Option<usize>,
+    matched: Option<Base>,
     tail: &Tail,
     records: u64,
     opts: &VerifyOptions,
-    reader: &CheckpointReader,
+    cps: &Checkpoints<'_>,
 ) -> Option<VerifyError> {
-    let Some(m) = matched else {
+    let Some(c) = matched else {
         return (records > 0).then(|| VerifyError::NoCheckpoint {
             records,
-            file: reader.state(),
+            file: cps.state(),
         });
     };
-    let c = &cps.all[m];
     let policy = c.policy.unwrap_or(opts.default_policy);
     let problem = if tail.count > policy.every {
         Some(TailProblem::TooMany {
@@ -870,7 +915,27 @@ fn tail_problem(
     })
 }
 
-/// Read every checkpoint of a log directory (without verifying them).
+/// The key ids (SHA-256 of the SubjectPublicKeyInfo) that signed a log directory's checkpoints,
+/// each once, read in bounded memory (without verifying anything).
+pub fn checkpoint_key_ids(dir: &Path) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let path = dir.join(CHECKPOINTS);
+    let io = |op, source| VerifyError::Io {
+        op,
+        path: path.clone(),
+        source,
+    };
+    let mut reader = EntryReader::open(&path).map_err(|e| io("open", e))?;
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    while let Some(c) = reader.next_entry().map_err(|e| entry_error(e, &path))? {
+        if !ids.contains(&c.key_id) {
+            ids.push(c.key_id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Read every checkpoint of a log directory into memory (without verifying them): for tools and
+/// tests; [`verify`] reads them one at a time.
 pub fn read_checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, VerifyError> {
     let cpath = dir.join(CHECKPOINTS);
     let data = std::fs::read(&cpath).map_err(|source| VerifyError::Io {
