@@ -642,6 +642,27 @@ pub fn card_login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
     ])
 }
 
+/// `n` organisation certificates issued for fresh keys (files `<dir>/<tag><i>.pem`, holder
+/// `atna-test-holder`): as many audit records.
+pub fn issue_certs(home: &Home, dir: &std::path::Path, tag: &str, n: usize) {
+    for i in 0..n {
+        let csr = openssl_csr(dir, &format!("{tag}{i}"), "p256");
+        let out = dir.join(format!("{tag}{i}.pem"));
+        assert_success(
+            &issue_org(
+                home,
+                &csr,
+                &out,
+                "org-tls-client",
+                "atna-test-holder",
+                "dmp-connector",
+                &[],
+            ),
+            "issue",
+        );
+    }
+}
+
 /// `openssl ocsp` against the appliance for `certs` of CA `ca`; stdout and stderr together.
 pub fn ocsp_query(
     home: &Home,

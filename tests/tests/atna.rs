@@ -297,25 +297,6 @@ fn check_a51(line: &str) {
     assert!(child("AuditSourceIdentification").is_some(), "{xml}");
 }
 
-fn issue_certs(home: &Home, dir: &Path, tag: &str, n: usize) {
-    for i in 0..n {
-        let csr = openssl_csr(dir, &format!("{tag}{i}"), "p256");
-        let out = dir.join(format!("{tag}{i}.pem"));
-        assert_success(
-            &issue_org(
-                home,
-                &csr,
-                &out,
-                "org-tls-client",
-                "atna-test-holder",
-                "dmp-connector",
-                &[],
-            ),
-            "issue",
-        );
-    }
-}
-
 #[test]
 fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
     let (home, mut app) = Appliance::fresh();
@@ -374,6 +355,41 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
             .count();
         (got >= 6).then_some(())
     });
+
+    // The checkpoints of the appliance's log reach the repository too, each with what is needed
+    // to check it there: its signature verifies with the checkpoint certificate's key, and it is
+    // a checkpoint of the local log.
+    let line = wait_for("a checkpoint at rsyslog", Duration::from_secs(30), || {
+        received(&rs)
+            .into_iter()
+            .find(|l| l.contains("audit-checkpoint"))
+    });
+    check_a51(&line);
+    let xml = &line[line.find("<AuditMessage").unwrap()..];
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    let entry = doc
+        .descendants()
+        .find(|n| n.attribute("type") == Some("checkpoint"))
+        .and_then(|n| n.attribute("value"))
+        .expect("the checkpoint entry");
+    let entry = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(entry)
+            .unwrap()
+    };
+    let cp = cps_atna::Checkpoint::from_bytes(&entry).unwrap();
+    let chain = cps_appliance::serve::pem_blocks(
+        &std::fs::read_to_string(home.join("audit/checkpoint.pem")).unwrap(),
+    );
+    let spki = cps_pki::parse_certificate(&chain[0]).unwrap().spki;
+    cp.verify(&spki).unwrap();
+    assert!(
+        cps_atna::read_checkpoints(&home.join("audit/log"))
+            .unwrap()
+            .contains(&cp),
+        "the repository's checkpoint is one of the local log's"
+    );
 
     // The appliance's own log: intact, then tampered with.
     app.daemon.stop(Duration::from_secs(10));

@@ -525,10 +525,18 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
         std::fs::copy(pem, &out_path).unwrap();
         issued.push((out_path, "personnes"));
     }
+    // The appliance's own audit checkpoint certificate (its profile is not issued through the
+    // API), made at start.
+    let own = std::fs::read_to_string(home.join("audit/checkpoint.pem")).unwrap();
+    let leaf = &own[..own.find("-----END CERTIFICATE-----").unwrap() + 26];
+    let checkpoint_pem = dir.path().join("audit-checkpoint.pem");
+    std::fs::write(&checkpoint_pem, leaf).unwrap();
+    issued.push((checkpoint_pem, "organisations"));
     // With explicit policy: each end-entity policy is certified by its issuing CA.
     for (profile, policy) in [
         ("cps-auth", "1.3.6.1.4.1.32473.1.1.1"),
         ("org-tls-server", "1.3.6.1.4.1.32473.1.2.2"),
+        ("audit-checkpoint", "1.3.6.1.4.1.32473.1.2.4"),
     ] {
         let (pem, ca) = issued
             .iter()

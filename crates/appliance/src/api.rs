@@ -407,6 +407,63 @@ pub(crate) async fn audit_events(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    /// Comma-separated key ids (SHA-256 of a SubjectPublicKeyInfo, hex): the store's
+    /// certificates of these keys are returned too.
+    pub keys: Option<String>,
+}
+
+/// Key ids one request may ask about.
+const MAX_CHECKPOINT_KEYS: usize = 64;
+
+/// `GET /api/v1/audit/checkpoints`: the anchors of the audit log's checkpoints and the
+/// certificates of the keys asked about (auditors, CA operators; read-only). `audit verify` asks
+/// for them while the appliance runs, when it cannot open the store itself.
+pub(crate) async fn audit_checkpoints(
+    State(st): State<ApiState>,
+    Query(q): Query<CheckpointQuery>,
+) -> Result<Json<crate::audit_anchor::AnchorSet>, ApiError> {
+    let mut ids: Vec<[u8; 32]> = Vec::new();
+    for k in q
+        .keys
+        .iter()
+        .flat_map(|k| k.split(','))
+        .filter(|k| !k.is_empty())
+    {
+        let id = hex::decode(k)
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "a key id is 64 hexadecimal digits (SHA-256 of a SubjectPublicKeyInfo)",
+                )
+            })?;
+        ids.push(id);
+    }
+    if ids.len() > MAX_CHECKPOINT_KEYS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_CHECKPOINT_KEYS} key ids"),
+        ));
+    }
+    let store = st.ca.store().clone();
+    let set =
+        tokio::task::spawn_blocking(move || crate::audit_anchor::anchor_set(store.as_ref(), &ids))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot read the audit anchors");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (see the appliance log)",
+                )
+            })?;
+    Ok(Json(set))
+}
+
 /// Runs a blocking service call off the async workers; its error becomes the API's.
 pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,

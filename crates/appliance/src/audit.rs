@@ -12,16 +12,22 @@
 //!   and the log, several at a time, and the caller is answered once they are durable there.
 //! * **Incoming**: the syslog-TLS repository (`listen.syslog_tls`) accepts only registered
 //!   nodes ([`crate::nodes::Nodes::authorize`]) whose certificate our live state holds valid,
-//!   and appends to the hash-chained log, checkpoints signed with an HSM key. Open connections
+//!   and appends to the hash-chained log. Open connections
 //!   are authorized again whenever a certificate or the node registry changes and at least
 //!   every `audit.reauthorize_seconds`; TLS sessions are never resumed on this listener, so
 //!   every connection presents its certificate to the verifier. Refused peers are counted in
 //!   memory and audited as one `atna.refused` record per source and interval
 //!   ([`crate::refusals`]), never one durable write per attempt.
+//! * **Checkpoints**: the log is signed every `audit.checkpoint_every` records or
+//!   `audit.checkpoint_seconds` by an HSM key behind the clock gate, certified by the
+//!   organisations CA with the `audit-checkpoint` profile ([`checkpoint_credential`]); each
+//!   checkpoint is anchored in the store and sent to the destinations
+//!   ([`crate::audit_anchor`]); `audit verify` trusts the key by its chain to the root
+//!   ([`crate::audit_verify`]).
 //! * **Disk full** ([`crate::disk`]): the trail refuses to write while the guard says the
 //!   disk is below its reserve, the forwarder waits, and the repository stops reading.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +46,21 @@ use crate::nodes::Nodes;
 pub const LOG_DIR: &str = "audit/log";
 /// Directory of the outgoing queue.
 pub const QUEUE_DIR: &str = "audit/queue";
-/// The checkpoint public key (SPKI, PEM), for `cps-trust audit verify`.
-pub const CHECKPOINT_KEY_FILE: &str = "audit/checkpoint-key.pem";
+/// The checkpoint key's certificate chain (certificate, issuing CA), made at first start.
+pub const CHECKPOINT_CERT_FILE: &str = "audit/checkpoint.pem";
+/// In the log directory: every certificate that signed its checkpoints, each followed by its
+/// issuing CA, so that a copy of the directory carries them (trust comes from the chain to the
+/// root, not from this file).
+pub const CHECKPOINT_CERTS: &str = "checkpoint-certs.pem";
+/// The public key file `audit verify` used to trust before checkpoint keys were certified;
+/// removed at start (it has no role any more).
+const LEGACY_CHECKPOINT_KEY_FILE: &str = "audit/checkpoint-key.pem";
+/// The certificate profile of the checkpoint key (`certs/audit-checkpoint.toml`).
+pub const CHECKPOINT_PROFILE: &str = "audit-checkpoint";
+/// Its extended key usage: a private purpose no other verifier accepts.
+pub const CHECKPOINT_EKU: &str = "1.3.6.1.4.1.32473.3.1";
+/// [`CHECKPOINT_EKU`] as DER content bytes.
+pub const CHECKPOINT_EKU_DER: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x81, 0xfd, 0x59, 0x03, 0x01];
 /// The appliance's own node certificate chain (PEM).
 pub const NODE_CERT_FILE: &str = "audit/node.pem";
 const CURSOR_META: &str = "atna.forwarded";
@@ -209,6 +228,8 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
                 "node.enroll" | "node.remove" => events::AlertKind::NodeAuthentication,
                 // New work, audit records included, was refused while the disk was full.
                 "disk.full" => events::AlertKind::AuditRecordingStopped,
+                // The audit log lost anchored checkpoints while the appliance was stopped.
+                "atna.anchor_missing" => events::AlertKind::AuditRecordingStopped,
                 k if k.starts_with("professional.") => events::AlertKind::SecurityRolesChanged,
                 _ => events::AlertKind::UseOfRestrictedFunction,
             };
@@ -246,16 +267,63 @@ fn fallback_alert(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
     )
 }
 
-/// An HSM key created on first use (sensitive, never extractable).
-fn hsm_key(hsm: &Hsm, label: &str) -> Result<HsmKey, ApplianceError> {
-    match hsm.key(label) {
-        Ok(k) => Ok(k),
-        Err(cps_hsm::HsmError::KeyNotFound { .. }) => {
-            tracing::info!(label, "creating an ATNA key in the HSM");
-            Ok(hsm.generate_key_pair(label, cps_hsm::KeyAlgorithm::EcP256)?)
-        }
-        Err(e) => Err(e.into()),
+/// The checkpoint key and its `audit-checkpoint` certificate chain from our organisations CA,
+/// made on first use (see [`crate::ca::ApplianceCredential`]). A home made before checkpoint
+/// keys were certified has the key and no certificate: it is certified now.
+pub fn checkpoint_credential(
+    home: &Path,
+    config: &Config,
+    hsm: &Hsm,
+    ca: &CaService,
+) -> Result<(HsmKey, Vec<Vec<u8>>), ApplianceError> {
+    let x = &config.xua;
+    crate::ca::ApplianceCredential {
+        label: &config.audit.checkpoint_key_label,
+        algorithm: cps_hsm::KeyAlgorithm::EcP256,
+        profile: CHECKPOINT_PROFILE,
+        subject: cps_pki::OrganisationIdentity {
+            state: x.state.clone(),
+            name: x.organisation.clone(),
+            structure_id: x.structure_id.clone(),
+            common_name: format!("{} audit checkpoints", x.organisation),
+        },
+        holder: format!("appliance:{}", config.audit.checkpoint_key_label),
+        file: CHECKPOINT_CERT_FILE,
     }
+    .ensure(home, hsm, ca)
+}
+
+/// Add `chain` (certificate, issuer) to the log directory's certificate file unless the
+/// certificate is there already (written whole to a temporary file, then renamed).
+fn keep_checkpoint_certificate(log_dir: &Path, chain: &[Vec<u8>]) -> Result<(), ApplianceError> {
+    let path = log_dir.join(CHECKPOINT_CERTS);
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(&path, e)),
+    };
+    let have = crate::serve::pem_blocks(&existing);
+    let Some(leaf) = chain.first() else {
+        return Ok(());
+    };
+    if have.contains(leaf) {
+        return Ok(());
+    }
+    let mut text = existing;
+    for der in chain {
+        text.push_str(&cps_pki::pem_encode("CERTIFICATE", der));
+    }
+    std::fs::create_dir_all(log_dir).map_err(|e| io(log_dir, e))?;
+    let tmp = log_dir.join(format!(".{CHECKPOINT_CERTS}.tmp"));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(log_dir)?.sync_all()
+    };
+    write().map_err(|e| io(&path, e))
 }
 
 /// The appliance's own node certificate (client side of its audit links): a `node-tls`
@@ -347,6 +415,9 @@ pub struct Atna {
     trail: Arc<Trail>,
     /// The forwarder, the refusal flusher and the re-authorization signal.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    anchors: crate::audit_anchor::Flusher,
+    /// Keeps the anchoring thread's handle.
+    _anchorer: crate::audit_anchor::Anchorer,
 }
 
 /// Where the appliance's own audit messages go: the local log and, when repositories are
@@ -449,6 +520,12 @@ impl Atna {
         if let Some(r) = self.repository {
             r.shutdown().await;
         }
+        // The last records signed, and that checkpoint anchored, before the sender stops.
+        if let Err(e) = self.log.checkpoint().await {
+            tracing::error!(error = %e, "final audit log checkpoint failed");
+        }
+        let anchors = self.anchors.clone();
+        let _ = tokio::task::spawn_blocking(move || anchors.flush()).await;
         if let Some(s) = self.sender {
             s.shutdown().await;
         }
@@ -470,23 +547,32 @@ pub async fn start(
     client_roots: Vec<Vec<u8>>,
 ) -> Result<Atna, ApplianceError> {
     let a = &config.audit;
-    // The log and its checkpoint key.
-    let checkpoint = hsm_key(hsm, &a.checkpoint_key_label)?;
-    let key_file = home.join(CHECKPOINT_KEY_FILE);
-    if let Some(dir) = key_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    }
-    std::fs::write(
-        &key_file,
-        cps_pki::pem_encode("PUBLIC KEY", checkpoint.public_key_der()),
-    )
-    .map_err(|e| io(&key_file, e))?;
+    // The log, its certified checkpoint key (behind the clock gate) and its anchors.
+    let (checkpoint, chain) = checkpoint_credential(home, config, hsm, &ca)?;
     let log_dir = home.join(LOG_DIR);
-    let signer: Arc<dyn Signer> = Arc::new(checkpoint);
-    let log = AuditLog::open(&log_dir, Some(signer), LogOptions::default())
+    keep_checkpoint_certificate(&log_dir, &chain)?;
+    let legacy = home.join(LEGACY_CHECKPOINT_KEY_FILE);
+    if legacy.exists() {
+        tracing::info!(path = %legacy.display(), "removing the old checkpoint public key file: audit verify trusts the checkpoint certificate by its chain");
+        std::fs::remove_file(&legacy).map_err(|e| io(&legacy, e))?;
+    }
+    let signer: Arc<dyn Signer> = Arc::new(crate::clock::GatedSigner::new(
+        Arc::new(checkpoint),
+        ca.clock().clone(),
+    ));
+    let mut anchorer = crate::audit_anchor::Anchorer::new();
+    let options = LogOptions {
+        checkpoint_every: a.checkpoint_every,
+        checkpoint_interval: Duration::from_secs(u64::from(a.checkpoint_seconds)),
+        sink: Some(anchorer.sink()),
+        ..LogOptions::default()
+    };
+    let log = AuditLog::open(&log_dir, Some(signer), options)
         .map_err(|e| ApplianceError::Refused(format!("audit log {}: {e}", log_dir.display())))?;
-
     let store = ca.store().clone();
+    crate::audit_anchor::check_at_start(store.as_ref(), &log)
+        .map_err(|e| ApplianceError::Refused(format!("audit log anchors: {e}")))?;
+
     let mut tasks = Vec::new();
     let repository = if a.repository {
         let tls_addr = config.listen.syslog_tls.parse().map_err(|_| {
@@ -579,6 +665,14 @@ pub async fn start(
             .unwrap_or_default(),
     };
     let auditor = Auditor::new(queue, &ctx.host, "cps-trust");
+    let destinations = (!a.destinations.is_empty()).then(|| crate::audit_anchor::Destinations {
+        auditor: auditor.clone(),
+        ctx: ctx.clone(),
+        log_id: format!("urn:cps-trust:{}:audit-log", ctx.source_id),
+    });
+    anchorer
+        .start(store.clone(), destinations)
+        .map_err(|e| io(&log_dir, e))?;
     let trail = Arc::new(
         Trail::new(auditor, log.clone(), ctx, !a.destinations.is_empty()).guarded(guard.clone()),
     );
@@ -589,6 +683,8 @@ pub async fn start(
         sender,
         trail,
         tasks,
+        anchors: anchorer.flusher(),
+        _anchorer: anchorer,
     })
 }
 
@@ -756,24 +852,6 @@ fn forward_batch(
     Ok(last)
 }
 
-/// `cps-trust audit verify`: the log against the checkpoint key.
-pub fn verify(home: &Path, dir: Option<PathBuf>) -> Result<cps_atna::VerifyReport, String> {
-    let dir = dir.unwrap_or_else(|| home.join(LOG_DIR));
-    let key_file = home.join(CHECKPOINT_KEY_FILE);
-    let pem =
-        std::fs::read_to_string(&key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let der = pem_body(&pem).ok_or_else(|| format!("{}: no PUBLIC KEY", key_file.display()))?;
-    cps_atna::verify(&dir, &der).map_err(|e| e.to_string())
-}
-
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let start = pem.find("-----BEGIN PUBLIC KEY-----")? + "-----BEGIN PUBLIC KEY-----".len();
-    let end = pem[start..].find("-----END PUBLIC KEY-----")? + start;
-    let b64: String = pem[start..end].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,6 +931,10 @@ mod tests {
                 "login.refused",
                 serde_json::json!({ "source": null, "sources": 9000, "count": 9000, "first": 1, "last": 2, "reasons": { "unknown_challenge": 9000 } }),
             ),
+            (
+                "atna.anchor_missing",
+                serde_json::json!({ "seq": 42, "head": "00ff", "anchored_at": 1_790_000_000, "log_records": 13, "log_last_checkpoint": null, "log": "/x/audit/log" }),
+            ),
         ];
         for (kind, detail) in cases {
             let rec = AuditRecord {
@@ -866,6 +948,29 @@ mod tests {
             msg.to_xml()
                 .unwrap_or_else(|e| panic!("{kind}: not a valid DICOM audit message: {e}"));
         }
+    }
+
+    /// The EKU constant and its DER form name the same OID, which the profile file carries.
+    #[test]
+    fn checkpoint_eku_constants_agree_with_the_profile() {
+        let (_, oid) =
+            x509_parser::der_parser::oid::Oid::from(&[1u64, 3, 6, 1, 4, 1, 32473, 3, 1][..])
+                .map(|o| ((), o))
+                .unwrap();
+        assert_eq!(oid.as_bytes(), CHECKPOINT_EKU_DER);
+        assert_eq!(oid.to_id_string(), CHECKPOINT_EKU);
+        let profile = cps_pki::builtin_profiles();
+        let p = profile.get(CHECKPOINT_PROFILE).unwrap();
+        let text = cps_pki::profile::BUILTIN_PROFILE_FILES
+            .iter()
+            .find(|(f, _)| *f == "audit-checkpoint.toml")
+            .unwrap()
+            .1;
+        assert!(
+            text.contains(&format!("purposes = [\"{CHECKPOINT_EKU}\"]")),
+            "{text}"
+        );
+        assert_eq!(p.name, CHECKPOINT_PROFILE);
     }
 
     /// The fallback for a record that cannot be mapped is itself a valid message.

@@ -198,6 +198,9 @@ pub static ROUTES: &[Route] = &[
         "remove a secure node (revokes its certificates)", Some(|| post(api::remove_node))),
     route!(GET "/api/v1/audit/events", Operator(AUDIT), Read, Api, false,
         "search the audit record repository", Some(|| get(api::audit_events))),
+    route!(GET "/api/v1/audit/checkpoints", Operator(AUDIT), Read, Api, false,
+        "the audit log's checkpoint anchors and certificates (for `audit verify`)",
+        Some(|| get(api::audit_checkpoints))),
     // --- API: card login and assertions.
     route!(POST "/api/v1/login/challenge", Anyone, Write(JSON), Api, false,
         "a card login challenge", Some(|| post(crate::api_xua::challenge))),

@@ -259,8 +259,25 @@ impl CaService {
     /// Issue an end-entity certificate. Before signing: the CSR signature (proof of possession),
     /// the key policy (sizes, curves, ROCA), the compromised-key blocklist, and that the key is
     /// not already certified for another holder. The record and its audit event are durable
-    /// before the certificate is returned.
+    /// before the certificate is returned. The profiles of [`APPLIANCE_ONLY_PROFILES`] are
+    /// refused: only [`ApplianceCredential`] issues them, for the appliance's own keys.
     pub fn issue(
+        &self,
+        req: &IssueRequest,
+        actor: &str,
+        now: i64,
+    ) -> Result<CertificateRecord, CaError> {
+        if APPLIANCE_ONLY_PROFILES.contains(&req.profile.as_str()) {
+            return Err(CaError::Invalid(format!(
+                "profile '{}' is reserved for the appliance's own key",
+                req.profile
+            )));
+        }
+        self.issue_any(req, actor, now)
+    }
+
+    /// [`issue`](CaService::issue) for any profile.
+    fn issue_any(
         &self,
         req: &IssueRequest,
         actor: &str,
@@ -732,10 +749,19 @@ impl CaService {
     }
 }
 
-/// A credential of the appliance itself (assertion seal, ATNA node): an HSM key, created on
-/// first use (sensitive, never extractable), certified once through the normal issuance path (a
-/// CSR the key signs itself: checks, record, audit) and kept as a PEM chain (certificate, then its
-/// issuing CA) in `<home>/<file>`. Later calls reuse both while they still match.
+/// Profiles the issuance API refuses: certificates only the appliance makes for its own keys.
+/// (A checkpoint certificate for any other key would let its holder sign audit checkpoints that
+/// `audit verify` accepts.)
+pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[crate::audit::CHECKPOINT_PROFILE];
+
+/// How long before its end a credential's certificate is renewed at start.
+const RENEW_BEFORE_SECS: i64 = 30 * 86_400;
+
+/// A credential of the appliance itself (assertion seal, ATNA node, audit checkpoint signer): an
+/// HSM key, created on first use (sensitive, never extractable), certified through the normal
+/// issuance path (a CSR the key signs itself: checks, record, audit) and kept as a PEM chain
+/// (certificate, then its issuing CA) in `<home>/<file>`. Later calls reuse both while they still
+/// match and the certificate has more than 30 days to run; otherwise the key is certified again.
 pub struct ApplianceCredential<'a> {
     pub label: &'a str,
     pub algorithm: cps_hsm::KeyAlgorithm,
@@ -762,17 +788,46 @@ impl ApplianceCredential<'_> {
             Err(e) => return Err(e.into()),
         };
         let path = home.join(self.file);
+        let mut current = None;
         if let Ok(pem) = std::fs::read_to_string(&path) {
             let chain = crate::serve::pem_blocks(&pem);
-            if chain
-                .first()
-                .and_then(|d| parse_certificate(d).ok())
-                .is_some_and(|c| c.spki == key.public_key_der())
-            {
-                return Ok((key, chain));
+            let now = crate::unix_now();
+            match chain.first().and_then(|d| parse_certificate(d).ok()) {
+                Some(c)
+                    if c.spki == key.public_key_der() && c.not_after > now + RENEW_BEFORE_SECS =>
+                {
+                    return Ok((key, chain));
+                }
+                Some(c) if c.spki == key.public_key_der() => {
+                    tracing::warn!(path = %path.display(), "certificate ends within 30 days: certifying the key again");
+                    if c.not_after > now {
+                        current = Some(chain);
+                    }
+                }
+                _ => {
+                    tracing::warn!(path = %path.display(), "certificate does not match its key: certifying it again");
+                }
             }
-            tracing::warn!(path = %path.display(), "certificate does not match its key: certifying it again");
         }
+        match self.certify(&key, &path, ca) {
+            Ok(chain) => Ok((key, chain)),
+            // Still valid: keep it and try again at the next start (e.g. the clock is not
+            // trusted now, so nothing can be signed).
+            Err(e) if current.is_some() => {
+                tracing::error!(error = %e, path = %path.display(), "cannot renew the certificate; keeping the current one until it ends");
+                Ok((key, current.unwrap_or_default()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Certify `key` through the issuance path and write the chain to `path`.
+    fn certify(
+        &self,
+        key: &cps_hsm::HsmKey,
+        path: &Path,
+        ca: &CaService,
+    ) -> Result<Vec<Vec<u8>>, ApplianceError> {
         let refused = |what: &str, e: &dyn std::fmt::Display| {
             ApplianceError::Refused(format!("{} {what}: {e}", self.label))
         };
@@ -783,7 +838,7 @@ impl ApplianceCredential<'_> {
         })
         .map_err(|e| refused("CSR", &e))?;
         let rec = ca
-            .issue(
+            .issue_any(
                 &IssueRequest {
                     profile: self.profile.into(),
                     csr,
@@ -810,11 +865,11 @@ impl ApplianceCredential<'_> {
             cps_pki::pem_encode("CERTIFICATE", &rec.der),
             cps_pki::pem_encode("CERTIFICATE", &issuer)
         );
-        std::fs::write(&path, pem).map_err(|e| ApplianceError::Io {
-            path: path.clone(),
+        std::fs::write(path, pem).map_err(|e| ApplianceError::Io {
+            path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok((key, vec![rec.der, issuer]))
+        Ok(vec![rec.der, issuer])
     }
 }
 

@@ -45,9 +45,16 @@ pub struct AuditSection {
     /// `AuditSourceID` of the appliance's own messages.
     #[serde(default = "default_source_id")]
     pub source_id: String,
-    /// HSM label of the key that signs the log's checkpoints (created on first start).
+    /// HSM label of the key that signs the log's checkpoints (created on first start, with its
+    /// `audit-checkpoint` certificate).
     #[serde(default = "default_checkpoint_label")]
     pub checkpoint_key_label: String,
+    /// Sign a checkpoint of the log after this many records at most.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ... and at most this many seconds after the last one while records arrive.
+    #[serde(default = "default_checkpoint_seconds")]
+    pub checkpoint_seconds: u32,
     /// HSM label of the appliance's own node key (its client certificate towards repositories).
     #[serde(default = "default_node_key_label")]
     pub node_key_label: String,
@@ -92,6 +99,12 @@ fn default_checkpoint_label() -> String {
 fn default_node_key_label() -> String {
     "audit-node".into()
 }
+fn default_checkpoint_every() -> u64 {
+    1_000
+}
+fn default_checkpoint_seconds() -> u32 {
+    10
+}
 
 impl Default for AuditSection {
     fn default() -> Self {
@@ -100,6 +113,8 @@ impl Default for AuditSection {
             udp: None,
             source_id: default_source_id(),
             checkpoint_key_label: default_checkpoint_label(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_seconds: default_checkpoint_seconds(),
             node_key_label: default_node_key_label(),
             destinations: Vec::new(),
             reauthorize_seconds: default_reauthorize_seconds(),
@@ -652,6 +667,7 @@ impl Config {
                     "1.3.6.1.4.1.32473.1.2.1",
                     "1.3.6.1.4.1.32473.1.2.2",
                     "1.3.6.1.4.1.32473.1.2.3",
+                    "1.3.6.1.4.1.32473.1.2.4",
                 ],
                 "cps-trust AC Organisations OCSP",
             ),
@@ -805,6 +821,16 @@ impl Config {
                 "audit.refusal_summary_seconds must be between 1 and 3600".into(),
             ));
         }
+        if !(1..=1_000_000).contains(&self.audit.checkpoint_every) {
+            return Err(ConfigError::Invalid(
+                "audit.checkpoint_every must be between 1 and 1000000 records".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.audit.checkpoint_seconds) {
+            return Err(ConfigError::Invalid(
+                "audit.checkpoint_seconds must be between 1 and 3600".into(),
+            ));
+        }
         if self.xua.challenge_seconds == 0 || self.xua.challenge_seconds > 600 {
             return Err(ConfigError::Invalid(
                 "xua.challenge_seconds must be between 1 and 600".into(),
@@ -852,9 +878,14 @@ impl Config {
             )));
         }
         self.ca.root.validate("ca.root")?;
+        // The appliance's own keys too: one key, one certificate profile (a key shared between
+        // the seal and the checkpoint signer would make one certificate serve both purposes).
         let mut labels = vec![
             self.ca.root.key_label.as_str(),
             self.appliance.tls_key_label.as_str(),
+            self.xua.key_label.as_str(),
+            self.audit.checkpoint_key_label.as_str(),
+            self.audit.node_key_label.as_str(),
         ];
         for required in ["personnes", "organisations"] {
             if !self.ca.issuing.contains_key(required) {
@@ -1066,6 +1097,18 @@ mod tests {
             (
                 Box::new(|c| c.audit.refusal_summary_seconds = 7200),
                 "audit.refusal_summary_seconds",
+            ),
+            (
+                Box::new(|c| c.audit.checkpoint_key_label = c.xua.key_label.clone()),
+                "used twice",
+            ),
+            (
+                Box::new(|c| c.audit.checkpoint_every = 0),
+                "audit.checkpoint_every",
+            ),
+            (
+                Box::new(|c| c.audit.checkpoint_seconds = 7200),
+                "audit.checkpoint_seconds",
             ),
         ];
         for (mutate, expect) in cases {

@@ -5,6 +5,8 @@ pub mod api;
 pub mod api_enrol;
 pub mod api_xua;
 pub mod audit;
+pub mod audit_anchor;
+pub mod audit_verify;
 pub mod authz;
 pub mod ca;
 pub mod caller;
@@ -29,6 +31,17 @@ pub mod tls;
 pub mod xua;
 
 pub use error::ApplianceError;
+
+/// `2026-11-22T10:00:00Z` for Unix seconds (the number itself if out of range).
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
 
 /// The current time, Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> i64 {

@@ -12,7 +12,8 @@
 //! Environment: `ATNA_BENCH=ingest|parse|search|all` (default all), `ATNA_BENCH_MESSAGES` (per kind,
 //! default 400000), `ATNA_BENCH_CONNECTIONS` (default 8), `ATNA_BENCH_SEARCH_RECORDS` (default
 //! 1000000), `ATNA_BENCH_KINDS` (default `short,audit`), `ATNA_BENCH_RSYSLOG=0` (skip the
-//! rsyslog comparison), `ATNA_BENCH_DIR` (where the temporary directories go, default the system's).
+//! rsyslog comparison), `ATNA_BENCH_DIR` (where the temporary directories go, default the system's),
+//! `ATNA_BENCH_CHECKPOINT_EVERY` (the log's `checkpoint_every`, default the library's).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -181,7 +182,13 @@ fn bench_ours(dir: &Path, pki: &Pki, kind: &str, total: u64, conns: u64) -> (f64
     let log = AuditLog::open(
         &dir.join(format!("arr-{kind}")),
         Some(signer),
-        LogOptions::default(),
+        LogOptions {
+            checkpoint_every: env(
+                "ATNA_BENCH_CHECKPOINT_EVERY",
+                LogOptions::default().checkpoint_every,
+            ),
+            ..LogOptions::default()
+        },
     )
     .unwrap();
     let port = free_port();
@@ -471,7 +478,7 @@ fn bench_search(dir: &Path, n: u64) {
     log.checkpoint_blocking().unwrap();
     drop(log);
     let t = Instant::now();
-    let report = cps_atna::verify(&path, &spki).unwrap();
+    let report = cps_atna::verify(&path, &cps_atna::VerifyOptions::key(&spki)).unwrap();
     println!(
         "verify: {} records, {} checkpoint(s): {:.2} s",
         report.records,

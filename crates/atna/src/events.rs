@@ -14,6 +14,7 @@
 //! | assertion validated | 110114 User Authentication | 110143 Authentication Decision + `assertion-validated` | E | 0 |
 //! | assertion refused | 110114 User Authentication | 110143 Authentication Decision + `assertion-refused` | E | 4, or 8 for a forged or replayed one |
 //! | break-glass access | 110113 Security Alert | 110127 Emergency Override Started + the purpose of use (TRE_R248 `bris_de_glace`) | E | 0 |
+//! | audit log checkpoint signed | 110113 Security Alert | `audit-checkpoint` | E | 0 |
 //!
 //! Local codes use the code system name [`LOCAL_CODE_SYSTEM`]. Why these choices: DICOM has no
 //! event ID (CID 400) for credential management, while the type codes of a Security Alert
@@ -23,6 +24,17 @@
 //! 110114 with CID 401's 110143 "Authentication Decision". The purpose of use of a break-glass access is copied in as an
 //! `EventTypeCode` with the French `TRE_R248_ModeAcces` code system
 //! (`1.2.250.1.213.1.1.4.248`), so it is searchable as an event type.
+//!
+//!
+//! A checkpoint of the appliance's own audit log ([`audit_checkpoint`]) is sent to the
+//! repositories so that they hold the evidence the local log is verified against: its object is
+//! the log (`ParticipantObjectTypeCode` 2 system object, role 13 security resource, ID type 12
+//! URI), and its `ParticipantObjectDetail`s carry the checkpoint: `seq`, `head`, `time`,
+//! `checkpoint-every`, `checkpoint-interval-ms`, `algorithm`, `key-id`, `signature`, and
+//! `checkpoint`, the entry exactly as `checkpoints.log` holds it. DICOM has no event for a
+//! system attesting the state of its own log: "Audit Log Used" (110101) records someone
+//! reading the log, and an auditor looking for who read it must not find a message per
+//! checkpoint; so a Security Alert with a local type, like the other events above.
 //!
 //! People are identified by their national identifier (`IdNat_PS`) as `UserID`; the appliance
 //! appears as a non-requesting participant with role 110150 Application.
@@ -670,5 +682,66 @@ pub fn break_glass(
         participants: vec![user.participant(true, client_addr), ctx.appliance()],
         source: ctx.source(),
         objects: vec![patient(patient_id), user.as_object()],
+    }
+}
+
+/// A signed checkpoint of the appliance's audit log `log_id` (a URI naming the log), with every
+/// field needed to verify its signature at the repository.
+pub fn audit_checkpoint(
+    ctx: &AuditContext,
+    log_id: &str,
+    checkpoint: &crate::Checkpoint,
+) -> AuditMessage {
+    use crate::model::ObjectDetail;
+    let at = crate::time_fmt::from_unix_micros(checkpoint.time);
+    let text = |kind: &str, v: String| ObjectDetail {
+        kind: kind.into(),
+        value: v.into_bytes(),
+    };
+    let raw = |kind: &str, v: &[u8]| ObjectDetail {
+        kind: kind.into(),
+        value: v.to_vec(),
+    };
+    let mut details = vec![
+        text("seq", checkpoint.seq.to_string()),
+        raw("head", &checkpoint.head),
+        text("time", crate::time_fmt::xml_datetime(at)),
+    ];
+    if let Some(p) = &checkpoint.policy {
+        details.push(text("checkpoint-every", p.every.to_string()));
+        details.push(text(
+            "checkpoint-interval-ms",
+            p.interval.as_millis().to_string(),
+        ));
+    }
+    details.extend([
+        text("algorithm", checkpoint.algorithm.clone()),
+        raw("key-id", &checkpoint.key_id),
+        raw("signature", &checkpoint.signature),
+        raw("checkpoint", &checkpoint.to_bytes()),
+    ]);
+    let head: String = checkpoint.head.iter().map(|b| format!("{b:02x}")).collect();
+    AuditMessage {
+        event: event(
+            security_alert(),
+            vec![local("audit-checkpoint", "Audit log checkpoint")],
+            EventAction::Execute,
+            at,
+            EventOutcome::Success,
+            Some(format!(
+                "audit log checkpoint: record {}, head {head}",
+                checkpoint.seq
+            )),
+        ),
+        participants: vec![ctx.appliance()],
+        source: ctx.source(),
+        objects: vec![ParticipantObject {
+            id: log_id.to_owned(),
+            id_type: CodedValue::new("12", "RFC-3881", "URI"),
+            object_type: Some(ObjectType::SystemObject),
+            role: Some(ObjectRole::SecurityResource),
+            name: Some("audit log".into()),
+            details,
+        }],
     }
 }

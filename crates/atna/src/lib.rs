@@ -13,8 +13,9 @@
 //!   `rustls::ServerConfig` + [`NodeAuthorizer`] allowlist, limits, optional UDP input) appending
 //!   to the [`AuditLog`]: hash-chained records, group-committed with `fdatasync`, signed
 //!   checkpoints through a [`cps_hsm::Signer`], an in-memory index for [`AuditLog::search`].
-//! * **Verification**: [`verify`] checks a log directory against the checkpoint key and names
-//!   the first bad record.
+//! * **Verification**: [`verify`] checks a log directory against the trusted checkpoint keys
+//!   and the anchors kept elsewhere ([`VerifyOptions`]) and names the first problem: a bad
+//!   record, a forged or missing checkpoint, an unsigned tail its last checkpoint does not allow.
 #![warn(missing_docs)]
 
 mod error;
@@ -31,11 +32,17 @@ pub mod time_fmt;
 
 pub use error::{FrameError, LogError, ModelError, QueueError, SyslogError, XmlError};
 pub use framing::{FrameDecoder, MIN_MAX_FRAME, encode_frame};
+pub use log::checkpoint::key_id;
 pub use log::record::{
     GENESIS_HASH, NewRecord, NodeIdentity, Record, RecordSummary, SyslogHeader, Transport,
 };
-pub use log::verify::{RecordProblem, VerifyError, VerifyReport, read_checkpoints, verify};
-pub use log::{AuditLog, Checkpoint, LogOptions, SearchFilter, SearchPage};
+pub use log::verify::{
+    Anchor, CheckpointFile, DEFAULT_GRACE, RecordProblem, TailProblem, TrustedKey, VerifyError,
+    VerifyOptions, VerifyReport, checkpoint_key_ids, read_checkpoints, verify,
+};
+pub use log::{
+    AuditLog, Checkpoint, CheckpointPolicy, CheckpointSink, LogOptions, SearchFilter, SearchPage,
+};
 pub use model::{
     ActiveParticipant, AuditMessage, AuditSource, CodedValue, EventAction, EventIdentification,
     EventOutcome, MAX_FIELD_LEN, NetworkAccessPointType, ObjectDetail, ObjectRole, ObjectType,

@@ -8,7 +8,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cps_atna::{AuditLog, LogOptions, NewRecord, NodeIdentity, Transport, XmlLimits, verify};
+use cps_atna::{
+    AuditLog, LogOptions, NewRecord, NodeIdentity, Transport, VerifyError, VerifyOptions,
+    XmlLimits, verify,
+};
 use cps_hsm::{Signer, SoftwareSigner};
 
 const CHILD_ENV: &str = "CPS_ATNA_CRASH_CHILD_DIR";
@@ -119,14 +122,26 @@ fn kill_9_loses_no_acknowledged_record() {
             "the child acknowledged nothing in {:?}",
             start.elapsed()
         );
-        let log = AuditLog::open(&tmp.path().join("arr"), None, LogOptions::default()).unwrap();
+        // As the crash left it: the unsigned tail is within the policy (the writer signs at
+        // every 500th record before writing the next), unless no checkpoint was made yet.
+        let arr = tmp.path().join("arr");
+        match verify(&arr, &VerifyOptions::key(&spki)) {
+            Ok(r) => assert!(r.unsigned_tail <= 500, "round {round}: {r:?}"),
+            Err(VerifyError::NoCheckpoint { .. }) => {}
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        // Reopened with the key: the tail is signed at open.
+        let signer: Arc<dyn Signer> =
+            Arc::new(SoftwareSigner::from_pkcs8("crash", pkcs8.as_ref()).unwrap());
+        let log = AuditLog::open(&arr, Some(signer), LogOptions::default()).unwrap();
         assert!(
             log.len() >= acked,
             "round {round}: {} records after the crash, {acked} were acknowledged",
             log.len()
         );
         drop(log);
-        let report = verify(&tmp.path().join("arr"), &spki).unwrap();
+        let report = verify(&arr, &VerifyOptions::key(&spki)).unwrap();
         assert!(report.records >= acked);
+        assert_eq!(report.unsigned_tail, 0);
     }
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cps_atna::{
-    AuditLog, LogOptions, NewRecord, NodeIdentity, Transport, VerifyError, XmlLimits, verify,
+    AuditLog, LogOptions, NewRecord, NodeIdentity, Transport, VerifyError, VerifyOptions,
+    XmlLimits, verify,
 };
 use cps_hsm::{Hsm, HsmConfig, KeyAlgorithm, PinSource, Signer, init_token_on_free_slot};
 
@@ -69,10 +70,10 @@ fn checkpoints_signed_in_softhsm() {
         log.checkpoint_blocking().unwrap();
         assert_eq!(log.last_checkpoint().unwrap().seq, 30);
         drop(log);
-        let report = verify(&logdir, &spki).unwrap();
+        let report = verify(&logdir, &VerifyOptions::key(&spki)).unwrap();
         assert_eq!(
             (report.records, report.checkpoints, report.unsigned_tail),
-            (30, 5, 0),
+            (30, 6, 0),
             "{label}"
         );
 
@@ -87,7 +88,7 @@ fn checkpoints_signed_in_softhsm() {
         }
         data.truncate(offsets[27]);
         std::fs::write(&p, data).unwrap();
-        let e = verify(&logdir, &spki).unwrap_err();
+        let e = verify(&logdir, &VerifyOptions::key(&spki)).unwrap_err();
         assert!(
             matches!(
                 e,

@@ -1,13 +1,15 @@
 //! The hash-chained log: durability across reopen, search, and `verify` against every kind of
 //! tampering (deleted, modified, swapped records; truncated tail; forged checkpoints).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use cps_atna::events::{self, AuditContext, Person};
 use cps_atna::{
     AuditLog, Auditor, LogOptions, NewRecord, NodeIdentity, Queue, QueueOptions, RecordProblem,
-    SearchFilter, Transport, VerifyError, XmlLimits, verify,
+    SearchFilter, Transport, VerifyError, VerifyOptions, XmlLimits, verify,
 };
 use cps_hsm::{KeyAlgorithm, Signer, SoftwareSigner};
 use time::OffsetDateTime;
@@ -86,15 +88,7 @@ fn build_log_with(dir: &Path, n: u64, every: u64, s: Arc<dyn Signer>) -> Vec<u8>
 
 /// Byte ranges of every record frame in records.log.
 fn frames(dir: &Path) -> Vec<(usize, usize)> {
-    let data = std::fs::read(dir.join("records.log")).unwrap();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        let len = u32::from_be_bytes(data[i + 4..i + 8].try_into().unwrap()) as usize;
-        out.push((i, i + 8 + len + 32));
-        i += 8 + len + 32;
-    }
-    out
+    common::frames_of(&dir.join("records.log"), 32)
 }
 
 fn rewrite(dir: &Path, f: impl FnOnce(&mut Vec<u8>, &[(usize, usize)])) {
@@ -110,10 +104,11 @@ fn append_reopen_search_and_verify_intact() {
     let dir = tempfile::tempdir().unwrap();
     let key = signer();
     let spki = build_log_with(dir.path(), 30, 10, key.clone());
-    let report = verify(dir.path(), &spki).unwrap();
+    let report = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap();
     assert_eq!(report.records, 30);
     assert_eq!(report.last_checkpoint_seq, 30);
-    assert_eq!(report.checkpoints, 3);
+    // The first record at once, then records 10, 20 and 30.
+    assert_eq!(report.checkpoints, 4);
     assert_eq!(report.unsigned_tail, 0);
     assert_eq!(report.parse_errors, 0);
 
@@ -197,19 +192,21 @@ fn append_reopen_search_and_verify_intact() {
         .unwrap();
     log.checkpoint_blocking().unwrap();
     drop(log);
-    let report = verify(dir.path(), &spki).unwrap();
+    let report = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap();
     assert_eq!(report.records, 31);
     assert_eq!(report.parse_errors, 1);
     // A checkpoint signed by another key (a repository reopened with the wrong key) is refused.
     let log = AuditLog::open(dir.path(), Some(signer()), LogOptions::default()).unwrap();
     log.append_blocking(vec![rec(b"y", 3)]).unwrap();
     log.checkpoint_blocking().unwrap();
-    let e = verify(dir.path(), &spki).unwrap_err();
+    let e = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap_err();
     assert!(
         matches!(
             e,
+            // 4 checkpoints, the head signed again under the default policy at the first
+            // reopen, the one of record 31: the 7th is the other key's.
             VerifyError::BadCheckpoint {
-                index: 4,
+                index: 6,
                 seq: 32,
                 ..
             }
@@ -257,7 +254,7 @@ fn unparseable_messages_are_stored_flagged() {
 }
 
 fn expect_record_error(dir: &Path, spki: &[u8], seq: u64) -> VerifyError {
-    let e = verify(dir, spki).expect_err("tampered log must not verify");
+    let e = verify(dir, &VerifyOptions::key(spki)).expect_err("tampered log must not verify");
     assert_eq!(e.first_bad_record(), Some(seq), "{e}");
     e
 }
@@ -344,7 +341,7 @@ fn verify_detects_rehashed_rewrite_through_checkpoint() {
         out.extend_from_slice(&prev);
     }
     std::fs::write(dir.path().join("records.log"), out).unwrap();
-    let e = verify(dir.path(), &spki).unwrap_err();
+    let e = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -416,7 +413,7 @@ fn torn_unacknowledged_tail_is_not_tampering() {
     let mut data = std::fs::read(&p).unwrap();
     data.extend_from_slice(b"AR01\0\0\x01\0partial");
     std::fs::write(&p, &data).unwrap();
-    let r = verify(dir.path(), &spki).unwrap();
+    let r = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap();
     assert_eq!(r.records, 10);
     assert_eq!(r.torn_tail_bytes, 15);
     // Opening repairs it and appends continue.
@@ -427,7 +424,7 @@ fn torn_unacknowledged_tail_is_not_tampering() {
     let mut data = std::fs::read(&p).unwrap();
     data.extend_from_slice(&[0u8; 5000]);
     std::fs::write(&p, &data).unwrap();
-    let r = verify(dir.path(), &spki).unwrap();
+    let r = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap();
     assert_eq!(
         (r.records, r.unsigned_tail, r.torn_tail_bytes),
         (11, 1, 5000)
@@ -449,7 +446,7 @@ fn verify_refuses_foreign_or_forged_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let _spki = build_log(dir.path(), 10, 5);
     let other = SoftwareSigner::generate("other", KeyAlgorithm::EcP256).unwrap();
-    let e = verify(dir.path(), other.public_key_der()).unwrap_err();
+    let e = verify(dir.path(), &VerifyOptions::key(other.public_key_der())).unwrap_err();
     assert!(
         matches!(e, VerifyError::BadCheckpoint { index: 0, .. }),
         "{e}"
@@ -463,13 +460,13 @@ fn verify_refuses_foreign_or_forged_checkpoints() {
     let len = u32::from_be_bytes(d[4..8].try_into().unwrap()) as usize;
     d[8 + len - 5] ^= 1;
     std::fs::write(&p, d).unwrap();
-    let e = verify(dir.path(), &spki).unwrap_err();
+    let e = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap_err();
     assert!(
         matches!(
             e,
             VerifyError::BadCheckpoint {
                 index: 0,
-                seq: 5,
+                seq: 1,
                 ..
             }
         ),
@@ -498,7 +495,7 @@ fn concurrent_appenders_share_commits() {
     });
     assert_eq!(log.len(), 1600);
     log.checkpoint_blocking().unwrap();
-    let r = verify(dir.path(), &spki).unwrap();
+    let r = verify(dir.path(), &VerifyOptions::key(&spki)).unwrap();
     assert_eq!(r.records, 1600);
     assert_eq!(r.last_checkpoint_seq, 1600);
 }
@@ -573,5 +570,10 @@ fn index_snapshot_speeds_reopen_and_is_checked() {
     let log = AuditLog::open(dir.path(), None, LogOptions::default()).unwrap();
     assert_eq!(seqs(&log, &f), after);
     drop(log);
-    assert_eq!(verify(dir.path(), &spki).unwrap().records, 45);
+    assert_eq!(
+        verify(dir.path(), &VerifyOptions::key(&spki))
+            .unwrap()
+            .records,
+        45
+    );
 }

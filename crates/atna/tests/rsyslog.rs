@@ -23,8 +23,8 @@ use common::{
 use cps_atna::events::{self, AuditContext, Person};
 use cps_atna::{
     AuditLog, Auditor, Destination, LogOptions, NodeAuthorizer, NodeIdentity, Queue, QueueOptions,
-    Repository, RepositoryConfig, SearchFilter, Sender, SenderOptions, SyslogMessage, XmlLimits,
-    parse_audit_xml, verify,
+    Repository, RepositoryConfig, SearchFilter, Sender, SenderOptions, SyslogMessage,
+    VerifyOptions, XmlLimits, parse_audit_xml, verify,
 };
 use cps_hsm::{KeyAlgorithm, Signer, SoftwareSigner};
 use parking_lot::Mutex;
@@ -387,7 +387,7 @@ input(type="imtcp" port="{in_port}" address="127.0.0.1")
     rt.block_on(repo.shutdown());
     rt.block_on(repo2.shutdown());
     log.checkpoint_blocking().unwrap();
-    let report = verify(&w.join("arr"), &spki).unwrap();
+    let report = verify(&w.join("arr"), &VerifyOptions::key(&spki)).unwrap();
     assert_eq!(report.records, log.len());
 }
 

@@ -5,17 +5,32 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use cps_appliance::audit_anchor::AnchorSet;
+use cps_appliance::audit_verify::{self, AnchorSource, StoreAccess};
+use cps_appliance::config::Config;
+
 use crate::client::ApiClient;
-use crate::{CliResult, EXIT_REFUSED, emitln, fail};
+use crate::{CliResult, EXIT_FAILURE, EXIT_REFUSED, emitln, fail};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain and the signed checkpoints of the log (offline, read-only): names
-    /// the first deleted, changed, reordered or truncated record and exits 3.
+    /// Check the log (read-only): the hash chain; every checkpoint signed by a key whose
+    /// `audit-checkpoint` certificate chains to the root; the checkpoints anchored in the store
+    /// present; no records without a checkpoint or beyond what the last checkpoint allows.
+    /// Names the first problem (what is missing) and exits 3; 0 only when intact. Works with the
+    /// appliance stopped (reads the store) or running (asks it, as an operator).
     Verify {
-        /// Log directory (default: <home>/audit/log).
+        /// Log directory (default: <home>/audit/log), e.g. a copy of it.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The root certificate the checkpoint certificate must chain to (default:
+        /// <home>/ca/root.pem). Its SHA-256 fingerprint is printed: compare it with the one
+        /// recorded at the key ceremony.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Operator credential used when the appliance is running (role auditor or ca-operator).
+        #[arg(long = "as", default_value = "admin")]
+        as_operator: String,
     },
     /// Search the repository (through the running appliance; role auditor or ca-operator).
     Events {
@@ -49,20 +64,101 @@ pub enum AuditCommand {
     },
 }
 
-pub fn verify(home: &Path, dir: Option<PathBuf>) -> CliResult {
-    match cps_appliance::audit::verify(home, dir) {
-        Ok(report) => {
+/// The anchors through the running appliance's API.
+struct ApiAnchors(ApiClient);
+
+impl AnchorSource for ApiAnchors {
+    fn name(&self) -> String {
+        "the store (through the running appliance)".into()
+    }
+
+    fn fetch(&self, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
+        let keys: Vec<String> = key_ids.iter().map(hex::encode).collect();
+        let v = self.0.get(&format!(
+            "/api/v1/audit/checkpoints?keys={}",
+            keys.join(",")
+        ))?;
+        serde_json::from_value(v).map_err(|e| format!("unexpected answer: {e}"))
+    }
+}
+
+pub fn verify(
+    home: &Path,
+    config: &Config,
+    dir: Option<PathBuf>,
+    root: Option<PathBuf>,
+    as_operator: &str,
+) -> CliResult {
+    let access = audit_verify::open_store(home, config).map_err(fail)?;
+    let api;
+    let source: &dyn AnchorSource = match &access {
+        StoreAccess::Open(store) => store,
+        StoreAccess::Running => {
+            api = ApiAnchors(ApiClient::new(home, config, as_operator).map_err(fail)?);
+            &api
+        }
+    };
+    let root_line = |fp: &str| {
+        format!(
+            "root certificate SHA-256 {fp} (compare it with the fingerprint recorded at the key ceremony)"
+        )
+    };
+    match audit_verify::verify(home, config, dir, root, source) {
+        Ok(v) => {
+            let r = &v.report;
+            emitln(&root_line(&v.root_fingerprint));
+            emitln(&format!("root subject {}", v.root_subject));
+            for c in &v.certificates {
+                emitln(&format!("checkpoints signed by {c}"));
+            }
+            match v.latest_anchor {
+                Some((seq, at)) => emitln(&format!(
+                    "latest anchor: checkpoint of record {seq}, anchored at {} (read from {})",
+                    cps_appliance::audit_anchor::time_of(at),
+                    v.anchors_from
+                )),
+                None => emitln(&format!("no anchor in {} yet", v.anchors_from)),
+            }
+            let mut tail = format!("{} records after it", r.unsigned_tail);
+            if r.unsigned_tail > 0 {
+                tail.push_str(" (within its policy: not yet signed)");
+            }
+            if r.torn_tail_bytes > 0 {
+                tail.push_str(&format!(
+                    "; a torn last record of {} bytes (a crash during an unacknowledged append) is ignored",
+                    r.torn_tail_bytes
+                ));
+            }
+            if r.torn_checkpoint_bytes > 0 {
+                tail.push_str(&format!(
+                    "; a torn last checkpoint of {} bytes is ignored",
+                    r.torn_checkpoint_bytes
+                ));
+            }
             emitln(&format!(
-                "audit log intact: {} records, head {}, {} signed checkpoints (last at record {}), {} records after it",
-                report.records,
-                hex::encode(report.head),
-                report.checkpoints,
-                report.last_checkpoint_seq,
-                report.unsigned_tail
+                "audit log intact: {} records, head {}, {} signed checkpoints (last at record {}), {} anchors found, {tail}",
+                r.records,
+                hex::encode(r.head),
+                r.checkpoints,
+                r.last_checkpoint_seq,
+                r.anchors,
             ));
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err((EXIT_REFUSED, format!("audit log verification failed: {e}"))),
+        Err(e) => {
+            if let Some(fp) = &e.root_fingerprint {
+                emitln(&root_line(fp));
+            }
+            let code = if e.refused {
+                EXIT_REFUSED
+            } else {
+                EXIT_FAILURE
+            };
+            Err((
+                code,
+                format!("audit log verification failed: {}", e.message),
+            ))
+        }
     }
 }
 

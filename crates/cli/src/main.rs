@@ -359,8 +359,16 @@ fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Audit {
-            command: audit_cmd::AuditCommand::Verify { dir },
-        } => audit_cmd::verify(&home, dir),
+            command:
+                audit_cmd::AuditCommand::Verify {
+                    dir,
+                    root,
+                    as_operator,
+                },
+        } => {
+            let config = load_config(&home)?;
+            audit_cmd::verify(&home, &config, dir, root, &as_operator)
+        }
         Command::Audit { command } => {
             let config = load_config(&home)?;
             let operator = match &command {
@@ -518,13 +526,7 @@ fn init(home: &Path, args: InitArgs) -> CliResult {
 }
 
 fn date(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
+    cps_appliance::rfc3339(t)
 }
 
 fn print_init(r: &InitReport) {

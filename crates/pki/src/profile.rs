@@ -66,6 +66,10 @@ pub const BUILTIN_PROFILE_FILES: &[(&str, &str)] = &[
         "node-tls.toml",
         include_str!("../../../certs/node-tls.toml"),
     ),
+    (
+        "audit-checkpoint.toml",
+        include_str!("../../../certs/audit-checkpoint.toml"),
+    ),
 ];
 
 /// Errors of profile loading. Each names the file and the problem.
@@ -889,6 +893,8 @@ crl = true
             "org-tls-client",
             "org-tls-server",
             "org-cachet",
+            "node-tls",
+            "audit-checkpoint",
         ] {
             assert!(b.get(name).is_some(), "{name}");
         }

@@ -713,20 +713,23 @@ fn organisation_certificates_from_openssl_requests() {
         assert!(ok, "node certificate as {purpose}: {out}");
     }
 
-    // Cachet, P-256 software key: digitalSignature + nonRepudiation, documentSigning only.
-    let key = SoftwareSigner::generate("cachet", KeyAlgorithm::EcP256).unwrap();
-    let p = profile("org-cachet");
-    let params = end_entity_params(
-        &p,
-        &org("cps-trust XUA assertions").subject().unwrap(),
-        &[],
-        key.public_key_der(),
-        serial(33),
-        NOW,
-        &ca.info(),
-    )
-    .unwrap();
-    let pem = issue_and_check(&pki, ca, "org-cachet", &params);
+    // An organisation certificate of `profile` for a fresh P-256 software key.
+    let software = |profile_name: &str, cn: &str, n: u8| {
+        let key = SoftwareSigner::generate(profile_name, KeyAlgorithm::EcP256).unwrap();
+        let params = end_entity_params(
+            &profile(profile_name),
+            &org(cn).subject().unwrap(),
+            &[],
+            key.public_key_der(),
+            serial(n),
+            NOW,
+            &ca.info(),
+        )
+        .unwrap();
+        issue_and_check(&pki, ca, profile_name, &params)
+    };
+    // Cachet: digitalSignature + nonRepudiation, documentSigning only.
+    let pem = software("org-cachet", "cps-trust XUA assertions", 33);
     let t = text_of(&pem);
     assert!(t.contains("Digital Signature, Non Repudiation"), "{t}");
     assert!(
@@ -737,11 +740,35 @@ fn organisation_certificates_from_openssl_requests() {
         let (ok, _) = verify_with(&pki, ca, &pem, &["-purpose", purpose]);
         assert!(!ok, "a cachet certificate must not pass as {purpose}");
     }
+    // Audit checkpoint signer, P-256: digitalSignature and only its private purpose, so it
+    // passes for none of openssl's purposes (TLS either way, S/MIME, code signing, time
+    // stamping).
+    let pem = software("audit-checkpoint", "cps-trust audit checkpoints", 34);
+    let t = text_of(&pem);
+    assert!(t.contains("Digital Signature"), "{t}");
+    assert!(!t.contains("Non Repudiation"), "{t}");
+    assert!(t.contains("1.3.6.1.4.1.32473.3.1"), "{t}");
+    assert!(
+        !t.contains("Document Signing") && !t.contains("1.3.6.1.5.5.7.3.36"),
+        "{t}"
+    );
+    for purpose in [
+        "sslclient",
+        "sslserver",
+        "smimesign",
+        "codesign",
+        "smimeencrypt",
+        "timestampsign",
+    ] {
+        let (ok, _) = verify_with(&pki, ca, &pem, &["-purpose", purpose]);
+        assert!(!ok, "a checkpoint certificate must not pass as {purpose}");
+    }
     for (prof, pem_name) in [
         ("org-tls-server", "org-tls-server-rsa"),
         ("org-tls-client", "org-tls-client"),
         ("org-cachet", "org-cachet"),
         ("node-tls", "node-tls"),
+        ("audit-checkpoint", "audit-checkpoint"),
     ] {
         let policy = profile(prof).policies[0].as_str().to_owned();
         let (ok, out) = verify_with(

@@ -2,7 +2,18 @@
 //! group-committed appends, signed checkpoints and an in-memory search index.
 //!
 //! * `records.log`: the records (format in [`record`]); each carries the hash of the previous one.
-//! * `checkpoints.log`: signed `(seq, head hash, time)` checkpoints (format in [`checkpoint`]).
+//! * `checkpoints.log`: signed `(seq, head hash, time, policy)` checkpoints (format in
+//!   [`checkpoint`]).
+//!
+//! **Checkpoints** are signed at every record whose number is a multiple of
+//! [`LogOptions::checkpoint_every`] (a batch that crosses one is written in two parts, so the
+//! unsigned tail never exceeds it), right after a new log's first records, when
+//! records are pending [`LogOptions::checkpoint_interval`] after the last one, before a batch
+//! is written if the last one is older than the interval (the same head signed again: every
+//! record of an unsigned tail was then received less than the interval after the last
+//! checkpoint), at open when the previous run left an unsigned tail or signed under another
+//! policy, and at close. Each one is
+//! handed to [`LogOptions::sink`] once durable, so that it can be anchored elsewhere.
 //!
 //! **Acknowledged means durable**: [`AuditLog::append`] returns only after the records were
 //! written and `fdatasync`ed. One writer thread takes every batch waiting at that moment, writes
@@ -31,7 +42,7 @@ use cps_hsm::Signer;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::LogError;
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, CheckpointPolicy};
 use index::Index;
 pub use index::SearchFilter;
 use record::{GENESIS_HASH, NewRecord, Record};
@@ -40,23 +51,43 @@ pub(crate) const RECORDS: &str = "records.log";
 pub(crate) const CHECKPOINTS: &str = "checkpoints.log";
 pub(crate) const SNAPSHOT: &str = "index.snap";
 
+/// Told of every checkpoint once it is durable in `checkpoints.log` (to anchor it elsewhere).
+/// Called on the log's writer thread: it must not block.
+pub trait CheckpointSink: Send + Sync + std::fmt::Debug {
+    /// A new checkpoint.
+    fn checkpointed(&self, checkpoint: &Checkpoint);
+}
+
 /// Tuning of an [`AuditLog`].
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Sign a checkpoint after this many new records.
+    /// Sign a checkpoint after this many new records (at least 1).
     pub checkpoint_every: u64,
     /// Sign a checkpoint at least this often while new records arrive.
     pub checkpoint_interval: Duration,
     /// Largest number of bytes written in one group commit.
     pub max_batch_bytes: usize,
+    /// Where each new checkpoint goes once durable.
+    pub sink: Option<Arc<dyn CheckpointSink>>,
+}
+
+impl LogOptions {
+    /// The policy checkpoints are signed under.
+    pub fn policy(&self) -> CheckpointPolicy {
+        CheckpointPolicy {
+            every: self.checkpoint_every.max(1),
+            interval: self.checkpoint_interval,
+        }
+    }
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
-            checkpoint_every: 10_000,
+            checkpoint_every: 1_000,
             checkpoint_interval: Duration::from_secs(10),
             max_batch_bytes: 8 << 20,
+            sink: None,
         }
     }
 }
@@ -197,18 +228,8 @@ impl AuditLog {
                 }
             }
         }
-        // Checkpoints.
-        let cdata = match std::fs::read(&cpath) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io("read", &cpath)(e)),
-        };
-        let (cps, torn) =
-            checkpoint::decode_all(&cdata).map_err(|(offset, reason)| LogError::Corrupt {
-                path: cpath.clone(),
-                offset,
-                reason,
-            })?;
+        // Checkpoints: only the last one is needed (read in bounded memory).
+        let (last_cp, torn) = last_checkpoint_in(&cpath)?;
         let cfile = OpenOptions::new()
             .create(true)
             .append(true)
@@ -218,7 +239,6 @@ impl AuditLog {
             tracing::warn!(path = %cpath.display(), offset = off, "cutting off a torn last checkpoint");
             cfile.set_len(off).map_err(io("truncate", &cpath))?;
         }
-        let last_cp = cps.last().cloned();
         if let Some(cp) = &last_cp
             && (cp.seq > head.0
                 || (cp.seq > 0
@@ -242,8 +262,8 @@ impl AuditLog {
         if !existed {
             sync_dir(dir).map_err(io("fsync directory", dir))?;
         }
-        let durable_len = file.metadata().map_err(io("stat", &rpath))?.len();
         let reader = File::open(&rpath).map_err(io("open", &rpath))?;
+        let durable_len = file.metadata().map_err(io("stat", &rpath))?.len();
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             index: RwLock::new(index),
@@ -263,14 +283,19 @@ impl AuditLog {
             seq: head.0,
             prev: head.1,
             last_cp_seq: last_cp.as_ref().map_or(0, |c| c.seq),
-            last_cp_at: Instant::now(),
+            last_cp_time: last_cp.as_ref().map(|c| c.time),
+            retry_at: None,
             durable_len,
             repair: None,
         };
+        // The writer signs an unsigned tail left by a previous run before anything else;
+        // `open` returns once that is done (or has failed).
+        let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("atna-log-writer".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || w.run(rx, ready_tx))
             .map_err(io("spawn writer thread", dir))?;
+        let _ = ready_rx.recv();
         Ok(AuditLog {
             shared,
             tx,
@@ -291,6 +316,29 @@ impl AuditLog {
     /// The last signed checkpoint.
     pub fn last_checkpoint(&self) -> Option<Checkpoint> {
         self.shared.last_checkpoint.lock().clone()
+    }
+
+    /// Whether this log holds the checkpoint `(seq, head)`: a checkpoint of record `seq` with
+    /// that head in `checkpoints.log`, and record `seq` with that hash. (An anchor kept outside
+    /// the log must be found in it; otherwise the log was cut back, replaced or rewritten.)
+    pub fn holds_checkpoint(&self, seq: u64, head: &[u8; 32]) -> Result<bool, LogError> {
+        let cpath = self.shared.dir.join(CHECKPOINTS);
+        let mut reader = checkpoint::EntryReader::open(&cpath).map_err(io("open", &cpath))?;
+        let mut found = false;
+        while let Some(c) = next_entry(&mut reader, &cpath)? {
+            if c.seq == seq && &c.head == head {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Ok(false);
+        }
+        match self.get(seq) {
+            Ok(r) => Ok(&r.hash == head),
+            Err(LogError::NoSuchRecord(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn submit(
@@ -485,6 +533,32 @@ fn load_snapshot(dir: &Path, rpath: &Path) -> Option<(Index, [u8; 32], u64)> {
     Some((ix, head, end))
 }
 
+fn next_entry(
+    reader: &mut checkpoint::EntryReader,
+    cpath: &Path,
+) -> Result<Option<Checkpoint>, LogError> {
+    reader.next_entry().map_err(|e| match e {
+        checkpoint::EntryError::Io(e) => io("read", cpath)(e),
+        checkpoint::EntryError::Bad { offset, reason, .. } => LogError::Corrupt {
+            path: cpath.to_owned(),
+            offset,
+            reason,
+        },
+    })
+}
+
+/// The last checkpoint of `checkpoints.log` (none if it does not exist or is empty), and the
+/// offset of a torn last entry.
+fn last_checkpoint_in(cpath: &Path) -> Result<(Option<Checkpoint>, Option<u64>), LogError> {
+    let mut reader = checkpoint::EntryReader::open(cpath).map_err(io("open", cpath))?;
+    let mut last = None;
+    while let Some(c) = next_entry(&mut reader, cpath)? {
+        last = Some(c);
+    }
+    let torn = (reader.pending() > 0).then_some(reader.consumed());
+    Ok((last, torn))
+}
+
 fn chain_matches(rpath: &Path, index: &Index, cp: &Checkpoint) -> Result<bool, LogError> {
     let e = index.entries[(cp.seq - 1) as usize];
     let f = File::open(rpath).map_err(io("open", rpath))?;
@@ -516,10 +590,14 @@ struct Writer {
     cpath: PathBuf,
     signer: Option<Arc<dyn Signer>>,
     options: LogOptions,
+    /// Last durable record and its hash.
     seq: u64,
     prev: [u8; 32],
     last_cp_seq: u64,
-    last_cp_at: Instant,
+    /// Signed time of the last checkpoint (Unix µs).
+    last_cp_time: Option<i64>,
+    /// After a failed checkpoint, no time-driven attempt before this.
+    retry_at: Option<Instant>,
     /// Length of `records.log` covered by the last successful `fdatasync`: every byte before it
     /// is an acknowledged record.
     durable_len: u64,
@@ -531,6 +609,17 @@ struct Writer {
     /// rewrites from `durable_len` instead of trusting the page cache.
     repair: Option<String>,
 }
+
+/// How long after a failed checkpoint the next time-driven attempt is made, at least (and at
+/// most a minute): the interval, so that a clock that stays untrusted does not flood the log.
+const CHECKPOINT_RETRY_MIN: Duration = Duration::from_secs(1);
+const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(60);
+
+fn now_micros() -> i64 {
+    crate::time_fmt::unix_micros(time::OffsetDateTime::now_utc())
+}
+
+type AppendReply = (Reply, RangeInclusive<u64>);
 
 /// `fdatasync` of `file`, known to the failure injection of the unit tests as `key` (its path,
 /// or its directory).
@@ -580,33 +669,97 @@ impl Writer {
         }
     }
 
-    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+    fn interval_micros(&self) -> i64 {
+        i64::try_from(self.options.checkpoint_interval.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn every(&self) -> u64 {
+        self.options.checkpoint_every.max(1)
+    }
+
+    /// Records after the last checkpoint.
+    fn tail(&self) -> u64 {
+        self.seq - self.last_cp_seq
+    }
+
+    /// A time-driven checkpoint is due: the last one is at least the interval old, or there is
+    /// none (a new log's first records are signed at once), and no failed attempt is being
+    /// waited out.
+    fn time_due(&self) -> bool {
+        self.signer.is_some()
+            && self.retry_at.is_none_or(|r| Instant::now() >= r)
+            && self
+                .last_cp_time
+                .is_none_or(|t| now_micros().saturating_sub(t) >= self.interval_micros())
+    }
+
+    /// How long the writer may wait for jobs before a time-driven checkpoint is due.
+    fn wait(&self) -> Duration {
+        if self.signer.is_none() || self.tail() == 0 {
+            return Duration::from_secs(3600);
+        }
+        let due = match self.last_cp_time {
+            Some(t) => {
+                let left = t
+                    .saturating_add(self.interval_micros())
+                    .saturating_sub(now_micros());
+                Duration::from_micros(left.max(0) as u64)
+            }
+            None => Duration::ZERO,
+        };
+        let retry = self.retry_at.map_or(Duration::ZERO, |r| {
+            r.saturating_duration_since(Instant::now())
+        });
+        due.max(retry)
+    }
+
+    /// Sign a checkpoint, logging a failure (the log keeps accepting records; the unsigned
+    /// tail grows and `verify` reports it).
+    fn try_checkpoint(
+        &mut self,
+        heartbeat: bool,
+        why: &str,
+    ) -> Result<Option<Checkpoint>, LogError> {
+        let r = self.checkpoint(heartbeat);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, why, records = self.tail(), "audit log checkpoint failed");
+            let retry = self
+                .options
+                .checkpoint_interval
+                .clamp(CHECKPOINT_RETRY_MIN, CHECKPOINT_RETRY_MAX);
+            self.retry_at = Some(Instant::now() + retry);
+        }
+        r
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Job>, ready: mpsc::Sender<()>) {
         let mut buf = Vec::with_capacity(1 << 20);
+        let policy_changed = self
+            .shared
+            .last_checkpoint
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.policy != Some(self.options.policy()));
+        if self.signer.is_some() && (self.tail() > 0 || policy_changed) {
+            // The previous run ended (a crash) with records no checkpoint covers, or the last
+            // checkpoint promised another policy than the one records now follow.
+            let _ = self.try_checkpoint(true, "unsigned tail or new policy at open");
+        }
+        let _ = ready.send(());
+        drop(ready);
         loop {
-            let wait = if self.signer.is_some() && self.seq > self.last_cp_seq {
-                self.options
-                    .checkpoint_interval
-                    .saturating_sub(self.last_cp_at.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            let first = match rx.recv_timeout(wait) {
+            let first = match rx.recv_timeout(self.wait()) {
                 Ok(j) => j,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.try_repair().is_ok()
-                        && let Err(e) = self.checkpoint()
-                    {
-                        tracing::error!(error = %e, "audit log checkpoint failed");
-                        self.last_cp_at = Instant::now();
+                    if self.try_repair().is_ok() && self.tail() > 0 && self.time_due() {
+                        let _ = self.try_checkpoint(false, "interval");
                     }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Closing: sign the tail, save the index.
                     if self.try_repair().is_ok() {
-                        if let Err(e) = self.checkpoint() {
-                            tracing::error!(error = %e, "final audit log checkpoint failed");
-                        }
+                        let _ = self.try_checkpoint(false, "close");
                         if let Err(e) = self.save_snapshot() {
                             tracing::warn!(error = %e, "could not save the audit log index snapshot");
                         }
@@ -631,89 +784,56 @@ impl Writer {
                 refuse_jobs(jobs, &why);
                 continue;
             }
-            // Encode and chain.
-            buf.clear();
-            let start_seq = self.seq;
-            let start_prev = self.prev;
-            let base_offset = self.durable_len;
-            let mut new_entries = Vec::new();
-            let mut replies = Vec::new();
+            let appends = jobs
+                .iter()
+                .any(|j| matches!(j, Job::Append(r, _) if !r.is_empty()));
+            // Records about to be written after a quiet stretch: sign (again) first, so that
+            // every record of an unsigned tail is received within the interval of the last
+            // checkpoint.
+            if appends && (self.tail() > 0 || self.last_cp_time.is_some()) && self.time_due() {
+                let _ = self.try_checkpoint(true, "records after a quiet interval");
+            }
+            let mut replies: Vec<AppendReply> = Vec::new();
             let mut cp_requests = Vec::new();
             let mut snap_requests = Vec::new();
-            let mut seq = self.seq;
-            let mut prev = self.prev;
+            let mut records = Vec::new();
             for j in jobs {
                 match j {
-                    Job::Append(records, reply) => {
-                        let first = seq + 1;
-                        for r in records {
-                            seq += 1;
-                            let off = buf.len() as u64;
-                            prev = record::encode_frame(seq, &prev, &r.tail, &mut buf);
-                            new_entries.push((
-                                base_offset + off,
-                                (buf.len() as u64 - off) as u32,
-                                r.index,
-                            ));
-                        }
-                        replies.push((reply, first..=seq));
+                    Job::Append(rs, reply) => {
+                        let first = self.seq + records.len() as u64 + 1;
+                        let last = first + rs.len() as u64 - 1;
+                        records.extend(rs);
+                        replies.push((reply, first..=last));
                     }
                     Job::Checkpoint(reply) => cp_requests.push(reply),
                     Job::Snapshot(reply) => snap_requests.push(reply),
                 }
             }
-            if !buf.is_empty() {
-                let res = self
-                    .file
-                    .write_all(&buf)
-                    .and_then(|_| sync_data(&self.file, &self.rpath));
-                if let Err(e) = res {
-                    let msg = format!("write {}: {e}", self.rpath.display());
-                    tracing::error!(error = %msg, records = new_entries.len(), "audit log append failed; the batch is refused, the log cuts it off and takes the next one");
-                    // Nothing of this batch was acknowledged: leave no partial or unsynced frame
-                    // behind, and chain the next batch from the last durable record.
-                    self.seq = start_seq;
-                    self.prev = start_prev;
-                    // Cut first: a caller told "not written" finds none of its bytes left.
-                    self.repair = Some(msg.clone());
-                    if let Err(e) = self.try_repair() {
-                        tracing::error!(error = %e, "audit log repair failed; retried before the next batch");
-                    }
-                    for (reply, _) in replies {
-                        let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
-                    }
-                    for reply in cp_requests {
-                        let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
-                    }
-                    for reply in snap_requests {
-                        let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
-                    }
-                    continue;
+            if let Err(msg) = self.write_records(records, &mut buf) {
+                // Refused: every request not wholly durable is told so (records of a request
+                // before a checkpoint boundary may already be in the log: its retry repeats them,
+                // never loses them); the log cut the rest off and takes the next batch.
+                tracing::error!(error = %msg, "audit log append failed; the batch is refused, the log cuts it off and takes the next one");
+                for (reply, range) in replies {
+                    let _ = reply.send(if *range.end() <= self.seq {
+                        Ok(range)
+                    } else {
+                        Err(LogError::NotWritten(msg.clone()))
+                    });
                 }
-                self.durable_len = base_offset + buf.len() as u64;
-                self.seq = seq;
-                self.prev = prev;
-                {
-                    let mut ix = self.shared.index.write();
-                    for (off, len, f) in &new_entries {
-                        ix.push(*off, *len, f);
-                    }
+                for reply in cp_requests {
+                    let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
                 }
-                *self.shared.head.lock() = (seq, prev);
+                for reply in snap_requests {
+                    let _ = reply.send(Err(LogError::NotWritten(msg.clone())));
+                }
+                continue;
             }
             for (reply, range) in replies {
                 let _ = reply.send(Ok(range));
             }
-            let due = self.signer.is_some()
-                && self.seq > self.last_cp_seq
-                && (self.seq - self.last_cp_seq >= self.options.checkpoint_every
-                    || self.last_cp_at.elapsed() >= self.options.checkpoint_interval);
-            if !cp_requests.is_empty() || due {
-                let r = self.checkpoint();
-                if let Err(e) = &r {
-                    tracing::error!(error = %e, "audit log checkpoint failed");
-                    self.last_cp_at = Instant::now();
-                }
+            if !cp_requests.is_empty() || (self.tail() > 0 && self.time_due()) {
+                let r = self.try_checkpoint(false, "requested or due");
                 for reply in cp_requests {
                     let _ = reply.send(match &r {
                         Ok(c) => Ok(c.clone()),
@@ -731,6 +851,78 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Chain, write and `fdatasync` `records`, in one write, or in two or more when the batch
+    /// reaches a record whose number is a multiple of `checkpoint_every`: the part up to there
+    /// is made durable and signed before the rest is written. On an error, the records made
+    /// durable before it stay (and are indexed); the rest is cut off, through a fresh
+    /// descriptor, before the caller is answered.
+    fn write_records(&mut self, records: Vec<NewRecord>, buf: &mut Vec<u8>) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut base_offset = self.durable_len;
+        let every = self.every();
+        let n = records.len();
+        let mut seq = self.seq;
+        let mut prev = self.prev;
+        let mut entries = Vec::new();
+        buf.clear();
+        for (i, r) in records.into_iter().enumerate() {
+            seq += 1;
+            let off = buf.len() as u64;
+            prev = record::encode_frame(seq, &prev, &r.tail, buf);
+            entries.push((base_offset + off, (buf.len() as u64 - off) as u32, r.index));
+            // Boundaries at multiples of `every`: the tail never exceeds it, and a failed
+            // checkpoint is tried again at the next one.
+            let boundary = self.signer.is_some() && seq.is_multiple_of(every);
+            if boundary || i + 1 == n {
+                self.flush_segment(buf, base_offset, &mut entries, seq, prev)?;
+                base_offset += buf.len() as u64;
+                buf.clear();
+                if boundary {
+                    let _ = self.try_checkpoint(false, "checkpoint_every records");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write and sync one segment; on success it is indexed and becomes the head.
+    fn flush_segment(
+        &mut self,
+        buf: &[u8],
+        base_offset: u64,
+        entries: &mut Vec<(u64, u32, record::IndexFields)>,
+        seq: u64,
+        prev: [u8; 32],
+    ) -> Result<(), String> {
+        let res = self
+            .file
+            .write_all(buf)
+            .and_then(|_| sync_data(&self.file, &self.rpath));
+        if let Err(e) = res {
+            let msg = format!("write {}: {e}", self.rpath.display());
+            // Nothing of this segment was acknowledged: cut it off (a caller told "not written"
+            // finds none of its bytes left) and chain the next batch from the last durable record.
+            self.repair = Some(msg.clone());
+            if let Err(e) = self.try_repair() {
+                tracing::error!(error = %e, "audit log repair failed; retried before the next batch");
+            }
+            return Err(msg);
+        }
+        self.durable_len = base_offset + buf.len() as u64;
+        {
+            let mut ix = self.shared.index.write();
+            for (off, len, f) in entries.drain(..) {
+                ix.push(off, len, &f);
+            }
+        }
+        self.seq = seq;
+        self.prev = prev;
+        *self.shared.head.lock() = (seq, prev);
+        Ok(())
     }
 
     /// Write `index.snap` (atomically: temporary file, fsync, rename, directory fsync).
@@ -755,15 +947,22 @@ impl Writer {
         sync_dir(dir).map_err(io("fsync directory", dir))
     }
 
-    fn checkpoint(&mut self) -> Result<Option<Checkpoint>, LogError> {
+    /// Sign a checkpoint of the head: when records are not yet covered, or (`heartbeat`) the
+    /// same head again with a new time.
+    fn checkpoint(&mut self, heartbeat: bool) -> Result<Option<Checkpoint>, LogError> {
         let Some(signer) = &self.signer else {
             return Ok(None);
         };
-        if self.seq == self.last_cp_seq {
+        if self.seq == 0 || (self.seq == self.last_cp_seq && !heartbeat) {
             return Ok(None);
         }
-        let now = crate::time_fmt::unix_micros(time::OffsetDateTime::now_utc());
-        let cp = Checkpoint::sign(self.seq, self.prev, now, signer.as_ref())?;
+        let cp = Checkpoint::sign(
+            self.seq,
+            self.prev,
+            now_micros(),
+            self.options.policy(),
+            signer.as_ref(),
+        )?;
         let mut buf = Vec::with_capacity(256);
         cp.encode(&mut buf);
         let before = self.cfile.metadata().map(|m| m.len());
@@ -786,8 +985,12 @@ impl Writer {
             });
         }
         self.last_cp_seq = self.seq;
-        self.last_cp_at = Instant::now();
+        self.last_cp_time = Some(cp.time);
+        self.retry_at = None;
         *self.shared.last_checkpoint.lock() = Some(cp.clone());
+        if let Some(sink) = &self.options.sink {
+            sink.checkpointed(&cp);
+        }
         Ok(Some(cp))
     }
 }
@@ -864,7 +1067,7 @@ mod tests {
             !data.windows(4).any(|w| w == b"lost"),
             "no refused record is on disk"
         );
-        let report = crate::verify(dir.path(), &spki).unwrap();
+        let report = crate::verify(dir.path(), &crate::VerifyOptions::key(&spki)).unwrap();
         assert_eq!(report.records, 6, "{report:?}");
         let log = AuditLog::open(dir.path(), Some(signer), LogOptions::default()).unwrap();
         assert_eq!(log.len(), 6);

@@ -307,3 +307,18 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// `(start, end)` byte ranges of the frames of a file of `magic | u32 length | body` entries
+/// followed by `trailer` bytes each: records.log (32-byte hash) or checkpoints.log (none).
+pub fn frames_of(path: &Path, trailer: usize) -> Vec<(usize, usize)> {
+    let data = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 8 <= data.len() {
+        let end =
+            i + 8 + u32::from_be_bytes(data[i + 4..i + 8].try_into().unwrap()) as usize + trailer;
+        out.push((i, end));
+        i = end;
+    }
+    out
+}
