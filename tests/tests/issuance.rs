@@ -134,11 +134,35 @@ fn enrol_use_log_in_and_oppose_a_card() {
         .output()
         .unwrap();
     assert!(v.status.success(), "xmlsec1: {}", text(&v.stderr));
-    // A DMP service validates it once; the same assertion again is a replay.
+    // A DMP service validates it once; the same assertion again is a replay. Validation is the
+    // `service` role's alone: the administrator cannot burn a service's assertion.
     let out = home.cps(&["xua", "validate", assertion.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("lacks the role service"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_success(
+        &home.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
+        "operator add",
+    );
+    let out = home.cps(&[
+        "xua",
+        "--as",
+        "svc",
+        "validate",
+        assertion.to_str().unwrap(),
+    ]);
     assert_success(&out, "xua validate");
     assert!(text(&out.stdout).contains(IDNAT));
-    let out = home.cps(&["xua", "validate", assertion.to_str().unwrap()]);
+    let out = home.cps(&[
+        "xua",
+        "--as",
+        "svc",
+        "validate",
+        assertion.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr).contains("replayed"),
@@ -150,7 +174,13 @@ fn enrol_use_log_in_and_oppose_a_card() {
     let _ = app.daemon.child.kill();
     let _ = app.daemon.child.wait();
     app = Appliance::start(&home);
-    let out = home.cps(&["xua", "validate", assertion.to_str().unwrap()]);
+    let out = home.cps(&[
+        "xua",
+        "--as",
+        "svc",
+        "validate",
+        assertion.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("replayed"),
