@@ -621,6 +621,8 @@ pub fn login_challenge(app: &Appliance) -> (u16, Vec<u8>) {
         "-sk",
         "-X",
         "POST",
+        "-H",
+        "Content-Type: application/json",
         &format!("https://{}/api/v1/login/challenge", app.https),
         "-d",
         "{}",

@@ -371,22 +371,8 @@ fn connections_are_bounded_in_idleness_and_age() {
         "declared",
     ]);
     assert_success(&out, "init");
-    let cfg: String = home
-        .config_text()
-        .lines()
-        .map(|l| {
-            if l.starts_with("connection_max_seconds = ") {
-                "connection_max_seconds = 4".to_owned()
-            } else if l.starts_with("idle_seconds = ") {
-                "idle_seconds = 2".to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(cfg.contains("idle_seconds = 2"), "{cfg}");
-    home.set_config_text(&format!("{cfg}\n"));
+    home.set_config_value("connection_max_seconds", "4");
+    home.set_config_value("idle_seconds", "2");
     let app = Appliance::start(&home);
     for h2 in [false, true] {
         // Idle.

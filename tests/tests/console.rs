@@ -329,7 +329,7 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
     let token = officer.token(&enrol_path());
     let a = enrol(&auditor, &reader0, STRUCTURE, Some(&token), &[]);
     assert_eq!(a.code, 403, "{}", a.body);
-    assert!(a.body.contains("may not enrol a card"), "{}", a.body);
+    assert!(a.body.contains("lacks the role ra-officer"), "{}", a.body);
     let a = auditor.post(
         &format!("/console/professionals/{IDNAT}/status"),
         &[("csrf", &token), ("status", "left"), ("confirm", "yes")],

@@ -505,6 +505,9 @@ fn login_challenges_are_stateless_bound_to_their_context_and_audited() {
         "path = \"store\"",
         &format!("path = \"{}\"", store_path.display()),
     );
+    // A small file system: keep only 1 MiB free in reserve (the disk guard's default would
+    // refuse all work before the failure this part is about).
+    home.set_config_value("min_free_mb", "1");
     let app = Appliance::start(&home);
     let a5 = dir.join("a5.xml");
     assert_success(

@@ -179,6 +179,7 @@ pub async fn import(
 
 pub async fn job(
     State(st): State<ApiState>,
+    Extension(op): Extension<Operator>,
     caller: CertFingerprint,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
@@ -188,8 +189,21 @@ pub async fn job(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}'")))?;
     // The initial PIN/PUK go only to the certificate that started the enrolment, once it has
     // finished (a finished job never changes again, so this view and the secrets agree).
+    // Their delivery is audited before they leave (503 and still held if it cannot be).
     let secrets = if view.status != "running" && view.secrets_held {
-        st.jobs.take_secrets(&id, &caller)
+        let (jobs, store, id2) = (st.jobs.clone(), st.ca.store().clone(), id.clone());
+        let actor = format!("operator:{}", op.name);
+        blocking(move || {
+            jobs.deliver_secrets(&id2, &caller, &actor, store.as_ref(), crate::unix_now())
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot audit the delivery of a card's initial PIN and PUK");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the delivery of the initial PIN and PUK could not be audited; they are kept: try again later",
+                    )
+                })
+        })
+        .await?
     } else {
         None
     };

@@ -209,6 +209,7 @@ pub fn to_dicom(ctx: &AuditContext, rec: &AuditRecord) -> AuditMessage {
                 "card.resume" => events::CardChange::Resumed,
                 "card.oppose" => events::CardChange::Opposed,
                 "card.unblock_pin" => events::CardChange::PinUnblocked,
+                "card.secrets_delivered" => events::CardChange::SecretsDelivered,
                 _ => events::CardChange::Enrolled,
             };
             events::card_lifecycle(
@@ -908,6 +909,10 @@ mod tests {
             (
                 "card.suspend",
                 serde_json::json!({ "idnat_ps": "810002813839", "card": "C1" }),
+            ),
+            (
+                "card.secrets_delivered",
+                serde_json::json!({ "idnat_ps": "810002813839", "card": "C1", "job": "j", "certificate_sha256": "00" }),
             ),
             (
                 "card.oppose",

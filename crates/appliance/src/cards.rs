@@ -124,6 +124,56 @@ impl Jobs {
         s
     }
 
+    /// Hands the initial PIN and PUK of job `id` to `caller`, as [`take_secrets`](Jobs::take_secrets)
+    /// does, once their delivery is durably audited in `store`: a `card.secrets_delivered` record
+    /// naming the card, its holder, the operator and the receiving certificate. If the record
+    /// cannot be written the secrets stay in the job for a later attempt and the error is
+    /// returned: no card secret leaves without its record. Blocking (a store commit).
+    pub fn deliver_secrets(
+        &self,
+        id: &str,
+        caller: &CertFingerprint,
+        actor: &str,
+        store: &dyn cps_store::Store,
+        now: i64,
+    ) -> Result<Option<InitialSecrets>, cps_store::StoreError> {
+        let Some(secrets) = self.take_secrets(id, caller) else {
+            return Ok(None);
+        };
+        let result = self.peek(id).and_then(|v| v.result);
+        let field = |k: &str| {
+            result
+                .as_ref()
+                .and_then(|r| r.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let record = cps_store::AuditRecord {
+            time: now,
+            kind: "card.secrets_delivered".into(),
+            actor: actor.into(),
+            outcome: "success".into(),
+            detail: serde_json::json!({
+                "card": field("serial"),
+                "idnat_ps": field("idnat_ps"),
+                "job": id,
+                "certificate_sha256": hex::encode(caller.0),
+            }),
+        };
+        match store
+            .commit(cps_store::WriteBatch::new().with(cps_store::WriteOp::AppendAudit(record)))
+        {
+            Ok(_) => Ok(Some(secrets)),
+            Err(e) => {
+                if let Some(job) = self.inner.lock().get_mut(id) {
+                    job.secrets = Some(secrets);
+                    job.view.secrets_held = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Enrol the blank card in `reader` in the background.
     pub fn start_enrolment(
         &self,
@@ -381,6 +431,63 @@ mod tests {
         assert!(!jobs.peek(&id).unwrap().secrets_held);
         assert!(jobs.take_secrets(&id, &officer).is_none(), "only once");
         assert!(jobs.take_secrets(&id, &same_name).is_none());
+    }
+
+    /// The delivery is audited before the secrets leave; a store that refuses the record keeps
+    /// them in the job, and they are delivered (once) when it accepts.
+    #[test]
+    fn the_secrets_leave_only_with_their_durable_audit_record() {
+        use cps_store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let store = cps_store::SledStore::open(dir.path()).unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = open.clone();
+        store
+            .set_write_gate(Box::new(move || {
+                if gate.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("disk full".into())
+                }
+            }))
+            .unwrap();
+        let (jobs, officer, id) = finished("314159", "27182818");
+        jobs.update(&id, |j| {
+            j.view.result =
+                Some(serde_json::json!({ "serial": "C0FFEE", "idnat_ps": "810002813839" }));
+        });
+        let stranger = CertFingerprint::of(b"someone else");
+        assert!(matches!(
+            jobs.deliver_secrets(&id, &stranger, "operator:eve", &store, 10),
+            Ok(None)
+        ));
+        assert!(
+            jobs.deliver_secrets(&id, &officer, "operator:officer", &store, 10)
+                .is_err()
+        );
+        assert!(
+            jobs.peek(&id).unwrap().secrets_held,
+            "kept when the record is refused"
+        );
+        assert_eq!(store.audit_len().unwrap(), 0);
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let s = jobs
+            .deliver_secrets(&id, &officer, "operator:officer", &store, 11)
+            .unwrap()
+            .expect("delivered");
+        assert_eq!(s.pin.as_str(), "314159");
+        let rec = &store.audit_range(1, 10).unwrap()[0].record;
+        assert_eq!(rec.kind, "card.secrets_delivered");
+        assert_eq!(rec.actor, "operator:officer");
+        assert_eq!(rec.detail["card"], "C0FFEE");
+        assert_eq!(rec.detail["idnat_ps"], "810002813839");
+        assert_eq!(rec.detail["certificate_sha256"], hex::encode(officer.0));
+        assert!(rec.detail.get("pin").is_none() && !rec.detail.to_string().contains("314159"));
+        assert!(matches!(
+            jobs.deliver_secrets(&id, &officer, "operator:officer", &store, 12),
+            Ok(None)
+        ));
+        assert_eq!(store.audit_len().unwrap(), 1, "one delivery, one record");
     }
 
     #[test]

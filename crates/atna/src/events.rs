@@ -413,6 +413,8 @@ pub enum CardChange {
     Opposed,
     /// PIN unblocked with the PUK.
     PinUnblocked,
+    /// The card's initial PIN and PUK handed to the operator who enrolled it (once).
+    SecretsDelivered,
 }
 
 impl CardChange {
@@ -428,6 +430,10 @@ impl CardChange {
             CardChange::PinUnblocked => (
                 local("card-pin-unblocked", "Card PIN unblocked"),
                 EventAction::Update,
+            ),
+            CardChange::SecretsDelivered => (
+                local("card-secrets-delivered", "Initial PIN and PUK delivered"),
+                EventAction::Read,
             ),
         }
     }

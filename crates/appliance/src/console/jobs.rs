@@ -524,7 +524,31 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
     let html = page.render();
     crate::cards::check_slots(&html, &[PIN_SLOT, PUK_SLOT])
         .map_err(|e| ConsoleError::internal("PIN mailer", e))?;
-    let Some(secrets) = ctx.st.jobs.take_secrets(&view.id, &ctx.caller()) else {
+    // Their delivery is audited before they leave (an error page, and they stay held, if it
+    // cannot be).
+    let delivered = {
+        let (jobs, store, id, caller, actor) = (
+            ctx.st.jobs.clone(),
+            ctx.st.ca.store().clone(),
+            view.id.clone(),
+            ctx.caller(),
+            ctx.actor(),
+        );
+        tokio::task::spawn_blocking(move || {
+            jobs.deliver_secrets(&id, &caller, &actor, store.as_ref(), crate::unix_now())
+        })
+        .await
+        .map_err(|e| ConsoleError::internal("PIN mailer", e))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot audit the delivery of a card's initial PIN and PUK");
+            ctx.error(ConsoleError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "A service is unavailable",
+                "The delivery of the initial PIN and PUK could not be audited; they are kept: reload this page later.",
+            ))
+        })?
+    };
+    let Some(secrets) = delivered else {
         // Taken meanwhile by another request of the same certificate.
         page.body = without;
         return Ok(html_response(page.render()));
