@@ -18,7 +18,9 @@
 //!
 //! Run: `cargo bench -p cps-trust-tests --bench xua_http`
 //! Environment: `LOGINS` (300), `ASSERTIONS` (60000), `CONNS` (64 connections; a list such as
-//! `64,256` shares the assertions out between runs), `CLIENT_THREADS` (1 load-generator thread).
+//! `64,256` shares the assertions out between runs), `CLIENT_THREADS` (1 load-generator thread),
+//! `PARTS` (`login,floor,validate,in_process`: what runs), `CPS_TRUST_BIN` (another build of the
+//! appliance, to compare two builds in one session).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -639,7 +641,13 @@ fn main() {
         .build()
         .unwrap();
 
-    bench_login(&rt, &app, &home, &reader, &pin);
+    // PARTS selects what runs (default all): login, floor, validate, in_process — e.g.
+    // `PARTS=floor` with `CPS_TRUST_BIN` set to another build compares two builds' HTTP floor.
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "login,floor,validate,in_process".into());
+    let part = |p: &str| parts.split(',').any(|x| x.trim() == p);
+    if part("login") {
+        bench_login(&rt, &app, &home, &reader, &pin);
+    }
 
     let (assertions, chain) = seal_assertions(&home, env("ASSERTIONS", 60_000));
     // CONNS may list several concurrencies ("64,256"): the assertions are shared out between
@@ -656,18 +664,24 @@ fn main() {
     );
     // Before any is validated (a refused request consumes nothing).
     let sample = Arc::new(assertions[..assertions.len().min(40_000)].to_vec());
-    bench_http_floor(
-        &rt,
-        &app,
-        &home,
-        &sample,
-        conns.first().copied().unwrap_or(64),
-    );
-    let share = assertions.len() / conns.len().max(1);
-    for (k, &c) in conns.iter().enumerate() {
-        let part = Arc::new(assertions[k * share..(k + 1) * share].to_vec());
-        bench_validate_http(&rt, &app, &home, &part, c);
+    if part("floor") {
+        bench_http_floor(
+            &rt,
+            &app,
+            &home,
+            &sample,
+            conns.first().copied().unwrap_or(64),
+        );
     }
-    let assertions = Arc::new(assertions);
-    bench_validate_in_process(&home, &chain, &assertions);
+    if part("validate") {
+        let share = assertions.len() / conns.len().max(1);
+        for (k, &c) in conns.iter().enumerate() {
+            let share = Arc::new(assertions[k * share..(k + 1) * share].to_vec());
+            bench_validate_http(&rt, &app, &home, &share, c);
+        }
+    }
+    if part("in_process") {
+        let assertions = Arc::new(assertions);
+        bench_validate_in_process(&home, &chain, &assertions);
+    }
 }

@@ -775,3 +775,11 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// Bytes of a hex string (test input; panics on bad hex).
+pub fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+        .collect()
+}

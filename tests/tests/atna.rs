@@ -674,16 +674,7 @@ fn removed_or_revoked_nodes_lose_their_open_connections_and_cannot_resume() {
     let mut b = NodeClient::delivered(&app, &home, (&b_cert, &b_key), "open-b");
     let serial = serial_of(&b_cert);
     assert_success(
-        &home.cps(&[
-            "cert",
-            "revoke",
-            "--ca",
-            "organisations",
-            "--serial",
-            &serial,
-            "--reason",
-            "keyCompromise",
-        ]),
+        &home.revoke("organisations", &serial, "keyCompromise"),
         "cert revoke",
     );
     assert!(

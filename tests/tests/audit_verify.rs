@@ -570,16 +570,7 @@ fn an_old_home_is_certified_and_a_revoked_checkpoint_certificate_is_honoured() {
 
     // The checkpoint certificate revoked: what the key signs afterwards is not trusted.
     assert_success(
-        &home.cps(&[
-            "cert",
-            "revoke",
-            "--ca",
-            "organisations",
-            "--serial",
-            &second_serial,
-            "--reason",
-            "keyCompromise",
-        ]),
+        &home.revoke("organisations", &second_serial, "keyCompromise"),
         "revoke the checkpoint certificate",
     );
     std::thread::sleep(Duration::from_millis(1100));

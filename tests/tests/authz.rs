@@ -240,16 +240,7 @@ fn cross_site_and_simple_content_type_requests_change_nothing() {
 
 fn revoke(home: &Home, name: &str) {
     let serial = serial_of(&home.join(&format!("operator/{name}-cert.pem")));
-    let out = home.cps(&[
-        "cert",
-        "revoke",
-        "--ca",
-        "organisations",
-        "--serial",
-        &serial,
-        "--reason",
-        "keyCompromise",
-    ]);
+    let out = home.revoke("organisations", &serial, "keyCompromise");
     assert_success(&out, "revoke");
 }
 
@@ -361,19 +352,10 @@ fn a_saved_tls_session_carries_no_identity() {
 /// `listen.connection_max_seconds` however busy it is; HTTP/1.1 and HTTP/2.
 #[test]
 fn connections_are_bounded_in_idleness_and_age() {
-    let home = Home::new();
-    let http = format!("127.0.0.1:{}", free_port());
-    let out = home.cps(&[
-        "init",
-        "--public-url",
-        &format!("http://{http}"),
-        "--time-source",
-        "declared",
-    ]);
-    assert_success(&out, "init");
-    home.set_config_value("connection_max_seconds", "4");
-    home.set_config_value("idle_seconds", "2");
-    let app = Appliance::start(&home);
+    let (home, app) = Appliance::fresh_configured(Home::new(), |h| {
+        h.set_config_value("connection_max_seconds", "4");
+        h.set_config_value("idle_seconds", "2");
+    });
     for h2 in [false, true] {
         // Idle.
         let mut c = open(&home, &app, Some("admin"), h2);
@@ -425,30 +407,12 @@ fn only_client_certificates_meant_for_the_listener_authenticate() {
     for (name, profile) in [("seal", "org-cachet"), ("server", "org-tls-server")] {
         let csr = openssl_csr(dir.path(), name, "p256");
         let out_pem = dir.path().join(format!("{name}.pem"));
-        let mut args = vec![
-            "cert",
-            "issue",
-            "--profile",
-            profile,
-            "--csr",
-            csr.to_str().unwrap(),
-            "--holder",
-            name,
-            "--org-name",
-            "CLINIQUE TEST",
-            "--structure-id",
-            "1340785161",
-            "--cn",
-            "test.example",
-            "--state",
-            "Herault (34)",
-            "-o",
-            out_pem.to_str().unwrap(),
-        ];
-        if profile == "org-tls-server" {
-            args.extend(["--dns", "test.example"]);
-        }
-        let out = home.cps(&args);
+        let dns: &[&str] = if profile == "org-tls-server" {
+            &["--dns", "test.example"]
+        } else {
+            &[]
+        };
+        let out = issue_org(&home, &csr, &out_pem, profile, name, "test.example", dns);
         assert_success(&out, profile);
         cases.push((profile, out_pem, key_of(name)));
     }
@@ -522,13 +486,6 @@ fn card_key_pem(card: &cps_trust_tests::pcsc::CardAppliance) -> std::path::PathB
         .unwrap();
     assert_success(&out, "openssl ec");
     pem
-}
-
-fn hex_bytes(h: &str) -> Vec<u8> {
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// Card login by TLS client authentication: one assertion per handshake (the card signed once),

@@ -285,16 +285,7 @@ fn revoked_operator_certificate_is_refused_at_the_handshake() {
     let op_serial = serial_of(&home.join("operator/admin-cert.pem"));
     let (code, _) = operator_curl(&home, &app, "GET", "/api/v1/whoami", None);
     assert_eq!(code, 200);
-    let out = home.cps(&[
-        "cert",
-        "revoke",
-        "--ca",
-        "organisations",
-        "--serial",
-        &op_serial,
-        "--reason",
-        "affiliationChanged",
-    ]);
+    let out = home.revoke("organisations", &op_serial, "affiliationChanged");
     assert_success(&out, "revoke operator certificate");
     let (code, _) = operator_curl(&home, &app, "GET", "/api/v1/whoami", None);
     assert_eq!(
@@ -433,16 +424,7 @@ fn ocsp_good_then_revoked_immediately() {
         "issue",
     );
     assert_success(
-        &home.cps(&[
-            "cert",
-            "revoke",
-            "--ca",
-            "organisations",
-            "--serial",
-            &serial_of(&org),
-            "--reason",
-            "keyCompromise",
-        ]),
+        &home.revoke("organisations", &serial_of(&org), "keyCompromise"),
         "revoke",
     );
     let again = issue_org(
@@ -486,28 +468,7 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
     let org = |profile: &str, cn: &str, extra: &[&str]| {
         let csr = openssl_csr(dir.path(), profile, "rsa2048");
         let out_path = dir.path().join(format!("{profile}.pem"));
-        let mut args = vec![
-            "cert",
-            "issue",
-            "--profile",
-            profile,
-            "--csr",
-            csr.to_str().unwrap(),
-            "--holder",
-            "318751275100020",
-            "--org-name",
-            "Clinique du Parc",
-            "--structure-id",
-            "318751275100020",
-            "--cn",
-            cn,
-            "--state",
-            "Paris (75)",
-            "-o",
-            out_path.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let out = home.cps(&args);
+        let out = issue_org(home, &csr, &out_path, profile, "318751275100020", cn, extra);
         assert_success(&out, profile);
         (out_path, "organisations")
     };
@@ -802,15 +763,10 @@ fn concurrent_issuance_and_revocation() {
                     "318751275100020",
                     "--cn",
                     "dmp-connector",
-                    "--org-name",
-                    "Clinique du Parc",
-                    "--structure-id",
-                    "318751275100020",
-                    "--state",
-                    "Paris (75)",
                     "-o",
                     out.to_str().unwrap(),
                 ])
+                .args(ORG_ARGS)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -943,13 +899,6 @@ fn a_bad_profile_stops_the_appliance() {
     .unwrap();
     let out = home.cps(&["serve"]);
     assert_one_line_error(&out, &["cps-auth.toml"]);
-}
-
-fn hex_bytes(h: &str) -> Vec<u8> {
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// A client that never finishes its request headers (slowloris) is disconnected, and the

@@ -15,20 +15,6 @@ fn openssl(args: &[&str]) -> Output {
     Command::new(peer("openssl")).args(args).output().unwrap()
 }
 
-fn login(home: &Home, reader: &str, pin: &str, out: &Path) -> Output {
-    home.cps(&[
-        "login",
-        "--reader",
-        reader,
-        "--pin",
-        pin,
-        "--patient-ins",
-        "248079707503828",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
 #[test]
 fn enrol_use_log_in_and_oppose_a_card() {
     let (stack, _sim, reader) = PcscStack::with_blank_card("issuance");
@@ -116,7 +102,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // Card login: the assertion names the professional; xmlsec1 verifies its signature.
     let assertion = dir.join("assertion.xml");
-    let out = login(&home, &reader, &pin, &assertion);
+    let out = card_login(&home, &reader, &pin, &assertion);
     assert_success(&out, "cps-trust login");
     let xml = std::fs::read_to_string(&assertion).unwrap();
     assert!(xml.contains(IDNAT) && xml.contains("DONNAT-GADY"), "{xml}");
@@ -147,22 +133,11 @@ fn enrol_use_log_in_and_oppose_a_card() {
         &home.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
         "operator add",
     );
-    let out = home.cps(&[
-        "xua",
-        "--as",
-        "svc",
-        "validate",
-        assertion.to_str().unwrap(),
-    ]);
+    let validate = |a: &Path| home.cps(&["xua", "--as", "svc", "validate", a.to_str().unwrap()]);
+    let out = validate(&assertion);
     assert_success(&out, "xua validate");
     assert!(text(&out.stdout).contains(IDNAT));
-    let out = home.cps(&[
-        "xua",
-        "--as",
-        "svc",
-        "validate",
-        assertion.to_str().unwrap(),
-    ]);
+    let out = validate(&assertion);
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr).contains("replayed"),
@@ -174,13 +149,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     let _ = app.daemon.child.kill();
     let _ = app.daemon.child.wait();
     app = Appliance::start(&home);
-    let out = home.cps(&[
-        "xua",
-        "--as",
-        "svc",
-        "validate",
-        assertion.to_str().unwrap(),
-    ]);
+    let out = validate(&assertion);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("replayed"),
@@ -189,7 +158,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
 
     // A wrong PIN fails and counts down the card's tries.
-    let out = login(&home, &reader, "000000", &assertion);
+    let out = card_login(&home, &reader, "000000", &assertion);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.to_lowercase().contains("pin"), "{err}");
@@ -199,22 +168,13 @@ fn enrol_use_log_in_and_oppose_a_card() {
         "{status}"
     );
     assert_success(
-        &login(&home, &reader, &pin, &assertion),
+        &card_login(&home, &reader, &pin, &assertion),
         "login after a wrong PIN",
     );
 
     // The signature certificate cannot log in, even with a valid signature of its own key over
     // the challenge (made by the card through OpenSC).
-    let (code, body) = curl(&[
-        "-sk",
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        &format!("https://{}/api/v1/login/challenge", app.https),
-        "-d",
-        "{}",
-    ]);
+    let (code, body) = login_challenge(&app);
     assert_eq!(code, 201);
     let ch: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let to_sign = dir.join("challenge.bin");
@@ -256,7 +216,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
 
     // A suspended card cannot log in; resumed, it can.
     assert_success(&home.cps(&["card", "suspend", &serial]), "card suspend");
-    let out = login(&home, &reader, &pin, &assertion);
+    let out = card_login(&home, &reader, &pin, &assertion);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("revoked_certificate")
@@ -266,7 +226,7 @@ fn enrol_use_log_in_and_oppose_a_card() {
     );
     assert_success(&home.cps(&["card", "resume", &serial]), "card resume");
     assert_success(
-        &login(&home, &reader, &pin, &assertion),
+        &card_login(&home, &reader, &pin, &assertion),
         "login after resume",
     );
 
@@ -398,6 +358,6 @@ fn one_time_pin_and_puk_go_only_to_the_enrolling_certificate() {
     assert_eq!((pin.len(), puk.len()), (6, 8), "{mine}");
     let (_, again) = call(&officer_cert, &officer_key, "GET", &job, None);
     assert!(again["secrets"].is_null(), "shown twice: {again}");
-    let out = login(&home, &stack.reader(0), &pin, &dir.join("assertion.xml"));
+    let out = card_login(&home, &stack.reader(0), &pin, &dir.join("assertion.xml"));
     assert_success(&out, "login with the PIN handed out");
 }
