@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cps_store::{CertStatus, Store};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use crate::operators::{self, Operator};
 
@@ -106,7 +106,7 @@ struct Cache {
 pub struct Identities {
     store: Arc<dyn Store>,
     profiles: &'static [&'static str],
-    cache: Mutex<Cache>,
+    cache: RwLock<Cache>,
 }
 
 impl Identities {
@@ -114,7 +114,7 @@ impl Identities {
         Identities {
             store,
             profiles,
-            cache: Mutex::new(Cache::default()),
+            cache: RwLock::new(Cache::default()),
         }
     }
 
@@ -131,7 +131,7 @@ impl Identities {
             None => self.read(cert)?,
             Some(version) => {
                 let hit = {
-                    let c = self.cache.lock();
+                    let c = self.cache.read();
                     (c.version == version)
                         .then(|| c.answers.get(&cert.sha256).cloned())
                         .flatten()
@@ -145,7 +145,7 @@ impl Identities {
                             Err(e @ IdentityRefusal::Unavailable(_)) => return Err(e),
                             other => other,
                         };
-                        let mut c = self.cache.lock();
+                        let mut c = self.cache.write();
                         if c.version != version || c.answers.len() >= CACHE_MAX {
                             c.version = version;
                             c.answers.clear();
