@@ -477,12 +477,19 @@ pub const OTHER_STRUCTURE: &str = "1340785161";
 
 /// A registry file with one professional (a médecin) and her two activities.
 pub fn registry_csv(dir: &Path) -> PathBuf {
+    registry_csv_with(dir, "")
+}
+
+/// [`registry_csv`] with more lines (`extra`: whole lines, each ending in `\n`).
+pub fn registry_csv_with(dir: &Path, extra: &str) -> PathBuf {
     let p = dir.join("professionals.csv");
     std::fs::write(
         &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n",
+        format!(
+            "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
+             8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
+             8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n{extra}"
+        ),
     )
     .expect("registry file");
     p

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::{PcscStack, blank_card, registry_csv_with};
 use cps_trust_tests::*;
 
 const IDNAT: &str = "810002813839";
@@ -28,16 +28,10 @@ const STRUCTURE_PULLED: &str = "1340785161";
 const HOSTILE_IDNAT: &str = "810110323986";
 
 fn registry_csv(dir: &Path) -> PathBuf {
-    let p = dir.join("professionals.csv");
-    std::fs::write(
-        &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n\
-         8|10110323986|810110323986|<SCRIPT>ZOLA</SCRIPT>|Émile & Co|60|Infirmier||F340785161|CHU <b>DE</b> MONTPELLIER|SA01|Etablissement public de santé|\n",
+    registry_csv_with(
+        dir,
+        "8|10110323986|810110323986|<SCRIPT>ZOLA</SCRIPT>|Émile & Co|60|Infirmier||F340785161|CHU <b>DE</b> MONTPELLIER|SA01|Etablissement public de santé|\n",
     )
-    .unwrap();
-    p
 }
 
 /// A registry file with three bad lines (wrong Luhn digit, unknown profession, duplicate).

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cps_trust_tests::pcsc::{PcscStack, blank_card};
+use cps_trust_tests::pcsc::{PcscStack, blank_card, registry_csv_with};
 use cps_trust_tests::*;
 
 const IDNAT: &str = "810002813839";
@@ -26,17 +26,10 @@ const SUSPENDED: &str = "810003456786";
 const UNREGISTERED: &str = "810000000009";
 
 fn registry_csv(dir: &Path) -> PathBuf {
-    let p = dir.join("professionals.csv");
-    std::fs::write(
-        &p,
-        "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|Prénom d'exercice|Code profession|Libellé profession|Code savoir-faire|Identifiant technique de la structure|Raison sociale site|Code secteur d'activité|Libellé secteur d'activité|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|1340785161|CHU DE MONTPELLIER|SA01|Etablissement public de santé|\n\
-         8|00002813839|810002813839|DONNAT-GADY|ISABELLE|10|Médecin|SM26|10B0152872|CABINET DU DR DONNAT-GADY|SA07|Cabinet individuel|\n\
-         8|10110323986|810110323986|BRUN|Solenne|60|Infirmier||1ATTACKER1|CENTRE DE SANTE A|SA05|Centre de santé|\n\
-         8|10003456786|810003456786|LE GALL|Jean-Noël|21|Pharmacien||1ATTACKER1|CENTRE DE SANTE A|SA05|Centre de santé|\n",
+    registry_csv_with(
+        dir,
+        "8|10110323986|810110323986|BRUN|Solenne|60|Infirmier||1ATTACKER1|CENTRE DE SANTE A|SA05|Centre de santé|\n8|10003456786|810003456786|LE GALL|Jean-Noël|21|Pharmacien||1ATTACKER1|CENTRE DE SANTE A|SA05|Centre de santé|\n",
     )
-    .unwrap();
-    p
 }
 
 /// An `org-cachet` seal issued through the API by the admin (`ca-operator`): its key (PEM), its
