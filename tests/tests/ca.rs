@@ -311,13 +311,13 @@ fn ocsp_good_then_revoked_immediately() {
     let (home, app) = (&card.home, &card.app);
     let dir = tempfile::tempdir().unwrap();
     let ee = card.auth_pem.clone();
-    let t = ocsp_query(&home, &app, "personnes", &[&ee], &[]);
+    let t = ocsp_query(home, app, "personnes", &[&ee], &[]);
     assert!(
         t.contains("Response verify OK") && t.contains(": good"),
         "{t}"
     );
     // SHA-256 CertID too.
-    let t = ocsp_query(&home, &app, "personnes", &[&ee], &["-sha256"]);
+    let t = ocsp_query(home, app, "personnes", &[&ee], &["-sha256"]);
     assert!(
         t.contains("Response verify OK") && t.contains(": good"),
         "{t}"
@@ -396,7 +396,7 @@ fn ocsp_good_then_revoked_immediately() {
         ]),
         "revoke",
     );
-    let t = ocsp_query(&home, &app, "personnes", &[&ee], &[]);
+    let t = ocsp_query(home, app, "personnes", &[&ee], &[]);
     assert!(
         t.contains("Response verify OK")
             && t.contains(": revoked")

@@ -461,6 +461,9 @@ pub async fn discard_then(req: Request, refusal: Response) -> Response {
 /// The checks of [`enforce`]: the route's surface when the request may go on (its extensions
 /// then carry the checked [`Identity`] and [`Operator`](crate::operators::Operator)), or the
 /// refusal.
+// The error is the answer itself, built once per refused request: boxing it would only add an
+// allocation.
+#[allow(clippy::result_large_err)]
 fn admit(st: &ApiState, req: &mut Request) -> Result<Surface, Response> {
     let path = req
         .extensions()
@@ -504,7 +507,7 @@ fn admit(st: &ApiState, req: &mut Request) -> Result<Surface, Response> {
             format!("the request body is larger than {} bytes", route.max_body),
         ));
     }
-    if let Err((status, why)) = check_forgery(route, &req) {
+    if let Err((status, why)) = check_forgery(route, req) {
         return Err(refuse(
             surface,
             status,
