@@ -437,11 +437,7 @@ fn tls_configs(
     )
     .map_err(ApplianceError::Refused)?;
     syslog.alpn_protocols.clear();
-    // No session resumption on syslog-TLS: rustls restores a resumed session's client
-    // certificate without calling the verifier, so every connection must do a full handshake
-    // (no session cache, no TLS 1.3 tickets; rustls issues no TLS 1.2 tickets by default).
-    syslog.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    syslog.send_tls13_tickets = 0;
+    // Like the HTTPS listener's, this configuration resumes no session (`server_config`).
     Ok((
         tokio_rustls::TlsAcceptor::from(Arc::new(https)),
         Arc::new(syslog),
