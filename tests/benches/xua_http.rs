@@ -366,7 +366,7 @@ fn seal_assertions(home: &Home, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let config = cps_appliance::config::Config::load(&home.join("cps-trust.toml")).unwrap();
     let hsm = cps_hsm::Hsm::open(&config.hsm_config(&home.path).unwrap()).unwrap();
     let key = hsm.key(&config.xua.key_label).unwrap();
-    let chain = cps_appliance::serve::pem_blocks(
+    let chain = cps_pki::pem_certificates(
         &std::fs::read_to_string(home.join(cps_appliance::xua::CACHET_FILE)).unwrap(),
     );
     let issuer = AssertionIssuer::new(Arc::new(key), &chain, IssuerConfig::default()).unwrap();
@@ -573,9 +573,8 @@ fn memchr_valid(body: &[u8]) -> bool {
 }
 
 fn bench_validate_in_process(home: &Home, chain: &[Vec<u8>], assertions: &[Vec<u8>]) {
-    let root = cps_appliance::serve::pem_blocks(
-        &std::fs::read_to_string(home.join("ca/root.pem")).unwrap(),
-    );
+    let root =
+        cps_pki::pem_certificates(&std::fs::read_to_string(home.join("ca/root.pem")).unwrap());
     let trust = TrustStore::new(
         root,
         chain[1..].to_vec(),

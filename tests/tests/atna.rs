@@ -379,7 +379,7 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
             .unwrap()
     };
     let cp = cps_atna::Checkpoint::from_bytes(&entry).unwrap();
-    let chain = cps_appliance::serve::pem_blocks(
+    let chain = cps_pki::pem_certificates(
         &std::fs::read_to_string(home.join("audit/checkpoint.pem")).unwrap(),
     );
     let spki = cps_pki::parse_certificate(&chain[0]).unwrap().spki;
@@ -431,7 +431,7 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
 fn anonymous_tls(home: &Home) -> std::sync::Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read_to_string(home.join("ca/root.pem")).unwrap();
-    for der in cps_appliance::serve::pem_blocks(&pem) {
+    for der in cps_pki::pem_certificates(&pem) {
         roots.add(der.into()).unwrap();
     }
     std::sync::Arc::new(

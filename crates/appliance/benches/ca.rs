@@ -53,7 +53,7 @@ fn main() {
     // SAFETY: single-threaded, before any PKCS#11 call.
     unsafe { std::env::set_var("SOFTHSM2_CONF", home.join("softhsm2.conf")) };
     cps_appliance::ceremony::init(&home, &config, now()).unwrap();
-    let hsm = cps_appliance::ceremony::open_checked_hsm(&home, &config).unwrap();
+    let hsm = cps_appliance::home::open_checked_hsm(&home, &config).unwrap();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(home.join("store")).unwrap());
     let clock = cps_appliance::clock::SigningClock::from_config(&config.time, None);
     let ca = Arc::new(CaService::open(&home, &config, &hsm, store.clone(), clock).unwrap());

@@ -120,7 +120,12 @@ pub async fn create_professional(
     let cards = cards(&st)?;
     let data: ProfessionalData = json(&body)?;
     let who = actor(&op);
-    let p = blocking(move || cards.registry().create(data, &who, crate::unix_now())).await?;
+    let p = blocking(move || {
+        cards
+            .registry()
+            .create(data, &who, crate::clock::unix_now())
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(p)).into_response())
 }
 
@@ -145,9 +150,10 @@ pub async fn set_status(
         )
     })?;
     let who = actor(&op);
-    let change =
-        blocking(move || cards.set_professional_status(&idnat, status, &who, crate::unix_now()))
-            .await?;
+    let change = blocking(move || {
+        cards.set_professional_status(&idnat, status, &who, crate::clock::unix_now())
+    })
+    .await?;
     Ok(Json(serde_json::json!({
         "professional": change.professional,
         "cards": change.cards,
@@ -194,7 +200,7 @@ pub async fn job(
         let (jobs, store, id2) = (st.jobs.clone(), st.ca.store().clone(), id.clone());
         let actor = format!("operator:{}", op.name);
         blocking(move || {
-            jobs.deliver_secrets(&id2, &caller, &actor, store.as_ref(), crate::unix_now())
+            jobs.deliver_secrets(&id2, &caller, &actor, store.as_ref(), crate::clock::unix_now())
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot audit the delivery of a card's initial PIN and PUK");
                     ApiError::new(
@@ -325,7 +331,7 @@ pub async fn card_action(
     };
     let who = actor(&op);
     let missing = |f: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("'{f}' is required"));
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     let card = match action.as_str() {
         "suspend" => {
             blocking(move || cards.suspend_card(&serial, &who, now))

@@ -121,7 +121,7 @@ fn answer(r: Result<LoginResult, LoginRefusal>) -> Response {
 fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
     let bad = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, format!("certificate: {why}"));
     if text.trim_start().starts_with("-----BEGIN") {
-        return crate::serve::pem_blocks(text)
+        return cps_pki::pem_certificates(text)
             .into_iter()
             .next()
             .ok_or_else(|| bad("no CERTIFICATE block in the PEM"));
@@ -256,7 +256,7 @@ pub async fn validate(
         ),
     };
     let rec = cps_store::AuditRecord {
-        time: crate::xua::unix(now),
+        time: crate::clock::unix(now),
         kind: "xua.validate".into(),
         actor: format!("operator:{}", op.name),
         outcome: outcome.into(),
@@ -281,8 +281,8 @@ pub async fn validate(
                 valid: true,
                 assertion_id: v.id.clone(),
                 issuer: v.issuer.clone(),
-                not_before: crate::xua::unix(v.not_before),
-                not_on_or_after: crate::xua::unix(v.not_on_or_after),
+                not_before: crate::clock::unix(v.not_before),
+                not_on_or_after: crate::clock::unix(v.not_on_or_after),
                 idnat_ps: c.name_id.as_str().to_owned(),
                 subject_id: c.subject_id.clone(),
                 roles: c

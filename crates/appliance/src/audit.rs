@@ -37,15 +37,12 @@ use cps_hsm::{Hsm, HsmKey, Signer};
 use cps_store::{AuditRecord, Store, WriteBatch, WriteOp};
 use rustls::pki_types::CertificateDer;
 
-use crate::ApplianceError;
 use crate::ca::CaService;
 use crate::config::Config;
+use crate::error::ApplianceError;
 use crate::nodes::Nodes;
 
-/// Directory of the repository's log, under the home.
-pub const LOG_DIR: &str = "audit/log";
-/// Directory of the outgoing queue.
-pub const QUEUE_DIR: &str = "audit/queue";
+pub use crate::home::{LOG_DIR, QUEUE_DIR};
 /// The checkpoint key's certificate chain (certificate, issuing CA), made at first start.
 pub const CHECKPOINT_CERT_FILE: &str = "audit/checkpoint.pem";
 /// In the log directory: every certificate that signed its checkpoints, each followed by its
@@ -303,7 +300,7 @@ fn keep_checkpoint_certificate(log_dir: &Path, chain: &[Vec<u8>]) -> Result<(), 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io(&path, e)),
     };
-    let have = crate::serve::pem_blocks(&existing);
+    let have = cps_pki::pem_certificates(&existing);
     let Some(leaf) = chain.first() else {
         return Ok(());
     };
@@ -371,7 +368,10 @@ impl cps_atna::NodeAuthorizer for NodeGate {
         _node: &cps_atna::NodeIdentity,
     ) -> Result<(), String> {
         let leaf = chain.first().ok_or("no client certificate")?;
-        match self.nodes.authorize(leaf.as_ref(), crate::unix_now()) {
+        match self
+            .nodes
+            .authorize(leaf.as_ref(), crate::clock::unix_now())
+        {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err("the client certificate is not registered as a node".into()),
             Err(e) => Err(format!("node registry unavailable: {e}")),
@@ -387,7 +387,7 @@ impl cps_atna::NodeAuthorizer for NodeGate {
     ) {
         let _ = node;
         self.refusals
-            .refused(peer.ip(), refusal_reason(reason), crate::unix_now());
+            .refused(peer.ip(), refusal_reason(reason), crate::clock::unix_now());
     }
 }
 

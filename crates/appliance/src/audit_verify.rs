@@ -20,7 +20,8 @@ use cps_store::Store;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 use crate::audit::{CHECKPOINT_CERTS, CHECKPOINT_EKU, CHECKPOINT_EKU_DER, LOG_DIR};
-use crate::audit_anchor::{AnchorSet, time_of};
+use crate::audit_anchor::AnchorSet;
+use crate::clock::rfc3339;
 use crate::config::Config;
 
 /// Where the anchors come from.
@@ -116,7 +117,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 
 fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     match std::fs::read_to_string(path) {
-        Ok(t) => Ok(crate::serve::pem_blocks(&t)),
+        Ok(t) => Ok(cps_pki::pem_certificates(&t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
@@ -190,7 +191,7 @@ fn judge(
         let mut name = name.clone();
         if let Some(r) = revoked_at {
             limit = limit.min(r.saturating_mul(1_000_000));
-            name = format!("{name}, revoked at {}", time_of(r));
+            name = format!("{name}, revoked at {}", rfc3339(r));
         }
         Ok(TrustedKey {
             spki: cert.public_key().raw.to_vec(),
@@ -274,10 +275,10 @@ pub fn verify(
             &fp,
             format!(
                 "the audit log was cut back, deleted or replaced while the appliance was stopped: at its start at {} the log did not hold the checkpoint of record {} (anchored in {} at {}); it had {} records and {last}: records {} to {} are unaccounted for",
-                time_of(l.found_at),
+                rfc3339(l.found_at),
                 l.anchor.seq,
                 source.name(),
-                time_of(l.anchor.anchored_at),
+                rfc3339(l.anchor.anchored_at),
                 l.log_records,
                 l.log_last_checkpoint
                     .map_or(1, |s| s + 1)
@@ -289,7 +290,7 @@ pub fn verify(
     let mut candidates: Vec<(Vec<u8>, Option<i64>)> =
         bundle.iter().map(|d| (d.clone(), None)).collect();
     for c in &anchors.certificates {
-        let Some(der) = crate::serve::pem_blocks(&c.pem).into_iter().next() else {
+        let Some(der) = cps_pki::pem_certificates(&c.pem).into_iter().next() else {
             continue;
         };
         let revoked = (c.status != "valid").then_some(c.revocation_time).flatten();
@@ -348,7 +349,7 @@ pub fn verify(
             place: format!(
                 "anchored in {} at {}",
                 source.name(),
-                time_of(a.anchored_at)
+                rfc3339(a.anchored_at)
             ),
         });
     }

@@ -522,7 +522,7 @@ fn admit(st: &ApiState, req: &mut Request) -> Result<Surface, Response> {
         .and_then(|c| c.0);
     let identity = match cert {
         None => None,
-        Some(cert) => match st.identities.check(&cert, crate::unix_now()) {
+        Some(cert) => match st.identities.check(&cert, crate::clock::unix_now()) {
             Ok(id) => Some(id),
             Err(e) if e.is_final() => {
                 if let Some(c) = req.extensions().get::<Arc<Connection>>() {

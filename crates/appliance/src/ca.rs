@@ -14,10 +14,10 @@ use cps_store::{
 };
 use parking_lot::Mutex;
 
-use crate::ApplianceError;
-use crate::ceremony::CA_DIR;
 use crate::clock::{GatedSigner, SigningClock};
 use crate::config::Config;
+use crate::error::ApplianceError;
+use crate::home::CA_DIR;
 
 /// A CA of the hierarchy that signs certificates and CRLs.
 pub struct CaAuthority {
@@ -790,8 +790,8 @@ impl ApplianceCredential<'_> {
         let path = home.join(self.file);
         let mut current = None;
         if let Ok(pem) = std::fs::read_to_string(&path) {
-            let chain = crate::serve::pem_blocks(&pem);
-            let now = crate::unix_now();
+            let chain = cps_pki::pem_certificates(&pem);
+            let now = crate::clock::unix_now();
             match chain.first().and_then(|d| parse_certificate(d).ok()) {
                 Some(c)
                     if c.spki == key.public_key_der() && c.not_after > now + RENEW_BEFORE_SECS =>
@@ -847,7 +847,7 @@ impl ApplianceCredential<'_> {
                     holder: self.holder.clone(),
                 },
                 "appliance",
-                crate::unix_now(),
+                crate::clock::unix_now(),
             )
             .map_err(|e| refused("certificate", &e))?;
         let issuer = ca

@@ -211,7 +211,13 @@ impl Jobs {
                 let card = pcsc.connect(&name).map_err(|e| e.to_string())?;
                 let mut piv = Piv::select(card).map_err(|e| e.to_string())?;
                 cards
-                    .enrol(&mut piv, &req, &actor, crate::unix_now(), &mut on_progress)
+                    .enrol(
+                        &mut piv,
+                        &req,
+                        &actor,
+                        crate::clock::unix_now(),
+                        &mut on_progress,
+                    )
                     .map_err(|e| e.to_string())
             })();
             jobs.update(&job, |j| match outcome {
@@ -251,7 +257,7 @@ impl Jobs {
                     ..ImportOptions::default()
                 },
                 &actor,
-                crate::unix_now(),
+                crate::clock::unix_now(),
                 &mut |p| {
                     // Progress is polled: updating it a few times per second is enough.
                     if p.done == p.total || last.elapsed().as_millis() > 100 {

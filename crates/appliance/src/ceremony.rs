@@ -8,7 +8,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use cps_hsm::{Hsm, HsmKey, Signer};
 use cps_pki::hierarchy::{self, PublicationPoints};
@@ -23,15 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{CONFIG_FILE, CaKeyConfig, Config};
 use crate::error::ApplianceError;
+use crate::home::CA_DIR;
 
 /// Seconds certificates are back-dated, to tolerate small clock differences at relying parties.
 const BACKDATE_SECS: i64 = 60;
 
 /// The SoftHSM2 configuration written into an embedded home (`@HOME@` = the home directory).
 const SOFTHSM2_CONF_TEMPLATE: &str = include_str!("../../../hsm-config/softhsm2.conf.template");
-
-/// The published files of the hierarchy, under `<home>/ca/`.
-pub const CA_DIR: &str = "ca";
 
 /// What `init` produced.
 #[derive(Debug)]
@@ -715,11 +712,4 @@ pub fn show(home: &Path, config: &Config) -> Result<CaShow, ApplianceError> {
         certificates,
         self_check,
     })
-}
-
-/// Open the HSM and refuse to go on unless every configured key passes the self-check.
-pub fn open_checked_hsm(home: &Path, config: &Config) -> Result<Arc<Hsm>, ApplianceError> {
-    let hsm = Hsm::open(&config.hsm_config(home)?)?;
-    hsm.self_check(&config.key_labels()).into_result()?;
-    Ok(Arc::new(hsm))
 }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cps_ct::{
     ClockError, ClockSource, ClockStatus, ClockTrust, FixedClock, KernelClock, TrustPolicy,
@@ -20,6 +20,29 @@ use cps_store::{AuditRecord, Store, WriteBatch, WriteOp};
 use parking_lot::Mutex;
 
 use crate::config::{TimeSection, TimeSourceKind};
+
+/// Unix seconds of a time (0 before 1970).
+pub fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The current time, Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    unix(SystemTime::now())
+}
+
+/// `2026-11-22T10:00:00Z` for Unix seconds (the number itself if out of range).
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
 
 /// How long one clock reading is reused.
 const MAX_AGE: Duration = Duration::from_millis(250);
@@ -201,14 +224,14 @@ impl SigningClock {
         };
         if let Some(store) = &self.store {
             let record = AuditRecord {
-                time: crate::unix_now(),
+                time: unix_now(),
                 kind: kind.into(),
                 actor: "appliance".into(),
                 outcome: outcome.into(),
                 detail: serde_json::json!({ "source": self.source_name, "message": message }),
             };
             // A transition may be noticed on the runtime (`/health`, an OCSP answer).
-            let committed = crate::blocking_io(|| {
+            let committed = crate::blocking::blocking_io(|| {
                 store.commit(WriteBatch::new().with(WriteOp::AppendAudit(record)))
             });
             if let Err(e) = committed {
@@ -252,7 +275,7 @@ impl Signer for GatedSigner {
     ) -> Result<Vec<u8>, HsmError> {
         self.clock.check().map_err(HsmError::SigningRefused)?;
         // OCSP answers are signed (on a cache miss) inside their HTTP handler, on the runtime.
-        crate::blocking_io(|| self.inner.sign(alg, message, format))
+        crate::blocking::blocking_io(|| self.inner.sign(alg, message, format))
     }
 }
 

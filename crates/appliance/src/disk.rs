@@ -115,8 +115,8 @@ impl DiskGuard {
         DiskGuard::new(
             vec![
                 ("store", config.resolve(home, &config.store.path)),
-                ("audit log", home.join(crate::audit::LOG_DIR)),
-                ("audit queue", home.join(crate::audit::QUEUE_DIR)),
+                ("audit log", home.join(crate::home::LOG_DIR)),
+                ("audit queue", home.join(crate::home::QUEUE_DIR)),
             ],
             config.store.min_free_mb,
         )
@@ -161,7 +161,7 @@ impl DiskGuard {
                     Err(ep.reason.clone())
                 } else {
                     let ep = st.full.take().expect("matched");
-                    let now = crate::unix_now();
+                    let now = crate::clock::unix_now();
                     tracing::warn!(
                         since = ep.since,
                         free = %mib(lowest),
@@ -191,7 +191,7 @@ impl DiskGuard {
                     };
                     tracing::error!(alarm = %reason, "DISK FULL: new work is refused until space is freed");
                     st.full = Some(Episode {
-                        since: crate::unix_now(),
+                        since: crate::clock::unix_now(),
                         reason: reason.clone(),
                         lowest_free: Some(lowest),
                     });

@@ -11,8 +11,8 @@ use cps_hsm::Hsm;
 use cps_pki::crl::RevocationReason;
 use cps_store::{CertStatus, CertificateRecord};
 
-use crate::ApplianceError;
 use crate::ca::{CaError, CaService, IssueRequest, SubjectRequest};
+use crate::error::ApplianceError;
 use crate::login::{Directory, LoginRefusal, LoginSubject};
 
 /// HSM label of the secret key per-card management keys are derived from.

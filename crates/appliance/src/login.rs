@@ -39,9 +39,9 @@ use cps_xua::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::ApplianceError;
 use crate::ca::{CaError, CaService};
 use crate::challenge::{Challenges, Redeemed};
+use crate::error::ApplianceError;
 use crate::refusals::Refusals;
 use crate::xua::XuaService;
 
@@ -318,7 +318,7 @@ impl LoginService {
         let context = crate::challenge::context_sha256(audience, ctx);
         let issued = self
             .challenges
-            .issue(audience, &context, &nonce, crate::xua::unix(now))
+            .issue(audience, &context, &nonce, crate::clock::unix(now))
             .map_err(|e| CaError::Invalid(e.to_string()))?;
         Ok(ChallengeView {
             challenge_id: issued.token,
@@ -336,7 +336,7 @@ impl LoginService {
     pub fn refused(&self, source: IpAddr, refusal: &LoginRefusal, now: SystemTime) {
         tracing::debug!(%source, code = refusal.code, "login refused (unauthenticated)");
         self.refusals
-            .refused(source, refusal.code, crate::xua::unix(now));
+            .refused(source, refusal.code, crate::clock::unix(now));
     }
 
     /// Step 2: the challenge of a login with context `ctx`, accepted and consumed. Constant
@@ -354,7 +354,7 @@ impl LoginService {
             .redeem(
                 token,
                 |audience| crate::challenge::context_sha256(audience, ctx),
-                crate::xua::unix(now),
+                crate::clock::unix(now),
             )
             .map_err(|r| {
                 let r = LoginRefusal::from(r);
@@ -423,7 +423,7 @@ impl LoginService {
         now: SystemTime,
     ) -> Result<(), LoginRefusal> {
         let parsed = &who.parsed;
-        let t = crate::xua::unix(now);
+        let t = crate::clock::unix(now);
         if t < parsed.not_before || t >= parsed.not_after {
             return refuse(
                 "expired_certificate",
@@ -538,7 +538,7 @@ impl LoginService {
             issued.xml.clone()
         };
         let record = |kind: &str, detail: serde_json::Value| AuditRecord {
-            time: crate::xua::unix(now),
+            time: crate::clock::unix(now),
             kind: kind.into(),
             actor: format!("professional:{}", subject.idnat_ps),
             outcome: "success".into(),
@@ -571,7 +571,7 @@ impl LoginService {
                 assertion_id: issued.id.clone(),
                 idnat_ps: subject.idnat_ps,
                 name: subject.display_name,
-                not_on_or_after: crate::xua::unix(issued.not_on_or_after),
+                not_on_or_after: crate::clock::unix(issued.not_on_or_after),
                 assertion,
             },
             records,
@@ -610,7 +610,7 @@ impl LoginService {
             .map_err(Ok)
             .and_then(|()| self.issue(who, ctx, mode, now));
         let login_record = |outcome: &str, detail: serde_json::Value| AuditRecord {
-            time: crate::xua::unix(now),
+            time: crate::clock::unix(now),
             kind: "login".into(),
             actor: format!("professional:{}", who.idnat_ps),
             outcome: outcome.into(),

@@ -11,10 +11,10 @@ use cps_ocsp::{
 };
 use cps_store::{CertStatus, Store};
 
-use crate::ApplianceError;
 use crate::ca::StatusListener;
-use crate::ceremony::CA_DIR;
 use crate::config::Config;
+use crate::error::ApplianceError;
+use crate::home::CA_DIR;
 
 /// Status answers from the store: a serial the store does not hold was never issued.
 struct StoreStatus(Arc<dyn Store>);

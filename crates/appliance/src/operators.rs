@@ -13,8 +13,8 @@ use cps_pki::{
 use cps_store::{Store, WriteOp};
 use serde::{Deserialize, Serialize};
 
-use crate::ApplianceError;
 use crate::authz::Role;
+use crate::error::ApplianceError;
 
 /// The certificate profile of operator credentials (as recorded in the store).
 pub const OPERATOR_PROFILE: &str = "operator";

@@ -18,13 +18,13 @@ use cps_store::{SledStore, Store};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 
-use crate::ApplianceError;
 use crate::api::{ApiState, ClientCert};
 use crate::ca::CaService;
-use crate::ceremony::{CA_DIR, open_checked_hsm};
 use crate::clock::SigningClock;
 use crate::config::Config;
 use crate::conn::{Connection, Limits, PeerAddr};
+use crate::error::ApplianceError;
+use crate::home::{CA_DIR, open_checked_hsm};
 use crate::identity::{Identities, PeerCertificate};
 
 /// Shared state of the HTTP handlers.
@@ -75,7 +75,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     )?);
     let cards = crate::enrolment::card_service(&hsm, ca.clone())?;
     // An enrolment interrupted by a crash is finished or rolled back before anything else.
-    match cards.recover_interrupted("appliance", crate::unix_now()) {
+    match cards.recover_interrupted("appliance", crate::clock::unix_now()) {
         Ok(report) => tracing::info!(?report, "interrupted enrolments recovered"),
         Err(e) => tracing::error!(error = %e, "recovering interrupted enrolments failed"),
     }
@@ -412,7 +412,7 @@ fn tls_configs(
             reason: e.to_string(),
         }
     })?;
-    let chain: Vec<Vec<u8>> = pem_blocks(&pem);
+    let chain: Vec<Vec<u8>> = cps_pki::pem_certificates(&pem);
     let root = st.ca_certs.get("root").cloned().unwrap_or_default();
     let issuers: Vec<(String, Vec<u8>)> = config
         .ca
@@ -442,23 +442,6 @@ fn tls_configs(
         tokio_rustls::TlsAcceptor::from(Arc::new(https)),
         Arc::new(syslog),
     ))
-}
-
-/// The DER of every certificate of a PEM text, in order.
-pub fn pem_blocks(pem: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let Some(end_rel) = rest[start..].find("-----END CERTIFICATE-----") else {
-            break;
-        };
-        let end = start + end_rel + "-----END CERTIFICATE-----".len();
-        if let Ok((_, der)) = der::pem::decode_vec(&rest.as_bytes()[start..end]) {
-            out.push(der);
-        }
-        rest = &rest[end..];
-    }
-    out
 }
 
 /// How long a client may take to send its request headers (slowloris).

@@ -31,7 +31,7 @@ struct HsmTlsSigner {
 impl rustls::sign::Signer for HsmTlsSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         // Called inside the handshake, on the runtime: the HSM call must not hold a worker.
-        crate::blocking_io(|| self.key.sign(self.alg, message, SigFormat::Der))
+        crate::blocking::blocking_io(|| self.key.sign(self.alg, message, SigFormat::Der))
             .map_err(|e| rustls::Error::General(format!("HSM signing failed: {e}")))
     }
 

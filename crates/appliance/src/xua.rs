@@ -17,10 +17,10 @@ use cps_xua::{
     VihfClaims,
 };
 
-use crate::ApplianceError;
 use crate::ca::{CaError, CaService};
 use crate::clock::{GatedSigner, SigningClock};
 use crate::config::{Config, OrgSealRegistryMode};
+use crate::error::ApplianceError;
 
 /// The profile of certificates that sign assertions.
 pub const SEAL_PROFILE: &str = "org-cachet";
@@ -381,13 +381,6 @@ fn remember_validated(
     }
 }
 
-/// Unix seconds of a time (0 before 1970).
-pub fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,7 +445,11 @@ mod tests {
                 id,
                 None,
             );
-            (unix(t) * 1_000_000, auditor.format(&m, at).unwrap(), m)
+            (
+                crate::clock::unix(t) * 1_000_000,
+                auditor.format(&m, at).unwrap(),
+                m,
+            )
         };
         let mut records = Vec::new();
         for (id, ago) in [("_recent", 60), ("_edge", 3600), ("_old", 2 * 3600)] {

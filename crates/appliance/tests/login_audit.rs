@@ -146,7 +146,7 @@ fn a_login_is_answered_only_with_its_durable_records() {
     // SAFETY: the only test of this binary, before any PKCS#11 call.
     unsafe { std::env::set_var("SOFTHSM2_CONF", home.join("softhsm2.conf")) };
     cps_appliance::ceremony::init(&home, &config, unix_now()).unwrap();
-    let hsm = cps_appliance::ceremony::open_checked_hsm(&home, &config).unwrap();
+    let hsm = cps_appliance::home::open_checked_hsm(&home, &config).unwrap();
     let store = Arc::new(FlakyStore {
         inner: SledStore::open(home.join("store")).unwrap(),
         failing: AtomicBool::new(false),

@@ -114,7 +114,7 @@ pub fn verify(
             match v.latest_anchor {
                 Some((seq, at)) => emitln(&format!(
                     "latest anchor: checkpoint of record {seq}, anchored at {} (read from {})",
-                    cps_appliance::audit_anchor::time_of(at),
+                    cps_appliance::rfc3339(at),
                     v.anchors_from
                 )),
                 None => emitln(&format!("no anchor in {} yet", v.anchors_from)),

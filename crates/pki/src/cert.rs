@@ -296,3 +296,52 @@ fn hex_of(b: &[u8]) -> String {
 pub fn pem_encode(label: &str, der_bytes: &[u8]) -> String {
     der::pem::encode_string(label, der::pem::LineEnding::LF, der_bytes).unwrap_or_default()
 }
+
+/// The DER of every `CERTIFICATE` block of a PEM text, in order (a chain file: certificate,
+/// then its issuers). Other blocks, text between blocks and a block that does not decode are
+/// skipped; an unterminated block ends the reading.
+pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(end_rel) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + end_rel + END.len();
+        if let Ok((_, der)) = der::pem::decode_vec(&rest.as_bytes()[start..end]) {
+            out.push(der);
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_certificates_reads_every_certificate_block_in_order() {
+        let a = pem_encode("CERTIFICATE", b"first");
+        let b = pem_encode("CERTIFICATE", b"second");
+        let key = pem_encode("PRIVATE KEY", b"not a certificate");
+        let text = format!("issuer chain\n{a}{key}between\n{b}");
+        assert_eq!(
+            pem_certificates(&text),
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
+    }
+
+    #[test]
+    fn pem_certificates_skips_broken_blocks_and_stops_at_an_unterminated_one() {
+        let good = pem_encode("CERTIFICATE", b"good");
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        let open = "-----BEGIN CERTIFICATE-----\nZm9v\n";
+        let text = format!("{broken}{good}{open}");
+        assert_eq!(pem_certificates(&text), vec![b"good".to_vec()]);
+        assert!(pem_certificates("").is_empty());
+        assert!(pem_certificates("no PEM here").is_empty());
+    }
+}

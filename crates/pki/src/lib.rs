@@ -18,8 +18,8 @@ mod serial;
 pub mod subject;
 
 pub use cert::{
-    CertificateParams, Issuer, ParsedCertificate, issue_certificate, parse_certificate, pem_encode,
-    signature_algorithm_identifier, verify_issued_by,
+    CertificateParams, Issuer, ParsedCertificate, issue_certificate, parse_certificate,
+    pem_certificates, pem_encode, signature_algorithm_identifier, verify_issued_by,
 };
 pub use csr::{CsrBuildError, CsrError, CsrInfo, build_csr, parse_csr, verify_possession};
 pub use error::PkiError;

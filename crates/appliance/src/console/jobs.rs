@@ -535,7 +535,7 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
             ctx.actor(),
         );
         tokio::task::spawn_blocking(move || {
-            jobs.deliver_secrets(&id, &caller, &actor, store.as_ref(), crate::unix_now())
+            jobs.deliver_secrets(&id, &caller, &actor, store.as_ref(), crate::clock::unix_now())
         })
         .await
         .map_err(|e| ConsoleError::internal("PIN mailer", e))?

@@ -282,7 +282,7 @@ impl FromRequestParts<ApiState> for Ctx {
             op,
             console,
             fingerprint: cert.sha256,
-            now: crate::unix_now(),
+            now: crate::clock::unix_now(),
             same_site_fetch,
         })
     }
