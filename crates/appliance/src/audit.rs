@@ -52,8 +52,7 @@ pub const CHECKPOINT_CERTS: &str = "checkpoint-certs.pem";
 /// The public key file `audit verify` used to trust before checkpoint keys were certified;
 /// removed at start (it has no role any more).
 const LEGACY_CHECKPOINT_KEY_FILE: &str = "audit/checkpoint-key.pem";
-/// The certificate profile of the checkpoint key (`certs/audit-checkpoint.toml`).
-pub const CHECKPOINT_PROFILE: &str = "audit-checkpoint";
+pub use crate::ca::CHECKPOINT_PROFILE;
 /// Its extended key usage: a private purpose no other verifier accepts.
 pub const CHECKPOINT_EKU: &str = "1.3.6.1.4.1.32473.3.1";
 /// [`CHECKPOINT_EKU`] as DER content bytes.

@@ -35,44 +35,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
 use crate::api::{self, ApiError, ApiState, ClientCert};
-use crate::conn::Connection;
+use crate::conn::{Connection, discard_then};
 use crate::console;
 use crate::identity::Identity;
-
-/// A role an operator certificate can be bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Runs the CA: raw issuance (seals, TLS, nodes), revocation, operators, nodes.
-    CaOperator,
-    /// Card-issuing staff: the registry, card enrolment and the card lifecycle.
-    RaOfficer,
-    /// Reads: certificates, registry, cards, nodes, the audit trail.
-    Auditor,
-    /// A network service: validates assertions (each ID once).
-    Service,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [
-        Role::CaOperator,
-        Role::RaOfficer,
-        Role::Auditor,
-        Role::Service,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::CaOperator => "ca-operator",
-            Role::RaOfficer => "ra-officer",
-            Role::Auditor => "auditor",
-            Role::Service => "service",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
+pub use crate::operators::Role;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,28 +400,6 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
         }
         Err(refusal) => discard_then(req, refusal).await,
     }
-}
-
-/// Largest body read and dropped before a refusal is answered.
-const DISCARD_LIMIT: usize = 64 * 1024;
-
-/// Reads (and drops) what the client already sent of a refused request's body, then answers:
-/// a connection closed with unread data is reset, and the reset can reach the client before the
-/// answer does (it would see no answer at all). Not for a client that waits for `100 Continue`:
-/// it has sent nothing, and reading would ask it to.
-pub async fn discard_then(req: Request, refusal: Response) -> Response {
-    let waits = req
-        .headers()
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if !waits {
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            axum::body::to_bytes(req.into_body(), DISCARD_LIMIT),
-        )
-        .await;
-    }
-    refusal
 }
 
 /// The checks of [`enforce`]: the route's surface when the request may go on (its extensions

@@ -752,7 +752,10 @@ impl CaService {
 /// Profiles the issuance API refuses: certificates only the appliance makes for its own keys.
 /// (A checkpoint certificate for any other key would let its holder sign audit checkpoints that
 /// `audit verify` accepts.)
-pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[crate::audit::CHECKPOINT_PROFILE];
+pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[CHECKPOINT_PROFILE];
+
+/// The certificate profile of the audit checkpoint key (`certs/audit-checkpoint.toml`).
+pub const CHECKPOINT_PROFILE: &str = "audit-checkpoint";
 
 /// How long before its end a credential's certificate is renewed at start.
 const RENEW_BEFORE_SECS: i64 = 30 * 86_400;

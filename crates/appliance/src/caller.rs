@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 use crate::api::ApiError;
+pub use crate::identity::CertFingerprint;
 use crate::identity::{Identity, PeerCertificate};
 
 /// The client certificate of the request's connection, as checked for this request.
@@ -22,27 +23,10 @@ pub fn client_certificate(extensions: &axum::http::Extensions) -> Option<Arc<Pee
         .map(|id| id.certificate.clone())
 }
 
-/// SHA-256 of a client certificate (DER): two different certificates never share it, whatever
-/// operator name or roles they carry.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CertFingerprint(pub [u8; 32]);
-
 impl CertFingerprint {
-    pub fn of(cert_der: &[u8]) -> CertFingerprint {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref());
-        CertFingerprint(out)
-    }
-
     /// The fingerprint of the request's client certificate.
     pub fn of_request(extensions: &axum::http::Extensions) -> Option<CertFingerprint> {
         client_certificate(extensions).map(|c| CertFingerprint(c.sha256))
-    }
-}
-
-impl std::fmt::Debug for CertFingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CertFingerprint({})", hex::encode(self.0))
     }
 }
 

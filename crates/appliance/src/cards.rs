@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::caller::CertFingerprint;
+use crate::identity::CertFingerprint;
 
 /// One line of a job's progress.
 #[derive(Debug, Clone, Serialize)]

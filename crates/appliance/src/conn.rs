@@ -172,6 +172,31 @@ where
     }
 }
 
+/// Largest body read and dropped before a refusal is answered.
+const DISCARD_LIMIT: usize = 64 * 1024;
+
+/// Reads (and drops) what the client already sent of a refused request's body, then answers:
+/// a connection closed with unread data is reset, and the reset can reach the client before the
+/// answer does (it would see no answer at all). Not for a client that waits for `100 Continue`:
+/// it has sent nothing, and reading would ask it to.
+pub async fn discard_then(
+    req: axum::extract::Request,
+    refusal: axum::response::Response,
+) -> axum::response::Response {
+    let waits = req
+        .headers()
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            axum::body::to_bytes(req.into_body(), DISCARD_LIMIT),
+        )
+        .await;
+    }
+    refusal
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,7 +331,7 @@ pub async fn refuse_new_work_when_full(
             })),
         )
             .into_response();
-        return crate::authz::discard_then(req, refusal).await;
+        return crate::conn::discard_then(req, refusal).await;
     }
     next.run(req).await
 }

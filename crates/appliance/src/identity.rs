@@ -188,6 +188,25 @@ impl Identities {
     }
 }
 
+/// SHA-256 of a client certificate (DER): two different certificates never share it, whatever
+/// operator name or roles they carry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertFingerprint(pub [u8; 32]);
+
+impl CertFingerprint {
+    pub fn of(cert_der: &[u8]) -> CertFingerprint {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref());
+        CertFingerprint(out)
+    }
+}
+
+impl std::fmt::Debug for CertFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertFingerprint({})", hex::encode(self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@ use cps_xua::{
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{CaError, CaService};
+pub use crate::challenge::LoginContext;
 use crate::challenge::{Challenges, Redeemed};
 use crate::error::ApplianceError;
 use crate::refusals::Refusals;
@@ -113,41 +114,6 @@ pub trait Directory: Send + Sync {
         serial: &[u8],
         structure_id: Option<&str>,
     ) -> Result<LoginSubject, LoginRefusal>;
-}
-
-/// What the workstation asks for: sent with the challenge request, and again with the login
-/// (the challenge and the card's signature are bound to it).
-#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct LoginContext {
-    /// Patient INS (matricule), when the access concerns a patient.
-    #[serde(default)]
-    pub patient_ins: Option<String>,
-    /// INS assigning authority OID (default INS-NIR `1.2.250.1.213.1.4.8`).
-    #[serde(default)]
-    pub ins_authority: Option<String>,
-    /// `normal` (default), `bris_de_glace`, `centre_15`.
-    #[serde(default)]
-    pub purpose_of_use: Option<String>,
-    /// Mandatory for `bris_de_glace`.
-    #[serde(default)]
-    pub justification: Option<String>,
-    /// The activity (struct_IdNat) the professional acts in; default: the card's.
-    #[serde(default)]
-    pub structure_id: Option<String>,
-    /// The practice software (`LPS_*`).
-    #[serde(default)]
-    pub software_name: Option<String>,
-    #[serde(default)]
-    pub software_version: Option<String>,
-    #[serde(default)]
-    pub software_id: Option<String>,
-    #[serde(default)]
-    pub software_homologation: Option<String>,
-    /// Answer with the assertion inside a SOAP 1.2 envelope's `wsse:Security` header (shapes
-    /// the answer only: not part of the bound context).
-    #[serde(default)]
-    pub soap: bool,
 }
 
 /// The purpose of use and the patient of a context, or why they are not acceptable.

@@ -13,8 +13,42 @@ use cps_pki::{
 use cps_store::{Store, WriteOp};
 use serde::{Deserialize, Serialize};
 
-use crate::authz::Role;
 use crate::error::ApplianceError;
+
+/// A role an operator certificate can be bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Runs the CA: raw issuance (seals, TLS, nodes), revocation, operators, nodes.
+    CaOperator,
+    /// Card-issuing staff: the registry, card enrolment and the card lifecycle.
+    RaOfficer,
+    /// Reads: certificates, registry, cards, nodes, the audit trail.
+    Auditor,
+    /// A network service: validates assertions (each ID once).
+    Service,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::CaOperator,
+        Role::RaOfficer,
+        Role::Auditor,
+        Role::Service,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::CaOperator => "ca-operator",
+            Role::RaOfficer => "ra-officer",
+            Role::Auditor => "auditor",
+            Role::Service => "service",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
 
 /// The certificate profile of operator credentials (as recorded in the store).
 pub const OPERATOR_PROFILE: &str = "operator";

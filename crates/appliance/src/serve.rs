@@ -72,6 +72,9 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         &hsm,
         &ca,
         clock.clone(),
+        Arc::new(crate::enrolment::RegistryDirectory(
+            cps_enrol::Registry::new(store.clone()),
+        )),
     )?);
     let cards = crate::enrolment::card_service(&hsm, ca.clone())?;
     // An enrolment interrupted by a crash is finished or rolled back before anything else.

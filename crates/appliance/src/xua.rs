@@ -12,9 +12,9 @@ use cps_hsm::{Hsm, KeyAlgorithm, Signer};
 use cps_store::{CertStatus, Store};
 use cps_xua::{
     AssertionId, AssertionIssuer, EKU_DOCUMENT_SIGNING, EkuPolicy, Flavour, InMemoryReplayCache,
-    IssuedAssertion, IssuerConfig, OrgSealRegistry, Refusal, RevocationCheck, RevocationStatus,
-    SealTrustPolicy, SignerCertificate, TrustStore, ValidatedAssertion, Validator, ValidatorConfig,
-    VihfClaims,
+    IssuedAssertion, IssuerConfig, OrgSealRegistry, ProfessionalDirectory, Refusal,
+    RevocationCheck, RevocationStatus, SealTrustPolicy, SignerCertificate, TrustStore,
+    ValidatedAssertion, Validator, ValidatorConfig, VihfClaims,
 };
 
 use crate::ca::{CaError, CaService};
@@ -185,6 +185,7 @@ impl XuaService {
         hsm: &Hsm,
         ca: &CaService,
         clock: Arc<SigningClock>,
+        registry: Arc<dyn ProfessionalDirectory>,
     ) -> Result<XuaService, ApplianceError> {
         let x = &config.xua;
         let (key, chain) = ensure_cachet(home, config, hsm, ca)?;
@@ -253,11 +254,7 @@ impl XuaService {
         let policy = SealTrustPolicy::new(
             vec![own_seal_key],
             match x.org_seal_registry {
-                OrgSealRegistryMode::Required => {
-                    OrgSealRegistry::Required(Arc::new(crate::enrolment::RegistryDirectory(
-                        cps_enrol::Registry::new(ca.store().clone()),
-                    )))
-                }
+                OrgSealRegistryMode::Required => OrgSealRegistry::Required(registry),
                 OrgSealRegistryMode::NotHeld => OrgSealRegistry::NotHeld,
             },
         );

@@ -154,7 +154,10 @@ fn a_login_is_answered_only_with_its_durable_records() {
     });
     let clock = cps_appliance::clock::SigningClock::from_config(&config.time, None);
     let ca = Arc::new(CaService::open(&home, &config, &hsm, store.clone(), clock.clone()).unwrap());
-    let xua = Arc::new(XuaService::open(&home, &config, &hsm, &ca, clock).unwrap());
+    let registry = Arc::new(cps_appliance::enrolment::RegistryDirectory(
+        cps_enrol::Registry::new(store.clone()),
+    ));
+    let xua = Arc::new(XuaService::open(&home, &config, &hsm, &ca, clock, registry).unwrap());
 
     // The card: a P-256 key held here, and its cps-auth certificate from our CA.
     let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();

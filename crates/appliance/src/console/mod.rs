@@ -55,7 +55,7 @@ use crate::operators::Operator;
 use html::{Page, Tone};
 
 /// Roles that may act in the console (forms are shown to them; [`crate::authz`] decides).
-const WRITE: &[crate::authz::Role] = &[crate::authz::Role::RaOfficer];
+const WRITE: &[crate::operators::Role] = &[crate::operators::Role::RaOfficer];
 
 /// The Content-Security-Policy of every console response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
