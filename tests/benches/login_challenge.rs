@@ -12,7 +12,7 @@
 //!    (the first is refused after its redemption, the rest as `used_challenge`), and a forged
 //!    challenge (`forged_challenge`); each is counted into the `login.refused` tally, no write.
 //!
-//! Then the challenge core in process ([`cps_appliance::challenge::Challenges`]): issue, and
+//! Then the challenge core in process ([`cps_login::Challenges`]): issue, and
 //! redeem with the used-nonce set holding few and 1 000 000 nonces.
 //!
 //! Run: `cargo bench -p cps-trust-tests --bench login_challenge`
@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use cps_appliance::challenge::Challenges;
+use cps_login::Challenges;
 use cps_trust_tests::*;
 
 fn env(name: &str, default: usize) -> usize {

@@ -13,7 +13,6 @@ pub mod ca;
 pub mod caller;
 pub mod cards;
 pub mod ceremony;
-pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod conn;

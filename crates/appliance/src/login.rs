@@ -40,11 +40,11 @@ use cps_xua::{
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{CaError, CaService};
-pub use crate::challenge::LoginContext;
-use crate::challenge::{Challenges, Redeemed};
 use crate::error::ApplianceError;
 use crate::refusals::Refusals;
 use crate::xua::XuaService;
+pub use cps_login::challenge::LoginContext;
+use cps_login::challenge::{Challenges, Redeemed};
 
 /// The profile of certificates that may log in.
 pub const LOGIN_PROFILE: &str = "cps-auth";
@@ -73,8 +73,8 @@ fn refuse<T>(code: &'static str, message: impl Into<String>) -> Result<T, LoginR
     })
 }
 
-impl From<crate::challenge::ChallengeRefusal> for LoginRefusal {
-    fn from(r: crate::challenge::ChallengeRefusal) -> Self {
+impl From<cps_login::challenge::ChallengeRefusal> for LoginRefusal {
+    fn from(r: cps_login::challenge::ChallengeRefusal) -> Self {
         LoginRefusal {
             code: r.code(),
             message: r.message().into(),
@@ -82,8 +82,8 @@ impl From<crate::challenge::ChallengeRefusal> for LoginRefusal {
     }
 }
 
-impl From<crate::challenge::SignatureRefusal> for LoginRefusal {
-    fn from(r: crate::challenge::SignatureRefusal) -> Self {
+impl From<cps_login::challenge::SignatureRefusal> for LoginRefusal {
+    fn from(r: cps_login::challenge::SignatureRefusal) -> Self {
         LoginRefusal {
             code: r.code(),
             message: r.message().into(),
@@ -195,13 +195,13 @@ pub struct LoginResult {
 pub struct ChallengeView {
     /// The challenge token, sent back with the login.
     pub challenge_id: String,
-    /// Base64 of the exact bytes the card signs ([`crate::challenge::signed_message`]).
+    /// Base64 of the exact bytes the card signs ([`cps_login::challenge::signed_message`]).
     pub challenge: String,
     pub audience: String,
     pub expires_at: i64,
     /// Hex SHA-256 of the appliance's seal certificate: the appliance the signature is bound to.
     pub appliance: String,
-    /// Hex SHA-256 of the bound login context ([`crate::challenge::context_sha256`]).
+    /// Hex SHA-256 of the bound login context ([`cps_login::challenge::context_sha256`]).
     pub context_sha256: String,
     /// The format of `challenge` (`cps-trust card login v1`).
     pub format: String,
@@ -281,7 +281,7 @@ impl LoginService {
         self.rng
             .fill(&mut nonce)
             .map_err(|_| CaError::Unavailable("no randomness".into()))?;
-        let context = crate::challenge::context_sha256(audience, ctx);
+        let context = cps_login::challenge::context_sha256(audience, ctx);
         let issued = self
             .challenges
             .issue(audience, &context, &nonce, crate::clock::unix(now))
@@ -293,7 +293,7 @@ impl LoginService {
             expires_at: issued.expires,
             appliance: hex::encode(self.challenges.appliance()),
             context_sha256: hex::encode(context),
-            format: crate::challenge::MESSAGE_FORMAT.into(),
+            format: cps_login::challenge::MESSAGE_FORMAT.into(),
         })
     }
 
@@ -319,7 +319,7 @@ impl LoginService {
         self.challenges
             .redeem(
                 token,
-                |audience| crate::challenge::context_sha256(audience, ctx),
+                |audience| cps_login::challenge::context_sha256(audience, ctx),
                 crate::clock::unix(now),
             )
             .map_err(|r| {
@@ -345,7 +345,7 @@ impl LoginService {
             Ok(cps_pki::KeyKind::EcP384) => SignatureAlgorithm::EcdsaSha384,
             _ => SignatureAlgorithm::RsaPkcs1Sha256,
         };
-        crate::challenge::verify_card_signature(&who.parsed.spki, alg, redeemed, signature)?;
+        cps_login::challenge::verify_card_signature(&who.parsed.spki, alg, redeemed, signature)?;
         Ok(who)
     }
 

@@ -84,7 +84,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     }
     // The challenge MAC key is derived once from a non-extractable HSM secret (every node
     // sharing the HSM derives the same one); challenges are bound to the seal certificate.
-    let challenges = crate::challenge::Challenges::derive(
+    let challenges = cps_login::challenge::Challenges::derive(
         &crate::login::challenge_key(&hsm)?,
         xua.seal_sha256(),
         Duration::from_secs(u64::from(config.xua.challenge_seconds)),

@@ -9,13 +9,13 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use cps_appliance::ca::{CaError, CaService, IssueRequest, SubjectRequest};
-use cps_appliance::challenge::Challenges;
 use cps_appliance::config::{Config, TimeSourceKind};
 use cps_appliance::login::{
     Directory, LoginContext, LoginRefusal, LoginResult, LoginService, LoginSubject,
 };
 use cps_appliance::refusals::Refusals;
 use cps_appliance::xua::XuaService;
+use cps_login::Challenges;
 use cps_store::{
     AuditEntry, BlockedKey, CertCursor, CertificatePage, CertificateRecord, CommitReceipt,
     RecordRow, RevokedEntry, SledStore, Store, StoreError, WriteBatch, WriteOp,

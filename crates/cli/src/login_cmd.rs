@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::{Args, Subcommand};
-use cps_appliance::challenge;
 use cps_appliance::login::LoginContext;
 use cps_card::{KeyAlgorithm, Pcsc, Piv, Slot};
+use cps_login::challenge;
 
 use crate::client::ApiClient;
 use crate::{CliResult, EXIT_REFUSED, emitln, fail};
