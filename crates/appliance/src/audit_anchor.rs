@@ -522,7 +522,7 @@ mod tests {
             issuer: "organisations".into(),
             serial: vec![0x0a, 0x1b],
             subject: "CN=cps-trust audit checkpoints".into(),
-            profile: crate::audit::CHECKPOINT_PROFILE.into(),
+            profile: crate::ca::CHECKPOINT_PROFILE.into(),
             holder: Some("appliance:audit-checkpoint".into()),
             spki_sha256: id,
             not_before: 1_790_000_000,

@@ -1,35 +1,60 @@
-//! The cps-trust composition root: configuration, the key ceremony, and (as the services land)
-//! the wiring of HSM, store, PKI and protocol cores into the running appliance.
+//! The cps-trust composition root: it reads the home and the configuration, opens the HSM and
+//! the store, and wires the library crates into the running appliance.
+//!
+//! **Invariant: every key the appliance signs with is opened here, from the HSM, and reaches a
+//! service only behind the clock gate** ([`clock::GatedSigner`]); the protocol and certificate
+//! logic lives in the library crates, which take signers, a store and their own settings.
+//!
+//! The modules, by concern. They import each other without a circle, and no module imports
+//! `serve` or `ceremony` (the commands at the top); `tests/layout.rs` holds both.
+//!
+//! * base: [`config`], [`home`] (the home's layout, opening the HSM), [`error`], [`clock`]
+//!   (time, the signing gate), [`blocking`];
+//! * services wiring: [`operators`], [`ca`], [`ocsp`], [`xua`], [`login`], [`enrolment`],
+//!   [`nodes`];
+//! * background work: [`refusals`], [`disk`], [`audit_anchor`], [`audit`], [`cards`] (jobs);
+//! * HTTPS surface: [`tls`], [`conn`], [`identity`], [`caller`], [`api`], [`api_xua`],
+//!   [`api_enrol`], [`console`], [`authz`] (the one route table);
+//! * commands: [`ceremony`] (`init`, `ca show`), [`audit_verify`], [`serve`] (`serve`).
 
-pub mod api;
-pub mod api_enrol;
-pub mod api_xua;
-pub mod audit;
-pub mod audit_anchor;
-pub mod audit_verify;
-pub mod authz;
+// Base.
 pub mod blocking;
-pub mod ca;
-pub mod caller;
-pub mod cards;
-pub mod ceremony;
 pub mod clock;
 pub mod config;
-pub mod conn;
-pub mod console;
-pub mod disk;
-pub mod enrolment;
 pub mod error;
 pub mod home;
-pub mod identity;
+
+// Services wiring.
+pub mod ca;
+pub mod enrolment;
 pub mod login;
 pub mod nodes;
 pub mod ocsp;
 pub mod operators;
-pub mod refusals;
-pub mod serve;
-pub mod tls;
 pub mod xua;
+
+// Background work.
+pub mod audit;
+pub mod audit_anchor;
+pub mod cards;
+pub mod disk;
+pub mod refusals;
+
+// HTTPS surface.
+pub mod api;
+pub mod api_enrol;
+pub mod api_xua;
+pub mod authz;
+pub mod caller;
+pub mod conn;
+pub mod console;
+pub mod identity;
+pub mod tls;
+
+// Commands.
+pub mod audit_verify;
+pub mod ceremony;
+pub mod serve;
 
 pub use clock::{rfc3339, unix_now};
 pub use error::ApplianceError;
