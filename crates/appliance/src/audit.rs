@@ -630,8 +630,12 @@ pub async fn start(
         None
     } else {
         let (key, chain) = node_credential(home, config, hsm, &ca)?;
-        let client = crate::tls::client_config(Arc::new(key), chain, client_roots)
-            .map_err(ApplianceError::Refused)?;
+        let client = cps_tls::client_config(
+            Arc::new(crate::blocking::OffWorker(key)),
+            chain,
+            client_roots,
+        )
+        .map_err(ApplianceError::Refused)?;
         let client = Arc::new(client);
         let mut dests = Vec::new();
         for d in &a.destinations {

@@ -1,6 +1,6 @@
 //! Who is at the other end of an HTTPS connection, checked for **every request**.
 //!
-//! The TLS handshake verified the client certificate once ([`crate::tls::ClientVerifier`]), but
+//! The TLS handshake verified the client certificate once ([`cps_tls::ClientVerifier`]), but
 //! a connection lives on (HTTP/1.1 keep-alive, HTTP/2 streams), so each request looks the
 //! certificate up again in the live state: revoked, on hold, expired, issued with a profile this
 //! listener does not accept, or unknown to the store → 401, and the connection is closed. A store

@@ -13,7 +13,7 @@
 //! * services wiring: [`operators`], [`ca`], [`ocsp`], [`xua`], [`login`], [`enrolment`],
 //!   [`nodes`];
 //! * background work: [`refusals`], [`disk`], [`audit_anchor`], [`audit`], [`cards`] (jobs);
-//! * HTTPS surface: [`tls`], [`conn`], [`identity`], [`caller`], [`api`], [`api_xua`],
+//! * HTTPS surface (TLS itself is `cps-tls`): [`conn`], [`identity`], [`caller`], [`api`], [`api_xua`],
 //!   [`api_enrol`], [`console`], [`authz`] (the one route table);
 //! * commands: [`ceremony`] (`init`, `ca show`), [`audit_verify`], [`serve`] (`serve`).
 
@@ -49,7 +49,6 @@ pub mod caller;
 pub mod conn;
 pub mod console;
 pub mod identity;
-pub mod tls;
 
 // Commands.
 pub mod audit_verify;

@@ -408,7 +408,9 @@ fn tls_configs(
     st: &AppState,
     config: &Config,
 ) -> Result<(tokio_rustls::TlsAcceptor, Arc<rustls::ServerConfig>), ApplianceError> {
-    let key = Arc::new(st.hsm.key(&config.appliance.tls_key_label)?);
+    let key: cps_tls::TlsKey = Arc::new(crate::blocking::OffWorker(
+        st.hsm.key(&config.appliance.tls_key_label)?,
+    ));
     let pem = std::fs::read_to_string(st.home.join("tls/server.pem")).map_err(|e| {
         ApplianceError::Io {
             path: st.home.join("tls/server.pem"),
@@ -424,16 +426,16 @@ fn tls_configs(
         .filter_map(|id| st.ca_certs.get(id).map(|d| (id.clone(), d.clone())))
         .collect();
     let verifier = |profiles| {
-        crate::tls::ClientVerifier::new(root.clone(), issuers.clone(), st.store.clone(), profiles)
+        cps_tls::ClientVerifier::new(root.clone(), issuers.clone(), st.store.clone(), profiles)
             .map_err(ApplianceError::Refused)
     };
-    let https = crate::tls::server_config(
+    let https = cps_tls::server_config(
         key.clone(),
         chain.clone(),
         Arc::new(verifier(crate::identity::HTTPS_PROFILES)?),
     )
     .map_err(ApplianceError::Refused)?;
-    let mut syslog = crate::tls::server_config(
+    let mut syslog = cps_tls::server_config(
         key,
         chain,
         Arc::new(verifier(&[crate::nodes::NODE_PROFILE])?.mandatory()),

@@ -1,13 +1,24 @@
-//! TLS for the appliance's listeners: the server key stays in the HSM (a rustls `SigningKey` over
-//! [`HsmKey`]), and client certificates are verified against our own hierarchy **and** our live
-//! revocation state (a revoked or unknown certificate fails the handshake).
+//! TLS for cps-trust's listeners and its outgoing mutual-TLS links.
+//!
+//! **Invariant: no connection is made without a full handshake whose client certificate passed
+//! every check against the live state.** Client certificates are verified against our own
+//! hierarchy **and** the store's revocation state and profiles (a revoked, unknown or
+//! wrong-profile certificate fails the handshake; a store that cannot answer fails it too), and
+//! no session is ever resumed (rustls would restore a resumed session's client certificate
+//! without calling the verifier).
+//!
+//! The private keys stay behind [`cps_hsm::Signer`] (a rustls `SigningKey` over it): rustls
+//! calls it inside the handshake, so a signer that blocks (an HSM) is given wrapped so that it
+//! does not hold the async runtime's worker (the appliance wraps its HSM keys that way).
 //!
 //! Protocol floor TLS 1.2, TLS 1.3 preferred; rustls offers only AEAD suites with ECDHE, which
 //! is the BCP 195 set.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
-use cps_hsm::{HsmKey, KeyAlgorithm, SigFormat, SignatureAlgorithm, Signer};
+use cps_hsm::{KeyAlgorithm, SigFormat, SignatureAlgorithm, Signer};
 use cps_store::{CertStatus, Store};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -15,23 +26,37 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-/// A rustls signing key whose private half is in the HSM.
-#[derive(Debug)]
+/// The key of a TLS endpoint (a server's or a client's): a private key behind [`Signer`].
+pub type TlsKey = Arc<dyn Signer>;
+
+/// A rustls signing key whose private half is behind a [`Signer`] (the HSM).
 struct HsmSigningKey {
-    key: Arc<HsmKey>,
+    key: TlsKey,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for HsmSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HsmSigningKey({})", self.key.label())
+    }
+}
+
 struct HsmTlsSigner {
-    key: Arc<HsmKey>,
+    key: TlsKey,
     scheme: SignatureScheme,
     alg: SignatureAlgorithm,
 }
 
+impl std::fmt::Debug for HsmTlsSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HsmTlsSigner({}, {:?})", self.key.label(), self.scheme)
+    }
+}
+
 impl rustls::sign::Signer for HsmTlsSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        // Called inside the handshake, on the runtime: the HSM call must not hold a worker.
-        crate::blocking::blocking_io(|| self.key.sign(self.alg, message, SigFormat::Der))
+        // Called inside the handshake: a blocking signer comes wrapped (see the crate's doc).
+        self.key
+            .sign(self.alg, message, SigFormat::Der)
             .map_err(|e| rustls::Error::General(format!("HSM signing failed: {e}")))
     }
 
@@ -97,8 +122,8 @@ impl rustls::sign::SigningKey for HsmSigningKey {
 /// closed — a certificate the store knows, holds as valid and issued with one of the profiles
 /// this listener accepts.
 ///
-/// This runs at the handshake only; [`crate::identity`] checks the same live state again for
-/// every request, and session resumption is off ([`server_config`]).
+/// This runs at the handshake only; the appliance checks the same live state again for every
+/// request, and session resumption is off ([`server_config`]).
 #[derive(Debug)]
 pub struct ClientVerifier {
     root: CertificateDer<'static>,
@@ -278,13 +303,13 @@ impl ClientCertVerifier for ClientVerifier {
     }
 }
 
-/// Server configuration: HSM-held server key with its chain, client verification as above,
+/// Server configuration: the server key (HSM-held) with its chain, client verification as above,
 /// TLS 1.3 and 1.2 only, h2 and http/1.1, and **no session resumption**: rustls restores the
 /// client certificate of a resumed session without calling the verifier, so a resumed session
 /// would skip the chain, usage and status checks of the handshake. Every connection makes a full
 /// handshake instead (one server signature; connections are long-lived, so it is rare).
 pub fn server_config(
-    key: Arc<HsmKey>,
+    key: TlsKey,
     chain: Vec<Vec<u8>>,
     verifier: Arc<ClientVerifier>,
 ) -> Result<rustls::ServerConfig, String> {
@@ -353,9 +378,9 @@ impl rustls::client::ResolvesClientCert for FixedClientCert {
 }
 
 /// Client configuration for the appliance's own outgoing mutual-TLS links (audit messages to
-/// repositories): its HSM-held node key and chain, servers verified against `roots` (DER).
+/// repositories): its node key (HSM-held) and chain, servers verified against `roots` (DER).
 pub fn client_config(
-    key: Arc<HsmKey>,
+    key: TlsKey,
     chain: Vec<Vec<u8>>,
     roots: Vec<Vec<u8>>,
 ) -> Result<rustls::ClientConfig, String> {
