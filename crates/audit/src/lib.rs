@@ -105,6 +105,28 @@ impl EnrolmentStep {
     }
 }
 
+/// What an enrolment step produced (each field set by the steps it concerns).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepDetail {
+    /// `generate_keys`: the key algorithm and the keys' SPKI hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_spki_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_spki_sha256: Option<String>,
+    /// `issue_*`: the certificate issued and its profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// `replace_management_key`: `per_card` or `default`, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
 /// A card's status change (suspension, resumption, opposition).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardChange {
@@ -229,23 +251,9 @@ pub enum AuditEvent {
         card: String,
         idnat_ps: String,
         structure_id: String,
-        /// `generate_keys`: the key algorithm and the keys' SPKI hashes.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        algorithm: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        auth_spki_sha256: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        sign_spki_sha256: Option<String>,
-        /// `issue_*`: the certificate issued and its profile.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        certificate: Option<CertificateId>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        profile: Option<String>,
-        /// `replace_management_key`: `per_card` or `default`, and why.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        management_key: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        warning: Option<String>,
+        /// What the step produced.
+        #[serde(flatten)]
+        detail: StepDetail,
     },
     /// `enrol.register`: the card is enrolled (new card, replacement or renewal).
     CardEnrolled {
@@ -307,7 +315,10 @@ pub enum AuditEvent {
 
     // --- The professionals registry ---
     /// `professional.create`.
-    ProfessionalCreated { idnat_ps: String, profession: String },
+    ProfessionalCreated {
+        idnat_ps: String,
+        profession: String,
+    },
     /// `professional.update`.
     ProfessionalUpdated { idnat_ps: String, revision: u64 },
     /// `professional.status`: with its consequences for their cards.
@@ -521,9 +532,9 @@ impl AuditEvent {
             actor: actor.into(),
             outcome: self.outcome().into(),
             // Serializing plain strings, numbers, maps and `Value`s cannot fail.
-            detail: serde_json::to_value(self).unwrap_or_else(|e| {
-                serde_json::json!({ "event": "unencodable", "error": e.to_string() })
-            }),
+            detail: serde_json::to_value(self).unwrap_or_else(
+                |e| serde_json::json!({ "event": "unencodable", "error": e.to_string() }),
+            ),
         }
     }
 
@@ -755,16 +766,14 @@ pub fn examples() -> Vec<AuditEvent> {
             card: s("C0FFEE01"),
             idnat_ps: s("810002813839"),
             structure_id: s("10B0152872"),
-            algorithm: None,
-            auth_spki_sha256: None,
-            sign_spki_sha256: None,
-            certificate: Some(CertificateId {
-                issuer: s("personnes"),
-                serial: s("0A1B"),
-            }),
-            profile: Some(s("cps-auth")),
-            management_key: None,
-            warning: None,
+            detail: StepDetail {
+                certificate: Some(CertificateId {
+                    issuer: s("personnes"),
+                    serial: s("0A1B"),
+                }),
+                profile: Some(s("cps-auth")),
+                ..StepDetail::default()
+            },
         },
         CardEnrolled {
             enrolment: s("e1"),
@@ -957,7 +966,11 @@ mod tests {
             let bytes = serde_json::to_vec(&rec).unwrap();
             let rec2: AuditRecord = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(AuditEvent::decode(&rec2), Decoded::Event(e.clone()));
-            assert_eq!(legacy_variant(&rec.kind, &rec.outcome), Some(e.name()), "{rec:?}");
+            assert_eq!(
+                legacy_variant(&rec.kind, &rec.outcome),
+                Some(e.name()),
+                "{rec:?}"
+            );
         }
     }
 
