@@ -417,7 +417,7 @@ pub enum AuditEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded<'a> {
     /// A typed event.
-    Event(AuditEvent),
+    Event(Box<AuditEvent>),
     /// A record written before events were typed whose detail does not fit its event (or of a
     /// kind no longer written): kept as it is.
     Legacy(&'a AuditRecord),
@@ -543,7 +543,7 @@ impl AuditEvent {
     pub fn decode(rec: &AuditRecord) -> Decoded<'_> {
         if rec.detail.get("event").is_some() {
             return match serde_json::from_value(rec.detail.clone()) {
-                Ok(e) => Decoded::Event(e),
+                Ok(e) => Decoded::Event(Box::new(e)),
                 Err(_) => Decoded::Legacy(rec),
             };
         }
@@ -554,14 +554,14 @@ impl AuditEvent {
                     return Decoded::Legacy(rec);
                 };
                 map.insert("event".into(), variant.into());
-                if let Some(step) = rec.kind.strip_prefix("enrol.") {
-                    if EnrolmentStep::from_name(step).is_some() {
-                        map.insert("step".into(), step.into());
-                    }
+                if let Some(step) = rec.kind.strip_prefix("enrol.")
+                    && EnrolmentStep::from_name(step).is_some()
+                {
+                    map.insert("step".into(), step.into());
                 }
                 legacy_fixups(variant, map);
                 match serde_json::from_value(detail) {
-                    Ok(e) => Decoded::Event(e),
+                    Ok(e) => Decoded::Event(Box::new(e)),
                     Err(_) => Decoded::Legacy(rec),
                 }
             }
@@ -671,13 +671,9 @@ fn legacy_variant(kind: &str, outcome: &str) -> Option<&'static str> {
 
 /// Differences between the untyped details and the typed fields.
 fn legacy_fixups(variant: &str, map: &mut serde_json::Map<String, serde_json::Value>) {
-    match variant {
-        // The unblock record's `error` was null on success, a text on failure.
-        "CardPinUnblocked" => {
-            map.remove("error");
-        }
-        // Each step's certificate was a `{issuer, serial}` object already; nothing to do.
-        _ => {}
+    // The unblock record's `error` was null on success, a text on failure.
+    if variant == "CardPinUnblocked" {
+        map.remove("error");
     }
 }
 
@@ -961,11 +957,14 @@ mod tests {
         for e in examples() {
             let rec = e.record(1_790_000_000, "operator:alice");
             let back = AuditEvent::decode(&rec);
-            assert_eq!(back, Decoded::Event(e.clone()), "{rec:?}");
+            assert_eq!(back, Decoded::Event(Box::new(e.clone())), "{rec:?}");
             // Stored JSON, then read.
             let bytes = serde_json::to_vec(&rec).unwrap();
             let rec2: AuditRecord = serde_json::from_slice(&bytes).unwrap();
-            assert_eq!(AuditEvent::decode(&rec2), Decoded::Event(e.clone()));
+            assert_eq!(
+                AuditEvent::decode(&rec2),
+                Decoded::Event(Box::new(e.clone()))
+            );
             assert_eq!(
                 legacy_variant(&rec.kind, &rec.outcome),
                 Some(e.name()),
