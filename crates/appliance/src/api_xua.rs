@@ -240,28 +240,19 @@ pub async fn validate(
     // acknowledged, one flush for many requests, and no store transaction (nothing changes).
     let now = SystemTime::now();
     let r = xua.validate(&body, now);
-    let (outcome, detail) = match &r {
-        Ok(v) => (
-            "success",
-            serde_json::json!({
-                "assertion_id": v.id,
-                "idnat_ps": v.claims.name_id.as_str(),
-                "purpose_of_use": v.claims.purpose_of_use.code(),
-                "patient_ins": v.claims.patient.as_ref().map(|p| p.ins.as_str()),
-            }),
-        ),
-        Err(refusal) => (
-            "failure",
-            serde_json::json!({ "code": refusal.code.as_str(), "reason": refusal.message }),
-        ),
+    let event = match &r {
+        Ok(v) => cps_audit::AuditEvent::AssertionValidated {
+            assertion_id: v.id.to_string(),
+            idnat_ps: v.claims.name_id.as_str().to_owned(),
+            purpose_of_use: v.claims.purpose_of_use.code().to_owned(),
+            patient_ins: v.claims.patient.as_ref().map(|p| p.ins.as_str().to_owned()),
+        },
+        Err(refusal) => cps_audit::AuditEvent::AssertionRefused {
+            code: refusal.code.as_str().to_owned(),
+            reason: refusal.message.to_string(),
+        },
     };
-    let rec = cps_store::AuditRecord {
-        time: crate::clock::unix(now),
-        kind: "xua.validate".into(),
-        actor: format!("operator:{}", op.name),
-        outcome: outcome.into(),
-        detail,
-    };
+    let rec = event.record(crate::clock::unix(now), format!("operator:{}", op.name));
     if let Err(e) = st.audit_writer.record(rec).await {
         // No answer without its audit record (fail closed).
         tracing::error!(error = %e, "cannot audit an assertion validation");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use cps_atna::events::AuditContext;
 use cps_atna::{AuditLog, Auditor, Checkpoint, CheckpointSink};
-use cps_store::{AuditRecord, Expect, Store, WriteBatch, WriteOp};
+use cps_store::{Expect, Store, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 
 /// Meta key of the latest anchored checkpoint.
@@ -413,20 +413,15 @@ pub fn check_at_start(store: &dyn Store, log: &AuditLog) -> Result<Option<LostAn
         log_last_checkpoint: log.last_checkpoint().map(|c| c.seq),
     };
     let value = serde_json::to_vec(&lost).map_err(|e| e.to_string())?;
-    let record = AuditRecord {
-        time: lost.found_at,
-        kind: "atna.anchor_missing".into(),
-        actor: "appliance".into(),
-        outcome: "failure".into(),
-        detail: serde_json::json!({
-            "seq": anchor.seq,
-            "head": anchor.head,
-            "anchored_at": anchor.anchored_at,
-            "log_records": lost.log_records,
-            "log_last_checkpoint": lost.log_last_checkpoint,
-            "log": log.dir().display().to_string(),
-        }),
-    };
+    let record = cps_audit::AuditEvent::AnchorMissing {
+        seq: anchor.seq,
+        head: anchor.head.clone(),
+        anchored_at: anchor.anchored_at,
+        log_records: lost.log_records,
+        log_last_checkpoint: lost.log_last_checkpoint,
+        log: log.dir().display().to_string(),
+    }
+    .record(lost.found_at, "appliance");
     store
         .commit(
             WriteBatch::new()

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use cps_hsm::{Hsm, SignatureAlgorithm, Signer};
 use cps_pki::crl::{CrlEntry, CrlParams, RevocationReason, build_crl};
 use cps_pki::{DistinguishedName, parse_certificate};
-use cps_store::{
-    AuditRecord, CertStatus, CertificateRecord, Store, StoreError, WriteBatch, WriteOp,
-};
+use cps_store::{CertStatus, CertificateRecord, Store, StoreError, WriteBatch, WriteOp};
 use parking_lot::Mutex;
 
 use crate::clock::{GatedSigner, SigningClock};
@@ -397,13 +395,18 @@ impl CaService {
                 status: CertStatus::Valid,
                 issued_at: now,
             };
-            let batch = WriteBatch::new().with(WriteOp::InsertCertificate(rec.clone())).with(WriteOp::AppendAudit(AuditRecord {
-                time: now,
-                kind: "cert.issue".into(),
-                actor: actor.into(),
-                outcome: "success".into(),
-                detail: serde_json::json!({ "ca": ca_id, "serial": serial.to_hex(), "subject": rec.subject, "profile": req.profile, "holder": req.holder }),
-            }));
+            let batch = WriteBatch::new()
+                .with(WriteOp::InsertCertificate(rec.clone()))
+                .with(WriteOp::AppendAudit(
+                    cps_audit::AuditEvent::CertificateIssued {
+                        ca: ca_id.to_string(),
+                        serial: serial.to_hex(),
+                        subject: rec.subject.clone(),
+                        profile: req.profile.clone(),
+                        holder: req.holder.clone(),
+                    }
+                    .record(now, actor),
+                ));
             match self.store.commit(batch) {
                 Ok(_) => {
                     // An "unknown" for this serial may sit in the OCSP cache.
@@ -532,13 +535,14 @@ impl CaService {
         let batch = WriteBatch::new()
             .with(WriteOp::InsertCertificate(rec.clone()))
             .with(crate::operators::register_op(&der, name, &role_refs))
-            .with(WriteOp::AppendAudit(AuditRecord {
-                time: now,
-                kind: "operator.create".into(),
-                actor: actor.into(),
-                outcome: "success".into(),
-                detail: serde_json::json!({ "operator": name, "roles": roles, "serial": serial.to_hex() }),
-            }));
+            .with(WriteOp::AppendAudit(
+                cps_audit::AuditEvent::OperatorCreated {
+                    operator: name.into(),
+                    roles: roles.to_vec(),
+                    serial: serial.to_hex(),
+                }
+                .record(now, actor),
+            ));
         self.store.commit(batch)?;
         self.notify("organisations", &rec.serial);
         Ok(rec)
@@ -627,18 +631,33 @@ impl CaService {
                 at: now,
             });
         }
-        let kind = match reason {
-            RevocationReason::CertificateHold => "cert.suspend",
-            RevocationReason::RemoveFromCrl => "cert.resume",
-            _ => "cert.revoke",
+        let (c, serial_hex, subject, why) = (
+            ca.to_string(),
+            hexs.clone(),
+            rec.subject.clone(),
+            reason.name().to_owned(),
+        );
+        let event = match reason {
+            RevocationReason::CertificateHold => cps_audit::AuditEvent::CertificateHeld {
+                ca: c,
+                serial: serial_hex,
+                subject,
+                reason: why,
+            },
+            RevocationReason::RemoveFromCrl => cps_audit::AuditEvent::CertificateReleased {
+                ca: c,
+                serial: serial_hex,
+                subject,
+                reason: why,
+            },
+            _ => cps_audit::AuditEvent::CertificateRevoked {
+                ca: c,
+                serial: serial_hex,
+                subject,
+                reason: why,
+            },
         };
-        batch.push(WriteOp::AppendAudit(AuditRecord {
-            time: now,
-            kind: kind.into(),
-            actor: actor.into(),
-            outcome: "success".into(),
-            detail: serde_json::json!({ "ca": ca, "serial": hexs, "subject": rec.subject, "reason": reason.name() }),
-        }));
+        batch.push(WriteOp::AppendAudit(event.record(now, actor)));
         self.store.commit(batch)?;
         if let Some(s) = self.crls.get(ca) {
             s.lock().dirty = true;

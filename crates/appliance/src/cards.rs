@@ -148,18 +148,13 @@ impl Jobs {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
         };
-        let record = cps_store::AuditRecord {
-            time: now,
-            kind: "card.secrets_delivered".into(),
-            actor: actor.into(),
-            outcome: "success".into(),
-            detail: serde_json::json!({
-                "card": field("serial"),
-                "idnat_ps": field("idnat_ps"),
-                "job": id,
-                "certificate_sha256": hex::encode(caller.0),
-            }),
-        };
+        let record = cps_audit::AuditEvent::CardSecretsDelivered {
+            card: field("serial"),
+            idnat_ps: field("idnat_ps"),
+            job: id.into(),
+            certificate_sha256: hex::encode(caller.0),
+        }
+        .record(now, actor);
         match store
             .commit(cps_store::WriteBatch::new().with(cps_store::WriteOp::AppendAudit(record)))
         {

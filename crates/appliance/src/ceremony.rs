@@ -15,9 +15,7 @@ use cps_pki::{
     CertificateParams, Issuer, ParsedCertificate, issue_certificate, parse_certificate, pem_encode,
     serial_from_random, verify_issued_by,
 };
-use cps_store::{
-    AuditRecord, CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp,
-};
+use cps_store::{CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{CONFIG_FILE, CaKeyConfig, Config};
@@ -490,16 +488,21 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
         key: "hierarchy".into(),
         value: serde_json::to_vec(&entries).unwrap_or_default(),
     });
-    batch.push(WriteOp::AppendAudit(AuditRecord {
-        time: now,
-        kind: "ca.init".into(),
-        actor: format!("cli:{}", whoami()),
-        outcome: "success".into(),
-        detail: serde_json::json!({
-            "token": config.hsm.token_label,
-            "certificates": entries.iter().map(|e| serde_json::json!({"id": e.id, "subject": e.subject, "serial": e.serial, "key_label": e.key_label})).collect::<Vec<_>>(),
-        }),
-    }));
+    batch.push(WriteOp::AppendAudit(
+        cps_audit::AuditEvent::CaInitialised {
+            token: config.hsm.token_label.clone(),
+            certificates: entries
+                .iter()
+                .map(|e| cps_audit::CaCertificate {
+                    id: e.id.clone(),
+                    subject: e.subject.clone(),
+                    serial: e.serial.clone(),
+                    key_label: e.key_label.clone(),
+                })
+                .collect(),
+        }
+        .record(now, format!("cli:{}", whoami())),
+    ));
     store.commit(batch)?;
     drop(store);
 

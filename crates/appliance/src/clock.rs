@@ -16,7 +16,7 @@ use cps_ct::{
     ClockError, ClockSource, ClockStatus, ClockTrust, FixedClock, KernelClock, TrustPolicy,
 };
 use cps_hsm::{HsmError, KeyAlgorithm, SigFormat, SignatureAlgorithm, Signer};
-use cps_store::{AuditRecord, Store, WriteBatch, WriteOp};
+use cps_store::{Store, WriteBatch, WriteOp};
 use parking_lot::Mutex;
 
 use crate::config::{TimeSection, TimeSourceKind};
@@ -196,7 +196,7 @@ impl SigningClock {
     }
 
     fn alarm(&self, trust: &ClockTrust, first: bool) {
-        let (kind, outcome, message) = match trust {
+        let event = match trust {
             ClockTrust::Trusted => {
                 if first {
                     tracing::info!(source = self.source_name, "clock trusted: signing enabled");
@@ -206,11 +206,10 @@ impl SigningClock {
                         "clock trusted again: signing resumed"
                     );
                 }
-                (
-                    "time.trusted",
-                    "success",
-                    "clock trusted: signing enabled".to_owned(),
-                )
+                cps_audit::AuditEvent::ClockTrusted {
+                    source: self.source_name.to_string(),
+                    message: "clock trusted: signing enabled".to_owned(),
+                }
             }
             ClockTrust::Untrusted { reason } => {
                 tracing::error!(source = self.source_name, alarm = %reason, "CLOCK ALARM");
@@ -219,17 +218,14 @@ impl SigningClock {
                     &mut std::io::stderr(),
                     format!("cps-trust: CLOCK ALARM: {reason}\n").as_bytes(),
                 );
-                ("time.untrusted", "failure", reason.to_string())
+                cps_audit::AuditEvent::ClockUntrusted {
+                    source: self.source_name.to_string(),
+                    message: reason.to_string(),
+                }
             }
         };
         if let Some(store) = &self.store {
-            let record = AuditRecord {
-                time: unix_now(),
-                kind: kind.into(),
-                actor: "appliance".into(),
-                outcome: outcome.into(),
-                detail: serde_json::json!({ "source": self.source_name, "message": message }),
-            };
+            let record = event.record(unix_now(), "appliance");
             // A transition may be noticed on the runtime (`/health`, an OCSP answer).
             let committed = crate::blocking::blocking_io(|| {
                 store.commit(WriteBatch::new().with(WriteOp::AppendAudit(record)))

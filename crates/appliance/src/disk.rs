@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cps_store::{AuditRecord, Store, StoreError, WriteBatch, WriteOp};
+use cps_store::{Store, StoreError, WriteBatch, WriteOp};
 use parking_lot::Mutex;
 
 /// How often the monitor refreshes the state.
@@ -248,19 +248,16 @@ impl DiskGuard {
         }
         let mut batch = WriteBatch::new();
         for (ep, until) in &episodes {
-            batch.push(WriteOp::AppendAudit(AuditRecord {
-                time: *until,
-                kind: "disk.full".into(),
-                actor: "appliance".into(),
-                outcome: "failure".into(),
-                detail: serde_json::json!({
-                    "since": ep.since,
-                    "until": until,
-                    "reason": ep.reason,
-                    "lowest_free_bytes": ep.lowest_free,
-                    "min_free_bytes": self.min_free,
-                }),
-            }));
+            batch.push(WriteOp::AppendAudit(
+                cps_audit::AuditEvent::DiskFull {
+                    since: ep.since,
+                    until: *until,
+                    reason: ep.reason.clone(),
+                    lowest_free_bytes: ep.lowest_free,
+                    min_free_bytes: self.min_free,
+                }
+                .record(*until, "appliance"),
+            ));
         }
         match store.commit(batch) {
             Ok(_) => Ok(episodes.len()),
@@ -359,7 +356,7 @@ mod tests {
         assert_eq!(guard.report()["status"], "full");
         store.set_write_gate(guard.write_gate()).unwrap();
         let rec = || {
-            WriteBatch::new().with(WriteOp::AppendAudit(AuditRecord {
+            WriteBatch::new().with(WriteOp::AppendAudit(cps_store::AuditRecord {
                 time: 1,
                 kind: "test".into(),
                 actor: "t".into(),

@@ -55,7 +55,8 @@ pub const SECTEUR_OID: &str = "1.2.250.1.71.4.2.4";
 /// HSM label of the secret the challenge MAC key is derived from (created at first start).
 pub const CHALLENGE_KEY_LABEL: &str = "login-challenge";
 /// The audit record kind of counted refusals of unauthenticated login attempts.
-pub const REFUSED_KIND: &str = "login.refused";
+pub const REFUSED_KIND: fn(cps_audit::RefusalSummary) -> cps_audit::AuditEvent =
+    cps_audit::AuditEvent::LoginsRefused;
 /// Longest value of a login context field (bytes).
 pub const MAX_CONTEXT_FIELD: usize = 1024;
 
@@ -503,34 +504,27 @@ impl LoginService {
         } else {
             issued.xml.clone()
         };
-        let record = |kind: &str, detail: serde_json::Value| AuditRecord {
-            time: crate::clock::unix(now),
-            kind: kind.into(),
-            actor: format!("professional:{}", subject.idnat_ps),
-            outcome: "success".into(),
-            detail,
+        let record = |event: cps_audit::AuditEvent| {
+            event.record(
+                crate::clock::unix(now),
+                format!("professional:{}", subject.idnat_ps),
+            )
         };
-        let mut records = vec![record(
-            "xua.issue",
-            serde_json::json!({
-                "idnat_ps": subject.idnat_ps,
-                "assertion_id": issued.id,
-                "structure_id": subject.structure_id,
-                "patient_ins": ctx.patient_ins,
-                "purpose_of_use": claims.purpose_of_use.code(),
-            }),
-        )];
+        let mut records = vec![record(cps_audit::AuditEvent::AssertionIssued {
+            idnat_ps: subject.idnat_ps.to_string(),
+            assertion_id: issued.id.to_string(),
+            structure_id: subject.structure_id.to_string(),
+            patient_ins: ctx.patient_ins.as_ref().map(|p| p.to_string()),
+            purpose_of_use: claims.purpose_of_use.code().to_owned(),
+        })];
         if issued.break_glass {
-            records.push(record(
-                "xua.break_glass",
-                serde_json::json!({
-                    "idnat_ps": subject.idnat_ps,
-                    "assertion_id": issued.id,
-                    "patient_ins": ctx.patient_ins,
-                    "purpose_of_use": "bris_de_glace",
-                    "justification": ctx.justification,
-                }),
-            ));
+            records.push(record(cps_audit::AuditEvent::BreakGlass {
+                idnat_ps: subject.idnat_ps.to_string(),
+                assertion_id: issued.id.to_string(),
+                patient_ins: ctx.patient_ins.as_ref().map(|p| p.to_string()),
+                purpose_of_use: "bris_de_glace".into(),
+                justification: ctx.justification.as_ref().map(|j| j.to_string()),
+            }));
         }
         Ok((
             LoginResult {
@@ -575,40 +569,33 @@ impl LoginService {
             .check_status(who, der, now)
             .map_err(Ok)
             .and_then(|()| self.issue(who, ctx, mode, now));
-        let login_record = |outcome: &str, detail: serde_json::Value| AuditRecord {
-            time: crate::clock::unix(now),
-            kind: "login".into(),
-            actor: format!("professional:{}", who.idnat_ps),
-            outcome: outcome.into(),
-            detail,
+        let login_record = |event: cps_audit::AuditEvent| {
+            event.record(
+                crate::clock::unix(now),
+                format!("professional:{}", who.idnat_ps),
+            )
         };
         match r {
             Ok((ok, records)) => {
-                let mut all = vec![login_record(
-                    "success",
-                    serde_json::json!({
-                        "idnat_ps": ok.idnat_ps,
-                        "mode": mode,
-                        "assertion_id": ok.assertion_id,
-                        "source": source.to_string(),
-                    }),
-                )];
+                let mut all = vec![login_record(cps_audit::AuditEvent::LoginSucceeded {
+                    idnat_ps: ok.idnat_ps.to_string(),
+                    mode: mode.into(),
+                    assertion_id: ok.assertion_id.to_string(),
+                    source: source.to_string(),
+                })];
                 all.extend(records);
                 self.commit(all)?;
                 Ok(Ok(ok))
             }
             Err(Ok(refusal)) => {
-                self.commit(vec![login_record(
-                    "failure",
-                    serde_json::json!({
-                        "idnat_ps": who.idnat_ps,
-                        "mode": mode,
-                        "certificate": who.parsed.subject.to_string(),
-                        "code": refusal.code,
-                        "reason": refusal.message,
-                        "source": source.to_string(),
-                    }),
-                )])?;
+                self.commit(vec![login_record(cps_audit::AuditEvent::LoginRefused {
+                    idnat_ps: who.idnat_ps.to_string(),
+                    mode: mode.into(),
+                    certificate: who.parsed.subject.to_string(),
+                    code: refusal.code.into(),
+                    reason: refusal.message.clone(),
+                    source: source.to_string(),
+                })])?;
                 Ok(Err(refusal))
             }
             Err(Err(e)) => Err(e),

@@ -9,9 +9,10 @@
 //! * `nodes`: node name → [`NodeRecord`];
 //! * `node_certs`: `<ca>:<serial hex>` → node name (the allowlist lookup by certificate).
 
+use cps_audit::AuditEvent;
 use std::sync::Arc;
 
-use cps_store::{AuditRecord, CertStatus, Expect, Store, WriteBatch, WriteOp};
+use cps_store::{CertStatus, Expect, Store, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{CaError, CaService, IssueRequest, SubjectRequest};
@@ -210,13 +211,13 @@ impl Nodes {
                 value: req.name.as_bytes().to_vec(),
                 expect: Expect::Absent,
             })
-            .with(WriteOp::AppendAudit(AuditRecord {
-                time: now,
-                kind: "node.enroll".into(),
-                actor: actor.into(),
-                outcome: "success".into(),
-                detail: serde_json::json!({ "node": req.name, "certificate": key }),
-            }));
+            .with(WriteOp::AppendAudit(
+                AuditEvent::NodeEnrolled {
+                    node: req.name.clone(),
+                    certificate: key.clone(),
+                }
+                .record(now, actor),
+            ));
         self.store.commit(batch)?;
         self.changed();
         Ok((record, cert))
@@ -246,13 +247,9 @@ impl Nodes {
                     value,
                     expect: Expect::Value(old),
                 })
-                .with(WriteOp::AppendAudit(AuditRecord {
-                    time: now,
-                    kind: "node.remove".into(),
-                    actor: actor.into(),
-                    outcome: "success".into(),
-                    detail: serde_json::json!({ "node": name }),
-                })),
+                .with(WriteOp::AppendAudit(
+                    AuditEvent::NodeRemoved { node: name.into() }.record(now, actor),
+                )),
         )?;
         self.changed();
         for c in &node.certificates {

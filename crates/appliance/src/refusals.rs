@@ -8,6 +8,7 @@
 //! commits what accumulated, off the async workers. A batch the store refuses is kept and retried
 //! with the next one: counts are never dropped, only merged.
 
+use cps_audit::{AuditEvent, RefusalSummary};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -76,25 +77,32 @@ struct State {
 
 /// Counts refusals of unauthenticated peers for one kind of audit record.
 pub struct Refusals {
-    /// The audit record kind written (`atna.refused`, `login.refused`).
-    kind: &'static str,
+    /// The audit event written (`SyslogPeersRefused`, `LoginsRefused`).
+    event: fn(RefusalSummary) -> AuditEvent,
+    /// Its record kind, for the logs.
+    kind: String,
     state: Mutex<State>,
     /// Records a failed commit left behind, written with the next batch.
     unwritten: Mutex<Vec<AuditRecord>>,
 }
 
 impl Refusals {
-    pub fn new(kind: &'static str) -> Refusals {
+    pub fn new(event: fn(RefusalSummary) -> AuditEvent) -> Refusals {
+        let kind = event(RefusalSummary {
+            source: None,
+            sources: 0,
+            count: 0,
+            first: 0,
+            last: 0,
+            reasons: Default::default(),
+        })
+        .kind();
         Refusals {
+            event,
             kind,
             state: Mutex::new(State::default()),
             unwritten: Mutex::new(Vec::new()),
         }
-    }
-
-    /// The audit record kind this tally writes.
-    pub fn kind(&self) -> &'static str {
-        self.kind
     }
 
     /// One refusal of `source` at `now` (Unix seconds). Constant cost, no I/O.
@@ -138,22 +146,20 @@ impl Refusals {
     }
 
     fn record(&self, source: Option<IpAddr>, t: &Tally, sources: u64) -> AuditRecord {
-        AuditRecord {
-            time: t.last,
-            kind: self.kind.into(),
-            actor: source
+        (self.event)(RefusalSummary {
+            source: source.map(|ip| ip.to_string()),
+            sources,
+            count: t.count,
+            first: t.first,
+            last: t.last,
+            reasons: t.reasons.clone(),
+        })
+        .record(
+            t.last,
+            source
                 .map(|ip| format!("peer:{ip}"))
                 .unwrap_or_else(|| "peer:other-sources".into()),
-            outcome: "failure".into(),
-            detail: serde_json::json!({
-                "source": source.map(|ip| ip.to_string()),
-                "sources": sources,
-                "count": t.count,
-                "first": t.first,
-                "last": t.last,
-                "reasons": t.reasons,
-            }),
-        }
+        )
     }
 
     /// Puts records back after a failed commit; they go out with the next batch.
@@ -229,16 +235,16 @@ impl Refusals {
                     Ok(Ok(0)) => {}
                     Ok(Ok(records)) => {
                         tracing::warn!(
-                            kind = self.kind,
+                            kind = %self.kind,
                             records,
                             "refusals of unauthenticated peers audited (one record per source)"
                         )
                     }
                     Ok(Err(e)) => {
-                        tracing::error!(kind = self.kind, error = %e, "cannot audit refusals; kept for the next attempt")
+                        tracing::error!(kind = %self.kind, error = %e, "cannot audit refusals; kept for the next attempt")
                     }
                     Err(e) => {
-                        tracing::error!(kind = self.kind, error = %e, "refusal audit task failed")
+                        tracing::error!(kind = %self.kind, error = %e, "refusal audit task failed")
                     }
                 }
             }
@@ -263,7 +269,7 @@ mod tests {
 
     #[test]
     fn one_record_per_source_with_counts_times_and_reasons() {
-        let r = Refusals::new("atna.refused");
+        let r = Refusals::new(AuditEvent::SyslogPeersRefused);
         for i in 0..1000 {
             r.refused(ip("192.0.2.1"), "no client certificate", 100 + i);
         }
@@ -290,7 +296,7 @@ mod tests {
 
     #[test]
     fn sources_and_reasons_are_bounded() {
-        let r = Refusals::new("login.refused");
+        let r = Refusals::new(AuditEvent::LoginsRefused);
         let n = MAX_SOURCES as u32 + 500;
         for i in 0..n {
             let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
@@ -338,7 +344,7 @@ mod tests {
     fn a_failed_commit_loses_no_count() {
         let dir = tempfile::tempdir().unwrap();
         let store = cps_store::SledStore::open(dir.path()).unwrap();
-        let r = Refusals::new("atna.refused");
+        let r = Refusals::new(AuditEvent::SyslogPeersRefused);
         r.refused(ip("192.0.2.9"), "no client certificate", 10);
         let e = r.flush_with(|_| Err("disk full".into())).unwrap_err();
         assert_eq!(e, "disk full");
@@ -359,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_long_outage_merges_kept_records_into_one_summary() {
-        let r = Refusals::new("atna.refused");
+        let r = Refusals::new(AuditEvent::SyslogPeersRefused);
         for round in 0..5u32 {
             for i in 0..MAX_SOURCES as u32 {
                 let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));

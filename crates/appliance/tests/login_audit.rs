@@ -204,7 +204,7 @@ fn a_login_is_answered_only_with_its_durable_records() {
         secteur_code: "SA07".into(),
     };
     let directory = Arc::new(TestDirectory(Mutex::new(Ok(subject.clone()))));
-    let refusals = Arc::new(Refusals::new("login.refused"));
+    let refusals = Arc::new(Refusals::new(cps_audit::AuditEvent::LoginsRefused));
     let challenges = Challenges::derive(
         &cps_appliance::login::challenge_key(&hsm).unwrap(),
         xua.seal_sha256(),

@@ -114,7 +114,7 @@ impl Person {
             id_type: CodedValue::new("11", "RFC-3881", "User Identifier"),
             object_type: Some(ObjectType::Person),
             role: Some(ObjectRole::User),
-            name: self.name.clone(),
+            name: Some(self.name.clone().unwrap_or_else(|| self.id.clone())),
             details: Vec::new(),
         }
     }
@@ -272,6 +272,49 @@ pub fn security_alert_event(
     }
 }
 
+/// A security alert about `objects` (a node, a registry entry, the audit log…), with its
+/// CID 401 and local event type codes.
+#[allow(clippy::too_many_arguments)]
+pub fn security_alert_about(
+    ctx: &AuditContext,
+    now: OffsetDateTime,
+    types: Vec<CodedValue>,
+    action: EventAction,
+    outcome: EventOutcome,
+    description: Option<String>,
+    actor: Option<&Person>,
+    objects: Vec<ParticipantObject>,
+) -> AuditMessage {
+    let mut participants = Vec::new();
+    if let Some(a) = actor {
+        participants.push(a.participant(true, None));
+    }
+    participants.push(ctx.appliance());
+    AuditMessage {
+        event: event(
+            security_alert(),
+            types,
+            action,
+            now,
+            outcome,
+            description.filter(|d| !d.is_empty()),
+        ),
+        participants,
+        source: ctx.source(),
+        objects,
+    }
+}
+
+/// A code of the appliance's own code system ([`LOCAL_CODE_SYSTEM`]).
+pub fn local_code(code: &str, meaning: &str) -> CodedValue {
+    local(code, meaning)
+}
+
+/// A person as a participant object (role User), named by their name or else their id.
+pub fn person_object(person: &Person) -> ParticipantObject {
+    person.as_object()
+}
+
 /// A certificate, as the object of an issuance or revocation event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRef {
@@ -415,6 +458,12 @@ pub enum CardChange {
     PinUnblocked,
     /// The card's initial PIN and PUK handed to the operator who enrolled it (once).
     SecretsDelivered,
+    /// Its keys and certificates renewed in place.
+    Renewed,
+    /// An enrolment of the card started, progressed or resumed.
+    EnrolmentProgress,
+    /// An enrolment of the card failed or was abandoned; its certificates are revoked.
+    EnrolmentRolledBack,
 }
 
 impl CardChange {
@@ -435,6 +484,15 @@ impl CardChange {
                 local("card-secrets-delivered", "Initial PIN and PUK delivered"),
                 EventAction::Read,
             ),
+            CardChange::Renewed => (local("card-renewed", "Card renewed"), EventAction::Update),
+            CardChange::EnrolmentProgress => (
+                local("card-enrolment-step", "Card enrolment step"),
+                EventAction::Update,
+            ),
+            CardChange::EnrolmentRolledBack => (
+                local("card-enrolment-rolled-back", "Card enrolment rolled back"),
+                EventAction::Delete,
+            ),
         }
     }
 }
@@ -448,6 +506,31 @@ pub fn card_lifecycle(
     card_serial: &str,
     change: CardChange,
 ) -> AuditMessage {
+    card_event(
+        ctx,
+        now,
+        operator,
+        holder,
+        card_serial,
+        change,
+        EventOutcome::Success,
+        None,
+    )
+}
+
+/// A card lifecycle event with its outcome and a description (an enrolment step that failed,
+/// a wrong PUK).
+#[allow(clippy::too_many_arguments)]
+pub fn card_event(
+    ctx: &AuditContext,
+    now: OffsetDateTime,
+    operator: &Person,
+    holder: &Person,
+    card_serial: &str,
+    change: CardChange,
+    outcome: EventOutcome,
+    description: Option<String>,
+) -> AuditMessage {
     let (t, action) = change.local_code();
     AuditMessage {
         event: event(
@@ -458,8 +541,8 @@ pub fn card_lifecycle(
             ],
             action,
             now,
-            EventOutcome::Success,
-            None,
+            outcome,
+            description,
         ),
         participants: vec![operator.participant(true, None), ctx.appliance()],
         source: ctx.source(),
@@ -469,7 +552,7 @@ pub fn card_lifecycle(
                 id_type: local("card-serial", "CPS card serial number"),
                 object_type: Some(ObjectType::SystemObject),
                 role: Some(ObjectRole::SecurityResource),
-                name: None,
+                name: Some(format!("CPS card {card_serial}")),
                 details: Vec::new(),
             },
             holder.as_object(),
@@ -483,7 +566,7 @@ fn assertion_object(assertion_id: &str) -> ParticipantObject {
         id_type: local("saml-assertion-id", "SAML assertion ID"),
         object_type: Some(ObjectType::SystemObject),
         role: Some(ObjectRole::SecurityResource),
-        name: None,
+        name: Some("SAML assertion".into()),
         details: Vec::new(),
     }
 }
@@ -647,7 +730,7 @@ fn patient(id: &str) -> ParticipantObject {
         id_type: CodedValue::new("2", "RFC-3881", "Patient Number"),
         object_type: Some(ObjectType::Person),
         role: Some(ObjectRole::Patient),
-        name: None,
+        name: Some(id.to_owned()),
         details: Vec::new(),
     }
 }

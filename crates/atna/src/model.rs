@@ -361,8 +361,19 @@ impl AuditMessage {
         for o in &self.objects {
             check_text("ParticipantObjectID", &o.id, false)?;
             check_code("ParticipantObjectIDTypeCode", &o.id_type)?;
-            if let Some(n) = &o.name {
-                check_text("ParticipantObjectName", n, true)?;
+            // DICOM PS3.15 A.5.1: a participant object has a ParticipantObjectName or a
+            // ParticipantObjectQuery; this model writes no queries, so the name is required.
+            match &o.name {
+                Some(n) if !n.trim().is_empty() => check_text("ParticipantObjectName", n, true)?,
+                _ => {
+                    return Err(ModelError::Invalid {
+                        field: "ParticipantObjectName",
+                        reason: format!(
+                            "participant object '{}' has no name (the schema requires a name or a query)",
+                            o.id
+                        ),
+                    });
+                }
             }
             for d in &o.details {
                 check_text("ParticipantObjectDetail type", &d.kind, false)?;

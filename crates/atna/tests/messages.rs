@@ -366,7 +366,7 @@ fn patient(id: String) -> cps_atna::ParticipantObject {
         id_type: cps_atna::CodedValue::new("2", "RFC-3881", "Patient Number"),
         object_type: Some(cps_atna::ObjectType::Person),
         role: Some(cps_atna::ObjectRole::Patient),
-        name: None,
+        name: Some("patient".into()),
         details: Vec::new(),
     }
 }

@@ -671,13 +671,11 @@ impl Registry {
                 if !options.dry_run {
                     self.store.commit(WriteBatch::new().with(tables::audit(
                         now,
-                        "professional.import",
                         actor,
-                        "rejected",
-                        serde_json::json!({
-                            "file_sha256": report.file_sha256,
-                            "errors": report.error_count,
-                        }),
+                        cps_audit::AuditEvent::RegistryImportRejected {
+                            file_sha256: report.file_sha256.clone(),
+                            errors: report.error_count as u64,
+                        },
                     )))?;
                 }
                 return Ok(*report);
@@ -749,12 +747,14 @@ impl Registry {
             updated: report.updated,
             unchanged: report.unchanged,
         };
-        let summary = |r: &ImportReport, outcome: &str| {
-            serde_json::json!({
-                "import": id, "file_sha256": r.file_sha256, "outcome": outcome,
-                "created": r.created, "updated": r.updated, "unchanged": r.unchanged,
-                "professionals": r.professionals, "activities": r.activities,
-            })
+        let summary = |r: &ImportReport| cps_audit::ImportSummary {
+            import: id.clone(),
+            file_sha256: r.file_sha256.clone(),
+            created: r.created as u64,
+            updated: r.updated as u64,
+            unchanged: r.unchanged as u64,
+            professionals: r.professionals as u64,
+            activities: r.activities as u64,
         };
         if changes.is_empty() {
             record.state = "complete".into();
@@ -763,10 +763,8 @@ impl Registry {
                     .with(tables::put(IMPORTS, id.as_bytes(), &record, Expect::Any)?)
                     .with(tables::audit(
                         now,
-                        "professional.import",
                         actor,
-                        "unchanged",
-                        summary(&report, "unchanged"),
+                        cps_audit::AuditEvent::RegistryImportUnchanged(summary(&report)),
                     )),
             )?;
             report.outcome = ImportOutcome::Unchanged;
@@ -792,10 +790,8 @@ impl Registry {
                 batch.push(tables::put(IMPORTS, id.as_bytes(), &record, Expect::Any)?);
                 batch.push(tables::audit(
                     now,
-                    "professional.import",
                     actor,
-                    "success",
-                    summary(&report, "imported"),
+                    cps_audit::AuditEvent::RegistryImported(summary(&report)),
                 ));
             }
             self.store.commit(batch).map_err(|e| match e {

@@ -268,10 +268,9 @@ impl CardService {
     fn change_card(
         &self,
         serial: &str,
-        audit_kind: &str,
+        event: impl FnOnce(cps_audit::CardChange) -> cps_audit::AuditEvent,
         actor: &str,
         now: i64,
-        detail: serde_json::Value,
         f: impl FnOnce(&Card) -> Result<(CardStatus, Option<RevocationAction>)>,
     ) -> Result<LifecycleOutcome> {
         let (card, raw) = self.card_raw(serial)?;
@@ -308,16 +307,20 @@ impl CardService {
                 }
             }
         }
-        let mut d = serde_json::json!({
-            "card": serial, "idnat_ps": card.idnat_ps, "structure_id": card.structure_id,
-            "from": card.status.name(), "to": new.status.name(),
-            "certificates": card.certificates.iter().map(|c| c.cert.to_string()).collect::<Vec<_>>(),
-            "aborted_enrolment": aborted,
-        });
-        if let (Some(m), serde_json::Value::Object(add)) = (d.as_object_mut(), detail) {
-            m.extend(add);
-        }
-        batch.push(tables::audit(now, audit_kind, actor, "success", d));
+        let change = cps_audit::CardChange {
+            card: serial.into(),
+            idnat_ps: card.idnat_ps.clone(),
+            structure_id: card.structure_id.clone(),
+            from: card.status.name().into(),
+            to: new.status.name().into(),
+            certificates: card
+                .certificates
+                .iter()
+                .map(|c| c.cert.to_string())
+                .collect(),
+            aborted_enrolment: aborted,
+        };
+        batch.push(tables::audit(now, actor, event(change)));
         self.store
             .commit(batch)
             .map_err(|e| EnrolError::stale_on_conflict(e, format!("card {serial}")))?;
@@ -382,10 +385,13 @@ impl CardService {
         ));
         ops.push(tables::audit(
             now,
-            "enrol.abort",
             actor,
-            "success",
-            serde_json::json!({ "enrolment": id, "reason": reason }),
+            cps_audit::AuditEvent::EnrolmentAborted {
+                enrolment: id.into(),
+                reason: reason.into(),
+                card: Some(rec.card_serial.clone()),
+                revoking: rec.rolled_back.iter().map(|c| c.to_string()).collect(),
+            },
         ));
         certs = rec.rolled_back.clone();
         Ok(Some((ops, certs)))
@@ -395,10 +401,9 @@ impl CardService {
     pub fn suspend_card(&self, serial: &str, actor: &str, now: i64) -> Result<LifecycleOutcome> {
         self.change_card(
             serial,
-            "card.suspend",
+            cps_audit::AuditEvent::CardSuspended,
             actor,
             now,
-            serde_json::json!({}),
             |c| match c.status {
                 CardStatus::Active => Ok((
                     CardStatus::Suspended {
@@ -430,7 +435,7 @@ impl CardService {
                 });
             }
         }
-        self.change_card(serial, "card.resume", actor, now, serde_json::json!({}), |c| {
+        self.change_card(serial, cps_audit::AuditEvent::CardResumed, actor, now, |c| {
             match c.status {
                 CardStatus::Suspended { .. } => Ok((CardStatus::Active, Some(RevocationAction::Release))),
                 ref s => Err(EnrolError::CardStatus {
@@ -453,10 +458,13 @@ impl CardService {
     ) -> Result<LifecycleOutcome> {
         self.change_card(
             serial,
-            "card.oppose",
+            |change| cps_audit::AuditEvent::CardOpposed {
+                change,
+                reason: reason.name().into(),
+                revocation_reason: reason.revocation_reason().name().into(),
+            },
             actor,
             now,
-            serde_json::json!({ "reason": reason.name(), "revocation_reason": reason.revocation_reason().name() }),
             |c| {
                 if c.status.is_terminal() {
                     return Err(EnrolError::CardStatus {
@@ -500,24 +508,26 @@ impl CardService {
             });
         }
         let result = piv.unblock_pin(puk, new_pin);
-        let (outcome, detail) = match &result {
-            Ok(()) => ("success", serde_json::Value::Null),
-            Err(CardError::WrongPuk { tries_left }) => (
-                "failure",
-                serde_json::json!(format!("wrong PUK, {tries_left} tries left")),
-            ),
-            Err(CardError::PukBlocked) => ("failure", serde_json::json!("PUK blocked")),
-            Err(e) => ("failure", serde_json::json!(e.to_string())),
+        let failed = |error: String| cps_audit::AuditEvent::CardPinUnblockFailed {
+            card: serial.into(),
+            idnat_ps: card.idnat_ps.clone(),
+            error,
+        };
+        let event = match &result {
+            Ok(()) => cps_audit::AuditEvent::CardPinUnblocked {
+                card: serial.into(),
+                idnat_ps: card.idnat_ps.clone(),
+            },
+            Err(CardError::WrongPuk { tries_left }) => {
+                failed(format!("wrong PUK, {tries_left} tries left"))
+            }
+            Err(CardError::PukBlocked) => failed("PUK blocked".into()),
+            Err(e) => failed(e.to_string()),
         };
         // Input refused before reaching the card (malformed PIN/PUK) is not an attempt.
         if !matches!(result, Err(CardError::InvalidPin { .. })) {
-            self.store.commit(WriteBatch::new().with(tables::audit(
-                now,
-                "card.unblock_pin",
-                actor,
-                outcome,
-                serde_json::json!({ "card": serial, "idnat_ps": card.idnat_ps, "error": detail }),
-            )))?;
+            self.store
+                .commit(WriteBatch::new().with(tables::audit(now, actor, event)))?;
         }
         result.map_err(EnrolError::from)
     }
@@ -623,14 +633,20 @@ impl CardService {
         }
         batch.push(tables::audit(
             now,
-            "professional.status",
             actor,
-            "success",
-            serde_json::json!({
-                "idnat_ps": idnat_ps, "from": old.status, "to": status,
-                "cards": cards.iter().map(|c| serde_json::json!({"card": c.serial, "status": c.status.name()})).collect::<Vec<_>>(),
-                "aborted_enrolments": aborted,
-            }),
+            cps_audit::AuditEvent::ProfessionalStatusChanged {
+                idnat_ps: idnat_ps.to_string(),
+                from: old.status.name().into(),
+                to: status.name().into(),
+                cards: cards
+                    .iter()
+                    .map(|c| cps_audit::CardStatus {
+                        card: c.serial.clone(),
+                        status: c.status.name().into(),
+                    })
+                    .collect(),
+                aborted_enrolments: aborted.clone(),
+            },
         ));
         self.store.commit(batch).map_err(|e| {
             EnrolError::stale_on_conflict(

@@ -9,9 +9,7 @@ use cps_hsm::{KeyAlgorithm, SignatureAlgorithm, Signer, SoftwareSigner};
 use cps_pki::hierarchy::PublicationPoints;
 use cps_pki::profile::{IssuerInfo, ProfileSet, builtin_profiles, end_entity_params};
 use cps_pki::{DistinguishedName, Issuer, KeyPolicy, issue_certificate, parse_certificate};
-use cps_store::{
-    AuditRecord, CertStatus, CertificateRecord, Store, StoreError, WriteBatch, WriteOp,
-};
+use cps_store::{CertStatus, CertificateRecord, Store, StoreError, WriteBatch, WriteOp};
 use parking_lot::Mutex;
 use ring::rand::SecureRandom;
 
@@ -306,16 +304,16 @@ impl CertificateAuthority for LocalCa {
             .commit(
                 WriteBatch::new()
                     .with(WriteOp::InsertCertificate(rec.clone()))
-                    .with(WriteOp::AppendAudit(AuditRecord {
-                        time: now,
-                        kind: "cert.issue".into(),
-                        actor: actor.into(),
-                        outcome: "success".into(),
-                        detail: serde_json::json!({
-                            "ca": self.id, "serial": serial.to_hex(), "subject": rec.subject,
-                            "profile": req.profile, "holder": req.holder,
-                        }),
-                    })),
+                    .with(WriteOp::AppendAudit(
+                        cps_audit::AuditEvent::CertificateIssued {
+                            ca: self.id.clone(),
+                            serial: serial.to_hex(),
+                            subject: rec.subject.clone(),
+                            profile: req.profile.clone(),
+                            holder: req.holder.clone(),
+                        }
+                        .record(now, actor),
+                    )),
             )
             .map_err(store_err)?;
         Ok(issued(&rec))
@@ -368,18 +366,33 @@ impl CertificateAuthority for LocalCa {
                 at: now,
             });
         }
-        let kind = match reason {
-            RevocationReason::CertificateHold => "cert.suspend",
-            RevocationReason::RemoveFromCrl => "cert.resume",
-            _ => "cert.revoke",
+        let (ca, serial, subject, why) = (
+            rec.issuer.clone(),
+            cert.serial.clone(),
+            rec.subject.clone(),
+            reason.name().to_owned(),
+        );
+        let event = match reason {
+            RevocationReason::CertificateHold => cps_audit::AuditEvent::CertificateHeld {
+                ca,
+                serial,
+                subject,
+                reason: why,
+            },
+            RevocationReason::RemoveFromCrl => cps_audit::AuditEvent::CertificateReleased {
+                ca,
+                serial,
+                subject,
+                reason: why,
+            },
+            _ => cps_audit::AuditEvent::CertificateRevoked {
+                ca,
+                serial,
+                subject,
+                reason: why,
+            },
         };
-        batch.push(WriteOp::AppendAudit(AuditRecord {
-            time: now,
-            kind: kind.into(),
-            actor: actor.into(),
-            outcome: "success".into(),
-            detail: serde_json::json!({ "ca": rec.issuer, "serial": cert.serial, "reason": reason.name() }),
-        }));
+        batch.push(WriteOp::AppendAudit(event.record(now, actor)));
         self.store.commit(batch).map_err(store_err)?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The professional registry: create, edit, read and search professionals. Status changes
 //! (suspension, departure) touch cards too and are in [`crate::CardService`].
 
+use cps_audit::AuditEvent;
 use std::sync::Arc;
 
 use cps_store::{Expect, Store, WriteBatch, WriteOp};
@@ -120,10 +121,11 @@ impl Registry {
         let mut batch: WriteBatch = professional_ops(None, &p)?.into();
         batch.push(tables::audit(
             now,
-            "professional.create",
             actor,
-            "success",
-            serde_json::json!({ "idnat_ps": p.data.idnat_ps, "profession": p.data.profession_code }),
+            AuditEvent::ProfessionalCreated {
+                idnat_ps: p.data.idnat_ps.to_string(),
+                profession: p.data.profession_code.to_string(),
+            },
         ));
         match self.store.commit(batch) {
             Ok(_) => Ok(p),
@@ -164,10 +166,11 @@ impl Registry {
         let mut batch: WriteBatch = professional_ops(Some((&old, &raw)), &p)?.into();
         batch.push(tables::audit(
             now,
-            "professional.update",
             actor,
-            "success",
-            serde_json::json!({ "idnat_ps": p.data.idnat_ps, "revision": p.revision }),
+            AuditEvent::ProfessionalUpdated {
+                idnat_ps: p.data.idnat_ps.to_string(),
+                revision: p.revision,
+            },
         ));
         self.store.commit(batch).map_err(|e| {
             EnrolError::stale_on_conflict(e, format!("professional {}", p.data.idnat_ps))

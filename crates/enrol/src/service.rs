@@ -14,6 +14,7 @@
 //! go through an outbox (table `revocations_pending`) written in the same batch as the state
 //! change that calls for them, so a CA outage delays a revocation but never loses it.
 
+use cps_audit::{AuditEvent, StepDetail};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -498,7 +499,12 @@ impl CardService {
         let raw = tables::encode(&rec)?;
         let id = rec.id.clone();
         let batch = WriteBatch::new()
-            .with(tables::put_raw(ENROLMENTS, id.as_bytes(), raw.clone(), Expect::Absent))
+            .with(tables::put_raw(
+                ENROLMENTS,
+                id.as_bytes(),
+                raw.clone(),
+                Expect::Absent,
+            ))
             .with(tables::put_raw(
                 ENROLMENTS_OPEN,
                 rec.card_serial.as_bytes(),
@@ -519,13 +525,15 @@ impl CardService {
             ))
             .with(tables::audit(
                 now,
-                "enrol.start",
                 actor,
-                "success",
-                serde_json::json!({
-                    "enrolment": id, "kind": rec.kind, "card": rec.card_serial, "token_id": rec.token_id,
-                    "idnat_ps": rec.idnat_ps, "structure_id": rec.structure_id,
-                }),
+                AuditEvent::EnrolmentStarted {
+                    enrolment: id.clone(),
+                    kind: audit_purpose(&rec.kind),
+                    card: rec.card_serial.clone(),
+                    token_id: rec.token_id.clone(),
+                    idnat_ps: rec.idnat_ps.clone(),
+                    structure_id: rec.structure_id.clone(),
+                },
             ));
         match self.store.commit(batch) {
             Ok(_) => {}
@@ -640,7 +648,7 @@ impl CardService {
         actor: &str,
         now: i64,
         extra: Vec<WriteOp>,
-        detail: serde_json::Value,
+        detail: StepDetail,
     ) -> Result<()> {
         let mut rec = live.rec.clone();
         if rec.done.is_none_or(|d| d < step) {
@@ -657,19 +665,17 @@ impl CardService {
         for op in extra {
             batch.push(op);
         }
-        let mut d = serde_json::json!({
-            "enrolment": rec.id, "step": step, "card": rec.card_serial,
-            "idnat_ps": rec.idnat_ps, "structure_id": rec.structure_id,
-        });
-        if let (Some(m), serde_json::Value::Object(add)) = (d.as_object_mut(), detail) {
-            m.extend(add);
-        }
         batch.push(tables::audit(
             now,
-            &format!("enrol.{}", step.name()),
             actor,
-            "success",
-            d,
+            AuditEvent::EnrolmentStepDone {
+                enrolment: rec.id.clone(),
+                step: audit_step(step),
+                card: rec.card_serial.clone(),
+                idnat_ps: rec.idnat_ps.clone(),
+                structure_id: rec.structure_id.clone(),
+                detail,
+            },
         ));
         self.store
             .commit(batch)
@@ -794,7 +800,7 @@ impl CardService {
                 actor,
                 now,
                 vec![],
-                serde_json::json!({}),
+                StepDetail::default(),
             )?;
         }
         Ok(())
@@ -835,11 +841,12 @@ impl CardService {
             actor,
             now,
             vec![],
-            serde_json::json!({
-                "algorithm": live.rec.key_algorithm,
-                "auth_spki_sha256": hex::encode(sha256(auth.spki_der().as_slice())),
-                "sign_spki_sha256": hex::encode(sha256(sign.spki_der().as_slice())),
-            }),
+            StepDetail {
+                algorithm: Some(live.rec.key_algorithm.clone()),
+                auth_spki_sha256: Some(hex::encode(sha256(auth.spki_der().as_slice()))),
+                sign_spki_sha256: Some(hex::encode(sha256(sign.spki_der().as_slice()))),
+                ..StepDetail::default()
+            },
         )
     }
 
@@ -910,7 +917,7 @@ impl CardService {
             actor,
             now,
             vec![],
-            serde_json::json!({}),
+            StepDetail::default(),
         )
     }
 
@@ -972,7 +979,14 @@ impl CardService {
             actor,
             now,
             vec![],
-            serde_json::json!({ "certificate": issued.cert, "profile": issued.profile }),
+            StepDetail {
+                certificate: Some(cps_audit::CertificateId {
+                    issuer: issued.cert.issuer.clone(),
+                    serial: issued.cert.serial.clone(),
+                }),
+                profile: Some(issued.profile.clone()),
+                ..StepDetail::default()
+            },
         )
     }
 
@@ -1025,7 +1039,7 @@ impl CardService {
             actor,
             now,
             vec![],
-            serde_json::json!({}),
+            StepDetail::default(),
         )
     }
 
@@ -1056,7 +1070,7 @@ impl CardService {
             actor,
             now,
             vec![],
-            serde_json::json!({}),
+            StepDetail::default(),
         )
     }
 
@@ -1079,7 +1093,11 @@ impl CardService {
                     master_key: self.secrets.master_label().into(),
                     algorithm: mgmt_alg_name(alg).into(),
                 };
-                serde_json::json!({ "management_key": "per_card", "algorithm": mgmt_alg_name(alg) })
+                StepDetail {
+                    management_key: Some("per_card".into()),
+                    algorithm: Some(mgmt_alg_name(alg).into()),
+                    ..StepDetail::default()
+                }
             }
             SetKeyOutcome::Unsupported if self.config.require_management_key_change => {
                 return Err(EnrolError::Card(CardError::Invalid(
@@ -1091,7 +1109,11 @@ impl CardService {
             SetKeyOutcome::Unsupported => {
                 let w = "the card does not support SET MANAGEMENT KEY: it keeps the default management key";
                 note = Some(w.to_string());
-                serde_json::json!({ "management_key": "default", "warning": w })
+                StepDetail {
+                    management_key: Some("default".into()),
+                    warning: Some(w.into()),
+                    ..StepDetail::default()
+                }
             }
         };
         self.persist(live, Step::ReplaceManagementKey, actor, now, vec![], detail)?;
@@ -1214,15 +1236,22 @@ impl CardService {
         batch.extend_ops(self.close_ops(&done));
         batch.push(tables::audit(
             now,
-            "enrol.register",
             actor,
-            "success",
-            serde_json::json!({
-                "enrolment": done.id, "kind": done.kind, "card": card.serial, "token_id": card.token_id,
-                "idnat_ps": card.idnat_ps, "structure_id": card.structure_id,
-                "certificates": card.certificates.iter().map(|c| c.cert.to_string()).collect::<Vec<_>>(),
-                "management_key": card.management_key,
-            }),
+            AuditEvent::CardEnrolled {
+                enrolment: done.id.clone(),
+                kind: audit_purpose(&done.kind),
+                card: card.serial.clone(),
+                token_id: card.token_id.clone(),
+                idnat_ps: card.idnat_ps.clone(),
+                structure_id: card.structure_id.clone(),
+                certificates: card
+                    .certificates
+                    .iter()
+                    .map(|c| c.cert.to_string())
+                    .collect(),
+                management_key: serde_json::to_value(&card.management_key)
+                    .unwrap_or(serde_json::Value::Null),
+            },
         ));
         self.store
             .commit(batch)
@@ -1354,13 +1383,14 @@ impl CardService {
             );
             ops.push(tables::audit(
                 now,
-                "enrol.interrupted",
                 actor,
-                "failure",
-                serde_json::json!({
-                    "enrolment": id, "step": step, "error": cause.to_string(),
-                    "revoking": certs.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                }),
+                AuditEvent::EnrolmentInterrupted {
+                    enrolment: id.into(),
+                    step: audit_step(step),
+                    card: Some(rec.card_serial.clone()),
+                    error: cause.to_string(),
+                    revoking: certs.iter().map(|c| c.to_string()).collect(),
+                },
             ));
             self.store.commit(ops.into())?;
             let report = self.process_outbox(&certs, actor, now);
@@ -1464,10 +1494,11 @@ impl CardService {
         );
         ops.push(tables::audit(
             now,
-            "enrol.resume",
             actor,
-            "success",
-            serde_json::json!({ "enrolment": id, "card": rec.card_serial }),
+            AuditEvent::EnrolmentResumed {
+                enrolment: id.into(),
+                card: rec.card_serial.clone(),
+            },
         ));
         if let Err(e) = self.store.commit(ops.into()) {
             self.running.lock().remove(id);
@@ -1538,13 +1569,13 @@ impl CardService {
         ops.extend(self.close_ops(&rec));
         ops.push(tables::audit(
             now,
-            "enrol.abort",
             actor,
-            "success",
-            serde_json::json!({
-                "enrolment": id, "reason": reason, "card": rec.card_serial,
-                "revoking": certs.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-            }),
+            AuditEvent::EnrolmentAborted {
+                enrolment: id.clone(),
+                reason: reason.into(),
+                card: Some(rec.card_serial.clone()),
+                revoking: certs.iter().map(|c| c.to_string()).collect(),
+            },
         ));
         self.store
             .commit(ops.into())
@@ -1666,5 +1697,33 @@ impl ExtendOps for WriteBatch {
         for op in ops {
             self.push(op);
         }
+    }
+}
+
+/// The audit vocabulary's name of an enrolment step.
+fn audit_step(step: Step) -> cps_audit::EnrolmentStep {
+    use cps_audit::EnrolmentStep as A;
+    match step {
+        Step::DetectCard => A::DetectCard,
+        Step::Authenticate => A::Authenticate,
+        Step::GenerateKeys => A::GenerateKeys,
+        Step::ProvePossession => A::ProvePossession,
+        Step::IssueAuthentication => A::IssueAuthentication,
+        Step::IssueSignature => A::IssueSignature,
+        Step::WriteCard => A::WriteCard,
+        Step::SetPinPuk => A::SetPinPuk,
+        Step::ReplaceManagementKey => A::ReplaceManagementKey,
+        Step::Register => A::Register,
+    }
+}
+
+/// The audit vocabulary's form of what an enrolment does.
+fn audit_purpose(kind: &EnrolmentKind) -> cps_audit::EnrolmentPurpose {
+    match kind {
+        EnrolmentKind::New => cps_audit::EnrolmentPurpose::New,
+        EnrolmentKind::Replacement { old_card } => cps_audit::EnrolmentPurpose::Replacement {
+            old_card: old_card.clone(),
+        },
+        EnrolmentKind::Renewal => cps_audit::EnrolmentPurpose::Renewal,
     }
 }

@@ -13,7 +13,7 @@
 //! | `revocations_pending` | issuer `\0` serial | [`crate::lifecycle::PendingRevocation`] (outbox) |
 //! | `imports` | import id | [`crate::import::ImportRecord`] |
 
-use cps_store::{AuditRecord, Expect, Store, WriteOp};
+use cps_store::{Expect, Store, WriteOp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -97,20 +97,8 @@ pub(crate) fn key(parts: &[&str]) -> Vec<u8> {
     k
 }
 
-pub(crate) fn audit(
-    now: i64,
-    kind: &str,
-    actor: &str,
-    outcome: &str,
-    detail: serde_json::Value,
-) -> WriteOp {
-    WriteOp::AppendAudit(AuditRecord {
-        time: now,
-        kind: kind.into(),
-        actor: actor.into(),
-        outcome: outcome.into(),
-        detail,
-    })
+pub(crate) fn audit(now: i64, actor: &str, event: cps_audit::AuditEvent) -> WriteOp {
+    WriteOp::AppendAudit(event.record(now, actor))
 }
 
 /// Every record of `table` whose key starts with `prefix` (paged internally).
