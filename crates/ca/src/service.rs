@@ -61,6 +61,17 @@ impl CaAuthority {
     }
 }
 
+impl CaAuthority {
+    fn sign(&self, params: &cps_pki::CertificateParams) -> Result<Vec<u8>, CaError> {
+        let issuer = cps_pki::Issuer {
+            name: &self.name,
+            signer: self.key.as_ref(),
+            signature: self.signature,
+        };
+        Ok(cps_pki::issue_certificate(params, &issuer)?)
+    }
+}
+
 /// What the CA is told besides its keys, store, profiles and gate.
 #[derive(Debug, Clone)]
 pub struct CaConfig {
@@ -321,14 +332,7 @@ impl CaService {
                 &issuer_info,
             )
             .map_err(|e| CaError::Invalid(e.to_string()))?;
-            let der = cps_pki::issue_certificate(
-                &params,
-                &cps_pki::Issuer {
-                    name: &auth.name,
-                    signer: auth.key.as_ref(),
-                    signature: auth.signature,
-                },
-            )?;
+            let der = auth.sign(&params)?;
             let rec = CertificateRecord {
                 issuer: ca_id.clone(),
                 serial: serial.as_bytes().to_vec(),
@@ -426,14 +430,7 @@ impl CaService {
             not_after: now + 397 * 86_400,
             extensions: cps_pki::hierarchy::operator_client(&csr.spki_der, &auth.key_id, &points)?,
         };
-        let der = cps_pki::issue_certificate(
-            &params,
-            &cps_pki::Issuer {
-                name: &auth.name,
-                signer: auth.key.as_ref(),
-                signature: auth.signature,
-            },
-        )?;
+        let der = auth.sign(&params)?;
         let rec = CertificateRecord {
             issuer: "organisations".into(),
             serial: serial.as_bytes().to_vec(),
