@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cps_card::{Pcsc, Piv, Slot};
 use cps_enrol::{
-    CardSecrets, CardService, CardServiceConfig, EnrolRequest, ImportOptions, LocalCa, Registry,
+    CardSecrets, CardService, CardServiceConfig, EnrolRequest, ImportOptions, Registry,
 };
 use cps_trust_tests::pcsc::{PcscStack, blank_card, child_env};
 use cps_trust_tests::{assert_success, peer, repo_root, text};
@@ -50,13 +50,20 @@ fn enrol_child() {
         )
         .expect("import");
     assert_eq!(report.created, 4, "{:?}", report.errors);
-    let ca = Arc::new(LocalCa::generate_test_hierarchy(store.clone(), now - 600).expect("CA"));
+    let ca = Arc::new(cps_ca::hierarchy::software_ca(store.clone(), now - 600).expect("CA"));
     std::fs::write(
         out.join("root.pem"),
-        pem("CERTIFICATE", ca.root_certificate().expect("root")),
+        pem("CERTIFICATE", &ca.authority("root").expect("root").cert_der),
     )
     .unwrap();
-    std::fs::write(out.join("ca.pem"), pem("CERTIFICATE", ca.certificate())).unwrap();
+    std::fs::write(
+        out.join("ca.pem"),
+        pem(
+            "CERTIFICATE",
+            &ca.authority("personnes").expect("CA").cert_der,
+        ),
+    )
+    .unwrap();
     let cards = CardService::new(
         store,
         ca,

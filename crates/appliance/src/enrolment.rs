@@ -1,121 +1,17 @@
-//! Enrolment in the appliance: the `cps-enrol` card service over our CA and HSM, and the
-//! registry as card login sees it.
+//! Enrolment in the appliance: the `cps-enrol` card service over our CA (`cps-ca`, which
+//! implements `cps_enrol::CertificateAuthority`) and HSM, and the registry as card login sees it.
 
 use std::sync::Arc;
 
-use cps_enrol::{
-    CardService, CardServiceConfig, CardStatus, CertRef, CertState, CertificateAuthority,
-    IssuedCertificate, ProfessionalStatus,
-};
+use cps_enrol::{CardService, CardServiceConfig, CardStatus, ProfessionalStatus};
 use cps_hsm::Hsm;
-use cps_pki::crl::RevocationReason;
-use cps_store::{CertStatus, CertificateRecord};
 
-use crate::ca::{CaError, CaService, IssueRequest, SubjectRequest};
-use crate::error::ApplianceError;
+use crate::ApplianceError;
+use crate::ca::CaService;
 use crate::login::{Directory, LoginRefusal, LoginSubject};
 
 /// HSM label of the secret key per-card management keys are derived from.
 pub const CARD_MASTER_LABEL: &str = "card-master";
-
-/// Our CA as the card service sees it.
-pub struct CaAdapter(pub Arc<CaService>);
-
-fn enrol_error(e: CaError) -> cps_enrol::CaError {
-    match e {
-        CaError::Conflict(m) => cps_enrol::CaError::Conflict(m),
-        CaError::Unavailable(m) => cps_enrol::CaError::Unavailable(m),
-        CaError::NotFound { ca, serial } => cps_enrol::CaError::NotFound(format!("{ca}/{serial}")),
-        CaError::Internal(e) => cps_enrol::CaError::Unavailable(e.to_string()),
-        other => cps_enrol::CaError::Refused(other.to_string()),
-    }
-}
-
-fn issued(rec: &CertificateRecord) -> IssuedCertificate {
-    IssuedCertificate {
-        cert: CertRef {
-            issuer: rec.issuer.clone(),
-            serial: hex::encode_upper(&rec.serial),
-        },
-        profile: rec.profile.clone(),
-        der: rec.der.clone(),
-        not_after: rec.not_after,
-        spki_sha256: rec.spki_sha256,
-        state: state_of(&rec.status),
-    }
-}
-
-fn state_of(s: &CertStatus) -> CertState {
-    match s {
-        CertStatus::Valid => CertState::Valid,
-        CertStatus::Revoked { reason: 6, .. } => CertState::OnHold,
-        CertStatus::Revoked { reason, .. } => CertState::Revoked(
-            RevocationReason::from_code(*reason).unwrap_or(RevocationReason::Unspecified),
-        ),
-    }
-}
-
-fn serial_of(c: &CertRef) -> Result<Vec<u8>, cps_enrol::CaError> {
-    hex::decode(&c.serial)
-        .map_err(|_| cps_enrol::CaError::Refused(format!("serial '{}' is not hex", c.serial)))
-}
-
-impl CertificateAuthority for CaAdapter {
-    fn issue(
-        &self,
-        req: &cps_enrol::IssueRequest,
-        actor: &str,
-        now: i64,
-    ) -> Result<IssuedCertificate, cps_enrol::CaError> {
-        let rec = self
-            .0
-            .issue(
-                &IssueRequest {
-                    profile: req.profile.clone(),
-                    csr: req.csr_der.clone(),
-                    subject: SubjectRequest::Person(req.person.clone()),
-                    sans: vec![],
-                    holder: req.holder.clone(),
-                },
-                actor,
-                now,
-            )
-            .map_err(enrol_error)?;
-        Ok(issued(&rec))
-    }
-
-    fn revoke(
-        &self,
-        cert: &CertRef,
-        reason: RevocationReason,
-        actor: &str,
-        now: i64,
-    ) -> Result<(), cps_enrol::CaError> {
-        self.0
-            .revoke(&cert.issuer, &serial_of(cert)?, reason, None, actor, now)
-            .map(|_| ())
-            .map_err(enrol_error)
-    }
-
-    fn state(&self, cert: &CertRef) -> Result<Option<CertState>, cps_enrol::CaError> {
-        self.0
-            .store()
-            .get_certificate(&cert.issuer, &serial_of(cert)?)
-            .map(|r| r.map(|r| state_of(&r.status)))
-            .map_err(|e| cps_enrol::CaError::Unavailable(e.to_string()))
-    }
-
-    fn certificates_for_key(
-        &self,
-        spki_sha256: &[u8; 32],
-    ) -> Result<Vec<IssuedCertificate>, cps_enrol::CaError> {
-        self.0
-            .store()
-            .certificates_by_spki(spki_sha256)
-            .map(|v| v.iter().map(issued).collect())
-            .map_err(|e| cps_enrol::CaError::Unavailable(e.to_string()))
-    }
-}
 
 /// The card service of the appliance: registry and cards in our store, certificates from our
 /// CA, per-card management keys derived from a non-extractable HSM secret (created on first
@@ -135,7 +31,7 @@ pub fn card_service(hsm: &Hsm, ca: Arc<CaService>) -> Result<Arc<CardService>, A
     let store = ca.store().clone();
     Ok(Arc::new(CardService::new(
         store,
-        Arc::new(CaAdapter(ca)),
+        ca.core().clone(),
         cps_enrol::CardSecrets::new(Arc::new(master)),
         CardServiceConfig::default(),
     )))

@@ -359,7 +359,7 @@ impl LoginService {
         let Some(ca) = self.ca.authorities().find(|a| {
             a.id != "root"
                 && a.name.to_der().ok().as_deref() == Some(issuer_der.as_slice())
-                && cps_pki::verify_issued_by(der, cps_hsm::Signer::public_key_der(&a.key)).is_ok()
+                && cps_pki::verify_issued_by(der, a.key.public_key_der()).is_ok()
         }) else {
             return refuse(
                 "untrusted_certificate",

@@ -104,7 +104,7 @@ impl Nodes {
 
     fn decode(bytes: &[u8]) -> Result<NodeRecord, CaError> {
         serde_json::from_slice(bytes).map_err(|e| {
-            CaError::Internal(crate::error::ApplianceError::Refused(format!(
+            CaError::from(crate::ApplianceError::Refused(format!(
                 "node record is corrupt: {e}"
             )))
         })

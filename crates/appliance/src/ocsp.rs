@@ -1,49 +1,19 @@
-//! The OCSP responder of the appliance: the sans-IO core of `cps-ocsp` over the store (status)
-//! and the HSM (delegated OCSP signers), invalidated the moment a certificate's status changes.
+//! The OCSP responder of the appliance: the sans-IO core of `cps-ocsp` over the store (status,
+//! `cps_ca::StoreStatus`) and the HSM (delegated OCSP signers), invalidated the moment a
+//! certificate's status changes (`cps_ca::Invalidator`).
 
 use std::path::Path;
 use std::sync::Arc;
 
+pub use cps_ca::Invalidator;
+use cps_ca::StoreStatus;
 use cps_hsm::{Hsm, Signer};
-use cps_ocsp::{
-    CertStatusAnswer, CrlReason, IssuerEntry, NotIssuedPolicy, Responder, ResponderConfig,
-    StatusError, StatusSource,
-};
-use cps_store::{CertStatus, Store};
+use cps_ocsp::{IssuerEntry, NotIssuedPolicy, Responder, ResponderConfig};
+use cps_store::Store;
 
-use crate::ca::StatusListener;
 use crate::config::Config;
 use crate::error::ApplianceError;
 use crate::home::CA_DIR;
-
-/// Status answers from the store: a serial the store does not hold was never issued.
-struct StoreStatus(Arc<dyn Store>);
-
-impl StatusSource for StoreStatus {
-    fn status(&self, issuer_id: &str, serial: &[u8]) -> Result<CertStatusAnswer, StatusError> {
-        match self.0.get_certificate(issuer_id, serial) {
-            Ok(None) => Ok(CertStatusAnswer::Unknown),
-            Ok(Some(rec)) => Ok(match rec.status {
-                CertStatus::Valid => CertStatusAnswer::Good,
-                CertStatus::Revoked { time, reason, .. } => CertStatusAnswer::Revoked {
-                    time,
-                    reason: CrlReason::from_code(reason),
-                },
-            }),
-            // Fail closed: no status, no "good".
-            Err(e) => Err(StatusError::Unavailable(e.to_string())),
-        }
-    }
-}
-
-/// Drops cached responses when the CA service changes a status.
-pub struct Invalidator(pub Arc<Responder>);
-
-impl StatusListener for Invalidator {
-    fn status_changed(&self, ca: &str, serial: &[u8]) {
-        self.0.invalidate(ca, serial);
-    }
-}
 
 /// One responder for every issuing CA, each answered by its delegated signer.
 pub fn responder(

@@ -314,7 +314,7 @@ impl XuaService {
                 | cps_xua::IssueError::BreakGlassWithoutJustification) => {
                     CaError::Invalid(e.to_string())
                 }
-                e => CaError::Internal(ApplianceError::Refused(e.to_string())),
+                e => CaError::from(ApplianceError::Refused(e.to_string())),
             })
     }
 

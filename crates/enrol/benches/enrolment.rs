@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use cps_card::{Piv, Transport};
 use cps_enrol::{
-    Activity, CardSecrets, CardService, CardServiceConfig, EnrolRequest, LocalCa, ProfessionalData,
-    Registry,
+    Activity, CardSecrets, CardService, CardServiceConfig, EnrolRequest, ProfessionalData, Registry,
 };
 use cps_hsm::SoftwareMacKey;
 use cps_store::{SledStore, Store};
@@ -46,7 +45,7 @@ impl Env {
     fn new(alg: cps_card::KeyAlgorithm) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("store"));
-        let ca = Arc::new(LocalCa::generate_test_hierarchy(store.clone(), NOW - 3600).expect("CA"));
+        let ca = Arc::new(cps_ca::hierarchy::software_ca(store.clone(), NOW - 3600).expect("CA"));
         let cards = CardService::new(
             store.clone(),
             ca,

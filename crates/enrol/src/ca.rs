@@ -1,56 +1,12 @@
-//! What enrolment needs from a certificate authority, as a trait with plain types: the
-//! appliance implements it over its CA service; [`crate::LocalCa`] implements it over
-//! `cps-pki` and a [`cps_hsm::Signer`] for tests and benchmarks.
+//! What enrolment needs from a certificate authority, as a trait over `cps-ca`'s types:
+//! [`cps_ca::CaService`] implements it (the appliance's CA, and a CA over software keys in tests
+//! and benchmarks); tests wrap it to inject failures.
 
-pub use cps_pki::crl::RevocationReason;
+use cps_ca::CaService;
+pub use cps_ca::{CaError, CertState, IssueRequest, RevocationReason, SubjectRequest};
+use cps_store::CertificateRecord;
 
 use crate::model::CertRef;
-
-/// Why the CA did not do what was asked. The message is for the officer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CaError {
-    /// The request is refused (bad CSR, blocklisted key, profile rules...). Retrying the same
-    /// request will not help.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// The request conflicts with the CA's state (already revoked, key certified for someone
-    /// else...).
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// No such certificate.
-    #[error("no certificate {0}")]
-    NotFound(String),
-    /// The CA could not be reached or failed (HSM, store, clock). Retrying later may help.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// An issuance request for a card key.
-#[derive(Debug, Clone)]
-pub struct IssueRequest {
-    /// Certificate profile: `cps-auth` or `cps-sign`.
-    pub profile: String,
-    /// PKCS#10 request signed by the card key (DER): the proof of possession.
-    pub csr_der: Vec<u8>,
-    /// Who the certificate is for, from the registry (the subject is built from it, not from
-    /// the request).
-    pub person: cps_pki::PersonIdentity,
-    /// Registry identity of the holder (the IdNat_PS): a key certified for one holder is
-    /// refused for another.
-    pub holder: String,
-}
-
-/// Revocation state of a certificate as the CA knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertState {
-    /// Valid (not revoked).
-    Valid,
-    /// On hold (certificateHold): may be released.
-    OnHold,
-    /// Revoked for good.
-    Revoked(RevocationReason),
-}
 
 /// A certificate the CA issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +25,22 @@ pub struct IssuedCertificate {
     pub state: CertState,
 }
 
+impl From<&CertificateRecord> for IssuedCertificate {
+    fn from(rec: &CertificateRecord) -> Self {
+        IssuedCertificate {
+            cert: CertRef {
+                issuer: rec.issuer.clone(),
+                serial: hex::encode_upper(&rec.serial),
+            },
+            profile: rec.profile.clone(),
+            der: rec.der.clone(),
+            not_after: rec.not_after,
+            spki_sha256: rec.spki_sha256,
+            state: CertState::of(&rec.status),
+        }
+    }
+}
+
 /// A certificate authority for card certificates.
 ///
 /// Implementations must make [`CertificateAuthority::issue`] and
@@ -77,7 +49,7 @@ pub struct IssuedCertificate {
 /// state first, so that retries are idempotent).
 pub trait CertificateAuthority: Send + Sync {
     /// Issue a certificate. The CA verifies the request's signature (proof of possession),
-    /// its key policy and blocklist, and builds the subject from `person`.
+    /// its key policy and blocklist, and builds the subject from the request's subject.
     fn issue(
         &self,
         req: &IssueRequest,
@@ -106,4 +78,55 @@ pub trait CertificateAuthority: Send + Sync {
         &self,
         spki_sha256: &[u8; 32],
     ) -> Result<Vec<IssuedCertificate>, CaError>;
+}
+
+fn serial_of(c: &CertRef) -> Result<Vec<u8>, CaError> {
+    hex::decode(&c.serial)
+        .map_err(|_| CaError::Invalid(format!("serial '{}' is not hex", c.serial)))
+}
+
+impl CertificateAuthority for CaService {
+    fn issue(
+        &self,
+        req: &IssueRequest,
+        actor: &str,
+        now: i64,
+    ) -> Result<IssuedCertificate, CaError> {
+        CaService::issue(self, req, actor, now).map(|r| IssuedCertificate::from(&r))
+    }
+
+    fn revoke(
+        &self,
+        cert: &CertRef,
+        reason: RevocationReason,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), CaError> {
+        CaService::revoke(
+            self,
+            &cert.issuer,
+            &serial_of(cert)?,
+            reason,
+            None,
+            actor,
+            now,
+        )
+        .map(|_| ())
+    }
+
+    fn state(&self, cert: &CertRef) -> Result<Option<CertState>, CaError> {
+        CaService::cert_state(self, &cert.issuer, &serial_of(cert)?)
+    }
+
+    fn certificates_for_key(
+        &self,
+        spki_sha256: &[u8; 32],
+    ) -> Result<Vec<IssuedCertificate>, CaError> {
+        Ok(self
+            .store()
+            .certificates_by_spki(spki_sha256)?
+            .iter()
+            .map(IssuedCertificate::from)
+            .collect())
+    }
 }

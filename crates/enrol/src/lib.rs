@@ -10,8 +10,8 @@
 //!   renewal and replacement; lifecycle ([`CardService::suspend_card`],
 //!   [`CardService::resume_card`], [`CardService::oppose_card`], [`CardService::unblock_pin`],
 //!   [`CardService::set_professional_status`]).
-//! * [`CertificateAuthority`]: what enrolment needs from a CA, as a trait; [`LocalCa`] is a
-//!   small implementation on `cps-pki` for tests and benchmarks.
+//! * [`CertificateAuthority`]: what enrolment needs from a CA, as a trait implemented by
+//!   `cps-ca`'s [`cps_ca::CaService`].
 //! * [`CardSecrets`]: per-card management keys, initial PINs and PUKs derived in the HSM from
 //!   one non-extractable master key.
 //!
@@ -27,7 +27,6 @@ mod error;
 pub mod fold;
 pub mod import;
 pub mod lifecycle;
-mod local_ca;
 pub mod model;
 mod registry;
 pub mod secrets;
@@ -36,13 +35,13 @@ mod tables;
 
 pub use ca::{
     CaError, CertState, CertificateAuthority, IssueRequest, IssuedCertificate, RevocationReason,
+    SubjectRequest,
 };
 pub use error::{EnrolError, Result};
 pub use import::{
     ImportOptions, ImportOutcome, ImportPhase, ImportProgress, ImportReport, LineIssue,
 };
 pub use lifecycle::{LifecycleOutcome, PendingRevocation, RevocationReport, StatusChange};
-pub use local_ca::LocalCa;
 pub use model::{
     Activity, Card, CardCertificate, CardStatus, CertRef, CertSlot, Cursor, Enrolment,
     EnrolmentKind, EnrolmentStatus, ManagementKeyState, OppositionReason, Page, Professional,

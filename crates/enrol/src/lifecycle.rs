@@ -160,7 +160,7 @@ impl CardService {
 
     fn apply(&self, p: &PendingRevocation, now: i64) -> std::result::Result<(), CaError> {
         let action = RevocationAction::parse(&p.action)
-            .ok_or_else(|| CaError::Refused(format!("unknown outbox action '{}'", p.action)))?;
+            .ok_or_else(|| CaError::Invalid(format!("unknown outbox action '{}'", p.action)))?;
         let state = self.ca.state(&p.cert)?;
         let reason = match (action, state) {
             (_, None) => return Ok(()),

@@ -26,7 +26,9 @@ use cps_store::{Expect, Store, WriteBatch, WriteOp};
 use parking_lot::Mutex;
 use ring::rand::SecureRandom;
 
-use crate::ca::{CaError, CertState, CertificateAuthority, IssueRequest, RevocationReason};
+use crate::ca::{
+    CaError, CertState, CertificateAuthority, IssueRequest, RevocationReason, SubjectRequest,
+};
 use crate::cardops::{self, SetKeyOutcome};
 use crate::error::{EnrolError, Result};
 use crate::lifecycle::{RevocationAction, RevocationReport};
@@ -945,8 +947,9 @@ impl CardService {
         let issued = self.ca.issue(
             &IssueRequest {
                 profile: profile.clone(),
-                csr_der,
-                person: p.data.person_identity(),
+                csr: csr_der,
+                subject: SubjectRequest::Person(p.data.person_identity()),
+                sans: vec![],
                 holder: p.data.idnat_ps.clone(),
             },
             actor,
@@ -964,7 +967,7 @@ impl CardService {
         live.ders.retain(|(s, _)| *s != slot);
         live.ders.push((slot, issued.der.clone()));
         if issued.spki_sha256 != sha256(&spki) {
-            return Err(EnrolError::Ca(CaError::Refused(format!(
+            return Err(EnrolError::Ca(CaError::Invalid(format!(
                 "certificate {} does not certify the card's key",
                 issued.cert
             ))));
@@ -1010,7 +1013,12 @@ impl CardService {
             .into_iter()
             .find(|i| i.cert == c.cert)
             .map(|i| i.der)
-            .ok_or_else(|| EnrolError::Ca(CaError::NotFound(c.cert.to_string())))
+            .ok_or_else(|| {
+                EnrolError::Ca(CaError::NotFound {
+                    ca: c.cert.issuer.clone(),
+                    serial: c.cert.serial.clone(),
+                })
+            })
     }
 
     fn step_write<T: Transport>(

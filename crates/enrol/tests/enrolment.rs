@@ -8,8 +8,8 @@ use std::sync::Arc;
 use cps_card::Slot;
 use cps_enrol::{
     CaError, CardStatus, CertState, CertificateAuthority, EnrolError, EnrolRequest,
-    EnrolmentStatus, IssueRequest, IssuedCertificate, LocalCa, ManagementKeyState,
-    ProfessionalStatus, Progress, RevocationReason, Step, StepState,
+    EnrolmentStatus, IssueRequest, IssuedCertificate, ManagementKeyState, ProfessionalStatus,
+    Progress, RevocationReason, Step, StepState,
 };
 use cps_pki::NameAttribute;
 use support::*;
@@ -97,7 +97,11 @@ fn full_enrolment_yields_a_working_cps_card() {
             .read_certificate(slot)
             .unwrap()
             .expect("certificate on the card");
-        cps_pki::verify_issued_by(&der, f.ca.public_key()).unwrap();
+        cps_pki::verify_issued_by(
+            &der,
+            f.ca.authority("personnes").unwrap().key.public_key_der(),
+        )
+        .unwrap();
         let parsed = cps_pki::parse_certificate(&der).unwrap();
         assert_eq!(
             parsed.subject.get(&NameAttribute::CommonName),
@@ -118,7 +122,10 @@ fn full_enrolment_yields_a_working_cps_card() {
             .find(|x| x.profile == profile)
             .unwrap();
         assert_eq!(cc.cert.serial, parsed.serial.to_hex());
-        assert_eq!(f.ca.state(&cc.cert).unwrap(), Some(CertState::Valid));
+        assert_eq!(
+            CertificateAuthority::state(&*f.ca, &cc.cert).unwrap(),
+            Some(CertState::Valid)
+        );
     }
     // Identity object.
     let id = piv.read_identity().unwrap().unwrap();
@@ -558,7 +565,7 @@ fn interruption_after_every_apdu_leaves_no_orphan_certificate() {
 
 /// A CA wrapper that can fail or call back around issuance.
 struct FaultyCa {
-    inner: Arc<LocalCa>,
+    inner: Arc<cps_ca::CaService>,
     /// Issue for real, then report a failure (the answer is lost).
     lose_answer_at: std::sync::atomic::AtomicUsize,
     calls: std::sync::atomic::AtomicUsize,
@@ -575,7 +582,7 @@ impl CertificateAuthority for FaultyCa {
     ) -> Result<IssuedCertificate, CaError> {
         use std::sync::atomic::Ordering::SeqCst;
         let n = self.calls.fetch_add(1, SeqCst) + 1;
-        let r = self.inner.issue(req, actor, now)?;
+        let r = CertificateAuthority::issue(&*self.inner, req, actor, now)?;
         (self.on_issue)(n);
         if self.lose_answer_at.load(SeqCst) == n {
             return Err(CaError::Unavailable("connection reset".into()));
@@ -595,10 +602,10 @@ impl CertificateAuthority for FaultyCa {
         {
             return Err(CaError::Unavailable("HSM offline".into()));
         }
-        self.inner.revoke(cert, reason, actor, now)
+        CertificateAuthority::revoke(&*self.inner, cert, reason, actor, now)
     }
     fn state(&self, cert: &cps_enrol::CertRef) -> Result<Option<CertState>, CaError> {
-        self.inner.state(cert)
+        CertificateAuthority::state(&*self.inner, cert)
     }
     fn certificates_for_key(&self, k: &[u8; 32]) -> Result<Vec<IssuedCertificate>, CaError> {
         self.inner.certificates_for_key(k)
@@ -607,7 +614,7 @@ impl CertificateAuthority for FaultyCa {
 
 fn faulty(
     f: impl Fn(usize) + Send + Sync + 'static,
-) -> impl Fn(Arc<LocalCa>) -> Arc<dyn CertificateAuthority> {
+) -> impl Fn(Arc<cps_ca::CaService>) -> Arc<dyn CertificateAuthority> {
     let f = Arc::new(f);
     move |inner| {
         let f = f.clone();
@@ -623,7 +630,7 @@ fn faulty(
 
 #[test]
 fn a_lost_ca_answer_is_found_and_revoked() {
-    let wrap = |inner: Arc<LocalCa>| -> Arc<dyn CertificateAuthority> {
+    let wrap = |inner: Arc<cps_ca::CaService>| -> Arc<dyn CertificateAuthority> {
         Arc::new(FaultyCa {
             inner,
             lose_answer_at: 2.into(),
@@ -783,7 +790,7 @@ fn revocations_wait_in_the_outbox_while_the_ca_is_down() {
     let d2 = down.clone();
     let holder: Arc<parking_lot::Mutex<Option<Arc<FaultyCa>>>> = Default::default();
     let h2 = holder.clone();
-    let wrap = move |inner: Arc<LocalCa>| -> Arc<dyn CertificateAuthority> {
+    let wrap = move |inner: Arc<cps_ca::CaService>| -> Arc<dyn CertificateAuthority> {
         let ca = Arc::new(FaultyCa {
             inner,
             lose_answer_at: 0.into(),
@@ -833,7 +840,7 @@ fn revocations_wait_in_the_outbox_while_the_ca_is_down() {
     assert!(f.cards.pending_revocations().unwrap().is_empty());
     for c in &out.card.certificates {
         assert_eq!(
-            f.ca.state(&c.cert).unwrap(),
+            CertificateAuthority::state(&*f.ca, &c.cert).unwrap(),
             Some(CertState::Revoked(RevocationReason::KeyCompromise))
         );
     }

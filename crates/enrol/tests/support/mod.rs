@@ -6,10 +6,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use cps_ca::CaService;
 use cps_card::{CardError, Piv, Transport};
 use cps_enrol::{
-    Activity, CardSecrets, CardService, CardServiceConfig, CertificateAuthority, LocalCa,
-    ProfessionalData, Registry,
+    Activity, CardSecrets, CardService, CardServiceConfig, CertificateAuthority, ProfessionalData,
+    Registry,
 };
 use cps_hsm::SoftwareMacKey;
 use cps_store::{SledStore, Store};
@@ -128,7 +129,7 @@ pub fn professional(n: u64, profession: &str) -> ProfessionalData {
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub store: Arc<dyn Store>,
-    pub ca: Arc<LocalCa>,
+    pub ca: Arc<CaService>,
     pub registry: Registry,
     pub cards: CardService,
 }
@@ -145,11 +146,11 @@ impl Fixture {
     /// With a CA wrapped by `wrap` (fault injection).
     pub fn with(
         config: CardServiceConfig,
-        wrap: Option<&dyn Fn(Arc<LocalCa>) -> Arc<dyn CertificateAuthority>>,
+        wrap: Option<&dyn Fn(Arc<CaService>) -> Arc<dyn CertificateAuthority>>,
     ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
-        let ca = Arc::new(LocalCa::generate_test_hierarchy(store.clone(), NOW - 86_400).unwrap());
+        let ca = Arc::new(cps_ca::hierarchy::software_ca(store.clone(), NOW - 86_400).unwrap());
         let ca_dyn: Arc<dyn CertificateAuthority> = match wrap {
             Some(w) => w(ca.clone()),
             None => ca.clone(),

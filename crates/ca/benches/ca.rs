@@ -1,21 +1,32 @@
-//! CA benchmarks against a real home (SoftHSM2 keys, sled store):
+//! CA benchmarks over a CA built from signers (no key ceremony, no home directory):
 //! * issuance end to end: CSR parsed and its signature verified, key policy, blocklist and
-//!   duplicate-key checks, certificate signed by the P-256 CA key in SoftHSM2, record + audit
-//!   committed durably — from N threads;
-//! * CRL generation: revoked entries read from the store, CRL encoded and signed in the HSM, at
-//!   100 000 and 1 000 000 entries.
+//!   duplicate-key checks, certificate signed by the P-256 CA key, record + audit committed
+//!   durably to a sled store — from N threads;
+//! * CRL generation: revoked entries read from the store, CRL encoded and signed, at 100 000 and
+//!   1 000 000 entries.
 //!
-//! Run: `cargo bench -p cps-appliance --bench ca` (args: `[seconds] [threads]`, default 5 and 8).
+//! The same operations as the appliance's former `benches/ca.rs`, which ran `cps-trust init` to
+//! get its CA: the hierarchy (P-384 root, P-256 `personnes` and `organisations`) is now made by
+//! `cps_ca::hierarchy::build` from keys generated in a fresh SoftHSM2 token (or in software with
+//! `software`), and the signing gate is `OpenGate` instead of the appliance's declared clock (whose
+//! check per signature was a clock read and a comparison).
+//!
+//! Run: `cargo bench -p cps-ca --features software --bench ca` (args: `[seconds] [threads]
+//! [softhsm|software]`, default 5, 8 and softhsm).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cps_appliance::ca::{CaService, IssueRequest, SubjectRequest};
-use cps_appliance::config::Config;
+use cps_ca::{CaConfig, CaService, IssueRequest, OpenGate, SubjectRequest};
+use cps_hsm::{Hsm, HsmConfig, KeyAlgorithm, PinSource, Signer, SoftwareSigner};
 use cps_store::{
     AuditRecord, CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp,
 };
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "31415926";
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -37,26 +48,73 @@ fn csr() -> Vec<u8> {
     b.build().to_der().unwrap()
 }
 
+/// The root and CA keys: in a fresh SoftHSM2 token under `dir`, or in software.
+fn keys(dir: &Path, softhsm: bool) -> Vec<(String, Arc<dyn Signer>)> {
+    let plan = [
+        ("root", KeyAlgorithm::EcP384),
+        ("personnes", KeyAlgorithm::EcP256),
+        ("organisations", KeyAlgorithm::EcP256),
+    ];
+    if !softhsm {
+        return plan
+            .iter()
+            .map(|(id, alg)| {
+                let k: Arc<dyn Signer> = Arc::new(SoftwareSigner::generate(id, *alg).unwrap());
+                (id.to_string(), k)
+            })
+            .collect();
+    }
+    std::fs::create_dir(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", dir.display())).unwrap();
+    // SAFETY: single-threaded here, before any PKCS#11 call.
+    unsafe {
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        std::env::set_var("CPS_BENCH_PIN", PIN);
+    }
+    cps_hsm::init_token_on_free_slot(Path::new(MODULE), "ca-bench", "27182818", PIN).unwrap();
+    let hsm = Hsm::open(&HsmConfig {
+        module: MODULE.into(),
+        token_label: "ca-bench".into(),
+        pin: PinSource::Env("CPS_BENCH_PIN".into()),
+        sessions: 8,
+    })
+    .unwrap();
+    plan.iter()
+        .map(|(id, alg)| {
+            let k: Arc<dyn Signer> =
+                Arc::new(hsm.generate_key_pair(&format!("ca-{id}"), *alg).unwrap());
+            (id.to_string(), k)
+        })
+        .collect()
+}
+
 fn main() {
-    let args: Vec<f64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let secs = args.first().copied().unwrap_or(5.0);
-    let threads = args.get(1).copied().unwrap_or(8.0) as usize;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let nums: Vec<f64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let secs = nums.first().copied().unwrap_or(5.0);
+    let threads = nums.get(1).copied().unwrap_or(8.0) as usize;
+    let softhsm = !args.iter().any(|a| a == "software");
+    let where_ = if softhsm { "SoftHSM2" } else { "software" };
     let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let mut config = Config::embedded_default();
-    // A container's kernel rarely reports its clock as synchronised: the benchmark measures
-    // signing, not the clock gate.
-    config.time.source = cps_appliance::config::TimeSourceKind::Declared;
-    // SAFETY: single-threaded, before any PKCS#11 call.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", home.join("softhsm2.conf")) };
-    cps_appliance::ceremony::init(&home, &config, now()).unwrap();
-    let hsm = cps_appliance::home::open_checked_hsm(&home, &config).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(home.join("store")).unwrap());
-    let clock = cps_appliance::clock::SigningClock::from_config(&config.time, None);
-    let ca = Arc::new(CaService::open(&home, &config, &hsm, store.clone(), clock).unwrap());
+    let mut keys = keys(dir.path(), softhsm);
+    let root = keys.remove(0).1;
+    let profiles = cps_pki::profile::builtin_profiles();
+    let base = "http://127.0.0.1:8080";
+    let h = cps_ca::hierarchy::build(&profiles, root, keys, base, now()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let ca = Arc::new(CaService::new(
+        h.authorities,
+        store.clone(),
+        profiles,
+        Arc::new(OpenGate),
+        CaConfig {
+            public_base_url: base.into(),
+            crl_validity_secs: 24 * 3600,
+            key_policy: cps_pki::KeyPolicy::default(),
+            reserved_profiles: vec!["audit-checkpoint".into()],
+        },
+    ));
 
     // Issuance: CSRs made beforehand (each issuance needs its own key: one holder per key).
     let pool: Arc<Vec<Vec<u8>>> = Arc::new((0..20_000).map(|_| csr()).collect());
@@ -111,7 +169,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|");
     println!(
-        "| org-tls-client, P-256 CA key in SoftHSM2 | {threads} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+        "| org-tls-client, P-256 CA key in {where_} | {threads} | {} | {:.0} | {:.2} ms | {:.2} ms |",
         lat.len(),
         lat.len() as f64 / elapsed,
         p(0.5),
@@ -119,16 +177,28 @@ fn main() {
     );
 
     // CRLs: fill the store with revoked certificates in large batches, then time generation.
-    println!();
-    println!("| CRL entries | read from store + encode + sign (HSM) | CRL size |");
-    println!("|---|---|---|");
-    let template = store
-        .list_certificates(Some("personnes"), None, 1)
-        .unwrap()
-        .certificates
-        .into_iter()
-        .next()
+    // One real certificate of `personnes` is the template (the ceremony used to leave one).
+    let template = ca
+        .issue(
+            &IssueRequest {
+                profile: "cps-auth".into(),
+                csr: csr(),
+                subject: SubjectRequest::Person(cps_pki::PersonIdentity {
+                    idnat_ps: "810002813839".into(),
+                    surname: "Bench".into(),
+                    given_name: "Template".into(),
+                    profession_code: "10".into(),
+                }),
+                sans: vec![],
+                holder: "810002813839".into(),
+            },
+            "bench",
+            now(),
+        )
         .unwrap();
+    println!();
+    println!("| CRL entries | read from store + encode + sign ({where_}) | CRL size |");
+    println!("|---|---|---|");
     let mut added = 0u64;
     for target in [100_000u64, 1_000_000] {
         while added < target {
