@@ -233,7 +233,7 @@ pub struct AuditEvent {
 pub struct AuditEventSummary {
     /// EventID code, e.g. `110114`.
     pub event_id: String,
-    pub event_name: Option<String>,
+    pub event_name: String,
     /// EventTypeCode codes.
     pub event_types: Vec<String>,
     /// EventActionCode.

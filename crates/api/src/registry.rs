@@ -174,7 +174,10 @@ pub enum ManagementKeyState {
     /// The well-known default key.
     Default,
     /// A per-card key derived in the HSM.
-    PerCard { master_key: String, algorithm: String },
+    PerCard {
+        master_key: String,
+        algorithm: String,
+    },
 }
 
 /// Why a card was opposed.

@@ -37,7 +37,7 @@ use cps_xua::{
     AUTHN_SMARTCARD_PKI, AUTHN_TLS_CLIENT, AuthenticationMode, CodedValue, IssuedAssertion,
     PatientId, PurposeOfUse, SoftwareInfo, VihfClaims,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ApplianceError;
 use crate::ca::{CaError, CaService};
@@ -115,40 +115,8 @@ pub trait Directory: Send + Sync {
     ) -> Result<LoginSubject, LoginRefusal>;
 }
 
-/// What the workstation asks for: sent with the challenge request, and again with the login
-/// (the challenge and the card's signature are bound to it).
-#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct LoginContext {
-    /// Patient INS (matricule), when the access concerns a patient.
-    #[serde(default)]
-    pub patient_ins: Option<String>,
-    /// INS assigning authority OID (default INS-NIR `1.2.250.1.213.1.4.8`).
-    #[serde(default)]
-    pub ins_authority: Option<String>,
-    /// `normal` (default), `bris_de_glace`, `centre_15`.
-    #[serde(default)]
-    pub purpose_of_use: Option<String>,
-    /// Mandatory for `bris_de_glace`.
-    #[serde(default)]
-    pub justification: Option<String>,
-    /// The activity (struct_IdNat) the professional acts in; default: the card's.
-    #[serde(default)]
-    pub structure_id: Option<String>,
-    /// The practice software (`LPS_*`).
-    #[serde(default)]
-    pub software_name: Option<String>,
-    #[serde(default)]
-    pub software_version: Option<String>,
-    #[serde(default)]
-    pub software_id: Option<String>,
-    #[serde(default)]
-    pub software_homologation: Option<String>,
-    /// Answer with the assertion inside a SOAP 1.2 envelope's `wsse:Security` header (shapes
-    /// the answer only: not part of the bound context).
-    #[serde(default)]
-    pub soap: bool,
-}
+// The wire types of the login routes, shared with the API's clients.
+pub use cps_api::{ChallengeView, LoginContext, LoginResult};
 
 /// The purpose of use and the patient of a context, or why they are not acceptable.
 fn purpose_and_patient(
@@ -211,34 +179,6 @@ fn purpose_and_patient(
         }
     };
     Ok((purpose, patient))
-}
-
-/// The answer of a successful login.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoginResult {
-    pub assertion_id: String,
-    pub idnat_ps: String,
-    pub name: String,
-    pub not_on_or_after: i64,
-    /// The assertion (or SOAP envelope), XML.
-    pub assertion: String,
-}
-
-/// A challenge as the API returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChallengeView {
-    /// The challenge token, sent back with the login.
-    pub challenge_id: String,
-    /// Base64 of the exact bytes the card signs ([`crate::challenge::signed_message`]).
-    pub challenge: String,
-    pub audience: String,
-    pub expires_at: i64,
-    /// Hex SHA-256 of the appliance's seal certificate: the appliance the signature is bound to.
-    pub appliance: String,
-    /// Hex SHA-256 of the bound login context ([`crate::challenge::context_sha256`]).
-    pub context_sha256: String,
-    /// The format of `challenge` (`cps-trust card login v1`).
-    pub format: String,
 }
 
 /// Who a login is about once the card's key is proved (or the TLS handshake proved it).
