@@ -522,5 +522,8 @@ pub(crate) async fn crl(
 /// `/api/docs/` (Swagger UI) and `/api/v1/openapi.json`, the document generated from the
 /// handlers, the API's types and the authorization table ([`doc::openapi`]).
 pub(crate) fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
-    utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", doc::openapi())
+    utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .url("/api/v1/openapi.json", doc::openapi())
+        // No call to the online validator: the page loads nothing from elsewhere.
+        .config(utoipa_swagger_ui::Config::default().validator_url("none"))
 }

@@ -629,6 +629,54 @@ mod tests {
         );
     }
 
+    /// A job answer (built by hand around the PIN and PUK) reads as the API's `Job`, with the
+    /// secrets once and `null` otherwise; its result reads as the card it holds.
+    #[tokio::test]
+    async fn job_answers_read_as_the_api_job() {
+        let c = card(
+            cps_enrol::CardStatus::Active,
+            cps_enrol::ManagementKeyState::Default,
+        );
+        let view = crate::cards::JobView {
+            id: "j1".into(),
+            kind: "enrolment".into(),
+            actor: "operator:ra".into(),
+            status: "done".into(),
+            events: vec![crate::cards::JobEvent {
+                step: "detect_card".into(),
+                label: "Card detected".into(),
+                state: "done".into(),
+                detail: None,
+            }],
+            progress: Some(("validating".into(), 1, 2)),
+            error: None,
+            result: Some(serde_json::to_value(&c).unwrap()),
+            owner: crate::caller::CertFingerprint([0; 32]),
+            secrets_held: true,
+        };
+        let secrets = cps_enrol::InitialSecrets {
+            pin: zeroize::Zeroizing::new("123456".into()),
+            puk: zeroize::Zeroizing::new("12345678".into()),
+        };
+        for s in [None, Some(&secrets)] {
+            let body = crate::cards::job_json(&view, s).unwrap();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let job: w::Job = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(job.id, "j1");
+            assert_eq!(job.progress, Some(("validating".into(), 1, 2)));
+            assert_eq!(job.events[0].step, "detect_card");
+            assert_eq!(
+                job.secrets,
+                s.map(|_| w::InitialSecrets {
+                    pin: "123456".into(),
+                    puk: "12345678".into()
+                })
+            );
+            let result: w::Card = serde_json::from_value(job.result.unwrap()).unwrap();
+            assert_eq!(result, c.wire());
+        }
+    }
+
     /// Request bodies the services took before read the same through the API's types.
     #[test]
     fn requests_convert_to_the_services_types() {
