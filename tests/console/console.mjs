@@ -229,7 +229,9 @@ try {
   check(opened.includes('200') && opened.includes('401') && opened.includes('assertion_id'),
     'the login operation shows its answer (with its fields) and its refusal');
   check((await page.locator('.models, section.models').count()) >= 1, 'Swagger UI lists the schemas');
-  const schemas = await page.$$eval('.models .model-container', (els) => els.map((el) => el.getAttribute('data-name') || el.textContent.trim().split(/\s/)[0]));
+  // (OpenAPI 3.1: Swagger UI draws the schemas with its JSON Schema 2020-12 components.)
+  const schemas = await page.$$eval('section.models .json-schema-2020-12__title',
+    (els) => els.map((el) => el.textContent.trim()));
   check(schemas.includes('LoginResult') && schemas.includes('ErrorBody') && schemas.includes('Card'),
     `Swagger UI lists the schemas LoginResult, ErrorBody, Card (${schemas.length} schemas)`);
   await shot(page, 'api-docs');
