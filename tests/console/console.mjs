@@ -1,7 +1,8 @@
 // Drives the card issuing console in Debian's Chromium with an operator client certificate:
 // sign in, find a professional, enrol a card in the simulated reader, follow the progress, see
-// the two certificates, suspend the card and see it suspended. A screenshot is kept for each
-// step. Exit status 0 and a last line "console e2e: ok ..." when everything was seen.
+// the two certificates, suspend the card and see it suspended; then Swagger UI renders the
+// API's generated OpenAPI document. A screenshot is kept for each step. Exit status 0 and a
+// last line "console e2e: ok ..." when everything was seen.
 //
 // Environment:
 //   CONSOLE_URL          https://127.0.0.1:<port> (the appliance's mutual-TLS listener)
@@ -200,6 +201,40 @@ try {
   check((await text(page, '.notice.success')).includes('suspended'), 'a notice says the card is suspended');
   check((await page.locator('#resume-form').count()) === 1, 'the card can be resumed');
   await shot(page, 'suspended');
+
+  // 7. The API's documentation: Swagger UI (served from the binary) renders the generated
+  // OpenAPI document, operations of every part of the API listed.
+  const docs = await page.goto(`${url}/api/docs/`);
+  check(docs.status() === 200, `/api/docs/ answers 200 (got ${docs.status()})`);
+  await page.waitForSelector('.opblock-summary-path', { timeout: 30000 });
+  check((await text(page, '.info .title')).startsWith('cps-trust API'), 'Swagger UI shows the API title');
+  const ops = await page.$$eval('.opblock',
+    (els) => els.map((el) => {
+      const m = el.querySelector('.opblock-summary-method');
+      const p = el.querySelector('.opblock-summary-path');
+      return `${m ? m.textContent.trim() : '?'} ${p ? (p.getAttribute('data-path') || p.textContent.trim()) : '?'}`;
+    }));
+  console.log(`Swagger UI lists ${ops.length} operations`);
+  for (const op of ['POST /api/v1/login', 'POST /api/v1/login/challenge', 'POST /api/v1/xua/validate',
+    'GET /api/v1/cards/{serial}', 'POST /api/v1/cards/{serial}/{action}', 'POST /api/v1/cards/enrol',
+    'GET /api/v1/professionals', 'GET /api/v1/certificates', 'GET /api/v1/audit/events']) {
+    check(ops.includes(op), `Swagger UI lists ${op}`);
+  }
+  check(ops.length >= 28, `Swagger UI lists every operation (${ops.length})`);
+  // An operation opens with its schemas (the login's answer and its refusal body).
+  const login = page.locator('.opblock', { has: page.locator('.opblock-summary-path[data-path="/api/v1/login"]') });
+  await login.locator('.opblock-summary').first().click();
+  await page.waitForSelector('.opblock.is-open .responses-wrapper', { timeout: 10000 });
+  const opened = await login.first().textContent();
+  check(opened.includes('200') && opened.includes('401') && opened.includes('assertion_id'),
+    'the login operation shows its answer (with its fields) and its refusal');
+  check((await page.locator('.models, section.models').count()) >= 1, 'Swagger UI lists the schemas');
+  // (OpenAPI 3.1: Swagger UI draws the schemas with its JSON Schema 2020-12 components.)
+  const schemas = await page.$$eval('section.models .json-schema-2020-12__title',
+    (els) => els.map((el) => el.textContent.trim()));
+  check(schemas.includes('LoginResult') && schemas.includes('ErrorBody') && schemas.includes('Card'),
+    `Swagger UI lists the schemas LoginResult, ErrorBody, Card (${schemas.length} schemas)`);
+  await shot(page, 'api-docs');
 
   check(consoleErrors.length === 0, `no error in the browser console (${consoleErrors.join(' | ')})`);
   console.log(`console e2e: ok card=${serial} screenshots=${shots}`);

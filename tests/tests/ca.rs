@@ -109,7 +109,7 @@ fn api_authentication_and_hostile_input() {
     let (code, resp) = operator_curl(&home, &app, "GET", "/api/v1/openapi.json", None);
     assert_eq!(code, 200);
     assert!(
-        resp.contains("\"openapi\":\"3.0.3\"")
+        resp.contains("\"openapi\":\"3.1.0\"")
             && resp.contains("/api/v1/certificates/{ca}/{serial}/revoke"),
         "{resp}"
     );

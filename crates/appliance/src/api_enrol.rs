@@ -19,10 +19,10 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cps_enrol::{CardService, EnrolError, OppositionReason, ProfessionalData, ProfessionalStatus};
+use cps_enrol::{CardService, EnrolError, OppositionReason, ProfessionalStatus};
 use serde::Deserialize;
 
-use crate::api::{ApiError, ApiState, blocking};
+use crate::api::{ApiError, ApiState, Wire, blocking};
 use crate::caller::CertFingerprint;
 use crate::operators::Operator;
 
@@ -70,15 +70,19 @@ fn json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
+    /// Text searched in names and identifiers (accents ignored).
     #[serde(default)]
     pub q: String,
     pub after: Option<String>,
     pub limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/professionals", tag = "registry", params(SearchQuery),
+    responses((status = 200, description = "a page of professionals", body = cps_api::ProfessionalPage)))]
 pub async fn search(
     State(st): State<ApiState>,
     Query(q): Query<SearchQuery>,
@@ -91,13 +95,16 @@ pub async fn search(
             .search(&q.q, q.after.map(cps_enrol::Cursor).as_ref(), limit)
     })
     .await?;
-    Ok(Json(serde_json::json!({
-        "professionals": page.items,
-        "next": page.next.map(|c| c.0),
-    }))
+    Ok(Json(cps_api::ProfessionalPage {
+        professionals: page.items.wire(),
+        next: page.next.map(|c| c.0),
+    })
     .into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/professionals/{idnat}", tag = "registry",
+    params(("idnat" = String, Path, description = "IdNat_PS")),
+    responses((status = 200, description = "the professional and their cards", body = cps_api::ProfessionalCards)))]
 pub async fn get_professional(
     State(st): State<ApiState>,
     UrlPath(idnat): UrlPath<String>,
@@ -109,16 +116,23 @@ pub async fn get_professional(
         Ok::<_, EnrolError>((p, c))
     })
     .await?;
-    Ok(Json(serde_json::json!({ "professional": p, "cards": c })).into_response())
+    Ok(Json(cps_api::ProfessionalCards {
+        professional: p.wire(),
+        cards: c.wire(),
+    })
+    .into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/professionals", tag = "registry",
+    request_body = cps_api::ProfessionalData,
+    responses((status = 201, description = "the professional registered", body = cps_api::Professional)))]
 pub async fn create_professional(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cards = cards(&st)?;
-    let data: ProfessionalData = json(&body)?;
+    let data = crate::api::wire::professional_data(json(&body)?);
     let who = actor(&op);
     let p = blocking(move || {
         cards
@@ -126,15 +140,13 @@ pub async fn create_professional(
             .create(data, &who, crate::clock::unix_now())
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(p)).into_response())
+    Ok((StatusCode::CREATED, Json(p.wire())).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatusBody {
-    pub status: String,
-}
-
+#[utoipa::path(post, path = "/api/v1/professionals/{idnat}/status", tag = "registry",
+    params(("idnat" = String, Path, description = "IdNat_PS")),
+    request_body = cps_api::StatusRequest,
+    responses((status = 200, description = "the change and its effect on cards and enrolments", body = cps_api::StatusChangeView)))]
 pub async fn set_status(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
@@ -142,7 +154,7 @@ pub async fn set_status(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cards = cards(&st)?;
-    let b: StatusBody = json(&body)?;
+    let b: cps_api::StatusRequest = json(&body)?;
     let status = ProfessionalStatus::from_name(&b.status).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -154,21 +166,26 @@ pub async fn set_status(
         cards.set_professional_status(&idnat, status, &who, crate::clock::unix_now())
     })
     .await?;
-    Ok(Json(serde_json::json!({
-        "professional": change.professional,
-        "cards": change.cards,
-        "aborted_enrolments": change.aborted_enrolments,
-    }))
+    Ok(Json(cps_api::StatusChangeView {
+        professional: change.professional.wire(),
+        cards: change.cards.wire(),
+        aborted_enrolments: change.aborted_enrolments,
+    })
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
+    /// Check the file and report, write nothing.
     #[serde(default)]
     pub dry_run: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/professionals/import", tag = "registry", params(ImportQuery),
+    request_body(description = "the registry file", content((String = "text/csv"))),
+    responses((status = 202, description = "the import job (its result is an ImportReport)", body = cps_api::JobStarted)))]
 pub async fn import(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
@@ -180,9 +197,12 @@ pub async fn import(
     let id = st
         .jobs
         .start_import(cards, body.to_vec(), q.dry_run, actor(&op), caller);
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(cps_api::JobStarted { job: id })).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "the job")),
+    responses((status = 200, description = "the job (the initial PIN and PUK once, to whoever started it)", body = cps_api::Job)))]
 pub async fn job(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
@@ -230,29 +250,26 @@ pub async fn job(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/readers", tag = "cards",
+    responses((status = 200, description = "the appliance's card readers", body = Vec<cps_api::Reader>)))]
 pub async fn readers() -> Result<Response, ApiError> {
     let list =
         tokio::task::spawn_blocking(|| cps_card::Pcsc::establish().and_then(|p| p.readers()))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("PC/SC: {e}")))?;
-    let list: Vec<serde_json::Value> = list
+    let list: Vec<cps_api::Reader> = list
         .iter()
-        .map(|r| serde_json::json!({ "name": r.name, "card_present": r.card_present }))
+        .map(|r| cps_api::Reader {
+            name: r.name.clone(),
+            card_present: r.card_present,
+        })
         .collect();
     Ok(Json(list).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrolBody {
-    pub reader: String,
-    pub idnat_ps: String,
-    pub structure_id: String,
-    #[serde(default)]
-    pub replaces: Option<String>,
-}
-
+#[utoipa::path(post, path = "/api/v1/cards/enrol", tag = "cards", request_body = cps_api::EnrolRequest,
+    responses((status = 202, description = "the enrolment job (its result is a Card)", body = cps_api::JobStarted)))]
 pub async fn enrol(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
@@ -260,7 +277,7 @@ pub async fn enrol(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cards = cards(&st)?;
-    let b: EnrolBody = json(&body)?;
+    let b: cps_api::EnrolRequest = json(&body)?;
     let id = st.jobs.start_enrolment(
         cards,
         b.reader,
@@ -272,9 +289,12 @@ pub async fn enrol(
         actor(&op),
         caller,
     );
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "job": id }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(cps_api::JobStarted { job: id })).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/cards/{serial}", tag = "cards",
+    params(("serial" = String, Path, description = "card serial")),
+    responses((status = 200, description = "the card", body = cps_api::Card)))]
 pub async fn get_card(
     State(st): State<ApiState>,
     UrlPath(serial): UrlPath<String>,
@@ -287,26 +307,7 @@ pub async fn get_card(
             format!("no card with serial '{serial}' is registered"),
         )
     })?;
-    Ok(Json(card).into_response())
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CardActionBody {
-    /// `oppose`: lost, stolen, destroyed.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// `renew`, `unblock`: the reader holding the card.
-    #[serde(default)]
-    pub reader: Option<String>,
-    /// `renew`: the holder's PIN.
-    #[serde(default)]
-    pub pin: Option<String>,
-    /// `unblock`: the PUK and the new PIN.
-    #[serde(default)]
-    pub puk: Option<String>,
-    #[serde(default)]
-    pub new_pin: Option<String>,
+    Ok(Json(card.wire()).into_response())
 }
 
 fn connect(reader: Option<&str>) -> Result<cps_card::Piv<cps_card::PcscCard>, EnrolError> {
@@ -317,6 +318,11 @@ fn connect(reader: Option<&str>) -> Result<cps_card::Piv<cps_card::PcscCard>, En
     cps_card::Piv::select(c).map_err(card)
 }
 
+#[utoipa::path(post, path = "/api/v1/cards/{serial}/{action}", tag = "cards",
+    params(("serial" = String, Path, description = "card serial"),
+        ("action" = String, Path, description = "suspend, resume, oppose, renew or unblock")),
+    request_body(content = cps_api::CardActionRequest, description = "what the action needs (may be empty for suspend and resume)"),
+    responses((status = 200, description = "the card after the action", body = cps_api::Card)))]
 pub async fn card_action(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
@@ -324,8 +330,8 @@ pub async fn card_action(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cards = cards(&st)?;
-    let b: CardActionBody = if body.is_empty() {
-        CardActionBody::default()
+    let b: cps_api::CardActionRequest = if body.is_empty() {
+        cps_api::CardActionRequest::default()
     } else {
         json(&body)?
     };
@@ -381,5 +387,5 @@ pub async fn card_action(
             ));
         }
     };
-    Ok(Json(card).into_response())
+    Ok(Json(card.wire()).into_response())
 }

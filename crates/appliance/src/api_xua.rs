@@ -33,13 +33,13 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiError, ApiState};
 use crate::conn::{Connection, PeerAddr};
 use crate::identity::Identity;
-use crate::login::{LoginContext, LoginRefusal, LoginResult};
+use crate::login::{ChallengeView, LoginRefusal, LoginResult};
 use crate::operators::Operator;
+pub use cps_api::ValidationView;
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -66,16 +66,6 @@ fn login_service(st: &ApiState) -> Result<Arc<crate::login::LoginService>, ApiEr
     })
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ChallengeBody {
-    #[serde(default)]
-    pub audience: Option<String>,
-    /// The login context the assertion will carry; the login must send the same.
-    #[serde(default)]
-    pub context: LoginContext,
-}
-
 /// The source address of the request (unspecified when the listener did not say).
 fn source(peer: Option<Extension<PeerAddr>>) -> IpAddr {
     peer.map(|Extension(PeerAddr(a))| a.ip())
@@ -83,10 +73,13 @@ fn source(peer: Option<Extension<PeerAddr>>) -> IpAddr {
 }
 
 /// A challenge: constant cost, no I/O, nothing stored (answered on the runtime worker).
+#[utoipa::path(post, path = "/api/v1/login/challenge", tag = "login",
+    request_body(content = cps_api::ChallengeRequest, description = "may be empty (the defaults)"),
+    responses((status = 201, description = "the challenge the card signs", body = ChallengeView)))]
 pub async fn challenge(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let login = login_service(&st)?;
-    let b: ChallengeBody = if body.is_empty() {
-        ChallengeBody::default()
+    let b: cps_api::ChallengeRequest = if body.is_empty() {
+        cps_api::ChallengeRequest::default()
     } else {
         json_body(&body)?
     };
@@ -95,24 +88,15 @@ pub async fn challenge(State(st): State<ApiState>, body: Bytes) -> Result<Respon
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginBody {
-    pub challenge_id: String,
-    /// The card's authentication certificate: base64 of the DER, or PEM.
-    pub certificate: String,
-    /// Base64 of the card's signature over the challenge bytes.
-    pub signature: String,
-    #[serde(default)]
-    pub context: LoginContext,
-}
-
 fn answer(r: Result<LoginResult, LoginRefusal>) -> Response {
     match r {
         Ok(ok) => (StatusCode::OK, Json(ok)).into_response(),
         Err(refusal) => (
             StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({ "error": refusal.message, "code": refusal.code })),
+            Json(cps_api::LoginRefusalBody {
+                error: refusal.message,
+                code: refusal.code.to_owned(),
+            }),
         )
             .into_response(),
     }
@@ -131,13 +115,18 @@ fn certificate_der(text: &str) -> Result<Vec<u8>, ApiError> {
         .map_err(|_| bad("neither PEM nor base64"))
 }
 
+#[utoipa::path(post, path = "/api/v1/login", tag = "login", request_body = cps_api::LoginRequest,
+    responses(
+        (status = 200, description = "the assertion", body = LoginResult),
+        (status = 401, description = "login refused", body = cps_api::LoginRefusalBody),
+        (status = 503, description = "the login could not be audited: no assertion", body = cps_api::ErrorBody)))]
 pub async fn login(
     State(st): State<ApiState>,
     peer: Option<Extension<PeerAddr>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let login = login_service(&st)?;
-    let b: LoginBody = json_body(&body)?;
+    let b: cps_api::LoginRequest = json_body(&body)?;
     let cert = certificate_der(&b.certificate)?;
     let sig = base64::engine::general_purpose::STANDARD
         .decode(b.signature.trim())
@@ -155,13 +144,12 @@ pub async fn login(
     Ok(answer(r))
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TlsLoginBody {
-    #[serde(default)]
-    pub context: LoginContext,
-}
-
+#[utoipa::path(post, path = "/api/v1/login/tls", tag = "login",
+    request_body(content = cps_api::TlsLoginRequest, description = "may be empty (the defaults)"),
+    responses(
+        (status = 200, description = "the assertion", body = LoginResult),
+        (status = 401, description = "login refused", body = cps_api::LoginRefusalBody),
+        (status = 503, description = "the login could not be audited: no assertion", body = cps_api::ErrorBody)))]
 pub async fn login_tls(
     State(st): State<ApiState>,
     identity: Option<Extension<Identity>>,
@@ -192,8 +180,8 @@ pub async fn login_tls(
         ));
     }
     let der = identity.certificate.der.clone();
-    let b: TlsLoginBody = if body.is_empty() {
-        TlsLoginBody::default()
+    let b: cps_api::TlsLoginRequest = if body.is_empty() {
+        cps_api::TlsLoginRequest::default()
     } else {
         json_body(&body)?
     };
@@ -202,27 +190,12 @@ pub async fn login_tls(
     Ok(answer(r))
 }
 
-/// What a service learns from a valid assertion.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ValidationView {
-    pub valid: bool,
-    pub assertion_id: String,
-    pub issuer: String,
-    pub not_before: i64,
-    pub not_on_or_after: i64,
-    pub idnat_ps: String,
-    pub subject_id: String,
-    pub roles: Vec<String>,
-    pub secteur_activite: String,
-    pub structure_id: String,
-    pub authentication_mode: String,
-    pub patient: Option<String>,
-    pub purpose_of_use: String,
-    pub justification: Option<String>,
-    pub software: String,
-    pub signer: String,
-}
-
+#[utoipa::path(post, path = "/api/v1/xua/validate", tag = "assertions",
+    request_body(description = "an assertion, bare or in a SOAP envelope", content(
+        (String = "application/xml"), (String = "text/xml"), (String = "application/soap+xml"))),
+    responses(
+        (status = 200, description = "a valid assertion's attributes", body = ValidationView),
+        (status = 422, description = "the assertion is refused", body = cps_api::ValidationRefusal)))]
 pub async fn validate(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
@@ -294,7 +267,11 @@ pub async fn validate(
         }
         Err(refusal) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "valid": false, "code": refusal.code.as_str(), "error": refusal.message })),
+            Json(cps_api::ValidationRefusal {
+                valid: false,
+                code: refusal.code.as_str().to_owned(),
+                error: refusal.message,
+            }),
         )
             .into_response(),
     })

@@ -37,7 +37,7 @@ use cps_xua::{
     AUTHN_SMARTCARD_PKI, AUTHN_TLS_CLIENT, AuthenticationMode, CodedValue, IssuedAssertion,
     PatientId, PurposeOfUse, SoftwareInfo, VihfClaims,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ca::{CaError, CaService};
 use crate::error::ApplianceError;
@@ -117,6 +117,9 @@ pub trait Directory: Send + Sync {
     ) -> Result<LoginSubject, LoginRefusal>;
 }
 
+// The wire types of the login routes, shared with the API's clients.
+pub use cps_api::{ChallengeView, LoginResult};
+
 /// The purpose of use and the patient of a context, or why they are not acceptable.
 fn purpose_and_patient(
     ctx: &LoginContext,
@@ -178,34 +181,6 @@ fn purpose_and_patient(
         }
     };
     Ok((purpose, patient))
-}
-
-/// The answer of a successful login.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoginResult {
-    pub assertion_id: String,
-    pub idnat_ps: String,
-    pub name: String,
-    pub not_on_or_after: i64,
-    /// The assertion (or SOAP envelope), XML.
-    pub assertion: String,
-}
-
-/// A challenge as the API returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChallengeView {
-    /// The challenge token, sent back with the login.
-    pub challenge_id: String,
-    /// Base64 of the exact bytes the card signs ([`cps_login::challenge::signed_message`]).
-    pub challenge: String,
-    pub audience: String,
-    pub expires_at: i64,
-    /// Hex SHA-256 of the appliance's seal certificate: the appliance the signature is bound to.
-    pub appliance: String,
-    /// Hex SHA-256 of the bound login context ([`cps_login::challenge::context_sha256`]).
-    pub context_sha256: String,
-    /// The format of `challenge` (`cps-trust card login v1`).
-    pub format: String,
 }
 
 /// Who a login is about once the card's key is proved (or the TLS handshake proved it).

@@ -74,11 +74,12 @@ impl AnchorSource for ApiAnchors {
 
     fn fetch(&self, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
         let keys: Vec<String> = key_ids.iter().map(hex::encode).collect();
-        let v = self.0.get(&format!(
+        // The API's wire type (`cps_api::AnchorSetView`) has the same shape as the verifier's
+        // own `AnchorSet`, read directly.
+        self.0.get(&format!(
             "/api/v1/audit/checkpoints?keys={}",
             keys.join(",")
-        ))?;
-        serde_json::from_value(v).map_err(|e| format!("unexpected answer: {e}"))
+        ))
     }
 }
 
@@ -198,23 +199,25 @@ pub fn events(api: &ApiClient, cmd: AuditCommand) -> CliResult {
             }
         }
     }
-    let r = api
+    let r: cps_api::AuditEvents = api
         .get(&format!(
             "/api/v1/audit/events?{}",
             url.query().unwrap_or("")
         ))
         .map_err(fail)?;
-    for e in r["events"].as_array().into_iter().flatten() {
-        let ev = &e["event"];
+    // Absent values print as JSON does (`null`), as this listing always has.
+    let json = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+    for e in &r.events {
+        let ev = e.event.as_ref();
         emitln(&format!(
             "{}\t{}\t{}\t{}\toutcome {}\tusers {}\tnode {}",
-            e["seq"],
-            ev["time"],
-            ev["event_id"].as_str().unwrap_or("-"),
-            ev["event_types"],
-            ev["outcome"],
-            ev["users"],
-            e["node"].as_str().unwrap_or("-"),
+            e.seq,
+            json(ev.and_then(|v| v.time).map(|t| t.to_string())),
+            ev.map_or("-", |v| v.event_id.as_str()),
+            json(ev.map(|v| serde_json::to_string(&v.event_types).unwrap_or_default())),
+            json(ev.and_then(|v| v.outcome).map(|o| o.to_string())),
+            json(ev.map(|v| serde_json::to_string(&v.users).unwrap_or_default())),
+            e.node,
         ));
     }
     Ok(ExitCode::SUCCESS)

@@ -1,9 +1,11 @@
 //! The CLI as an API client: HTTPS with the operator's certificate (mutual TLS), trusting only
-//! this appliance's root.
+//! this appliance's root. Requests and answers are the API's own types ([`cps_api`]).
 
 use std::path::Path;
 
 use cps_appliance::config::Config;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub struct ApiClient {
     base: String,
@@ -52,13 +54,13 @@ impl ApiClient {
         })
     }
 
-    /// POST a raw body (an XML document).
-    pub fn post_raw(
+    /// POST a raw body (an XML document, a CSV file).
+    pub fn post_raw<T: DeserializeOwned>(
         &self,
         path: &str,
         body: Vec<u8>,
         content_type: &str,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<T, String> {
         self.handle(
             self.http
                 .post(format!("{}{path}", self.base))
@@ -68,10 +70,11 @@ impl ApiClient {
         )
     }
 
-    fn handle(
+    /// The answer as `T`, or the refusal as one line (`<status> <error> [<code>]`).
+    fn handle<T: DeserializeOwned>(
         &self,
         resp: reqwest::Result<reqwest::blocking::Response>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<T, String> {
         let resp = resp.map_err(|e| {
             format!(
                 "cannot reach the appliance at {} ({e}); is `cps-trust serve` running?",
@@ -79,30 +82,33 @@ impl ApiClient {
             )
         })?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().unwrap_or(serde_json::Value::Null);
+        let body = resp
+            .bytes()
+            .map_err(|e| format!("reading the appliance's answer: {e}"))?;
         if status.is_success() {
-            Ok(body)
-        } else {
-            let code = body
-                .get("code")
-                .and_then(|c| c.as_str())
-                .map(|c| format!(" [{c}]"))
-                .unwrap_or_default();
-            Err(format!(
-                "{} {}{code}",
-                status.as_u16(),
-                body.get("error")
-                    .and_then(|e| e.as_str())
-                    .unwrap_or("request failed")
-            ))
+            return serde_json::from_slice(&body)
+                .map_err(|e| format!("unexpected answer from the appliance ({status}): {e}"));
         }
+        let (error, code) = match serde_json::from_slice::<cps_api::LoginRefusalBody>(&body) {
+            Ok(r) => (r.error, Some(r.code)),
+            Err(_) => match serde_json::from_slice::<cps_api::ErrorBody>(&body) {
+                Ok(r) => (r.error, None),
+                Err(_) => ("request failed".to_owned(), None),
+            },
+        };
+        let code = code.map(|c| format!(" [{c}]")).unwrap_or_default();
+        Err(format!("{} {error}{code}", status.as_u16()))
     }
 
-    pub fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         self.handle(self.http.get(format!("{}{path}", self.base)).send())
     }
 
-    pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+    pub fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
         self.handle(
             self.http
                 .post(format!("{}{path}", self.base))

@@ -83,28 +83,35 @@ pub enum CardIssuanceCommand {
     },
 }
 
-fn describe_card(c: &serde_json::Value) -> String {
+fn describe_card(c: &cps_api::Card) -> String {
     let mut s = format!(
         "card {}\ttoken {}\tholder {}\tactivity {}\tstatus {}",
-        c["serial"].as_str().unwrap_or("?"),
-        c["token_id"].as_str().unwrap_or("?"),
-        c["idnat_ps"].as_str().unwrap_or("?"),
-        c["structure_id"].as_str().unwrap_or("?"),
-        c["status"]["state"].as_str().unwrap_or("?"),
+        c.serial,
+        c.token_id,
+        c.idnat_ps,
+        c.structure_id,
+        c.status.name(),
     );
-    for cert in c["certificates"].as_array().into_iter().flatten() {
+    for cert in &c.certificates {
         s.push_str(&format!(
             "\n  {}\t{} {}",
-            cert["profile"].as_str().unwrap_or("?"),
-            cert["issuer"].as_str().unwrap_or("?"),
-            cert["serial"].as_str().unwrap_or("?"),
+            cert.profile, cert.issuer, cert.serial,
         ));
     }
     s
 }
 
+/// A job's result as the type its kind produces.
+fn job_result<T: serde::de::DeserializeOwned>(j: &cps_api::Job) -> Result<T, (u8, String)> {
+    let v = j
+        .result
+        .clone()
+        .ok_or_else(|| fail(format!("job {} ended without a result", j.id)))?;
+    serde_json::from_value(v).map_err(|e| fail(format!("job {}: unexpected result: {e}", j.id)))
+}
+
 /// Polls a job until it ends, showing its progress.
-fn follow(api: &ApiClient, job: &str) -> Result<serde_json::Value, (u8, String)> {
+fn follow(api: &ApiClient, job: &str) -> Result<cps_api::Job, (u8, String)> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
@@ -113,28 +120,27 @@ fn follow(api: &ApiClient, job: &str) -> Result<serde_json::Value, (u8, String)>
     );
     let mut shown = 0;
     loop {
-        let j = api.get(&format!("/api/v1/jobs/{job}")).map_err(fail)?;
-        if let Some([phase, done, total]) = j["progress"].as_array().map(|a| a.as_slice()) {
-            bar.set_message(phase.as_str().unwrap_or("").to_owned());
-            bar.set_length(total.as_u64().unwrap_or(0));
-            bar.set_position(done.as_u64().unwrap_or(0));
+        let j: cps_api::Job = api.get(&format!("/api/v1/jobs/{job}")).map_err(fail)?;
+        if let Some((phase, done, total)) = &j.progress {
+            bar.set_message(phase.clone());
+            bar.set_length(*total as u64);
+            bar.set_position(*done as u64);
         }
-        let events = j["events"].as_array().cloned().unwrap_or_default();
-        for e in events.iter().skip(shown) {
+        for e in j.events.iter().skip(shown) {
             bar.suspend(|| {
                 eprintln!(
                     "  {:<8} {}{}",
-                    e["state"].as_str().unwrap_or(""),
-                    e["label"].as_str().unwrap_or(""),
-                    e["detail"]
-                        .as_str()
+                    e.state,
+                    e.label,
+                    e.detail
+                        .as_deref()
                         .map(|d| format!(": {d}"))
                         .unwrap_or_default()
                 )
             });
         }
-        shown = events.len();
-        if j["status"] != "running" {
+        shown = j.events.len();
+        if j.status != "running" {
             bar.finish_and_clear();
             return Ok(j);
         }
@@ -146,76 +152,78 @@ pub fn professional(api: &ApiClient, cmd: ProfessionalCommand) -> CliResult {
     match cmd {
         ProfessionalCommand::Import { file, dry_run } => {
             let csv = std::fs::read(&file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
-            let r = api
+            let r: cps_api::JobStarted = api
                 .post_raw(
                     &format!("/api/v1/professionals/import?dry_run={dry_run}"),
                     csv,
                     "text/csv",
                 )
                 .map_err(fail)?;
-            let j = follow(api, r["job"].as_str().unwrap_or_default())?;
-            let report = &j["result"];
-            for e in report["errors"].as_array().into_iter().flatten() {
-                eprintln!("{}", line_issue(e));
+            let j = follow(api, &r.job)?;
+            // A failed import may end without a report (the error says why).
+            if let Ok(report) = job_result::<cps_api::ImportReport>(&j) {
+                for e in &report.errors {
+                    eprintln!("{}", line_issue(e));
+                }
+                for w in &report.warnings {
+                    eprintln!("warning: {}", line_issue(w));
+                }
+                emitln(&format!(
+                    "{}: {} lines, {} professionals, {} activities; outcome {}",
+                    file.display(),
+                    report.lines,
+                    report.professionals,
+                    report.activities,
+                    report.outcome.name(),
+                ));
             }
-            for w in report["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}", line_issue(w));
-            }
-            emitln(&format!(
-                "{}: {} lines, {} professionals, {} activities; outcome {}",
-                file.display(),
-                report["lines"],
-                report["professionals"],
-                report["activities"],
-                report["outcome"].as_str().unwrap_or("?"),
-            ));
-            if j["status"] != "done" {
+            if j.status != "done" {
                 return Err((
                     EXIT_REFUSED,
-                    j["error"].as_str().unwrap_or("import failed").to_owned(),
+                    j.error.unwrap_or_else(|| "import failed".to_owned()),
                 ));
             }
         }
         ProfessionalCommand::Show { idnat_ps } => {
-            let r = api
+            let r: cps_api::ProfessionalCards = api
                 .get(&format!("/api/v1/professionals/{idnat_ps}"))
                 .map_err(fail)?;
-            emitln(&serde_json::to_string_pretty(&r).unwrap_or_default());
+            emitln(&crate::pretty(&r));
         }
         ProfessionalCommand::Search { text } => {
             let mut url = reqwest::Url::parse("https://x/api/v1/professionals")
                 .map_err(|e| fail(e.to_string()))?;
             url.query_pairs_mut().append_pair("q", &text);
-            let r = api
+            let r: cps_api::ProfessionalPage = api
                 .get(&format!(
                     "/api/v1/professionals?{}",
                     url.query().unwrap_or("")
                 ))
                 .map_err(fail)?;
-            for p in r["professionals"].as_array().into_iter().flatten() {
-                let d = &p["data"];
+            for p in &r.professionals {
+                let d = &p.data;
                 emitln(&format!(
                     "{}\t{} {}\t{}\t{}",
-                    d["idnat_ps"].as_str().unwrap_or("?"),
-                    d["surname"].as_str().unwrap_or("?"),
-                    d["given_names"].as_str().unwrap_or("?"),
-                    d["profession_code"].as_str().unwrap_or("?"),
-                    p["status"].as_str().unwrap_or("?"),
+                    d.idnat_ps,
+                    d.surname,
+                    d.given_names,
+                    d.profession_code,
+                    p.status.name(),
                 ));
             }
         }
         ProfessionalCommand::Status { idnat_ps, status } => {
-            let r = api
+            let r: cps_api::StatusChangeView = api
                 .post(
                     &format!("/api/v1/professionals/{idnat_ps}/status"),
-                    &serde_json::json!({ "status": status }),
+                    &cps_api::StatusRequest { status },
                 )
                 .map_err(fail)?;
             emitln(&format!(
                 "{}: {}; {} card(s) changed",
                 idnat_ps,
-                r["professional"]["status"].as_str().unwrap_or("?"),
-                r["cards"].as_array().map_or(0, Vec::len)
+                r.professional.status.name(),
+                r.cards.len()
             ));
         }
     }
@@ -224,12 +232,10 @@ pub fn professional(api: &ApiClient, cmd: ProfessionalCommand) -> CliResult {
 
 /// The only one of the appliance's readers that holds a card.
 fn the_reader_with_a_card(api: &ApiClient) -> Result<String, (u8, String)> {
-    let list = api.get("/api/v1/readers").map_err(fail)?;
+    let list: Vec<cps_api::Reader> = api.get("/api/v1/readers").map_err(fail)?;
     let all: Vec<(&str, bool)> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| Some((r["name"].as_str()?, r["card_present"].as_bool()?)))
+        .iter()
+        .map(|r| (r.name.as_str(), r.card_present))
         .collect();
     let with_card: Vec<&str> = all.iter().filter(|r| r.1).map(|r| r.0).collect();
     match with_card.as_slice() {
@@ -246,20 +252,21 @@ fn the_reader_with_a_card(api: &ApiClient) -> Result<String, (u8, String)> {
     }
 }
 
-fn line_issue(e: &serde_json::Value) -> String {
-    let line = e["line"].as_u64().unwrap_or(0);
-    let col = e["column"]
-        .as_str()
+fn line_issue(e: &cps_api::LineIssue) -> String {
+    let col = e
+        .column
+        .as_deref()
         .map(|c| format!(", column '{c}'"))
         .unwrap_or_default();
-    format!("line {line}{col}: {}", e["message"].as_str().unwrap_or(""))
+    format!("line {}{col}: {}", e.line, e.message)
 }
 
 pub fn card(api: &ApiClient, cmd: CardIssuanceCommand) -> CliResult {
-    let action = |serial: &str, action: &str, body: serde_json::Value| {
-        api.post(&format!("/api/v1/cards/{serial}/{action}"), &body)
+    let action = |serial: &str, action: &str, body: cps_api::CardActionRequest| {
+        api.post::<_, cps_api::Card>(&format!("/api/v1/cards/{serial}/{action}"), &body)
             .map_err(|e| (EXIT_REFUSED, e))
     };
+    let none = cps_api::CardActionRequest::default;
     let card = match cmd {
         CardIssuanceCommand::Enroll {
             reader,
@@ -271,44 +278,48 @@ pub fn card(api: &ApiClient, cmd: CardIssuanceCommand) -> CliResult {
                 Some(r) => r,
                 None => the_reader_with_a_card(api)?,
             };
-            let r = api
+            let r: cps_api::JobStarted = api
                 .post(
                     "/api/v1/cards/enrol",
-                    &serde_json::json!({
-                        "reader": reader, "idnat_ps": professional,
-                        "structure_id": activity, "replaces": replaces,
-                    }),
+                    &cps_api::EnrolRequest {
+                        reader,
+                        idnat_ps: professional,
+                        structure_id: activity,
+                        replaces,
+                    },
                 )
                 .map_err(fail)?;
-            let j = follow(api, r["job"].as_str().unwrap_or_default())?;
-            if j["status"] != "done" {
+            let j = follow(api, &r.job)?;
+            if j.status != "done" {
                 return Err((
                     EXIT_REFUSED,
                     format!(
                         "enrolment failed: {}",
-                        j["error"].as_str().unwrap_or("unknown error")
+                        j.error.as_deref().unwrap_or("unknown error")
                     ),
                 ));
             }
-            if let Some(s) = j["secrets"].as_object() {
+            if let Some(s) = &j.secrets {
                 emitln(&format!(
                     "initial PIN {}\tPUK {}\t(shown once: hand them to the holder)",
-                    s["pin"].as_str().unwrap_or("?"),
-                    s["puk"].as_str().unwrap_or("?")
+                    s.pin, s.puk
                 ));
             }
-            j["result"].clone()
+            job_result(&j)?
         }
         CardIssuanceCommand::Show { serial } => {
             api.get(&format!("/api/v1/cards/{serial}")).map_err(fail)?
         }
-        CardIssuanceCommand::Suspend { serial } => {
-            action(&serial, "suspend", serde_json::json!({}))?
-        }
-        CardIssuanceCommand::Resume { serial } => action(&serial, "resume", serde_json::json!({}))?,
-        CardIssuanceCommand::Oppose { serial, reason } => {
-            action(&serial, "oppose", serde_json::json!({ "reason": reason }))?
-        }
+        CardIssuanceCommand::Suspend { serial } => action(&serial, "suspend", none())?,
+        CardIssuanceCommand::Resume { serial } => action(&serial, "resume", none())?,
+        CardIssuanceCommand::Oppose { serial, reason } => action(
+            &serial,
+            "oppose",
+            cps_api::CardActionRequest {
+                reason: Some(reason),
+                ..none()
+            },
+        )?,
         CardIssuanceCommand::Renew {
             serial,
             reader,
@@ -316,7 +327,11 @@ pub fn card(api: &ApiClient, cmd: CardIssuanceCommand) -> CliResult {
         } => action(
             &serial,
             "renew",
-            serde_json::json!({ "reader": reader, "pin": pin }),
+            cps_api::CardActionRequest {
+                reader: Some(reader),
+                pin: Some(pin),
+                ..none()
+            },
         )?,
         CardIssuanceCommand::Unblock {
             serial,
@@ -326,7 +341,12 @@ pub fn card(api: &ApiClient, cmd: CardIssuanceCommand) -> CliResult {
         } => action(
             &serial,
             "unblock",
-            serde_json::json!({ "reader": reader, "puk": puk, "new_pin": new_pin }),
+            cps_api::CardActionRequest {
+                reader: Some(reader),
+                puk: Some(puk),
+                new_pin: Some(new_pin),
+                ..none()
+            },
         )?,
     };
     emitln(&describe_card(&card));

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use clap::{Args, Subcommand};
-use cps_appliance::login::LoginContext;
+use cps_api::LoginContext;
 use cps_card::{KeyAlgorithm, Pcsc, Piv, Slot};
 use cps_login::challenge;
 
@@ -100,17 +100,20 @@ pub fn login(api: &ApiClient, args: LoginArgs) -> CliResult {
         soap: args.soap,
         ..LoginContext::default()
     };
-    let ch = api
+    let ch: cps_api::ChallengeView = api
         .post(
             "/api/v1/login/challenge",
-            &serde_json::json!({ "context": context }),
+            &cps_api::ChallengeRequest {
+                audience: None,
+                context: context.clone(),
+            },
         )
         .map_err(fail)?;
     let to_sign = b64
-        .decode(ch["challenge"].as_str().unwrap_or_default())
+        .decode(&ch.challenge)
         .map_err(|_| fail("the appliance sent a malformed challenge"))?;
     // Sign only a login message for the context asked for, never arbitrary bytes.
-    let audience = ch["audience"].as_str().unwrap_or_default();
+    let audience = ch.audience.as_str();
     match challenge::parse_message(&to_sign) {
         Some(m) if m.context_sha256 == challenge::context_sha256(audience, &context) => {}
         Some(_) => {
@@ -129,24 +132,24 @@ pub fn login(api: &ApiClient, args: LoginArgs) -> CliResult {
         .sign_challenge(&pin, alg, &to_sign)
         .map_err(card_error)?;
     let _ = piv.logout();
-    let body = serde_json::json!({
-        "challenge_id": ch["challenge_id"],
-        "certificate": b64.encode(&cert),
-        "signature": b64.encode(&signature),
-        "context": context,
-    });
-    let r = api
+    let body = cps_api::LoginRequest {
+        challenge_id: ch.challenge_id,
+        certificate: b64.encode(&cert),
+        signature: b64.encode(&signature),
+        context,
+    };
+    let r: cps_api::LoginResult = api
         .post("/api/v1/login", &body)
         .map_err(|e| (EXIT_REFUSED, format!("login refused: {e}")))?;
-    let assertion = r["assertion"].as_str().unwrap_or_default();
+    let assertion = r.assertion.as_str();
     match args.out {
         Some(p) => {
             std::fs::write(&p, assertion).map_err(|e| fail(format!("{}: {e}", p.display())))?;
             eprintln!(
                 "logged in as {} ({}); assertion {} written to {}",
-                r["name"].as_str().unwrap_or("?"),
-                r["idnat_ps"].as_str().unwrap_or("?"),
-                r["assertion_id"].as_str().unwrap_or("?"),
+                r.name,
+                r.idnat_ps,
+                r.assertion_id,
                 p.display()
             );
         }
@@ -159,9 +162,13 @@ pub fn xua(api: &ApiClient, cmd: XuaCommand) -> CliResult {
     match cmd {
         XuaCommand::Validate { file } => {
             let xml = std::fs::read(&file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
-            match api.post_raw("/api/v1/xua/validate", xml, "application/xml") {
+            match api.post_raw::<cps_api::ValidationView>(
+                "/api/v1/xua/validate",
+                xml,
+                "application/xml",
+            ) {
                 Ok(v) => {
-                    emitln(&serde_json::to_string_pretty(&v).unwrap_or_default());
+                    emitln(&crate::pretty(&v));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => Err((EXIT_REFUSED, format!("assertion refused: {e}"))),

@@ -413,13 +413,17 @@ fn run(cli: Cli) -> CliResult {
             let (key_pem, csr) =
                 cps_appliance::operators::OperatorCredential::new_key_and_csr(&name)
                     .map_err(fail)?;
-            let c = api
+            let c: cps_api::CertificateView = api
                 .post(
                     "/api/v1/operators",
-                    &serde_json::json!({ "name": name, "roles": roles, "csr": csr }),
+                    &cps_api::OperatorRequest {
+                        name: name.clone(),
+                        roles: roles.clone(),
+                        csr,
+                    },
                 )
                 .map_err(fail)?;
-            let pem = c["pem"].as_str().unwrap_or_default();
+            let pem = c.pem.as_str();
             let cert_der = der::pem::decode_vec(pem.as_bytes())
                 .map(|(_, d)| d)
                 .map_err(|e| fail(format!("certificate: {e}")))?;
@@ -523,6 +527,13 @@ fn init(home: &Path, args: InitArgs) -> CliResult {
         Err(e @ cps_appliance::ApplianceError::Refused(_)) => Err((EXIT_REFUSED, e.to_string())),
         Err(e) => Err(fail(e)),
     }
+}
+
+/// An answer as indented JSON, keys in alphabetical order (as this output has always been).
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default()
 }
 
 fn date(t: i64) -> String {
@@ -691,29 +702,48 @@ fn cert(api: &client::ApiClient, command: CertCommand) -> CliResult {
                             "--person takes IdNat_PS,surname,given name,profession code",
                         ));
                     }
-                    serde_json::json!({ "person": { "idnat_ps": f[0], "surname": f[1], "given_name": f[2], "profession_code": f[3] } })
+                    cps_api::SubjectRequest::Person(cps_api::PersonSubject {
+                        idnat_ps: f[0].into(),
+                        surname: f[1].into(),
+                        given_name: f[2].into(),
+                        profession_code: f[3].into(),
+                    })
                 }
-                None => serde_json::json!({ "organisation": {
-                    "state": state.ok_or_else(|| fail("--state is required for an organisation subject"))?,
-                    "name": org_name.ok_or_else(|| fail("--org-name is required for an organisation subject"))?,
-                    "structure_id": structure_id.ok_or_else(|| fail("--structure-id is required for an organisation subject"))?,
-                    "common_name": cn.ok_or_else(|| fail("--cn is required for an organisation subject"))?,
-                } }),
+                None => cps_api::SubjectRequest::Organisation(cps_api::OrganisationSubject {
+                    state: state
+                        .ok_or_else(|| fail("--state is required for an organisation subject"))?,
+                    name: org_name.ok_or_else(|| {
+                        fail("--org-name is required for an organisation subject")
+                    })?,
+                    structure_id: structure_id.ok_or_else(|| {
+                        fail("--structure-id is required for an organisation subject")
+                    })?,
+                    common_name: cn
+                        .ok_or_else(|| fail("--cn is required for an organisation subject"))?,
+                }),
             };
-            let body = serde_json::json!({ "profile": profile, "csr": csr_pem, "subject": subject, "holder": holder, "dns": dns, "ip": ip, "email": email });
-            let c = api.post("/api/v1/certificates", &body).map_err(fail)?;
+            let body = cps_api::IssueRequest {
+                profile,
+                csr: csr_pem,
+                subject,
+                holder,
+                dns,
+                ip: ip_addresses(&ip)?,
+                email,
+            };
+            let c: cps_api::CertificateView =
+                api.post("/api/v1/certificates", &body).map_err(fail)?;
             if let Some(p) = out {
-                std::fs::write(&p, c["pem"].as_str().unwrap_or_default())
-                    .map_err(|e| fail(format!("{}: {e}", p.display())))?;
+                std::fs::write(&p, &c.pem).map_err(|e| fail(format!("{}: {e}", p.display())))?;
             }
             emit(&describe_cert(&c));
         }
         CertCommand::Show { ca, serial, pem } => {
-            let c = api
+            let c: cps_api::CertificateView = api
                 .get(&format!("/api/v1/certificates/{ca}/{serial}"))
                 .map_err(fail)?;
             if pem {
-                emit(c["pem"].as_str().unwrap_or_default());
+                emit(&c.pem);
             } else {
                 emit(&describe_cert(&c));
             }
@@ -726,28 +756,27 @@ fn cert(api: &client::ApiClient, command: CertCommand) -> CliResult {
             if let Some(a) = after {
                 q.push_str(&format!("&after={a}"));
             }
-            let page = api.get(&q).map_err(fail)?;
+            let page: cps_api::CertificateList = api.get(&q).map_err(fail)?;
             let mut out = String::new();
-            for c in page["certificates"].as_array().into_iter().flatten() {
+            for c in &page.certificates {
                 out.push_str(&format!(
                     "{:<14} {:<34} {:<8} {:<12} {}\n",
-                    c["ca"].as_str().unwrap_or(""),
-                    c["serial"].as_str().unwrap_or(""),
-                    c["status"].as_str().unwrap_or(""),
-                    c["profile"].as_str().unwrap_or(""),
-                    c["subject"].as_str().unwrap_or("")
+                    c.ca, c.serial, c.status, c.profile, c.subject
                 ));
             }
-            if let Some(next) = page["next"].as_str() {
+            if let Some(next) = page.next {
                 out.push_str(&format!("more: --after {next}\n"));
             }
             emit(&out);
         }
         CertCommand::Revoke { ca, serial, reason } => {
-            let c = api
+            let c: cps_api::CertificateView = api
                 .post(
                     &format!("/api/v1/certificates/{ca}/{serial}/revoke"),
-                    &serde_json::json!({ "reason": reason }),
+                    &cps_api::RevokeRequest {
+                        reason,
+                        invalidity_date: None,
+                    },
                 )
                 .map_err(fail)?;
             emit(&describe_cert(&c));
@@ -756,26 +785,31 @@ fn cert(api: &client::ApiClient, command: CertCommand) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_cert(c: &serde_json::Value) -> String {
-    let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
-    let t = |k: &str| c[k].as_i64().map(date).unwrap_or_else(|| "-".into());
+fn describe_cert(c: &cps_api::CertificateView) -> String {
     let mut out = format!(
         "ca          {}\nserial      {}\nsubject     {}\nprofile     {}\nholder      {}\nvalidity    {} → {}\nstatus      {}\n",
-        s("ca"),
-        s("serial"),
-        s("subject"),
-        s("profile"),
-        s("holder"),
-        t("not_before"),
-        t("not_after"),
-        s("status")
+        c.ca,
+        c.serial,
+        c.subject,
+        c.profile,
+        c.holder.as_deref().unwrap_or("-"),
+        date(c.not_before),
+        date(c.not_after),
+        c.status
     );
-    if c["revocation_time"].is_i64() {
+    if let Some(t) = c.revocation_time {
         out.push_str(&format!(
             "revoked     {} ({})\n",
-            t("revocation_time"),
-            s("revocation_reason")
+            date(t),
+            c.revocation_reason.as_deref().unwrap_or("-")
         ));
     }
     out
+}
+
+/// `--ip` values as addresses (the API takes nothing else).
+fn ip_addresses(ip: &[String]) -> Result<Vec<std::net::IpAddr>, (u8, String)> {
+    ip.iter()
+        .map(|a| a.parse().map_err(|e| fail(format!("--ip {a}: {e}"))))
+        .collect()
 }

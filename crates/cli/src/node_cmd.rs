@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::client::ApiClient;
-use crate::{CliResult, describe_cert, emitln, fail, read_csr_pem};
+use crate::{CliResult, describe_cert, emitln, fail, ip_addresses, read_csr_pem};
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
@@ -46,20 +46,13 @@ pub enum NodeCommand {
     Remove { name: String },
 }
 
-fn describe_node(n: &serde_json::Value) -> String {
+fn describe_node(n: &cps_api::NodeView) -> String {
     format!(
         "{}\t{}\tstructure {}\tcertificates {}",
-        n["name"].as_str().unwrap_or("?"),
-        n["status"].as_str().unwrap_or("?"),
-        n["structure_id"].as_str().unwrap_or("?"),
-        n["certificates"]
-            .as_array()
-            .map(|a| a
-                .iter()
-                .filter_map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default()
+        n.name,
+        n.status,
+        n.structure_id,
+        n.certificates.join(", ")
     )
 }
 
@@ -75,38 +68,38 @@ pub fn run(api: &ApiClient, cmd: NodeCommand) -> CliResult {
             ip,
             out,
         } => {
-            let body = serde_json::json!({
-                "name": name,
-                "csr": read_csr_pem(&csr)?,
-                "organisation": {
-                    "state": state,
-                    "name": org_name,
-                    "structure_id": structure_id,
-                    "common_name": name,
+            let body = cps_api::NodeEnrollRequest {
+                csr: read_csr_pem(&csr)?,
+                organisation: cps_api::OrganisationSubject {
+                    state,
+                    name: org_name,
+                    structure_id,
+                    common_name: name.clone(),
                 },
-                "dns": dns,
-                "ip": ip,
-            });
-            let r = api.post("/api/v1/nodes", &body).map_err(fail)?;
+                name,
+                dns,
+                ip: ip_addresses(&ip)?,
+            };
+            let r: cps_api::NodeEnrolled = api.post("/api/v1/nodes", &body).map_err(fail)?;
             if let Some(p) = out {
-                std::fs::write(&p, r["certificate"]["pem"].as_str().unwrap_or_default())
+                std::fs::write(&p, &r.certificate.pem)
                     .map_err(|e| fail(format!("{}: {e}", p.display())))?;
             }
-            emitln(&describe_node(&r["node"]));
-            emitln(&describe_cert(&r["certificate"]));
+            emitln(&describe_node(&r.node));
+            emitln(&describe_cert(&r.certificate));
         }
         NodeCommand::List => {
-            let r = api.get("/api/v1/nodes").map_err(fail)?;
-            for n in r.as_array().into_iter().flatten() {
+            let r: Vec<cps_api::NodeView> = api.get("/api/v1/nodes").map_err(fail)?;
+            for n in &r {
                 emitln(&describe_node(n));
             }
         }
         NodeCommand::Show { name } => {
-            let r = api.get(&format!("/api/v1/nodes/{name}")).map_err(fail)?;
+            let r: cps_api::NodeView = api.get(&format!("/api/v1/nodes/{name}")).map_err(fail)?;
             emitln(&describe_node(&r));
         }
         NodeCommand::Remove { name } => {
-            let r = api
+            let r: cps_api::NodeView = api
                 .post(
                     &format!("/api/v1/nodes/{name}/remove"),
                     &serde_json::json!({}),

@@ -48,42 +48,10 @@ use base64::Engine;
 use cps_hsm::{SigFormat, SignatureAlgorithm};
 use parking_lot::Mutex;
 
-use serde::{Deserialize, Serialize};
 
-/// What the workstation asks for: sent with the challenge request, and again with the login
-/// (the challenge and the card's signature are bound to it).
-#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct LoginContext {
-    /// Patient INS (matricule), when the access concerns a patient.
-    #[serde(default)]
-    pub patient_ins: Option<String>,
-    /// INS assigning authority OID (default INS-NIR `1.2.250.1.213.1.4.8`).
-    #[serde(default)]
-    pub ins_authority: Option<String>,
-    /// `normal` (default), `bris_de_glace`, `centre_15`.
-    #[serde(default)]
-    pub purpose_of_use: Option<String>,
-    /// Mandatory for `bris_de_glace`.
-    #[serde(default)]
-    pub justification: Option<String>,
-    /// The activity (struct_IdNat) the professional acts in; default: the card's.
-    #[serde(default)]
-    pub structure_id: Option<String>,
-    /// The practice software (`LPS_*`).
-    #[serde(default)]
-    pub software_name: Option<String>,
-    #[serde(default)]
-    pub software_version: Option<String>,
-    #[serde(default)]
-    pub software_id: Option<String>,
-    #[serde(default)]
-    pub software_homologation: Option<String>,
-    /// Answer with the assertion inside a SOAP 1.2 envelope's `wsse:Security` header (shapes
-    /// the answer only: not part of the bound context).
-    #[serde(default)]
-    pub soap: bool,
-}
+/// What the workstation asks for (the API's wire type): sent with the challenge request, and
+/// again with the login (the challenge and the card's signature are bound to it).
+pub use cps_api::LoginContext;
 
 /// The label that starts every signed login message (ASCII, NUL-terminated).
 pub const MESSAGE_LABEL: &[u8; 24] = b"cps-trust card login v1\0";

@@ -13,7 +13,7 @@ use super::{
     ConsoleError, Ctx, blocking, done_notice, form, href_card, href_certificate, href_professional,
     html_response, query, see_other, slot_label,
 };
-use crate::api::CertificateView;
+use cps_api::CertificateView;
 
 fn cert_state_badge(s: Option<CertState>) -> String {
     match s {
@@ -409,11 +409,12 @@ async fn certificate(
         .await
         .map_err(|e| ConsoleError::internal("a background task", e))?
         .map_err(|e| ConsoleError::internal("reading the certificate", e))?;
-    rec.map(|r| CertificateView::from(&r)).ok_or_else(|| {
-        ctx.error(ConsoleError::not_found(format!(
-            "CA '{ca}' has no certificate with serial {serial}."
-        )))
-    })
+    rec.map(|r| crate::api::certificate_view(&r))
+        .ok_or_else(|| {
+            ctx.error(ConsoleError::not_found(format!(
+                "CA '{ca}' has no certificate with serial {serial}."
+            )))
+        })
 }
 
 /// `GET /console/certificates/{ca}/{serial}`.
