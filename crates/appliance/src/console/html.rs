@@ -1,39 +1,13 @@
-//! HTML building blocks: escaping, the page frame, and small shared pieces. Every value that
-//! comes from outside the program (registry data, card data, query text, error messages) goes
-//! through [`esc`] (text and quoted attribute values) or [`crate::console::form::url_encode`]
-//! (URL parts, then [`esc`]).
+//! The page frame and the shared pieces of every console page, in [maud]: markup is checked at
+//! compile time and every value spliced into it (`(value)`) is escaped for text and for the
+//! double-quoted attribute values maud writes. No page builds HTML from strings.
+//!
+//! `PreEscaped` is used in one place, [`slot`]: the PIN mailer's fixed slot markers
+//! (constants of [`super::jobs`], never data).
 
-use std::fmt::{self, Display, Write};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::operators::Operator;
-
-/// Text escaped for an HTML text node or a double- or single-quoted attribute value.
-pub struct Esc<'a>(pub &'a str);
-
-impl Display for Esc<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut last = 0;
-        for (i, b) in self.0.bytes().enumerate() {
-            let rep = match b {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                b'\'' => "&#39;",
-                _ => continue,
-            };
-            f.write_str(&self.0[last..i])?;
-            f.write_str(rep)?;
-            last = i + 1;
-        }
-        f.write_str(&self.0[last..])
-    }
-}
-
-/// Escapes `s` for HTML text and attribute values.
-pub fn esc(s: &str) -> Esc<'_> {
-    Esc(s)
-}
 
 /// A Unix time as `YYYY-MM-DD HH:MM UTC`.
 pub fn when(t: i64) -> String {
@@ -83,40 +57,52 @@ impl Tone {
 }
 
 /// A notice box (role `status`, or `alert` for errors).
-pub fn notice(out: &mut String, tone: Tone, title: &str, detail: Option<&str>) {
+pub fn notice(tone: Tone, title: &str, detail: Option<&str>) -> Markup {
     let role = if tone == Tone::Error {
         "alert"
     } else {
         "status"
     };
-    let _ = write!(
-        out,
-        "<div class=\"{}\" role=\"{role}\"><p class=\"notice-title\">{}</p>",
-        tone.class(),
-        esc(title)
-    );
-    if let Some(d) = detail {
-        let _ = write!(out, "<p>{}</p>", esc(d));
+    html! {
+        div class=(tone.class()) role=(role) {
+            p.notice-title { (title) }
+            @if let Some(d) = detail { p { (d) } }
+        }
     }
-    out.push_str("</div>");
 }
 
 /// A status badge: `kind` selects the colour (a CSS class suffix from a fixed set).
-pub fn badge(kind: &str, text: &str) -> String {
+pub fn badge(kind: &str, text: &str) -> Markup {
     let kind = match kind {
         "active" | "valid" | "done" | "imported" | "unchanged" => "ok",
         "suspended" | "on-hold" | "running" | "started" | "dry_run" | "skipped" => "hold",
         "opposed" | "retired" | "revoked" | "left" | "failed" | "rejected" => "bad",
         _ => "neutral",
     };
-    format!("<span class=\"badge badge-{kind}\">{}</span>", esc(text))
+    html! { span class={ "badge badge-" (kind) } { (text) } }
+}
+
+/// A table head: one column header per label.
+pub fn thead(cols: &[&str]) -> Markup {
+    html! { thead { tr { @for c in cols { th scope="col" { (c) } } } } }
+}
+
+/// A hidden anti-forgery field.
+pub fn csrf_field(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(token); }
+}
+
+/// A fixed marker of the PIN mailer (a constant with a `<`, which escaped text never holds),
+/// replaced by its value in the answer's own buffer.
+pub(crate) fn slot(marker: &'static str) -> Markup {
+    PreEscaped(marker.to_owned())
 }
 
 /// One entry of the breadcrumb trail.
 pub struct Crumb {
     /// Shown text.
     pub label: String,
-    /// Target (already a safe, encoded URL); `None` for the current page.
+    /// Target (an encoded URL); `None` for the current page.
     pub href: Option<String>,
 }
 
@@ -131,9 +117,7 @@ pub struct Page<'a> {
     /// Reload the page after this many seconds when scripts are off (progress pages).
     pub refresh: Option<u32>,
     /// Notices above the content.
-    pub notices: String,
-    /// Content below the `<h1>`.
-    pub body: String,
+    pub notices: Vec<Markup>,
     /// A class for `<main>` (page-specific layout).
     pub class: &'static str,
 }
@@ -146,13 +130,12 @@ impl<'a> Page<'a> {
             operator,
             crumbs: Vec::new(),
             refresh: None,
-            notices: String::new(),
-            body: String::new(),
+            notices: Vec::new(),
             class: "",
         }
     }
 
-    /// Adds a breadcrumb leading to `href` (a safe, encoded URL).
+    /// Adds a breadcrumb leading to `href` (an encoded URL).
     pub fn crumb(mut self, label: impl Into<String>, href: Option<String>) -> Self {
         self.crumbs.push(Crumb {
             label: label.into(),
@@ -161,96 +144,92 @@ impl<'a> Page<'a> {
         self
     }
 
-    /// The whole document.
-    pub fn render(&self) -> String {
-        let mut h = String::with_capacity(self.body.len() + 4096);
-        h.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
-        h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
-        let _ = write!(
-            h,
-            "<title>{} · cps-trust card issuing</title>",
-            esc(&self.title)
-        );
-        h.push_str("<link rel=\"stylesheet\" href=\"/console/assets/console.css\">");
-        // No favicon request (it would be outside /console/).
-        h.push_str("<link rel=\"icon\" href=\"data:,\">");
-        h.push_str("<script src=\"/console/assets/console.js\" defer></script>");
-        if let Some(s) = self.refresh {
-            let _ = write!(
-                h,
-                "<noscript><meta http-equiv=\"refresh\" content=\"{s}\"></noscript>"
-            );
-        }
-        h.push_str("</head><body>");
-        h.push_str("<a class=\"skip\" href=\"#main\">Skip to the content</a>");
-        h.push_str("<header class=\"top\"><div class=\"top-inner\">");
-        h.push_str("<a class=\"brand\" href=\"/console/\"><span class=\"brand-mark\" aria-hidden=\"true\">CPS</span> Card issuing</a>");
-        if let Some(op) = self.operator {
-            h.push_str("<nav aria-label=\"Main\"><ul>");
-            h.push_str("<li><a href=\"/console/\">Search</a></li>");
-            h.push_str("<li><a href=\"/console/import\">Import registry</a></li>");
-            h.push_str("</ul></nav>");
-            let _ = write!(
-                h,
-                "<p class=\"who\">Signed in as <strong id=\"operator-name\">{}</strong> <span class=\"roles\">{}</span></p>",
-                esc(&op.name),
-                esc(&op.roles.join(", "))
-            );
-        }
-        h.push_str("</div></header>");
-        let _ = write!(
-            h,
-            "<main id=\"main\" class=\"{}\" tabindex=\"-1\">",
-            self.class
-        );
-        if !self.crumbs.is_empty() {
-            h.push_str("<nav class=\"crumbs\" aria-label=\"Breadcrumb\"><ol>");
-            h.push_str("<li><a href=\"/console/\">Home</a></li>");
-            for c in &self.crumbs {
-                match &c.href {
-                    Some(href) => {
-                        let _ = write!(
-                            h,
-                            "<li><a href=\"{}\">{}</a></li>",
-                            esc(href),
-                            esc(&c.label)
-                        );
-                    }
-                    None => {
-                        let _ = write!(h, "<li aria-current=\"page\">{}</li>", esc(&c.label));
+    /// Adds a notice above the content.
+    pub fn notice(&mut self, tone: Tone, title: &str, detail: Option<&str>) {
+        self.notices.push(notice(tone, title, detail));
+    }
+
+    /// The whole document with `body` below the `<h1>`.
+    pub fn render(&self, body: Markup) -> String {
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (self.title) " · cps-trust card issuing" }
+                    link rel="stylesheet" href="/console/assets/console.css";
+                    // No favicon request (it would be outside /console/).
+                    link rel="icon" href="data:,";
+                    script src="/console/assets/console.js" defer {}
+                    @if let Some(s) = self.refresh {
+                        noscript { meta http-equiv="refresh" content=(s); }
                     }
                 }
+                body {
+                    a.skip href="#main" { "Skip to the content" }
+                    header.top { div.top-inner {
+                        a.brand href="/console/" {
+                            span.brand-mark aria-hidden="true" { "CPS" } " Card issuing"
+                        }
+                        @if let Some(op) = self.operator {
+                            nav aria-label="Main" { ul {
+                                li { a href="/console/" { "Search" } }
+                                li { a href="/console/import" { "Import registry" } }
+                            } }
+                            p.who {
+                                "Signed in as " strong #operator-name { (op.name) } " "
+                                span.roles { (op.roles.join(", ")) }
+                            }
+                        }
+                    } }
+                    main #main class=(self.class) tabindex="-1" {
+                        @if !self.crumbs.is_empty() {
+                            nav.crumbs aria-label="Breadcrumb" { ol {
+                                li { a href="/console/" { "Home" } }
+                                @for c in &self.crumbs {
+                                    @match &c.href {
+                                        Some(href) => li { a href=(href) { (c.label) } },
+                                        None => li aria-current="page" { (c.label) },
+                                    }
+                                }
+                            } }
+                        }
+                        h1 { (self.title) }
+                        @for n in &self.notices { (n) }
+                        (body)
+                    }
+                    footer.foot { p { "cps-trust · registration authority console · actions are recorded in the audit log with your operator name" } }
+                }
             }
-            h.push_str("</ol></nav>");
         }
-        let _ = write!(h, "<h1>{}</h1>", esc(&self.title));
-        h.push_str(&self.notices);
-        h.push_str(&self.body);
-        h.push_str("</main><footer class=\"foot\"><p>cps-trust · registration authority console · actions are recorded in the audit log with your operator name</p></footer></body></html>\n");
-        h
+        .into_string()
     }
 }
 
-/// A hidden anti-forgery field.
-pub fn csrf_field(token: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(token)
-    )
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn escaping_covers_text_and_both_quotes() {
-        assert_eq!(
-            esc("<script>alert('x') & \"y\"</script>").to_string(),
-            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+    /// Values that break out of text or attributes when not escaped.
+    pub(crate) const HOSTILE: &str = "<script>alert('x')</script>\"' onmouseover=\"x&y";
+
+    /// Whether `page` shows [`HOSTILE`] only escaped (and at least once).
+    pub(crate) fn assert_escaped(page: &str) {
+        assert!(
+            !page.contains("<script>alert"),
+            "raw script tag in the page:\n{page}"
         );
-        assert_eq!(esc("Müller Ève").to_string(), "Müller Ève");
-        assert_eq!(esc("").to_string(), "");
+        assert!(
+            !page.contains("\" onmouseover"),
+            "attribute broken out of in the page:\n{page}"
+        );
+        assert!(
+            page.contains(
+                "&lt;script&gt;alert('x')&lt;/script&gt;&quot;' onmouseover=&quot;x&amp;y"
+            ),
+            "hostile value not shown escaped:\n{page}"
+        );
     }
 
     #[test]
@@ -261,18 +240,34 @@ mod tests {
     }
 
     #[test]
-    fn the_frame_escapes_operator_and_title() {
+    fn the_frame_escapes_operator_title_crumbs_and_notices() {
         let op = Operator {
-            name: "<b>x</b>".into(),
-            roles: vec!["auditor".into()],
+            name: HOSTILE.into(),
+            roles: vec![HOSTILE.into()],
         };
-        let mut p = Page::new("A & B", Some(&op)).crumb("<i>", None);
+        let mut p = Page::new(HOSTILE, Some(&op))
+            .crumb(HOSTILE, Some(format!("/console/{HOSTILE}")))
+            .crumb(HOSTILE, None);
         p.refresh = Some(2);
-        let h = p.render();
-        assert!(h.contains("&lt;b&gt;x&lt;/b&gt;"));
-        assert!(h.contains("<h1>A &amp; B</h1>"));
-        assert!(h.contains("<li aria-current=\"page\">&lt;i&gt;</li>"));
+        p.notice(Tone::Error, HOSTILE, Some(HOSTILE));
+        let h = p.render(html! { (badge(HOSTILE, HOSTILE)) });
+        assert_escaped(&h);
+        assert!(h.contains("<h1>&lt;script&gt;"));
         assert!(h.contains("<noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>"));
-        assert!(!h.contains("<b>x</b>"));
+        assert!(h.starts_with("<!DOCTYPE html><html lang=\"en\">"));
+        assert!(h.contains("<strong id=\"operator-name\">&lt;script&gt;"));
+        assert!(h.contains("<span class=\"badge badge-neutral\">"));
+    }
+
+    #[test]
+    fn a_csrf_field_and_a_badge_escape_their_values() {
+        assert_eq!(
+            csrf_field("a\"b").into_string(),
+            "<input type=\"hidden\" name=\"csrf\" value=\"a&quot;b\">"
+        );
+        assert_eq!(
+            badge("revoked", "<x>").into_string(),
+            "<span class=\"badge badge-bad\">&lt;x&gt;</span>"
+        );
     }
 }

@@ -40,7 +40,6 @@ pub(crate) mod professionals;
 pub(crate) mod registry;
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -48,6 +47,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cps_enrol::{CardService, EnrolError};
+use maud::{Markup, html};
 use parking_lot::Mutex;
 
 use crate::api::ApiState;
@@ -217,19 +217,16 @@ impl IntoResponse for ConsoleError {
         } else {
             Tone::Error
         };
-        html::notice(&mut page.notices, tone, &e.detail, None);
-        page.body.push_str("<p class=\"after-error\">");
-        if let Some((href, label)) = &e.back {
-            let _ = write!(
-                page.body,
-                "<a class=\"button secondary\" href=\"{}\">{}</a> ",
-                html::esc(href),
-                html::esc(label)
-            );
-        }
-        page.body
-            .push_str("<a href=\"/console/\">Console home</a></p>");
-        (e.status, html_response(page.render())).into_response()
+        page.notice(tone, &e.detail, None);
+        let body = html! {
+            p.after-error {
+                @if let Some((href, label)) = &e.back {
+                    a.button.secondary href=(href) { (label) } " "
+                }
+                a href="/console/" { "Console home" }
+            }
+        };
+        (e.status, html_response(page.render(body))).into_response()
     }
 }
 
@@ -303,9 +300,13 @@ impl Ctx {
             .unwrap_or_default()
     }
 
-    /// The hidden anti-forgery field.
-    pub fn csrf_field(&self) -> String {
-        html::csrf_field(&self.token())
+    /// Who is looking, for the pages' views.
+    pub fn viewer(&self) -> Viewer<'_> {
+        Viewer {
+            op: &self.op,
+            can_write: self.can_write(),
+            token: self.token(),
+        }
     }
 
     /// Checks the anti-forgery token of a form post (its origin was checked by
@@ -345,11 +346,6 @@ impl Ctx {
         })
     }
 
-    /// A page frame for this operator.
-    pub fn page(&self, title: impl Into<String>) -> Page<'_> {
-        Page::new(title, Some(&self.op))
-    }
-
     /// `operator:<name>`, the actor of audit records.
     pub fn actor(&self) -> String {
         format!("operator:{}", self.op.name)
@@ -363,6 +359,29 @@ impl Ctx {
     /// An error page for this operator.
     pub fn error(&self, e: impl Into<ConsoleError>) -> ConsoleError {
         e.into().with_operator(&self.op)
+    }
+}
+
+/// What a page's view needs to know about the operator looking at it (built from [`Ctx`];
+/// views are plain functions of their data and a viewer, so they are tested without a request).
+pub(crate) struct Viewer<'a> {
+    /// The signed-in operator.
+    pub op: &'a Operator,
+    /// Whether the operator may act (forms are shown).
+    pub can_write: bool,
+    /// The anti-forgery token of the operator's forms.
+    pub token: String,
+}
+
+impl Viewer<'_> {
+    /// A page frame for this operator.
+    pub fn page(&self, title: impl Into<String>) -> Page<'_> {
+        Page::new(title, Some(self.op))
+    }
+
+    /// The hidden anti-forgery field.
+    pub fn csrf_field(&self) -> Markup {
+        html::csrf_field(&self.token)
     }
 }
 
@@ -480,9 +499,9 @@ pub(crate) async fn readers() -> Result<Vec<(String, bool)>, String> {
         .map_err(|e| format!("PC/SC: {e}"))
 }
 
-/// The notice for a `done=` code after a redirect (a fixed set: nothing from the URL is
+/// The notices for a `done=` code after a redirect (a fixed set: nothing from the URL is
 /// shown), with `pending` certificate changes the CA has not confirmed yet.
-pub(crate) fn done_notice(out: &mut String, fields: &form::Fields) {
+pub(crate) fn done_notice(page: &mut Page<'_>, fields: &form::Fields) {
     let msg = match fields.get("done") {
         Some("suspended") => "The card is suspended: its certificates are on hold.",
         Some("resumed") => "The card is active again: its certificates are released from hold.",
@@ -496,14 +515,13 @@ pub(crate) fn done_notice(out: &mut String, fields: &form::Fields) {
         Some("updated") => "The changes are saved.",
         _ => return,
     };
-    html::notice(out, Tone::Success, msg, None);
+    page.notice(Tone::Success, msg, None);
     if let Some(n) = fields
         .get("pending")
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|n| *n > 0)
     {
-        html::notice(
-            out,
+        page.notice(
             Tone::Warning,
             &format!("The certificate authority did not confirm {n} certificate change(s) yet."),
             Some(
@@ -522,21 +540,76 @@ pub(crate) fn slot_label(s: cps_enrol::CertSlot) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::console::html::tests::{HOSTILE, assert_escaped};
+
+    /// An operator who may act, with a fixed anti-forgery token.
+    pub(crate) fn officer() -> Operator {
+        Operator {
+            name: "officer".into(),
+            roles: vec!["ra-officer".into()],
+        }
+    }
+
+    pub(crate) fn viewer(op: &Operator) -> Viewer<'_> {
+        Viewer {
+            op,
+            can_write: true,
+            token: "TOKEN".into(),
+        }
+    }
+
+    /// Every form of `page` carries the anti-forgery field.
+    pub(crate) fn assert_forms_have_csrf(page: &str) {
+        let forms = page.matches("<form method=\"post\"").count();
+        let tokens = page
+            .matches("<input type=\"hidden\" name=\"csrf\" value=\"TOKEN\">")
+            .count();
+        assert!(forms > 0, "no form in the page");
+        assert_eq!(forms, tokens, "a form without its token:\n{page}");
+    }
 
     #[test]
     fn done_notices_come_from_a_fixed_set() {
-        let mut out = String::new();
+        let op = officer();
+        let mut p = Page::new("t", Some(&op));
         done_notice(
-            &mut out,
+            &mut p,
             &form::parse_urlencoded(b"done=<script>&pending=1").unwrap(),
         );
-        assert!(out.is_empty());
+        assert!(p.notices.is_empty());
         done_notice(
-            &mut out,
+            &mut p,
             &form::parse_urlencoded(b"done=suspended&pending=2").unwrap(),
         );
-        assert!(out.contains("on hold") && out.contains("2 certificate change(s)"));
+        let h = p.render(html! {});
+        assert!(h.contains("on hold") && h.contains("2 certificate change(s)"));
+    }
+
+    #[test]
+    fn error_pages_escape_their_detail_title_and_back_link() {
+        let op = Operator {
+            name: HOSTILE.into(),
+            roles: vec![],
+        };
+        let e = ConsoleError::new(StatusCode::NOT_FOUND, HOSTILE, HOSTILE)
+            .with_operator(&op)
+            .with_back(&format!("/console/cards/{HOSTILE}"), HOSTILE);
+        let resp = e.into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let body = futures_body(resp);
+        assert_escaped(&body);
+    }
+
+    fn futures_body(resp: Response) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt
+            .block_on(http_body_util::BodyExt::collect(resp.into_body()))
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 }

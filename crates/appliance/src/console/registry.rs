@@ -4,16 +4,17 @@
 //! form comes back with new empty rows). A problem is shown next to its field, with the same
 //! rules as an import line and the CA ([`cps_enrol::ProfessionalData::normalise`]).
 
-use std::fmt::Write;
-
 use axum::body::Bytes;
 use axum::extract::Path as UrlPath;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cps_enrol::{Activity, Professional, ProfessionalData};
+use maud::{Markup, html};
 
-use super::html::{Tone, esc, notice};
-use super::{ConsoleError, Ctx, blocking, form, href_professional, html_response, see_other};
+use super::html::{Tone, thead};
+use super::{
+    ConsoleError, Ctx, Viewer, blocking, form, href_professional, html_response, see_other,
+};
 
 /// Empty activity rows offered below the existing ones.
 const SPARE_ROWS: usize = 2;
@@ -37,38 +38,54 @@ impl Draft {
     }
 }
 
-fn field_error(b: &mut String, id: &str, problem: Option<&str>) -> String {
-    match problem {
-        Some(p) => {
-            let _ = write!(
-                b,
-                "<p class=\"field-error\" id=\"{id}-error\">{}</p>",
-                esc(p)
-            );
-            format!(" aria-invalid=\"true\" aria-describedby=\"{id}-error\"")
-        }
-        None => String::new(),
+/// The problem of field `id` above it, if any; the field's `aria-describedby` points at it.
+fn field_error(id: &str, problem: Option<&str>) -> Markup {
+    html! {
+        @if let Some(p) = problem { p.field-error id={ (id) "-error" } { (p) } }
     }
 }
 
-fn text_input(b: &mut String, d: &Draft, name: &str, label: &str, value: &str, extra: &str) {
-    let mut err = String::new();
-    let aria = field_error(&mut err, name, d.problem(name));
-    let _ = write!(
-        b,
-        "<div class=\"field\"><label for=\"{name}\">{label}</label>{err}\
-         <input type=\"text\" id=\"{name}\" name=\"{name}\" value=\"{}\"{aria}{extra}></div>",
-        esc(value)
-    );
+fn error_ref(id: &str, problem: Option<&str>) -> Option<String> {
+    problem.map(|_| format!("{id}-error"))
+}
+
+/// Attributes of a text input beyond its name and value.
+struct Limits {
+    required: bool,
+    maxlength: u32,
+    plain: bool,
+}
+
+fn text_input(d: &Draft, name: &str, label: &str, value: &str, l: Limits) -> Markup {
+    let problem = d.problem(name);
+    html! {
+        div.field {
+            label for=(name) { (label) }
+            (field_error(name, problem))
+            input type="text" id=(name) name=(name) value=(value)
+                aria-invalid=[problem.map(|_| "true")] aria-describedby=[error_ref(name, problem)]
+                required[l.required] maxlength=(l.maxlength)
+                spellcheck=[l.plain.then_some("false")] autocomplete=[(l.plain && l.required).then_some("off")];
+        }
+    }
 }
 
 fn render(ctx: &Ctx, d: &Draft, existing: Option<&Professional>) -> Response {
+    let status = if d.problems.is_empty() && d.general.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, html_response(view(&ctx.viewer(), d, existing))).into_response()
+}
+
+fn view(v: &Viewer<'_>, d: &Draft, existing: Option<&Professional>) -> String {
     let editing = existing.is_some();
     let title = match existing {
         Some(p) => format!("Edit {} {}", p.data.surname, p.data.given_names),
         None => "Register a professional".to_owned(),
     };
-    let mut page = ctx.page(title.clone());
+    let mut page = v.page(title.clone());
     if let Some(p) = existing {
         page = page.crumb(
             format!("{} {}", p.data.surname, p.data.given_names),
@@ -81,8 +98,7 @@ fn render(ctx: &Ctx, d: &Draft, existing: Option<&Professional>) -> Response {
             .general
             .clone()
             .unwrap_or_else(|| "Correct the fields marked below.".to_owned());
-        notice(
-            &mut page.notices,
+        page.notice(
             Tone::Error,
             "The professional was not saved.",
             Some(&detail),
@@ -92,160 +108,114 @@ fn render(ctx: &Ctx, d: &Draft, existing: Option<&Professional>) -> Response {
         Some(p) => format!("{}/edit", href_professional(p.idnat_ps())),
         None => "/console/professionals/new".to_owned(),
     };
-    let b = &mut page.body;
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"{}\" class=\"stack\" id=\"professional-form\">{}",
-        esc(&action),
-        ctx.csrf_field()
-    );
-    if let Some(r) = d.revision {
-        let _ = write!(b, "<input type=\"hidden\" name=\"revision\" value=\"{r}\">");
-    }
-    b.push_str("<fieldset><legend>Identity</legend>");
-    if editing {
-        let _ = write!(
-            b,
-            "<div class=\"field\"><span class=\"label\">IdNat_PS</span> <code>{}</code>\
-             <input type=\"hidden\" name=\"idnat_ps\" value=\"{}\"></div>",
-            esc(&d.data.idnat_ps),
-            esc(&d.data.idnat_ps)
-        );
-    } else {
-        text_input(
-            b,
-            d,
-            "idnat_ps",
-            "IdNat_PS (8 + RPPS, or 0 + ADELI…)",
-            &d.data.idnat_ps,
-            " required maxlength=\"64\" spellcheck=\"false\" autocomplete=\"off\"",
-        );
-    }
-    text_input(
-        b,
-        d,
-        "surname",
-        "Surname (nom d'exercice)",
-        &d.data.surname,
-        " required maxlength=\"64\"",
-    );
-    text_input(
-        b,
-        d,
-        "given_names",
-        "Given names (prénom d'exercice)",
-        &d.data.given_names,
-        " required maxlength=\"64\"",
-    );
-    b.push_str("</fieldset><fieldset><legend>Profession</legend>");
-    let mut err = String::new();
-    let aria = field_error(&mut err, "profession_code", d.problem("profession_code"));
-    let _ = write!(
-        b,
-        "<div class=\"field\"><label for=\"profession_code\">Profession (TRE_G15)</label>{err}<select id=\"profession_code\" name=\"profession_code\" required{aria}>"
-    );
-    if d.data.profession_code.is_empty() {
-        b.push_str("<option value=\"\" selected>Choose…</option>");
-    }
-    for (code, label) in cps_pki::subject::PROFESSIONS {
-        let _ = write!(
-            b,
-            "<option value=\"{code}\"{}>{} ({code})</option>",
-            if d.data.profession_code == *code {
-                " selected"
-            } else {
-                ""
-            },
-            esc(label)
-        );
-    }
-    b.push_str("</select></div>");
-    text_input(
-        b,
-        d,
-        "savoir_faire",
-        "Savoir-faire (TRE_R01, médecins and pharmaciens; optional)",
-        d.data.savoir_faire.as_deref().unwrap_or(""),
-        " maxlength=\"10\" spellcheck=\"false\"",
-    );
-    b.push_str("</fieldset><fieldset><legend>Activities</legend>");
-    if let Some(p) = d.problem("activities") {
-        let _ = write!(b, "<p class=\"field-error\">{}</p>", esc(p));
-    }
-    b.push_str("<p class=\"hint\">One row per activity; a card belongs to one activity. Empty rows are ignored; clear a row to remove its activity.</p>");
-    b.push_str("<table class=\"activity-rows\"><thead><tr><th scope=\"col\">Structure identifier</th><th scope=\"col\">Structure name</th><th scope=\"col\">Secteur d'activité (TRE_R02)</th></tr></thead><tbody>");
-    let rows = d.data.activities.len() + SPARE_ROWS;
-    for i in 0..rows {
-        let a = d.data.activities.get(i);
-        b.push_str("<tr>");
-        for (key, label, value) in [
-            (
-                "structure_id",
-                "Structure identifier",
-                a.map(|a| a.structure_id.as_str()),
-            ),
-            (
-                "structure_name",
-                "Structure name",
-                a.map(|a| a.structure_name.as_str()),
-            ),
-        ] {
-            let id = format!("act{i}_{key}");
-            let mut err = String::new();
-            let aria = field_error(&mut err, &id, d.problem(&format!("activities[{i}].{key}")));
-            let _ = write!(
-                b,
-                "<td>{err}<input type=\"text\" id=\"{id}\" name=\"{id}\" value=\"{}\" aria-label=\"{label}, row {}\"{aria}></td>",
-                esc(value.unwrap_or("")),
-                i + 1
-            );
-        }
-        let id = format!("act{i}_secteur");
-        let mut err = String::new();
-        let aria = field_error(
-            &mut err,
-            &id,
-            d.problem(&format!("activities[{i}].secteur_activite")),
-        );
-        let current = a.map(|a| a.secteur_activite.as_str()).unwrap_or("");
-        let _ = write!(
-            b,
-            "<td>{err}<select id=\"{id}\" name=\"{id}\" aria-label=\"Secteur d'activité, row {}\"{aria}><option value=\"\">—</option>",
-            i + 1
-        );
-        for (code, label) in cps_enrol::codes::SECTEURS {
-            if cps_enrol::codes::secteur_label(code).is_none() {
-                continue;
-            }
-            let _ = write!(
-                b,
-                "<option value=\"{code}\"{}>{} ({code})</option>",
-                if current == *code { " selected" } else { "" },
-                esc(label)
-            );
-        }
-        b.push_str("</select></td></tr>");
-    }
-    b.push_str("</tbody></table></fieldset>");
     let cancel = existing
         .map(|p| href_professional(p.idnat_ps()))
         .unwrap_or_else(|| "/console/".to_owned());
-    let _ = write!(
-        b,
-        "<p><button type=\"submit\">{}</button> <a class=\"button secondary\" href=\"{}\">Cancel</a></p></form>",
-        if editing {
-            "Save the changes"
-        } else {
-            "Register"
-        },
-        esc(&cancel)
-    );
-    let status = if d.problems.is_empty() && d.general.is_none() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
+    let pc = d.problem("profession_code");
+    let plain = |maxlength| Limits {
+        required: true,
+        maxlength,
+        plain: false,
     };
-    (status, html_response(page.render())).into_response()
+    page.render(html! {
+        form method="post" action=(action) class="stack" id="professional-form" {
+            (v.csrf_field())
+            @if let Some(r) = d.revision { input type="hidden" name="revision" value=(r); }
+            fieldset {
+                legend { "Identity" }
+                @if editing {
+                    div.field {
+                        span.label { "IdNat_PS" } " " code { (d.data.idnat_ps) }
+                        input type="hidden" name="idnat_ps" value=(d.data.idnat_ps);
+                    }
+                } @else {
+                    (text_input(d, "idnat_ps", "IdNat_PS (8 + RPPS, or 0 + ADELI…)", &d.data.idnat_ps,
+                        Limits { required: true, maxlength: 64, plain: true }))
+                }
+                (text_input(d, "surname", "Surname (nom d'exercice)", &d.data.surname, plain(64)))
+                (text_input(d, "given_names", "Given names (prénom d'exercice)", &d.data.given_names, plain(64)))
+            }
+            fieldset {
+                legend { "Profession" }
+                div.field {
+                    label for="profession_code" { "Profession (TRE_G15)" }
+                    (field_error("profession_code", pc))
+                    select #profession_code name="profession_code" required
+                        aria-invalid=[pc.map(|_| "true")] aria-describedby=[error_ref("profession_code", pc)] {
+                        @if d.data.profession_code.is_empty() { option value="" selected { "Choose…" } }
+                        @for (code, label) in cps_pki::subject::PROFESSIONS {
+                            option value=(code) selected[d.data.profession_code == *code] { (label) " (" (code) ")" }
+                        }
+                    }
+                }
+                (text_input(d, "savoir_faire", "Savoir-faire (TRE_R01, médecins and pharmaciens; optional)",
+                    d.data.savoir_faire.as_deref().unwrap_or(""),
+                    Limits { required: false, maxlength: 10, plain: true }))
+            }
+            fieldset {
+                legend { "Activities" }
+                @if let Some(p) = d.problem("activities") { p.field-error { (p) } }
+                p.hint { "One row per activity; a card belongs to one activity. Empty rows are ignored; clear a row to remove its activity." }
+                table.activity-rows {
+                    (thead(&["Structure identifier", "Structure name", "Secteur d'activité (TRE_R02)"]))
+                    tbody {
+                        @for i in 0..d.data.activities.len() + SPARE_ROWS {
+                            (activity_row(d, i))
+                        }
+                    }
+                }
+            }
+            p {
+                button type="submit" { @if editing { "Save the changes" } @else { "Register" } } " "
+                a.button.secondary href=(cancel) { "Cancel" }
+            }
+        }
+    })
+}
+
+fn activity_row(d: &Draft, i: usize) -> Markup {
+    let a = d.data.activities.get(i);
+    let texts = [
+        (
+            "structure_id",
+            "Structure identifier",
+            a.map(|a| a.structure_id.as_str()),
+        ),
+        (
+            "structure_name",
+            "Structure name",
+            a.map(|a| a.structure_name.as_str()),
+        ),
+    ];
+    let sid = format!("act{i}_secteur");
+    let sp = d.problem(&format!("activities[{i}].secteur_activite"));
+    let current = a.map(|a| a.secteur_activite.as_str()).unwrap_or("");
+    html! {
+        tr {
+            @for (key, label, value) in texts {
+                @let id = format!("act{i}_{key}");
+                @let problem = d.problem(&format!("activities[{i}].{key}"));
+                td {
+                    (field_error(&id, problem))
+                    input type="text" id=(id) name=(id) value=(value.unwrap_or(""))
+                        aria-label={ (label) ", row " (i + 1) }
+                        aria-invalid=[problem.map(|_| "true")] aria-describedby=[error_ref(&id, problem)];
+                }
+            }
+            td {
+                (field_error(&sid, sp))
+                select id=(sid) name=(sid) aria-label={ "Secteur d'activité, row " (i + 1) }
+                    aria-invalid=[sp.map(|_| "true")] aria-describedby=[error_ref(&sid, sp)] {
+                    option value="" { "—" }
+                    @for (code, label) in cps_enrol::codes::SECTEURS {
+                        @if cps_enrol::codes::secteur_label(code).is_some() {
+                            option value=(code) selected[current == *code] { (label) " (" (code) ")" }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The professional a posted form describes (blank activity rows dropped; rows keep their
