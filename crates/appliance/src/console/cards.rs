@@ -71,7 +71,7 @@ fn reader_choices(prefix: &str, readers: &Readers) -> Markup {
 }
 
 /// The card, its holder's record and its certificates with their state at the CA.
-type CardData = (
+pub(super) type CardData = (
     Card,
     Option<Professional>,
     Vec<(CardCertificate, Option<CertState>)>,
@@ -120,7 +120,12 @@ pub(crate) async fn card_page(
     Ok(html_response(view_card(&ctx.viewer(), &data, &readers, &f)))
 }
 
-fn view_card(v: &Viewer<'_>, data: &CardData, readers: &Readers, f: &form::Fields) -> String {
+pub(super) fn view_card(
+    v: &Viewer<'_>,
+    data: &CardData,
+    readers: &Readers,
+    f: &form::Fields,
+) -> String {
     let (card, p, current, previous) = data;
     let holder = p
         .as_ref()
@@ -397,7 +402,7 @@ pub(crate) async fn certificate_page(
     Ok(html_response(view_certificate(&ctx.viewer(), &v)))
 }
 
-fn view_certificate(viewer: &Viewer<'_>, v: &CertificateView) -> String {
+pub(super) fn view_certificate(viewer: &Viewer<'_>, v: &CertificateView) -> String {
     let status = match (&v.status[..], &v.revocation_reason) {
         ("valid", _) => badge("valid", "valid"),
         (s, Some(r)) => badge(s, &format!("{s} ({r})")),

@@ -21,14 +21,14 @@ fn full_name(p: &Professional) -> String {
 }
 
 /// What the enrolment form shows and remembers.
-struct EnrolForm<'a> {
-    professional: &'a Professional,
-    cards: &'a [Card],
-    readers: &'a Result<Vec<(String, bool)>, String>,
-    activity: Option<&'a str>,
-    reader: Option<&'a str>,
-    replaces: Option<&'a str>,
-    error: Option<String>,
+pub(super) struct EnrolForm<'a> {
+    pub(super) professional: &'a Professional,
+    pub(super) cards: &'a [Card],
+    pub(super) readers: &'a Result<Vec<(String, bool)>, String>,
+    pub(super) activity: Option<&'a str>,
+    pub(super) reader: Option<&'a str>,
+    pub(super) replaces: Option<&'a str>,
+    pub(super) error: Option<String>,
 }
 
 fn enrol_form_page(ctx: &Ctx, f: EnrolForm<'_>) -> Response {
@@ -40,7 +40,7 @@ fn enrol_form_page(ctx: &Ctx, f: EnrolForm<'_>) -> Response {
     (status, html_response(view_enrol_form(&ctx.viewer(), &f))).into_response()
 }
 
-fn view_enrol_form(v: &Viewer<'_>, f: &EnrolForm<'_>) -> String {
+pub(super) fn view_enrol_form(v: &Viewer<'_>, f: &EnrolForm<'_>) -> String {
     let p = f.professional;
     let mut page = v
         .page("Enrol a card")
@@ -320,8 +320,8 @@ pub(crate) async fn job_page(
 /// Where the PIN mailer's codes go in the page: markers that escaped text cannot contain (maud
 /// never writes a raw `<` from a value), filled into the answer's own buffer
 /// ([`crate::cards::fill_slots`]).
-const PIN_SLOT: &str = "<cps-trust-slot pin>";
-const PUK_SLOT: &str = "<cps-trust-slot puk>";
+pub(super) const PIN_SLOT: &str = "<cps-trust-slot pin>";
+pub(super) const PUK_SLOT: &str = "<cps-trust-slot puk>";
 
 async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleError> {
     let meta = ctx.console.meta(&view.id);
@@ -409,7 +409,7 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
 }
 
 /// Where the initial PIN and PUK went, when the page does not show them.
-fn secrets_note(mine: bool) -> Markup {
+pub(super) fn secrets_note(mine: bool) -> Markup {
     html! {
         p.notice.info role="status" {
             @if mine {
@@ -422,16 +422,16 @@ fn secrets_note(mine: bool) -> Markup {
 }
 
 /// What an enrolment job's page shows.
-struct EnrolJob<'a> {
-    view: &'a JobView,
-    meta: Option<&'a EnrolJobMeta>,
-    professional: Option<&'a Professional>,
-    card: Option<&'a Card>,
+pub(super) struct EnrolJob<'a> {
+    pub(super) view: &'a JobView,
+    pub(super) meta: Option<&'a EnrolJobMeta>,
+    pub(super) professional: Option<&'a Professional>,
+    pub(super) card: Option<&'a Card>,
 }
 
 /// The frame and content of an enrolment job's page, without what is said about the initial
 /// PIN and PUK.
-fn enrol_job_view<'v>(v: &'v Viewer<'_>, job: &EnrolJob<'_>) -> (Page<'v>, Markup) {
+pub(super) fn enrol_job_view<'v>(v: &'v Viewer<'_>, job: &EnrolJob<'_>) -> (Page<'v>, Markup) {
     let view = job.view;
     let title = match view.status.as_str() {
         "running" => "Enrolling a card",
@@ -543,7 +543,7 @@ fn card_summary(c: &Card) -> Markup {
 }
 
 /// The PIN mailer, with [`PIN_SLOT`] and [`PUK_SLOT`] where the codes go.
-fn pin_mailer(c: &Card, p: Option<&Professional>) -> Markup {
+pub(super) fn pin_mailer(c: &Card, p: Option<&Professional>) -> Markup {
     html! {
         section.pin-mailer aria-labelledby="mailer-h" {
             h2 #mailer-h .no-print { "PIN mailer" }
@@ -618,7 +618,7 @@ fn import_job_page(ctx: &Ctx, view: JobView) -> Response {
     html_response(view_import_job(&ctx.viewer(), &view))
 }
 
-fn view_import_job(v: &Viewer<'_>, view: &JobView) -> String {
+pub(super) fn view_import_job(v: &Viewer<'_>, view: &JobView) -> String {
     let report: Option<ImportReport> = view
         .result
         .as_ref()
@@ -740,7 +740,7 @@ pub(crate) async fn import_form(ctx: Ctx) -> Result<Response, ConsoleError> {
     Ok(html_response(view_import_form(&ctx.viewer())))
 }
 
-fn view_import_form(v: &Viewer<'_>) -> String {
+pub(super) fn view_import_form(v: &Viewer<'_>) -> String {
     v.page("Import the registry")
         .crumb("Import registry", None)
         .render(html! {

@@ -39,6 +39,9 @@ pub(crate) mod jobs;
 pub(crate) mod professionals;
 pub(crate) mod registry;
 
+#[cfg(test)]
+mod hostile_tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

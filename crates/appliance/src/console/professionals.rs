@@ -69,7 +69,7 @@ pub(crate) async fn home(ctx: Ctx) -> Result<Response, ConsoleError> {
     )))
 }
 
-fn view_home(
+pub(super) fn view_home(
     v: &Viewer<'_>,
     readers: &Result<Vec<(String, bool)>, String>,
     open: &[Enrolment],
@@ -157,7 +157,7 @@ pub(crate) async fn search(ctx: Ctx, RawQuery(raw): RawQuery) -> Result<Response
     }
 }
 
-fn view_search(
+pub(super) fn view_search(
     v: &Viewer<'_>,
     q: &str,
     found: Result<&cps_enrol::Page<Professional>, &str>,
@@ -276,7 +276,12 @@ const STATUSES: [(&str, &str, &str); 3] = [
     ),
 ];
 
-fn view_professional(v: &Viewer<'_>, p: &Professional, list: &[Card], f: &form::Fields) -> String {
+pub(super) fn view_professional(
+    v: &Viewer<'_>,
+    p: &Professional,
+    list: &[Card],
+    f: &form::Fields,
+) -> String {
     let mut page = v
         .page(full_name(p))
         .crumb("Search", Some("/console/professionals".into()))

@@ -20,13 +20,13 @@ use super::{
 const SPARE_ROWS: usize = 2;
 
 /// A form being filled: the values typed and the problems found.
-struct Draft {
-    data: ProfessionalData,
+pub(super) struct Draft {
+    pub(super) data: ProfessionalData,
     /// Edit: the revision the officer read.
-    revision: Option<u64>,
-    problems: Vec<(String, String)>,
+    pub(super) revision: Option<u64>,
+    pub(super) problems: Vec<(String, String)>,
     /// A problem not tied to a field.
-    general: Option<String>,
+    pub(super) general: Option<String>,
 }
 
 impl Draft {
@@ -76,10 +76,10 @@ fn render(ctx: &Ctx, d: &Draft, existing: Option<&Professional>) -> Response {
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    (status, html_response(view(&ctx.viewer(), d, existing))).into_response()
+    (status, html_response(view_form(&ctx.viewer(), d, existing))).into_response()
 }
 
-fn view(v: &Viewer<'_>, d: &Draft, existing: Option<&Professional>) -> String {
+pub(super) fn view_form(v: &Viewer<'_>, d: &Draft, existing: Option<&Professional>) -> String {
     let editing = existing.is_some();
     let title = match existing {
         Some(p) => format!("Edit {} {}", p.data.surname, p.data.given_names),
