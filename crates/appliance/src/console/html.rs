@@ -3,7 +3,8 @@
 //! double-quoted attribute values maud writes. No page builds HTML from strings.
 //!
 //! `PreEscaped` is used in one place, [`slot`]: the PIN mailer's fixed slot markers
-//! (constants of [`super::jobs`], never data).
+//! (constants of [`super::jobs`], never data). maud's own `DOCTYPE` is the only other
+//! pre-escaped markup.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 

@@ -1,8 +1,8 @@
 //! The web console for card-issuing staff, under `/console/` on the mutual-TLS listener.
 //!
-//! Server-rendered HTML that works without JavaScript (a small script only makes the progress
-//! pages live and adds a print button), with no external resource: the stylesheet and script
-//! are compiled into the appliance. Operators are the API's: the `authenticate` layer of
+//! Server-rendered HTML (maud templates, see [`html`]) that works without JavaScript (a small
+//! script only makes the progress pages live and adds a print button), with no external
+//! resource: the stylesheet and script are compiled into the appliance. Operators are the API's: the `authenticate` layer of
 //! [`crate::api::router`] resolves the client certificate into an [`Operator`] before any
 //! console handler runs (no certificate: 401; unknown certificate: 403).
 //!
