@@ -11,7 +11,7 @@ use maud::{Markup, html};
 
 use super::html::{Tone, badge, day, notice, thead, when};
 use super::{
-    ConsoleError, Ctx, Viewer, blocking, done_notice, form, href_card, href_certificate,
+    ConsoleError, Ctx, Viewer, blocking, done_notice, form, full_name, href_card, href_certificate,
     href_professional, html_response, query, see_other, slot_label,
 };
 use crate::api::CertificateView;
@@ -129,7 +129,7 @@ pub(super) fn view_card(
     let (card, p, current, previous) = data;
     let holder = p
         .as_ref()
-        .map(|p| format!("{} {}", p.data.surname, p.data.given_names))
+        .map(full_name)
         .unwrap_or_else(|| card.idnat_ps.clone());
     let mut page = v
         .page(format!("Card {}", card.serial))

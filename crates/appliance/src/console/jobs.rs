@@ -11,14 +11,10 @@ use maud::{Markup, html};
 
 use super::html::{Page, Tone, badge, day, notice, slot, thead};
 use super::{
-    ConsoleError, Ctx, EnrolJobMeta, Viewer, blocking, form, href_card, href_certificate, href_job,
-    href_professional, html_response, query, see_other,
+    ConsoleError, Ctx, EnrolJobMeta, Viewer, blocking, form, full_name, href_card,
+    href_certificate, href_job, href_professional, html_response, query, see_other,
 };
 use crate::cards::JobView;
-
-fn full_name(p: &Professional) -> String {
-    format!("{} {}", p.data.surname, p.data.given_names)
-}
 
 /// What the enrolment form shows and remembers.
 pub(super) struct EnrolForm<'a> {
@@ -148,14 +144,7 @@ pub(crate) async fn enrol_form(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsoleError> {
     let q = query(raw.as_deref()).map_err(|e| ctx.error(e))?;
-    let cards = ctx.cards()?;
-    let (p, list) = blocking(move || {
-        let p = cards.registry().require(&idnat)?;
-        let c = cards.cards_of(&idnat, None)?;
-        Ok((p, c))
-    })
-    .await
-    .map_err(|e| ctx.error(e))?;
+    let (p, list) = ctx.professional_and_cards(&idnat).await?;
     let readers = super::readers().await;
     Ok(enrol_form_page(
         &ctx,
@@ -180,15 +169,7 @@ pub(crate) async fn enrol(
     let f = form::parse_urlencoded(&body).map_err(|e| ctx.error(e))?;
     ctx.check_post(f.get("csrf"))?;
     let cards = ctx.cards()?;
-    let c2 = cards.clone();
-    let id2 = idnat.clone();
-    let (p, list) = blocking(move || {
-        let p = c2.registry().require(&id2)?;
-        let c = c2.cards_of(&id2, None)?;
-        Ok((p, c))
-    })
-    .await
-    .map_err(|e| ctx.error(e))?;
+    let (p, list) = ctx.professional_and_cards(&idnat).await?;
     let structure_id = f.text("structure_id");
     let reader = f.text("reader");
     let replaces = f.text("replaces");

@@ -349,6 +349,22 @@ impl Ctx {
         })
     }
 
+    /// A professional and their cards, or an error page.
+    pub async fn professional_and_cards(
+        &self,
+        idnat: &str,
+    ) -> Result<(cps_enrol::Professional, Vec<cps_enrol::Card>), ConsoleError> {
+        let (cards, idnat) = (self.cards()?, idnat.to_owned());
+        blocking(move || {
+            Ok((
+                cards.registry().require(&idnat)?,
+                cards.cards_of(&idnat, None)?,
+            ))
+        })
+        .await
+        .map_err(|e| self.error(e))
+    }
+
     /// `operator:<name>`, the actor of audit records.
     pub fn actor(&self) -> String {
         format!("operator:{}", self.op.name)
@@ -467,6 +483,11 @@ fn capitalised(s: &str) -> String {
 /// The fields of a query string.
 pub(crate) fn query(raw: Option<&str>) -> Result<form::Fields, ConsoleError> {
     Ok(form::parse_urlencoded(raw.unwrap_or("").as_bytes())?)
+}
+
+/// A professional's name as the console shows it.
+pub(crate) fn full_name(p: &cps_enrol::Professional) -> String {
+    format!("{} {}", p.data.surname, p.data.given_names)
 }
 
 /// The page of a professional.

@@ -9,16 +9,12 @@ use maud::{Markup, html};
 
 use super::html::{Tone, badge, day, notice, thead, when};
 use super::{
-    ConsoleError, Ctx, Viewer, blocking, done_notice, form, href_card, href_professional,
-    html_response, query, see_other,
+    ConsoleError, Ctx, Viewer, blocking, done_notice, form, full_name, href_card,
+    href_professional, html_response, query, see_other,
 };
 
 /// Search results per page.
 const PAGE: usize = 25;
-
-fn full_name(p: &Professional) -> String {
-    format!("{} {}", p.data.surname, p.data.given_names)
-}
 
 fn search_form(q: &str, autofocus: bool) -> Markup {
     html! {
@@ -241,14 +237,7 @@ pub(crate) async fn professional(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsoleError> {
     let f = query(raw.as_deref()).map_err(|e| ctx.error(e))?;
-    let cards = ctx.cards()?;
-    let (p, list) = blocking(move || {
-        let p = cards.registry().require(&idnat)?;
-        let c = cards.cards_of(&idnat, None)?;
-        Ok((p, c))
-    })
-    .await
-    .map_err(|e| ctx.error(e))?;
+    let (p, list) = ctx.professional_and_cards(&idnat).await?;
     Ok(html_response(view_professional(
         &ctx.viewer(),
         &p,

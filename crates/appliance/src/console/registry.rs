@@ -13,7 +13,8 @@ use maud::{Markup, html};
 
 use super::html::{Tone, thead};
 use super::{
-    ConsoleError, Ctx, Viewer, blocking, form, href_professional, html_response, see_other,
+    ConsoleError, Ctx, Viewer, blocking, form, full_name, href_professional, html_response,
+    see_other,
 };
 
 /// Empty activity rows offered below the existing ones.
@@ -82,15 +83,12 @@ fn render(ctx: &Ctx, d: &Draft, existing: Option<&Professional>) -> Response {
 pub(super) fn view_form(v: &Viewer<'_>, d: &Draft, existing: Option<&Professional>) -> String {
     let editing = existing.is_some();
     let title = match existing {
-        Some(p) => format!("Edit {} {}", p.data.surname, p.data.given_names),
+        Some(p) => format!("Edit {}", full_name(p)),
         None => "Register a professional".to_owned(),
     };
     let mut page = v.page(title.clone());
     if let Some(p) = existing {
-        page = page.crumb(
-            format!("{} {}", p.data.surname, p.data.given_names),
-            Some(href_professional(p.idnat_ps())),
-        );
+        page = page.crumb(full_name(p), Some(href_professional(p.idnat_ps())));
     }
     page = page.crumb(title, None);
     if !d.problems.is_empty() || d.general.is_some() {
@@ -338,14 +336,7 @@ pub(crate) async fn update(
     let f = form::parse_urlencoded(&body).map_err(|e| ctx.error(e))?;
     ctx.check_post(f.get("csrf"))?;
     let cards = ctx.cards()?;
-    let (c2, id2) = (cards.clone(), idnat.clone());
-    let (p, list) = blocking(move || {
-        let p = c2.registry().require(&id2)?;
-        let c = c2.cards_of(&id2, None)?;
-        Ok((p, c))
-    })
-    .await
-    .map_err(|e| ctx.error(e))?;
+    let (p, list) = ctx.professional_and_cards(&idnat).await?;
     let mut d = draft_of(&f);
     // The IdNat_PS is the record's key: it is not edited.
     d.data.idnat_ps = p.data.idnat_ps.clone();
