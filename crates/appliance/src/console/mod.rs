@@ -30,17 +30,15 @@
 //! DENY` and `Cache-Control: no-store`. Actions are audited by the card service with the actor
 //! `operator:<name>`.
 
-pub mod csrf;
-pub mod form;
-pub mod html;
+pub(crate) use cps_console::{
+    EnrolJobMeta, Viewer, full_name, href_card, href_job, href_professional,
+};
+pub use cps_console::{csrf, form, html};
 
 pub(crate) mod cards;
 pub(crate) mod jobs;
 pub(crate) mod professionals;
 pub(crate) mod registry;
-
-#[cfg(test)]
-mod hostile_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,30 +48,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cps_enrol::{CardService, EnrolError};
-use maud::{Markup, html};
 use parking_lot::Mutex;
 
 use crate::api::ApiState;
 use crate::operators::Operator;
-use html::{Page, Tone};
 
 /// Roles that may act in the console (forms are shown to them; [`crate::authz`] decides).
 const WRITE: &[crate::authz::Role] = &[crate::authz::Role::RaOfficer];
-
-/// The Content-Security-Policy of every console response.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-const CSS: &str = include_str!("../../assets/console/console.css");
-const JS: &str = include_str!("../../assets/console/console.js");
-
-/// What the console remembers about the enrolment jobs it started (for their pages).
-#[derive(Debug, Clone)]
-pub(crate) struct EnrolJobMeta {
-    pub idnat_ps: String,
-    pub structure_id: String,
-    pub reader: String,
-}
 
 const MAX_JOB_META: usize = 1000;
 
@@ -214,22 +195,23 @@ impl From<form::FormError> for ConsoleError {
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         let e = *self.0;
-        let mut page = Page::new(e.title.clone(), e.operator.as_ref());
-        let tone = if e.status.is_server_error() {
-            Tone::Warning
-        } else {
-            Tone::Error
-        };
-        page.notice(tone, &e.detail, None);
-        let body = html! {
-            p.after-error {
-                @if let Some((href, label)) = &e.back {
-                    a.button.secondary href=(href) { (label) } " "
-                }
-                a href="/console/" { "Console home" }
-            }
-        };
-        (e.status, html_response(page.render(body))).into_response()
+        let op = e.operator.as_ref().map(shown);
+        let page = html::error_page(
+            &e.title,
+            op.as_ref(),
+            &e.detail,
+            e.status.is_server_error(),
+            e.back.as_ref().map(|(h, l)| (h.as_str(), l.as_str())),
+        );
+        (e.status, html_response(page)).into_response()
+    }
+}
+
+/// The operator as the pages show them.
+fn shown(op: &Operator) -> cps_console::Operator {
+    cps_console::Operator {
+        name: op.name.clone(),
+        roles: op.roles.clone(),
     }
 }
 
@@ -304,9 +286,9 @@ impl Ctx {
     }
 
     /// Who is looking, for the pages' views.
-    pub fn viewer(&self) -> Viewer<'_> {
+    pub fn viewer(&self) -> Viewer {
         Viewer {
-            op: &self.op,
+            op: shown(&self.op),
             can_write: self.can_write(),
             token: self.token(),
         }
@@ -381,29 +363,6 @@ impl Ctx {
     }
 }
 
-/// What a page's view needs to know about the operator looking at it (built from [`Ctx`];
-/// views are plain functions of their data and a viewer, so they are tested without a request).
-pub(crate) struct Viewer<'a> {
-    /// The signed-in operator.
-    pub op: &'a Operator,
-    /// Whether the operator may act (forms are shown).
-    pub can_write: bool,
-    /// The anti-forgery token of the operator's forms.
-    pub token: String,
-}
-
-impl Viewer<'_> {
-    /// A page frame for this operator.
-    pub fn page(&self, title: impl Into<String>) -> Page<'_> {
-        Page::new(title, Some(self.op))
-    }
-
-    /// The hidden anti-forgery field.
-    pub fn csrf_field(&self) -> Markup {
-        html::csrf_field(&self.token)
-    }
-}
-
 /// Runs a blocking card-service call off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, EnrolError> + Send + 'static,
@@ -424,7 +383,7 @@ pub(crate) fn security_headers_on(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(cps_console::CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
@@ -456,7 +415,7 @@ pub(crate) async fn asset_css() -> Response {
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        CSS,
+        cps_console::CSS,
     )
         .into_response()
 }
@@ -467,7 +426,7 @@ pub(crate) async fn asset_js() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        JS,
+        cps_console::JS,
     )
         .into_response()
 }
@@ -485,35 +444,6 @@ pub(crate) fn query(raw: Option<&str>) -> Result<form::Fields, ConsoleError> {
     Ok(form::parse_urlencoded(raw.unwrap_or("").as_bytes())?)
 }
 
-/// A professional's name as the console shows it.
-pub(crate) fn full_name(p: &cps_enrol::Professional) -> String {
-    format!("{} {}", p.data.surname, p.data.given_names)
-}
-
-/// The page of a professional.
-pub(crate) fn href_professional(idnat: &str) -> String {
-    format!("/console/professionals/{}", form::url_encode(idnat))
-}
-
-/// The page of a card.
-pub(crate) fn href_card(serial: &str) -> String {
-    format!("/console/cards/{}", form::url_encode(serial))
-}
-
-/// The page of a certificate.
-pub(crate) fn href_certificate(ca: &str, serial: &str) -> String {
-    format!(
-        "/console/certificates/{}/{}",
-        form::url_encode(ca),
-        form::url_encode(serial)
-    )
-}
-
-/// The page of a job.
-pub(crate) fn href_job(id: &str) -> String {
-    format!("/console/jobs/{}", form::url_encode(id))
-}
-
 /// The appliance's PC/SC readers: (name, card present), or why they cannot be listed.
 pub(crate) async fn readers() -> Result<Vec<(String, bool)>, String> {
     tokio::task::spawn_blocking(|| cps_card::Pcsc::establish().and_then(|p| p.readers()))
@@ -523,110 +453,22 @@ pub(crate) async fn readers() -> Result<Vec<(String, bool)>, String> {
         .map_err(|e| format!("PC/SC: {e}"))
 }
 
-/// The notices for a `done=` code after a redirect (a fixed set: nothing from the URL is
-/// shown), with `pending` certificate changes the CA has not confirmed yet.
-pub(crate) fn done_notice(page: &mut Page<'_>, fields: &form::Fields) {
-    let msg = match fields.get("done") {
-        Some("suspended") => "The card is suspended: its certificates are on hold.",
-        Some("resumed") => "The card is active again: its certificates are released from hold.",
-        Some("opposed") => "The card is opposed: its certificates are revoked for good.",
-        Some("unblocked") => "The PIN is unblocked and set to the new value.",
-        Some("renewed") => {
-            "The card has new keys and certificates; the previous certificates are revoked as superseded."
-        }
-        Some("status") => "The professional's status was changed.",
-        Some("created") => "The professional is registered.",
-        Some("updated") => "The changes are saved.",
-        _ => return,
-    };
-    page.notice(Tone::Success, msg, None);
-    if let Some(n) = fields
-        .get("pending")
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        page.notice(
-            Tone::Warning,
-            &format!("The certificate authority did not confirm {n} certificate change(s) yet."),
-            Some(
-                "They stay in the revocation outbox and are retried; the card page shows the state the CA reports.",
-            ),
-        );
-    }
-}
-
-/// What a certificate slot of a CPS card is for.
-pub(crate) fn slot_label(s: cps_enrol::CertSlot) -> &'static str {
-    match s {
-        cps_enrol::CertSlot::Authentication => "Authentication",
-        cps_enrol::CertSlot::Signature => "Signature",
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::console::html::tests::{HOSTILE, assert_escaped};
-
-    /// An operator who may act, with a fixed anti-forgery token.
-    pub(crate) fn officer() -> Operator {
-        Operator {
-            name: "officer".into(),
-            roles: vec!["ra-officer".into()],
-        }
-    }
-
-    pub(crate) fn viewer(op: &Operator) -> Viewer<'_> {
-        Viewer {
-            op,
-            can_write: true,
-            token: "TOKEN".into(),
-        }
-    }
-
-    /// Every form of `page` carries the anti-forgery field.
-    pub(crate) fn assert_forms_have_csrf(page: &str) {
-        let forms = page.matches("<form method=\"post\"").count();
-        let tokens = page
-            .matches("<input type=\"hidden\" name=\"csrf\" value=\"TOKEN\">")
-            .count();
-        assert!(forms > 0, "no form in the page");
-        assert_eq!(forms, tokens, "a form without its token:\n{page}");
-    }
-
-    #[test]
-    fn done_notices_come_from_a_fixed_set() {
-        let op = officer();
-        let mut p = Page::new("t", Some(&op));
-        done_notice(
-            &mut p,
-            &form::parse_urlencoded(b"done=<script>&pending=1").unwrap(),
-        );
-        assert!(p.notices.is_empty());
-        done_notice(
-            &mut p,
-            &form::parse_urlencoded(b"done=suspended&pending=2").unwrap(),
-        );
-        let h = p.render(html! {});
-        assert!(h.contains("on hold") && h.contains("2 certificate change(s)"));
-    }
 
     #[test]
     fn error_pages_escape_their_detail_title_and_back_link() {
+        let hostile = "<script>alert('x')</script>\" onmouseover=\"x&y";
         let op = Operator {
-            name: HOSTILE.into(),
+            name: hostile.into(),
             roles: vec![],
         };
-        let e = ConsoleError::new(StatusCode::NOT_FOUND, HOSTILE, HOSTILE)
+        let e = ConsoleError::new(StatusCode::NOT_FOUND, hostile, hostile)
             .with_operator(&op)
-            .with_back(&format!("/console/cards/{HOSTILE}"), HOSTILE);
+            .with_back(&format!("/console/cards/{hostile}"), hostile);
         let resp = e.into_response();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        let body = futures_body(resp);
-        assert_escaped(&body);
-    }
-
-    fn futures_body(resp: Response) -> String {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -634,6 +476,21 @@ pub(crate) mod tests {
             .block_on(http_body_util::BodyExt::collect(resp.into_body()))
             .unwrap()
             .to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
+        let body = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(
+            !body.contains("<script>alert") && !body.contains("\" onmouseover"),
+            "{body}"
+        );
+        // Title, operator, notice, back link text: each escaped.
+        assert_eq!(
+            body.matches("&lt;script&gt;alert('x')&lt;/script&gt;&quot; onmouseover=&quot;x&amp;y")
+                .count(),
+            5,
+            "{body}"
+        );
+        assert!(body.contains(&format!(
+            "href=\"/console/cards/{}\"",
+            "&lt;script&gt;alert('x')&lt;/script&gt;&quot; onmouseover=&quot;x&amp;y"
+        )));
     }
 }

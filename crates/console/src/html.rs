@@ -8,7 +8,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::operators::Operator;
+use crate::Operator;
 
 /// A Unix time as `YYYY-MM-DD HH:MM UTC`.
 pub fn when(t: i64) -> String {
@@ -97,6 +97,32 @@ pub fn csrf_field(token: &str) -> Markup {
 /// replaced by its value in the answer's own buffer.
 pub(crate) fn slot(marker: &'static str) -> Markup {
     PreEscaped(marker.to_owned())
+}
+
+/// An error page: the refusal or failure as a notice (a warning for a server-side failure),
+/// then a link back to `back` (href, label) if given and to the console home.
+pub fn error_page(
+    title: &str,
+    operator: Option<&Operator>,
+    detail: &str,
+    server_side: bool,
+    back: Option<(&str, &str)>,
+) -> String {
+    let mut page = Page::new(title, operator);
+    let tone = if server_side {
+        Tone::Warning
+    } else {
+        Tone::Error
+    };
+    page.notice(tone, detail, None);
+    page.render(html! {
+        p.after-error {
+            @if let Some((href, label)) = back {
+                a.button.secondary href=(href) { (label) } " "
+            }
+            a href="/console/" { "Console home" }
+        }
+    })
 }
 
 /// One entry of the breadcrumb trail.

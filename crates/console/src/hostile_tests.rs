@@ -8,11 +8,11 @@ use cps_enrol::{
     Professional, ProfessionalData, ProfessionalStatus, Step,
 };
 
-use super::html::tests::{HOSTILE, assert_escaped};
-use super::tests::{assert_forms_have_csrf, officer, viewer};
-use super::{EnrolJobMeta, cards, form, jobs, professionals, registry};
-use crate::caller::CertFingerprint;
-use crate::cards::{JobEvent, JobView};
+use crate::html::tests::{HOSTILE, assert_escaped};
+use crate::tests::{assert_forms_have_csrf, viewer};
+use crate::{
+    CertificateFacts, EnrolJobMeta, Job, JobStep, cards, form, jobs, professionals, registry,
+};
 
 /// No inline script or style: the CSP `default-src 'self'` would block them.
 fn assert_no_inline(page: &str) {
@@ -95,7 +95,6 @@ fn readers() -> Result<Vec<(String, bool)>, String> {
 
 #[test]
 fn home_escapes_readers_and_unfinished_enrolments() {
-    let op = officer();
     let open = [Enrolment {
         id: h(),
         kind: EnrolmentKind::New,
@@ -123,20 +122,19 @@ fn home_escapes_readers_and_unfinished_enrolments() {
         secret_nonce: None,
         pin_set: false,
     }];
-    let page = professionals::view_home(&viewer(&op), &readers(), &open);
+    let page = professionals::view_home(&viewer(), &readers(), &open);
     check(&page);
     // A reader listing failure shows its message escaped too.
-    check(&professionals::view_home(&viewer(&op), &Err(h()), &[]));
+    check(&professionals::view_home(&viewer(), &Err(h()), &[]));
 }
 
 #[test]
 fn search_escapes_the_query_echoed_back_and_the_results() {
-    let op = officer();
     let found = cps_enrol::Page {
         items: vec![professional(ProfessionalStatus::Active)],
         next: Some(Cursor(h())),
     };
-    let page = professionals::view_search(&viewer(&op), HOSTILE, Ok(&found));
+    let page = professionals::view_search(&viewer(), HOSTILE, Ok(&found));
     check(&page);
     // The query is in the search box (an attribute) and the next-page link (URL-encoded).
     assert!(page.contains(&format!(
@@ -144,7 +142,7 @@ fn search_escapes_the_query_echoed_back_and_the_results() {
         form::url_encode(HOSTILE)
     )));
     check(&professionals::view_search(
-        &viewer(&op),
+        &viewer(),
         HOSTILE,
         Err(HOSTILE),
     ));
@@ -152,20 +150,15 @@ fn search_escapes_the_query_echoed_back_and_the_results() {
         items: vec![],
         next: None,
     };
-    check(&professionals::view_search(
-        &viewer(&op),
-        HOSTILE,
-        Ok(&none),
-    ));
+    check(&professionals::view_search(&viewer(), HOSTILE, Ok(&none)));
 }
 
 #[test]
 fn the_professional_page_escapes_every_field_and_its_form_has_a_token() {
-    let op = officer();
     for status in [ProfessionalStatus::Active, ProfessionalStatus::Suspended] {
         let p = professional(status);
         let page = professionals::view_professional(
-            &viewer(&op),
+            &viewer(),
             &p,
             &[card(CardStatus::Active)],
             &form::parse_urlencoded(b"done=status&pending=1").unwrap(),
@@ -178,7 +171,6 @@ fn the_professional_page_escapes_every_field_and_its_form_has_a_token() {
 
 #[test]
 fn the_registration_form_escapes_values_and_problems() {
-    let op = officer();
     let p = professional(ProfessionalStatus::Active);
     let d = registry::Draft {
         data: p.data.clone(),
@@ -193,7 +185,7 @@ fn the_registration_form_escapes_values_and_problems() {
         general: Some(h()),
     };
     for existing in [None, Some(&p)] {
-        let page = registry::view_form(&viewer(&op), &d, existing);
+        let page = registry::view_form(&viewer(), &d, existing);
         check(&page);
         assert_forms_have_csrf(&page);
         assert!(page.contains("aria-describedby=\"surname-error\""));
@@ -203,7 +195,6 @@ fn the_registration_form_escapes_values_and_problems() {
 
 #[test]
 fn the_card_page_escapes_card_holder_and_certificates_and_its_forms_have_tokens() {
-    let op = officer();
     for status in [
         CardStatus::Active,
         CardStatus::Suspended {
@@ -218,7 +209,7 @@ fn the_card_page_escapes_card_holder_and_certificates_and_its_forms_have_tokens(
             vec![(certificate(), None)],
         );
         let page = cards::view_card(
-            &viewer(&op),
+            &viewer(),
             &data,
             &readers(),
             &form::parse_urlencoded(b"").unwrap(),
@@ -228,14 +219,13 @@ fn the_card_page_escapes_card_holder_and_certificates_and_its_forms_have_tokens(
     }
     // Without the holder's record, the IdNat_PS stands for the holder; reader errors escaped.
     let data: cards::CardData = (card(CardStatus::Active), None, vec![], vec![]);
-    let page = cards::view_card(&viewer(&op), &data, &Err(h()), &form::Fields(vec![]));
+    let page = cards::view_card(&viewer(), &data, &Err(h()), &form::Fields(vec![]));
     check(&page);
 }
 
 #[test]
 fn the_certificate_page_escapes_its_fields() {
-    let op = officer();
-    let v = crate::api::CertificateView {
+    let v = CertificateFacts {
         ca: h(),
         serial: h(),
         subject: h(),
@@ -248,12 +238,11 @@ fn the_certificate_page_escapes_its_fields() {
         revocation_reason: Some(h()),
         pem: h(),
     };
-    check(&cards::view_certificate(&viewer(&op), &v));
+    check(&cards::view_certificate(&viewer(), &v));
 }
 
 #[test]
 fn the_enrolment_form_escapes_activities_readers_cards_and_errors() {
-    let op = officer();
     let p = professional(ProfessionalStatus::Active);
     let list = [card(CardStatus::Active)];
     let r = readers();
@@ -266,36 +255,30 @@ fn the_enrolment_form_escapes_activities_readers_cards_and_errors() {
         replaces: Some(HOSTILE),
         error: Some(h()),
     };
-    let page = jobs::view_enrol_form(&viewer(&op), &f);
+    let page = jobs::view_enrol_form(&viewer(), &f);
     check(&page);
     assert_forms_have_csrf(&page);
     // The activity and reader asked for in the query are the ones checked.
     assert!(page.contains("checked"));
 }
 
-fn job(kind: &str, status: &str) -> JobView {
-    JobView {
+fn job(status: &str) -> Job {
+    Job {
         id: h(),
-        kind: kind.into(),
         actor: format!("operator:{HOSTILE}"),
         status: status.into(),
-        events: vec![JobEvent {
+        events: vec![JobStep {
             step: Step::ALL[0].name().into(),
-            label: h(),
             state: "failed".into(),
             detail: Some(h()),
         }],
         progress: Some((h(), 3, 10)),
         error: Some(h()),
-        result: None,
-        owner: CertFingerprint([0; 32]),
-        secrets_held: true,
     }
 }
 
 #[test]
 fn the_enrolment_job_page_escapes_job_messages_and_the_pin_mailer_has_its_slots() {
-    let op = officer();
     let p = professional(ProfessionalStatus::Active);
     let c = card(CardStatus::Active);
     let meta = EnrolJobMeta {
@@ -304,26 +287,30 @@ fn the_enrolment_job_page_escapes_job_messages_and_the_pin_mailer_has_its_slots(
         reader: h(),
     };
     for status in ["running", "failed", "done"] {
-        let view = job("enrol", status);
+        let view = job(status);
         let j = jobs::EnrolJob {
             view: &view,
             meta: Some(&meta),
             professional: Some(&p),
             card: Some(&c),
         };
-        let v = viewer(&op);
-        let (page, body) = jobs::enrol_job_view(&v, &j);
-        let html = page.render(maud::html! { (body) (jobs::pin_mailer(&c, Some(&p))) });
+        let html = jobs::view_enrol_job(&viewer(), &j, jobs::Secrets::Mailer);
         check(&html);
-        // Exactly one of each slot, and escaped data never forms one.
-        crate::cards::check_slots(&html, &[jobs::PIN_SLOT, jobs::PUK_SLOT]).unwrap();
+        // Exactly one of each slot: escaped data never forms one.
+        for slot in [jobs::PIN_SLOT, jobs::PUK_SLOT] {
+            assert_eq!(html.matches(slot).count(), 1, "{html}");
+        }
         assert!(html.contains("data-job-state=\"") && html.contains("data-step=\""));
+        for mine in [true, false] {
+            let html = jobs::view_enrol_job(&viewer(), &j, jobs::Secrets::Note { mine });
+            check(&html);
+            assert!(!html.contains(jobs::PIN_SLOT) && html.contains("The initial PIN and PUK"));
+        }
     }
 }
 
 #[test]
 fn the_import_pages_escape_line_issues_and_errors_and_the_form_has_a_token() {
-    let op = officer();
     let issue = LineIssue {
         line: 2,
         column: Some(h()),
@@ -342,17 +329,12 @@ fn the_import_pages_escape_line_issues_and_errors_and_the_form_has_a_token() {
         unchanged: 0,
         outcome: ImportOutcome::Rejected,
     };
-    let mut done = job("import", "done");
-    done.result = Some(serde_json::to_value(&report).unwrap());
-    let page = jobs::view_import_job(&viewer(&op), &done);
+    let page = jobs::view_import_job(&viewer(), &job("done"), Some(&report));
     check(&page);
     assert!(page.contains("id=\"import-errors\"") && page.contains("1 more error(s)"));
     // A failed import without a report shows the job's error.
-    check(&jobs::view_import_job(
-        &viewer(&op),
-        &job("import", "failed"),
-    ));
-    let form = jobs::view_import_form(&viewer(&op));
+    check(&jobs::view_import_job(&viewer(), &job("failed"), None));
+    let form = jobs::view_import_form(&viewer());
     assert_no_inline(&form);
     assert_forms_have_csrf(&form);
 }
