@@ -481,11 +481,11 @@ mod tests {
             !body.contains("<script>alert") && !body.contains("\" onmouseover"),
             "{body}"
         );
-        // Title, operator, notice, back link text: each escaped.
+        // <title>, <h1>, operator, notice, back link text and target: each escaped.
         assert_eq!(
             body.matches("&lt;script&gt;alert('x')&lt;/script&gt;&quot; onmouseover=&quot;x&amp;y")
                 .count(),
-            5,
+            6,
             "{body}"
         );
         assert!(body.contains(&format!(
