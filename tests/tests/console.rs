@@ -725,7 +725,7 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
     let a = enrol_hostile();
     assert!(
         a.body.contains("cannot be used for card login")
-            && a.body.contains("unknown type prefix &#39;F&#39;"),
+            && a.body.contains("unknown type prefix 'F'"),
         "{}",
         a.body
     );

@@ -48,7 +48,6 @@ use base64::Engine;
 use cps_hsm::{SigFormat, SignatureAlgorithm};
 use parking_lot::Mutex;
 
-
 /// What the workstation asks for (the API's wire type): sent with the challenge request, and
 /// again with the login (the challenge and the card's signature are bound to it).
 pub use cps_api::LoginContext;

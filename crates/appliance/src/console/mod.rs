@@ -1,8 +1,8 @@
 //! The web console for card-issuing staff, under `/console/` on the mutual-TLS listener.
 //!
-//! Server-rendered HTML that works without JavaScript (a small script only makes the progress
-//! pages live and adds a print button), with no external resource: the stylesheet and script
-//! are compiled into the appliance. Operators are the API's: the `authenticate` layer of
+//! Server-rendered HTML (maud templates, see [`html`]) that works without JavaScript (a small
+//! script only makes the progress pages live and adds a print button), with no external
+//! resource: the stylesheet and script are compiled into the appliance. Operators are the API's: the `authenticate` layer of
 //! [`crate::api::router`] resolves the client certificate into an [`Operator`] before any
 //! console handler runs (no certificate: 401; unknown certificate: 403).
 //!
@@ -30,9 +30,10 @@
 //! DENY` and `Cache-Control: no-store`. Actions are audited by the card service with the actor
 //! `operator:<name>`.
 
-pub mod csrf;
-pub mod form;
-pub mod html;
+pub(crate) use cps_console::{
+    EnrolJobMeta, Viewer, full_name, href_card, href_job, href_professional,
+};
+pub use cps_console::{csrf, form, html};
 
 pub(crate) mod cards;
 pub(crate) mod jobs;
@@ -40,7 +41,6 @@ pub(crate) mod professionals;
 pub(crate) mod registry;
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -52,25 +52,9 @@ use parking_lot::Mutex;
 
 use crate::api::ApiState;
 use crate::operators::Operator;
-use html::{Page, Tone};
 
 /// Roles that may act in the console (forms are shown to them; [`crate::authz`] decides).
 const WRITE: &[crate::operators::Role] = &[crate::operators::Role::RaOfficer];
-
-/// The Content-Security-Policy of every console response.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-const CSS: &str = include_str!("../../assets/console/console.css");
-const JS: &str = include_str!("../../assets/console/console.js");
-
-/// What the console remembers about the enrolment jobs it started (for their pages).
-#[derive(Debug, Clone)]
-pub(crate) struct EnrolJobMeta {
-    pub idnat_ps: String,
-    pub structure_id: String,
-    pub reader: String,
-}
 
 const MAX_JOB_META: usize = 1000;
 
@@ -211,25 +195,23 @@ impl From<form::FormError> for ConsoleError {
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         let e = *self.0;
-        let mut page = Page::new(e.title.clone(), e.operator.as_ref());
-        let tone = if e.status.is_server_error() {
-            Tone::Warning
-        } else {
-            Tone::Error
-        };
-        html::notice(&mut page.notices, tone, &e.detail, None);
-        page.body.push_str("<p class=\"after-error\">");
-        if let Some((href, label)) = &e.back {
-            let _ = write!(
-                page.body,
-                "<a class=\"button secondary\" href=\"{}\">{}</a> ",
-                html::esc(href),
-                html::esc(label)
-            );
-        }
-        page.body
-            .push_str("<a href=\"/console/\">Console home</a></p>");
-        (e.status, html_response(page.render())).into_response()
+        let op = e.operator.as_ref().map(shown);
+        let page = html::error_page(
+            &e.title,
+            op.as_ref(),
+            &e.detail,
+            e.status.is_server_error(),
+            e.back.as_ref().map(|(h, l)| (h.as_str(), l.as_str())),
+        );
+        (e.status, html_response(page)).into_response()
+    }
+}
+
+/// The operator as the pages show them.
+fn shown(op: &Operator) -> cps_console::Operator {
+    cps_console::Operator {
+        name: op.name.clone(),
+        roles: op.roles.clone(),
     }
 }
 
@@ -303,9 +285,13 @@ impl Ctx {
             .unwrap_or_default()
     }
 
-    /// The hidden anti-forgery field.
-    pub fn csrf_field(&self) -> String {
-        html::csrf_field(&self.token())
+    /// Who is looking, for the pages' views.
+    pub fn viewer(&self) -> Viewer {
+        Viewer {
+            op: shown(&self.op),
+            can_write: self.can_write(),
+            token: self.token(),
+        }
     }
 
     /// Checks the anti-forgery token of a form post (its origin was checked by
@@ -345,9 +331,20 @@ impl Ctx {
         })
     }
 
-    /// A page frame for this operator.
-    pub fn page(&self, title: impl Into<String>) -> Page<'_> {
-        Page::new(title, Some(&self.op))
+    /// A professional and their cards, or an error page.
+    pub async fn professional_and_cards(
+        &self,
+        idnat: &str,
+    ) -> Result<(cps_enrol::Professional, Vec<cps_enrol::Card>), ConsoleError> {
+        let (cards, idnat) = (self.cards()?, idnat.to_owned());
+        blocking(move || {
+            Ok((
+                cards.registry().require(&idnat)?,
+                cards.cards_of(&idnat, None)?,
+            ))
+        })
+        .await
+        .map_err(|e| self.error(e))
     }
 
     /// `operator:<name>`, the actor of audit records.
@@ -386,7 +383,7 @@ pub(crate) fn security_headers_on(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(cps_console::CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
@@ -418,7 +415,7 @@ pub(crate) async fn asset_css() -> Response {
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        CSS,
+        cps_console::CSS,
     )
         .into_response()
 }
@@ -429,7 +426,7 @@ pub(crate) async fn asset_js() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        JS,
+        cps_console::JS,
     )
         .into_response()
 }
@@ -447,30 +444,6 @@ pub(crate) fn query(raw: Option<&str>) -> Result<form::Fields, ConsoleError> {
     Ok(form::parse_urlencoded(raw.unwrap_or("").as_bytes())?)
 }
 
-/// The page of a professional.
-pub(crate) fn href_professional(idnat: &str) -> String {
-    format!("/console/professionals/{}", form::url_encode(idnat))
-}
-
-/// The page of a card.
-pub(crate) fn href_card(serial: &str) -> String {
-    format!("/console/cards/{}", form::url_encode(serial))
-}
-
-/// The page of a certificate.
-pub(crate) fn href_certificate(ca: &str, serial: &str) -> String {
-    format!(
-        "/console/certificates/{}/{}",
-        form::url_encode(ca),
-        form::url_encode(serial)
-    )
-}
-
-/// The page of a job.
-pub(crate) fn href_job(id: &str) -> String {
-    format!("/console/jobs/{}", form::url_encode(id))
-}
-
 /// The appliance's PC/SC readers: (name, card present), or why they cannot be listed.
 pub(crate) async fn readers() -> Result<Vec<(String, bool)>, String> {
     tokio::task::spawn_blocking(|| cps_card::Pcsc::establish().and_then(|p| p.readers()))
@@ -480,63 +453,44 @@ pub(crate) async fn readers() -> Result<Vec<(String, bool)>, String> {
         .map_err(|e| format!("PC/SC: {e}"))
 }
 
-/// The notice for a `done=` code after a redirect (a fixed set: nothing from the URL is
-/// shown), with `pending` certificate changes the CA has not confirmed yet.
-pub(crate) fn done_notice(out: &mut String, fields: &form::Fields) {
-    let msg = match fields.get("done") {
-        Some("suspended") => "The card is suspended: its certificates are on hold.",
-        Some("resumed") => "The card is active again: its certificates are released from hold.",
-        Some("opposed") => "The card is opposed: its certificates are revoked for good.",
-        Some("unblocked") => "The PIN is unblocked and set to the new value.",
-        Some("renewed") => {
-            "The card has new keys and certificates; the previous certificates are revoked as superseded."
-        }
-        Some("status") => "The professional's status was changed.",
-        Some("created") => "The professional is registered.",
-        Some("updated") => "The changes are saved.",
-        _ => return,
-    };
-    html::notice(out, Tone::Success, msg, None);
-    if let Some(n) = fields
-        .get("pending")
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        html::notice(
-            out,
-            Tone::Warning,
-            &format!("The certificate authority did not confirm {n} certificate change(s) yet."),
-            Some(
-                "They stay in the revocation outbox and are retried; the card page shows the state the CA reports.",
-            ),
-        );
-    }
-}
-
-/// What a certificate slot of a CPS card is for.
-pub(crate) fn slot_label(s: cps_enrol::CertSlot) -> &'static str {
-    match s {
-        cps_enrol::CertSlot::Authentication => "Authentication",
-        cps_enrol::CertSlot::Signature => "Signature",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn done_notices_come_from_a_fixed_set() {
-        let mut out = String::new();
-        done_notice(
-            &mut out,
-            &form::parse_urlencoded(b"done=<script>&pending=1").unwrap(),
+    fn error_pages_escape_their_detail_title_and_back_link() {
+        let hostile = "<script>alert('x')</script>\" onmouseover=\"x&y";
+        let op = Operator {
+            name: hostile.into(),
+            roles: vec![],
+        };
+        let e = ConsoleError::new(StatusCode::NOT_FOUND, hostile, hostile)
+            .with_operator(&op)
+            .with_back(&format!("/console/cards/{hostile}"), hostile);
+        let resp = e.into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt
+            .block_on(http_body_util::BodyExt::collect(resp.into_body()))
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(
+            !body.contains("<script>alert") && !body.contains("\" onmouseover"),
+            "{body}"
         );
-        assert!(out.is_empty());
-        done_notice(
-            &mut out,
-            &form::parse_urlencoded(b"done=suspended&pending=2").unwrap(),
+        // <title>, <h1>, operator, notice, back link text and target: each escaped.
+        assert_eq!(
+            body.matches("&lt;script&gt;alert('x')&lt;/script&gt;&quot; onmouseover=&quot;x&amp;y")
+                .count(),
+            6,
+            "{body}"
         );
-        assert!(out.contains("on hold") && out.contains("2 certificate change(s)"));
+        assert!(body.contains(&format!(
+            "href=\"/console/cards/{}\"",
+            "&lt;script&gt;alert('x')&lt;/script&gt;&quot; onmouseover=&quot;x&amp;y"
+        )));
     }
 }
