@@ -4,6 +4,7 @@
 //! Peers are required, not optional: a missing one fails the test with the command that installs
 //! it (`scripts/install-deps.sh`).
 
+pub mod dicom;
 pub mod https;
 pub mod pcsc;
 pub mod pkilint;
