@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cps_trust_tests::dicom::{assert_audit_log_schema_valid, assert_schema_valid};
+use cps_trust_tests::pcsc::{IDNAT, PcscStack, enrol_card};
 use cps_trust_tests::rsyslog::{Rsyslog, logger};
 use cps_trust_tests::*;
 
@@ -105,7 +107,7 @@ fn s_client(app: &Appliance, home: &Home, cert: Option<(&Path, &Path)>, msg: &st
 
 #[test]
 fn rsyslog_forwards_into_the_repository_and_only_registered_nodes_get_in() {
-    let (home, app) = Appliance::fresh();
+    let (home, mut app) = Appliance::fresh();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (a_key, a_cert) = enroll_node(&home, d, "node-a.example");
@@ -244,6 +246,9 @@ input(type="imtcp" port="{in_port}" address="127.0.0.1")
             "not an AEAD suite: {l}\n{report}"
         );
     }
+    // Every message of the run (nodes, certificates, the forwarded logins, refusals): valid.
+    app.daemon.stop(Duration::from_secs(10));
+    assert_audit_log_schema_valid(&home);
 }
 
 fn receiver_conf(rs: &Path, home: &Home, cert: &Path, key: &Path, port: u16) -> String {
@@ -297,6 +302,16 @@ fn check_a51(line: &str) {
     assert!(child("AuditSourceIdentification").is_some(), "{xml}");
 }
 
+/// The stopped appliance of `home` sends its audit trail to `127.0.0.1:port` (server name
+/// `arr.example`) once started again.
+fn add_destination(home: &Home, port: u16) {
+    let mut cfg = home.config_text().replace("destinations = []\n", "");
+    cfg.push_str(&format!(
+        "\n[[audit.destinations]]\nname = \"arr\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"arr.example\"\n"
+    ));
+    home.set_config_text(&cfg);
+}
+
 #[test]
 fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
     let (home, mut app) = Appliance::fresh();
@@ -306,11 +321,7 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
     let (r_key, r_cert) = enroll_node(&home, d, "arr.example");
     app.daemon.stop(Duration::from_secs(10));
     let recv_port = free_port();
-    let mut cfg = home.config_text().replace("destinations = []\n", "");
-    cfg.push_str(&format!(
-        "\n[[audit.destinations]]\nname = \"arr\"\naddress = \"127.0.0.1:{recv_port}\"\nserver_name = \"arr.example\"\n"
-    ));
-    home.set_config_text(&cfg);
+    add_destination(&home, recv_port);
     let rs = d.join("rs");
     let mut recv = Rsyslog::start(
         &rs,
@@ -394,6 +405,9 @@ fn the_audit_trail_reaches_rsyslog_without_loss_and_the_log_verifies() {
     // The appliance's own log: intact, then tampered with.
     app.daemon.stop(Duration::from_secs(10));
     assert_audit_log_intact(&home);
+    // Every message rsyslog received, and every record of the log: valid DICOM.
+    assert_schema_valid("rsyslog", &received(&rs));
+    assert_audit_log_schema_valid(&home);
     let log_dir = home.join("audit/log");
     let records = std::fs::read_dir(&log_dir)
         .unwrap()
@@ -560,6 +574,8 @@ fn a_flood_of_failed_handshakes_is_audited_once_per_source_and_interval() {
         })
         .count();
     assert_eq!(summaries, refused.len());
+    drop(log);
+    assert_audit_log_schema_valid(&home);
 }
 
 /// `openssl s_client` as a node (from [`s_client_open`]): its connection stays open until it
@@ -719,4 +735,165 @@ fn removed_or_revoked_nodes_lose_their_open_connections_and_cannot_resume() {
     for user in ["again-a", "again-b"] {
         assert!(!stored(&home, user), "{user} must have been refused");
     }
+}
+
+/// The DICOM messages rsyslog received whose EventTypeCodes include `code`.
+fn with_type_code(rs: &Path, code: &str) -> Vec<String> {
+    let attr = format!("csd-code=\"{code}\"");
+    received(rs)
+        .into_iter()
+        .filter(|l| l.contains(&attr))
+        .collect()
+}
+
+/// A card's life in the ATNA trail: a card enrolled through the real PC/SC stack, logged in
+/// with, suspended, then opposed reaches rsyslog as three messages of their own — Security
+/// Alert (110113) / User Security Attributes Changed (110137) with the local codes
+/// `card-enrolled`, `card-suspended`, `card-opposed`, the card and its holder (the
+/// professional's IdNat_PS) as participant objects — and not as a generic alert carrying raw
+/// JSON. Then every message rsyslog received and every record of the appliance's log validates
+/// against the DICOM schema.
+#[test]
+fn a_card_enrolment_suspension_and_opposition_reach_rsyslog_as_their_own_events() {
+    let (stack, _sim, reader) = PcscStack::with_blank_card("atna-card");
+    let (home, mut app) = Appliance::fresh_in(stack.home());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (r_key, r_cert) = enroll_node(&home, d, "arr.example");
+    app.daemon.stop(Duration::from_secs(10));
+    let recv_port = free_port();
+    add_destination(&home, recv_port);
+    let rs = d.join("rs");
+    let _recv = Rsyslog::start(
+        &rs,
+        "recv",
+        &receiver_conf(&rs, &home, &r_cert, &r_key, recv_port),
+    );
+    let mut app = Appliance::start(&home);
+
+    let card = enrol_card(&home, d, &reader);
+    let login = card_login(&home, &reader, &card.pin, &d.join("assertion.xml"));
+    assert_success(&login, "card login");
+    assert_success(
+        &home.cps(&["card", "suspend", &card.serial]),
+        "card suspend",
+    );
+    assert_success(
+        &home.cps(&["card", "oppose", &card.serial, "--reason", "stolen"]),
+        "card oppose",
+    );
+    let codes = ["card-enrolled", "card-suspended", "card-opposed"];
+    wait_for(
+        "the card's events at rsyslog",
+        Duration::from_secs(60),
+        || {
+            codes
+                .iter()
+                .all(|c| !with_type_code(&rs, c).is_empty())
+                .then_some(())
+        },
+    );
+    let mut seen = Vec::new();
+    for code in codes {
+        let lines = with_type_code(&rs, code);
+        assert_eq!(lines.len(), 1, "one {code} message: {lines:#?}");
+        let line = &lines[0];
+        check_a51(line);
+        let xml = &line[line.find("<AuditMessage").unwrap()..];
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let ev = doc
+            .descendants()
+            .find(|n| n.has_tag_name("EventIdentification"))
+            .unwrap();
+        let coded = |n: roxmltree::Node| {
+            (
+                n.attribute("csd-code").unwrap_or("").to_owned(),
+                n.attribute("codeSystemName").unwrap_or("").to_owned(),
+            )
+        };
+        let id = ev.children().find(|n| n.has_tag_name("EventID")).unwrap();
+        assert_eq!(coded(id), ("110113".into(), "DCM".into()), "{code}: {xml}");
+        let types: Vec<(String, String)> = ev
+            .children()
+            .filter(|n| n.has_tag_name("EventTypeCode"))
+            .map(coded)
+            .collect();
+        assert_eq!(types.len(), 2, "{code}: {xml}");
+        assert_eq!(types[0], ("110137".into(), "DCM".into()), "{code}: {xml}");
+        assert_eq!(types[1].0, code, "{code}: {xml}");
+        assert_eq!(
+            ev.attribute("EventOutcomeIndicator"),
+            Some("0"),
+            "{code}: {xml}"
+        );
+        // Not the generic alert of old: no raw JSON record in the description.
+        let description = ev
+            .children()
+            .find(|n| n.has_tag_name("EventOutcomeDescription"))
+            .and_then(|n| n.text())
+            .unwrap_or("");
+        assert!(!description.contains('{'), "{code}: {xml}");
+        // The participant objects: the card (a security resource, its serial) and its holder
+        // (a person, the user, by IdNat_PS).
+        let objects: Vec<(String, String, String, String)> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("ParticipantObjectIdentification"))
+            .map(|n| {
+                let id_type = n
+                    .children()
+                    .find(|c| c.has_tag_name("ParticipantObjectIDTypeCode"))
+                    .and_then(|c| c.attribute("csd-code"))
+                    .unwrap_or("")
+                    .to_owned();
+                (
+                    n.attribute("ParticipantObjectID").unwrap_or("").to_owned(),
+                    id_type,
+                    n.attribute("ParticipantObjectTypeCode")
+                        .unwrap_or("")
+                        .to_owned(),
+                    n.attribute("ParticipantObjectTypeCodeRole")
+                        .unwrap_or("")
+                        .to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            objects,
+            vec![
+                (
+                    card.serial.clone(),
+                    "card-serial".to_owned(),
+                    "2".to_owned(),
+                    "13".to_owned()
+                ),
+                (
+                    IDNAT.to_owned(),
+                    "11".to_owned(),
+                    "1".to_owned(),
+                    "6".to_owned()
+                ),
+            ],
+            "{code}: {xml}"
+        );
+        seen.push(line.clone());
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "three distinct messages");
+    // The login with the card is in the trail too (User Authentication, assertion issued).
+    for code in ["110122", "assertion-issued"] {
+        assert!(
+            !with_type_code(&rs, code).is_empty(),
+            "{code} at rsyslog: {:#?}",
+            received(&rs)
+        );
+    }
+    // No card or enrolment event reached the trail as a generic Security Alert without its
+    // own code (the old `enrol.*` fallback: Use of Restricted Function with raw JSON).
+    for l in received(&rs) {
+        assert!(!l.contains("enrol."), "{l}");
+    }
+
+    app.daemon.stop(Duration::from_secs(10));
+    assert_schema_valid("rsyslog", &received(&rs));
+    assert_audit_log_schema_valid(&home);
 }
