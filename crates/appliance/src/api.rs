@@ -20,7 +20,7 @@ pub mod doc;
 pub mod wire;
 
 pub use cps_api::{CertificateList, CertificateView, RevokeRequest};
-pub use wire::{Wire, certificate_view};
+pub use cps_ca::wire::certificate_view;
 
 /// Largest request body the API accepts.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -42,7 +42,7 @@ pub struct ApiState {
     pub login: Option<Arc<crate::login::LoginService>>,
     /// Registry, cards and their background jobs (absent when not configured).
     pub cards: Option<Arc<cps_enrol::CardService>>,
-    pub jobs: crate::cards::Jobs,
+    pub jobs: cps_enrol::Jobs,
     /// The audit record repository's log (absent when not running).
     pub audit_log: Option<cps_atna::AuditLog>,
     /// Batched durable audit records for high-rate requests (assertion validation).
@@ -116,7 +116,7 @@ fn parse_serial(s: &str) -> Result<Vec<u8>, ApiError> {
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "operators",
     responses((status = 200, description = "the caller", body = cps_api::OperatorView)))]
 pub(crate) async fn whoami(Extension(op): Extension<Operator>) -> Json<cps_api::OperatorView> {
-    Json(op.wire())
+    Json(cps_api::OperatorView::from(&op))
 }
 
 #[utoipa::path(get, path = "/api/v1/certificates/{ca}/{serial}", tag = "certificates",
@@ -256,7 +256,7 @@ pub(crate) async fn issue(
     let req = crate::ca::IssueRequest {
         profile: b.profile,
         csr: b.csr.into_bytes(),
-        subject: wire::subject_request(b.subject),
+        subject: b.subject.into(),
         sans,
         holder: b.holder,
     };
@@ -328,7 +328,7 @@ pub(crate) async fn audit_events(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(cps_api::AuditEvents {
-        events: page.records.wire(),
+        events: page.records.iter().map(Into::into).collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -390,7 +390,7 @@ pub(crate) async fn audit_checkpoints(
                     "internal error (see the appliance log)",
                 )
             })?;
-    Ok(Json(set.wire()))
+    Ok(Json(cps_api::AnchorSetView::from(&set)))
 }
 
 /// Runs a blocking service call off the async workers; its error becomes the API's.
@@ -424,7 +424,7 @@ pub(crate) async fn enroll_node(
     Ok((
         StatusCode::CREATED,
         Json(cps_api::NodeEnrolled {
-            node: node.wire(),
+            node: (&node).into(),
             certificate: certificate_view(&cert),
         }),
     ))
@@ -436,7 +436,10 @@ pub(crate) async fn list_nodes(
     State(st): State<ApiState>,
 ) -> Result<Json<Vec<cps_api::NodeView>>, ApiError> {
     let nodes = st.nodes.clone();
-    Ok(Json(blocking(move || nodes.list()).await?.wire()))
+    let list = blocking(move || nodes.list()).await?;
+    Ok(Json(
+        list.iter().map(cps_api::NodeView::from).collect::<Vec<_>>(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/{name}", tag = "nodes",
@@ -450,7 +453,7 @@ pub(crate) async fn get_node(
     let n2 = name.clone();
     blocking(move || nodes.get(&n2))
         .await?
-        .map(|n| Json(n.wire()))
+        .map(|n| Json(cps_api::NodeView::from(&n)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node named '{name}'")))
 }
 
@@ -465,11 +468,8 @@ pub(crate) async fn remove_node(
 ) -> Result<Json<cps_api::NodeView>, ApiError> {
     let actor = format!("operator:{}", op.name);
     let (ca, nodes) = (st.ca.clone(), st.nodes.clone());
-    Ok(Json(
-        blocking(move || nodes.remove(&ca, &name, &actor, now()))
-            .await?
-            .wire(),
-    ))
+    let node = blocking(move || nodes.remove(&ca, &name, &actor, now())).await?;
+    Ok(Json((&node).into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/operators", tag = "operators", request_body = cps_api::OperatorRequest,

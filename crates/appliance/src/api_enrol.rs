@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use cps_enrol::{CardService, EnrolError, OppositionReason, ProfessionalStatus};
 use serde::Deserialize;
 
-use crate::api::{ApiError, ApiState, Wire, blocking};
+use crate::api::{ApiError, ApiState, blocking};
 use crate::caller::CertFingerprint;
 use crate::operators::Operator;
 
@@ -96,7 +96,7 @@ pub async fn search(
     })
     .await?;
     Ok(Json(cps_api::ProfessionalPage {
-        professionals: page.items.wire(),
+        professionals: page.items.iter().map(Into::into).collect(),
         next: page.next.map(|c| c.0),
     })
     .into_response())
@@ -117,8 +117,8 @@ pub async fn get_professional(
     })
     .await?;
     Ok(Json(cps_api::ProfessionalCards {
-        professional: p.wire(),
-        cards: c.wire(),
+        professional: (&p).into(),
+        cards: c.iter().map(Into::into).collect(),
     })
     .into_response())
 }
@@ -132,7 +132,7 @@ pub async fn create_professional(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cards = cards(&st)?;
-    let data = crate::api::wire::professional_data(json(&body)?);
+    let data = cps_enrol::ProfessionalData::from(json::<cps_api::ProfessionalData>(&body)?);
     let who = actor(&op);
     let p = blocking(move || {
         cards
@@ -140,7 +140,7 @@ pub async fn create_professional(
             .create(data, &who, crate::clock::unix_now())
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(p.wire())).into_response())
+    Ok((StatusCode::CREATED, Json(cps_api::Professional::from(&p))).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/professionals/{idnat}/status", tag = "registry",
@@ -167,8 +167,8 @@ pub async fn set_status(
     })
     .await?;
     Ok(Json(cps_api::StatusChangeView {
-        professional: change.professional.wire(),
-        cards: change.cards.wire(),
+        professional: (&change.professional).into(),
+        cards: change.cards.iter().map(Into::into).collect(),
         aborted_enrolments: change.aborted_enrolments,
     })
     .into_response())
@@ -196,7 +196,7 @@ pub async fn import(
     let cards = cards(&st)?;
     let id = st
         .jobs
-        .start_import(cards, body.to_vec(), q.dry_run, actor(&op), caller);
+        .start_import(cards, body.to_vec(), q.dry_run, actor(&op), caller.0);
     Ok((StatusCode::ACCEPTED, Json(cps_api::JobStarted { job: id })).into_response())
 }
 
@@ -220,7 +220,7 @@ pub async fn job(
         let (jobs, store, id2) = (st.jobs.clone(), st.ca.store().clone(), id.clone());
         let actor = format!("operator:{}", op.name);
         blocking(move || {
-            jobs.deliver_secrets(&id2, &caller, &actor, store.as_ref(), crate::clock::unix_now())
+            jobs.deliver_secrets(&id2, &caller.0, &actor, store.as_ref(), crate::clock::unix_now())
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot audit the delivery of a card's initial PIN and PUK");
                     ApiError::new(
@@ -233,7 +233,7 @@ pub async fn job(
     } else {
         None
     };
-    let body = crate::cards::job_json(&view, secrets.as_ref()).map_err(|e| {
+    let body = cps_enrol::jobs::job_json(&view, secrets.as_ref()).map_err(|e| {
         tracing::error!(error = %e, job = %id, "job answer");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -245,7 +245,7 @@ pub async fn job(
             (axum::http::header::CONTENT_TYPE, "application/json"),
             (axum::http::header::CACHE_CONTROL, "no-store"),
         ],
-        body,
+        axum::body::Body::from(body),
     )
         .into_response())
 }
@@ -287,7 +287,7 @@ pub async fn enrol(
             replaces: b.replaces,
         },
         actor(&op),
-        caller,
+        caller.0,
     );
     Ok((StatusCode::ACCEPTED, Json(cps_api::JobStarted { job: id })).into_response())
 }
@@ -307,7 +307,7 @@ pub async fn get_card(
             format!("no card with serial '{serial}' is registered"),
         )
     })?;
-    Ok(Json(card.wire()).into_response())
+    Ok(Json(cps_api::Card::from(&card)).into_response())
 }
 
 fn connect(reader: Option<&str>) -> Result<cps_card::Piv<cps_card::PcscCard>, EnrolError> {
@@ -387,5 +387,5 @@ pub async fn card_action(
             ));
         }
     };
-    Ok(Json(card.wire()).into_response())
+    Ok(Json(cps_api::Card::from(&card)).into_response())
 }

@@ -12,7 +12,8 @@
 //!   (time, the signing gate), [`blocking`];
 //! * services wiring: [`operators`], [`ca`], [`ocsp`], [`xua`], [`login`], [`enrolment`],
 //!   [`nodes`];
-//! * background work: [`refusals`], [`disk`], [`audit_anchor`], [`audit`], [`cards`] (jobs);
+//! * background work: [`refusals`], [`disk`], [`audit_anchor`], [`audit`] (the card and
+//!   import jobs are `cps_enrol::Jobs`);
 //! * HTTPS surface (TLS itself is `cps-tls`): [`conn`], [`identity`], [`caller`], [`api`], [`api_xua`],
 //!   [`api_enrol`], [`console`], [`authz`] (the one route table);
 //! * commands: [`ceremony`] (`init`, `ca show`), [`audit_verify`], [`serve`] (`serve`).
@@ -36,7 +37,6 @@ pub mod xua;
 // Background work.
 pub mod audit;
 pub mod audit_anchor;
-pub mod cards;
 pub mod disk;
 pub mod refusals;
 

@@ -114,6 +114,17 @@ pub struct Operator {
     pub roles: Vec<String>,
 }
 
+/// An operator as the API shows it.
+impl From<&Operator> for cps_api::OperatorView {
+    fn from(o: &Operator) -> cps_api::OperatorView {
+        let Operator { name, roles } = o;
+        cps_api::OperatorView {
+            name: name.clone(),
+            roles: roles.clone(),
+        }
+    }
+}
+
 impl Operator {
     pub fn has(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)

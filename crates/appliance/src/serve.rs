@@ -676,7 +676,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         xua: Some(state.xua.clone()),
         login: Some(state.login.clone()),
         cards: Some(state.cards.clone()),
-        jobs: crate::cards::Jobs::default(),
+        jobs: cps_enrol::Jobs::new(crate::clock::unix_now),
         audit_log: Some(atna.log.clone()),
         audit_writer: atna.writer(),
     })

@@ -29,6 +29,7 @@ mod repository;
 mod sender;
 pub mod syslog;
 pub mod time_fmt;
+mod wire;
 
 pub use error::{FrameError, LogError, ModelError, QueueError, SyslogError, XmlError};
 pub use framing::{FrameDecoder, MIN_MAX_FRAME, encode_frame};

@@ -26,6 +26,7 @@ mod service;
 mod status;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use cps_pki::crl::RevocationReason;
 pub use error::CaError;

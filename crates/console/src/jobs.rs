@@ -157,7 +157,7 @@ pub fn state_text(state: &str) -> &'static str {
 
 /// Where the PIN mailer's codes go in the page: markers that escaped text cannot contain (maud
 /// never writes a raw `<` from a value), filled into the answer's own buffer
-/// ([`crate::cards::fill_slots`]).
+/// (`cps_enrol::jobs::fill_slots`).
 pub const PIN_SLOT: &str = "<cps-trust-slot pin>";
 pub const PUK_SLOT: &str = "<cps-trust-slot puk>";
 

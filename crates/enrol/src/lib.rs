@@ -14,6 +14,11 @@
 //!   `cps-ca`'s [`cps_ca::CaService`].
 //! * [`CardSecrets`]: per-card management keys, initial PINs and PUKs derived in the HSM from
 //!   one non-extractable master key.
+//! * [`Jobs`]: enrolments in a PC/SC reader and imports run in the background, with progress;
+//!   an enrolment's initial PIN and PUK go once, to the certificate that started it, after a
+//!   durable audit record of their delivery.
+//! * `wire`: the records as the API's wire types ([`cps_api`]), `From` conversions that keep
+//!   the answers byte-identical.
 //!
 //! Time is a parameter (`now`, Unix seconds) of every operation that records or checks
 //! anything; the card is any [`cps_card::Transport`] (PC/SC, or the simulator in memory).
@@ -26,12 +31,14 @@ pub mod codes;
 mod error;
 pub mod fold;
 pub mod import;
+pub mod jobs;
 pub mod lifecycle;
 pub mod model;
 mod registry;
 pub mod secrets;
 mod service;
 mod tables;
+mod wire;
 
 pub use ca::{
     CaError, CertState, CertificateAuthority, IssueRequest, IssuedCertificate, RevocationReason,
@@ -41,6 +48,7 @@ pub use error::{EnrolError, Result};
 pub use import::{
     ImportOptions, ImportOutcome, ImportPhase, ImportProgress, ImportReport, LineIssue,
 };
+pub use jobs::{JobEvent, JobView, Jobs};
 pub use lifecycle::{LifecycleOutcome, PendingRevocation, RevocationReport, StatusChange};
 pub use model::{
     Activity, Card, CardCertificate, CardStatus, CertRef, CertSlot, Cursor, Enrolment,

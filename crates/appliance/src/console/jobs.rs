@@ -16,7 +16,7 @@ use cps_enrol::{Card, ImportReport};
 use super::{
     ConsoleError, Ctx, EnrolJobMeta, blocking, full_name, href_job, html_response, query, see_other,
 };
-use crate::cards::JobView;
+use cps_enrol::JobView;
 
 fn enrol_form_page(ctx: &Ctx, f: EnrolForm<'_>) -> Response {
     let status = if f.error.is_some() {
@@ -119,7 +119,7 @@ pub(crate) async fn enrol(
             replaces: replaces.map(str::to_owned),
         },
         ctx.actor(),
-        ctx.caller(),
+        ctx.caller().0,
     );
     ctx.console.remember(
         &id,
@@ -180,7 +180,7 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
     };
     // The initial PIN/PUK go only to the certificate that started the enrolment, once it has
     // finished, and never to a request another site triggered.
-    let mine = view.owner == ctx.caller();
+    let mine = view.owner == ctx.caller().0;
     let mailer = view.status != "running" && view.secrets_held && mine && ctx.same_site_fetch;
     if card.is_none() {
         return Ok(html_response(view_enrol_job(&v, &job, Secrets::Nothing)));
@@ -194,7 +194,7 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
     }
     // The page is complete, with slots for the codes, before the codes leave the job.
     let page_html = view_enrol_job(&v, &job, Secrets::Mailer);
-    crate::cards::check_slots(&page_html, &[PIN_SLOT, PUK_SLOT])
+    cps_enrol::jobs::check_slots(&page_html, &[PIN_SLOT, PUK_SLOT])
         .map_err(|e| ConsoleError::internal("PIN mailer", e))?;
     // Their delivery is audited before they leave (an error page, and they stay held, if it
     // cannot be).
@@ -203,7 +203,7 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
             ctx.st.jobs.clone(),
             ctx.st.ca.store().clone(),
             view.id.clone(),
-            ctx.caller(),
+            ctx.caller().0,
             ctx.actor(),
         );
         tokio::task::spawn_blocking(move || {
@@ -228,16 +228,16 @@ async fn enrol_job_page(ctx: &Ctx, view: JobView) -> Result<Response, ConsoleErr
             Secrets::Note { mine: true },
         )));
     };
-    let (pin, puk) = crate::cards::secret_digits(&secrets)
+    let (pin, puk) = cps_enrol::jobs::secret_digits(&secrets)
         .map_err(|e| ConsoleError::internal("PIN mailer", e))?;
-    let body = crate::cards::fill_slots(&page_html, &[(PIN_SLOT, pin), (PUK_SLOT, puk)])
+    let body = cps_enrol::jobs::fill_slots(&page_html, &[(PIN_SLOT, pin), (PUK_SLOT, puk)])
         .map_err(|e| ConsoleError::internal("PIN mailer", e))?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        body,
+        axum::body::Body::from(body),
     )
         .into_response())
 }
@@ -339,7 +339,7 @@ pub(crate) async fn import(
         file.data.to_vec(),
         dry_run,
         ctx.actor(),
-        ctx.caller(),
+        ctx.caller().0,
     );
     Ok(see_other(&href_job(&id)))
 }
