@@ -17,12 +17,33 @@ use std::sync::Arc;
 
 use cps_store::{CertStatus, Store};
 use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
 
-use crate::operators::{self, Operator};
+/// An operator: a name and roles, bound to a client certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Operator {
+    pub name: String,
+    pub roles: Vec<String>,
+}
 
-/// Certificate profiles that authenticate on the HTTPS listener: operators (API and console) and
-/// the card's authentication certificate (`POST /api/v1/login/tls`).
-pub const HTTPS_PROFILES: &[&str] = &[operators::OPERATOR_PROFILE, crate::login::LOGIN_PROFILE];
+impl Operator {
+    pub fn has(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Finds the operator bound to a certificate (the appliance's operator table).
+pub trait OperatorLookup: Send + Sync {
+    /// The operator bound to `cert_der`, a certificate of `profile` in `store`; `Ok(None)` for a
+    /// certificate that binds none (a card's, or an operator certificate without its record);
+    /// `Err` when the record cannot be read.
+    fn operator(
+        &self,
+        store: &dyn Store,
+        profile: &str,
+        cert_der: &[u8],
+    ) -> Result<Option<Operator>, String>;
+}
 
 /// Answers remembered at most (the cache starts over beyond).
 const CACHE_MAX: usize = 4096;
@@ -106,14 +127,22 @@ struct Cache {
 pub struct Identities {
     store: Arc<dyn Store>,
     profiles: &'static [&'static str],
+    operators: Arc<dyn OperatorLookup>,
     cache: RwLock<Cache>,
 }
 
 impl Identities {
-    pub fn new(store: Arc<dyn Store>, profiles: &'static [&'static str]) -> Identities {
+    /// The check over `store`, for certificates of `profiles`, with their operators found by
+    /// `operators`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        profiles: &'static [&'static str],
+        operators: Arc<dyn OperatorLookup>,
+    ) -> Identities {
         Identities {
             store,
             profiles,
+            operators,
             cache: RwLock::new(Cache::default()),
         }
     }
@@ -180,11 +209,9 @@ impl Identities {
                 if reason == 6 { "on hold" } else { "revoked" }.into(),
             ));
         }
-        if rec.profile == operators::OPERATOR_PROFILE {
-            operators::lookup(self.store.as_ref(), &cert.der).map_err(|e| unavailable(&e))
-        } else {
-            Ok(None)
-        }
+        self.operators
+            .operator(self.store.as_ref(), &rec.profile, &cert.der)
+            .map_err(|e| unavailable(&e))
     }
 }
 
@@ -242,6 +269,50 @@ mod tests {
         })
     }
 
+    const PROFILES: &[&str] = &["operator", "cps-auth"];
+
+    /// Operators as the appliance keeps them: a meta record per certificate, for the
+    /// `operator` profile only.
+    struct Table;
+
+    fn key(der: &[u8]) -> String {
+        format!("operator:{}", hex::encode(CertFingerprint::of(der).0))
+    }
+
+    fn register_op(der: &[u8], name: &str, roles: &[&str]) -> WriteOp {
+        let op = Operator {
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        WriteOp::PutMeta {
+            key: key(der),
+            value: serde_json::to_vec(&op).unwrap(),
+        }
+    }
+
+    impl OperatorLookup for Table {
+        fn operator(
+            &self,
+            store: &dyn Store,
+            profile: &str,
+            cert_der: &[u8],
+        ) -> Result<Option<Operator>, String> {
+            if profile != "operator" {
+                return Ok(None);
+            }
+            match store.get_meta(&key(cert_der)).map_err(|e| e.to_string())? {
+                None => Ok(None),
+                Some(v) => serde_json::from_slice(&v)
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+            }
+        }
+    }
+
+    fn identities(store: Arc<dyn Store>) -> Identities {
+        Identities::new(store, PROFILES, Arc::new(Table))
+    }
+
     fn setup() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(cps_store::SledStore::open(dir.path()).unwrap());
@@ -256,10 +327,10 @@ mod tests {
             .commit(
                 WriteBatch::new()
                     .with(WriteOp::InsertCertificate(record(1, "operator", &der)))
-                    .with(operators::register_op(&der, "alice", &["auditor"])),
+                    .with(register_op(&der, "alice", &["auditor"])),
             )
             .unwrap();
-        let ids = Identities::new(store.clone(), HTTPS_PROFILES);
+        let ids = identities(store.clone());
         let cert = peer(1, &der);
         let id = ids.check(&cert, 1_000).unwrap();
         assert_eq!(id.operator.unwrap().roles, vec!["auditor".to_string()]);
@@ -303,7 +374,7 @@ mod tests {
                     ))),
             )
             .unwrap();
-        let ids = Identities::new(store, HTTPS_PROFILES);
+        let ids = identities(store);
         assert_eq!(
             ids.check(&peer(2, &der), 10).unwrap_err(),
             IdentityRefusal::Revoked("on hold".into())
@@ -341,7 +412,7 @@ mod tests {
                     .with(WriteOp::InsertCertificate(record(5, "operator", b"orphan"))),
             )
             .unwrap();
-        let ids = Identities::new(store, HTTPS_PROFILES);
+        let ids = identities(store);
         assert!(
             ids.check(&peer(5, b"orphan"), 10)
                 .unwrap()

@@ -1,10 +1,16 @@
-//! The disk-space guard: the appliance refuses new work **before** a full disk can make the
+//! The disk-space guard of the cps-trust appliance.
+//!
+//! **Invariant: while any watched filesystem is below its reserve, nothing is written: every store
+//! commit through [`DiskGuard::write_gate`] and every write point that calls
+//! [`DiskGuard::check_now`] is refused before it touches the disk.**
+//!
+//! With it the appliance refuses new work **before** a full disk can make the
 //! store, the audit log or the outgoing queue fail, and takes work again by itself once space is
 //! back.
 //!
 //! Free space (`statvfs`, the space available to the appliance's user) of every filesystem that
 //! holds the store, the audit log or the queue is compared with a reserve,
-//! `store.min_free_mb`. Below it the guard is **full**: state-changing HTTPS requests answer 503
+//! `store.min_free_mb`. Below it the guard is **full**: state-changing HTTPS requests answer 503 (the appliance's front door reads [`DiskGuard::admit`])
 //! with the reason, every store commit (the store's write gate) and every audit trail write is
 //! refused before it touches the disk, the syslog-TLS repository stops reading (its peers are held back by TCP flow
 //! control), `/health` says why, and an alarm is logged. The guard clears once every
@@ -69,6 +75,13 @@ pub struct DiskGuard {
     full_tx: tokio::sync::watch::Sender<Option<String>>,
 }
 
+/// The current time, Unix seconds (0 before 1970).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -110,18 +123,6 @@ impl DiskGuard {
         guard
     }
 
-    /// The guard of an appliance home: the store, the audit log and the queue.
-    pub fn for_home(home: &Path, config: &crate::config::Config) -> Arc<DiskGuard> {
-        DiskGuard::new(
-            vec![
-                ("store", config.resolve(home, &config.store.path)),
-                ("audit log", home.join(crate::home::LOG_DIR)),
-                ("audit queue", home.join(crate::home::QUEUE_DIR)),
-            ],
-            config.store.min_free_mb,
-        )
-    }
-
     /// Measures now and updates the state; `Err` with the reason while the disk is full. Call
     /// it right before writing (it costs one `statvfs` per watched path).
     pub fn check_now(&self) -> Result<(), String> {
@@ -161,7 +162,7 @@ impl DiskGuard {
                     Err(ep.reason.clone())
                 } else {
                     let ep = st.full.take().expect("matched");
-                    let now = crate::clock::unix_now();
+                    let now = unix_now();
                     tracing::warn!(
                         since = ep.since,
                         free = %mib(lowest),
@@ -191,7 +192,7 @@ impl DiskGuard {
                     };
                     tracing::error!(alarm = %reason, "DISK FULL: new work is refused until space is freed");
                     st.full = Some(Episode {
-                        since: crate::clock::unix_now(),
+                        since: unix_now(),
                         reason: reason.clone(),
                         lowest_free: Some(lowest),
                     });
@@ -303,34 +304,6 @@ impl DiskGuard {
         let guard = self.clone();
         Box::new(move || guard.check_now())
     }
-}
-
-/// HTTPS front door: while the disk is full, every request that may change state (any method
-/// but GET, HEAD and OPTIONS) answers 503 with the reason and `Retry-After`; reads go on.
-pub async fn refuse_new_work_when_full(
-    axum::extract::State(guard): axum::extract::State<Arc<DiskGuard>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::Method;
-    use axum::response::IntoResponse;
-    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        && let Err(reason) = guard.admit()
-    {
-        let refusal = (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "30")],
-            axum::Json(serde_json::json!({
-                "error": format!(
-                    "the appliance refuses new work: {reason}; it resumes by itself once space is freed"
-                ),
-                "code": "disk_full",
-            })),
-        )
-            .into_response();
-        return crate::conn::discard_then(req, refusal).await;
-    }
-    next.run(req).await
 }
 
 #[cfg(test)]
