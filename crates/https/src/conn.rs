@@ -4,7 +4,8 @@
 //! finish, HTTP/2 gets a GOAWAY, HTTP/1.1 answers `Connection: close` — when it reaches
 //! its maximum age ([`Limits::max_age`]), when it has had no request for [`Limits::idle`], or when
 //! a request finds that its client certificate no longer authenticates
-//! ([`Connection::close`], called by the per-request check's caller). A connection still open
+//! ([`Connection::close`], called by the authorization middleware when [`crate::Identities::check`]
+//! refuses). A connection still open
 //! [`Limits::grace`] after that is dropped.
 
 use std::net::SocketAddr;

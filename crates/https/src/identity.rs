@@ -1,6 +1,6 @@
 //! Who is at the other end of an HTTPS connection, checked for **every request**.
 //!
-//! The TLS handshake verified the client certificate once ([`cps_tls::ClientVerifier`]), but
+//! The TLS handshake verified the client certificate once (`cps_tls::ClientVerifier`), but
 //! a connection lives on (HTTP/1.1 keep-alive, HTTP/2 streams), so each request looks the
 //! certificate up again in the live state: revoked, on hold, expired, issued with a profile this
 //! listener does not accept, or unknown to the store → 401, and the connection is closed. A store
@@ -419,5 +419,47 @@ mod tests {
                 .operator
                 .is_none()
         );
+    }
+
+    /// A lookup that fails while `down` is set.
+    struct Flaky(std::sync::atomic::AtomicBool);
+
+    impl OperatorLookup for Flaky {
+        fn operator(
+            &self,
+            store: &dyn Store,
+            profile: &str,
+            cert_der: &[u8],
+        ) -> Result<Option<Operator>, String> {
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("operator table unreadable".into());
+            }
+            Table.operator(store, profile, cert_der)
+        }
+    }
+
+    #[test]
+    fn an_operator_table_that_cannot_answer_fails_closed_and_is_not_remembered() {
+        let (_d, store) = setup();
+        let der = b"operator certificate".to_vec();
+        store
+            .commit(
+                WriteBatch::new()
+                    .with(WriteOp::InsertCertificate(record(6, "operator", &der)))
+                    .with(register_op(&der, "bob", &["operator"])),
+            )
+            .unwrap();
+        let lookup = Arc::new(Flaky(std::sync::atomic::AtomicBool::new(true)));
+        let ids = Identities::new(store, PROFILES, lookup.clone());
+        let cert = peer(6, &der);
+        let e = ids.check(&cert, 10).unwrap_err();
+        assert!(
+            matches!(&e, IdentityRefusal::Unavailable(m) if m.contains("unreadable")),
+            "{e}"
+        );
+        assert!(!e.is_final(), "503, the connection stays");
+        lookup.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        let id = ids.check(&cert, 10).unwrap();
+        assert_eq!(id.operator.unwrap().name, "bob");
     }
 }
