@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, Method};
 use cps_appliance::authz;
-use cps_appliance::identity::{HTTPS_PROFILES, Identities, PeerCertificate};
+use cps_appliance::identity::{PeerCertificate, https_identities};
 use cps_appliance::operators;
 use cps_store::{CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp};
 
@@ -58,7 +58,7 @@ fn main() {
                 .with(operators::register_op(&der, "svc", &["service"])),
         )
         .unwrap();
-    let ids = Arc::new(Identities::new(store, HTTPS_PROFILES));
+    let ids = Arc::new(https_identities(store));
     let cert = Arc::new(PeerCertificate {
         sha256: *ring::digest::digest(&ring::digest::SHA256, &der)
             .as_ref()

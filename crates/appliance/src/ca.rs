@@ -21,9 +21,12 @@ use crate::config::Config;
 use crate::error::ApplianceError;
 use crate::home::CA_DIR;
 
-impl cps_ca::SigningGate for SigningClock {
+/// The signing clock as the CA's gate.
+struct ClockGate(Arc<SigningClock>);
+
+impl cps_ca::SigningGate for ClockGate {
     fn check(&self) -> Result<(), String> {
-        SigningClock::check(self)
+        self.0.check()
     }
 }
 
@@ -94,7 +97,7 @@ impl CaService {
             authorities,
             store,
             profiles,
-            clock.clone(),
+            Arc::new(ClockGate(clock.clone())),
             cps_ca::CaConfig {
                 public_base_url: config.appliance.public_base_url.clone(),
                 crl_validity_secs: i64::from(config.ca.crl_validity_hours) * 3600,

@@ -254,66 +254,11 @@ impl Default for XuaSection {
     }
 }
 
-/// Where the clock's trust comes from (IHE CT). The appliance signs nothing while it is not
-/// trusted.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeSourceKind {
-    /// The kernel's own synchronisation state (`adjtimex`): trusted when a time daemon
-    /// (chronyd, ntpd-rs...) disciplines the clock and its maximum error is within tolerance.
-    Kernel,
-    /// The operator declares the clock synchronised, with `declared_max_error_ms`: for hosts
-    /// whose clock is disciplined where the kernel cannot report it (some virtual machines and
-    /// containers). Logged as a warning at every start.
-    Declared,
-}
+/// The `[time]` section: the signing gate's settings ([`cps_ct::gate`]).
+pub use cps_ct::gate::{TimeSection, TimeSourceKind};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TimeSection {
-    /// `kernel` (default) or `declared`.
-    #[serde(default = "default_time_source")]
-    pub source: TimeSourceKind,
-    /// Largest clock error tolerated before signing stops, in milliseconds.
-    #[serde(default = "default_max_error_ms")]
-    pub max_error_ms: u64,
-    /// With `source = "declared"`: the error the operator vouches for, in milliseconds.
-    #[serde(default = "default_declared_max_error_ms")]
-    pub declared_max_error_ms: u64,
-    /// Serve NTP on `listen.ntp`.
-    #[serde(default = "default_true")]
-    pub serve_ntp: bool,
-    /// NTP stratum advertised while the clock is trusted (16 is sent whenever it is not).
-    #[serde(default = "default_ntp_stratum")]
-    pub ntp_stratum: u8,
-}
-
-fn default_time_source() -> TimeSourceKind {
-    TimeSourceKind::Kernel
-}
-fn default_max_error_ms() -> u64 {
-    1000
-}
-fn default_declared_max_error_ms() -> u64 {
-    10
-}
 fn default_true() -> bool {
     true
-}
-fn default_ntp_stratum() -> u8 {
-    3
-}
-
-impl Default for TimeSection {
-    fn default() -> Self {
-        TimeSection {
-            source: default_time_source(),
-            max_error_ms: default_max_error_ms(),
-            declared_max_error_ms: default_declared_max_error_ms(),
-            serve_ntp: true,
-            ntp_stratum: default_ntp_stratum(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

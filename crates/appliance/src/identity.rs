@@ -1,352 +1,38 @@
-//! Who is at the other end of an HTTPS connection, checked for **every request**.
-//!
-//! The TLS handshake verified the client certificate once ([`cps_tls::ClientVerifier`]), but
-//! a connection lives on (HTTP/1.1 keep-alive, HTTP/2 streams), so each request looks the
-//! certificate up again in the live state: revoked, on hold, expired, issued with a profile this
-//! listener does not accept, or unknown to the store → 401, and the connection is closed. A store
-//! that cannot answer → 503 (fail closed).
-//!
-//! Answers are remembered while the store's
-//! [`certificates_version`](cps_store::Store::certificates_version) is unchanged: one atomic load
-//! and one hash lookup per request, and a revocation is seen by every request that starts after
-//! its commit returned. The operator bound to a certificate is read in the same lookup (operators
-//! are registered in the commit that inserts their certificate, so the same version covers them).
+//! The per-request identity check of the HTTPS listener ([`cps_https::identity`]), wired to the
+//! appliance's operator table and the profiles that authenticate here.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use cps_store::{CertStatus, Store};
-use parking_lot::RwLock;
-
-use crate::operators::{self, Operator};
+pub use cps_https::identity::*;
+use cps_store::Store;
 
 /// Certificate profiles that authenticate on the HTTPS listener: operators (API and console) and
 /// the card's authentication certificate (`POST /api/v1/login/tls`).
-pub const HTTPS_PROFILES: &[&str] = &[operators::OPERATOR_PROFILE, crate::login::LOGIN_PROFILE];
+pub const HTTPS_PROFILES: &[&str] = &[
+    crate::operators::OPERATOR_PROFILE,
+    crate::login::LOGIN_PROFILE,
+];
 
-/// Answers remembered at most (the cache starts over beyond).
-const CACHE_MAX: usize = 4096;
+/// The appliance's operator table: operator certificates bind the operator registered with
+/// them; other profiles bind none.
+pub struct OperatorTable;
 
-/// The client certificate of a connection, as the handshake verified it, parsed once per
-/// connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCertificate {
-    /// The certificate (DER).
-    pub der: Vec<u8>,
-    /// Its SHA-256.
-    pub sha256: [u8; 32],
-    /// The id of the issuing CA of this appliance (`personnes`, `organisations`...).
-    pub ca: String,
-    /// Serial number (big-endian magnitude).
-    pub serial: Vec<u8>,
-    /// Unix seconds.
-    pub not_after: i64,
-}
-
-impl PeerCertificate {
-    /// Reads `der`, issued by one of `issuers` ((CA id, subject DER)); `None` if it is not a
-    /// certificate of one of them.
-    pub fn parse(der: &[u8], issuers: &[(String, Vec<u8>)]) -> Option<PeerCertificate> {
-        let p = cps_pki::parse_certificate(der).ok()?;
-        let issuer = p.issuer.to_der().ok()?;
-        let ca = issuers.iter().find(|(_, s)| *s == issuer)?.0.clone();
-        Some(PeerCertificate {
-            der: der.to_vec(),
-            sha256: p.sha256_fingerprint,
-            ca,
-            serial: p.serial.as_bytes().to_vec(),
-            not_after: p.not_after,
-        })
-    }
-}
-
-/// Why a connection's client certificate no longer authenticates.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdentityRefusal {
-    /// Revoked or on hold.
-    #[error("the client certificate is {0}")]
-    Revoked(String),
-    /// Past its notAfter.
-    #[error("the client certificate has expired")]
-    Expired,
-    /// Not a certificate this appliance issued (or no longer in its store).
-    #[error("the client certificate is not known to this appliance")]
-    Unknown,
-    /// Issued with a profile that does not authenticate here.
-    #[error("a '{0}' certificate does not authenticate on this listener")]
-    Profile(String),
-    /// The live state could not be read (fail closed).
-    #[error("the certificate status is unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl IdentityRefusal {
-    /// Whether the identity is gone for good on this connection (401 and close), as opposed to
-    /// the state being unreadable for now (503).
-    pub fn is_final(&self) -> bool {
-        !matches!(self, IdentityRefusal::Unavailable(_))
-    }
-}
-
-/// A client certificate that passed the per-request check, and the operator bound to it.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub certificate: Arc<PeerCertificate>,
-    /// The operator registered for this certificate, if it is an operator certificate.
-    pub operator: Option<Operator>,
-}
-
-#[derive(Default)]
-struct Cache {
-    version: u64,
-    answers: HashMap<[u8; 32], Result<Option<Operator>, IdentityRefusal>>,
-}
-
-/// The per-request identity check over the live store.
-pub struct Identities {
-    store: Arc<dyn Store>,
-    profiles: &'static [&'static str],
-    cache: RwLock<Cache>,
-}
-
-impl Identities {
-    pub fn new(store: Arc<dyn Store>, profiles: &'static [&'static str]) -> Identities {
-        Identities {
-            store,
-            profiles,
-            cache: RwLock::new(Cache::default()),
-        }
-    }
-
-    /// Checks `cert` at `now` (Unix seconds) against the live state.
-    pub fn check(
+impl OperatorLookup for OperatorTable {
+    fn operator(
         &self,
-        cert: &Arc<PeerCertificate>,
-        now: i64,
-    ) -> Result<Identity, IdentityRefusal> {
-        if now >= cert.not_after {
-            return Err(IdentityRefusal::Expired);
-        }
-        let operator = match self.store.certificates_version() {
-            None => self.read(cert)?,
-            Some(version) => {
-                let hit = {
-                    let c = self.cache.read();
-                    (c.version == version)
-                        .then(|| c.answers.get(&cert.sha256).cloned())
-                        .flatten()
-                };
-                match hit {
-                    Some(answer) => answer?,
-                    None => {
-                        // The version is read before the record: an answer is never tagged newer
-                        // than its data. A store failure is not an answer: not remembered.
-                        let answer = match self.read(cert) {
-                            Err(e @ IdentityRefusal::Unavailable(_)) => return Err(e),
-                            other => other,
-                        };
-                        let mut c = self.cache.write();
-                        if c.version != version || c.answers.len() >= CACHE_MAX {
-                            c.version = version;
-                            c.answers.clear();
-                        }
-                        c.answers.insert(cert.sha256, answer.clone());
-                        answer?
-                    }
-                }
-            }
-        };
-        Ok(Identity {
-            certificate: cert.clone(),
-            operator,
-        })
-    }
-
-    fn read(&self, cert: &PeerCertificate) -> Result<Option<Operator>, IdentityRefusal> {
-        let unavailable = |e: &dyn std::fmt::Display| IdentityRefusal::Unavailable(e.to_string());
-        let rec = self
-            .store
-            .get_certificate(&cert.ca, &cert.serial)
-            .map_err(|e| unavailable(&e))?;
-        let rec = match rec {
-            Some(r) if r.der == cert.der => r,
-            _ => return Err(IdentityRefusal::Unknown),
-        };
-        if !self.profiles.contains(&rec.profile.as_str()) {
-            return Err(IdentityRefusal::Profile(rec.profile));
-        }
-        if let CertStatus::Revoked { reason, .. } = rec.status {
-            return Err(IdentityRefusal::Revoked(
-                if reason == 6 { "on hold" } else { "revoked" }.into(),
-            ));
-        }
-        if rec.profile == operators::OPERATOR_PROFILE {
-            operators::lookup(self.store.as_ref(), &cert.der).map_err(|e| unavailable(&e))
+        store: &dyn Store,
+        profile: &str,
+        cert_der: &[u8],
+    ) -> Result<Option<Operator>, String> {
+        if profile == crate::operators::OPERATOR_PROFILE {
+            crate::operators::lookup(store, cert_der).map_err(|e| e.to_string())
         } else {
             Ok(None)
         }
     }
 }
 
-/// SHA-256 of a client certificate (DER): two different certificates never share it, whatever
-/// operator name or roles they carry.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CertFingerprint(pub [u8; 32]);
-
-impl CertFingerprint {
-    pub fn of(cert_der: &[u8]) -> CertFingerprint {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref());
-        CertFingerprint(out)
-    }
-}
-
-impl std::fmt::Debug for CertFingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CertFingerprint({})", hex::encode(self.0))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cps_pki::crl::RevocationReason;
-    use cps_store::{CertificateRecord, WriteBatch, WriteOp};
-
-    fn record(serial: u8, profile: &str, der: &[u8]) -> CertificateRecord {
-        CertificateRecord {
-            issuer: "organisations".into(),
-            serial: vec![serial],
-            der: der.to_vec(),
-            subject: "CN=alice".into(),
-            profile: profile.into(),
-            holder: Some("operator:alice".into()),
-            not_before: 0,
-            not_after: 2_000_000_000,
-            status: CertStatus::Valid,
-            spki_sha256: [serial; 32],
-            issued_at: 0,
-        }
-    }
-
-    fn peer(serial: u8, der: &[u8]) -> Arc<PeerCertificate> {
-        Arc::new(PeerCertificate {
-            der: der.to_vec(),
-            sha256: *ring::digest::digest(&ring::digest::SHA256, der)
-                .as_ref()
-                .first_chunk::<32>()
-                .unwrap(),
-            ca: "organisations".into(),
-            serial: vec![serial],
-            not_after: 2_000_000_000,
-        })
-    }
-
-    fn setup() -> (tempfile::TempDir, Arc<dyn Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(cps_store::SledStore::open(dir.path()).unwrap());
-        (dir, store)
-    }
-
-    #[test]
-    fn every_request_sees_a_revocation_committed_before_it() {
-        let (_d, store) = setup();
-        let der = b"operator certificate".to_vec();
-        store
-            .commit(
-                WriteBatch::new()
-                    .with(WriteOp::InsertCertificate(record(1, "operator", &der)))
-                    .with(operators::register_op(&der, "alice", &["auditor"])),
-            )
-            .unwrap();
-        let ids = Identities::new(store.clone(), HTTPS_PROFILES);
-        let cert = peer(1, &der);
-        let id = ids.check(&cert, 1_000).unwrap();
-        assert_eq!(id.operator.unwrap().roles, vec!["auditor".to_string()]);
-        // Remembered: the same answer again.
-        assert!(ids.check(&cert, 1_000).is_ok());
-        store
-            .commit(WriteBatch::new().with(WriteOp::SetCertificateStatus {
-                issuer: "organisations".into(),
-                serial: vec![1],
-                status: CertStatus::Revoked {
-                    time: 1_001,
-                    reason: RevocationReason::KeyCompromise.code(),
-                    invalidity_date: None,
-                },
-            }))
-            .unwrap();
-        let e = ids.check(&cert, 1_002).unwrap_err();
-        assert_eq!(e, IdentityRefusal::Revoked("revoked".into()));
-        assert!(e.is_final());
-    }
-
-    #[test]
-    fn on_hold_expired_unknown_substituted_and_foreign_profiles_are_refused() {
-        let (_d, store) = setup();
-        let der = b"card".to_vec();
-        let mut held = record(2, "cps-auth", &der);
-        held.status = CertStatus::Revoked {
-            time: 5,
-            reason: 6,
-            invalidity_date: None,
-        };
-        store
-            .commit(
-                WriteBatch::new()
-                    .with(WriteOp::InsertCertificate(held))
-                    .with(WriteOp::InsertCertificate(record(3, "node-tls", b"node")))
-                    .with(WriteOp::InsertCertificate(record(
-                        4,
-                        "cps-auth",
-                        b"good card",
-                    ))),
-            )
-            .unwrap();
-        let ids = Identities::new(store, HTTPS_PROFILES);
-        assert_eq!(
-            ids.check(&peer(2, &der), 10).unwrap_err(),
-            IdentityRefusal::Revoked("on hold".into())
-        );
-        assert_eq!(
-            ids.check(&peer(3, b"node"), 10).unwrap_err(),
-            IdentityRefusal::Profile("node-tls".into())
-        );
-        assert_eq!(
-            ids.check(&peer(9, b"never issued"), 10).unwrap_err(),
-            IdentityRefusal::Unknown
-        );
-        // The serial of a real certificate with other bytes (a forgery the handshake would not
-        // pass, or a certificate from another appliance with the same issuer name).
-        assert_eq!(
-            ids.check(&peer(4, b"other bytes"), 10).unwrap_err(),
-            IdentityRefusal::Unknown
-        );
-        // A card certificate is an identity without an operator.
-        let id = ids.check(&peer(4, b"good card"), 10).unwrap();
-        assert!(id.operator.is_none());
-        assert_eq!(
-            ids.check(&peer(4, b"good card"), 2_000_000_000)
-                .unwrap_err(),
-            IdentityRefusal::Expired
-        );
-    }
-
-    #[test]
-    fn an_operator_certificate_without_an_operator_record_has_no_roles() {
-        let (_d, store) = setup();
-        store
-            .commit(
-                WriteBatch::new()
-                    .with(WriteOp::InsertCertificate(record(5, "operator", b"orphan"))),
-            )
-            .unwrap();
-        let ids = Identities::new(store, HTTPS_PROFILES);
-        assert!(
-            ids.check(&peer(5, b"orphan"), 10)
-                .unwrap()
-                .operator
-                .is_none()
-        );
-    }
+/// The HTTPS listener's check over `store`.
+pub fn https_identities(store: Arc<dyn Store>) -> Identities {
+    Identities::new(store, HTTPS_PROFILES, Arc::new(OperatorTable))
 }

@@ -20,7 +20,8 @@
 
 // Base.
 pub mod blocking;
-pub mod clock;
+/// Time and the signing gate: `cps_ct::gate` (kept at this path for the appliance's modules).
+pub use cps_ct::gate as clock;
 pub mod config;
 pub mod error;
 pub mod home;
@@ -45,8 +46,8 @@ pub mod api;
 pub mod api_enrol;
 pub mod api_xua;
 pub mod authz;
-pub mod caller;
-pub mod conn;
+/// The HTTPS layer's caller and connection modules (`cps-https`), at their appliance paths.
+pub use cps_https::{caller, conn};
 pub mod console;
 pub mod identity;
 

@@ -11,7 +11,6 @@ use cps_pki::{
     CertificateParams, DistinguishedName, Issuer, Serial, issue_certificate, pem_encode,
 };
 use cps_store::{Store, WriteOp};
-use serde::{Deserialize, Serialize};
 
 use crate::error::ApplianceError;
 
@@ -107,29 +106,8 @@ impl OperatorCredential {
     }
 }
 
-/// An operator known to the appliance.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Operator {
-    pub name: String,
-    pub roles: Vec<String>,
-}
-
-/// An operator as the API shows it.
-impl From<&Operator> for cps_api::OperatorView {
-    fn from(o: &Operator) -> cps_api::OperatorView {
-        let Operator { name, roles } = o;
-        cps_api::OperatorView {
-            name: name.clone(),
-            roles: roles.clone(),
-        }
-    }
-}
-
-impl Operator {
-    pub fn has(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
-}
+/// An operator known to the appliance (the HTTPS layer binds it to its certificate).
+pub use cps_https::Operator;
 
 fn ssl(e: openssl::error::ErrorStack) -> ApplianceError {
     ApplianceError::Refused(format!("operator credential: {e}"))

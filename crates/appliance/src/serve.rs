@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::conn::{Connection, Limits, PeerAddr};
 use crate::error::ApplianceError;
 use crate::home::{CA_DIR, open_checked_hsm};
-use crate::identity::{Identities, PeerCertificate};
+use crate::identity::PeerCertificate;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -52,7 +52,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     config.validate(home)?;
     let hsm = open_checked_hsm(home, config)?;
     // Every commit goes through the disk guard: nothing reaches the disk below the reserve.
-    let disk = crate::disk::DiskGuard::for_home(home, config);
+    let disk = crate::disk::for_home(home, config);
     let sled = SledStore::open(config.resolve(home, &config.store.path))?;
     sled.set_write_gate(disk.write_gate())?;
     let store: Arc<dyn Store> = Arc::new(sled);
@@ -667,10 +667,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
             .collect(),
     );
     let api_app = crate::authz::router(ApiState {
-        identities: Arc::new(Identities::new(
-            state.store.clone(),
-            crate::identity::HTTPS_PROFILES,
-        )),
+        identities: Arc::new(crate::identity::https_identities(state.store.clone())),
         ca: state.ca.clone(),
         nodes,
         xua: Some(state.xua.clone()),
@@ -706,7 +703,10 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         acceptor,
         api_app,
         issuers,
-        Limits::from_config(&config.listen),
+        Limits::new(
+            config.listen.connection_max_seconds,
+            config.listen.idle_seconds,
+        ),
     ));
     let state_store = state.store.clone();
     let http_task = tokio::spawn(serve_plain(http, public_router(state)));

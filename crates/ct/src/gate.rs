@@ -12,14 +12,91 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cps_ct::{
-    ClockError, ClockSource, ClockStatus, ClockTrust, FixedClock, KernelClock, TrustPolicy,
-};
 use cps_hsm::{HsmError, KeyAlgorithm, SigFormat, SignatureAlgorithm, Signer};
 use cps_store::{Store, WriteBatch, WriteOp};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{TimeSection, TimeSourceKind};
+use crate::clock::{
+    ClockError, ClockSource, ClockStatus, ClockTrust, FixedClock, KernelClock, TrustPolicy,
+};
+
+/// Where the clock's trust comes from (IHE CT). The appliance signs nothing while it is not
+/// trusted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSourceKind {
+    /// The kernel's own synchronisation state (`adjtimex`): trusted when a time daemon
+    /// (chronyd, ntpd-rs...) disciplines the clock and its maximum error is within tolerance.
+    Kernel,
+    /// The operator declares the clock synchronised, with `declared_max_error_ms`: for hosts
+    /// whose clock is disciplined where the kernel cannot report it (some virtual machines and
+    /// containers). Logged as a warning at every start.
+    Declared,
+}
+
+/// The settings of the signing gate and the NTP server (the appliance's `[time]` section).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSection {
+    /// `kernel` (default) or `declared`.
+    #[serde(default = "default_time_source")]
+    pub source: TimeSourceKind,
+    /// Largest clock error tolerated before signing stops, in milliseconds.
+    #[serde(default = "default_max_error_ms")]
+    pub max_error_ms: u64,
+    /// With `source = "declared"`: the error the operator vouches for, in milliseconds.
+    #[serde(default = "default_declared_max_error_ms")]
+    pub declared_max_error_ms: u64,
+    /// Serve NTP on `listen.ntp`.
+    #[serde(default = "default_true")]
+    pub serve_ntp: bool,
+    /// NTP stratum advertised while the clock is trusted (16 is sent whenever it is not).
+    #[serde(default = "default_ntp_stratum")]
+    pub ntp_stratum: u8,
+}
+
+fn default_time_source() -> TimeSourceKind {
+    TimeSourceKind::Kernel
+}
+fn default_max_error_ms() -> u64 {
+    1000
+}
+fn default_declared_max_error_ms() -> u64 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_ntp_stratum() -> u8 {
+    3
+}
+
+impl Default for TimeSection {
+    fn default() -> Self {
+        TimeSection {
+            source: default_time_source(),
+            max_error_ms: default_max_error_ms(),
+            declared_max_error_ms: default_declared_max_error_ms(),
+            serve_ntp: true,
+            ntp_stratum: default_ntp_stratum(),
+        }
+    }
+}
+
+/// Runs blocking work (an HSM call, a store commit) from code that may be running on a Tokio
+/// worker (a TLS handshake, a handler computing an OCSP answer, `/health` raising an alarm):
+/// on a multi-threaded runtime's worker, the worker first hands its other tasks to another
+/// thread (`block_in_place`), so no async task waits behind the I/O; anywhere else (a blocking
+/// thread, a command without a runtime) it simply runs.
+pub fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 
 /// Unix seconds of a time (0 before 1970).
 pub fn unix(t: SystemTime) -> i64 {
@@ -227,9 +304,8 @@ impl SigningClock {
         if let Some(store) = &self.store {
             let record = event.record(unix_now(), "appliance");
             // A transition may be noticed on the runtime (`/health`, an OCSP answer).
-            let committed = crate::blocking::blocking_io(|| {
-                store.commit(WriteBatch::new().with(WriteOp::AppendAudit(record)))
-            });
+            let committed =
+                blocking_io(|| store.commit(WriteBatch::new().with(WriteOp::AppendAudit(record))));
             if let Err(e) = committed {
                 tracing::error!(error = %e, "cannot audit the clock transition");
             }
@@ -271,7 +347,7 @@ impl Signer for GatedSigner {
     ) -> Result<Vec<u8>, HsmError> {
         self.clock.check().map_err(HsmError::SigningRefused)?;
         // OCSP answers are signed (on a cache miss) inside their HTTP handler, on the runtime.
-        crate::blocking::blocking_io(|| self.inner.sign(alg, message, format))
+        blocking_io(|| self.inner.sign(alg, message, format))
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! A connection (HTTP/1.1 keep-alive or HTTP/2) is closed gracefully — the requests in flight
 //! finish, HTTP/2 gets a GOAWAY, HTTP/1.1 answers `Connection: close` — when it reaches
-//! `listen.connection_max_seconds`, when it has had no request for `listen.idle_seconds`, or when
+//! its maximum age ([`Limits::max_age`]), when it has had no request for [`Limits::idle`], or when
 //! a request finds that its client certificate no longer authenticates
-//! ([`Connection::close`], called by [`crate::authz::enforce`]). A connection still open
+//! ([`Connection::close`], called by the authorization middleware when [`crate::Identities::check`]
+//! refuses). A connection still open
 //! [`Limits::grace`] after that is dropped.
 
 use std::net::SocketAddr;
@@ -32,10 +33,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(l: &crate::config::ListenSection) -> Limits {
+    /// Bounds of `max_age_seconds` and `idle_seconds`, with a grace of 30 seconds.
+    pub fn new(max_age_seconds: u32, idle_seconds: u32) -> Limits {
         Limits {
-            max_age: Duration::from_secs(u64::from(l.connection_max_seconds)),
-            idle: Duration::from_secs(u64::from(l.idle_seconds)),
+            max_age: Duration::from_secs(u64::from(max_age_seconds)),
+            idle: Duration::from_secs(u64::from(idle_seconds)),
             grace: Duration::from_secs(30),
         }
     }
