@@ -27,12 +27,10 @@ pub mod home;
 // Services wiring.
 pub mod ca;
 pub mod enrolment;
-#[path = "../../login/src/service.rs"]
 pub mod login;
 pub mod nodes;
 pub mod ocsp;
 pub mod operators;
-#[path = "../../login/src/xua.rs"]
 pub mod xua;
 
 // Background work.

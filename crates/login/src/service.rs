@@ -10,8 +10,8 @@
 //! 3. `login` (blocking): the certificate is DER X.509 issued by one of our CAs, and the card's
 //!    signature over the challenge's message verifies with its key. Up to here nothing is
 //!    proved about who is asking (a certificate is public): a refusal is counted per source
-//!    address in [`Refusals`] (`login.refused`, one audit record per source and interval) and
-//!    costs no durable write.
+//!    address through the service's [`RefusalCounter`] (the appliance's tally writes one
+//!    `login.refused` audit record per source and interval) and costs no durable write.
 //! 4. From here the professional holding the card is identified: the certificate is valid now,
 //!    the one this appliance issued, of the `cps-auth` profile, not revoked or on hold in our live
 //!    state; the card and the professional are active in the registry and the activity is theirs;
@@ -39,12 +39,11 @@ use cps_xua::{
 };
 use serde::Serialize;
 
-use crate::ca::{CaError, CaService};
-use crate::error::ApplianceError;
-use crate::refusals::Refusals;
+use cps_ca::{CaError, CaService};
+
+use crate::challenge::{Challenges, LoginContext, Redeemed};
+use crate::unix;
 use crate::xua::XuaService;
-pub use cps_login::challenge::LoginContext;
-use cps_login::challenge::{Challenges, Redeemed};
 
 /// The profile of certificates that may log in.
 pub const LOGIN_PROFILE: &str = "cps-auth";
@@ -52,8 +51,6 @@ pub const LOGIN_PROFILE: &str = "cps-auth";
 pub const PROFESSION_OID: &str = "1.2.250.1.71.1.2.7";
 /// TRE_R02 (secteur d'activité) code system.
 pub const SECTEUR_OID: &str = "1.2.250.1.71.4.2.4";
-/// HSM label of the secret the challenge MAC key is derived from (created at first start).
-pub const CHALLENGE_KEY_LABEL: &str = "login-challenge";
 /// The audit record kind of counted refusals of unauthenticated login attempts.
 pub const REFUSED_KIND: fn(cps_audit::RefusalSummary) -> cps_audit::AuditEvent =
     cps_audit::AuditEvent::LoginsRefused;
@@ -74,8 +71,8 @@ fn refuse<T>(code: &'static str, message: impl Into<String>) -> Result<T, LoginR
     })
 }
 
-impl From<cps_login::challenge::ChallengeRefusal> for LoginRefusal {
-    fn from(r: cps_login::challenge::ChallengeRefusal) -> Self {
+impl From<crate::challenge::ChallengeRefusal> for LoginRefusal {
+    fn from(r: crate::challenge::ChallengeRefusal) -> Self {
         LoginRefusal {
             code: r.code(),
             message: r.message().into(),
@@ -83,8 +80,8 @@ impl From<cps_login::challenge::ChallengeRefusal> for LoginRefusal {
     }
 }
 
-impl From<cps_login::challenge::SignatureRefusal> for LoginRefusal {
-    fn from(r: cps_login::challenge::SignatureRefusal) -> Self {
+impl From<crate::challenge::SignatureRefusal> for LoginRefusal {
+    fn from(r: crate::challenge::SignatureRefusal) -> Self {
         LoginRefusal {
             code: r.code(),
             message: r.message().into(),
@@ -190,20 +187,10 @@ struct Identified {
     idnat_ps: String,
 }
 
-/// The HSM secret the challenge MAC key is derived from, created (non-extractable) on first use.
-pub fn challenge_key(hsm: &cps_hsm::Hsm) -> Result<cps_hsm::HsmMacKey, ApplianceError> {
-    match hsm.mac_key(CHALLENGE_KEY_LABEL) {
-        Ok(k) => Ok(k),
-        Err(cps_hsm::HsmError::KeyNotFound { .. }) => {
-            tracing::info!(
-                label = CHALLENGE_KEY_LABEL,
-                "creating the login challenge key in the HSM"
-            );
-            Ok(hsm.generate_mac_key(CHALLENGE_KEY_LABEL)?)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
+/// Counts a refused attempt of a peer that proved nothing: its source address, the refusal's
+/// code and the time (Unix seconds). Constant cost and no I/O: it is called on the runtime
+/// worker; the appliance's tally turns the counts into one audit record per source and interval.
+pub type RefusalCounter = Arc<dyn Fn(IpAddr, &str, i64) + Send + Sync>;
 
 /// Challenges, checks, issuance and their audit.
 pub struct LoginService {
@@ -212,7 +199,7 @@ pub struct LoginService {
     directory: Arc<dyn Directory>,
     homologation: String,
     challenges: Challenges,
-    refusals: Arc<Refusals>,
+    refused: RefusalCounter,
     rng: ring::rand::SystemRandom,
 }
 
@@ -223,7 +210,7 @@ impl LoginService {
         directory: Arc<dyn Directory>,
         challenges: Challenges,
         homologation: String,
-        refusals: Arc<Refusals>,
+        refused: RefusalCounter,
     ) -> LoginService {
         LoginService {
             ca,
@@ -231,14 +218,9 @@ impl LoginService {
             directory,
             homologation,
             challenges,
-            refusals,
+            refused,
             rng: ring::rand::SystemRandom::new(),
         }
-    }
-
-    /// The tally of refused unauthenticated attempts (flushed by `serve`).
-    pub fn refusals(&self) -> &Arc<Refusals> {
-        &self.refusals
     }
 
     /// A fresh challenge bound to `audience` and `ctx` (checked first). Constant cost: a random
@@ -257,10 +239,10 @@ impl LoginService {
         self.rng
             .fill(&mut nonce)
             .map_err(|_| CaError::Unavailable("no randomness".into()))?;
-        let context = cps_login::challenge::context_sha256(audience, ctx);
+        let context = crate::challenge::context_sha256(audience, ctx);
         let issued = self
             .challenges
-            .issue(audience, &context, &nonce, crate::clock::unix(now))
+            .issue(audience, &context, &nonce, unix(now))
             .map_err(|e| CaError::Invalid(e.to_string()))?;
         Ok(ChallengeView {
             challenge_id: issued.token,
@@ -269,7 +251,7 @@ impl LoginService {
             expires_at: issued.expires,
             appliance: hex::encode(self.challenges.appliance()),
             context_sha256: hex::encode(context),
-            format: cps_login::challenge::MESSAGE_FORMAT.into(),
+            format: crate::challenge::MESSAGE_FORMAT.into(),
         })
     }
 
@@ -277,8 +259,7 @@ impl LoginService {
     /// tally becomes one `login.refused` record per source and interval).
     pub fn refused(&self, source: IpAddr, refusal: &LoginRefusal, now: SystemTime) {
         tracing::debug!(%source, code = refusal.code, "login refused (unauthenticated)");
-        self.refusals
-            .refused(source, refusal.code, crate::clock::unix(now));
+        (self.refused)(source, refusal.code, unix(now));
     }
 
     /// Step 2: the challenge of a login with context `ctx`, accepted and consumed. Constant
@@ -295,8 +276,8 @@ impl LoginService {
         self.challenges
             .redeem(
                 token,
-                |audience| cps_login::challenge::context_sha256(audience, ctx),
-                crate::clock::unix(now),
+                |audience| crate::challenge::context_sha256(audience, ctx),
+                unix(now),
             )
             .map_err(|r| {
                 let r = LoginRefusal::from(r);
@@ -321,7 +302,7 @@ impl LoginService {
             Ok(cps_pki::KeyKind::EcP384) => SignatureAlgorithm::EcdsaSha384,
             _ => SignatureAlgorithm::RsaPkcs1Sha256,
         };
-        cps_login::challenge::verify_card_signature(&who.parsed.spki, alg, redeemed, signature)?;
+        crate::challenge::verify_card_signature(&who.parsed.spki, alg, redeemed, signature)?;
         Ok(who)
     }
 
@@ -365,7 +346,7 @@ impl LoginService {
         now: SystemTime,
     ) -> Result<(), LoginRefusal> {
         let parsed = &who.parsed;
-        let t = crate::clock::unix(now);
+        let t = unix(now);
         if t < parsed.not_before || t >= parsed.not_after {
             return refuse(
                 "expired_certificate",
@@ -480,10 +461,7 @@ impl LoginService {
             issued.xml.clone()
         };
         let record = |event: cps_audit::AuditEvent| {
-            event.record(
-                crate::clock::unix(now),
-                format!("professional:{}", subject.idnat_ps),
-            )
+            event.record(unix(now), format!("professional:{}", subject.idnat_ps))
         };
         let mut records = vec![record(cps_audit::AuditEvent::AssertionIssued {
             idnat_ps: subject.idnat_ps.to_string(),
@@ -506,7 +484,7 @@ impl LoginService {
                 assertion_id: issued.id.clone(),
                 idnat_ps: subject.idnat_ps,
                 name: subject.display_name,
-                not_on_or_after: crate::clock::unix(issued.not_on_or_after),
+                not_on_or_after: unix(issued.not_on_or_after),
                 assertion,
             },
             records,
@@ -545,10 +523,7 @@ impl LoginService {
             .map_err(Ok)
             .and_then(|()| self.issue(who, ctx, mode, now));
         let login_record = |event: cps_audit::AuditEvent| {
-            event.record(
-                crate::clock::unix(now),
-                format!("professional:{}", who.idnat_ps),
-            )
+            event.record(unix(now), format!("professional:{}", who.idnat_ps))
         };
         match r {
             Ok((ok, records)) => {

@@ -1,14 +1,17 @@
-//! XUA/VIHF in the appliance: the organisation seal ("cachet") that signs assertions, the
-//! issuer behind the clock gate, and the validator for the network's services over our live
-//! revocation state and the signer policy (what each seal may assert: README, "Trust policy for
-//! assertion signers").
+//! The XUA/VIHF service: the issuer of assertions signed by the organisation seal ("cachet"),
+//! and the validator for the network's services over the CA's live revocation state and the
+//! signer policy (what each seal may assert: README, "Trust policy for assertion signers").
+//!
+//! It is built from the seal's signer (already behind the signing gate), its certificate
+//! chain, the CA service and the registry; opening the seal key and certifying it is the
+//! appliance's wiring.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cps_atna::{AuditLog, Transport};
-use cps_hsm::{Hsm, KeyAlgorithm, Signer};
+use cps_ca::{CaError, CaService};
+use cps_hsm::Signer;
 use cps_store::{CertStatus, Store};
 use cps_xua::{
     AssertionId, AssertionIssuer, EKU_DOCUMENT_SIGNING, EkuPolicy, Flavour, InMemoryReplayCache,
@@ -17,16 +20,34 @@ use cps_xua::{
     ValidatedAssertion, Validator, ValidatorConfig, VihfClaims,
 };
 
-use crate::ca::{CaError, CaService};
-use crate::clock::{GatedSigner, SigningClock};
-use crate::config::{Config, OrgSealRegistryMode};
-use crate::error::ApplianceError;
+use crate::settings::{OrgSealRegistryMode, XuaSettings};
 
 /// The profile of certificates that sign assertions.
 pub const SEAL_PROFILE: &str = "org-cachet";
 
-/// Where the seal certificate is kept (PEM: seal certificate, then its issuing CA).
-pub const CACHET_FILE: &str = "xua/cachet.pem";
+/// Why the XUA service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum XuaError {
+    /// The seal's signer and chain do not make an issuer.
+    #[error("XUA issuer: {0}")]
+    Issuer(String),
+    /// The CA service has no root.
+    #[error("no root CA")]
+    NoRoot,
+    /// The CA certificates do not make a trust store.
+    #[error("XUA trust store: {0}")]
+    TrustStore(String),
+    /// A CA certificate could not be read.
+    #[error(transparent)]
+    Pki(#[from] cps_pki::PkiError),
+}
+
+/// The seal that signs assertions: its signer (behind the signing gate) and its certificate
+/// chain, seal certificate first.
+pub struct Seal {
+    pub signer: Arc<dyn Signer>,
+    pub chain: Vec<Vec<u8>>,
+}
 
 /// Revocation of assertion signers from the store: only certificates this appliance issued and
 /// holds as valid sign assertions it accepts. Fails closed.
@@ -145,54 +166,20 @@ pub struct XuaService {
     rng: ring::rand::SystemRandom,
 }
 
-fn key_algorithm(name: &str) -> KeyAlgorithm {
-    match name {
-        "rsa2048" => KeyAlgorithm::Rsa2048,
-        "rsa3072" => KeyAlgorithm::Rsa3072,
-        _ => KeyAlgorithm::EcP256,
-    }
-}
-
-/// The seal key and certificate chain: an `org-cachet` certificate from our organisations CA
-/// for an HSM key, both made on first use (see [`crate::ca::ApplianceCredential`]).
-pub fn ensure_cachet(
-    home: &Path,
-    config: &Config,
-    hsm: &Hsm,
-    ca: &CaService,
-) -> Result<(cps_hsm::HsmKey, Vec<Vec<u8>>), ApplianceError> {
-    let x = &config.xua;
-    crate::ca::ApplianceCredential {
-        label: &x.key_label,
-        algorithm: key_algorithm(&x.algorithm),
-        profile: SEAL_PROFILE,
-        subject: cps_pki::OrganisationIdentity {
-            state: x.state.clone(),
-            name: x.organisation.clone(),
-            structure_id: x.structure_id.clone(),
-            common_name: format!("{} XUA", x.organisation),
-        },
-        holder: format!("appliance:{}", x.key_label),
-        file: CACHET_FILE,
-    }
-    .ensure(home, hsm, ca)
-}
-
 impl XuaService {
-    pub fn open(
-        home: &Path,
-        config: &Config,
-        hsm: &Hsm,
+    /// The service for the settings `x`, signing with `seal`, trusting the CAs of `ca` and
+    /// their live revocation state, and checking organisation seals against `registry`.
+    pub fn new(
+        x: &XuaSettings,
+        seal: Seal,
         ca: &CaService,
-        clock: Arc<SigningClock>,
         registry: Arc<dyn ProfessionalDirectory>,
-    ) -> Result<XuaService, ApplianceError> {
-        let x = &config.xua;
-        let (key, chain) = ensure_cachet(home, config, hsm, ca)?;
-        // The appliance's own seal is its HSM key: any certificate of that key was requested with
+    ) -> Result<XuaService, XuaError> {
+        let Seal { signer, chain } = seal;
+        // The appliance's own seal is its key: any certificate of that key was requested with
         // it (proof of possession), so it is recognised by key, not by a name an operator could
         // copy into a certificate of its own.
-        let own_seal_key = key.public_key_der().to_vec();
+        let own_seal_key = signer.public_key_der().to_vec();
         let mut seal_sha256 = [0u8; 32];
         seal_sha256.copy_from_slice(
             ring::digest::digest(
@@ -201,7 +188,6 @@ impl XuaService {
             )
             .as_ref(),
         );
-        let signer: Arc<dyn Signer> = Arc::new(GatedSigner::new(Arc::new(key), clock));
         let flavour = match (x.flavour.as_str(), &x.audience) {
             ("ihe", Some(a)) => Flavour::IheGeneric {
                 audience: a.clone(),
@@ -217,12 +203,12 @@ impl XuaService {
                 ..IssuerConfig::default()
             },
         )
-        .map_err(|e| ApplianceError::Refused(format!("XUA issuer: {e}")))?;
+        .map_err(|e| XuaError::Issuer(e.to_string()))?;
 
         let root = ca
             .authority("root")
             .map(|a| a.cert_der.clone())
-            .ok_or_else(|| ApplianceError::Refused("no root CA".into()))?;
+            .ok_or(XuaError::NoRoot)?;
         let issuing: Vec<(String, Vec<u8>)> = ca
             .authorities()
             .filter(|a| a.id != "root")
@@ -236,7 +222,7 @@ impl XuaService {
             // only certificates of the seal profile.
             EkuPolicy::RequiredIfPresent(EKU_DOCUMENT_SIGNING),
         )
-        .map_err(|e| ApplianceError::Refused(format!("XUA trust store: {e}")))?;
+        .map_err(|e| XuaError::TrustStore(e.to_string()))?;
         let mut issuer_subjects = Vec::new();
         for (id, der) in &issuing {
             let p = cps_pki::parse_certificate(der)?;
@@ -297,7 +283,7 @@ impl XuaService {
     }
 
     /// Issue and sign an assertion (refused while the clock is not trusted). The caller hands
-    /// it out only once its audit records are durable (see `crate::login`).
+    /// it out only once its audit records are durable (see [`crate::LoginService`]).
     pub fn issue(&self, claims: &VihfClaims, now: SystemTime) -> Result<IssuedAssertion, CaError> {
         use ring::rand::SecureRandom;
         let mut id = [0u8; 16];
@@ -314,7 +300,7 @@ impl XuaService {
                 | cps_xua::IssueError::BreakGlassWithoutJustification) => {
                     CaError::Invalid(e.to_string())
                 }
-                e => CaError::from(ApplianceError::Refused(e.to_string())),
+                e => CaError::Internal(Box::new(e)),
             })
     }
 
@@ -443,7 +429,7 @@ mod tests {
                 None,
             );
             (
-                crate::clock::unix(t) * 1_000_000,
+                crate::unix(t) * 1_000_000,
                 auditor.format(&m, at).unwrap(),
                 m,
             )
