@@ -174,7 +174,8 @@ mod tests {
     #[test]
     fn the_defaults_hold_and_each_value_out_of_range_is_named() {
         assert_eq!(XuaSettings::default().check(), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut XuaSettings)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut XuaSettings)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|x| x.algorithm = "ed25519".into()),
                 "xua.algorithm",
