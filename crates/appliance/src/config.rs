@@ -10,6 +10,9 @@ use cps_pki::DistinguishedName;
 use cps_pki::ext::DottedOid;
 use serde::{Deserialize, Serialize};
 
+/// `[xua]`: card login and XUA/VIHF assertions (the settings of `cps-login`).
+pub use cps_login::{OrgSealRegistryMode, XuaSettings as XuaSection};
+
 /// Name of the configuration file inside the home directory.
 pub const CONFIG_FILE: &str = "cps-trust.toml";
 
@@ -119,137 +122,6 @@ impl Default for AuditSection {
             destinations: Vec::new(),
             reauthorize_seconds: default_reauthorize_seconds(),
             refusal_summary_seconds: default_refusal_summary_seconds(),
-        }
-    }
-}
-
-/// Card login and XUA/VIHF assertions.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct XuaSection {
-    /// HSM label of the organisation seal ("cachet") key that signs assertions; created with its
-    /// `org-cachet` certificate at the first start if absent.
-    #[serde(default = "default_cachet_label")]
-    pub key_label: String,
-    /// Its algorithm: `rsa2048` (default) / `rsa3072` (RSA-SHA256) or `p256` (ECDSA-SHA256).
-    #[serde(default = "default_cachet_algorithm")]
-    pub algorithm: String,
-    /// The seal certificate's organisation: raison sociale, struct_IdNat, department.
-    #[serde(default = "default_cachet_org")]
-    pub organisation: String,
-    #[serde(default = "default_cachet_structure")]
-    pub structure_id: String,
-    #[serde(default = "default_cachet_state")]
-    pub state: String,
-    /// Assertion lifetime (NotOnOrAfter − NotBefore), minutes. Also the longest lifetime the
-    /// validator accepts (it trusts only this appliance's seals): lowering it refuses the
-    /// longer-lived assertions issued before.
-    #[serde(default = "default_assertion_minutes")]
-    pub validity_minutes: u32,
-    /// `vihf` (no AudienceRestriction) or `ihe` (AudienceRestriction to `audience`).
-    #[serde(default = "default_flavour")]
-    pub flavour: String,
-    /// The audience of `ihe` assertions, and the audience the validator requires when set.
-    #[serde(default)]
-    pub audience: Option<String>,
-    /// Clock skew tolerated by the validator, seconds.
-    #[serde(default = "default_skew")]
-    pub skew_seconds: u32,
-    /// Lifetime of a login challenge, seconds.
-    #[serde(default = "default_challenge")]
-    pub challenge_seconds: u32,
-    /// Refused logins that proved nothing (no valid card signature yet) are counted per source
-    /// address and written as one `login.refused` audit record per source and interval of this
-    /// many seconds.
-    #[serde(default = "default_refusal_audit")]
-    pub refusal_audit_seconds: u32,
-    /// `LPS_ID_HOMOLOGATION_DMP` written when the workstation does not send one.
-    #[serde(default = "default_homologation")]
-    pub homologation: String,
-    /// Validated assertion IDs remembered at once against replay (about 60–100 bytes each).
-    /// When full, validations are refused until IDs expire (fail closed), so size it for the
-    /// sustained validation rate × (validity + 2 × skew): the default holds about 1 100
-    /// validations/s with 60-minute assertions.
-    #[serde(default = "default_replay_capacity")]
-    pub replay_capacity: usize,
-    /// Assertions signed by an organisation seal (an `org-cachet` certificate of this appliance
-    /// that is not its own seal): `required` (default) — the professional named must be in this
-    /// appliance's registry, active, with an activity in the seal's structure; `not_held` — the
-    /// network's professionals are not in this registry, and only the structure binding and the
-    /// authentication mode are checked (README, "Trust policy for assertion signers").
-    #[serde(default)]
-    pub org_seal_registry: OrgSealRegistryMode,
-}
-
-/// `xua.org_seal_registry`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OrgSealRegistryMode {
-    /// Professionals named by organisation seals must be in the registry, active, with an
-    /// activity in the seal's structure.
-    #[default]
-    Required,
-    /// The registry of the network is not held here: structure binding and mode only.
-    NotHeld,
-}
-
-fn default_replay_capacity() -> usize {
-    4_000_000
-}
-
-fn default_cachet_label() -> String {
-    "xua-cachet".into()
-}
-/// RSA-2048: the services verify every assertion, and an RSA verification costs a fraction of a
-/// P-256 one (BENCHMARKS.md, XUA), while the seal signs once per login.
-fn default_cachet_algorithm() -> String {
-    "rsa2048".into()
-}
-fn default_cachet_org() -> String {
-    "cps-trust".into()
-}
-fn default_cachet_structure() -> String {
-    "10B0000001".into()
-}
-fn default_cachet_state() -> String {
-    "Paris (75)".into()
-}
-fn default_assertion_minutes() -> u32 {
-    60
-}
-fn default_flavour() -> String {
-    "vihf".into()
-}
-fn default_skew() -> u32 {
-    60
-}
-fn default_challenge() -> u32 {
-    120
-}
-fn default_refusal_audit() -> u32 {
-    60
-}
-fn default_homologation() -> String {
-    "cps-trust".into()
-}
-
-impl Default for XuaSection {
-    fn default() -> Self {
-        XuaSection {
-            key_label: default_cachet_label(),
-            algorithm: default_cachet_algorithm(),
-            organisation: default_cachet_org(),
-            structure_id: default_cachet_structure(),
-            state: default_cachet_state(),
-            validity_minutes: default_assertion_minutes(),
-            flavour: default_flavour(),
-            audience: None,
-            skew_seconds: default_skew(),
-            challenge_seconds: default_challenge(),
-            refusal_audit_seconds: default_refusal_audit(),
-            homologation: default_homologation(),
-            replay_capacity: default_replay_capacity(),
-            org_seal_registry: OrgSealRegistryMode::default(),
         }
     }
 }
@@ -722,35 +594,7 @@ impl Config {
                     .into(),
             ));
         }
-        if !matches!(self.xua.algorithm.as_str(), "p256" | "rsa2048" | "rsa3072") {
-            return Err(ConfigError::Invalid(format!(
-                "xua.algorithm '{}' must be p256, rsa2048 or rsa3072",
-                self.xua.algorithm
-            )));
-        }
-        match (self.xua.flavour.as_str(), &self.xua.audience) {
-            ("vihf", _) | ("ihe", Some(_)) => {}
-            ("ihe", None) => {
-                return Err(ConfigError::Invalid(
-                    "xua.flavour = \"ihe\" needs xua.audience".into(),
-                ));
-            }
-            (f, _) => {
-                return Err(ConfigError::Invalid(format!(
-                    "xua.flavour '{f}' must be \"vihf\" or \"ihe\""
-                )));
-            }
-        }
-        if self.xua.validity_minutes == 0 || self.xua.validity_minutes > 24 * 60 {
-            return Err(ConfigError::Invalid(
-                "xua.validity_minutes must be between 1 and 1440".into(),
-            ));
-        }
-        if !(1_000..=1_000_000_000).contains(&self.xua.replay_capacity) {
-            return Err(ConfigError::Invalid(
-                "xua.replay_capacity must be between 1000 and 1000000000".into(),
-            ));
-        }
+        self.xua.check().map_err(ConfigError::Invalid)?;
         if !(1..=1024 * 1024).contains(&self.store.min_free_mb) {
             return Err(ConfigError::Invalid(
                 "store.min_free_mb must be between 1 and 1048576 (1 TiB)".into(),
@@ -776,18 +620,6 @@ impl Config {
                 "audit.checkpoint_seconds must be between 1 and 3600".into(),
             ));
         }
-        if self.xua.challenge_seconds == 0 || self.xua.challenge_seconds > 600 {
-            return Err(ConfigError::Invalid(
-                "xua.challenge_seconds must be between 1 and 600".into(),
-            ));
-        }
-        if self.xua.refusal_audit_seconds == 0 || self.xua.refusal_audit_seconds > 3600 {
-            return Err(ConfigError::Invalid(
-                "xua.refusal_audit_seconds must be between 1 and 3600".into(),
-            ));
-        }
-        cps_pki::idnat::parse_structure_id(&self.xua.structure_id)
-            .map_err(|e| ConfigError::Invalid(format!("xua.structure_id: {e}")))?;
         if self.time.max_error_ms > 60_000 {
             return Err(ConfigError::Invalid(
                 "time.max_error_ms must be at most 60000 (one minute)".into(),

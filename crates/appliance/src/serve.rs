@@ -41,6 +41,8 @@ pub struct AppState {
     pub ntp_stats: Option<cps_ct::StatsHandle>,
     pub xua: Arc<crate::xua::XuaService>,
     pub login: Arc<crate::login::LoginService>,
+    /// Refused logins of peers that proved nothing, counted by `login` (flushed by `serve`).
+    pub login_refusals: Arc<crate::refusals::Refusals>,
     pub cards: Arc<cps_enrol::CardService>,
     /// Free space of the store, the audit log and the queue (new work refused below the reserve).
     pub disk: Arc<crate::disk::DiskGuard>,
@@ -66,7 +68,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     )?);
     let ocsp = crate::ocsp::responder(home, config, &hsm, store.clone(), clock.clone())?;
     ca.add_listener(Arc::new(crate::ocsp::Invalidator(ocsp.clone())));
-    let xua = Arc::new(crate::xua::XuaService::open(
+    let xua = Arc::new(crate::xua::open(
         home,
         config,
         &hsm,
@@ -89,13 +91,14 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         xua.seal_sha256(),
         Duration::from_secs(u64::from(config.xua.challenge_seconds)),
     )?;
+    let login_refusals = Arc::new(crate::refusals::Refusals::new(crate::login::REFUSED_KIND));
     let login = Arc::new(crate::login::LoginService::new(
-        ca.clone(),
+        ca.core().clone(),
         xua.clone(),
         Arc::new(crate::enrolment::EnrolDirectory(cards.clone())),
         challenges,
         config.xua.homologation.clone(),
-        Arc::new(crate::refusals::Refusals::new(crate::login::REFUSED_KIND)),
+        crate::login::counted_in(login_refusals.clone()),
     ));
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
@@ -124,6 +127,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         ntp_stats: None,
         xua,
         login,
+        login_refusals,
         cards,
         disk,
     })
@@ -693,7 +697,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     );
     let crl_task = tokio::spawn(refresh_crls(state.ca.clone(), state.disk.clone()));
     // Refused unauthenticated logins: one audit record per source and interval.
-    let login_refusals = state.login.refusals().clone();
+    let login_refusals = state.login_refusals.clone();
     let refusals_task = login_refusals.clone().spawn_flusher(
         state.store.clone(),
         Duration::from_secs(u64::from(config.xua.refusal_audit_seconds)),

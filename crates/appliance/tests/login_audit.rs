@@ -14,7 +14,6 @@ use cps_appliance::login::{
     Directory, LoginContext, LoginRefusal, LoginResult, LoginService, LoginSubject,
 };
 use cps_appliance::refusals::Refusals;
-use cps_appliance::xua::XuaService;
 use cps_login::Challenges;
 use cps_store::{
     AuditEntry, BlockedKey, CertCursor, CertificatePage, CertificateRecord, CommitReceipt,
@@ -157,7 +156,8 @@ fn a_login_is_answered_only_with_its_durable_records() {
     let registry = Arc::new(cps_appliance::enrolment::RegistryDirectory(
         cps_enrol::Registry::new(store.clone()),
     ));
-    let xua = Arc::new(XuaService::open(&home, &config, &hsm, &ca, clock, registry).unwrap());
+    let xua =
+        Arc::new(cps_appliance::xua::open(&home, &config, &hsm, &ca, clock, registry).unwrap());
 
     // The card: a P-256 key held here, and its cps-auth certificate from our CA.
     let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
@@ -212,12 +212,12 @@ fn a_login_is_answered_only_with_its_durable_records() {
     )
     .unwrap();
     let login = LoginService::new(
-        ca.clone(),
+        ca.core().clone(),
         xua,
         directory.clone(),
         challenges,
         "test".into(),
-        refusals.clone(),
+        cps_appliance::login::counted_in(refusals.clone()),
     );
     let source: IpAddr = "192.0.2.7".parse().unwrap();
     let now = SystemTime::now();
