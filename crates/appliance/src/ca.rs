@@ -112,6 +112,12 @@ impl CaService {
         })
     }
 
+    /// A service over an assembled `cps-ca` core and the gate its keys are behind (the
+    /// in-process harness builds one over software keys; [`CaService::open`] reads the home).
+    pub fn from_parts(core: Arc<cps_ca::CaService>, clock: Arc<SigningClock>) -> CaService {
+        CaService { core, clock }
+    }
+
     /// The CA service itself (what the card service holds).
     pub fn core(&self) -> &Arc<cps_ca::CaService> {
         &self.core

@@ -1,0 +1,1038 @@
+//! The HTTPS router of the appliance, in process (`support::InProcess`): every route's roles,
+//! its request-forgery refusals and its answers to bad input, without starting the binary. The
+//! end-to-end `tests/tests/authz.rs` checks the same table over real TLS with the real peers.
+
+mod support;
+
+use axum::http::Method;
+use cps_appliance::authz::{CORS_SIMPLE, Forgery, ROUTES, Role, Surface, Who};
+use serde_json::json;
+use support::{Caller, InProcess, Reply, csr};
+
+/// A concrete path for a route pattern (nothing of these names exists in a fresh appliance).
+fn concrete(pattern: &str) -> String {
+    pattern
+        .replace("{ca}", "organisations")
+        .replace("{serial}", "0123456789ABCDEF")
+        .replace("{idnat}", "810000000000")
+        .replace("{name}", "no-such-node.example")
+        .replace("{id}", "00000000")
+        .replace("{action}", "suspend")
+        .replace("{*rest}", "index.html")
+}
+
+/// A request the route accepts as to its form (content type and a body of that type), so that
+/// only its authorization or its handler can refuse it.
+fn well_formed(forgery: Forgery) -> (Vec<(&'static str, &'static str)>, &'static [u8]) {
+    match forgery {
+        Forgery::Read => (vec![], b""),
+        Forgery::Write(types) => match types[0] {
+            "application/json" => (vec![("content-type", "application/json")], b"{}"),
+            "text/csv" => (vec![("content-type", "text/csv")], b""),
+            _ => (vec![("content-type", types[0])], b"<x/>"),
+        },
+        Forgery::Form => (
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            b"x=1",
+        ),
+    }
+}
+
+/// Routes whose service this harness does not build: the XUA seal and card login (made from
+/// the HSM and the home), and the card readers (PC/SC). An authorized call reaches the handler,
+/// which says the service is unavailable (503), as an appliance without them does.
+const NOT_WIRED: &[&str] = &[
+    "/api/v1/login/challenge",
+    "/api/v1/login",
+    "/api/v1/login/tls",
+    "/api/v1/xua/validate",
+    "/api/v1/readers",
+];
+
+async fn call(app: &InProcess, who: Option<&Caller>, method: &Method, path: &str) -> Reply {
+    let route = ROUTES
+        .iter()
+        .find(|r| r.method == method && concrete(r.path) == path)
+        .unwrap();
+    let (headers, body) = well_formed(route.forgery);
+    app.call(who, method.clone(), path, &headers, body.to_vec())
+        .await
+}
+
+/// The status an authorized caller may get: what the handler says about this (empty or unknown)
+/// input, never an authentication refusal, never a server error.
+fn assert_reached_handler(r: &Reply, what: &str, path: &str) {
+    assert_ne!(r.status, 401, "{what}: {}", r.text());
+    assert!(
+        !(r.status == 403 && r.text().contains("lacks the role")),
+        "{what}: {}",
+        r.text()
+    );
+    if NOT_WIRED.contains(&path) {
+        assert!(
+            r.status == 503 && r.is_json_error(),
+            "{what}: {} {}",
+            r.status,
+            r.text()
+        );
+    } else {
+        assert!(r.status.as_u16() < 500, "{what}: {} {}", r.status, r.text());
+    }
+}
+
+/// Every route of the table × no certificate, every role, a certificate that is not an
+/// operator's and a revoked operator certificate: 401 without a certificate where the table
+/// wants one; 403 "lacks the role" exactly where the table does not list the role; a revoked
+/// certificate 401 on every route (even open ones: a presented certificate is checked) and its
+/// connection closed; never a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_against_every_role_and_certificate() {
+    let app = InProcess::new();
+    let roles = app.operator_per_role();
+    let revoked = app.operator("gone", &Role::ALL);
+    app.ca
+        .revoke(
+            "organisations",
+            &hex::decode(&revoked.serial_hex).unwrap(),
+            cps_ca::RevocationReason::KeyCompromise,
+            None,
+            "test",
+            support::now(),
+        )
+        .unwrap();
+    let mut checked = 0;
+    for route in ROUTES {
+        let path = concrete(route.path);
+        let m = &route.method;
+        let what = format!("{m} {path}");
+
+        let a = call(&app, None, m, &path).await;
+        assert_ne!(a.status, 404, "{what} is not routed: {}", a.text());
+        assert!(
+            a.status.as_u16() < 500 || NOT_WIRED.contains(&path.as_str()),
+            "{what}: {}",
+            a.text()
+        );
+        match route.who {
+            Who::Anyone => assert_ne!(a.status, 401, "{what}: {}", a.text()),
+            _ => assert_eq!(a.status, 401, "{what} without a certificate: {}", a.text()),
+        }
+        if route.surface == Surface::Api && a.status.is_client_error() {
+            assert!(a.is_json_error(), "{what}: {}", a.text());
+        }
+
+        for (role, caller) in &roles {
+            let r = call(&app, Some(caller), m, &path).await;
+            let what = format!("{what} as {}", role.as_str());
+            match route.who {
+                Who::Operator(allowed) if !allowed.contains(role) => {
+                    assert_eq!(r.status, 403, "{what}: {}", r.text());
+                    assert!(r.text().contains("lacks the role"), "{what}: {}", r.text());
+                }
+                // An operator certificate is not a card's: the login service decides (absent
+                // here); the identity check lets it through.
+                _ => assert_reached_handler(&r, &what, &path),
+            }
+            if route.surface == Surface::Api && r.status.is_client_error() {
+                assert!(r.is_json_error(), "{what}: {}", r.text());
+            }
+            checked += 1;
+        }
+
+        let r = call(&app, Some(&revoked), m, &path).await;
+        assert_eq!(
+            r.status,
+            401,
+            "{what} with a revoked certificate: {}",
+            r.text()
+        );
+        assert!(
+            r.connection.is_closing(),
+            "{what}: the connection stays open"
+        );
+        assert_eq!(
+            r.headers.get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..]),
+            "{what}"
+        );
+    }
+    assert_eq!(checked, ROUTES.len() * Role::ALL.len());
+    // A path outside the table does not exist.
+    let r = app.get(Some(&roles[0].1), "/api/v1/nope").await;
+    assert_eq!(r.status, 404);
+}
+
+/// A client certificate of our CA that is not registered as an operator: 403 on operator routes
+/// (not 401: it authenticates), and open routes still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_is_not_an_operator_is_refused_operator_routes() {
+    let app = InProcess::new();
+    let admin = app.operator("admin", &[Role::CaOperator]);
+    // A professional's card authentication certificate authenticates on this listener but is
+    // no operator: issue one through the card service's CA as enrolment would.
+    let (_key, pem) = csr("CN=Card Holder, O=cps-trust tests, C=FR");
+    let r = app
+        .post_json(
+            Some(&admin),
+            "/api/v1/certificates",
+            &json!({
+                "profile": "org-tls-client",
+                "csr": pem,
+                "subject": {"organisation": {
+                    "state": "Seine-Maritime (76)", "name": "Clinique", "structure_id": "318751275100020",
+                    "common_name": "client.example"}},
+                "holder": "structure:318751275100020",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let der = cps_pki::pem_certificates(r.json()["pem"].as_str().unwrap())
+        .into_iter()
+        .next()
+        .unwrap();
+    let client = Caller {
+        name: "client".into(),
+        cert: app.peer(&der).unwrap(),
+        serial_hex: r.json()["serial"].as_str().unwrap().into(),
+    };
+    // Not an HTTPS profile of this listener: refused as an identity, whatever the route.
+    let r = app.get(Some(&client), "/api/v1/whoami").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.connection.is_closing());
+    let r = app.get(Some(&client), "/api/v1/crl/organisations").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+}
+
+/// Every state-changing route refuses what another site can make a browser send (CORS-simple
+/// content types, no content type, a foreign origin, cross-site fetch metadata) before its
+/// handler, and nothing changes — even for an operator holding every role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_routes_refuse_cross_site_requests_and_change_nothing() {
+    let app = InProcess::new();
+    let all = app.operator("all", &Role::ALL);
+    let before = app.snapshot();
+    let mut refused = 0;
+    for route in ROUTES {
+        if route.forgery == Forgery::Read {
+            continue;
+        }
+        let path = concrete(route.path);
+        let (good, body) = well_formed(route.forgery);
+        let mut attacks: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![good[0], ("origin", "https://evil.example")],
+            vec![good[0], ("origin", "null")],
+            vec![good[0], ("origin", "http://cps-trust.localhost:8443")],
+            vec![good[0], ("sec-fetch-site", "cross-site")],
+            vec![good[0], ("sec-fetch-site", "same-site")],
+        ];
+        if let Forgery::Write(_) = route.forgery {
+            for t in CORS_SIMPLE {
+                attacks.push(vec![("content-type", t)]);
+            }
+            attacks.push(vec![("content-type", "multipart/form-data; boundary=x")]);
+            attacks.push(vec![("content-type", "text/plain; charset=utf-8")]);
+        } else {
+            attacks.push(vec![("content-type", "application/json")]);
+            attacks.push(vec![("content-type", "text/plain")]);
+        }
+        for h in &attacks {
+            let r = app
+                .call(Some(&all), Method::POST, &path, h, body.to_vec())
+                .await;
+            assert!(
+                r.status == 403 || r.status == 415,
+                "POST {path} {h:?}: {} {}",
+                r.status,
+                r.text()
+            );
+            assert!(
+                r.text().contains("nothing was changed"),
+                "POST {path} {h:?} refused by its handler, not before: {}",
+                r.text()
+            );
+            if route.surface == Surface::Api {
+                assert!(r.is_json_error(), "POST {path} {h:?}: {}", r.text());
+            }
+            refused += 1;
+        }
+    }
+    assert!(refused > 100, "{refused}");
+    assert_eq!(app.snapshot(), before);
+}
+
+/// One bad request: a 4xx JSON error that says what is wrong, and nothing changed (what is
+/// not so is added to `fails`).
+#[allow(clippy::too_many_arguments)]
+async fn refused(
+    fails: &mut Vec<String>,
+    app: &InProcess,
+    who: &Caller,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    status: u16,
+    says: &str,
+) {
+    let before = app.snapshot();
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|c| ("content-type", c))
+        .into_iter()
+        .collect();
+    let r = app
+        .call(Some(who), method.clone(), path, &headers, body)
+        .await;
+    let what = format!("{method} {path} ({})", &says);
+    if r.status.as_u16() != status {
+        fails.push(format!(
+            "{what}: {} (expected {status}) {}",
+            r.status,
+            r.text()
+        ));
+    } else if !r.is_json_error() {
+        fails.push(format!("{what}: not a JSON error: {}", r.text()));
+    } else {
+        let message = r.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        if !message.contains(&says.to_lowercase()) {
+            fails.push(format!("{what}: '{message}' does not say '{says}'"));
+        }
+    }
+    if app.snapshot() != before {
+        fails.push(format!("{what}: changed the state"));
+    }
+}
+
+fn org_issue(csr: &str) -> serde_json::Value {
+    json!({
+        "profile": "org-tls-client",
+        "csr": csr,
+        "subject": {"organisation": {
+            "state": "Seine-Maritime (76)", "name": "Clinique", "structure_id": "318751275100020",
+            "common_name": "client.example"}},
+        "holder": "structure:318751275100020",
+    })
+}
+
+/// Bad input, route family by route family: malformed JSON, unknown fields, oversized bodies,
+/// malformed CSRs (PEM and DER), bad hex, unknown serials, CAs, nodes, professionals, cards and
+/// jobs. Each gets a 4xx JSON error naming the problem, and the state is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
+    let app = InProcess::new();
+    let mut fails = Vec::new();
+    let ops = app.operator("ops", &[Role::CaOperator]);
+    let ra = app.operator("ra", &[Role::RaOfficer]);
+    let auditor = app.operator("auditor", &[Role::Auditor]);
+    let json_ct = Some("application/json");
+    let (_k, good_csr) = csr("CN=client.example, O=cps-trust tests, C=FR");
+    let j = |v: serde_json::Value| v.to_string().into_bytes();
+    let big = {
+        let mut v = org_issue(&good_csr);
+        v["holder"] = json!("x".repeat(cps_appliance::api::MAX_BODY + 1));
+        j(v)
+    };
+
+    // Raw issuance.
+    let p = "/api/v1/certificates";
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        b"{\"profile\":".to_vec(),
+        400,
+        "JSON",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        b"[]".to_vec(),
+        400,
+        "",
+    )
+    .await;
+    let mut unknown = org_issue(&good_csr);
+    unknown["admin"] = json!(true);
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(unknown),
+        400,
+        "unknown field",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        big.clone(),
+        413,
+        "length limit",
+    )
+    .await;
+    let garbage_pem =
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(org_issue(garbage_pem)),
+        400,
+        "CSR",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(org_issue("not a CSR")),
+        400,
+        "CSR",
+    )
+    .await;
+    let der_b64 = base64_of(b"\x30\x03\x02\x01\x00");
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(org_issue(&der_b64)),
+        400,
+        "CSR",
+    )
+    .await;
+    let mut reserved = org_issue(&good_csr);
+    reserved["profile"] = json!("audit-checkpoint");
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(reserved),
+        400,
+        "reserved",
+    )
+    .await;
+    let mut no_profile = org_issue(&good_csr);
+    no_profile["profile"] = json!("no-such-profile");
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(no_profile),
+        400,
+        "profile",
+    )
+    .await;
+
+    // Certificates: show, list, revoke, CRL.
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/certificates/organisations/XYZ",
+        None,
+        vec![],
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/certificates/organisations/0123456789ABCDEF",
+        None,
+        vec![],
+        404,
+        "no certificate",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/certificates?after=nocolon",
+        None,
+        vec![],
+        400,
+        "cursor",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/certificates?after=organisations:zz",
+        None,
+        vec![],
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/certificates?bogus=1",
+        None,
+        vec![],
+        400,
+        "unknown field",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/certificates?limit=-1",
+        None,
+        vec![],
+        400,
+        "",
+    )
+    .await;
+    let revoke = |s: &str| format!("/api/v1/certificates/organisations/{s}/revoke");
+    let body = j(json!({"reason": "superseded"}));
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        &revoke("0123456789ABCDEF"),
+        json_ct,
+        body.clone(),
+        404,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        &revoke("not-hex"),
+        json_ct,
+        body.clone(),
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        "/api/v1/certificates/nosuchca/01/revoke",
+        json_ct,
+        body.clone(),
+        404,
+        "",
+    )
+    .await;
+    // The operator's own certificate exists: the body decides.
+    let own = revoke(&ops.serial_hex);
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        &own,
+        json_ct,
+        j(json!({"reason": "boredom"})),
+        400,
+        "reason",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        &own,
+        json_ct,
+        j(json!({"reason": "superseded", "when": 1})),
+        400,
+        "unknown field",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        &own,
+        json_ct,
+        b"{".to_vec(),
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/crl/nosuchca",
+        None,
+        vec![],
+        404,
+        "",
+    )
+    .await;
+
+    // Operators.
+    let (_k2, op_csr) = csr("CN=newop, O=cps-trust tests, C=FR");
+    let p = "/api/v1/operators";
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(json!({"name": "x", "roles": ["root"], "csr": op_csr})),
+        400,
+        "role",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(json!({"name": "../x", "roles": ["auditor"], "csr": op_csr})),
+        400,
+        "name",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(json!({"name": "x", "roles": [], "csr": op_csr})),
+        400,
+        "role",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(json!({"name": "x", "roles": ["auditor"], "csr": "garbage"})),
+        400,
+        "CSR",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        b"{\"name\":1}".to_vec(),
+        400,
+        "",
+    )
+    .await;
+
+    // Nodes.
+    let p = "/api/v1/nodes";
+    let node = |name: &str, csr: &str| {
+        json!({"name": name, "csr": csr, "organisation": {
+            "state": "Seine-Maritime (76)", "name": "Clinique", "structure_id": "318751275100020",
+            "common_name": name}})
+    };
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(node("node.example", "garbage")),
+        400,
+        "CSR",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        j(node("not a host name!", &good_csr)),
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        p,
+        json_ct,
+        b"not json".to_vec(),
+        400,
+        "JSON",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::GET,
+        "/api/v1/nodes/no-such-node.example",
+        None,
+        vec![],
+        404,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ops,
+        Method::POST,
+        "/api/v1/nodes/no-such-node.example/remove",
+        json_ct,
+        b"{}".to_vec(),
+        400,
+        "no node",
+    )
+    .await;
+
+    // Audit.
+    refused(
+        &mut fails,
+        &app,
+        &auditor,
+        Method::GET,
+        "/api/v1/audit/checkpoints?keys=zz",
+        None,
+        vec![],
+        400,
+        "hexadecimal",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &auditor,
+        Method::GET,
+        "/api/v1/audit/events?bogus=1",
+        None,
+        vec![],
+        400,
+        "",
+    )
+    .await;
+
+    // Registry and cards.
+    let p = "/api/v1/professionals";
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::POST,
+        p,
+        json_ct,
+        b"{".to_vec(),
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::POST,
+        p,
+        json_ct,
+        j(json!({"idnat_ps": "1", "evil": true})),
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::POST,
+        p,
+        json_ct,
+        big.clone(),
+        413,
+        "length limit",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::GET,
+        "/api/v1/professionals/810000000000",
+        None,
+        vec![],
+        404,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::POST,
+        "/api/v1/professionals/810000000000/status",
+        json_ct,
+        j(json!({"status": "suspended"})),
+        404,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::GET,
+        "/api/v1/cards/0123456789ABCDEF",
+        None,
+        vec![],
+        404,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::POST,
+        "/api/v1/cards/0123456789ABCDEF/explode",
+        json_ct,
+        b"{}".to_vec(),
+        404,
+        "unknown card action",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::POST,
+        "/api/v1/cards/0123456789ABCDEF/suspend",
+        json_ct,
+        b"{}".to_vec(),
+        404,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::POST,
+        "/api/v1/cards/enrol",
+        json_ct,
+        b"{}".to_vec(),
+        400,
+        "",
+    )
+    .await;
+    refused(
+        &mut fails,
+        &app,
+        &ra,
+        Method::GET,
+        "/api/v1/jobs/00000000",
+        None,
+        vec![],
+        404,
+        "no job",
+    )
+    .await;
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A CRL's revoked serials (hex, upper case).
+fn crl_serials(der: &[u8]) -> Vec<String> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| hex::encode_upper(r.raw_serial()))
+        .collect()
+}
+
+/// Issue → hold → release → revoke (keyCompromise) through the router; the certificate view,
+/// the CRL the router serves and the OCSP status source follow each step, and the compromised
+/// key is refused a new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_hold_release_revoke_then_crl_and_ocsp_status() {
+    use cps_ocsp::{CertStatusAnswer, StatusSource};
+    let app = InProcess::new();
+    let ops = app.operator("ops", &[Role::CaOperator]);
+    let (_k, pem) = csr("CN=client.example, O=cps-trust tests, C=FR");
+    let r = app
+        .post_json(Some(&ops), "/api/v1/certificates", &org_issue(&pem))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let serial = r.json()["serial"].as_str().unwrap().to_uppercase();
+    let serial_bytes = hex::decode(&serial).unwrap();
+    let ocsp = cps_ca::StoreStatus(app.store.clone());
+    let status = || ocsp.status("organisations", &serial_bytes).unwrap();
+    let show = format!("/api/v1/certificates/organisations/{serial}");
+    let revoke = format!("{show}/revoke");
+    let crl = || async { app.get(None, "/api/v1/crl/organisations").await };
+
+    assert_eq!(app.get(Some(&ops), &show).await.json()["status"], "valid");
+    assert_eq!(status(), CertStatusAnswer::Good);
+    let c = crl().await;
+    assert_eq!(c.status, 200, "{}", c.text());
+    assert!(!crl_serials(&c.body).contains(&serial));
+
+    // On hold: revoked with certificateHold, listed, then released.
+    let r = app
+        .post_json(Some(&ops), &revoke, &json!({"reason": "certificateHold"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        matches!(status(), CertStatusAnswer::Revoked { .. }),
+        "{:?}",
+        status()
+    );
+    assert!(crl_serials(&crl().await.body).contains(&serial));
+    let r = app
+        .post_json(Some(&ops), &revoke, &json!({"reason": "removeFromCRL"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "valid", "{}", r.text());
+    assert_eq!(status(), CertStatusAnswer::Good);
+    assert!(!crl_serials(&crl().await.body).contains(&serial));
+
+    // Final.
+    let r = app
+        .post_json(Some(&ops), &revoke, &json!({"reason": "keyCompromise"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        matches!(status(), CertStatusAnswer::Revoked { .. }),
+        "{:?}",
+        status()
+    );
+    assert!(crl_serials(&crl().await.body).contains(&serial));
+    // Final means final: no release, and the key is blocklisted.
+    let before = app.snapshot();
+    let r = app
+        .post_json(Some(&ops), &revoke, &json!({"reason": "removeFromCRL"}))
+        .await;
+    assert!(
+        r.status.is_client_error() && r.is_json_error(),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let r = app
+        .post_json(Some(&ops), "/api/v1/certificates", &org_issue(&pem))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.is_json_error() && r.text().contains("blocklist"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(app.snapshot(), before);
+    // A serial never issued is unknown, not good.
+    assert_eq!(
+        ocsp.status("organisations", &[0x01, 0x23]).unwrap(),
+        CertStatusAnswer::Unknown
+    );
+}
+
+/// An operator's revocation through the API reaches that operator's next request at once (the
+/// identity is checked per request, not per connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_operator_is_refused_on_its_next_request() {
+    let app = InProcess::new();
+    let admin = app.operator("admin", &[Role::CaOperator]);
+    let auditor = app.operator("auditor", &[Role::Auditor]);
+    assert_eq!(app.get(Some(&auditor), "/api/v1/whoami").await.status, 200);
+    let r = app
+        .post_json(
+            Some(&admin),
+            &format!(
+                "/api/v1/certificates/organisations/{}/revoke",
+                auditor.serial_hex
+            ),
+            &json!({"reason": "certificateHold"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.get(Some(&auditor), "/api/v1/whoami").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.connection.is_closing());
+    let r = app
+        .post_json(
+            Some(&admin),
+            &format!(
+                "/api/v1/certificates/organisations/{}/revoke",
+                auditor.serial_hex
+            ),
+            &json!({"reason": "removeFromCRL"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.get(Some(&auditor), "/api/v1/whoami").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["name"], "auditor");
+}
