@@ -1036,3 +1036,48 @@ async fn a_revoked_operator_is_refused_on_its_next_request() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["name"], "auditor");
 }
+
+/// While the disk is full every state-changing route answers 503 with the reason and
+/// `Retry-After`, before its handler, and nothing changes; reads go on; once space is back,
+/// writes are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_every_write_and_serves_reads() {
+    let app = InProcess::new();
+    let all = app.operator("all", &Role::ALL);
+    // The CRLs are signed before (the running appliance's refresher does it at start).
+    assert_eq!(app.get(None, "/api/v1/crl/organisations").await.status, 200);
+    app.fill_disk();
+    let before = app.snapshot();
+    for route in ROUTES {
+        let path = concrete(route.path);
+        let r = call(&app, Some(&all), &route.method, &path).await;
+        let what = format!("{} {path}", route.method);
+        if route.forgery == Forgery::Read {
+            assert_reached_handler(&r, &what, &path);
+        } else {
+            assert_eq!(r.status, 503, "{what}: {}", r.text());
+            assert!(
+                r.is_json_error() && r.text().contains("disk full"),
+                "{what}: {}",
+                r.text()
+            );
+            assert_eq!(
+                r.headers.get("retry-after").map(|v| v.as_bytes()),
+                Some(&b"30"[..]),
+                "{what}"
+            );
+        }
+    }
+    // An issuance, well formed, is refused too.
+    let (_k, pem) = csr("CN=client.example, O=cps-trust tests, C=FR");
+    let r = app
+        .post_json(Some(&all), "/api/v1/certificates", &org_issue(&pem))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(app.snapshot(), before);
+    app.free_disk();
+    let r = app
+        .post_json(Some(&all), "/api/v1/certificates", &org_issue(&pem))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}

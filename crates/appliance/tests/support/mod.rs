@@ -9,14 +9,17 @@
 //! the peer address and the connection control ([`Connection`]). Nothing is mocked but the
 //! transport: TLS and the socket are the end-to-end suites' business (`tests/tests/authz.rs`).
 //!
+//! The disk guard is real too, in front of the router and on the store's commits as `serve.rs`
+//! wires them; [`InProcess::fill_disk`] swaps in a guard whose reserve is larger than any disk
+//! (the real "below the reserve" state), [`InProcess::free_disk`] one without a reserve.
+//!
 //! Not wired (the routes answer as an appliance where they are absent): the XUA seal and the
-//! card login service (built from the HSM and the home today), the card readers (PC/SC), and
-//! the disk guard layer `serve.rs` puts in front of the router.
+//! card login service (built from the HSM and the home today), and the card readers (PC/SC).
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
@@ -26,6 +29,7 @@ use cps_appliance::authz::Role;
 use cps_appliance::ca::CaService;
 use cps_appliance::clock::{SharedClock, SigningClock};
 use cps_appliance::conn::{Connection, PeerAddr};
+use cps_appliance::disk::DiskGuard;
 use cps_appliance::identity::{HTTPS_PROFILES, Identities, PeerCertificate};
 use cps_hsm::{KeyAlgorithm, SigFormat, Signer, SoftwareSigner};
 use cps_store::{SledStore, Store};
@@ -40,7 +44,9 @@ pub struct InProcess {
     pub audit_log: cps_atna::AuditLog,
     /// Where the audit writer's records go (one JSON record a line).
     pub audit_file: std::path::PathBuf,
-    router: Router,
+    state: ApiState,
+    router: Mutex<Router>,
+    disk: Arc<Mutex<Arc<DiskGuard>>>,
     /// `(CA id, subject DER)` of the issuing CAs: how the accept loop reads client certificates.
     issuers: Vec<(String, Vec<u8>)>,
     dir: tempfile::TempDir,
@@ -102,11 +108,31 @@ pub fn csr(subject: &str) -> (SoftwareSigner, String) {
     (key, cps_pki::pem_encode("CERTIFICATE REQUEST", &der))
 }
 
+/// A disk guard over the harness's directory with a reserve of `min_free_mb`, its state measured.
+fn guard(dir: &std::path::Path, min_free_mb: u64) -> Arc<DiskGuard> {
+    let g = DiskGuard::new(vec![("store", dir.to_path_buf())], min_free_mb);
+    let _ = g.check_now();
+    g
+}
+
+/// The HTTPS router as `serve.rs` assembles it: the route table, then the disk guard.
+fn router(state: &ApiState, disk: &Arc<DiskGuard>) -> Router {
+    cps_appliance::authz::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        disk.clone(),
+        cps_appliance::disk::refuse_new_work_when_full,
+    ))
+}
+
 impl InProcess {
     /// A fresh appliance (call it inside a Tokio runtime: the audit writer is a task).
     pub fn new() -> InProcess {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+        let disk = Arc::new(Mutex::new(guard(dir.path(), 0)));
+        let sled = SledStore::open(dir.path().join("store")).unwrap();
+        let gate = disk.clone();
+        sled.set_write_gate(Box::new(move || gate.lock().unwrap().check_now()))
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(sled);
         // A synchronised clock: the gate is real and audits its transitions in the store.
         let clock = Arc::new(SigningClock::new(
             SharedClock(Arc::new(cps_ct::FixedClock(
@@ -175,7 +201,7 @@ impl InProcess {
             .filter(|a| a.id != "root")
             .map(|a| (a.id.clone(), a.name.to_der().unwrap()))
             .collect();
-        let router = cps_appliance::authz::router(ApiState {
+        let state = ApiState {
             identities: Arc::new(Identities::new(store.clone(), HTTPS_PROFILES)),
             ca: ca.clone(),
             nodes: cps_appliance::nodes::Nodes::new(store.clone()),
@@ -185,17 +211,35 @@ impl InProcess {
             jobs: cps_appliance::cards::Jobs::default(),
             audit_log: Some(audit_log.clone()),
             audit_writer,
-        });
+        };
+        let router = Mutex::new(router(&state, &disk.lock().unwrap()));
         InProcess {
             store,
             ca,
             cards,
             audit_log,
             audit_file,
+            state,
             router,
+            disk,
             issuers,
             dir,
         }
+    }
+
+    /// The disk is below its reserve from now on: a guard whose reserve no disk has.
+    pub fn fill_disk(&self) {
+        self.set_disk(guard(self.dir.path(), u64::MAX >> 20));
+    }
+
+    /// The disk has room again.
+    pub fn free_disk(&self) {
+        self.set_disk(guard(self.dir.path(), 0));
+    }
+
+    fn set_disk(&self, g: Arc<DiskGuard>) {
+        *self.router.lock().unwrap() = router(&self.state, &g);
+        *self.disk.lock().unwrap() = g;
     }
 
     /// The temporary directory of this appliance.
@@ -240,7 +284,8 @@ impl InProcess {
         ext.insert(ClientCert(caller.map(|c| c.cert.clone())));
         ext.insert(PeerAddr(SocketAddr::from(([127, 0, 0, 1], 40_000))));
         ext.insert(connection.clone());
-        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let router = self.router.lock().unwrap().clone();
+        let resp = router.oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
