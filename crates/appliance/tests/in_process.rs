@@ -162,28 +162,62 @@ async fn every_route_against_every_role_and_certificate() {
     assert_eq!(r.status, 404);
 }
 
-/// A client certificate of our CA that is not registered as an operator: 403 on operator routes
-/// (not 401: it authenticates), and open routes still answer.
+/// Client certificates of our CA that are not operators': a card's authentication certificate
+/// authenticates (the card login route takes it) but gets 403 "not registered as an operator"
+/// on operator routes; a certificate of a profile this listener does not accept (a TLS client
+/// certificate) is refused as an identity (401, connection closed) on every route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_that_is_not_an_operator_is_refused_operator_routes() {
+async fn certificates_that_are_not_operators() {
     let app = InProcess::new();
     let admin = app.operator("admin", &[Role::CaOperator]);
-    // A professional's card authentication certificate authenticates on this listener but is
-    // no operator: issue one through the card service's CA as enrolment would.
+
+    // A card authentication certificate, issued as enrolment issues it.
     let (_key, pem) = csr("CN=Card Holder, O=cps-trust tests, C=FR");
-    let r = app
-        .post_json(
-            Some(&admin),
-            "/api/v1/certificates",
-            &json!({
-                "profile": "org-tls-client",
-                "csr": pem,
-                "subject": {"organisation": {
-                    "state": "Seine-Maritime (76)", "name": "Clinique", "structure_id": "318751275100020",
-                    "common_name": "client.example"}},
-                "holder": "structure:318751275100020",
-            }),
+    let rec = app
+        .ca
+        .issue(
+            &cps_ca::IssueRequest {
+                profile: "cps-auth".into(),
+                csr: pem.into_bytes(),
+                subject: cps_ca::SubjectRequest::Person(cps_pki::PersonIdentity {
+                    idnat_ps: "810003456786".into(),
+                    surname: "LE GALL".into(),
+                    given_name: "Jean".into(),
+                    profession_code: "21".into(),
+                }),
+                sans: vec![],
+                holder: "810003456786".into(),
+            },
+            "test",
+            support::now(),
         )
+        .unwrap();
+    let card = Caller {
+        name: "card".into(),
+        cert: app.peer(&rec.der).unwrap(),
+        serial_hex: hex::encode_upper(&rec.serial),
+    };
+    for route in ROUTES {
+        let path = concrete(route.path);
+        let r = call(&app, Some(&card), &route.method, &path).await;
+        let what = format!("{} {path} with a card certificate", route.method);
+        match route.who {
+            Who::Operator(_) => {
+                assert_eq!(r.status, 403, "{what}: {}", r.text());
+                assert!(
+                    r.text().contains("not registered as an operator"),
+                    "{what}: {}",
+                    r.text()
+                );
+            }
+            Who::Anyone | Who::CardCertificate => assert_reached_handler(&r, &what, &path),
+        }
+    }
+
+    // A TLS client certificate from the API.
+    let (_key, pem) = csr("CN=client.example, O=cps-trust tests, C=FR");
+    let r = app
+        .post_json(Some(&admin), "/api/v1/certificates", &org_issue(&pem))
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let der = cps_pki::pem_certificates(r.json()["pem"].as_str().unwrap())
@@ -195,12 +229,13 @@ async fn a_certificate_that_is_not_an_operator_is_refused_operator_routes() {
         cert: app.peer(&der).unwrap(),
         serial_hex: r.json()["serial"].as_str().unwrap().into(),
     };
-    // Not an HTTPS profile of this listener: refused as an identity, whatever the route.
-    let r = app.get(Some(&client), "/api/v1/whoami").await;
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert!(r.connection.is_closing());
-    let r = app.get(Some(&client), "/api/v1/crl/organisations").await;
-    assert_eq!(r.status, 401, "{}", r.text());
+    for route in ROUTES {
+        let path = concrete(route.path);
+        let r = call(&app, Some(&client), &route.method, &path).await;
+        let what = format!("{} {path} with a TLS client certificate", route.method);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert!(r.connection.is_closing(), "{what}");
+    }
 }
 
 /// Every state-changing route refuses what another site can make a browser send (CORS-simple
@@ -261,51 +296,6 @@ async fn state_changing_routes_refuse_cross_site_requests_and_change_nothing() {
     assert_eq!(app.snapshot(), before);
 }
 
-/// One bad request: a 4xx JSON error that says what is wrong, and nothing changed (what is
-/// not so is added to `fails`).
-#[allow(clippy::too_many_arguments)]
-async fn refused(
-    fails: &mut Vec<String>,
-    app: &InProcess,
-    who: &Caller,
-    method: Method,
-    path: &str,
-    content_type: Option<&str>,
-    body: Vec<u8>,
-    status: u16,
-    says: &str,
-) {
-    let before = app.snapshot();
-    let headers: Vec<(&str, &str)> = content_type
-        .map(|c| ("content-type", c))
-        .into_iter()
-        .collect();
-    let r = app
-        .call(Some(who), method.clone(), path, &headers, body)
-        .await;
-    let what = format!("{method} {path} ({})", &says);
-    if r.status.as_u16() != status {
-        fails.push(format!(
-            "{what}: {} (expected {status}) {}",
-            r.status,
-            r.text()
-        ));
-    } else if !r.is_json_error() {
-        fails.push(format!("{what}: not a JSON error: {}", r.text()));
-    } else {
-        let message = r.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_lowercase();
-        if !message.contains(&says.to_lowercase()) {
-            fails.push(format!("{what}: '{message}' does not say '{says}'"));
-        }
-    }
-    if app.snapshot() != before {
-        fails.push(format!("{what}: changed the state"));
-    }
-}
-
 fn org_issue(csr: &str) -> serde_json::Value {
     json!({
         "profile": "org-tls-client",
@@ -317,593 +307,432 @@ fn org_issue(csr: &str) -> serde_json::Value {
     })
 }
 
+/// One bad request: a 4xx JSON error that says what is wrong, and nothing changed (what is
+/// not so is returned).
+async fn refused(app: &InProcess, who: &Caller, case: &Bad, body: Vec<u8>) -> Option<String> {
+    let (method, path, content_type, _, status, says) = *case;
+    let before = app.snapshot();
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|c| ("content-type", c))
+        .into_iter()
+        .collect();
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let r = app
+        .call(Some(who), method.clone(), path, &headers, body)
+        .await;
+    let what = format!("{method} {path} ({says})");
+    let mut fail = None;
+    if r.status.as_u16() != status {
+        fail = Some(format!(
+            "{what}: {} (expected {status}) {}",
+            r.status,
+            r.text()
+        ));
+    } else if !r.is_json_error() {
+        fail = Some(format!("{what}: not a JSON error: {}", r.text()));
+    } else {
+        let message = r.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        if !message.contains(&says.to_lowercase()) {
+            fail = Some(format!("{what}: '{message}' does not say '{says}'"));
+        }
+    }
+    if app.snapshot() != before {
+        fail = Some(format!("{what}: changed the state"));
+    }
+    fail
+}
+
+/// A bad request: method, path, content type, body (`{csr}` stands for a good CSR, `{big}` for
+/// a body over the API's limit), the status expected and what its message must say.
+type Bad = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    u16,
+    &'static str,
+);
+
+const JSON: Option<&str> = Some("application/json");
+const ORG: &str = r#""subject": {"organisation": {"state": "Seine-Maritime (76)", "name": "Clinique", "structure_id": "318751275100020", "common_name": "client.example"}}, "holder": "structure:318751275100020""#;
+
+/// Raw issuance (`ORG` is spliced in where `{org}` stands).
+const ISSUE: &[Bad] = &[
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        r#"{"profile":"#,
+        400,
+        "JSON",
+    ),
+    ("POST", "/api/v1/certificates", JSON, "[]", 400, "JSON"),
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        r#"{"profile": "org-tls-client", "csr": "{csr}", {org}, "admin": true}"#,
+        400,
+        "unknown field",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        "{big}",
+        413,
+        "length limit",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        r#"{"profile": "org-tls-client", "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", {org}}"#,
+        400,
+        "CSR",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        r#"{"profile": "org-tls-client", "csr": "not a CSR", {org}}"#,
+        400,
+        "CSR",
+    ),
+    // A DER SEQUENCE that is no CSR, base64.
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        r#"{"profile": "org-tls-client", "csr": "MAMCAQA=", {org}}"#,
+        400,
+        "CSR",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        r#"{"profile": "audit-checkpoint", "csr": "{csr}", {org}}"#,
+        400,
+        "reserved",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates",
+        JSON,
+        r#"{"profile": "no-such-profile", "csr": "{csr}", {org}}"#,
+        400,
+        "profile",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates",
+        Some("application/json; charset=utf-8"),
+        r#"{"profile": 1}"#,
+        400,
+        "JSON",
+    ),
+];
+
+/// Certificates, CRLs, operators and nodes (a CA operator's routes).
+const CA: &[Bad] = &[
+    (
+        "GET",
+        "/api/v1/certificates/organisations/XYZ",
+        None,
+        "",
+        400,
+        "",
+    ),
+    (
+        "GET",
+        "/api/v1/certificates/organisations/0123456789ABCDEF",
+        None,
+        "",
+        404,
+        "no certificate",
+    ),
+    (
+        "GET",
+        "/api/v1/certificates?after=nocolon",
+        None,
+        "",
+        400,
+        "cursor",
+    ),
+    (
+        "GET",
+        "/api/v1/certificates?after=organisations:zz",
+        None,
+        "",
+        400,
+        "",
+    ),
+    (
+        "GET",
+        "/api/v1/certificates?bogus=1",
+        None,
+        "",
+        400,
+        "unknown field",
+    ),
+    ("GET", "/api/v1/certificates?limit=-1", None, "", 400, ""),
+    (
+        "POST",
+        "/api/v1/certificates/organisations/0123456789ABCDEF/revoke",
+        JSON,
+        r#"{"reason": "superseded"}"#,
+        404,
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates/organisations/not-hex/revoke",
+        JSON,
+        r#"{"reason": "superseded"}"#,
+        400,
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/certificates/nosuchca/01/revoke",
+        JSON,
+        r#"{"reason": "superseded"}"#,
+        404,
+        "",
+    ),
+    ("GET", "/api/v1/crl/nosuchca", None, "", 404, ""),
+    (
+        "POST",
+        "/api/v1/operators",
+        JSON,
+        r#"{"name": "x", "roles": ["root"], "csr": "{csr}"}"#,
+        400,
+        "role",
+    ),
+    (
+        "POST",
+        "/api/v1/operators",
+        JSON,
+        r#"{"name": "../x", "roles": ["auditor"], "csr": "{csr}"}"#,
+        400,
+        "name",
+    ),
+    (
+        "POST",
+        "/api/v1/operators",
+        JSON,
+        r#"{"name": "x", "roles": [], "csr": "{csr}"}"#,
+        400,
+        "role",
+    ),
+    (
+        "POST",
+        "/api/v1/operators",
+        JSON,
+        r#"{"name": "x", "roles": ["auditor"], "csr": "garbage"}"#,
+        400,
+        "CSR",
+    ),
+    (
+        "POST",
+        "/api/v1/operators",
+        JSON,
+        r#"{"name": 1}"#,
+        400,
+        "JSON",
+    ),
+    (
+        "POST",
+        "/api/v1/nodes",
+        JSON,
+        r#"{"name": "node.example", "csr": "garbage", "organisation": {"state": "S", "name": "N", "structure_id": "318751275100020", "common_name": "node.example"}}"#,
+        400,
+        "CSR",
+    ),
+    (
+        "POST",
+        "/api/v1/nodes",
+        JSON,
+        r#"{"name": "not a host name!", "csr": "{csr}", "organisation": {"state": "S", "name": "N", "structure_id": "318751275100020", "common_name": "x"}}"#,
+        400,
+        "",
+    ),
+    ("POST", "/api/v1/nodes", JSON, "not json", 400, "JSON"),
+    (
+        "GET",
+        "/api/v1/nodes/no-such-node.example",
+        None,
+        "",
+        404,
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/nodes/no-such-node.example/remove",
+        JSON,
+        "{}",
+        400,
+        "no node",
+    ),
+];
+
+/// The audit trail (an auditor's routes).
+const AUDIT: &[Bad] = &[
+    (
+        "GET",
+        "/api/v1/audit/checkpoints?keys=zz",
+        None,
+        "",
+        400,
+        "hexadecimal",
+    ),
+    (
+        "GET",
+        "/api/v1/audit/events?bogus=1",
+        None,
+        "",
+        400,
+        "unknown field",
+    ),
+    (
+        "GET",
+        "/api/v1/audit/events?from=yesterday",
+        None,
+        "",
+        400,
+        "",
+    ),
+];
+
+/// The registry, cards and jobs (a registry officer's routes).
+const REGISTRY: &[Bad] = &[
+    ("POST", "/api/v1/professionals", JSON, "{", 400, ""),
+    (
+        "POST",
+        "/api/v1/professionals",
+        JSON,
+        r#"{"idnat_ps": "1", "evil": true}"#,
+        400,
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/professionals",
+        JSON,
+        "{big}",
+        413,
+        "length limit",
+    ),
+    (
+        "GET",
+        "/api/v1/professionals/810000000000",
+        None,
+        "",
+        404,
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/professionals/810000000000/status",
+        JSON,
+        r#"{"status": "suspended"}"#,
+        404,
+        "",
+    ),
+    (
+        "POST",
+        "/api/v1/professionals/810000000000/status",
+        JSON,
+        r#"{"status": "retired"}"#,
+        400,
+        "status",
+    ),
+    ("GET", "/api/v1/cards/0123456789ABCDEF", None, "", 404, ""),
+    (
+        "POST",
+        "/api/v1/cards/0123456789ABCDEF/explode",
+        JSON,
+        "{}",
+        404,
+        "unknown card action",
+    ),
+    (
+        "POST",
+        "/api/v1/cards/0123456789ABCDEF/suspend",
+        JSON,
+        "{}",
+        404,
+        "",
+    ),
+    ("POST", "/api/v1/cards/enrol", JSON, "{}", 400, ""),
+    ("GET", "/api/v1/jobs/00000000", None, "", 404, "no job"),
+];
+
 /// Bad input, route family by route family: malformed JSON, unknown fields, oversized bodies,
 /// malformed CSRs (PEM and DER), bad hex, unknown serials, CAs, nodes, professionals, cards and
 /// jobs. Each gets a 4xx JSON error naming the problem, and the state is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
     let app = InProcess::new();
-    let mut fails = Vec::new();
     let ops = app.operator("ops", &[Role::CaOperator]);
     let ra = app.operator("ra", &[Role::RaOfficer]);
     let auditor = app.operator("auditor", &[Role::Auditor]);
-    let json_ct = Some("application/json");
     let (_k, good_csr) = csr("CN=client.example, O=cps-trust tests, C=FR");
-    let j = |v: serde_json::Value| v.to_string().into_bytes();
     let big = {
         let mut v = org_issue(&good_csr);
         v["holder"] = json!("x".repeat(cps_appliance::api::MAX_BODY + 1));
-        j(v)
+        v.to_string()
     };
-
-    // Raw issuance.
-    let p = "/api/v1/certificates";
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        b"{\"profile\":".to_vec(),
-        400,
-        "JSON",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        b"[]".to_vec(),
-        400,
-        "",
-    )
-    .await;
-    let mut unknown = org_issue(&good_csr);
-    unknown["admin"] = json!(true);
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(unknown),
-        400,
-        "unknown field",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        big.clone(),
-        413,
-        "length limit",
-    )
-    .await;
-    let garbage_pem =
-        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(org_issue(garbage_pem)),
-        400,
-        "CSR",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(org_issue("not a CSR")),
-        400,
-        "CSR",
-    )
-    .await;
-    let der_b64 = base64_of(b"\x30\x03\x02\x01\x00");
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(org_issue(&der_b64)),
-        400,
-        "CSR",
-    )
-    .await;
-    let mut reserved = org_issue(&good_csr);
-    reserved["profile"] = json!("audit-checkpoint");
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(reserved),
-        400,
-        "reserved",
-    )
-    .await;
-    let mut no_profile = org_issue(&good_csr);
-    no_profile["profile"] = json!("no-such-profile");
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(no_profile),
-        400,
-        "profile",
-    )
-    .await;
-
-    // Certificates: show, list, revoke, CRL.
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/certificates/organisations/XYZ",
-        None,
-        vec![],
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/certificates/organisations/0123456789ABCDEF",
-        None,
-        vec![],
-        404,
-        "no certificate",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/certificates?after=nocolon",
-        None,
-        vec![],
-        400,
-        "cursor",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/certificates?after=organisations:zz",
-        None,
-        vec![],
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/certificates?bogus=1",
-        None,
-        vec![],
-        400,
-        "unknown field",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/certificates?limit=-1",
-        None,
-        vec![],
-        400,
-        "",
-    )
-    .await;
-    let revoke = |s: &str| format!("/api/v1/certificates/organisations/{s}/revoke");
-    let body = j(json!({"reason": "superseded"}));
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        &revoke("0123456789ABCDEF"),
-        json_ct,
-        body.clone(),
-        404,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        &revoke("not-hex"),
-        json_ct,
-        body.clone(),
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        "/api/v1/certificates/nosuchca/01/revoke",
-        json_ct,
-        body.clone(),
-        404,
-        "",
-    )
-    .await;
+    let csr_json = serde_json::to_string(&good_csr).unwrap();
+    let csr_json = &csr_json[1..csr_json.len() - 1];
+    let mut fails = Vec::new();
+    for (who, cases) in [
+        (&ops, ISSUE),
+        (&ops, CA),
+        (&auditor, AUDIT),
+        (&ra, REGISTRY),
+    ] {
+        for case in cases {
+            let body = match case.3 {
+                "{big}" => big.clone(),
+                b => b.replace("{csr}", csr_json).replace("{org}", ORG),
+            };
+            fails.extend(refused(&app, who, case, body.into_bytes()).await);
+        }
+    }
     // The operator's own certificate exists: the body decides.
-    let own = revoke(&ops.serial_hex);
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        &own,
-        json_ct,
-        j(json!({"reason": "boredom"})),
-        400,
-        "reason",
+    let own: &'static str = format!(
+        "/api/v1/certificates/organisations/{}/revoke",
+        ops.serial_hex
     )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        &own,
-        json_ct,
-        j(json!({"reason": "superseded", "when": 1})),
-        400,
-        "unknown field",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        &own,
-        json_ct,
-        b"{".to_vec(),
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/crl/nosuchca",
-        None,
-        vec![],
-        404,
-        "",
-    )
-    .await;
-
-    // Operators.
-    let (_k2, op_csr) = csr("CN=newop, O=cps-trust tests, C=FR");
-    let p = "/api/v1/operators";
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(json!({"name": "x", "roles": ["root"], "csr": op_csr})),
-        400,
-        "role",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(json!({"name": "../x", "roles": ["auditor"], "csr": op_csr})),
-        400,
-        "name",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(json!({"name": "x", "roles": [], "csr": op_csr})),
-        400,
-        "role",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(json!({"name": "x", "roles": ["auditor"], "csr": "garbage"})),
-        400,
-        "CSR",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        b"{\"name\":1}".to_vec(),
-        400,
-        "",
-    )
-    .await;
-
-    // Nodes.
-    let p = "/api/v1/nodes";
-    let node = |name: &str, csr: &str| {
-        json!({"name": name, "csr": csr, "organisation": {
-            "state": "Seine-Maritime (76)", "name": "Clinique", "structure_id": "318751275100020",
-            "common_name": name}})
-    };
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(node("node.example", "garbage")),
-        400,
-        "CSR",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        j(node("not a host name!", &good_csr)),
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        p,
-        json_ct,
-        b"not json".to_vec(),
-        400,
-        "JSON",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::GET,
-        "/api/v1/nodes/no-such-node.example",
-        None,
-        vec![],
-        404,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ops,
-        Method::POST,
-        "/api/v1/nodes/no-such-node.example/remove",
-        json_ct,
-        b"{}".to_vec(),
-        400,
-        "no node",
-    )
-    .await;
-
-    // Audit.
-    refused(
-        &mut fails,
-        &app,
-        &auditor,
-        Method::GET,
-        "/api/v1/audit/checkpoints?keys=zz",
-        None,
-        vec![],
-        400,
-        "hexadecimal",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &auditor,
-        Method::GET,
-        "/api/v1/audit/events?bogus=1",
-        None,
-        vec![],
-        400,
-        "",
-    )
-    .await;
-
-    // Registry and cards.
-    let p = "/api/v1/professionals";
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::POST,
-        p,
-        json_ct,
-        b"{".to_vec(),
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::POST,
-        p,
-        json_ct,
-        j(json!({"idnat_ps": "1", "evil": true})),
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::POST,
-        p,
-        json_ct,
-        big.clone(),
-        413,
-        "length limit",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::GET,
-        "/api/v1/professionals/810000000000",
-        None,
-        vec![],
-        404,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::POST,
-        "/api/v1/professionals/810000000000/status",
-        json_ct,
-        j(json!({"status": "suspended"})),
-        404,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::GET,
-        "/api/v1/cards/0123456789ABCDEF",
-        None,
-        vec![],
-        404,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::POST,
-        "/api/v1/cards/0123456789ABCDEF/explode",
-        json_ct,
-        b"{}".to_vec(),
-        404,
-        "unknown card action",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::POST,
-        "/api/v1/cards/0123456789ABCDEF/suspend",
-        json_ct,
-        b"{}".to_vec(),
-        404,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::POST,
-        "/api/v1/cards/enrol",
-        json_ct,
-        b"{}".to_vec(),
-        400,
-        "",
-    )
-    .await;
-    refused(
-        &mut fails,
-        &app,
-        &ra,
-        Method::GET,
-        "/api/v1/jobs/00000000",
-        None,
-        vec![],
-        404,
-        "no job",
-    )
-    .await;
+    .leak();
+    for case in [
+        ("POST", own, JSON, r#"{"reason": "boredom"}"#, 400, "reason"),
+        (
+            "POST",
+            own,
+            JSON,
+            r#"{"reason": "superseded", "when": 1}"#,
+            400,
+            "unknown field",
+        ),
+        ("POST", own, JSON, "{", 400, "JSON"),
+        (
+            "POST",
+            own,
+            JSON,
+            r#"{"reason": "superseded", "invalidity_date": "soon"}"#,
+            400,
+            "JSON",
+        ),
+    ] {
+        fails.extend(refused(&app, &ops, &case, case.3.as_bytes().to_vec()).await);
+    }
     assert!(fails.is_empty(), "{}", fails.join("\n"));
-}
-
-fn base64_of(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 /// A CRL's revoked serials (hex, upper case).
@@ -1080,4 +909,156 @@ async fn a_full_disk_refuses_every_write_and_serves_reads() {
         .post_json(Some(&all), "/api/v1/certificates", &org_issue(&pem))
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// The happy paths the route matrix only reaches with empty input: an operator created through
+/// the API authenticates with the certificate it gets and has exactly its roles; a node is
+/// enrolled, shown, listed and removed (its certificate revoked); a professional is registered,
+/// shown and suspended. Each answers the status the OpenAPI document gives, and each change is
+/// in the audit table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_nodes_and_the_registry_through_the_router() {
+    let app = InProcess::new();
+    let ops = app.operator("ops", &[Role::CaOperator]);
+    let ra = app.operator("ra", &[Role::RaOfficer]);
+    let audited = || app.store.audit_len().unwrap();
+
+    // An operator, through the API.
+    let before = audited();
+    let (_k, pem) = csr("CN=officer2, O=cps-trust tests, C=FR");
+    let r = app
+        .post_json(
+            Some(&ops),
+            "/api/v1/operators",
+            &json!({"name": "officer2", "roles": ["ra-officer", "auditor"], "csr": pem}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(audited() > before);
+    let der = cps_pki::pem_certificates(r.json()["pem"].as_str().unwrap())
+        .into_iter()
+        .next()
+        .unwrap();
+    let officer2 = Caller {
+        name: "officer2".into(),
+        cert: app.peer(&der).unwrap(),
+        serial_hex: r.json()["serial"].as_str().unwrap().into(),
+    };
+    let r = app.get(Some(&officer2), "/api/v1/whoami").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"name": "officer2", "roles": ["ra-officer", "auditor"]})
+    );
+    assert_eq!(
+        app.get(Some(&officer2), "/api/v1/audit/events")
+            .await
+            .status,
+        200
+    );
+    let (_k, pem_other) = csr("CN=client.example, O=cps-trust tests, C=FR");
+    let r = app
+        .post_json(
+            Some(&officer2),
+            "/api/v1/certificates",
+            &org_issue(&pem_other),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("lacks the role"), "{}", r.text());
+    // The same name twice: a conflict, nothing written.
+    let (_k, pem2) = csr("CN=officer2, O=cps-trust tests, C=FR");
+    let before = app.snapshot();
+    let r = app
+        .post_json(
+            Some(&ops),
+            "/api/v1/operators",
+            &json!({"name": "officer2", "roles": ["auditor"], "csr": pem2}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.is_json_error());
+    assert_eq!(app.snapshot(), before);
+
+    // A secure node.
+    let (_k, node_csr) = csr("CN=node1.example, O=cps-trust tests, C=FR");
+    let r = app
+        .post_json(
+            Some(&ops),
+            "/api/v1/nodes",
+            &json!({"name": "node1.example", "csr": node_csr, "organisation": {
+                "state": "Seine-Maritime (76)", "name": "Clinique", "structure_id": "318751275100020",
+                "common_name": "node1.example"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let cert_serial = r.json()["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app.get(Some(&ops), "/api/v1/nodes/node1.example").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "active");
+    let r = app.get(Some(&ops), "/api/v1/nodes").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("node1.example"));
+    let r = app
+        .post_json(Some(&ops), "/api/v1/nodes/node1.example/remove", &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app
+        .get(
+            Some(&ops),
+            &format!("/api/v1/certificates/organisations/{cert_serial}"),
+        )
+        .await;
+    assert_eq!(r.json()["status"], "revoked", "{}", r.text());
+
+    // The registry.
+    let r = app
+        .post_json(
+            Some(&ra),
+            "/api/v1/professionals",
+            &json!({"idnat_ps": "810003456786", "surname": "LE GALL", "given_names": "Jean-Noël",
+                "profession_code": "21", "savoir_faire": null, "activities": [{
+                    "structure_id": "P290001234", "structure_name": "PHARMACIE DU PORT",
+                    "secteur_activite": "SA33"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = app
+        .get(Some(&ra), "/api/v1/professionals/810003456786")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("LE GALL"));
+    let r = app
+        .get(Some(&ra), "/api/v1/professionals?q=LE%20GALL")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app
+        .post_json(
+            Some(&ra),
+            "/api/v1/professionals/810003456786/status",
+            &json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("suspended"), "{}", r.text());
+    // Registering the same professional again is refused, and changes nothing.
+    let before = app.snapshot();
+    let r = app
+        .post_json(
+            Some(&ra),
+            "/api/v1/professionals",
+            &json!({"idnat_ps": "810003456786", "surname": "X", "given_names": "Y",
+                "profession_code": "21", "savoir_faire": null, "activities": []}),
+        )
+        .await;
+    assert!(
+        r.status.is_client_error() && r.is_json_error(),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    assert_eq!(app.snapshot(), before);
 }
