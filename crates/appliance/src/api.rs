@@ -16,7 +16,6 @@ use serde::Deserialize;
 use crate::ca::{CaError, CaService};
 use crate::operators::Operator;
 
-pub mod doc;
 pub mod wire;
 
 pub use cps_api::{CertificateList, CertificateView, RevokeRequest};
@@ -517,13 +516,4 @@ pub(crate) async fn crl(
         der.as_ref().clone(),
     )
         .into_response())
-}
-
-/// `/api/docs/` (Swagger UI) and `/api/v1/openapi.json`, the document generated from the
-/// handlers, the API's types and the authorization table ([`doc::openapi`]).
-pub(crate) fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
-    utoipa_swagger_ui::SwaggerUi::new("/api/docs")
-        .url("/api/v1/openapi.json", doc::openapi())
-        // No call to the online validator: the page loads nothing from elsewhere.
-        .config(utoipa_swagger_ui::Config::default().validator_url("none"))
 }

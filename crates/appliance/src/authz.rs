@@ -24,6 +24,8 @@
 //! A route the router matched but the table does not know is refused (fail closed); a test walks
 //! the table against the router and every role against every route.
 
+mod openapi;
+
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -283,7 +285,7 @@ pub fn router(state: ApiState) -> Router {
             r = r.route(route.path, h);
         }
     }
-    r.merge(api::swagger_ui())
+    r.merge(openapi::swagger_ui())
         .route_layer(middleware::from_fn_with_state(state.clone(), enforce))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
         .layer(axum::Extension(Arc::new(console::Console::new())))
@@ -395,11 +397,34 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
             let resp = next.run(req).await;
             match surface {
                 Surface::Console => console::security_headers_on(resp),
-                Surface::Api => resp,
+                Surface::Api => api_error_shape(resp).await,
             }
         }
         Err(refusal) => discard_then(req, refusal).await,
     }
+}
+
+/// An API answer in the API's error shape: a refusal of axum's extractors (a malformed query
+/// string or path, a body over the route's limit) is plain text; it becomes the same
+/// `{"error": ...}` JSON as every other API error, with its status.
+async fn api_error_shape(resp: Response) -> Response {
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(resp.status().is_client_error() && plain) {
+        return resp;
+    }
+    let status = resp.status();
+    // Rejection messages are short; anything longer is cut.
+    let message = match axum::body::to_bytes(resp.into_body(), 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_owned(),
+    };
+    ApiError::new(status, message).into_response()
 }
 
 /// The checks of [`enforce`]: the route's surface when the request may go on (its extensions

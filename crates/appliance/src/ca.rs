@@ -22,7 +22,8 @@ use crate::error::ApplianceError;
 use crate::home::CA_DIR;
 
 /// The signing clock as the CA's gate.
-struct ClockGate(Arc<SigningClock>);
+/// The clock as `cps-ca`'s signing gate.
+pub struct ClockGate(pub Arc<SigningClock>);
 
 impl cps_ca::SigningGate for ClockGate {
     fn check(&self) -> Result<(), String> {
@@ -113,6 +114,12 @@ impl CaService {
             core: Arc::new(core),
             clock,
         })
+    }
+
+    /// A service over an assembled `cps-ca` core and the gate its keys are behind (the
+    /// in-process harness builds one over software keys; [`CaService::open`] reads the home).
+    pub fn from_parts(core: Arc<cps_ca::CaService>, clock: Arc<SigningClock>) -> CaService {
+        CaService { core, clock }
     }
 
     /// The CA service itself (what the card service holds).

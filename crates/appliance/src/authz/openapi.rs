@@ -160,6 +160,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// `/api/docs/` (Swagger UI) and `/api/v1/openapi.json`, the document generated from the
+/// handlers, the API's types and the authorization table ([`openapi`]).
+pub(super) fn swagger_ui() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .url("/api/v1/openapi.json", openapi())
+        // No call to the online validator: the page loads nothing from elsewhere.
+        .config(utoipa_swagger_ui::Config::default().validator_url("none"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
