@@ -164,7 +164,7 @@ pub async fn start(
         checkpoint,
         checkpoint_chain,
         client_tls,
-        server_tls,
+        server_tls: Some(server_tls),
         store: ca.store().clone(),
         nodes,
         guard: Arc::new(Disk(guard)),

@@ -305,8 +305,9 @@ pub struct Start<'a> {
     /// The mutual-TLS client towards the destinations (the appliance's node certificate);
     /// required when destinations are configured.
     pub client_tls: Option<Arc<rustls::ClientConfig>>,
-    /// The repository's TLS server configuration (no session resumption).
-    pub server_tls: Arc<rustls::ServerConfig>,
+    /// The repository's TLS server configuration (no session resumption); required when the
+    /// repository is on.
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
     pub store: Arc<dyn Store>,
     /// The registry the API changes (its change signal re-authorizes open connections).
     pub nodes: Nodes,
@@ -358,6 +359,9 @@ pub async fn start(s: Start<'_>) -> Result<Atna, TrailError> {
             store.clone(),
             Duration::from_secs(u64::from(a.refusal_summary_seconds)),
         ));
+        let server_tls = s.server_tls.ok_or_else(|| {
+            TrailError::Settings("the audit record repository needs its TLS configuration".into())
+        })?;
         let (reauthorize, reauthorize_rx) = tokio::sync::watch::channel(0u64);
         tasks.push(tokio::spawn(signal_authorization_changes(
             store.clone(),
@@ -373,7 +377,7 @@ pub async fn start(s: Start<'_>) -> Result<Atna, TrailError> {
                 writes_paused: Some(guard.subscribe()),
                 ..Default::default()
             },
-            s.server_tls,
+            server_tls,
             Arc::new(NodeGate { nodes, refusals }),
             log.clone(),
         )
@@ -776,5 +780,132 @@ mod tests {
             batches < n,
             "{batches} batches for {n} concurrent records: no batching"
         );
+    }
+
+    /// A guard that always admits.
+    struct Room(tokio::sync::watch::Sender<Option<String>>);
+
+    impl WriteGuard for Room {
+        fn check_now(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn admit(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+            self.0.subscribe()
+        }
+    }
+
+    /// Polls `done` every 20 ms for up to 30 s (the forwarder runs on its own schedule).
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..1500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what} did not happen within 30 s");
+    }
+
+    /// The trail built in process from a software checkpoint signer, a store on disk and its
+    /// settings: a record committed in the store reaches the log as its DICOM message (found by
+    /// its professional), the cursor follows it, a record of the writer is durable when
+    /// answered, and a restart forwards nothing twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_committed_in_the_store_reach_the_log_once() {
+        use cps_hsm::{KeyAlgorithm, SoftwareSigner};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(cps_store::SledStore::open(dir.path().join("store")).unwrap());
+        let settings = TrailSettings {
+            repository: false,
+            ..TrailSettings::default()
+        };
+        let start_trail = |store: Arc<dyn Store>| {
+            let signer: Arc<dyn Signer> =
+                Arc::new(SoftwareSigner::generate("checkpoint", KeyAlgorithm::EcP256).unwrap());
+            start(Start {
+                settings: &settings,
+                syslog_tls: "127.0.0.1:0",
+                host: "cps-trust.localhost".into(),
+                log_dir: dir.path().join("log"),
+                queue_dir: dir.path().join("queue"),
+                checkpoint: signer,
+                checkpoint_chain: Vec::new(),
+                client_tls: None,
+                server_tls: None,
+                nodes: Nodes::new(store.clone()),
+                store,
+                guard: Arc::new(Room(tokio::sync::watch::channel(None).0)),
+            })
+        };
+        let atna = start_trail(store.clone()).await.unwrap();
+        let event = |idnat: &str| cps_audit::AuditEvent::AssertionValidated {
+            assertion_id: format!("_{idnat}"),
+            idnat_ps: idnat.into(),
+            purpose_of_use: "normal".into(),
+            patient_ins: None,
+        };
+        store
+            .commit(WriteBatch::new().with(WriteOp::AppendAudit(
+                event("810000000001").record(1_790_000_000, "operator:alice"),
+            )))
+            .unwrap();
+        let by = |idnat: &str| cps_atna::SearchFilter {
+            user: Some(idnat.into()),
+            ..Default::default()
+        };
+        let log = atna.log.clone();
+        eventually("the store's record in the log", || {
+            log.search(&by("810000000001"), 10, None)
+                .map(|p| p.records.len() == 1)
+                .unwrap_or(false)
+        })
+        .await;
+        let cursor = || {
+            store
+                .get_meta(CURSOR_META)
+                .unwrap()
+                .map(|v| String::from_utf8(v).unwrap())
+        };
+        eventually("the cursor saved", || cursor().as_deref() == Some("1")).await;
+        atna.writer()
+            .record(event("810000000002").record(1_790_000_001, "operator:svc"))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.search(&by("810000000002"), 10, None)
+                .unwrap()
+                .records
+                .len(),
+            1,
+            "answered before durable"
+        );
+        atna.shutdown().await;
+
+        // Started again over the same store and log: the forwarded record is not repeated.
+        let atna = start_trail(store.clone()).await.unwrap();
+        store
+            .commit(WriteBatch::new().with(WriteOp::AppendAudit(
+                event("810000000003").record(1_790_000_002, "operator:alice"),
+            )))
+            .unwrap();
+        let log = atna.log.clone();
+        eventually("the second store record in the log", || {
+            log.search(&by("810000000003"), 10, None)
+                .map(|p| p.records.len() == 1)
+                .unwrap_or(false)
+        })
+        .await;
+        assert_eq!(
+            log.search(&by("810000000001"), 10, None)
+                .unwrap()
+                .records
+                .len(),
+            1
+        );
+        assert_eq!(log.len(), 3);
+        atna.shutdown().await;
     }
 }

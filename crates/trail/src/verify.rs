@@ -59,7 +59,7 @@ pub fn open_store(path: &Path) -> Result<StoreAccess, String> {
             path.display()
         ));
     }
-    match cps_store::SledStore::open(&path) {
+    match cps_store::SledStore::open(path) {
         Ok(s) => Ok(StoreAccess::Open(StoreAnchors(Arc::new(s)))),
         Err(cps_store::StoreError::Locked { .. }) => Ok(StoreAccess::Running),
         Err(e) => Err(e.to_string()),
