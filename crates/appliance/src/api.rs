@@ -16,8 +16,6 @@ use serde::Deserialize;
 use crate::ca::{CaError, CaService};
 use crate::operators::Operator;
 
-pub mod wire;
-
 pub use cps_api::{CertificateList, CertificateView, RevokeRequest};
 pub use cps_ca::wire::certificate_view;
 
@@ -416,7 +414,7 @@ pub(crate) async fn enroll_node(
 ) -> Result<(StatusCode, Json<cps_api::NodeEnrolled>), ApiError> {
     let req: cps_api::NodeEnrollRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
-    let req = wire::node_request(req);
+    let req = cps_trail::wire::node_request(req);
     let actor = format!("operator:{}", op.name);
     let (ca, nodes) = (st.ca.clone(), st.nodes.clone());
     let (node, cert) = blocking(move || nodes.enroll(&ca, req, &actor, now())).await?;

@@ -195,7 +195,7 @@ impl CaService {
 pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[CHECKPOINT_PROFILE];
 
 /// The certificate profile of the audit checkpoint key (`certs/audit-checkpoint.toml`).
-pub const CHECKPOINT_PROFILE: &str = "audit-checkpoint";
+pub use cps_trail::CHECKPOINT_PROFILE;
 
 /// How long before its end a credential's certificate is renewed at start.
 const RENEW_BEFORE_SECS: i64 = 30 * 86_400;

@@ -11,12 +11,12 @@
 //! * base: [`config`], [`home`] (the home's layout, opening the HSM), [`error`], [`clock`]
 //!   (time, the signing gate), [`blocking`];
 //! * services wiring: [`operators`], [`ca`], [`ocsp`], [`xua`], [`login`], [`enrolment`],
-//!   [`nodes`];
-//! * background work: [`refusals`], [`disk`], [`audit_anchor`], [`audit`] (the card and
-//!   import jobs are `cps_enrol::Jobs`);
+//!   [`audit`] (the trail of `cps-trail`, whose `nodes`, `refusals`, `audit_anchor` and
+//!   `audit_verify` are re-exported here);
+//! * background work: [`disk`] (the card and import jobs are `cps_enrol::Jobs`);
 //! * HTTPS surface (TLS itself is `cps-tls`): [`conn`], [`identity`], [`caller`], [`api`], [`api_xua`],
 //!   [`api_enrol`], [`console`], [`authz`] (the one route table);
-//! * commands: [`ceremony`] (`init`, `ca show`), [`audit_verify`], [`serve`] (`serve`).
+//! * commands: [`ceremony`] (`init`, `ca show`), [`serve`] (`serve`).
 
 // Base.
 pub mod blocking;
@@ -30,16 +30,13 @@ pub mod home;
 pub mod ca;
 pub mod enrolment;
 pub mod login;
-pub mod nodes;
 pub mod ocsp;
 pub mod operators;
 pub mod xua;
 
 // Background work.
 pub mod audit;
-pub mod audit_anchor;
 pub mod disk;
-pub mod refusals;
 
 // HTTPS surface.
 pub mod api;
@@ -52,9 +49,12 @@ pub mod console;
 pub mod identity;
 
 // Commands.
-pub mod audit_verify;
 pub mod ceremony;
 pub mod serve;
 
 pub use clock::{rfc3339, unix_now};
+// The trail's modules, under the paths the appliance's modules and the CLI use.
+pub use cps_trail::anchor as audit_anchor;
+pub use cps_trail::verify as audit_verify;
+pub use cps_trail::{nodes, refusals};
 pub use error::ApplianceError;

@@ -2,7 +2,9 @@
 //!
 //! * **Messages**: [`AuditMessage`] is the DICOM PS3.15 A.5.1 model with its XML encoder;
 //!   [`events`] builds the appliance's security events (code mapping documented there);
-//!   [`parse_audit_xml`] reads other nodes' messages (DTDs refused, size and node limits).
+//!   [`parse_audit_xml`] reads other nodes' messages (DTDs refused, size and node limits);
+//!   [`mapping`] gives each typed audit event of the appliance its DICOM message (one
+//!   exhaustive `match`).
 //! * **Syslog**: [`SyslogMessage`] formats and parses RFC 5424 (facility 10, severity 5/4,
 //!   MSGID `IHE+RFC-3881`); [`FrameDecoder`] / [`encode_frame`] are the sans-IO RFC 5425
 //!   octet-counting codec.
@@ -22,6 +24,7 @@ mod error;
 pub mod events;
 pub mod framing;
 mod log;
+pub mod mapping;
 mod model;
 mod parse;
 mod queue;

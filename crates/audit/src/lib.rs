@@ -9,7 +9,7 @@
 //! back as [`Decoded::Legacy`], a path no new record can take.
 //!
 //! The crate depends on `cps-store` and serde only, so that every emitter (the CA, enrolment,
-//! the appliance) can use it without a cycle; the DICOM mapping lives with the ATNA wiring.
+//! the appliance) can use it without a cycle; the DICOM mapping is `cps_atna::mapping`.
 
 use std::collections::BTreeMap;
 
@@ -937,7 +937,7 @@ mod tests {
     }
 
     /// Every variant of the enum is in [`VARIANTS`] and has an example: a new variant fails here
-    /// until it has one (and so until its DICOM message is tested by the appliance).
+    /// until it has one (and so until its DICOM message is tested by `cps_atna::mapping`).
     #[test]
     fn examples_cover_every_variant() {
         let declared = serde_variants();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use cps_appliance::audit_anchor::AnchorSet;
-use cps_appliance::audit_verify::{self, AnchorSource, StoreAccess};
+use cps_appliance::audit_verify::{AnchorSource, StoreAccess};
 use cps_appliance::config::Config;
 
 use crate::client::ApiClient;
@@ -90,7 +90,7 @@ pub fn verify(
     root: Option<PathBuf>,
     as_operator: &str,
 ) -> CliResult {
-    let access = audit_verify::open_store(home, config).map_err(fail)?;
+    let access = cps_appliance::audit::open_store(home, config).map_err(fail)?;
     let api;
     let source: &dyn AnchorSource = match &access {
         StoreAccess::Open(store) => store,
@@ -104,7 +104,7 @@ pub fn verify(
             "root certificate SHA-256 {fp} (compare it with the fingerprint recorded at the key ceremony)"
         )
     };
-    match audit_verify::verify(home, config, dir, root, source) {
+    match cps_appliance::audit::verify(home, config, dir, root, source) {
         Ok(v) => {
             let r = &v.report;
             emitln(&root_line(&v.root_fingerprint));

@@ -314,7 +314,7 @@ fn run(rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>, dest: Option<Destinations
             }
         }
         if !to_store.is_empty() {
-            let now = crate::clock::unix_now();
+            let now = crate::time::unix_now();
             let mut batch = WriteBatch::new();
             if let Some(latest) = to_store.last() {
                 match serde_json::to_vec(&AnchorRecord::of(latest, now)) {
@@ -438,7 +438,7 @@ pub fn check_at_start(store: &dyn Store, log: &AuditLog) -> Result<Option<LostAn
         "the audit log {} does not hold the checkpoint of record {} anchored in the store at {}: it was cut back, deleted or replaced while the appliance was stopped (the anchor is kept; `cps-trust audit verify` reports it)",
         log.dir().display(),
         anchor.seq,
-        crate::clock::rfc3339(anchor.anchored_at)
+        crate::time::rfc3339(anchor.anchored_at)
     );
     tracing::error!(alarm = %msg, "AUDIT LOG ALARM");
     eprintln!("cps-trust: AUDIT LOG ALARM: {msg}");
@@ -517,7 +517,7 @@ mod tests {
             issuer: "organisations".into(),
             serial: vec![0x0a, 0x1b],
             subject: "CN=cps-trust audit checkpoints".into(),
-            profile: crate::ca::CHECKPOINT_PROFILE.into(),
+            profile: crate::CHECKPOINT_PROFILE.into(),
             holder: Some("appliance:audit-checkpoint".into()),
             spki_sha256: id,
             not_before: 1_790_000_000,

@@ -19,10 +19,9 @@ use cps_atna::{Anchor, CheckpointPolicy, TrustedKey, VerifyOptions, VerifyReport
 use cps_store::Store;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
-use crate::audit::{CHECKPOINT_CERTS, CHECKPOINT_EKU, CHECKPOINT_EKU_DER, LOG_DIR};
-use crate::audit_anchor::AnchorSet;
-use crate::clock::rfc3339;
-use crate::config::Config;
+use crate::anchor::AnchorSet;
+use crate::time::rfc3339;
+use crate::{CHECKPOINT_CERTS, CHECKPOINT_EKU, CHECKPOINT_EKU_DER};
 
 /// Where the anchors come from.
 pub trait AnchorSource {
@@ -40,7 +39,7 @@ impl AnchorSource for StoreAnchors {
         "the store".into()
     }
     fn fetch(&self, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
-        crate::audit_anchor::anchor_set(self.0.as_ref(), key_ids)
+        crate::anchor::anchor_set(self.0.as_ref(), key_ids)
     }
 }
 
@@ -52,16 +51,15 @@ pub enum StoreAccess {
     Running,
 }
 
-/// Open the home's store for reading anchors, or tell that the running appliance holds it.
-pub fn open_store(home: &Path, config: &Config) -> Result<StoreAccess, String> {
-    let path = config.resolve(home, &config.store.path);
+/// Open the store at `path` for reading anchors, or tell that the running appliance holds it.
+pub fn open_store(path: &Path) -> Result<StoreAccess, String> {
     if !path.join("db").is_file() {
         return Err(format!(
             "no store at {}: the anchors of the audit log's checkpoints cannot be read",
             path.display()
         ));
     }
-    match cps_store::SledStore::open(&path) {
+    match cps_store::SledStore::open(path) {
         Ok(s) => Ok(StoreAccess::Open(StoreAnchors(Arc::new(s)))),
         Err(cps_store::StoreError::Locked { .. }) => Ok(StoreAccess::Running),
         Err(e) => Err(e.to_string()),
@@ -202,17 +200,23 @@ fn judge(
     Judged { key_id, verdict }
 }
 
-/// Verify the log `dir` (default `<home>/audit/log`) against `root` (default
-/// `<home>/ca/root.pem`) and the anchors of `source`.
-pub fn verify(
-    home: &Path,
-    config: &Config,
-    dir: Option<PathBuf>,
-    root: Option<PathBuf>,
-    source: &dyn AnchorSource,
-) -> Result<Verified, NotVerified> {
-    let dir = dir.unwrap_or_else(|| home.join(LOG_DIR));
-    let root_path = root.unwrap_or_else(|| home.join("ca/root.pem"));
+/// What `audit verify` reads.
+#[derive(Debug, Clone)]
+pub struct VerifyInput {
+    /// The log directory.
+    pub log_dir: PathBuf,
+    /// The root certificate (PEM) checkpoint keys must chain to.
+    pub root: PathBuf,
+    /// The CA certificates (PEM), candidates for intermediates.
+    pub ca_bundle: PathBuf,
+    /// The checkpoint policy of checkpoints that carry none.
+    pub policy: CheckpointPolicy,
+}
+
+/// Verify the log of `input` against its root and the anchors of `source`.
+pub fn verify(input: &VerifyInput, source: &dyn AnchorSource) -> Result<Verified, NotVerified> {
+    let dir = input.log_dir.clone();
+    let root_path = input.root.clone();
     let none = None;
     let root_der = read_pem_certs(&root_path)
         .map_err(|e| failure(&none, e))?
@@ -231,11 +235,7 @@ pub fn verify(
     let bundle = read_pem_certs(&dir.join(CHECKPOINT_CERTS)).map_err(|e| failure(&fp, e))?;
     let mut intermediates: Vec<CertificateDer<'static>> = bundle
         .iter()
-        .chain(
-            read_pem_certs(&home.join("ca/ca-bundle.pem"))
-                .unwrap_or_default()
-                .iter(),
-        )
+        .chain(read_pem_certs(&input.ca_bundle).unwrap_or_default().iter())
         .map(|d| CertificateDer::from(d.clone()))
         .collect();
     intermediates.dedup();
@@ -355,10 +355,7 @@ pub fn verify(
     }
     let opts = VerifyOptions {
         keys,
-        default_policy: CheckpointPolicy {
-            every: config.audit.checkpoint_every,
-            interval: std::time::Duration::from_secs(u64::from(config.audit.checkpoint_seconds)),
-        },
+        default_policy: input.policy,
         grace: cps_atna::DEFAULT_GRACE,
         anchors: anchor_list,
     };

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use cps_store::{CertStatus, Expect, Store, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{CaError, CaService, IssueRequest, SubjectRequest};
+use cps_ca::{CaError, CaService, IssueRequest, SubjectRequest};
 
 const NODES: &str = "nodes";
 const NODE_CERTS: &str = "node_certs";
@@ -103,11 +103,8 @@ impl Nodes {
     }
 
     fn decode(bytes: &[u8]) -> Result<NodeRecord, CaError> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            CaError::from(crate::ApplianceError::Refused(format!(
-                "node record is corrupt: {e}"
-            )))
-        })
+        serde_json::from_slice(bytes)
+            .map_err(|e| CaError::Internal(format!("node record is corrupt: {e}").into()))
     }
 
     /// A node by name.

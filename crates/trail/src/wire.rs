@@ -45,9 +45,9 @@ pub fn node_request(r: w::NodeEnrollRequest) -> crate::nodes::NodeEnrollRequest 
     }
 }
 
-impl From<&crate::audit_anchor::AnchorRecord> for w::AnchorView {
-    fn from(r: &crate::audit_anchor::AnchorRecord) -> w::AnchorView {
-        let crate::audit_anchor::AnchorRecord {
+impl From<&crate::anchor::AnchorRecord> for w::AnchorView {
+    fn from(r: &crate::anchor::AnchorRecord) -> w::AnchorView {
+        let crate::anchor::AnchorRecord {
             seq,
             head,
             time,
@@ -64,9 +64,9 @@ impl From<&crate::audit_anchor::AnchorRecord> for w::AnchorView {
     }
 }
 
-impl From<&crate::audit_anchor::AnchorSet> for w::AnchorSetView {
-    fn from(r: &crate::audit_anchor::AnchorSet) -> w::AnchorSetView {
-        let crate::audit_anchor::AnchorSet {
+impl From<&crate::anchor::AnchorSet> for w::AnchorSetView {
+    fn from(r: &crate::anchor::AnchorSet) -> w::AnchorSetView {
+        let crate::anchor::AnchorSet {
             latest,
             history,
             lost,
@@ -78,7 +78,7 @@ impl From<&crate::audit_anchor::AnchorSet> for w::AnchorSetView {
             lost: lost
                 .iter()
                 .map(|l| {
-                    let crate::audit_anchor::LostAnchor {
+                    let crate::anchor::LostAnchor {
                         anchor,
                         found_at,
                         log_records,
@@ -95,7 +95,7 @@ impl From<&crate::audit_anchor::AnchorSet> for w::AnchorSetView {
             certificates: certificates
                 .iter()
                 .map(|c| {
-                    let crate::audit_anchor::KeyCertificate {
+                    let crate::anchor::KeyCertificate {
                         key_id,
                         ca,
                         serial,
@@ -133,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn nodes_operators_anchors_keep_their_wire_shape() {
+    fn nodes_and_anchors_keep_their_wire_shape() {
         let n = crate::nodes::NodeRecord {
             name: "n.example".into(),
             structure_id: "S".into(),
@@ -143,28 +143,23 @@ mod tests {
             enrolled_by: "operator:x".into(),
         };
         same_json(&n, &w::NodeView::from(&n));
-        let o = crate::operators::Operator {
-            name: "x".into(),
-            roles: vec!["auditor".into()],
-        };
-        same_json(&o, &w::OperatorView::from(&o));
-        let a = crate::audit_anchor::AnchorRecord {
+        let a = crate::anchor::AnchorRecord {
             seq: 1,
             head: "00".into(),
             time: 2,
             anchored_at: 3,
             checkpoint: "AA==".into(),
         };
-        let set = crate::audit_anchor::AnchorSet {
+        let set = crate::anchor::AnchorSet {
             latest: Some(a.clone()),
             history: vec![a.clone()],
-            lost: vec![crate::audit_anchor::LostAnchor {
+            lost: vec![crate::anchor::LostAnchor {
                 anchor: a,
                 found_at: 4,
                 log_records: 5,
                 log_last_checkpoint: Some(6),
             }],
-            certificates: vec![crate::audit_anchor::KeyCertificate {
+            certificates: vec![crate::anchor::KeyCertificate {
                 key_id: "ab".into(),
                 ca: "c".into(),
                 serial: "01".into(),
@@ -175,7 +170,7 @@ mod tests {
             }],
         };
         same_json(&set, &w::AnchorSetView::from(&set));
-        let empty = crate::audit_anchor::AnchorSet::default();
+        let empty = crate::anchor::AnchorSet::default();
         same_json(&empty, &w::AnchorSetView::from(&empty));
     }
 
