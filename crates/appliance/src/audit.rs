@@ -147,12 +147,8 @@ pub async fn start(
         None
     } else {
         let (key, chain) = node_credential(home, config, hsm, &ca)?;
-        let client = cps_tls::client_config(
-            Arc::new(crate::blocking::OffWorker(key)),
-            chain,
-            client_roots,
-        )
-        .map_err(ApplianceError::Refused)?;
+        let client = cps_tls::client_config(Arc::new(cps_ct::OffWorker(key)), chain, client_roots)
+            .map_err(ApplianceError::Refused)?;
         Some(Arc::new(client))
     };
     Ok(cps_trail::trail::start(cps_trail::trail::Start {

@@ -17,3 +17,15 @@ pub enum ApplianceError {
     #[error("{0}")]
     Refused(String),
 }
+
+impl From<cps_https::operators::OperatorError> for ApplianceError {
+    fn from(e: cps_https::operators::OperatorError) -> Self {
+        use cps_https::operators::OperatorError as E;
+        match e {
+            E::Pki(e) => ApplianceError::Pki(e),
+            E::Store(e) => ApplianceError::Store(e),
+            E::Io { path, reason } => ApplianceError::Io { path, reason },
+            E::Refused(m) => ApplianceError::Refused(m),
+        }
+    }
+}

@@ -13,26 +13,11 @@ pub const HTTPS_PROFILES: &[&str] = &[
     crate::login::LOGIN_PROFILE,
 ];
 
-/// The appliance's operator table: operator certificates bind the operator registered with
-/// them; other profiles bind none.
-pub struct OperatorTable;
-
-impl OperatorLookup for OperatorTable {
-    fn operator(
-        &self,
-        store: &dyn Store,
-        profile: &str,
-        cert_der: &[u8],
-    ) -> Result<Option<Operator>, String> {
-        if profile == crate::operators::OPERATOR_PROFILE {
-            crate::operators::lookup(store, cert_der).map_err(|e| e.to_string())
-        } else {
-            Ok(None)
-        }
-    }
-}
-
 /// The HTTPS listener's check over `store`.
 pub fn https_identities(store: Arc<dyn Store>) -> Identities {
-    Identities::new(store, HTTPS_PROFILES, Arc::new(OperatorTable))
+    Identities::new(
+        store,
+        HTTPS_PROFILES,
+        Arc::new(crate::operators::OperatorTable),
+    )
 }

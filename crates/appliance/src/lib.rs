@@ -9,7 +9,7 @@
 //! `serve` or `ceremony` (the commands at the top); `tests/layout.rs` holds both.
 //!
 //! * base: [`config`], [`home`] (the home's layout, opening the HSM), [`error`], [`clock`]
-//!   (time, the signing gate), [`blocking`];
+//!   (time, the signing gate; `cps_ct::OffWorker` runs HSM signatures off the runtime's workers);
 //! * services wiring: [`operators`], [`ca`], [`ocsp`], [`xua`], [`login`], [`enrolment`],
 //!   [`audit`] (the trail of `cps-trail`, whose `nodes`, `refusals`, `audit_anchor` and
 //!   `audit_verify` are re-exported here);
@@ -19,7 +19,6 @@
 //! * commands: [`ceremony`] (`init`, `ca show`), [`serve`] (`serve`).
 
 // Base.
-pub mod blocking;
 /// Time and the signing gate: `cps_ct::gate` (kept at this path for the appliance's modules).
 pub use cps_ct::gate as clock;
 pub mod config;
@@ -31,7 +30,8 @@ pub mod ca;
 pub mod enrolment;
 pub mod login;
 pub mod ocsp;
-pub mod operators;
+/// Operators and their credentials (`cps-https`), at their appliance path.
+pub use cps_https::operators;
 pub mod xua;
 
 // Background work.

@@ -412,7 +412,7 @@ fn tls_configs(
     st: &AppState,
     config: &Config,
 ) -> Result<(tokio_rustls::TlsAcceptor, Arc<rustls::ServerConfig>), ApplianceError> {
-    let key: cps_tls::TlsKey = Arc::new(crate::blocking::OffWorker(
+    let key: cps_tls::TlsKey = Arc::new(cps_ct::OffWorker(
         st.hsm.key(&config.appliance.tls_key_label)?,
     ));
     let pem = std::fs::read_to_string(st.home.join("tls/server.pem")).map_err(|e| {

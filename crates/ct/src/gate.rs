@@ -98,6 +98,33 @@ pub fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A signer whose signatures run under [`blocking_io`]: for a key that is called on the runtime,
+/// inside a TLS handshake (the HTTPS and syslog-TLS listeners, the audit sender's links).
+pub struct OffWorker<S>(pub S);
+
+impl<S: Signer> Signer for OffWorker<S> {
+    fn label(&self) -> &str {
+        self.0.label()
+    }
+
+    fn key_algorithm(&self) -> cps_hsm::KeyAlgorithm {
+        self.0.key_algorithm()
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        self.0.public_key_der()
+    }
+
+    fn sign(
+        &self,
+        alg: cps_hsm::SignatureAlgorithm,
+        message: &[u8],
+        format: cps_hsm::SigFormat,
+    ) -> Result<Vec<u8>, cps_hsm::HsmError> {
+        blocking_io(|| self.0.sign(alg, message, format))
+    }
+}
+
 /// Unix seconds of a time (0 before 1970).
 pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)

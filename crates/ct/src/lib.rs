@@ -28,8 +28,8 @@ pub use clock::{
     UntrustedReason,
 };
 pub use gate::{
-    ClockReport, GatedSigner, SharedClock, SigningClock, TimeSection, TimeSourceKind, blocking_io,
-    rfc3339, unix, unix_now,
+    ClockReport, GatedSigner, OffWorker, SharedClock, SigningClock, TimeSection, TimeSourceKind,
+    blocking_io, rfc3339, unix, unix_now,
 };
 pub use ratelimit::{RateDecision, RateLimitConfig, RateLimiter};
 pub use responder::{

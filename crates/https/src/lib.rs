@@ -19,6 +19,7 @@
 pub mod caller;
 pub mod conn;
 pub mod identity;
+pub mod operators;
 
 pub use caller::{Unauthenticated, client_certificate};
 pub use conn::{Connection, Ending, Limits, PeerAddr, RequestGuard, discard_then, drive};

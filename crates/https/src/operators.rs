@@ -12,7 +12,20 @@ use cps_pki::{
 };
 use cps_store::{Store, WriteOp};
 
-use crate::error::ApplianceError;
+use std::path::PathBuf;
+
+/// Why an operator credential could not be made, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("certificate: {0}")]
+    Pki(#[from] cps_pki::PkiError),
+    #[error("store: {0}")]
+    Store(#[from] cps_store::StoreError),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// A role an operator certificate can be bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,7 +91,7 @@ pub struct OperatorCredential {
 
 impl OperatorCredential {
     /// A credential from a certificate and the operator's own key (PKCS#8 PEM).
-    pub fn from_parts(cert_der: Vec<u8>, key_pem: Vec<u8>) -> Result<Self, ApplianceError> {
+    pub fn from_parts(cert_der: Vec<u8>, key_pem: Vec<u8>) -> Result<Self, OperatorError> {
         let pkey = openssl::pkey::PKey::private_key_from_pem(&key_pem).map_err(ssl)?;
         Ok(OperatorCredential {
             cert_der,
@@ -88,7 +101,7 @@ impl OperatorCredential {
     }
 
     /// A fresh P-256 key and a CSR for it (the CLI side of `operator add`).
-    pub fn new_key_and_csr(name: &str) -> Result<(Vec<u8>, String), ApplianceError> {
+    pub fn new_key_and_csr(name: &str) -> Result<(Vec<u8>, String), OperatorError> {
         let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
             .map_err(ssl)?;
         let pkey =
@@ -107,10 +120,10 @@ impl OperatorCredential {
 }
 
 /// An operator known to the appliance (the HTTPS layer binds it to its certificate).
-pub use cps_https::Operator;
+pub use crate::identity::Operator;
 
-fn ssl(e: openssl::error::ErrorStack) -> ApplianceError {
-    ApplianceError::Refused(format!("operator credential: {e}"))
+fn ssl(e: openssl::error::ErrorStack) -> OperatorError {
+    OperatorError::Refused(format!("operator credential: {e}"))
 }
 
 fn meta_key(cert_der: &[u8]) -> String {
@@ -128,7 +141,7 @@ pub fn create_operator_credential(
     issuer_key_id: &[u8],
     serial: Serial,
     not_before: i64,
-) -> Result<OperatorCredential, ApplianceError> {
+) -> Result<OperatorCredential, OperatorError> {
     let group =
         openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).map_err(ssl)?;
     let pkey = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).map_err(ssl)?)
@@ -169,12 +182,12 @@ pub fn register_op(cert_der: &[u8], name: &str, roles: &[&str]) -> WriteOp {
 }
 
 /// The operator a client certificate belongs to, if any.
-pub fn lookup(store: &dyn Store, cert_der: &[u8]) -> Result<Option<Operator>, ApplianceError> {
+pub fn lookup(store: &dyn Store, cert_der: &[u8]) -> Result<Option<Operator>, OperatorError> {
     match store.get_meta(&meta_key(cert_der))? {
         None => Ok(None),
         Some(v) => serde_json::from_slice(&v)
             .map(Some)
-            .map_err(|e| ApplianceError::Refused(format!("operator record is corrupt: {e}"))),
+            .map_err(|e| OperatorError::Refused(format!("operator record is corrupt: {e}"))),
     }
 }
 
@@ -186,28 +199,28 @@ pub fn write_credential(
     cred: &OperatorCredential,
     ca_der: &[u8],
     root_der: &[u8],
-) -> Result<(), ApplianceError> {
+) -> Result<(), OperatorError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::create_dir_all(dir).map_err(|e| ApplianceError::Io {
+    std::fs::create_dir_all(dir).map_err(|e| OperatorError::Io {
         path: dir.into(),
         reason: e.to_string(),
     })?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    let write = |file: &str, bytes: &[u8]| -> Result<(), ApplianceError> {
+    let write = |file: &str, bytes: &[u8]| -> Result<(), OperatorError> {
         let p = dir.join(file);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&p)
-            .map_err(|e| ApplianceError::Io {
+            .map_err(|e| OperatorError::Io {
                 path: p.clone(),
                 reason: e.to_string(),
             })?;
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
-            .map_err(|e| ApplianceError::Io {
+            .map_err(|e| OperatorError::Io {
                 path: p,
                 reason: e.to_string(),
             })
@@ -238,4 +251,23 @@ pub fn write_credential(
         .map_err(ssl)?;
     write(&format!("{name}.p12"), &p12.to_der().map_err(ssl)?)?;
     write(&format!("{name}.p12.pass"), format!("{pass}\n").as_bytes())
+}
+
+/// The appliance's operator table: operator certificates bind the operator registered with
+/// them; other profiles bind none.
+pub struct OperatorTable;
+
+impl crate::identity::OperatorLookup for OperatorTable {
+    fn operator(
+        &self,
+        store: &dyn Store,
+        profile: &str,
+        cert_der: &[u8],
+    ) -> Result<Option<Operator>, String> {
+        if profile == OPERATOR_PROFILE {
+            lookup(store, cert_der).map_err(|e| e.to_string())
+        } else {
+            Ok(None)
+        }
+    }
 }
