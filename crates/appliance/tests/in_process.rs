@@ -38,16 +38,10 @@ fn well_formed(forgery: Forgery) -> (Vec<(&'static str, &'static str)>, &'static
     }
 }
 
-/// Routes whose service this harness does not build: the XUA seal and card login (made from
-/// the HSM and the home), and the card readers (PC/SC). An authorized call reaches the handler,
+/// Routes whose service this harness does not build: the card readers (PC/SC). An authorized
+/// call reaches the handler,
 /// which says the service is unavailable (503), as an appliance without them does.
-const NOT_WIRED: &[&str] = &[
-    "/api/v1/login/challenge",
-    "/api/v1/login",
-    "/api/v1/login/tls",
-    "/api/v1/xua/validate",
-    "/api/v1/readers",
-];
+const NOT_WIRED: &[&str] = &["/api/v1/readers"];
 
 async fn call(app: &InProcess, who: Option<&Caller>, method: &Method, path: &str) -> Reply {
     let route = ROUTES
@@ -62,7 +56,15 @@ async fn call(app: &InProcess, who: Option<&Caller>, method: &Method, path: &str
 /// The status an authorized caller may get: what the handler says about this (empty or unknown)
 /// input, never an authentication refusal, never a server error.
 fn assert_reached_handler(r: &Reply, what: &str, path: &str) {
-    assert_ne!(r.status, 401, "{what}: {}", r.text());
+    // The login routes refuse a login that proved nothing with 401 and a login refusal code:
+    // that is their handler's answer, not the HTTPS layer's.
+    let login_refusal = r.status == 401
+        && path.starts_with("/api/v1/login")
+        && serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
+            .is_some();
+    assert!(r.status != 401 || login_refusal, "{what}: {}", r.text());
     assert!(
         !(r.status == 403 && r.text().contains("lacks the role")),
         "{what}: {}",
@@ -1061,4 +1063,80 @@ async fn operators_nodes_and_the_registry_through_the_router() {
         r.text()
     );
     assert_eq!(app.snapshot(), before);
+}
+
+/// Hostile and malformed input on the assertion and login routes: each is refused with its own
+/// code (validation: 422 `valid: false`; login: 400 for a malformed body, 401 with a login
+/// refusal code for a challenge that was never issued), never a server error, and no replay
+/// state or certificate changes.
+#[tokio::test]
+async fn hostile_assertions_and_logins_are_refused() {
+    let app = InProcess::new();
+    let service = app.operator("svc", &[Role::Service]);
+    let xml = [("content-type", "application/xml")];
+    let json_ct = [("content-type", "application/json")];
+    let entity =
+        br#"<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e SYSTEM "file:///etc/passwd">]><a>&e;</a>"#;
+    let billion = br#"<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><l>&b;</l>"#;
+    let cases: [(&str, &[u8]); 5] = [
+        ("external entity", entity),
+        ("entity expansion", billion),
+        ("not XML", b"this is not xml"),
+        ("empty", b""),
+        (
+            "an unsigned assertion",
+            br#"<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" ID="_1" Version="2.0" IssueInstant="2026-01-01T00:00:00Z"><saml2:Issuer>x</saml2:Issuer></saml2:Assertion>"#,
+        ),
+    ];
+    let certificates = |s: String| {
+        s.lines()
+            .filter(|l| l.starts_with("cert "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = certificates(app.snapshot());
+    for (what, body) in cases {
+        let r = app
+            .call(
+                Some(&service),
+                Method::POST,
+                "/api/v1/xua/validate",
+                &xml,
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{what}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["valid"], false, "{what}: {v}");
+        assert!(
+            v["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "{what}: {v}"
+        );
+    }
+    for (what, path, body, status) in [
+        ("malformed JSON", "/api/v1/login/challenge", "{", 400),
+        (
+            "an unknown field",
+            "/api/v1/login/challenge",
+            r#"{"purpose_of_use":"normal","admin":true}"#,
+            400,
+        ),
+        (
+            "a challenge never issued",
+            "/api/v1/login",
+            r#"{"challenge_id":"AAAA","certificate":"AAAA","signature":"AAAA"}"#,
+            401,
+        ),
+    ] {
+        let r = app
+            .call(None, Method::POST, path, &json_ct, body.as_bytes().to_vec())
+            .await;
+        assert_eq!(r.status.as_u16(), status, "{what}: {}", r.text());
+        assert!(
+            r.status.as_u16() < 500 && r.json().is_object(),
+            "{what}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(certificates(app.snapshot()), before);
 }

@@ -1,7 +1,7 @@
 //! The appliance's HTTPS router in process: the real [`authz::router`] over a real
 //! [`ApiState`] — a CA service with software keys behind a signing gate, a temporary
 //! [`SledStore`], the live [`Identities`] check, the node registry, the card service (software
-//! card master key), an audit log and an audit writer in a temporary directory — and operators
+//! card master key), the XUA and login services, an audit log and an audit writer in a temporary directory — and operators
 //! with certificates of that CA, one per role.
 //!
 //! A request goes through the router exactly as the accept loop of `serve.rs` hands it over:
@@ -13,8 +13,9 @@
 //! wires them; [`InProcess::fill_disk`] swaps in a guard whose reserve is larger than any disk
 //! (the real "below the reserve" state), [`InProcess::free_disk`] one without a reserve.
 //!
-//! Not wired (the routes answer as an appliance where they are absent): the XUA seal and the
-//! card login service (built from the HSM and the home today), and the card readers (PC/SC).
+//! The XUA service has a software seal (an `org-cachet` certificate of the harness's CA) and the
+//! login service reads the real registry. Not wired (the route answers as an appliance without
+//! them does): the card readers (PC/SC).
 
 #![allow(dead_code)]
 
@@ -201,12 +202,73 @@ impl InProcess {
             .filter(|a| a.id != "root")
             .map(|a| (a.id.clone(), a.name.to_der().unwrap()))
             .collect();
+        // The XUA seal (an `org-cachet` certificate for a software key, the appliance's own
+        // profile) and the login service over the real registry, as `serve` wires them.
+        let seal_key = SoftwareSigner::generate("xua-cachet", KeyAlgorithm::EcP256).unwrap();
+        let alg = seal_key.key_algorithm().default_signature();
+        let seal_csr = cps_pki::build_csr(
+            &cps_pki::DistinguishedName::parse("CN=ignored").unwrap(),
+            seal_key.public_key_der(),
+            alg,
+            |tbs| seal_key.sign(alg, tbs, SigFormat::Der),
+        )
+        .unwrap();
+        let seal = ca
+            .core()
+            .issue_reserved(
+                &cps_ca::IssueRequest {
+                    profile: "org-cachet".into(),
+                    csr: seal_csr,
+                    subject: cps_ca::SubjectRequest::Organisation(cps_pki::OrganisationIdentity {
+                        state: "Paris (75)".into(),
+                        name: "cps-trust".into(),
+                        structure_id: "10B0000001".into(),
+                        common_name: "cps-trust XUA".into(),
+                    }),
+                    sans: vec![],
+                    holder: "appliance:xua-cachet".into(),
+                },
+                "test",
+                now() - 60,
+            )
+            .unwrap();
+        let chain = vec![
+            seal.der.clone(),
+            ca.authority("organisations").unwrap().cert_der.clone(),
+        ];
+        let xua = Arc::new(
+            cps_login::XuaService::new(
+                &cps_login::XuaSettings::default(),
+                cps_login::Seal {
+                    signer: Arc::new(seal_key),
+                    chain,
+                },
+                ca.core(),
+                Arc::new(cps_appliance::enrolment::RegistryDirectory(
+                    cps_enrol::Registry::new(store.clone()),
+                )),
+            )
+            .unwrap(),
+        );
+        let challenges = cps_login::challenge::Challenges::new(
+            b"in-process challenge key, 32 b.",
+            xua.seal_sha256(),
+            std::time::Duration::from_secs(120),
+        );
+        let login = Arc::new(cps_appliance::login::LoginService::new(
+            ca.core().clone(),
+            xua.clone(),
+            Arc::new(cps_appliance::enrolment::EnrolDirectory(cards.clone())),
+            challenges,
+            "cps-trust".into(),
+            Arc::new(|_, _, _| {}),
+        ));
         let state = ApiState {
             identities: Arc::new(cps_appliance::identity::https_identities(store.clone())),
             ca: ca.clone(),
             nodes: cps_appliance::nodes::Nodes::new(store.clone()),
-            xua: None,
-            login: None,
+            xua: Some(xua),
+            login: Some(login),
             cards: Some(cards.clone()),
             jobs: cps_enrol::Jobs::new(cps_appliance::clock::unix_now),
             audit_log: Some(audit_log.clone()),
