@@ -19,7 +19,7 @@ port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));pri
 HTTP=127.0.0.1:$(port); HTTPS=127.0.0.1:$(port); OSSL_PORT=$(port)
 
 # --- cps-trust ---------------------------------------------------------------------------------
-"$bin" --home "$W/home" init --public-url "http://$HTTP" >/dev/null
+"$bin" --home "$W/home" init --time-source declared --public-url "http://$HTTP" >/dev/null
 sed -i "s/127.0.0.1:8080\"/$HTTP\"/; s/127.0.0.1:8443\"/$HTTPS\"/" "$W/home/cps-trust.toml"
 "$bin" --home "$W/home" serve >"$W/serve.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -sf "http://$HTTP/health" >/dev/null && break; sleep 0.1; done

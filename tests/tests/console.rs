@@ -765,4 +765,10 @@ fn console_signs_in_by_certificate_enrols_suspends_and_refuses_forgeries() {
         ("CONSOLE_SNAPSHOT_FIRST", "20"),
     ]);
     assert!(out.contains("console snapshots: ok 7"), "{out}");
+
+    // Every audit message of the run (operators, imports, enrolments and their failures, the
+    // card lifecycle, secrets delivered, refused forgeries): valid against the DICOM schema.
+    let mut app = app;
+    app.daemon.stop(Duration::from_secs(10));
+    cps_trust_tests::dicom::assert_audit_log_schema_valid(&home);
 }
