@@ -75,12 +75,7 @@ pub struct DiskGuard {
     full_tx: tokio::sync::watch::Sender<Option<String>>,
 }
 
-/// The current time, Unix seconds (0 before 1970).
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use cps_ct::unix_now;
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))

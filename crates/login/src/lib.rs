@@ -37,9 +37,5 @@ pub use service::{
 pub use settings::{OrgSealRegistryMode, XuaSettings};
 pub use xua::{SEAL_PROFILE, Seal, XuaError, XuaService};
 
-/// Unix seconds of `t` (0 before 1970).
-pub(crate) fn unix(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+/// Unix seconds of a time: the project's one time helper (`cps-ct`).
+pub(crate) use cps_ct::unix;

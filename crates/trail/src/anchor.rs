@@ -314,7 +314,7 @@ fn run(rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>, dest: Option<Destinations
             }
         }
         if !to_store.is_empty() {
-            let now = crate::time::unix_now();
+            let now = cps_ct::unix_now();
             let mut batch = WriteBatch::new();
             if let Some(latest) = to_store.last() {
                 match serde_json::to_vec(&AnchorRecord::of(latest, now)) {
@@ -438,7 +438,7 @@ pub fn check_at_start(store: &dyn Store, log: &AuditLog) -> Result<Option<LostAn
         "the audit log {} does not hold the checkpoint of record {} anchored in the store at {}: it was cut back, deleted or replaced while the appliance was stopped (the anchor is kept; `cps-trust audit verify` reports it)",
         log.dir().display(),
         anchor.seq,
-        crate::time::rfc3339(anchor.anchored_at)
+        cps_ct::rfc3339(anchor.anchored_at)
     );
     tracing::error!(alarm = %msg, "AUDIT LOG ALARM");
     eprintln!("cps-trust: AUDIT LOG ALARM: {msg}");

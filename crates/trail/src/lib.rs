@@ -22,7 +22,6 @@ pub mod anchor;
 pub mod nodes;
 pub mod refusals;
 pub mod settings;
-mod time;
 pub mod trail;
 pub mod verify;
 pub mod wire;

@@ -38,9 +38,9 @@ use cps_hsm::Signer;
 use cps_store::{AuditRecord, Store, WriteBatch, WriteOp};
 use rustls::pki_types::CertificateDer;
 
+use crate::CHECKPOINT_CERTS;
 use crate::nodes::Nodes;
 use crate::settings::TrailSettings;
-use crate::{CHECKPOINT_CERTS, time};
 
 const CURSOR_META: &str = "atna.forwarded";
 /// How long the forwarder waits before asking a guard that refused again.
@@ -124,7 +124,7 @@ impl cps_atna::NodeAuthorizer for NodeGate {
         _node: &cps_atna::NodeIdentity,
     ) -> Result<(), String> {
         let leaf = chain.first().ok_or("no client certificate")?;
-        match self.nodes.authorize(leaf.as_ref(), time::unix_now()) {
+        match self.nodes.authorize(leaf.as_ref(), cps_ct::unix_now()) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err("the client certificate is not registered as a node".into()),
             Err(e) => Err(format!("node registry unavailable: {e}")),
@@ -140,7 +140,7 @@ impl cps_atna::NodeAuthorizer for NodeGate {
     ) {
         let _ = node;
         self.refusals
-            .refused(peer.ip(), refusal_reason(reason), time::unix_now());
+            .refused(peer.ip(), refusal_reason(reason), cps_ct::unix_now());
     }
 }
 

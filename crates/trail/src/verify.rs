@@ -20,8 +20,8 @@ use cps_store::Store;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 use crate::anchor::AnchorSet;
-use crate::time::rfc3339;
 use crate::{CHECKPOINT_CERTS, CHECKPOINT_EKU, CHECKPOINT_EKU_DER};
+use cps_ct::rfc3339;
 
 /// Where the anchors come from.
 pub trait AnchorSource {
