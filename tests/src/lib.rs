@@ -331,20 +331,15 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// A free loopback TCP port.
+/// A free loopback TCP port, never one the kernel could give an outgoing connection meanwhile
+/// (see `cps-testkit`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    cps_testkit::port()
 }
 
-/// A UDP port nobody is bound to on 127.0.0.1 right now.
+/// A free loopback UDP port (see `free_port`).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
+    cps_testkit::port()
 }
 
 /// A running appliance (`cps-trust serve`) on free loopback ports, stopped by PID on drop.
@@ -723,6 +718,16 @@ impl Tmpfs {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Grow (or shrink) it in place, as an operator grows a volume.
+    pub fn resize(&self, size_mb: u64) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size_mb}m")])
+            .arg(self.path())
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount: {}", text(&out.stderr));
     }
 
     /// Bytes available on it.

@@ -35,17 +35,7 @@ pub fn firmware_sim_bin() -> PathBuf {
 
 /// Two consecutive free loopback ports (vpcd takes CHANNELID and CHANNELID+1).
 fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let a = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
-        let p = a.local_addr().expect("addr").port();
-        if p >= 65000 {
-            continue;
-        }
-        if std::net::TcpListener::bind(("0.0.0.0", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair for vpcd");
+    cps_testkit::ports(2)
 }
 
 /// A private pcscd with a vpcd reader (two slots).

@@ -105,7 +105,10 @@ fn log_and_queue_recover_from_enospc_by_themselves() {
 /// sled meets ENOSPC: the store answers errors, never panics; acknowledged commits survive.
 /// sled keeps its first write error for good (and the store refuses writes after a failed
 /// flush), so writing again needs the store reopened — which is why the appliance keeps a
-/// reserve in front of it.
+/// reserve in front of it. Reopening is not free either: when the tail of its log was torn by
+/// the failed write, sled's recovery starts a fresh stretch of log, at times as large again as
+/// the 4 MiB the ballast gives back (seen about once in twenty runs). So the recovery here is
+/// what an operator does: free what can be freed and grow the filesystem.
 #[test]
 fn the_store_surfaces_enospc_as_errors_and_keeps_what_it_acknowledged() {
     let fs = Tmpfs::mount(12);
@@ -139,6 +142,7 @@ fn the_store_surfaces_enospc_as_errors_and_keeps_what_it_acknowledged() {
     assert!(store.audit_len().unwrap() >= acked * 4);
     drop(store);
     std::fs::remove_file(fs.path().join("ballast")).unwrap();
+    fs.resize(48);
     // Reopened with space back: every acknowledged commit is there, and it writes again.
     let store = SledStore::open(&dir).unwrap();
     let n = store.audit_len().unwrap();

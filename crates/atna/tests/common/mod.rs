@@ -2,7 +2,7 @@
 //! processes started in temporary directories and stopped by PID.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -199,11 +199,7 @@ pub fn client_config(pki: &Pki, client: Option<&str>) -> Arc<rustls::ClientConfi
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    cps_testkit::port()
 }
 
 pub fn wait_port(port: u16, timeout: Duration) {
