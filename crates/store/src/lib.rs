@@ -58,12 +58,14 @@
 #![warn(missing_docs)]
 
 mod error;
+mod fresh;
 mod group_commit;
 mod keys;
 mod model;
 mod sled_store;
 
 pub use error::StoreError;
+pub use fresh::FreshVersion;
 pub use group_commit::CommitStats;
 pub use model::{
     AuditEntry, AuditRecord, BlockedKey, CertCursor, CertStatus, CertificatePage,
