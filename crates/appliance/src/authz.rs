@@ -392,7 +392,18 @@ fn check_forgery(route: &Route, req: &Request) -> Result<(), (StatusCode, String
 
 /// The one authorization middleware of the HTTPS listener (see the module documentation).
 pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
-    match admit(&st, &mut req) {
+    // The certificates version is read after the request arrived (with other nodes on the store,
+    // through one shared read), so the identity check sees every status change made before it.
+    let has_cert = req
+        .extensions()
+        .get::<ClientCert>()
+        .is_some_and(|c| c.0.is_some());
+    let version = if has_cert {
+        st.identities.version().await
+    } else {
+        None
+    };
+    match admit(&st, &mut req, version) {
         Ok(surface) => {
             let resp = next.run(req).await;
             match surface {
@@ -433,7 +444,7 @@ async fn api_error_shape(resp: Response) -> Response {
 // The error is the answer itself, built once per refused request: boxing it would only add an
 // allocation.
 #[allow(clippy::result_large_err)]
-fn admit(st: &ApiState, req: &mut Request) -> Result<Surface, Response> {
+fn admit(st: &ApiState, req: &mut Request, version: Option<u64>) -> Result<Surface, Response> {
     let path = req
         .extensions()
         .get::<MatchedPath>()
@@ -491,7 +502,10 @@ fn admit(st: &ApiState, req: &mut Request) -> Result<Surface, Response> {
         .and_then(|c| c.0);
     let identity = match cert {
         None => None,
-        Some(cert) => match st.identities.check(&cert, crate::clock::unix_now()) {
+        Some(cert) => match st
+            .identities
+            .check_at(&cert, crate::clock::unix_now(), version)
+        {
             Ok(id) => Some(id),
             Err(e) if e.is_final() => {
                 if let Some(c) = req.extensions().get::<Arc<Connection>>() {

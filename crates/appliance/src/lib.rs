@@ -27,6 +27,7 @@ pub mod home;
 
 // Services wiring.
 pub mod ca;
+pub mod cluster;
 pub mod enrolment;
 pub mod login;
 pub mod ocsp;

@@ -46,6 +46,10 @@ pub struct AppState {
     pub cards: Arc<cps_enrol::CardService>,
     /// Free space of the store, the audit log and the queue (new work refused below the reserve).
     pub disk: Arc<crate::disk::DiskGuard>,
+    /// Reads of the store's certificates version after a request arrived; shared with other
+    /// nodes, the OCSP cache is checked against it before each answer.
+    pub fresh: Arc<cps_store::FreshVersion>,
+    pub ocsp_fresh: Option<Arc<crate::cluster::OcspFreshness>>,
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -58,6 +62,10 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let sled = SledStore::open(config.resolve(home, &config.store.path))?;
     sled.set_write_gate(disk.write_gate())?;
     let store: Arc<dyn Store> = Arc::new(sled);
+    // Other nodes commit to this store (a shared database): caches of certificate state check
+    // the store's version after each request arrived.
+    let shared = false;
+    let fresh = Arc::new(cps_store::FreshVersion::new(store.clone(), shared));
     let clock = SigningClock::from_config(&config.time, Some(store.clone()));
     let ca = Arc::new(CaService::open(
         home,
@@ -130,6 +138,8 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         login_refusals,
         cards,
         disk,
+        ocsp_fresh: shared.then(|| Arc::new(crate::cluster::OcspFreshness::new(fresh.clone()))),
+        fresh,
     })
 }
 
@@ -336,14 +346,14 @@ async fn ocsp_post(
         )
             .into_response();
     }
-    ocsp_answer(&st, &body, false)
+    ocsp_answer(&st, &body, false).await
 }
 
 /// OCSP over GET (RFC 5019 §5): the base64 request, URL-encoded, as the path.
 async fn ocsp_get(State(st): State<AppState>, UrlPath(request): UrlPath<String>) -> Response {
     match st.ocsp.decode_get(&request) {
-        Ok(der) => ocsp_answer(&st, &der, true),
-        Err(_) => ocsp_answer(&st, b"", true),
+        Ok(der) => ocsp_answer(&st, &der, true).await,
+        Err(_) => ocsp_answer(&st, b"", true).await,
     }
 }
 
@@ -357,9 +367,16 @@ fn http_date(t: i64) -> String {
     d.format(&fmt).unwrap_or_default()
 }
 
-fn ocsp_answer(st: &AppState, der: &[u8], get: bool) -> Response {
+async fn ocsp_answer(st: &AppState, der: &[u8], get: bool) -> Response {
+    let ready = match &st.ocsp_fresh {
+        Some(f) => f.ready(&st.ocsp).await,
+        None => Ok(()),
+    };
     let now = now();
-    let reply = st.ocsp.respond(der, now);
+    let reply = match ready {
+        Ok(()) => st.ocsp.respond(der, now),
+        Err(why) => cps_ocsp::OcspReply::try_later(why),
+    };
     if let Some(d) = &reply.detail {
         tracing::debug!(status = reply.status.name(), detail = %d, "OCSP");
     }
@@ -671,7 +688,9 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
             .collect(),
     );
     let api_app = crate::authz::router(ApiState {
-        identities: Arc::new(crate::identity::https_identities(state.store.clone())),
+        identities: Arc::new(
+            crate::identity::https_identities(state.store.clone()).with_fresh(state.fresh.clone()),
+        ),
         ca: state.ca.clone(),
         nodes,
         xua: Some(state.xua.clone()),

@@ -140,6 +140,8 @@ pub struct Identities {
     profiles: &'static [&'static str],
     operators: Arc<dyn OperatorLookup>,
     cache: RwLock<Cache>,
+    /// Set when other nodes commit to the same store: versions are read through it.
+    fresh: Option<Arc<cps_store::FreshVersion>>,
 }
 
 impl Identities {
@@ -155,6 +157,22 @@ impl Identities {
             profiles,
             operators,
             cache: RwLock::new(Cache::default()),
+            fresh: None,
+        }
+    }
+
+    /// Several nodes share the store: [`version`](Self::version) asks it through `fresh`.
+    pub fn with_fresh(mut self, fresh: Arc<cps_store::FreshVersion>) -> Identities {
+        self.fresh = Some(fresh);
+        self
+    }
+
+    /// The store's certificates version, read after this call began (for
+    /// [`check_at`](Self::check_at)); without another node it is the store's own counter.
+    pub async fn version(&self) -> Option<u64> {
+        match &self.fresh {
+            Some(f) => f.current().await,
+            None => self.store.certificates_version(),
         }
     }
 
@@ -164,10 +182,23 @@ impl Identities {
         cert: &Arc<PeerCertificate>,
         now: i64,
     ) -> Result<Identity, IdentityRefusal> {
+        self.check_at(cert, now, self.store.certificates_version())
+    }
+
+    /// The same with the store's certificates version already read, by the caller, after the
+    /// request arrived (e.g. through [`cps_store::FreshVersion`] when several nodes share the
+    /// store): a remembered answer is used only if it was made at that very version. `None`: no
+    /// version, the store is read.
+    pub fn check_at(
+        &self,
+        cert: &Arc<PeerCertificate>,
+        now: i64,
+        version: Option<u64>,
+    ) -> Result<Identity, IdentityRefusal> {
         if now >= cert.not_after {
             return Err(IdentityRefusal::Expired);
         }
-        let operator = match self.store.certificates_version() {
+        let operator = match version {
             None => self.read(cert)?,
             Some(version) => {
                 let hit = {

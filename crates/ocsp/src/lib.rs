@@ -248,6 +248,12 @@ impl OcspReply {
         }
     }
 
+    /// `tryLater`: the responder cannot answer now (e.g. it cannot tell whether its cached
+    /// answers are still current).
+    pub fn try_later(detail: impl Into<String>) -> Self {
+        Self::error(ResponseStatusKind::TryLater, detail)
+    }
+
     fn from_cached(c: Cached) -> Self {
         OcspReply {
             der: c.der,
