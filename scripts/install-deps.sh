@@ -18,6 +18,8 @@ APT_PACKAGES=(
   openssl xmlsec1 rsyslog rsyslog-gnutls gnutls-bin chrony wrk nghttp2-client netcat-openbsd procps
   # TLS policy scanners; the browser the console tests drive
   sslscan testssl.sh chromium fonts-liberation
+  # the shared store of a cluster (the tests start their own servers; nothing runs as a service)
+  postgresql-15 postgresql-client-15
 )
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 

@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
+    /// Several appliance nodes on one PostgreSQL store: make the home of a new node.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// IHE ATNA secure nodes: certify and register them, list, remove.
     Node {
         /// Operator credential used to make the request.
@@ -246,6 +251,33 @@ enum ConfigCommand {
 }
 
 #[derive(Subcommand)]
+enum ClusterCommand {
+    /// Make `--home` the home of a new node of the cluster that the node at `--from` belongs
+    /// to: shared files (HSM access and PINs, CA, TLS and seal certificates) copied, the
+    /// configuration copied with this node's id, its own audit keys and its listen addresses.
+    Join {
+        /// Home of a node of the cluster (a copy of it, on another machine).
+        #[arg(long)]
+        from: PathBuf,
+        /// This node's id (`[cluster] node_id`), unique in the cluster.
+        #[arg(long)]
+        node_id: String,
+        /// `listen.http` of this node.
+        #[arg(long)]
+        http: Option<String>,
+        /// `listen.https` of this node.
+        #[arg(long)]
+        https: Option<String>,
+        /// `listen.syslog_tls` of this node.
+        #[arg(long)]
+        syslog_tls: Option<String>,
+        /// `listen.ntp` of this node.
+        #[arg(long)]
+        ntp: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CaCommand {
     /// The hierarchy (subjects, serials, key labels, algorithms, validity) and the HSM self-check.
     Show,
@@ -344,6 +376,38 @@ fn run(cli: Cli) -> CliResult {
             command: ConfigCommand::Default,
         } => {
             print!("{}", Config::embedded_default().to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Join {
+                    from,
+                    node_id,
+                    http,
+                    https,
+                    syslog_tls,
+                    ntp,
+                },
+        } => {
+            let written = cps_appliance::cluster::join(&cps_appliance::cluster::JoinRequest {
+                from: &from,
+                to: &home,
+                node_id: &node_id,
+                listen: [
+                    ("http", http),
+                    ("https", https),
+                    ("syslog_tls", syslog_tls),
+                    ("ntp", ntp),
+                ],
+            })
+            .map_err(fail)?;
+            for p in written {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "node {node_id}: start it with `cps-trust --home {} serve`",
+                home.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Ca {
