@@ -62,6 +62,7 @@ mod error;
 mod group_commit;
 mod keys;
 mod model;
+mod pg_store;
 mod sled_store;
 
 pub use error::StoreError;
@@ -71,6 +72,7 @@ pub use model::{
     CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
     MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
+pub use pg_store::{PG_SCHEMA_VERSION, PgOptions, PgStore};
 pub use sled_store::{FlushPolicy, SledStore, WriteGate};
 
 /// One record of a named table: (key, value).

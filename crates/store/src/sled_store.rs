@@ -102,7 +102,7 @@ impl std::fmt::Debug for SledStore {
 
 /// A write operation checked and encoded before the transaction, so the transaction (which holds
 /// sled's process-wide transaction lock) does as little as possible.
-enum Prepared {
+pub(crate) enum Prepared {
     InsertCertificate {
         key: Vec<u8>,
         value: Vec<u8>,
@@ -197,7 +197,7 @@ fn revoked_entry(rec: &CertificateRecord) -> Option<RevokedEntry> {
     }
 }
 
-fn prepare(op: WriteOp) -> Result<Prepared, StoreError> {
+pub(crate) fn prepare(op: WriteOp) -> Result<Prepared, StoreError> {
     Ok(match op {
         WriteOp::InsertCertificate(rec) => {
             let key = keys::cert_key(&rec.issuer, &rec.serial)?;

@@ -62,7 +62,7 @@ fn range() -> (u16, u16) {
         .unwrap_or((32768, 60999));
     let below = (10_000u16, eph_lo.saturating_sub(1));
     let above = (eph_hi.saturating_add(1), u16::MAX);
-    let size = |(a, b): (u16, u16)| if b > a { b - a } else { 0 };
+    let size = |(a, b): (u16, u16)| b.saturating_sub(a);
     if size(below) >= 2_000 || size(below) >= size(above) {
         below
     } else {

@@ -7,8 +7,8 @@
 //! with a synchronous standby, on the standby's disk too).
 //!
 //! Every server is watched by a small shell process that stops it (SIGINT, PostgreSQL's fast
-//! shutdown) when the test process is gone, so a server kept in a `static` or left behind by a
-//! killed test run does not outlive the tests.
+//! shutdown) and deletes its directory when the test process is gone, so a server kept in a
+//! `static` or left behind by a killed test run does not outlive the tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -144,12 +144,12 @@ impl Postgres {
         primary
             .psql(
                 "postgres",
-                &format!(
-                    "ALTER SYSTEM SET synchronous_standby_names = '{}'; SELECT pg_reload_conf();",
-                    pg.name
-                ),
+                &format!("ALTER SYSTEM SET synchronous_standby_names = '{}'", pg.name),
             )
             .expect("set synchronous_standby_names");
+        primary
+            .psql("postgres", "SELECT pg_reload_conf()")
+            .expect("reload the primary's configuration");
         pg.launch();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -252,8 +252,10 @@ impl Postgres {
             .arg("-c")
             .arg(format!(
                 "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-                 kill -INT {pid} 2>/dev/null",
-                me = std::process::id()
+                 kill -0 {me} 2>/dev/null && exit 0; kill -INT {pid} 2>/dev/null; \
+                 while kill -0 {pid} 2>/dev/null; do sleep 0.2; done; rm -rf '{dir}'",
+                me = std::process::id(),
+                dir = self.dir.display()
             ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,14 +1,19 @@
-//! Behaviour of every operation, through the `Store` trait.
+//! Behaviour of every operation, through the `Store` trait: the backend-agnostic suite, mounted
+//! once per backend (`tests/sled.rs`, `tests/postgres.rs`). Each mount provides `crate::backend`:
+//! `Db::fresh()` (a new, empty store's location), `Db::open()` (a store on it; several may be
+//! opened one after another, and on PostgreSQL also side by side) and the store type `S`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use cps_store::{
     AuditRecord, CertCursor, CertStatus, CertificateRecord, CommitReceipt, MAX_VALUE_LEN,
-    RevokedEntry, SledStore, Store, StoreError, WriteBatch, WriteOp,
+    RevokedEntry, Store, StoreError, WriteBatch, WriteOp,
 };
 
-fn cert(issuer: &str, serial: &[u8], spki: u8) -> CertificateRecord {
+use crate::backend::{Db, S};
+
+pub fn cert(issuer: &str, serial: &[u8], spki: u8) -> CertificateRecord {
     CertificateRecord {
         issuer: issuer.into(),
         serial: serial.to_vec(),
@@ -24,11 +29,11 @@ fn cert(issuer: &str, serial: &[u8], spki: u8) -> CertificateRecord {
     }
 }
 
-fn hex_of(b: &[u8]) -> String {
+pub fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn audit(n: u64) -> AuditRecord {
+pub fn audit(n: u64) -> AuditRecord {
     AuditRecord {
         time: 1_700_000_000 + n as i64,
         kind: "test".into(),
@@ -38,7 +43,7 @@ fn audit(n: u64) -> AuditRecord {
     }
 }
 
-fn revoked(time: i64, reason: u8) -> CertStatus {
+pub fn revoked(time: i64, reason: u8) -> CertStatus {
     CertStatus::Revoked {
         time,
         reason,
@@ -46,23 +51,23 @@ fn revoked(time: i64, reason: u8) -> CertStatus {
     }
 }
 
-fn open() -> (tempfile::TempDir, SledStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+pub fn open() -> (Db, S) {
+    let dir = Db::fresh();
+    let store = dir.open();
     (dir, store)
 }
 
-fn one(op: WriteOp) -> WriteBatch {
+pub fn one(op: WriteOp) -> WriteBatch {
     WriteBatch::new().with(op)
 }
 
-fn insert(store: &dyn Store, rec: &CertificateRecord) -> CommitReceipt {
+pub fn insert(store: &dyn Store, rec: &CertificateRecord) -> CommitReceipt {
     store
         .commit(one(WriteOp::InsertCertificate(rec.clone())))
         .unwrap()
 }
 
-fn set_status(issuer: &str, serial: &[u8], status: CertStatus) -> WriteOp {
+pub fn set_status(issuer: &str, serial: &[u8], status: CertStatus) -> WriteOp {
     WriteOp::SetCertificateStatus {
         issuer: issuer.into(),
         serial: serial.to_vec(),
@@ -73,7 +78,7 @@ fn set_status(issuer: &str, serial: &[u8], status: CertStatus) -> WriteOp {
 #[test]
 fn store_is_an_object_safe_send_sync_trait() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<SledStore>();
+    send_sync::<S>();
     send_sync::<Arc<dyn Store>>();
     let (_dir, store) = open();
     let store: Arc<dyn Store> = Arc::new(store);
@@ -86,13 +91,13 @@ fn store_is_an_object_safe_send_sync_trait() {
 
 #[test]
 fn certificates_round_trip_and_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     let a = cert("personnes", &[0x01, 0x02, 0x03], 1);
     let mut b = cert("organisations", &[0x00, 0x80], 2);
     b.holder = None;
     b.status = revoked(1_750_000_000, 1);
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert_eq!(
             store.get_certificate("personnes", &[1, 2, 3]).unwrap(),
             None
@@ -104,7 +109,7 @@ fn certificates_round_trip_and_survive_reopening() {
             Some(a.clone())
         );
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert_eq!(
         store.get_certificate("personnes", &[1, 2, 3]).unwrap(),
         Some(a.clone())
@@ -365,9 +370,9 @@ fn the_spki_index_finds_every_certificate_of_a_key() {
 
 #[test]
 fn blocked_keys_stay_blocked_with_their_first_reason() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert!(!store.is_key_blocked(&[1; 32]).unwrap());
         store
             .commit(one(WriteOp::BlockKey {
@@ -384,7 +389,7 @@ fn blocked_keys_stay_blocked_with_their_first_reason() {
             }))
             .unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert!(store.is_key_blocked(&[1; 32]).unwrap());
     assert!(!store.is_key_blocked(&[2; 32]).unwrap());
     let entry = store.blocked_key(&[1; 32]).unwrap().unwrap();
@@ -393,13 +398,13 @@ fn blocked_keys_stay_blocked_with_their_first_reason() {
 
 #[test]
 fn counters_only_go_forward() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     let bump = |min_next| WriteOp::BumpCounter {
         name: "crl-personnes".into(),
         min_next,
     };
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert_eq!(store.counter("crl-personnes").unwrap(), 0);
         assert_eq!(
             store.commit(one(bump(None))).unwrap().counter_values,
@@ -435,7 +440,7 @@ fn counters_only_go_forward() {
         assert_eq!(r.counter_values, vec![12, 1, 13]);
         assert_eq!(r.audit_seqs, vec![1, 2]);
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert_eq!(store.counter("crl-personnes").unwrap(), 13);
     assert_eq!(store.counter("crl-organisations").unwrap(), 1);
     assert_eq!(
@@ -461,9 +466,9 @@ fn counters_only_go_forward() {
 
 #[test]
 fn audit_sequence_numbers_start_at_one_and_read_back_in_ranges() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert_eq!(store.audit_len().unwrap(), 0);
         for n in 1..=5 {
             assert_eq!(
@@ -482,7 +487,7 @@ fn audit_sequence_numbers_start_at_one_and_read_back_in_ranges() {
             .unwrap();
         assert_eq!(r.audit_seqs, vec![6, 7]);
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert_eq!(store.audit_len().unwrap(), 7);
     let all = store.audit_range(0, 100).unwrap();
     assert_eq!(
@@ -547,13 +552,7 @@ fn concurrent_audit_appends_are_gap_free_and_unique() {
             "seq {seq} holds another writer's record"
         );
     }
-    // Group commit shared flushes among the writers.
-    let stats = store.commit_stats();
-    assert_eq!(stats.commits, total);
-    assert!(
-        stats.flushes < total,
-        "every commit flushed alone: {stats:?}"
-    );
+    crate::backend::after_concurrent_commits(&store, total);
 }
 
 #[test]
@@ -711,24 +710,6 @@ fn invalid_input_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn a_second_open_is_refused_with_locked() {
-    let (dir, store) = open();
-    let err = SledStore::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("in use by another process")
-            && msg.contains(&dir.path().display().to_string()),
-        "{msg}"
-    );
-    // The first handle still works, and once it is closed the store opens again.
-    store.commit(one(WriteOp::AppendAudit(audit(1)))).unwrap();
-    drop(store);
-    let store = SledStore::open(dir.path()).unwrap();
-    assert_eq!(store.audit_len().unwrap(), 1);
-}
-
-#[test]
 fn many_writers_on_mixed_operations_keep_every_invariant() {
     let (_dir, store) = open();
     let store: Arc<dyn Store> = Arc::new(store);
@@ -791,7 +772,7 @@ fn the_certificates_version_moves_with_every_certificate_change_and_only_then() 
     let (_d, store) = open();
     let v0 = store
         .certificates_version()
-        .expect("sled tells its version");
+        .expect("the store tells its version");
     store.commit(one(WriteOp::AppendAudit(audit(1)))).unwrap();
     store
         .commit(one(WriteOp::PutMeta {
