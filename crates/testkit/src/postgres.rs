@@ -364,6 +364,17 @@ impl Postgres {
         }
     }
 
+    /// Starts the server again on its data directory and port, after [`Postgres::stop`] or
+    /// [`Postgres::kill9`] (crash recovery replays the WAL).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        self.launch();
+    }
+
     /// Stops the server (fast shutdown, SIGINT) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
