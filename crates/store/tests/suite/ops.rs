@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cps_store::{
-    AuditRecord, CertCursor, CertStatus, CertificateRecord, CommitReceipt, MAX_VALUE_LEN,
+    AuditRecord, CertCursor, CertStatus, CertificateRecord, CommitReceipt, Expect, MAX_VALUE_LEN,
     RevokedEntry, Store, StoreError, WriteBatch, WriteOp,
 };
 
@@ -55,6 +55,15 @@ pub fn open() -> (Db, S) {
     let dir = Db::fresh();
     let store = dir.open();
     (dir, store)
+}
+
+pub fn put(table: &str, key: &[u8], value: &[u8], expect: Expect) -> WriteOp {
+    WriteOp::PutRecord {
+        table: table.into(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+        expect,
+    }
 }
 
 pub fn one(op: WriteOp) -> WriteBatch {
@@ -803,4 +812,226 @@ fn the_certificates_version_moves_with_every_certificate_change_and_only_then() 
             .is_err()
     );
     assert_eq!(store.certificates_version(), Some(v2));
+}
+
+#[test]
+fn named_table_records_with_preconditions() {
+    let (_dir, store) = open();
+    store
+        .commit(WriteBatch::new().with(put("cards", b"A1", b"v1", Expect::Absent)))
+        .unwrap();
+    assert_eq!(
+        store.get_record("cards", b"A1").unwrap(),
+        Some(b"v1".to_vec())
+    );
+    // Same key in another table is another record.
+    assert_eq!(store.get_record("nodes", b"A1").unwrap(), None);
+
+    // Absent on an existing record: conflict, and nothing else in the batch is applied.
+    let batch = WriteBatch::new()
+        .with(put("cards", b"B2", b"v", Expect::Any))
+        .with(put("cards", b"A1", b"v2", Expect::Absent));
+    assert!(matches!(store.commit(batch), Err(StoreError::Conflict(m)) if m.contains("A1")));
+    assert_eq!(store.get_record("cards", b"B2").unwrap(), None);
+
+    // Compare-and-set.
+    let stale = put("cards", b"A1", b"v3", Expect::Value(b"old".to_vec()));
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(stale)),
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .commit(WriteBatch::new().with(put("cards", b"A1", b"v3", Expect::Value(b"v1".to_vec()))))
+        .unwrap();
+    assert_eq!(
+        store.get_record("cards", b"A1").unwrap(),
+        Some(b"v3".to_vec())
+    );
+
+    // Delete with Present; a second delete with Present conflicts.
+    let del = || WriteOp::DeleteRecord {
+        table: "cards".into(),
+        key: b"A1".to_vec(),
+        expect: Expect::Present,
+    };
+    store.commit(WriteBatch::new().with(del())).unwrap();
+    assert_eq!(store.get_record("cards", b"A1").unwrap(), None);
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(del())),
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Limits.
+    let big = put("cards", b"x", &vec![0u8; MAX_VALUE_LEN + 1], Expect::Any);
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(big)),
+        Err(StoreError::Invalid(_))
+    ));
+    let long_key = put(
+        "cards",
+        &[b'k'; cps_store::MAX_RECORD_KEY_LEN + 1],
+        b"v",
+        Expect::Any,
+    );
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(long_key)),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.get_record("", b"k"),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[test]
+fn named_table_scans_are_ordered_prefixed_and_paged() {
+    let (dir, store) = open();
+    let mut batch = WriteBatch::new();
+    for k in ["p/3", "p/1", "p/2", "q/1", "p"] {
+        batch.push(put("t", k.as_bytes(), k.as_bytes(), Expect::Any));
+    }
+    // A table whose name extends "t" must not leak into scans of "t".
+    batch.push(put("t2", b"p/0", b"other", Expect::Any));
+    store.commit(batch).unwrap();
+
+    let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| {
+        rows.into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(store.scan_records("t", b"p/", None, 10).unwrap()),
+        ["p/1", "p/2", "p/3"]
+    );
+    assert_eq!(
+        keys(store.scan_records("t", b"", None, 10).unwrap()),
+        ["p", "p/1", "p/2", "p/3", "q/1"]
+    );
+    let first = store.scan_records("t", b"p/", None, 2).unwrap();
+    assert_eq!(keys(first.clone()), ["p/1", "p/2"]);
+    let after = first.last().unwrap().0.clone();
+    assert_eq!(
+        keys(store.scan_records("t", b"p/", Some(&after), 2).unwrap()),
+        ["p/3"]
+    );
+    // Survives a reopen.
+    drop(store);
+    let store = dir.open();
+    assert_eq!(
+        store.get_record("t2", b"p/0").unwrap(),
+        Some(b"other".to_vec())
+    );
+}
+
+#[test]
+fn record_deletes_honour_their_preconditions_and_scans_reach_the_top_bytes() {
+    let (_dir, store) = open();
+    let del = |key: &[u8], expect| WriteOp::DeleteRecord {
+        table: "t".into(),
+        key: key.to_vec(),
+        expect,
+    };
+    store
+        .commit(
+            WriteBatch::new()
+                .with(put("t", b"a", b"1", Expect::Absent))
+                .with(put("t", &[0xff, 0xff], b"top", Expect::Any))
+                .with(put("t", &[0xff], b"ff", Expect::Present).clone()),
+        )
+        .unwrap_err();
+    // Present on a missing record failed the whole batch.
+    assert_eq!(store.get_record("t", b"a").unwrap(), None);
+    store
+        .commit(
+            WriteBatch::new()
+                .with(put("t", b"a", b"1", Expect::Absent))
+                .with(put("t", &[0xff, 0xff], b"top", Expect::Any))
+                .with(put("t", &[0xff], b"ff", Expect::Any)),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.commit(one(del(b"a", Expect::Absent))),
+        Err(StoreError::Conflict(m)) if m.contains("already exists")
+    ));
+    assert!(matches!(
+        store.commit(one(del(b"a", Expect::Value(b"2".to_vec())))),
+        Err(StoreError::Conflict(m)) if m.contains("changed concurrently")
+    ));
+    store.commit(one(del(b"nope", Expect::Absent))).unwrap();
+    store
+        .commit(one(del(b"a", Expect::Value(b"1".to_vec()))))
+        .unwrap();
+    assert_eq!(store.get_record("t", b"a").unwrap(), None);
+    assert!(matches!(
+        store.commit(one(del(b"a", Expect::Value(b"1".to_vec())))),
+        Err(StoreError::Conflict(m)) if m.contains("does not exist")
+    ));
+    // A prefix of 0xff bytes has no upper bound: every key from it on.
+    let rows = store.scan_records("t", &[0xff], None, 10).unwrap();
+    assert_eq!(
+        rows.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![vec![0xff], vec![0xff, 0xff]]
+    );
+    assert_eq!(
+        store.scan_records("t", &[0xff], Some(&[0xff]), 10).unwrap(),
+        vec![(vec![0xff, 0xff], b"top".to_vec())]
+    );
+}
+
+#[test]
+fn claims_are_single_use_until_they_expire() {
+    let (_dir, store) = open();
+    let now = 1_700_000_000;
+    let k = |s: &str| s.as_bytes().to_vec();
+    assert_eq!(
+        store
+            .claim(
+                "replay",
+                &[(k("a"), now + 10), (k("b"), now + 20), (k("a"), now + 10)],
+                now
+            )
+            .unwrap(),
+        vec![true, true, false]
+    );
+    assert_eq!(
+        store
+            .claim("replay", &[(k("a"), now + 30)], now + 9)
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        store
+            .claim("other", &[(k("a"), now + 30)], now + 9)
+            .unwrap(),
+        vec![true]
+    );
+    // Expired at `now` (expires <= now): claimable again, once.
+    assert_eq!(
+        store
+            .claim(
+                "replay",
+                &[(k("a"), now + 40), (k("b"), now + 40)],
+                now + 10
+            )
+            .unwrap(),
+        vec![true, false]
+    );
+    assert_eq!(
+        store
+            .claim("replay", &[(k("a"), now + 50)], now + 11)
+            .unwrap(),
+        vec![false]
+    );
+    assert!(store.claim("replay", &[], now).unwrap().is_empty());
+    for bad in [(Vec::new(), now + 1), (k("c"), now)] {
+        assert!(matches!(
+            store.claim("replay", &[bad], now),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    assert_eq!(
+        store.claim("replay", &[(k("c"), now + 1)], now).unwrap(),
+        vec![true],
+        "a refused call recorded nothing"
+    );
 }
