@@ -2,8 +2,10 @@
 //!
 //! [`Store`] is the interface: one write method, [`Store::commit`], which applies a
 //! [`WriteBatch`] of typed operations all-or-nothing, and typed reads. [`SledStore`] is the
-//! embedded backend; a PostgreSQL backend will follow, so every table below is meant to become
-//! one SQL table with the same key:
+//! embedded backend (one machine); [`PgStore`] keeps the same tables in PostgreSQL, shared by
+//! several appliance nodes (its module docs map each table to SQL and state the rules across
+//! nodes: row locks, failover, the linearizable [`Store::certificates_version`]). The same test
+//! suite (`tests/suite/ops.rs`) runs against both. The tables:
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -19,14 +21,18 @@
 //!
 //! # What "acknowledged" means
 //!
-//! When `commit` returns `Ok`, the whole batch is on disk: a crash or power loss after that point
-//! cannot lose it. When it returns `Conflict`, `NotFound` or `Invalid`, nothing was written. Any
+//! When `commit` returns `Ok`, the whole batch is on disk (on PostgreSQL: committed under the
+//! server's `synchronous_commit`, so with a synchronous standby on both servers' disks): a crash
+//! or power loss after that point cannot lose it. When it returns `Conflict`, `NotFound` or `Invalid`, nothing was written. Any
 //! other error leaves the outcome unknown (the batch may have been applied in memory and may or
 //! may not reach the disk); after a failed flush the store refuses further writes
 //! ([`StoreError::Poisoned`]). Reads may see a batch a moment before its `commit` returns, while
-//! its flush is in progress.
+//! its flush is in progress. [`StoreError::ReadOnly`] (the database is a standby) wrote nothing;
+//! [`StoreError::Unavailable`] (the database is unreachable) wrote nothing unless its message
+//! says the connection broke during the commit. Refused, Poisoned, ReadOnly and Unavailable are
+//! all "try again later" for a caller: 503, OCSP `tryLater`.
 //!
-//! # A full disk, or any other write error
+//! # A full disk, or any other write error (sled)
 //!
 //! sled 0.34.7 keeps the first I/O error its log writer meets (ENOSPC included) as a
 //! process-wide "global error" and fails every later write with it; only reopening the database
@@ -37,7 +43,7 @@
 //! up in the first place (a reserve checked before every commit through
 //! [`SledStore::set_write_gate`], [`StoreError::Refused`]).
 //!
-//! # Group commit
+//! # Group commit (sled)
 //!
 //! sled flushes on its own only every 500 ms; the store turns that off and flushes itself. A
 //! writer applies its batch in a sled multi-tree transaction, then waits until a flush that
