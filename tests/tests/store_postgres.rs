@@ -92,7 +92,7 @@ fn init_and_serve_on_postgres_survive_a_database_outage() {
 
     // Back: the same serve revokes, and OCSP says revoked at once.
     pg.restart();
-    let revoked = wait_for(
+    wait_for(
         "revocation after the database is back",
         Duration::from_secs(30),
         || {
@@ -102,7 +102,6 @@ fn init_and_serve_on_postgres_survive_a_database_outage() {
                 .then_some(())
         },
     );
-    let _ = revoked;
     let answer = ocsp_query(&home, &app, "organisations", &[&cert], &[]);
     assert!(answer.contains(": revoked"), "{answer}");
     app.daemon.stop(Duration::from_secs(10));
