@@ -36,6 +36,14 @@ impl From<EnrolError> for ApiError {
                 StatusCode::NOT_FOUND
             }
             EnrolError::ProfessionalExists(_) | EnrolError::Stale(_) => StatusCode::CONFLICT,
+            // Nothing was written for a reason that passes (disk reserve, database failing over
+            // or a standby): retry later.
+            EnrolError::Store(
+                cps_store::StoreError::Refused(_)
+                | cps_store::StoreError::Poisoned { .. }
+                | cps_store::StoreError::ReadOnly(_)
+                | cps_store::StoreError::Unavailable(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             EnrolError::Invalid(_)
             | EnrolError::UnknownActivity { .. }
             | EnrolError::ActivityNotForLogin { .. }

@@ -170,7 +170,15 @@ pub async fn start(
 
 /// `audit verify`'s store: opened directly, or held by the running appliance.
 pub fn open_store(home: &Path, config: &Config) -> Result<cps_trail::verify::StoreAccess, String> {
-    cps_trail::verify::open_store(&config.resolve(home, &config.store.path))
+    match config.store.backend {
+        crate::config::StoreBackend::Sled => {
+            cps_trail::verify::open_store(&config.resolve(home, &config.store.path))
+        }
+        // A shared database is read directly, whether nodes are running or not.
+        crate::config::StoreBackend::Postgres => crate::store::open(home, config, None)
+            .map(|s| cps_trail::verify::StoreAccess::Open(cps_trail::verify::StoreAnchors(s)))
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// `audit verify`: the log `dir` (default `<home>/audit/log`) against `root` (default

@@ -15,7 +15,7 @@ use cps_pki::{
     CertificateParams, Issuer, ParsedCertificate, issue_certificate, parse_certificate, pem_encode,
     serial_from_random, verify_issued_by,
 };
-use cps_store::{CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp};
+use cps_store::{CertStatus, CertificateRecord, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{CONFIG_FILE, CaKeyConfig, Config};
@@ -436,8 +436,14 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
     check_chain(&out)?;
 
     // Durable records before anything is published.
-    let store_path = config.resolve(home, &config.store.path);
-    let store = SledStore::open(&store_path)?;
+    let store = crate::store::open(home, config, None)?;
+    if store.get_meta("hierarchy")?.is_some() || store.audit_len()? > 0 {
+        return Err(ApplianceError::Refused(
+            "the store already holds an appliance (a hierarchy or audit records): init writes into \
+             an empty store only"
+                .into(),
+        ));
+    }
     let mut batch = WriteBatch::new();
     for (e, der) in &out {
         let p = parse_certificate(der)?;

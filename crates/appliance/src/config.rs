@@ -102,8 +102,21 @@ fn default_sessions() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// Directory of the embedded store (relative to the home directory).
+    /// `sled` (the embedded store in [`StoreSection::path`], one machine) or `postgres` (a
+    /// PostgreSQL database at [`StoreSection::url`], shared by several nodes).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Directory of the embedded store (relative to the home directory); `sled` only.
     pub path: PathBuf,
+    /// `postgres` only: the connection URL, e.g.
+    /// `postgresql://cps@db1:5432,db2:5432/cps?target_session_attrs=read-write` (every host of
+    /// the primary/standby pair, so that connections follow a failover). A password belongs in
+    /// `~/.pgpass` or `PGPASSWORD`, not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `postgres` only: connections kept open to the database.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
     /// Free space (MiB) kept on the filesystems of the store, the audit log and the outgoing
     /// queue. Below it the appliance refuses new work (503, alarm) before anything can fail on
     /// a full disk; it resumes by itself once free space is back above it by a quarter.
@@ -115,9 +128,39 @@ fn default_min_free_mb() -> u64 {
     256
 }
 
+/// Whether a `postgresql://` URL carries a password (`user:password@host`).
+fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.contains(':'),
+        None => false,
+    }
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+/// Where the appliance keeps its durable state.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The embedded store (sled), in the home directory: one node.
+    #[default]
+    Sled,
+    /// A PostgreSQL database, shared by every node of a cluster.
+    Postgres,
+}
+
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
+            backend: StoreBackend::Sled,
+            url: None,
+            pool_size: default_pool_size(),
             path: "store".into(),
             min_free_mb: default_min_free_mb(),
         }
@@ -502,6 +545,41 @@ impl Config {
             ));
         }
         self.xua.check().map_err(ConfigError::Invalid)?;
+        match (self.store.backend, &self.store.url) {
+            (StoreBackend::Sled, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "store.url is set but store.backend is \"sled\"; set backend = \"postgres\" \
+                     to use the database, or remove url"
+                        .into(),
+                ));
+            }
+            (StoreBackend::Postgres, None) => {
+                return Err(ConfigError::Invalid(
+                    "store.backend = \"postgres\" needs store.url (e.g. \
+                     postgresql://cps@db1,db2/cps?target_session_attrs=read-write)"
+                        .into(),
+                ));
+            }
+            (StoreBackend::Postgres, Some(url)) => {
+                if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+                    return Err(ConfigError::Invalid(
+                        "store.url must be a postgresql:// URL".into(),
+                    ));
+                }
+                if url_has_password(url) {
+                    return Err(ConfigError::Invalid(
+                        "store.url holds a password; keep it in ~/.pgpass or PGPASSWORD instead"
+                            .into(),
+                    ));
+                }
+            }
+            (StoreBackend::Sled, None) => {}
+        }
+        if !(1..=256).contains(&self.store.pool_size) {
+            return Err(ConfigError::Invalid(
+                "store.pool_size must be between 1 and 256".into(),
+            ));
+        }
         if !(1..=1024 * 1024).contains(&self.store.min_free_mb) {
             return Err(ConfigError::Invalid(
                 "store.min_free_mb must be between 1 and 1048576 (1 TiB)".into(),
@@ -774,6 +852,29 @@ mod tests {
                 "xua.replay_capacity",
             ),
             (Box::new(|c| c.store.min_free_mb = 0), "store.min_free_mb"),
+            (
+                Box::new(|c| c.store.url = Some("postgresql://cps@db/cps".into())),
+                "backend is \"sled\"",
+            ),
+            (
+                Box::new(|c| c.store.backend = StoreBackend::Postgres),
+                "needs store.url",
+            ),
+            (
+                Box::new(|c| {
+                    c.store.backend = StoreBackend::Postgres;
+                    c.store.url = Some("mysql://db/cps".into());
+                }),
+                "postgresql:// URL",
+            ),
+            (
+                Box::new(|c| {
+                    c.store.backend = StoreBackend::Postgres;
+                    c.store.url = Some("postgresql://cps:hunter2@db1,db2/cps".into());
+                }),
+                "holds a password",
+            ),
+            (Box::new(|c| c.store.pool_size = 0), "store.pool_size"),
             (
                 Box::new(|c| c.audit.reauthorize_seconds = 0),
                 "audit.reauthorize_seconds",

@@ -5,17 +5,16 @@ use std::sync::Arc;
 
 pub use cps_disk::{CHECK_EVERY, DiskGuard, Space};
 
-/// The guard of an appliance home: the store, the audit log and the queue, with the reserve of
-/// `store.min_free_mb`.
+/// The guard of an appliance home: the store (sled: in the home; PostgreSQL keeps its data on
+/// the database servers), the audit log and the queue, with the reserve of `store.min_free_mb`.
 pub fn for_home(home: &Path, config: &crate::config::Config) -> Arc<DiskGuard> {
-    DiskGuard::new(
-        vec![
-            ("store", config.resolve(home, &config.store.path)),
-            ("audit log", home.join(crate::home::LOG_DIR)),
-            ("audit queue", home.join(crate::home::QUEUE_DIR)),
-        ],
-        config.store.min_free_mb,
-    )
+    let mut watched = Vec::new();
+    if config.store.backend == crate::config::StoreBackend::Sled {
+        watched.push(("store", config.resolve(home, &config.store.path)));
+    }
+    watched.push(("audit log", home.join(crate::home::LOG_DIR)));
+    watched.push(("audit queue", home.join(crate::home::QUEUE_DIR)));
+    DiskGuard::new(watched, config.store.min_free_mb)
 }
 
 /// HTTPS front door: while the disk is full, every request that may change state (any method

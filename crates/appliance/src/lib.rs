@@ -52,6 +52,7 @@ pub mod identity;
 // Commands.
 pub mod ceremony;
 pub mod serve;
+pub mod store;
 
 pub use clock::{rfc3339, unix_now};
 // The trail's modules, under the paths the appliance's modules and the CLI use.

@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cps_hsm::Hsm;
-use cps_store::{SledStore, Store};
+use cps_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 
@@ -59,12 +59,10 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let hsm = open_checked_hsm(home, config)?;
     // Every commit goes through the disk guard: nothing reaches the disk below the reserve.
     let disk = crate::disk::for_home(home, config);
-    let sled = SledStore::open(config.resolve(home, &config.store.path))?;
-    sled.set_write_gate(disk.write_gate())?;
-    let store: Arc<dyn Store> = Arc::new(sled);
+    let store: Arc<dyn Store> = crate::store::open(home, config, Some(&disk))?;
     // Other nodes commit to this store (a shared database): caches of certificate state check
     // the store's version after each request arrived.
-    let shared = false;
+    let shared = config.store.backend == crate::config::StoreBackend::Postgres;
     let fresh = Arc::new(cps_store::FreshVersion::new(store.clone(), shared));
     let clock = SigningClock::from_config(&config.time, Some(store.clone()));
     let ca = Arc::new(CaService::open(

@@ -48,6 +48,9 @@ impl From<StoreError> for CaError {
             // Nothing was written and nothing is lost: the caller may retry (503).
             e @ StoreError::Refused(_) => CaError::Unavailable(e.to_string()),
             e @ StoreError::Poisoned { .. } => CaError::Unavailable(e.to_string()),
+            // The database is a standby or unreachable (failing over): 503, retry later.
+            e @ StoreError::ReadOnly(_) => CaError::Unavailable(e.to_string()),
+            e @ StoreError::Unavailable(_) => CaError::Unavailable(e.to_string()),
             other => CaError::internal(other),
         }
     }

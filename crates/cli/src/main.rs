@@ -155,6 +155,11 @@ struct InitArgs {
     /// default) or `declared` (the operator vouches for the clock; see README "Time").
     #[arg(long, value_parser = ["kernel", "declared"])]
     time_source: Option<String>,
+    /// Keep the appliance's state in this PostgreSQL database (`[store] backend = "postgres"`)
+    /// instead of the embedded store, e.g.
+    /// `postgresql://cps@db1,db2/cps?target_session_attrs=read-write`.
+    #[arg(long)]
+    store_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -575,6 +580,10 @@ fn init(home: &Path, args: InitArgs) -> CliResult {
         Some("declared") => config.time.source = cps_appliance::config::TimeSourceKind::Declared,
         Some(_) => config.time.source = cps_appliance::config::TimeSourceKind::Kernel,
         None => {}
+    }
+    if let Some(url) = args.store_url {
+        config.store.backend = cps_appliance::config::StoreBackend::Postgres;
+        config.store.url = Some(url);
     }
     if let Some(module) = args.hsm_module {
         config.hsm.module = module;

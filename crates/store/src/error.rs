@@ -86,6 +86,22 @@ pub enum StoreError {
     #[error("the store refuses writes for now: {0}; nothing of the batch was written")]
     Refused(String),
 
+    /// The database server accepts no writes: it is a standby (in recovery) or runs read-only.
+    /// Nothing of the batch was written; the same batch may be committed once a primary is
+    /// reachable again (after a failover, the store's connections go to the new primary by
+    /// themselves).
+    #[error(
+        "the database refuses writes: {0}; nothing of the batch was written (is this a standby? \
+         point the store's URL at the primary, or list every host with target_session_attrs=read-write)"
+    )]
+    ReadOnly(String),
+
+    /// The database server cannot be reached (down, failing over, or every pooled connection is
+    /// busy). Nothing was written, unless the connection broke while the batch was being
+    /// committed, in which case the message says that its outcome is unknown.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+
     /// The storage engine reported an error that fits none of the other variants.
     #[error("storage engine error on the store at {path}: {detail}")]
     Backend {

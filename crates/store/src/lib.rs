@@ -2,8 +2,10 @@
 //!
 //! [`Store`] is the interface: one write method, [`Store::commit`], which applies a
 //! [`WriteBatch`] of typed operations all-or-nothing, and typed reads. [`SledStore`] is the
-//! embedded backend; a PostgreSQL backend will follow, so every table below is meant to become
-//! one SQL table with the same key:
+//! embedded backend (one machine); [`PgStore`] keeps the same tables in PostgreSQL, shared by
+//! several appliance nodes (its module docs map each table to SQL and state the rules across
+//! nodes: row locks, failover, the linearizable [`Store::certificates_version`]). The same test
+//! suite (`tests/suite/ops.rs`) runs against both. The tables:
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -15,17 +17,22 @@
 //! | `audit` | seq | [`AuditRecord`] |
 //! | `meta` | key | bytes |
 //! | `records` | (table, key) | bytes: the named tables of higher layers (professionals, cards, nodes...) |
+//! | `claims` | (table, key) | expiry: single-use keys ([`Store::claim`]), with an index by expiry |
 //!
 //! # What "acknowledged" means
 //!
-//! When `commit` returns `Ok`, the whole batch is on disk: a crash or power loss after that point
-//! cannot lose it. When it returns `Conflict`, `NotFound` or `Invalid`, nothing was written. Any
+//! When `commit` returns `Ok`, the whole batch is on disk (on PostgreSQL: committed under the
+//! server's `synchronous_commit`, so with a synchronous standby on both servers' disks): a crash
+//! or power loss after that point cannot lose it. When it returns `Conflict`, `NotFound` or `Invalid`, nothing was written. Any
 //! other error leaves the outcome unknown (the batch may have been applied in memory and may or
 //! may not reach the disk); after a failed flush the store refuses further writes
 //! ([`StoreError::Poisoned`]). Reads may see a batch a moment before its `commit` returns, while
-//! its flush is in progress.
+//! its flush is in progress. [`StoreError::ReadOnly`] (the database is a standby) wrote nothing;
+//! [`StoreError::Unavailable`] (the database is unreachable) wrote nothing unless its message
+//! says the connection broke during the commit. Refused, Poisoned, ReadOnly and Unavailable are
+//! all "try again later" for a caller: 503, OCSP `tryLater`.
 //!
-//! # A full disk, or any other write error
+//! # A full disk, or any other write error (sled)
 //!
 //! sled 0.34.7 keeps the first I/O error its log writer meets (ENOSPC included) as a
 //! process-wide "global error" and fails every later write with it; only reopening the database
@@ -36,7 +43,7 @@
 //! up in the first place (a reserve checked before every commit through
 //! [`SledStore::set_write_gate`], [`StoreError::Refused`]).
 //!
-//! # Group commit
+//! # Group commit (sled)
 //!
 //! sled flushes on its own only every 500 ms; the store turns that off and flushes itself. A
 //! writer applies its batch in a sled multi-tree transaction, then waits until a flush that
@@ -62,6 +69,7 @@ mod fresh;
 mod group_commit;
 mod keys;
 mod model;
+mod pg_store;
 mod sled_store;
 
 pub use error::StoreError;
@@ -72,6 +80,7 @@ pub use model::{
     CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
     MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
+pub use pg_store::{PG_SCHEMA_VERSION, PgOptions, PgStore};
 pub use sled_store::{FlushPolicy, SledStore, WriteGate};
 
 /// One record of a named table: (key, value).
@@ -162,4 +171,26 @@ pub trait Store: Send + Sync {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<RecordRow>, StoreError>;
+
+    /// Claims single-use keys of the claim table `table` (assertion IDs, login challenges...),
+    /// each until its expiry: `keys` holds `(key, expires)` pairs, `expires` and `now` in Unix
+    /// seconds. The answer has one entry per key, in order: `true` if the key was newly recorded
+    /// (no record, or its record had expired at `now`, i.e. `expires <= now`), `false` if an
+    /// unexpired record exists (a key repeated within one call is `true` at most once).
+    ///
+    /// Atomic per key: of concurrent claims of one key, from any number of threads or of
+    /// processes sharing the backend, at most one gets `true`. A `true` is durable when this
+    /// returns, like a committed batch (see the crate docs); a `false` writes nothing that must
+    /// survive. Claim tables are separate from the named tables of
+    /// [`get_record`](Store::get_record). Expired claims are purged by the store at its own pace.
+    ///
+    /// Refused with [`StoreError::Invalid`] (nothing recorded): an invalid table name (as for
+    /// named tables), an empty key or one longer than [`MAX_RECORD_KEY_LEN`], an `expires` that
+    /// is not after `now`. The write errors of [`commit`](Store::commit) apply.
+    fn claim(
+        &self,
+        table: &str,
+        keys: &[(Vec<u8>, i64)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError>;
 }

@@ -9,6 +9,8 @@
 //! process, and reserved across processes by a file per port naming the owner's PID (a file
 //! whose process is gone is taken over).
 
+pub mod postgres;
+
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{TcpListener, UdpSocket};

@@ -1,14 +1,19 @@
-//! Behaviour of every operation, through the `Store` trait.
+//! Behaviour of every operation, through the `Store` trait: the backend-agnostic suite, mounted
+//! once per backend (`tests/sled.rs`, `tests/postgres.rs`). Each mount provides `crate::backend`:
+//! `Db::fresh()` (a new, empty store's location), `Db::open()` (a store on it; several may be
+//! opened one after another, and on PostgreSQL also side by side) and the store type `S`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use cps_store::{
-    AuditRecord, CertCursor, CertStatus, CertificateRecord, CommitReceipt, MAX_VALUE_LEN,
-    RevokedEntry, SledStore, Store, StoreError, WriteBatch, WriteOp,
+    AuditRecord, CertCursor, CertStatus, CertificateRecord, CommitReceipt, Expect, MAX_VALUE_LEN,
+    RevokedEntry, Store, StoreError, WriteBatch, WriteOp,
 };
 
-fn cert(issuer: &str, serial: &[u8], spki: u8) -> CertificateRecord {
+use crate::backend::{Db, S};
+
+pub fn cert(issuer: &str, serial: &[u8], spki: u8) -> CertificateRecord {
     CertificateRecord {
         issuer: issuer.into(),
         serial: serial.to_vec(),
@@ -24,11 +29,11 @@ fn cert(issuer: &str, serial: &[u8], spki: u8) -> CertificateRecord {
     }
 }
 
-fn hex_of(b: &[u8]) -> String {
+pub fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn audit(n: u64) -> AuditRecord {
+pub fn audit(n: u64) -> AuditRecord {
     AuditRecord {
         time: 1_700_000_000 + n as i64,
         kind: "test".into(),
@@ -38,7 +43,7 @@ fn audit(n: u64) -> AuditRecord {
     }
 }
 
-fn revoked(time: i64, reason: u8) -> CertStatus {
+pub fn revoked(time: i64, reason: u8) -> CertStatus {
     CertStatus::Revoked {
         time,
         reason,
@@ -46,23 +51,32 @@ fn revoked(time: i64, reason: u8) -> CertStatus {
     }
 }
 
-fn open() -> (tempfile::TempDir, SledStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
+pub fn open() -> (Db, S) {
+    let dir = Db::fresh();
+    let store = dir.open();
     (dir, store)
 }
 
-fn one(op: WriteOp) -> WriteBatch {
+pub fn put(table: &str, key: &[u8], value: &[u8], expect: Expect) -> WriteOp {
+    WriteOp::PutRecord {
+        table: table.into(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+        expect,
+    }
+}
+
+pub fn one(op: WriteOp) -> WriteBatch {
     WriteBatch::new().with(op)
 }
 
-fn insert(store: &dyn Store, rec: &CertificateRecord) -> CommitReceipt {
+pub fn insert(store: &dyn Store, rec: &CertificateRecord) -> CommitReceipt {
     store
         .commit(one(WriteOp::InsertCertificate(rec.clone())))
         .unwrap()
 }
 
-fn set_status(issuer: &str, serial: &[u8], status: CertStatus) -> WriteOp {
+pub fn set_status(issuer: &str, serial: &[u8], status: CertStatus) -> WriteOp {
     WriteOp::SetCertificateStatus {
         issuer: issuer.into(),
         serial: serial.to_vec(),
@@ -73,7 +87,7 @@ fn set_status(issuer: &str, serial: &[u8], status: CertStatus) -> WriteOp {
 #[test]
 fn store_is_an_object_safe_send_sync_trait() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<SledStore>();
+    send_sync::<S>();
     send_sync::<Arc<dyn Store>>();
     let (_dir, store) = open();
     let store: Arc<dyn Store> = Arc::new(store);
@@ -86,13 +100,13 @@ fn store_is_an_object_safe_send_sync_trait() {
 
 #[test]
 fn certificates_round_trip_and_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     let a = cert("personnes", &[0x01, 0x02, 0x03], 1);
     let mut b = cert("organisations", &[0x00, 0x80], 2);
     b.holder = None;
     b.status = revoked(1_750_000_000, 1);
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert_eq!(
             store.get_certificate("personnes", &[1, 2, 3]).unwrap(),
             None
@@ -104,7 +118,7 @@ fn certificates_round_trip_and_survive_reopening() {
             Some(a.clone())
         );
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert_eq!(
         store.get_certificate("personnes", &[1, 2, 3]).unwrap(),
         Some(a.clone())
@@ -365,9 +379,9 @@ fn the_spki_index_finds_every_certificate_of_a_key() {
 
 #[test]
 fn blocked_keys_stay_blocked_with_their_first_reason() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert!(!store.is_key_blocked(&[1; 32]).unwrap());
         store
             .commit(one(WriteOp::BlockKey {
@@ -384,7 +398,7 @@ fn blocked_keys_stay_blocked_with_their_first_reason() {
             }))
             .unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert!(store.is_key_blocked(&[1; 32]).unwrap());
     assert!(!store.is_key_blocked(&[2; 32]).unwrap());
     let entry = store.blocked_key(&[1; 32]).unwrap().unwrap();
@@ -393,13 +407,13 @@ fn blocked_keys_stay_blocked_with_their_first_reason() {
 
 #[test]
 fn counters_only_go_forward() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     let bump = |min_next| WriteOp::BumpCounter {
         name: "crl-personnes".into(),
         min_next,
     };
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert_eq!(store.counter("crl-personnes").unwrap(), 0);
         assert_eq!(
             store.commit(one(bump(None))).unwrap().counter_values,
@@ -435,7 +449,7 @@ fn counters_only_go_forward() {
         assert_eq!(r.counter_values, vec![12, 1, 13]);
         assert_eq!(r.audit_seqs, vec![1, 2]);
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert_eq!(store.counter("crl-personnes").unwrap(), 13);
     assert_eq!(store.counter("crl-organisations").unwrap(), 1);
     assert_eq!(
@@ -461,9 +475,9 @@ fn counters_only_go_forward() {
 
 #[test]
 fn audit_sequence_numbers_start_at_one_and_read_back_in_ranges() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Db::fresh();
     {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = dir.open();
         assert_eq!(store.audit_len().unwrap(), 0);
         for n in 1..=5 {
             assert_eq!(
@@ -482,7 +496,7 @@ fn audit_sequence_numbers_start_at_one_and_read_back_in_ranges() {
             .unwrap();
         assert_eq!(r.audit_seqs, vec![6, 7]);
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = dir.open();
     assert_eq!(store.audit_len().unwrap(), 7);
     let all = store.audit_range(0, 100).unwrap();
     assert_eq!(
@@ -547,13 +561,7 @@ fn concurrent_audit_appends_are_gap_free_and_unique() {
             "seq {seq} holds another writer's record"
         );
     }
-    // Group commit shared flushes among the writers.
-    let stats = store.commit_stats();
-    assert_eq!(stats.commits, total);
-    assert!(
-        stats.flushes < total,
-        "every commit flushed alone: {stats:?}"
-    );
+    crate::backend::after_concurrent_commits(&store, total);
 }
 
 #[test]
@@ -711,24 +719,6 @@ fn invalid_input_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn a_second_open_is_refused_with_locked() {
-    let (dir, store) = open();
-    let err = SledStore::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("in use by another process")
-            && msg.contains(&dir.path().display().to_string()),
-        "{msg}"
-    );
-    // The first handle still works, and once it is closed the store opens again.
-    store.commit(one(WriteOp::AppendAudit(audit(1)))).unwrap();
-    drop(store);
-    let store = SledStore::open(dir.path()).unwrap();
-    assert_eq!(store.audit_len().unwrap(), 1);
-}
-
-#[test]
 fn many_writers_on_mixed_operations_keep_every_invariant() {
     let (_dir, store) = open();
     let store: Arc<dyn Store> = Arc::new(store);
@@ -791,7 +781,7 @@ fn the_certificates_version_moves_with_every_certificate_change_and_only_then() 
     let (_d, store) = open();
     let v0 = store
         .certificates_version()
-        .expect("sled tells its version");
+        .expect("the store tells its version");
     store.commit(one(WriteOp::AppendAudit(audit(1)))).unwrap();
     store
         .commit(one(WriteOp::PutMeta {
@@ -822,4 +812,226 @@ fn the_certificates_version_moves_with_every_certificate_change_and_only_then() 
             .is_err()
     );
     assert_eq!(store.certificates_version(), Some(v2));
+}
+
+#[test]
+fn named_table_records_with_preconditions() {
+    let (_dir, store) = open();
+    store
+        .commit(WriteBatch::new().with(put("cards", b"A1", b"v1", Expect::Absent)))
+        .unwrap();
+    assert_eq!(
+        store.get_record("cards", b"A1").unwrap(),
+        Some(b"v1".to_vec())
+    );
+    // Same key in another table is another record.
+    assert_eq!(store.get_record("nodes", b"A1").unwrap(), None);
+
+    // Absent on an existing record: conflict, and nothing else in the batch is applied.
+    let batch = WriteBatch::new()
+        .with(put("cards", b"B2", b"v", Expect::Any))
+        .with(put("cards", b"A1", b"v2", Expect::Absent));
+    assert!(matches!(store.commit(batch), Err(StoreError::Conflict(m)) if m.contains("A1")));
+    assert_eq!(store.get_record("cards", b"B2").unwrap(), None);
+
+    // Compare-and-set.
+    let stale = put("cards", b"A1", b"v3", Expect::Value(b"old".to_vec()));
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(stale)),
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .commit(WriteBatch::new().with(put("cards", b"A1", b"v3", Expect::Value(b"v1".to_vec()))))
+        .unwrap();
+    assert_eq!(
+        store.get_record("cards", b"A1").unwrap(),
+        Some(b"v3".to_vec())
+    );
+
+    // Delete with Present; a second delete with Present conflicts.
+    let del = || WriteOp::DeleteRecord {
+        table: "cards".into(),
+        key: b"A1".to_vec(),
+        expect: Expect::Present,
+    };
+    store.commit(WriteBatch::new().with(del())).unwrap();
+    assert_eq!(store.get_record("cards", b"A1").unwrap(), None);
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(del())),
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Limits.
+    let big = put("cards", b"x", &vec![0u8; MAX_VALUE_LEN + 1], Expect::Any);
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(big)),
+        Err(StoreError::Invalid(_))
+    ));
+    let long_key = put(
+        "cards",
+        &[b'k'; cps_store::MAX_RECORD_KEY_LEN + 1],
+        b"v",
+        Expect::Any,
+    );
+    assert!(matches!(
+        store.commit(WriteBatch::new().with(long_key)),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.get_record("", b"k"),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[test]
+fn named_table_scans_are_ordered_prefixed_and_paged() {
+    let (dir, store) = open();
+    let mut batch = WriteBatch::new();
+    for k in ["p/3", "p/1", "p/2", "q/1", "p"] {
+        batch.push(put("t", k.as_bytes(), k.as_bytes(), Expect::Any));
+    }
+    // A table whose name extends "t" must not leak into scans of "t".
+    batch.push(put("t2", b"p/0", b"other", Expect::Any));
+    store.commit(batch).unwrap();
+
+    let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| {
+        rows.into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(store.scan_records("t", b"p/", None, 10).unwrap()),
+        ["p/1", "p/2", "p/3"]
+    );
+    assert_eq!(
+        keys(store.scan_records("t", b"", None, 10).unwrap()),
+        ["p", "p/1", "p/2", "p/3", "q/1"]
+    );
+    let first = store.scan_records("t", b"p/", None, 2).unwrap();
+    assert_eq!(keys(first.clone()), ["p/1", "p/2"]);
+    let after = first.last().unwrap().0.clone();
+    assert_eq!(
+        keys(store.scan_records("t", b"p/", Some(&after), 2).unwrap()),
+        ["p/3"]
+    );
+    // Survives a reopen.
+    drop(store);
+    let store = dir.open();
+    assert_eq!(
+        store.get_record("t2", b"p/0").unwrap(),
+        Some(b"other".to_vec())
+    );
+}
+
+#[test]
+fn record_deletes_honour_their_preconditions_and_scans_reach_the_top_bytes() {
+    let (_dir, store) = open();
+    let del = |key: &[u8], expect| WriteOp::DeleteRecord {
+        table: "t".into(),
+        key: key.to_vec(),
+        expect,
+    };
+    store
+        .commit(
+            WriteBatch::new()
+                .with(put("t", b"a", b"1", Expect::Absent))
+                .with(put("t", &[0xff, 0xff], b"top", Expect::Any))
+                .with(put("t", &[0xff], b"ff", Expect::Present).clone()),
+        )
+        .unwrap_err();
+    // Present on a missing record failed the whole batch.
+    assert_eq!(store.get_record("t", b"a").unwrap(), None);
+    store
+        .commit(
+            WriteBatch::new()
+                .with(put("t", b"a", b"1", Expect::Absent))
+                .with(put("t", &[0xff, 0xff], b"top", Expect::Any))
+                .with(put("t", &[0xff], b"ff", Expect::Any)),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.commit(one(del(b"a", Expect::Absent))),
+        Err(StoreError::Conflict(m)) if m.contains("already exists")
+    ));
+    assert!(matches!(
+        store.commit(one(del(b"a", Expect::Value(b"2".to_vec())))),
+        Err(StoreError::Conflict(m)) if m.contains("changed concurrently")
+    ));
+    store.commit(one(del(b"nope", Expect::Absent))).unwrap();
+    store
+        .commit(one(del(b"a", Expect::Value(b"1".to_vec()))))
+        .unwrap();
+    assert_eq!(store.get_record("t", b"a").unwrap(), None);
+    assert!(matches!(
+        store.commit(one(del(b"a", Expect::Value(b"1".to_vec())))),
+        Err(StoreError::Conflict(m)) if m.contains("does not exist")
+    ));
+    // A prefix of 0xff bytes has no upper bound: every key from it on.
+    let rows = store.scan_records("t", &[0xff], None, 10).unwrap();
+    assert_eq!(
+        rows.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![vec![0xff], vec![0xff, 0xff]]
+    );
+    assert_eq!(
+        store.scan_records("t", &[0xff], Some(&[0xff]), 10).unwrap(),
+        vec![(vec![0xff, 0xff], b"top".to_vec())]
+    );
+}
+
+#[test]
+fn claims_are_single_use_until_they_expire() {
+    let (_dir, store) = open();
+    let now = 1_700_000_000;
+    let k = |s: &str| s.as_bytes().to_vec();
+    assert_eq!(
+        store
+            .claim(
+                "replay",
+                &[(k("a"), now + 10), (k("b"), now + 20), (k("a"), now + 10)],
+                now
+            )
+            .unwrap(),
+        vec![true, true, false]
+    );
+    assert_eq!(
+        store
+            .claim("replay", &[(k("a"), now + 30)], now + 9)
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        store
+            .claim("other", &[(k("a"), now + 30)], now + 9)
+            .unwrap(),
+        vec![true]
+    );
+    // Expired at `now` (expires <= now): claimable again, once.
+    assert_eq!(
+        store
+            .claim(
+                "replay",
+                &[(k("a"), now + 40), (k("b"), now + 40)],
+                now + 10
+            )
+            .unwrap(),
+        vec![true, false]
+    );
+    assert_eq!(
+        store
+            .claim("replay", &[(k("a"), now + 50)], now + 11)
+            .unwrap(),
+        vec![false]
+    );
+    assert!(store.claim("replay", &[], now).unwrap().is_empty());
+    for bad in [(Vec::new(), now + 1), (k("c"), now)] {
+        assert!(matches!(
+            store.claim("replay", &[bad], now),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    assert_eq!(
+        store.claim("replay", &[(k("c"), now + 1)], now).unwrap(),
+        vec![true],
+        "a refused call recorded nothing"
+    );
 }
