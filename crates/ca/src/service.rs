@@ -664,6 +664,7 @@ impl CaService {
                 this_update,
                 next_update,
                 entries: &entries,
+                distribution_point: None,
             },
             auth.key.as_ref(),
             auth.signature,
