@@ -83,6 +83,9 @@ fn fx() -> Fx {
             crl_validity_secs: CRL_VALIDITY,
             key_policy: cps_pki::KeyPolicy::default(),
             reserved_profiles: vec!["audit-checkpoint".into()],
+            node_id: "node-1".into(),
+            crl_lease_secs: crate::crl::DEFAULT_LEASE_SECS,
+            crl_shards: Default::default(),
         },
     )
     .with_crl_publisher(rec.clone());
