@@ -26,10 +26,12 @@
 //! and the counter `crl-revision:<ca>[/<shard>]`, bumped by every revocation, hold and release
 //! in its own commit: a stored CRL built at a lower revision is stale on every node.
 //!
-//! A CRL is published by one commit that checks the lease still holds this node's record
-//! (fencing), moves the CA's CRL number on with a compare-and-swap, writes the chunks and the
-//! `crl` record, and deletes the chunks of the CRL before the previous one (a reader that has just
-//! read the previous record still finds its chunks).
+//! A CRL's number is reserved before it is signed, by a commit fenced by the lease that moves the
+//! CA's `crl-number` on with a compare-and-swap (so no two signed CRLs ever share a number, not
+//! even one that is then dropped). The CRL is then published by one commit that checks the lease
+//! still holds this node's record (fencing) and that the number is still the last one reserved,
+//! writes the chunks and the `crl` record, and deletes the chunks of the CRL before the previous
+//! one (a reader that has just read the previous record still finds its chunks).
 
 use serde::{Deserialize, Serialize};
 
@@ -220,15 +222,43 @@ pub fn next_number(store: &dyn Store, ca: &str) -> Result<(u64, Expect), CaError
     Ok((last.max(legacy) + 1, expect))
 }
 
-/// What one publication writes, all or nothing: the fence on the lease, the CRL number, the
-/// chunks, the `crl` record, and the removal of the chunks two CRLs back.
+fn fence(lease: &HeldLease) -> WriteOp {
+    WriteOp::PutRecord {
+        table: LEASE_TABLE.into(),
+        key: LEASE_KEY.to_vec(),
+        value: lease.raw.clone(),
+        expect: Expect::Value(lease.raw.clone()),
+    }
+}
+
+/// The reservation of CRL number `number` for `ca` before it is signed, fenced by the lease:
+/// a number is taken once, even by a CRL that is then dropped. The older `crl-number:<ca>`
+/// counter follows it.
+pub fn reserve_ops(ca: &str, number: u64, expect: Expect, lease: &HeldLease) -> Vec<WriteOp> {
+    vec![
+        fence(lease),
+        WriteOp::PutRecord {
+            table: NUMBER_TABLE.into(),
+            key: ca.as_bytes().to_vec(),
+            value: number.to_be_bytes().to_vec(),
+            expect,
+        },
+        WriteOp::BumpCounter {
+            name: format!("crl-number:{ca}"),
+            min_next: Some(number),
+        },
+    ]
+}
+
+/// What one publication writes, all or nothing: (a) the fence on the lease, (b) the check that
+/// the CA's CRL number is still the one reserved for this CRL, (c) the chunks and the `crl`
+/// record; and the removal of the chunks two CRLs back.
 #[allow(clippy::too_many_arguments)]
 pub fn publish_ops(
     ca: &str,
     name: &str,
     der: &[u8],
     number: u64,
-    number_expect: Expect,
     times: (i64, i64),
     revision: u64,
     previous: Option<&(StoredCrl, Vec<u8>)>,
@@ -247,24 +277,16 @@ pub fn publish_ops(
         previous: previous.map(|(p, _)| (p.number, p.chunks)),
         signer: lease.holder.clone(),
     };
+    let n = number.to_be_bytes().to_vec();
     let mut ops = vec![
         // (a) fencing: the lease is still exactly the one this node holds.
-        WriteOp::PutRecord {
-            table: LEASE_TABLE.into(),
-            key: LEASE_KEY.to_vec(),
-            value: lease.raw.clone(),
-            expect: Expect::Value(lease.raw.clone()),
-        },
-        // (b) the CA's CRL number, compare-and-swap; the older counter follows it.
+        fence(lease),
+        // (b) no later number was reserved since this one.
         WriteOp::PutRecord {
             table: NUMBER_TABLE.into(),
             key: ca.as_bytes().to_vec(),
-            value: number.to_be_bytes().to_vec(),
-            expect: number_expect,
-        },
-        WriteOp::BumpCounter {
-            name: format!("crl-number:{ca}"),
-            min_next: Some(number),
+            value: n.clone(),
+            expect: Expect::Value(n),
         },
     ];
     // (c) the CRL itself.

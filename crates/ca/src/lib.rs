@@ -20,6 +20,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod cluster_tests;
 pub mod crl;
 mod error;
 pub mod hierarchy;

@@ -14,7 +14,7 @@ use ring::rand::SecureRandom;
 use crate::SubjectRequest;
 use crate::crl::{
     CrlLease, HeldLease, LeaseState, Partition, StoredCrl, crl_url, partition_entries,
-    partition_name, partition_of, revision_counter,
+    partition_name, revision_counter,
 };
 use crate::error::RngFailed;
 use crate::{CaError, CertState, CrlPublisher, IssueRequest, SigningGate, StatusListener};
@@ -142,7 +142,7 @@ pub struct CaService {
     /// Called between signing a CRL and committing it (tests pause a leader there).
     #[cfg(test)]
     #[allow(clippy::type_complexity)]
-    pub(crate) before_publish: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    pub(crate) before_publish: Mutex<Option<Box<dyn FnMut(&[u8]) + Send>>>,
     /// Serialises status transitions per CA (read-check-write must not interleave).
     revocation_locks: HashMap<String, Mutex<()>>,
     listeners: Mutex<Vec<Arc<dyn StatusListener>>>,
@@ -639,11 +639,15 @@ impl CaService {
             },
         };
         batch.push(WriteOp::AppendAudit(event.record(now, actor)));
-        // Every node's copy of this partition's CRL is stale from this commit on.
-        batch.push(WriteOp::BumpCounter {
-            name: revision_counter(ca, partition_of(serial, self.config.shards(ca))),
-            min_next: None,
-        });
+        // Every node's copy of the CRLs that may list it is stale from this commit on: the
+        // CA's own URL (which lists everything while the CA is not sharded) and, for a serial
+        // that carries a shard, that shard's (whatever the shard count of this node).
+        for part in std::iter::once(None).chain(crate::crl::shard_of(serial).map(Some)) {
+            batch.push(WriteOp::BumpCounter {
+                name: revision_counter(ca, part),
+                min_next: None,
+            });
+        }
         self.store.commit(batch)?;
         self.notify(ca, serial);
         Ok(CertificateRecord {
@@ -783,10 +787,11 @@ impl CaService {
         let entries =
             partition_entries(store.revoked_certificates(ca)?, part, shards, now, validity);
         let (number, number_expect) = crate::crl::next_number(store, ca)?;
+        store.commit(crate::crl::reserve_ops(ca, number, number_expect, lease).into())?;
         let der = self.sign_crl(ca, part, number, now, &entries)?;
         #[cfg(test)]
         if let Some(hook) = self.before_publish.lock().as_mut() {
-            hook();
+            hook(&der);
         }
         let name = partition_name(ca, part);
         let ops = crate::crl::publish_ops(
@@ -794,7 +799,6 @@ impl CaService {
             &name,
             &der,
             number,
-            number_expect,
             (now, now + validity),
             revision,
             previous,

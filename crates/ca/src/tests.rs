@@ -126,11 +126,11 @@ fn conflict<T: std::fmt::Debug>(r: Result<T, CaError>, want: &str) {
     }
 }
 
-fn key() -> SoftwareSigner {
+pub(super) fn key() -> SoftwareSigner {
     SoftwareSigner::generate("holder", KeyAlgorithm::EcP256).unwrap()
 }
 
-fn csr_for(k: &SoftwareSigner) -> Vec<u8> {
+pub(super) fn csr_for(k: &SoftwareSigner) -> Vec<u8> {
     let subject = DistinguishedName::parse("CN=ignored").unwrap();
     let alg = k.key_algorithm().default_signature();
     cps_pki::build_csr(&subject, k.public_key_der(), alg, |tbs| {
@@ -157,7 +157,7 @@ fn organisation() -> SubjectRequest {
     })
 }
 
-fn auth_request(csr: Vec<u8>, holder: &str) -> IssueRequest {
+pub(super) fn auth_request(csr: Vec<u8>, holder: &str) -> IssueRequest {
     IssueRequest {
         profile: "cps-auth".into(),
         csr,
