@@ -719,6 +719,18 @@ mod tests {
     }
 
     #[test]
+    fn crl_shards_and_lease_round_trip() {
+        let mut c = Config::embedded_default();
+        c.ca.issuing.get_mut("personnes").unwrap().crl_shards = 16;
+        c.ca.crl_lease_seconds = 30;
+        let text = c.to_toml();
+        assert!(text.contains("crl_shards = 16"), "{text}");
+        let back = Config::parse(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.ca.issuing["organisations"].crl_shards, 1);
+    }
+
+    #[test]
     fn org_seal_registry_is_required_unless_said_otherwise() {
         let c = Config::embedded_default();
         assert_eq!(c.xua.org_seal_registry, OrgSealRegistryMode::Required);
@@ -794,6 +806,18 @@ mod tests {
                     c.ca.issuing.remove("organisations");
                 }),
                 "ca.issuing.organisations is missing",
+            ),
+            (
+                Box::new(|c| c.ca.issuing.get_mut("personnes").unwrap().crl_shards = 0),
+                "ca.issuing.personnes.crl_shards must be between 1 and 4096",
+            ),
+            (
+                Box::new(|c| c.ca.issuing.get_mut("personnes").unwrap().crl_shards = 4097),
+                "crl_shards must be between 1 and 4096",
+            ),
+            (
+                Box::new(|c| c.ca.crl_lease_seconds = 1),
+                "ca.crl_lease_seconds must be between 5 and 3600",
             ),
             (
                 Box::new(|c| c.hsm.module = "/nonexistent/libp11.so".into()),

@@ -715,6 +715,14 @@ impl CaService {
             }
         };
         let _signing = crls.sign.lock();
+        // Another thread of this node may have published it while this one waited.
+        let revision = self.store.counter(&revision_counter(ca, part))?;
+        let stored = crate::crl::load_stored(self.store.as_ref(), &name)?;
+        if let Some((s, _)) = &stored {
+            if s.revision >= revision && now < s.half_life() {
+                return self.serve_stored(ca, part, state, s);
+            }
+        }
         match self.sign_and_publish(ca, part, now, revision, stored.as_ref(), &lease) {
             Ok((der, number)) => {
                 let der = Arc::new(der);
@@ -737,7 +745,12 @@ impl CaService {
             }
             // Not re-signed (e.g. the store refuses writes on a full disk): the stored CRL is
             // served if it is complete and still current.
-            Err(e) => serve_if(stored.as_ref().is_some_and(|(s, _)| complete(s)), e),
+            Err(e) => match &stored {
+                Some((s, _)) if s.revision >= revision && now < s.next_update => {
+                    self.serve_stored(ca, part, state, s)
+                }
+                _ => Err(e),
+            },
         }
     }
 
@@ -751,7 +764,9 @@ impl CaService {
         s: &StoredCrl,
     ) -> Result<Arc<Vec<u8>>, CaError> {
         let mut st = state.lock();
-        if let (Some(der), true) = (&st.der, st.number == s.number) {
+        // This node's copy when it is that CRL, or a later one (what a node serves never goes
+        // back, even when a thread read the record before another stored the next CRL).
+        if let (Some(der), true) = (&st.der, st.number >= s.number) {
             return Ok(der.clone());
         }
         let name = partition_name(ca, part);
