@@ -687,10 +687,11 @@ impl CaService {
         let revision = self.store.counter(&revision_counter(ca, part))?;
         let stored = crate::crl::load_stored(self.store.as_ref(), &name)?;
         let complete = |s: &StoredCrl| s.revision >= revision;
-        if let Some((s, _)) = &stored {
-            if complete(s) && now < s.half_life() {
-                return self.serve_stored(ca, part, state, s);
-            }
+        if let Some((s, _)) = &stored
+            && complete(s)
+            && now < s.half_life()
+        {
+            return self.serve_stored(ca, part, state, s);
         }
         // Stale, old or missing: signed again, if this node may and is the signer.
         let serve_if = |ok: bool, e: CaError| match &stored {
@@ -718,10 +719,11 @@ impl CaService {
         // Another thread of this node may have published it while this one waited.
         let revision = self.store.counter(&revision_counter(ca, part))?;
         let stored = crate::crl::load_stored(self.store.as_ref(), &name)?;
-        if let Some((s, _)) = &stored {
-            if s.revision >= revision && now < s.half_life() {
-                return self.serve_stored(ca, part, state, s);
-            }
+        if let Some((s, _)) = &stored
+            && s.revision >= revision
+            && now < s.half_life()
+        {
+            return self.serve_stored(ca, part, state, s);
         }
         match self.sign_and_publish(ca, part, now, revision, stored.as_ref(), &lease) {
             Ok((der, number)) => {
