@@ -280,3 +280,87 @@ fn a_million_revocations_stay_under_10_mb_per_shard() {
     let (ok, text) = f.verify(&cert_file, &crl);
     assert!(!ok && text.contains("certificate revoked"), "{text}");
 }
+
+/// The appliance with a sharded `organisations` CA: a new certificate names its shard's URL,
+/// that URL serves the shard CRL that revokes it (openssl agrees), the CA's own URL keeps
+/// serving, and a shard the CA does not have is 404.
+#[test]
+fn a_sharded_appliance_serves_each_shard_at_its_url() {
+    use cps_trust_tests::*;
+    let (home, app) = Appliance::fresh_configured(Home::new(), |h| {
+        let cfg = h.config_text().replace(
+            "[ca.issuing.organisations]\n",
+            "[ca.issuing.organisations]\ncrl_shards = 4\n",
+        );
+        assert!(cfg.contains("crl_shards = 4"));
+        h.set_config_text(&cfg);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let csr = openssl_csr(dir.path(), "org", "p256");
+    let cert = dir.path().join("org.pem");
+    assert_success(
+        &issue_org(
+            &home,
+            &csr,
+            &cert,
+            "org-tls-client",
+            "318751275100020",
+            "dmp-connector",
+            &[],
+        ),
+        "issue",
+    );
+    let url = crl_dp(&cert);
+    let prefix = format!("http://{}/crl/organisations/", app.http);
+    let shard: u16 = url
+        .strip_prefix(&prefix)
+        .and_then(|s| s.strip_suffix(".crl"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{url} is not a shard URL under {prefix}"));
+    assert!(shard < 4);
+    assert_success(
+        &home.revoke("organisations", &serial_of(&cert), "keyCompromise"),
+        "revoke",
+    );
+    let (code, der) = curl(&[&url]);
+    assert_eq!(code, 200, "{}", text(&der));
+    let crl = dir.path().join("shard.crl.pem");
+    std::fs::write(&crl, pem_encode("X509 CRL", &der)).unwrap();
+    pkilint::assert_clean(Linter::Crl, &crl);
+    let chain = dir.path().join("chain.pem");
+    let ca = home.join("ca");
+    std::fs::write(
+        &chain,
+        ["root.pem", "organisations.pem"]
+            .iter()
+            .map(|p| std::fs::read_to_string(ca.join(p)).unwrap())
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = Command::new(peer("openssl"))
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(&chain)
+        .arg("-CRLfile")
+        .arg(&crl)
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success() && said.contains("certificate revoked"),
+        "{said}"
+    );
+    // Every shard and the CA's own URL answer; no other.
+    for k in 0..4 {
+        let (code, _) = curl(&[&format!("{prefix}{k}.crl")]);
+        assert_eq!(code, 200, "shard {k}");
+    }
+    let (code, _) = curl(&[&format!("http://{}/crl/organisations.crl", app.http)]);
+    assert_eq!(code, 200);
+    for bad in ["4.crl", "x.crl", "1", "99999999.crl", "..%2f..%2froot.crl"] {
+        let (code, _) = curl(&[&format!("{prefix}{bad}")]);
+        assert_eq!(code, 404, "{bad}");
+    }
+    let (code, _) = curl(&[&format!("http://{}/crl/nowhere/0.crl", app.http)]);
+    assert_eq!(code, 404);
+}
