@@ -365,3 +365,110 @@ fn sharded_certificates_name_the_shard_that_lists_them() {
         Err(CaError::UnknownCa(_))
     ));
 }
+
+#[test]
+fn a_large_crl_is_stored_in_chunks_read_back_whole_and_old_chunks_go() {
+    let c = cluster(1, 1);
+    // 30 000 revoked certificates written straight into the store in big batches (the CRL is
+    // then ~1.3 MB: about 22 chunks).
+    let mut n: u64 = 0;
+    for _ in 0..6 {
+        let batch: Vec<cps_store::WriteOp> = (0..5_000)
+            .map(|_| {
+                n += 1;
+                let mut serial = vec![0x40];
+                serial.extend_from_slice(&n.to_be_bytes());
+                cps_store::WriteOp::InsertCertificate(CertificateRecord {
+                    issuer: "personnes".into(),
+                    serial,
+                    subject: "CN=x".into(),
+                    profile: "cps-auth".into(),
+                    holder: None,
+                    spki_sha256: [7; 32],
+                    not_before: NOW - 10,
+                    not_after: NOW + 365 * 86_400,
+                    der: vec![0x30, 0x00],
+                    status: cps_store::CertStatus::Revoked {
+                        time: NOW - 5,
+                        reason: 4,
+                        invalidity_date: None,
+                    },
+                    issued_at: NOW - 10,
+                })
+            })
+            .collect();
+        c.store.commit(batch.into()).unwrap();
+    }
+    let chunks = |store: &dyn Store| {
+        store
+            .scan_records(crl::CHUNK_TABLE, b"personnes/", None, 10_000)
+            .unwrap()
+            .len()
+    };
+    let first = c.a.crl("personnes", NOW).unwrap();
+    assert_eq!(c.parse("personnes", &first).entries.len(), 30_000);
+    let stored = c.stored("personnes");
+    assert!(stored.chunks > 10, "{stored:?}");
+    assert_eq!(chunks(c.store.as_ref()), stored.chunks as usize);
+    // The other node reads it back from the chunks, byte for byte.
+    assert_eq!(*c.b.crl("personnes", NOW + 1).unwrap(), *first);
+    // Re-signed at half-life twice: the previous CRL's chunks stay (for readers in flight),
+    // the ones before go.
+    let second = c.a.crl("personnes", NOW + VALIDITY / 2).unwrap();
+    assert_ne!(*second, *first);
+    let after_two = chunks(c.store.as_ref());
+    let third = c.a.crl("personnes", NOW + VALIDITY).unwrap();
+    let s3 = c.stored("personnes");
+    let (prev_number, prev_chunks) = s3.previous.unwrap();
+    assert_eq!(
+        prev_number,
+        c.parse("personnes", &second).crl_number.unwrap()
+    );
+    assert_eq!(
+        chunks(c.store.as_ref()),
+        (s3.chunks + prev_chunks) as usize,
+        "before: {after_two}"
+    );
+    assert_eq!(*c.b.crl("personnes", NOW + VALIDITY + 1).unwrap(), *third);
+    // A stored CRL whose bytes do not match its digest is an error, never served.
+    let key = format!("personnes/{:020}/{:06}", s3.number, 0).into_bytes();
+    c.store
+        .commit(
+            cps_store::WriteBatch::new().with(cps_store::WriteOp::PutRecord {
+                table: crl::CHUNK_TABLE.into(),
+                key,
+                value: vec![0; 10],
+                expect: cps_store::Expect::Present,
+            }),
+        )
+        .unwrap();
+    let fresh = cluster_node(&c, "node-c");
+    assert!(matches!(
+        fresh.crl("personnes", NOW + VALIDITY + 2),
+        Err(CaError::Internal(_))
+    ));
+}
+
+/// Another node over the cluster's store and keys, with nothing cached.
+fn cluster_node(c: &Cluster, node: &str) -> CaService {
+    let auths = c
+        .a
+        .authorities()
+        .map(|a| CaAuthority::new(&a.id, a.cert_der.clone(), a.key.clone(), a.signature).unwrap())
+        .collect();
+    CaService::new(
+        auths,
+        c.store.clone(),
+        cps_pki::profile::builtin_profiles(),
+        Arc::new(OpenGate),
+        CaConfig {
+            public_base_url: "https://ca.test".into(),
+            crl_validity_secs: VALIDITY,
+            key_policy: cps_pki::KeyPolicy::default(),
+            reserved_profiles: vec![],
+            node_id: node.into(),
+            crl_lease_secs: LEASE,
+            crl_shards: BTreeMap::new(),
+        },
+    )
+}
