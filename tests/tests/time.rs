@@ -174,7 +174,14 @@ fn with_an_untrusted_clock_nothing_is_signed() {
     );
     assert!(!dir.path().join("after.pem").exists());
 
-    // CRLs: never generated with an untrusted clock.
+    // CRLs: never signed with an untrusted clock. The one signed while the clock was trusted is
+    // in the store, complete and current: it is still served (as every node of a cluster
+    // serves the stored CRL)...
+    let (code, body) = http_get(&app.http, "/crl/personnes.crl").unwrap();
+    assert_eq!(code, 200, "{}", text(&body));
+    // ...until a revocation makes it incomplete: then no CRL, with the clock's reason.
+    let victim = serial_of(&home.join("ca/personnes-ocsp.pem"));
+    assert_success(&home.revoke("personnes", &victim, "superseded"), "revoke");
     let (code, body) = http_get(&app.http, "/crl/personnes.crl").unwrap();
     assert_eq!(code, 503, "{}", text(&body));
     assert!(text(&body).contains("signing refused"), "{}", text(&body));

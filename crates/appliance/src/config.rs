@@ -223,6 +223,13 @@ pub struct CaSection {
     /// extended-revoked extension (CA/Browser Forum BR 4.9.10).
     #[serde(default = "default_ocsp_not_issued")]
     pub ocsp_not_issued: String,
+    /// Length of the CRL signer lease, seconds: among nodes sharing one store, one node at a
+    /// time signs CRLs; another takes over when the lease has run out.
+    #[serde(
+        default = "default_crl_lease_seconds",
+        skip_serializing_if = "is_default_crl_lease_seconds"
+    )]
+    pub crl_lease_seconds: u32,
     pub root: CaKeyConfig,
     /// Issuing CAs by identifier (`personnes`, `organisations`): the identifier names their CRL
     /// (`/crl/<id>.crl`) and certificate files.
@@ -255,6 +262,27 @@ pub struct IssuingCaConfig {
     pub ca: CaKeyConfig,
     /// The delegated OCSP signer of this CA.
     pub ocsp: CaKeyConfig,
+    /// Number of partitioned CRLs of this CA (1: one full CRL). With N > 1, each new certificate
+    /// belongs to one of N shards and names that shard's CRL (`/crl/<id>/<shard>.crl`); the
+    /// count may grow, never shrink. 16 keeps every CRL under 10 MB up to a million revocations.
+    #[serde(default = "one_shard", skip_serializing_if = "is_one_shard")]
+    pub crl_shards: u16,
+}
+
+fn one_shard() -> u16 {
+    1
+}
+
+fn is_one_shard(n: &u16) -> bool {
+    *n == 1
+}
+
+fn default_crl_lease_seconds() -> u32 {
+    cps_ca::crl::DEFAULT_LEASE_SECS as u32
+}
+
+fn is_default_crl_lease_seconds(n: &u32) -> bool {
+    *n == default_crl_lease_seconds()
 }
 
 /// A configuration error: one line an operator can act on.
@@ -409,6 +437,7 @@ impl Config {
                 validity_days: 365,
                 policies: vec![],
             },
+            crl_shards: 1,
         };
         let mut map = BTreeMap::new();
         map.insert(
@@ -461,6 +490,7 @@ impl Config {
                 crl_validity_hours: default_crl_validity_hours(),
                 ocsp_validity_hours: default_ocsp_validity_hours(),
                 ocsp_not_issued: default_ocsp_not_issued(),
+                crl_lease_seconds: default_crl_lease_seconds(),
                 root: CaKeyConfig {
                     subject: "CN=cps-trust Root CA, OU=cps-trust IGC, O=cps-trust, C=FR".into(),
                     key_label: "ca-root".into(),
@@ -623,6 +653,19 @@ impl Config {
                 "time.ntp_stratum must be between 1 and 15".into(),
             ));
         }
+        if !(5..=3600).contains(&self.ca.crl_lease_seconds) {
+            return Err(ConfigError::Invalid(
+                "ca.crl_lease_seconds must be between 5 and 3600".into(),
+            ));
+        }
+        for (id, ca) in &self.ca.issuing {
+            if ca.crl_shards == 0 || ca.crl_shards > cps_ca::crl::MAX_SHARDS {
+                return Err(ConfigError::Invalid(format!(
+                    "ca.issuing.{id}.crl_shards must be between 1 and {}",
+                    cps_ca::crl::MAX_SHARDS
+                )));
+            }
+        }
         if self.ca.crl_validity_hours == 0 || self.ca.crl_validity_hours > 24 * 31 {
             return Err(ConfigError::Invalid(
                 "ca.crl_validity_hours must be between 1 and 744".into(),
@@ -754,6 +797,18 @@ mod tests {
     }
 
     #[test]
+    fn crl_shards_and_lease_round_trip() {
+        let mut c = Config::embedded_default();
+        c.ca.issuing.get_mut("personnes").unwrap().crl_shards = 16;
+        c.ca.crl_lease_seconds = 30;
+        let text = c.to_toml();
+        assert!(text.contains("crl_shards = 16"), "{text}");
+        let back = Config::parse(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.ca.issuing["organisations"].crl_shards, 1);
+    }
+
+    #[test]
     fn org_seal_registry_is_required_unless_said_otherwise() {
         let c = Config::embedded_default();
         assert_eq!(c.xua.org_seal_registry, OrgSealRegistryMode::Required);
@@ -829,6 +884,18 @@ mod tests {
                     c.ca.issuing.remove("organisations");
                 }),
                 "ca.issuing.organisations is missing",
+            ),
+            (
+                Box::new(|c| c.ca.issuing.get_mut("personnes").unwrap().crl_shards = 0),
+                "ca.issuing.personnes.crl_shards must be between 1 and 4096",
+            ),
+            (
+                Box::new(|c| c.ca.issuing.get_mut("personnes").unwrap().crl_shards = 4097),
+                "crl_shards must be between 1 and 4096",
+            ),
+            (
+                Box::new(|c| c.ca.crl_lease_seconds = 1),
+                "ca.crl_lease_seconds must be between 5 and 3600",
             ),
             (
                 Box::new(|c| c.hsm.module = "/nonexistent/libp11.so".into()),

@@ -1,6 +1,6 @@
 //! `cps-trust serve`: the running appliance. It opens the HSM (refusing to start unless the
 //! self-check passes), the store and the CA service, then serves:
-//! * the public PKI listener (plain HTTP): `/health`, `/ca/<id>.der|.pem`, `/crl/<ca>.crl`;
+//! * the public PKI listener (plain HTTP): `/health`, `/ca/<id>.der|.pem`, `/crl/<ca>.crl` and the shards `/crl/<ca>/<shard>.crl`;
 //! * the API listener (HTTPS, mutual TLS): `/api/v1/...`.
 
 use std::collections::HashMap;
@@ -155,6 +155,7 @@ pub fn public_router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/ca/{file}", get(ca_certificate))
         .route("/crl/{file}", get(crl_file))
+        .route("/crl/{ca}/{file}", get(crl_shard_file))
         .route("/ocsp", axum::routing::post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
@@ -301,11 +302,33 @@ async fn crl_file(State(st): State<AppState>, UrlPath(file): UrlPath<String>) ->
     let Some(ca) = file.strip_suffix(".crl").map(str::to_owned) else {
         return (StatusCode::NOT_FOUND, "use /crl/<ca>.crl\n").into_response();
     };
+    serve_crl(st, ca, None).await
+}
+
+/// A shard of a partitioned CRL: `/crl/<ca>/<shard>.crl`.
+async fn crl_shard_file(
+    State(st): State<AppState>,
+    UrlPath((ca, file)): UrlPath<(String, String)>,
+) -> Response {
+    let shard = file
+        .strip_suffix(".crl")
+        .filter(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u16>().ok());
+    let Some(shard) = shard else {
+        return (StatusCode::NOT_FOUND, "use /crl/<ca>/<shard>.crl\n").into_response();
+    };
+    serve_crl(st, ca, Some(shard)).await
+}
+
+async fn serve_crl(st: AppState, ca: String, part: Option<u16>) -> Response {
     if st.ca.authority(&ca).is_none() {
         return (StatusCode::NOT_FOUND, format!("no CA '{ca}'\n")).into_response();
     }
+    if !st.ca.crl_partitions(&ca).contains(&part) {
+        return (StatusCode::NOT_FOUND, format!("no such CRL of CA '{ca}'\n")).into_response();
+    }
     let svc = st.ca.clone();
-    match tokio::task::spawn_blocking(move || svc.crl(&ca, now())).await {
+    match tokio::task::spawn_blocking(move || svc.crl_partition(&ca, part, now())).await {
         Ok(Ok(der)) => (
             [
                 (header::CONTENT_TYPE, "application/pkix-crl"),
@@ -596,8 +619,10 @@ async fn refresh_crls(ca: Arc<CaService>, disk: Arc<crate::disk::DiskGuard>) {
         let _ = tokio::task::spawn_blocking(move || {
             let ids: Vec<String> = ca.authorities().map(|a| a.id.clone()).collect();
             for id in ids {
-                if let Err(e) = ca.crl(&id, now()) {
-                    tracing::error!(ca = %id, error = %e, "CRL refresh failed");
+                for part in ca.crl_partitions(&id) {
+                    if let Err(e) = ca.crl_partition(&id, part, now()) {
+                        tracing::error!(ca = %id, shard = ?part, error = %e, "CRL refresh failed");
+                    }
                 }
             }
         })

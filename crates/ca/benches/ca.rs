@@ -113,6 +113,9 @@ fn main() {
             crl_validity_secs: 24 * 3600,
             key_policy: cps_pki::KeyPolicy::default(),
             reserved_profiles: vec!["audit-checkpoint".into()],
+            node_id: "node-1".into(),
+            crl_lease_secs: cps_ca::crl::DEFAULT_LEASE_SECS,
+            crl_shards: Default::default(),
         },
     ));
 

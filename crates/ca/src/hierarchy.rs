@@ -157,6 +157,9 @@ pub fn software_ca(
             crl_validity_secs: 86_400,
             key_policy: cps_pki::KeyPolicy::default(),
             reserved_profiles: vec!["audit-checkpoint".into()],
+            node_id: "node-1".into(),
+            crl_lease_secs: crate::crl::DEFAULT_LEASE_SECS,
+            crl_shards: Default::default(),
         },
     ))
 }

@@ -20,6 +20,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod cluster_tests;
+pub mod crl;
 mod error;
 pub mod hierarchy;
 mod service;
@@ -70,8 +73,12 @@ pub struct CrlDirectory(pub std::path::PathBuf);
 
 impl CrlPublisher for CrlDirectory {
     fn publish(&self, ca: &str, der: &[u8]) -> std::io::Result<()> {
+        // `<ca>` or `<ca>/<shard>` (a shard of a partitioned CRL).
         let path = self.0.join(format!("{ca}.crl"));
-        let tmp = self.0.join(format!(".{ca}.crl.tmp"));
+        let tmp = path.with_extension("crl.tmp");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(&tmp, der)
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))

@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use cps_audit::AuditEvent;
 use cps_hsm::{SignatureAlgorithm, Signer};
-use cps_pki::crl::{CrlEntry, CrlParams, RevocationReason, build_crl};
+use cps_pki::crl::{CrlParams, RevocationReason, build_crl};
 use cps_pki::{DistinguishedName, parse_certificate};
 use cps_store::{CertStatus, CertificateRecord, Store, StoreError, WriteBatch, WriteOp};
 use parking_lot::Mutex;
 use ring::rand::SecureRandom;
 
 use crate::SubjectRequest;
+use crate::crl::{
+    CrlLease, HeldLease, LeaseState, Partition, StoredCrl, crl_url, partition_entries,
+    partition_name, revision_counter,
+};
 use crate::error::RngFailed;
 use crate::{CaError, CertState, CrlPublisher, IssueRequest, SigningGate, StatusListener};
 
@@ -84,13 +88,37 @@ pub struct CaConfig {
     /// Profiles [`CaService::issue`] refuses: certificates only the appliance makes for its own
     /// keys through [`CaService::issue_reserved`].
     pub reserved_profiles: Vec<String>,
+    /// This node's id among the nodes sharing the store (the holder of the CRL signer lease).
+    pub node_id: String,
+    /// How long the CRL signer lease is taken for, seconds (renewed when half of it is left).
+    pub crl_lease_secs: i64,
+    /// Shard count of each CA's CRLs (absent: 1, one full CRL); see [`crate::crl`].
+    pub crl_shards: BTreeMap<String, u16>,
 }
 
+impl CaConfig {
+    /// The shard count of CA `ca` (at least 1, at most [`crate::crl::MAX_SHARDS`]).
+    pub fn shards(&self, ca: &str) -> u16 {
+        self.crl_shards
+            .get(ca)
+            .copied()
+            .unwrap_or(1)
+            .clamp(1, crate::crl::MAX_SHARDS)
+    }
+}
+
+/// The CRL of one partition as this node last served it.
+#[derive(Default)]
 struct CrlState {
     der: Option<Arc<Vec<u8>>>,
-    next_update: i64,
-    this_update: i64,
-    dirty: bool,
+    number: u64,
+}
+
+/// The CRLs of one CA on this node.
+struct CaCrls {
+    /// Serialises the signing of this CA's partitions on this node (they share the CRL number).
+    sign: Mutex<()>,
+    parts: BTreeMap<Partition, Mutex<CrlState>>,
 }
 
 /// A certificate made by [`CaService::issue_operator`], with its serial in hex (for the audit
@@ -109,7 +137,12 @@ pub struct CaService {
     config: CaConfig,
     rng: ring::rand::SystemRandom,
     authorities: BTreeMap<String, CaAuthority>,
-    crls: HashMap<String, Mutex<CrlState>>,
+    crls: HashMap<String, CaCrls>,
+    lease: CrlLease,
+    /// Called between signing a CRL and committing it (tests pause a leader there).
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub(crate) before_publish: Mutex<Option<Box<dyn FnMut(&[u8]) + Send>>>,
     /// Serialises status transitions per CA (read-check-write must not interleave).
     revocation_locks: HashMap<String, Mutex<()>>,
     listeners: Mutex<Vec<Arc<dyn StatusListener>>>,
@@ -132,15 +165,18 @@ impl CaService {
         let crls = authorities
             .keys()
             .map(|k| {
-                let st = CrlState {
-                    der: None,
-                    next_update: 0,
-                    this_update: 0,
-                    dirty: true,
+                let parts = partitions(config.shards(k))
+                    .into_iter()
+                    .map(|p| (p, Mutex::new(CrlState::default())))
+                    .collect();
+                let c = CaCrls {
+                    sign: Mutex::new(()),
+                    parts,
                 };
-                (k.clone(), Mutex::new(st))
+                (k.clone(), c)
             })
             .collect();
+        let lease = CrlLease::new(&config.node_id, config.crl_lease_secs);
         let revocation_locks = authorities
             .keys()
             .map(|k| (k.clone(), Mutex::new(())))
@@ -152,6 +188,9 @@ impl CaService {
             rng: ring::rand::SystemRandom::new(),
             authorities,
             crls,
+            lease,
+            #[cfg(test)]
+            before_publish: Mutex::new(None),
             revocation_locks,
             listeners: Mutex::new(Vec::new()),
             gate,
@@ -209,12 +248,41 @@ impl CaService {
             .map(|r| CertState::of(&r.status)))
     }
 
-    fn random_serial(&self) -> Result<cps_pki::Serial, CaError> {
-        let mut r = [0u8; 16];
+    /// A new serial for a certificate of CA `ca` and the URL of the CRL that will list it (the
+    /// shard's, for a sharded CA: the shard is drawn at random and carried by the serial).
+    fn new_serial(&self, ca: &str) -> Result<(cps_pki::Serial, String), CaError> {
+        let mut r = [0u8; 18];
         self.rng
             .fill(&mut r)
             .map_err(|_| CaError::internal(RngFailed))?;
-        Ok(cps_pki::serial_from_random(r))
+        let mut random = [0u8; 16];
+        random.copy_from_slice(&r[..16]);
+        let shards = self.config.shards(ca);
+        let (serial, part) = if shards > 1 {
+            let shard = u16::from_be_bytes([r[16], r[17]]) % shards;
+            (crate::crl::sharded_serial(random, shard), Some(shard))
+        } else {
+            (cps_pki::serial_from_random(random), None)
+        };
+        Ok((serial, crl_url(&self.config.public_base_url, ca, part)))
+    }
+
+    /// The partitions of CA `ca`'s CRLs: its own URL, then each shard.
+    pub fn crl_partitions(&self, ca: &str) -> Vec<Partition> {
+        self.crls
+            .get(ca)
+            .map(|c| c.parts.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The URL of a partition's CRL.
+    pub fn crl_url(&self, ca: &str, part: Partition) -> String {
+        crl_url(&self.config.public_base_url, ca, part)
+    }
+
+    /// This node's id (the holder of the CRL signer lease when it signs).
+    pub fn node_id(&self) -> &str {
+        self.lease.node()
     }
 
     /// Issue an end-entity certificate. Before signing: the CSR signature (proof of possession),
@@ -308,19 +376,19 @@ impl CaService {
             }
         }
         let base = &self.config.public_base_url;
-        let issuer_info = cps_pki::profile::IssuerInfo {
-            ca_id: ca_id.clone(),
-            key_id: auth.key_id.clone(),
-            not_after: Some(auth.not_after),
-            points: cps_pki::hierarchy::PublicationPoints {
-                crl: vec![format!("{base}/crl/{ca_id}.crl")],
-                ca_issuers: vec![format!("{base}/ca/{ca_id}.der")],
-                ocsp: vec![format!("{base}/ocsp")],
-            },
-        };
         // A serial collision (2^-126) is refused by the store; one retry with a new serial.
         for attempt in 0..2 {
-            let serial = self.random_serial()?;
+            let (serial, crl) = self.new_serial(&ca_id)?;
+            let issuer_info = cps_pki::profile::IssuerInfo {
+                ca_id: ca_id.clone(),
+                key_id: auth.key_id.clone(),
+                not_after: Some(auth.not_after),
+                points: cps_pki::hierarchy::PublicationPoints {
+                    crl: vec![crl],
+                    ca_issuers: vec![format!("{base}/ca/{ca_id}.der")],
+                    ocsp: vec![format!("{base}/ocsp")],
+                },
+            };
             let params = cps_pki::profile::end_entity_params(
                 profile,
                 &subject,
@@ -416,12 +484,12 @@ impl CaService {
             ));
         }
         let base = &self.config.public_base_url;
+        let (serial, crl) = self.new_serial("organisations")?;
         let points = cps_pki::hierarchy::PublicationPoints {
-            crl: vec![format!("{base}/crl/organisations.crl")],
+            crl: vec![crl],
             ca_issuers: vec![format!("{base}/ca/organisations.der")],
             ocsp: vec![format!("{base}/ocsp")],
         };
-        let serial = self.random_serial()?;
         let subject = DistinguishedName::parse(&format!(
             "CN={name}, OU=cps-trust operators, O=cps-trust, C=FR"
         ))
@@ -571,10 +639,16 @@ impl CaService {
             },
         };
         batch.push(WriteOp::AppendAudit(event.record(now, actor)));
-        self.store.commit(batch)?;
-        if let Some(s) = self.crls.get(ca) {
-            s.lock().dirty = true;
+        // Every node's copy of the CRLs that may list it is stale from this commit on: the
+        // CA's own URL (which lists everything while the CA is not sharded) and, for a serial
+        // that carries a shard, that shard's (whatever the shard count of this node).
+        for part in std::iter::once(None).chain(crate::crl::shard_of(serial).map(Some)) {
+            batch.push(WriteOp::BumpCounter {
+                name: revision_counter(ca, part),
+                min_next: None,
+            });
         }
+        self.store.commit(batch)?;
         self.notify(ca, serial);
         Ok(CertificateRecord {
             status: new_status,
@@ -582,95 +656,214 @@ impl CaService {
         })
     }
 
-    /// The current CRL of a CA (DER): re-signed when a revocation made it stale or when half of
-    /// its validity has passed. While the gate refuses signing, a CRL that is complete and still
-    /// current is served; otherwise [`CaError::Unavailable`].
+    /// The current CRL of a CA at its own URL (`/crl/<ca>.crl`): see
+    /// [`crl_partition`](CaService::crl_partition).
     pub fn crl(&self, ca: &str, now: i64) -> Result<Arc<Vec<u8>>, CaError> {
-        let state = self
+        self.crl_partition(ca, None, now)
+    }
+
+    /// The current CRL (DER) of partition `part` of CA `ca`, the same bytes on every node: the
+    /// one in the store while it is complete (no revocation of the partition since it was read)
+    /// and before its half-life. Otherwise it is signed again, by the holder of the CRL signer
+    /// lease only (this node takes the lease when it is free or expired), and published by one
+    /// fenced commit; a node that is not the signer serves the stored CRL until its nextUpdate.
+    /// While the gate refuses signing, a stored CRL that is complete and still current is
+    /// served; otherwise [`CaError::Unavailable`].
+    pub fn crl_partition(
+        &self,
+        ca: &str,
+        part: Partition,
+        now: i64,
+    ) -> Result<Arc<Vec<u8>>, CaError> {
+        let crls = self
             .crls
             .get(ca)
             .ok_or_else(|| CaError::UnknownCa(ca.into()))?;
-        let mut st = state.lock();
-        let half = st.this_update + (st.next_update - st.this_update) / 2;
-        if let (Some(der), false) = (&st.der, st.dirty || now >= half) {
-            return Ok(der.clone());
+        let state = crls.parts.get(&part).ok_or_else(|| {
+            CaError::UnknownCa(format!("{} (no such CRL shard)", partition_name(ca, part)))
+        })?;
+        let name = partition_name(ca, part);
+        // The revision first: a revocation committed after this read is picked up next time.
+        let revision = self.store.counter(&revision_counter(ca, part))?;
+        let stored = crate::crl::load_stored(self.store.as_ref(), &name)?;
+        let complete = |s: &StoredCrl| s.revision >= revision;
+        if let Some((s, _)) = &stored
+            && complete(s)
+            && now < s.half_life()
+        {
+            return self.serve_stored(ca, part, state, s);
         }
+        // Stale, old or missing: signed again, if this node may and is the signer.
+        let serve_if = |ok: bool, e: CaError| match &stored {
+            Some((s, _)) if ok && now < s.next_update => self.serve_stored(ca, part, state, s),
+            _ => Err(e),
+        };
         if let Err(e) = self.may_sign() {
-            // No new signature: a CRL that is still current and complete may still be served.
-            return match &st.der {
-                Some(der) if !st.dirty && now < st.next_update => Ok(der.clone()),
-                _ => Err(e),
-            };
+            return serve_if(stored.as_ref().is_some_and(|(s, _)| complete(s)), e);
         }
-        // Clear the flag before reading the store: a revocation committed after this point
-        // marks it dirty again and is picked up by the next call.
-        let was_dirty = st.dirty;
-        st.dirty = false;
-        match self.generate_crl(ca, now) {
-            Ok((der, this_update, next_update)) => {
+        let lease = match self.lease.acquire(self.store.as_ref(), now)? {
+            LeaseState::Held(l) => l,
+            LeaseState::Other(holder) => {
+                // The signer re-signs it (its refresh, or its next fetch): meanwhile the stored
+                // CRL, while it is current.
+                return serve_if(
+                    true,
+                    CaError::Unavailable(format!(
+                        "no current CRL {name} yet: node '{}' signs CRLs",
+                        holder.holder
+                    )),
+                );
+            }
+        };
+        let _signing = crls.sign.lock();
+        // Another thread of this node may have published it while this one waited.
+        let revision = self.store.counter(&revision_counter(ca, part))?;
+        let stored = crate::crl::load_stored(self.store.as_ref(), &name)?;
+        if let Some((s, _)) = &stored
+            && s.revision >= revision
+            && now < s.half_life()
+        {
+            return self.serve_stored(ca, part, state, s);
+        }
+        match self.sign_and_publish(ca, part, now, revision, stored.as_ref(), &lease) {
+            Ok((der, number)) => {
                 let der = Arc::new(der);
+                self.hand_to_publisher(&name, &der)?;
+                let mut st = state.lock();
                 st.der = Some(der.clone());
-                st.this_update = this_update;
-                st.next_update = next_update;
+                st.number = number;
                 Ok(der)
             }
-            Err(e) => {
-                // Not re-signed (e.g. the store refuses writes on a full disk): a CRL that is
-                // complete and still current is served meanwhile; the next call tries again.
-                st.dirty = was_dirty;
-                match &st.der {
-                    Some(der) if !was_dirty && now < st.next_update => Ok(der.clone()),
-                    _ => {
-                        st.dirty = true;
-                        Err(e)
-                    }
+            Err(CaError::Conflict(m)) => {
+                // The lease was taken over, or another signer published first: the signed CRL
+                // is dropped; what the store holds now is served if it is current.
+                let now_stored = crate::crl::load_stored(self.store.as_ref(), &name)?;
+                match now_stored {
+                    Some((s, _)) if now < s.next_update => self.serve_stored(ca, part, state, &s),
+                    _ => Err(CaError::Unavailable(format!(
+                        "CRL {name} not published ({m}); try again"
+                    ))),
                 }
             }
+            // Not re-signed (e.g. the store refuses writes on a full disk): the stored CRL is
+            // served if it is complete and still current.
+            Err(e) => match &stored {
+                Some((s, _)) if s.revision >= revision && now < s.next_update => {
+                    self.serve_stored(ca, part, state, s)
+                }
+                _ => Err(e),
+            },
         }
     }
 
-    fn generate_crl(&self, ca: &str, now: i64) -> Result<(Vec<u8>, i64, i64), CaError> {
+    /// The stored CRL `s` of a partition: from this node's copy when it is the same number,
+    /// otherwise read from the store (and handed to the publisher).
+    fn serve_stored(
+        &self,
+        ca: &str,
+        part: Partition,
+        state: &Mutex<CrlState>,
+        s: &StoredCrl,
+    ) -> Result<Arc<Vec<u8>>, CaError> {
+        let mut st = state.lock();
+        // This node's copy when it is that CRL, or a later one (what a node serves never goes
+        // back, even when a thread read the record before another stored the next CRL).
+        if let (Some(der), true) = (&st.der, st.number >= s.number) {
+            return Ok(der.clone());
+        }
+        let name = partition_name(ca, part);
+        let der = Arc::new(crate::crl::load_der(self.store.as_ref(), &name, s)?);
+        self.hand_to_publisher(&name, &der)?;
+        st.der = Some(der.clone());
+        st.number = s.number;
+        Ok(der)
+    }
+
+    fn hand_to_publisher(&self, name: &str, der: &[u8]) -> Result<(), CaError> {
+        match &self.publisher {
+            Some(p) => p.publish(name, der).map_err(CaError::internal),
+            None => Ok(()),
+        }
+    }
+
+    /// Sign partition `part`'s CRL and publish it in one commit fenced by `lease`; its DER and
+    /// number. [`CaError::Conflict`] when the lease or the CRL number moved meanwhile: the CRL
+    /// is then dropped, never served.
+    fn sign_and_publish(
+        &self,
+        ca: &str,
+        part: Partition,
+        now: i64,
+        revision: u64,
+        previous: Option<&(StoredCrl, Vec<u8>)>,
+        lease: &HeldLease,
+    ) -> Result<(Vec<u8>, u64), CaError> {
+        let store = self.store.as_ref();
+        let validity = self.config.crl_validity_secs;
+        let shards = self.config.shards(ca);
+        let entries =
+            partition_entries(store.revoked_certificates(ca)?, part, shards, now, validity);
+        let (number, number_expect) = crate::crl::next_number(store, ca)?;
+        store.commit(crate::crl::reserve_ops(ca, number, number_expect, lease).into())?;
+        let der = self.sign_crl(ca, part, number, now, &entries)?;
+        #[cfg(test)]
+        if let Some(hook) = self.before_publish.lock().as_mut() {
+            hook(&der);
+        }
+        let name = partition_name(ca, part);
+        let ops = crate::crl::publish_ops(
+            ca,
+            &name,
+            &der,
+            number,
+            (now, now + validity),
+            revision,
+            previous,
+            lease,
+        )?;
+        store.commit(ops.into())?;
+        Ok((der, number))
+    }
+
+    /// Sign the CRL of partition `part` of CA `ca` with `entries` (what
+    /// [`crate::crl::partition_entries`] selected), number `number`, valid from `now`.
+    pub fn sign_crl(
+        &self,
+        ca: &str,
+        part: Partition,
+        number: u64,
+        now: i64,
+        entries: &[cps_pki::crl::CrlEntry],
+    ) -> Result<Vec<u8>, CaError> {
         let auth = self
             .authorities
             .get(ca)
             .ok_or_else(|| CaError::UnknownCa(ca.into()))?;
-        let validity = self.config.crl_validity_secs;
-        let revoked = self.store.revoked_certificates(ca)?;
-        let entries: Vec<CrlEntry> = revoked
-            .into_iter()
-            // Keep an entry until its certificate has expired (and one CRL period beyond).
-            .filter(|r| r.not_after + validity >= now)
-            .map(|r| CrlEntry {
-                serial: r.serial,
-                revocation_time: r.time,
-                reason: RevocationReason::from_code(r.reason),
-                invalidity_date: r.invalidity_date,
-            })
-            .collect();
-        let receipt = self
-            .store
-            .commit(WriteBatch::new().with(WriteOp::BumpCounter {
-                name: format!("crl-number:{ca}"),
-                min_next: None,
-            }))?;
-        let number = receipt.counter_values.first().copied().unwrap_or(1);
-        let this_update = now;
-        let next_update = now + validity;
-        let der = build_crl(
+        // A sharded CA's CRLs are partitioned: each names its own URL (its own one too).
+        let url = self.crl_url(ca, part);
+        let dp = (self.config.shards(ca) > 1).then_some(url.as_str());
+        Ok(build_crl(
             &CrlParams {
                 issuer: &auth.name,
                 issuer_key_id: &auth.key_id,
                 crl_number: number,
-                this_update,
-                next_update,
-                entries: &entries,
+                this_update: now,
+                next_update: now + self.config.crl_validity_secs,
+                entries,
+                distribution_point: dp,
             },
             auth.key.as_ref(),
             auth.signature,
-        )?;
-        if let Some(p) = &self.publisher {
-            p.publish(ca, &der).map_err(CaError::internal)?;
-        }
-        Ok((der, this_update, next_update))
+        )?)
     }
+}
+
+/// The partitions of a CA with `shards` shards: its own URL, then shards `0..shards` if more
+/// than one.
+fn partitions(shards: u16) -> Vec<Partition> {
+    let mut v = vec![None];
+    if shards > 1 {
+        v.extend((0..shards).map(Some));
+    }
+    v
 }

@@ -83,6 +83,9 @@ fn fx() -> Fx {
             crl_validity_secs: CRL_VALIDITY,
             key_policy: cps_pki::KeyPolicy::default(),
             reserved_profiles: vec!["audit-checkpoint".into()],
+            node_id: "node-1".into(),
+            crl_lease_secs: crate::crl::DEFAULT_LEASE_SECS,
+            crl_shards: Default::default(),
         },
     )
     .with_crl_publisher(rec.clone());
@@ -123,11 +126,11 @@ fn conflict<T: std::fmt::Debug>(r: Result<T, CaError>, want: &str) {
     }
 }
 
-fn key() -> SoftwareSigner {
+pub(super) fn key() -> SoftwareSigner {
     SoftwareSigner::generate("holder", KeyAlgorithm::EcP256).unwrap()
 }
 
-fn csr_for(k: &SoftwareSigner) -> Vec<u8> {
+pub(super) fn csr_for(k: &SoftwareSigner) -> Vec<u8> {
     let subject = DistinguishedName::parse("CN=ignored").unwrap();
     let alg = k.key_algorithm().default_signature();
     cps_pki::build_csr(&subject, k.public_key_der(), alg, |tbs| {
@@ -154,7 +157,7 @@ fn organisation() -> SubjectRequest {
     })
 }
 
-fn auth_request(csr: Vec<u8>, holder: &str) -> IssueRequest {
+pub(super) fn auth_request(csr: Vec<u8>, holder: &str) -> IssueRequest {
     IssueRequest {
         profile: "cps-auth".into(),
         csr,

@@ -15,6 +15,7 @@ const ID_CE_CRL_NUMBER: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x14];
 const ID_CE_CRL_REASONS: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x15];
 const ID_CE_INVALIDITY_DATE: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x18];
 const ID_CE_AUTHORITY_KEY_IDENTIFIER: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x23];
+const ID_CE_ISSUING_DISTRIBUTION_POINT: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x1c];
 
 /// RFC 5280 CRLReason codes (value 7 is unused). Also the OCSP `revocationReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, der::Enumerated)]
@@ -108,6 +109,10 @@ pub struct CrlParams<'a> {
     pub this_update: i64,
     pub next_update: i64,
     pub entries: &'a [CrlEntry],
+    /// The URL of a partitioned CRL (RFC 5280 §5.2.5, issuingDistributionPoint, critical): the
+    /// CRL then covers only the certificates whose CRL distribution point names this URL.
+    /// `None`: a full CRL for every certificate of the issuer.
+    pub distribution_point: Option<&'a str>,
 }
 
 fn time_der(unix: i64) -> Result<Vec<u8>, PkiError> {
@@ -154,7 +159,21 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-/// Build and sign a full v2 CRL; returns its DER.
+/// `IssuingDistributionPoint ::= SEQUENCE { distributionPoint [0] { fullName [0] { URI } } }`.
+fn issuing_distribution_point(url: &str) -> Result<Vec<u8>, PkiError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || !url.is_ascii() {
+        return Err(PkiError::Params(format!(
+            "distribution point '{url}' is not an http(s) URL"
+        )));
+    }
+    Ok(tlv(
+        0x30,
+        &tlv(0xa0, &tlv(0xa0, &tlv(0x86, url.as_bytes()))),
+    ))
+}
+
+/// Build and sign a v2 CRL (full, or partitioned when `distribution_point` is given); returns
+/// its DER.
 pub fn build_crl(
     params: &CrlParams<'_>,
     signer: &dyn Signer,
@@ -215,17 +234,23 @@ pub fn build_crl(
         0x04,
         &tlv(0x02, &integer_content(&params.crl_number.to_be_bytes())),
     );
-    let crl_exts = tlv(
-        0xa0,
-        &tlv(
+    let mut exts = [
+        tlv(0x30, &[ID_CE_AUTHORITY_KEY_IDENTIFIER, &aki].concat()),
+        tlv(0x30, &[ID_CE_CRL_NUMBER, &number].concat()),
+    ]
+    .concat();
+    if let Some(url) = params.distribution_point {
+        exts.extend(tlv(
             0x30,
             &[
-                tlv(0x30, &[ID_CE_AUTHORITY_KEY_IDENTIFIER, &aki].concat()),
-                tlv(0x30, &[ID_CE_CRL_NUMBER, &number].concat()),
+                ID_CE_ISSUING_DISTRIBUTION_POINT,
+                &[0x01, 0x01, 0xff],
+                &tlv(0x04, &issuing_distribution_point(url)?),
             ]
             .concat(),
-        ),
-    );
+        ));
+    }
+    let crl_exts = tlv(0xa0, &tlv(0x30, &exts));
 
     let mut tbs_body = Vec::with_capacity(entries.len() + 512);
     tbs_body.extend_from_slice(&[0x02, 0x01, 0x01]); // version v2
@@ -267,6 +292,8 @@ pub struct ParsedCrl {
     pub this_update: i64,
     pub next_update: Option<i64>,
     pub crl_number: Option<u64>,
+    /// The URL of the issuingDistributionPoint's full name, for a partitioned CRL.
+    pub distribution_point: Option<String>,
     pub entries: Vec<(Vec<u8>, i64, Option<u8>)>,
 }
 
@@ -275,7 +302,13 @@ pub fn parse_crl(der_bytes: &[u8]) -> Result<ParsedCrl, PkiError> {
         x509_cert::crl::CertificateList::from_der(der_bytes)?;
     let tbs = &crl.tbs_cert_list;
     let mut crl_number = None;
+    let mut distribution_point = None;
     for e in tbs.crl_extensions.iter().flatten() {
+        if e.extn_id.as_bytes() == &ID_CE_ISSUING_DISTRIBUTION_POINT[2..] {
+            distribution_point = Some(idp_url(e.extn_value.as_bytes()).ok_or_else(|| {
+                PkiError::Params("issuingDistributionPoint without a URI full name".into())
+            })?);
+        }
         if e.extn_id.as_bytes() == &ID_CE_CRL_NUMBER[2..] {
             let n = der::asn1::Uint::from_der(e.extn_value.as_bytes())?;
             let b = n.as_bytes();
@@ -307,8 +340,40 @@ pub fn parse_crl(der_bytes: &[u8]) -> Result<ParsedCrl, PkiError> {
             .next_update
             .map(|t| t.to_unix_duration().as_secs() as i64),
         crl_number,
+        distribution_point,
         entries,
     })
+}
+
+/// The first URI of an issuingDistributionPoint's full name.
+fn idp_url(value: &[u8]) -> Option<String> {
+    let seq = der_content(value, 0x30)?;
+    let dp = der_content(seq, 0xa0)?; // distributionPoint [0]
+    let full = der_content(dp, 0xa0)?; // fullName [0]
+    let uri = der_content(full, 0x86)?; // uniformResourceIdentifier [6]
+    String::from_utf8(uri.to_vec()).ok()
+}
+
+/// The content of the DER element at the start of `b` when its tag is `tag`.
+fn der_content(b: &[u8], tag: u8) -> Option<&[u8]> {
+    let (&t, rest) = b.split_first()?;
+    let (&l, rest) = rest.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (len, rest) = match l {
+        0..=0x7f => (usize::from(l), rest),
+        0x81..=0x84 => {
+            let n = usize::from(l & 0x7f);
+            let (lb, rest) = (rest.get(..n)?, rest.get(n..)?);
+            (
+                lb.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x)),
+                rest,
+            )
+        }
+        _ => return None,
+    };
+    rest.get(..len)
 }
 
 /// Verify a CRL's signature against the issuer's SPKI.
@@ -352,6 +417,7 @@ mod tests {
                 this_update: 1_800_000_100,
                 next_update: 1_800_086_500,
                 entries: &list,
+                distribution_point: None,
             },
             &key,
             SignatureAlgorithm::EcdsaSha256,
@@ -385,6 +451,7 @@ mod tests {
             this_update: 1_800_000_000,
             next_update: 1_800_000_100,
             entries,
+            distribution_point: None,
         };
         let empty = build_crl(&params(&[]), &key, SignatureAlgorithm::EcdsaSha256).unwrap();
         assert!(parse_crl(&empty).unwrap().entries.is_empty());
@@ -403,5 +470,45 @@ mod tests {
         }];
         assert!(build_crl(&params(&remove), &key, SignatureAlgorithm::EcdsaSha256).is_err());
         assert!(parse_crl(b"garbage").is_err());
+    }
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+    use cps_hsm::{KeyAlgorithm, SoftwareSigner};
+
+    #[test]
+    fn a_partitioned_crl_names_its_distribution_point() {
+        let key = SoftwareSigner::generate("ca", KeyAlgorithm::EcP256).unwrap();
+        let issuer = DistinguishedName::parse("CN=CA,C=FR").unwrap();
+        let url = "https://ca.test/crl/personnes/3.crl";
+        let params = |dp| CrlParams {
+            issuer: &issuer,
+            issuer_key_id: &[1; 20],
+            crl_number: 7,
+            this_update: 1_800_000_000,
+            next_update: 1_800_000_100,
+            entries: &[],
+            distribution_point: dp,
+        };
+        let der_crl = build_crl(&params(Some(url)), &key, SignatureAlgorithm::EcdsaSha256).unwrap();
+        verify_crl(&der_crl, key.public_key_der()).unwrap();
+        let p = parse_crl(&der_crl).unwrap();
+        assert_eq!(p.distribution_point.as_deref(), Some(url));
+        assert_eq!(p.crl_number, Some(7));
+        // Critical, as RFC 5280 §5.2.5 requires.
+        let (_, x) = x509_parser::parse_x509_crl(&der_crl).unwrap();
+        let idp = x
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "2.5.29.28")
+            .unwrap();
+        assert!(idp.critical);
+        let full = build_crl(&params(None), &key, SignatureAlgorithm::EcdsaSha256).unwrap();
+        assert_eq!(parse_crl(&full).unwrap().distribution_point, None);
+        for bad in ["ldap://x/y", "file:///etc/passwd", "https://é.test/"] {
+            assert!(build_crl(&params(Some(bad)), &key, SignatureAlgorithm::EcdsaSha256).is_err());
+        }
     }
 }

@@ -163,6 +163,9 @@ impl InProcess {
                     .iter()
                     .map(|p| p.to_string())
                     .collect(),
+                node_id: "node-1".into(),
+                crl_lease_secs: cps_ca::crl::DEFAULT_LEASE_SECS,
+                crl_shards: Default::default(),
             },
         );
         let ca = Arc::new(CaService::from_parts(Arc::new(core), clock));
