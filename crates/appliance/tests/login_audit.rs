@@ -113,6 +113,20 @@ impl Store for FlakyStore {
     ) -> Result<Vec<RecordRow>, StoreError> {
         self.inner.scan_records(table, prefix, after, limit)
     }
+    fn claim(
+        &self,
+        table: &str,
+        keys: &[(Vec<u8>, i64)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: "flaky".into(),
+                source: std::io::Error::other("injected failure"),
+            });
+        }
+        self.inner.claim(table, keys, now)
+    }
 }
 
 /// The registry answer for the card, switchable to a refusal.

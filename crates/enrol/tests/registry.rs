@@ -378,6 +378,9 @@ impl Store for FailingStore {
     ) -> Result<Vec<cps_store::RecordRow>, StoreError> {
         self.inner.scan_records(t, p, a, l)
     }
+    fn claim(&self, t: &str, k: &[(Vec<u8>, i64)], n: i64) -> Result<Vec<bool>, StoreError> {
+        self.inner.claim(t, k, n)
+    }
 }
 
 fn generated(n: u64) -> Vec<u8> {

@@ -15,6 +15,7 @@
 //! | `audit` | seq | [`AuditRecord`] |
 //! | `meta` | key | bytes |
 //! | `records` | (table, key) | bytes: the named tables of higher layers (professionals, cards, nodes...) |
+//! | `claims` | (table, key) | expiry: single-use keys ([`Store::claim`]), with an index by expiry |
 //!
 //! # What "acknowledged" means
 //!
@@ -160,4 +161,26 @@ pub trait Store: Send + Sync {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<RecordRow>, StoreError>;
+
+    /// Claims single-use keys of the claim table `table` (assertion IDs, login challenges...),
+    /// each until its expiry: `keys` holds `(key, expires)` pairs, `expires` and `now` in Unix
+    /// seconds. The answer has one entry per key, in order: `true` if the key was newly recorded
+    /// (no record, or its record had expired at `now`, i.e. `expires <= now`), `false` if an
+    /// unexpired record exists (a key repeated within one call is `true` at most once).
+    ///
+    /// Atomic per key: of concurrent claims of one key, from any number of threads or of
+    /// processes sharing the backend, at most one gets `true`. A `true` is durable when this
+    /// returns, like a committed batch (see the crate docs); a `false` writes nothing that must
+    /// survive. Claim tables are separate from the named tables of
+    /// [`get_record`](Store::get_record). Expired claims are purged by the store at its own pace.
+    ///
+    /// Refused with [`StoreError::Invalid`] (nothing recorded): an invalid table name (as for
+    /// named tables), an empty key or one longer than [`MAX_RECORD_KEY_LEN`], an `expires` that
+    /// is not after `now`. The write errors of [`commit`](Store::commit) apply.
+    fn claim(
+        &self,
+        table: &str,
+        keys: &[(Vec<u8>, i64)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError>;
 }

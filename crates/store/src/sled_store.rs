@@ -31,6 +31,10 @@ pub(crate) mod tree {
     pub const AUDIT: &str = "audit";
     pub const META: &str = "meta";
     pub const RECORDS: &str = "records";
+    /// Claims of [`Store::claim`](crate::Store::claim): claim key → expiry.
+    pub const CLAIMS: &str = "claims";
+    /// Index of the claims by expiry, for the purge: expiry ‖ claim key → ().
+    pub const CLAIMS_BY_EXPIRY: &str = "claims_by_expiry";
 }
 
 /// Keys of the internal tree.
@@ -83,6 +87,8 @@ struct Trees {
     audit: sled::Tree,
     meta: sled::Tree,
     records: sled::Tree,
+    claims: sled::Tree,
+    claims_by_expiry: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -326,6 +332,8 @@ impl SledStore {
             audit: open(tree::AUDIT)?,
             meta: open(tree::META)?,
             records: open(tree::RECORDS)?,
+            claims: open(tree::CLAIMS)?,
+            claims_by_expiry: open(tree::CLAIMS_BY_EXPIRY)?,
             internal,
         };
         let store = SledStore {
@@ -990,7 +998,17 @@ impl Store for SledStore {
         }
         Ok(out)
     }
+
+    fn claim(
+        &self,
+        table: &str,
+        keys: &[(Vec<u8>, i64)],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.claim_keys(table, keys, now)
+    }
 }
 
+mod claims;
 #[cfg(test)]
 mod tests;
