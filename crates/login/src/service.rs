@@ -262,9 +262,31 @@ impl LoginService {
         (self.refused)(source, refusal.code, unix(now));
     }
 
+    /// The checks of step 2 that consume nothing and need no I/O (encoding, issuer, MAC,
+    /// expiry): meant for the runtime worker, so floods of made-up challenges never reach the
+    /// blocking pool. A refusal is counted for `source`.
+    pub fn precheck(
+        &self,
+        token: &str,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> Result<(), LoginRefusal> {
+        self.challenges.precheck(token, unix(now)).map_err(|r| {
+            let r = LoginRefusal::from(r);
+            self.refused(source, &r, now);
+            r
+        })
+    }
+
+    /// Whether [`redeem`](LoginService::redeem) waits for a shared record (the store): then
+    /// call it off the runtime's workers, after [`precheck`](LoginService::precheck).
+    pub fn redeem_blocks(&self) -> bool {
+        self.challenges.has_shared_record()
+    }
+
     /// Step 2: the challenge of a login with context `ctx`, accepted and consumed. Constant
-    /// cost and no I/O: meant for the runtime worker, so floods of made-up challenges never
-    /// reach the blocking pool. A refusal is counted for `source`.
+    /// cost, and no I/O unless the challenges have a shared record
+    /// ([`redeem_blocks`](LoginService::redeem_blocks)). A refusal is counted for `source`.
     pub fn redeem(
         &self,
         token: &str,

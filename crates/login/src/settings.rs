@@ -60,6 +60,23 @@ pub struct XuaSettings {
     /// authentication mode are checked (README, "Trust policy for assertion signers").
     #[serde(default)]
     pub org_seal_registry: OrgSealRegistryMode,
+    /// Where validated assertion IDs and redeemed login challenges are recorded: `memory`
+    /// (default with the embedded store: this process, refilled from the audit log at start) or
+    /// `store` (the store, shared by every node on it, durable before each answer; required when
+    /// several nodes share one database). README, "Replays across nodes".
+    #[serde(default)]
+    pub replay_record: ReplayRecord,
+}
+
+/// `xua.replay_record`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayRecord {
+    /// In this process (assertion IDs refilled from the local audit log at start).
+    #[default]
+    Memory,
+    /// In the store, shared by every node on it.
+    Store,
 }
 
 impl XuaSettings {
@@ -162,6 +179,7 @@ impl Default for XuaSettings {
             refusal_audit_seconds: default_refusal_audit(),
             homologation: default_homologation(),
             replay_capacity: default_replay_capacity(),
+            replay_record: ReplayRecord::default(),
             org_seal_registry: OrgSealRegistryMode::default(),
         }
     }
