@@ -92,7 +92,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         Duration::from_secs(u64::from(config.xua.challenge_seconds)),
     )?;
     // Redeemed challenges recorded where validated assertion IDs are (`xua.replay_record`).
-    let challenges = match config.xua.replay_record {
+    let challenges = match crate::xua::replay_record(config)? {
         cps_login::ReplayRecord::Memory => challenges,
         cps_login::ReplayRecord::Store => {
             challenges.with_shared_record(Arc::new(cps_login::StoreNonces::new(store.clone())))

@@ -248,7 +248,9 @@ impl XuaService {
                 OrgSealRegistryMode::NotHeld => OrgSealRegistry::NotHeld,
             },
         );
-        let shared = match x.replay_record {
+        // The appliance resolves the setting for its store backend
+        // (`XuaSettings::replay_record_for`); unset means the embedded store's default here.
+        let shared = match x.replay_record.unwrap_or_default() {
             ReplayRecord::Memory => None,
             ReplayRecord::Store => Some(Arc::new(StoreReplayCache::new(
                 ca.store().clone(),

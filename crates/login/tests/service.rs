@@ -91,7 +91,7 @@ fn fx(now: SystemTime) -> Fx {
 /// The settings of nodes that share their replay record and used challenges through the store.
 fn shared() -> XuaSettings {
     XuaSettings {
-        replay_record: cps_login::ReplayRecord::Store,
+        replay_record: Some(cps_login::ReplayRecord::Store),
         ..XuaSettings::default()
     }
 }
@@ -109,7 +109,7 @@ fn login_service(
         Duration::from_secs(120),
     )
     .unwrap();
-    let challenges = match settings.replay_record {
+    let challenges = match settings.replay_record.unwrap_or_default() {
         cps_login::ReplayRecord::Memory => challenges,
         cps_login::ReplayRecord::Store => {
             challenges.with_shared_record(Arc::new(cps_login::StoreNonces::new(ca.store().clone())))
