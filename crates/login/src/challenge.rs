@@ -18,7 +18,9 @@
 //! carries with the one the challenge was issued for. The used nonces are kept in two
 //! generations rotated every lifetime ([`UsedNonces`]): a nonce is remembered at least until its
 //! challenge expires, memory is bounded by the redemptions of the last two lifetimes, and each
-//! check is one hash-set probe.
+//! check is one hash-set probe. Nodes that share the MAC key share the record instead
+//! ([`Challenges::with_shared_record`], a [`NonceRecord`] in the store): a challenge is then
+//! redeemed once across all of them.
 //!
 //! **The signed message** ([`signed_message`], 128 bytes) is
 //!

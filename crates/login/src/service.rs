@@ -6,7 +6,9 @@
 //!    bytes the card signs (domain-separated, bound to this appliance and to that context).
 //! 2. `redeem` (constant cost, no I/O; on the runtime worker): the challenge is ours, unaltered,
 //!    unexpired, not used before — consumed by the first attempt, right or wrong — and issued for
-//!    the context the login carries.
+//!    the context the login carries. With the used challenges recorded in the store (shared by
+//!    the nodes), `precheck` does the checks without I/O on the worker and `redeem` runs in the
+//!    blocking step.
 //! 3. `login` (blocking): the certificate is DER X.509 issued by one of our CAs, and the card's
 //!    signature over the challenge's message verifies with its key. Up to here nothing is
 //!    proved about who is asking (a certificate is public): a refusal is counted per source

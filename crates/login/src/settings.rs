@@ -64,7 +64,8 @@ pub struct XuaSettings {
     /// (this process; assertion IDs refilled from the audit log at start) or `store` (the store,
     /// shared by every node on it, durable before each answer). Unset: `memory` on the embedded
     /// store, `store` on a store shared by several nodes, where `memory` is refused
-    /// ([`XuaSettings::replay_record_for`]). README, "Replays across nodes".
+    /// ([`XuaSettings::replay_record_for`]; ARCHITECTURE.md, "Across nodes, single use is a claim
+    /// in the store").
     #[serde(default)]
     pub replay_record: Option<ReplayRecord>,
 }
