@@ -20,7 +20,8 @@
 //! Environment: `LOGINS` (300), `ASSERTIONS` (60000), `CONNS` (64 connections; a list such as
 //! `64,256` shares the assertions out between runs), `CLIENT_THREADS` (1 load-generator thread),
 //! `PARTS` (`login,floor,validate,in_process`: what runs), `CPS_TRUST_BIN` (another build of the
-//! appliance, to compare two builds in one session).
+//! appliance, to compare two builds in one session), `REPLAY_RECORD` (`memory`, the default on
+//! sled, or `store`: `xua.replay_record`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -628,7 +629,16 @@ fn main() {
         std::env::set_var("PCSCLITE_CSOCK_NAME", &stack.socket);
         std::env::set_var("SOFTHSM2_CONF", home.softhsm_conf());
     }
-    let (home, app) = Appliance::fresh_in(home);
+    // REPLAY_RECORD=store: validated assertion IDs recorded in the store (what a cluster uses).
+    let replay_record = std::env::var("REPLAY_RECORD").unwrap_or_else(|_| "memory".into());
+    let (home, app) = Appliance::fresh_configured(home, |h| {
+        h.set_config_text(&h.config_text().replacen(
+            "[xua]\n",
+            &format!("[xua]\nreplay_record = \"{replay_record}\"\n"),
+            1,
+        ))
+    });
+    println!("replay record: {replay_record}");
     let pin = enrol_card(&home, &dir, &reader).pin;
     assert_success(
         &home.cps(&["operator", "add", "--name", "svc", "--role", "service"]),

@@ -92,7 +92,12 @@ fn answer(r: Result<LoginResult, LoginRefusal>) -> Response {
     match r {
         Ok(ok) => (StatusCode::OK, Json(ok)).into_response(),
         Err(refusal) => (
-            StatusCode::UNAUTHORIZED,
+            // Not a refusal of the card: the record of used challenges did not answer.
+            if refusal.code == cps_login::ChallengeRefusal::Unavailable.code() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            },
             Json(cps_api::LoginRefusalBody {
                 error: refusal.message,
                 code: refusal.code.to_owned(),
@@ -134,7 +139,23 @@ pub async fn login(
     let source = source(peer);
     let now = SystemTime::now();
     // The challenge first, here on the worker (an HMAC and a hash-set probe): made-up, expired,
-    // used or re-purposed challenges are refused without touching the blocking pool.
+    // used or re-purposed challenges are refused without touching the blocking pool. With the
+    // record of used challenges in the store (shared by the nodes), only the checks that need no
+    // I/O run here, and the challenge is consumed in the blocking step.
+    if login.redeem_blocks() {
+        if let Err(refusal) = login.precheck(&b.challenge_id, source, now) {
+            return Ok(answer(Err(refusal)));
+        }
+        let r =
+            run_blocking(
+                move || match login.redeem(&b.challenge_id, &b.context, source, now) {
+                    Ok(redeemed) => login.login(&redeemed, &cert, &sig, &b.context, source, now),
+                    Err(refusal) => Ok(Err(refusal)),
+                },
+            )
+            .await??;
+        return Ok(answer(r));
+    }
     let redeemed = match login.redeem(&b.challenge_id, &b.context, source, now) {
         Ok(r) => r,
         Err(refusal) => return Ok(answer(Err(refusal))),
@@ -195,7 +216,8 @@ pub async fn login_tls(
         (String = "application/xml"), (String = "text/xml"), (String = "application/soap+xml"))),
     responses(
         (status = 200, description = "a valid assertion's attributes", body = ValidationView),
-        (status = 422, description = "the assertion is refused", body = cps_api::ValidationRefusal)))]
+        (status = 422, description = "the assertion is refused", body = cps_api::ValidationRefusal),
+        (status = 503, description = "no verdict: the replay record, revocation state or registry did not answer; present it again later", body = cps_api::ValidationRefusal)))]
 pub async fn validate(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
@@ -212,7 +234,14 @@ pub async fn validate(
     // and outgoing queue) through the batching writer before the answer leaves: durable before
     // acknowledged, one flush for many requests, and no store transaction (nothing changes).
     let now = SystemTime::now();
-    let r = xua.validate(&body, now);
+    // With the replay record in the store (shared by the nodes), a validation waits for the
+    // store's batched claim: off the worker, so that many validations share one claim.
+    let r = if xua.shared_replay().is_some() {
+        let (xua, body) = (xua.clone(), body.clone());
+        run_blocking(move || xua.validate(&body, now)).await?
+    } else {
+        xua.validate(&body, now)
+    };
     let event = match &r {
         Ok(v) => cps_audit::AuditEvent::AssertionValidated {
             assertion_id: v.id.to_string(),
@@ -266,7 +295,13 @@ pub async fn validate(
             .into_response()
         }
         Err(refusal) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
+            // The appliance could not decide (a record it needs did not answer): not a verdict
+            // on the assertion, which may be presented again.
+            if refusal.code.is_unavailable() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
             Json(cps_api::ValidationRefusal {
                 valid: false,
                 code: refusal.code.as_str().to_owned(),

@@ -97,6 +97,13 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         xua.seal_sha256(),
         Duration::from_secs(u64::from(config.xua.challenge_seconds)),
     )?;
+    // Redeemed challenges recorded where validated assertion IDs are (`xua.replay_record`).
+    let challenges = match crate::xua::replay_record(config)? {
+        cps_login::ReplayRecord::Memory => challenges,
+        cps_login::ReplayRecord::Store => {
+            challenges.with_shared_record(Arc::new(cps_login::StoreNonces::new(store.clone())))
+        }
+    };
     let login_refusals = Arc::new(crate::refusals::Refusals::new(crate::login::REFUSED_KIND));
     let login = Arc::new(crate::login::LoginService::new(
         ca.core().clone(),

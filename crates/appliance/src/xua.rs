@@ -49,6 +49,16 @@ pub fn ensure_cachet(
     .ensure(home, hsm, ca)
 }
 
+/// Where validated assertion IDs and redeemed login challenges are recorded, for this store
+/// backend (`xua.replay_record`). The embedded store is not shared between nodes; a backend
+/// shared by several nodes passes `true` (and then refuses `memory`).
+pub fn replay_record(config: &Config) -> Result<cps_login::ReplayRecord, ApplianceError> {
+    config
+        .xua
+        .replay_record_for(false)
+        .map_err(ApplianceError::Refused)
+}
+
 /// The XUA service of the appliance: its seal from the HSM, gated by `clock`.
 pub fn open(
     home: &Path,
@@ -60,7 +70,11 @@ pub fn open(
 ) -> Result<XuaService, ApplianceError> {
     let (key, chain) = ensure_cachet(home, config, hsm, ca)?;
     let signer: Arc<dyn Signer> = Arc::new(GatedSigner::new(Arc::new(key), clock));
-    XuaService::new(&config.xua, Seal { signer, chain }, ca, registry).map_err(|e| match e {
+    let settings = cps_login::XuaSettings {
+        replay_record: Some(replay_record(config)?),
+        ..config.xua.clone()
+    };
+    XuaService::new(&settings, Seal { signer, chain }, ca, registry).map_err(|e| match e {
         XuaError::Pki(e) => ApplianceError::Pki(e),
         e => ApplianceError::Refused(e.to_string()),
     })

@@ -1140,3 +1140,80 @@ async fn hostile_assertions_and_logins_are_refused() {
     }
     assert_eq!(certificates(app.snapshot()), before);
 }
+
+/// Claims of an assertion the appliance's own seal signs (trusted as issued: no registry read).
+fn own_claims(now: std::time::SystemTime) -> cps_xua::VihfClaims {
+    cps_xua::VihfClaims {
+        vihf_version: "3.0".into(),
+        name_id: cps_pki::IdNatPs::parse("810002813839").unwrap(),
+        subject_id: "DONNAT-GADY, ISABELLE".into(),
+        roles: vec![cps_xua::CodedValue {
+            code: "10".into(),
+            code_system: "1.2.250.1.71.1.2.7".into(),
+            code_system_name: None,
+            display_name: None,
+        }],
+        secteur_activite: "SA07^1.2.250.1.71.4.2.4".into(),
+        structure_id: "10B0000001".into(),
+        authentication_mode: cps_xua::AuthenticationMode::Indirect,
+        patient: None,
+        resource_urn: "urn:dmp".into(),
+        purpose_of_use: cps_xua::PurposeOfUse::Normal,
+        confidentiality_code: None,
+        software: cps_xua::SoftwareInfo {
+            name: "in-process test".into(),
+            version: None,
+            id: None,
+            homologation: "HOMOL-TEST-0001".into(),
+        },
+        authn_instant: now - std::time::Duration::from_secs(5),
+        authn_context_class_ref: cps_xua::AUTHN_SMARTCARD_PKI.into(),
+    }
+}
+
+/// With `xua.replay_record = "store"`, a validation answered 200 has its assertion ID claimed
+/// in the store (another node over the store refuses it), and the same assertion again is a
+/// replay (422), through the API as served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_replay_record_in_the_store_a_validation_is_claimed_there_before_its_answer() {
+    let app = InProcess::with_xua(cps_login::XuaSettings {
+        replay_record: Some(cps_login::ReplayRecord::Store),
+        ..cps_login::XuaSettings::default()
+    });
+    let service = app.operator("svc", &[Role::Service]);
+    let xml = [("content-type", "application/xml")];
+    let now = std::time::SystemTime::now();
+    let issued = app.xua().issue(&own_claims(now), now).unwrap();
+    let r = app
+        .call(
+            Some(&service),
+            Method::POST,
+            "/api/v1/xua/validate",
+            &xml,
+            issued.xml.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["valid"], true);
+    // In the store, under the ID's 128-bit SHA-256 prefix: a claim of it is refused.
+    let key =
+        ring::digest::digest(&ring::digest::SHA256, issued.id.as_bytes()).as_ref()[..16].to_vec();
+    let t = support::now();
+    assert_eq!(
+        app.store
+            .claim(cps_login::single_use::REPLAY_TABLE, &[(key, t + 60)], t)
+            .unwrap(),
+        vec![false]
+    );
+    let again = app
+        .call(
+            Some(&service),
+            Method::POST,
+            "/api/v1/xua/validate",
+            &xml,
+            issued.xml.into_bytes(),
+        )
+        .await;
+    assert_eq!(again.status, 422, "{}", again.text());
+    assert_eq!(again.json()["code"], "replayed");
+}

@@ -18,7 +18,9 @@
 //! carries with the one the challenge was issued for. The used nonces are kept in two
 //! generations rotated every lifetime ([`UsedNonces`]): a nonce is remembered at least until its
 //! challenge expires, memory is bounded by the redemptions of the last two lifetimes, and each
-//! check is one hash-set probe.
+//! check is one hash-set probe. Nodes that share the MAC key share the record instead
+//! ([`Challenges::with_shared_record`], a [`NonceRecord`] in the store): a challenge is then
+//! redeemed once across all of them.
 //!
 //! **The signed message** ([`signed_message`], 128 bytes) is
 //!
@@ -87,6 +89,10 @@ pub enum ChallengeRefusal {
     Future,
     /// Already redeemed once.
     Used,
+    /// The record of redeemed challenges (shared by the nodes, in the store) did not answer:
+    /// nothing is known about this challenge's use, so it is not accepted (the appliance answers
+    /// 503; the same challenge may be tried again).
+    Unavailable,
     /// Issued for another login context (patient, purpose, structure, audience...).
     ContextMismatch,
 }
@@ -101,6 +107,7 @@ impl ChallengeRefusal {
             ChallengeRefusal::Expired => "expired_challenge",
             ChallengeRefusal::Future => "future_challenge",
             ChallengeRefusal::Used => "used_challenge",
+            ChallengeRefusal::Unavailable => "challenge_record_unavailable",
             ChallengeRefusal::ContextMismatch => "context_mismatch",
         }
     }
@@ -117,6 +124,9 @@ impl ChallengeRefusal {
                 "the challenge expires further ahead than a challenge lifetime (clock stepped back?): ask for a new one"
             }
             ChallengeRefusal::Used => "the challenge was already used: ask for a new one",
+            ChallengeRefusal::Unavailable => {
+                "the record of used challenges is unavailable: try again later"
+            }
             ChallengeRefusal::ContextMismatch => {
                 "the login context (patient, purpose, justification, structure, software or audience) differs from the one the challenge was issued for"
             }
@@ -369,12 +379,23 @@ impl UsedNonces {
     }
 }
 
+/// Where redeemed challenges are recorded when they are shared between nodes (the store).
+pub trait NonceRecord: Send + Sync {
+    /// Records `nonce` as used until `expires` (after `now`, Unix seconds): `Ok(true)` if this is
+    /// its first use (and the record is durable), `Ok(false)` if it was used already, `Err` if
+    /// the record did not answer.
+    fn consume(&self, nonce: &[u8; 32], expires: i64, now: i64) -> Result<bool, String>;
+}
+
 /// Issues and redeems login challenges.
 pub struct Challenges {
     key: ring::hmac::Key,
     appliance: [u8; 32],
     lifetime: i64,
+    /// Redeemed nonces of this process (when no shared record is set).
     used: Mutex<UsedNonces>,
+    /// The record shared by the nodes, when set: it alone decides.
+    shared: Option<std::sync::Arc<dyn NonceRecord>>,
 }
 
 impl std::fmt::Debug for Challenges {
@@ -396,7 +417,22 @@ impl Challenges {
             appliance,
             lifetime,
             used: Mutex::new(UsedNonces::new(lifetime)),
+            shared: None,
         }
+    }
+
+    /// The same challenges, with redemptions recorded in `record` (shared by every node that
+    /// holds the MAC key) instead of this process's memory: a challenge issued by any node is
+    /// redeemed once, on any node. Redeeming then waits for the record.
+    pub fn with_shared_record(mut self, record: std::sync::Arc<dyn NonceRecord>) -> Challenges {
+        self.shared = Some(record);
+        self
+    }
+
+    /// Whether redemptions go to a shared record (then [`redeem`](Challenges::redeem) waits
+    /// for it: call it off the runtime's workers).
+    pub fn has_shared_record(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Challenges whose MAC key is derived from the HSM secret `hsm_key` (never extractable):
@@ -458,13 +494,50 @@ impl Challenges {
     }
 
     /// Accepts the challenge `token` at `now` and consumes it, for a login whose context hash
-    /// is `context(audience)` (the audience travels in the token). Constant cost, no I/O.
+    /// is `context(audience)` (the audience travels in the token). Constant cost; no I/O unless
+    /// a shared record is set ([`with_shared_record`](Challenges::with_shared_record)).
     pub fn redeem(
         &self,
         token: &str,
         context: impl FnOnce(&str) -> [u8; 32],
         now: i64,
     ) -> Result<Redeemed, ChallengeRefusal> {
+        let Token {
+            nonce,
+            expires,
+            issued_for,
+            audience,
+        } = self.check(token, now)?;
+        // Consumed by the first attempt, whatever its outcome.
+        let first = match &self.shared {
+            Some(record) => record
+                .consume(&nonce, expires, now)
+                .map_err(|_| ChallengeRefusal::Unavailable)?,
+            None => self.used.lock().insert(&nonce, now),
+        };
+        if !first {
+            return Err(ChallengeRefusal::Used);
+        }
+        let context = context(&audience);
+        if issued_for != context {
+            return Err(ChallengeRefusal::ContextMismatch);
+        }
+        Ok(Redeemed {
+            nonce,
+            expires,
+            audience,
+            message: signed_message(&self.appliance, &nonce, expires, &context),
+        })
+    }
+
+    /// Every check of [`redeem`](Challenges::redeem) that needs no record (encoding, issuer, MAC,
+    /// expiry): nothing is consumed. Constant cost, no I/O: made-up, altered and expired
+    /// challenges are refused here, before a login waits for anything.
+    pub fn precheck(&self, token: &str, now: i64) -> Result<(), ChallengeRefusal> {
+        self.check(token, now).map(|_| ())
+    }
+
+    fn check(&self, token: &str, now: i64) -> Result<Token, ChallengeRefusal> {
         if token.len() > MAX_TOKEN_TEXT {
             return Err(ChallengeRefusal::Malformed);
         }
@@ -499,21 +572,21 @@ impl Challenges {
         if expires > now.saturating_add(self.lifetime) {
             return Err(ChallengeRefusal::Future);
         }
-        // Consumed by the first attempt, whatever its outcome.
-        if !self.used.lock().insert(&nonce, now) {
-            return Err(ChallengeRefusal::Used);
-        }
-        let context = context(audience);
-        if issued_for != context {
-            return Err(ChallengeRefusal::ContextMismatch);
-        }
-        Ok(Redeemed {
+        Ok(Token {
             nonce,
             expires,
+            issued_for,
             audience: audience.to_owned(),
-            message: signed_message(&self.appliance, &nonce, expires, &context),
         })
     }
+}
+
+/// The fields of a challenge token that passed [`Challenges::check`].
+struct Token {
+    nonce: [u8; 32],
+    expires: i64,
+    issued_for: [u8; 32],
+    audience: String,
 }
 
 #[cfg(test)]

@@ -24,17 +24,19 @@
 pub mod challenge;
 pub mod service;
 pub mod settings;
+pub mod single_use;
 pub mod xua;
 
 pub use challenge::{
-    ChallengeRefusal, Challenges, LoginContext, Redeemed, SignatureRefusal, UsedNonces,
-    context_sha256, signed_message, verify_card_signature,
+    ChallengeRefusal, Challenges, LoginContext, NonceRecord, Redeemed, SignatureRefusal,
+    UsedNonces, context_sha256, signed_message, verify_card_signature,
 };
 pub use service::{
     ChallengeView, Directory, LOGIN_PROFILE, LoginRefusal, LoginResult, LoginService, LoginSubject,
     MAX_CONTEXT_FIELD, PROFESSION_OID, REFUSED_KIND, RefusalCounter, SECTEUR_OID,
 };
-pub use settings::{OrgSealRegistryMode, XuaSettings};
+pub use settings::{OrgSealRegistryMode, ReplayRecord, XuaSettings};
+pub use single_use::{ClaimBatcher, StoreNonces, StoreReplayCache};
 pub use xua::{SEAL_PROFILE, Seal, XuaError, XuaService};
 
 /// Unix seconds of a time: the project's one time helper (`cps-ct`).

@@ -6,7 +6,9 @@
 //!    bytes the card signs (domain-separated, bound to this appliance and to that context).
 //! 2. `redeem` (constant cost, no I/O; on the runtime worker): the challenge is ours, unaltered,
 //!    unexpired, not used before — consumed by the first attempt, right or wrong — and issued for
-//!    the context the login carries.
+//!    the context the login carries. With the used challenges recorded in the store (shared by
+//!    the nodes), `precheck` does the checks without I/O on the worker and `redeem` runs in the
+//!    blocking step.
 //! 3. `login` (blocking): the certificate is DER X.509 issued by one of our CAs, and the card's
 //!    signature over the challenge's message verifies with its key. Up to here nothing is
 //!    proved about who is asking (a certificate is public): a refusal is counted per source
@@ -262,9 +264,31 @@ impl LoginService {
         (self.refused)(source, refusal.code, unix(now));
     }
 
+    /// The checks of step 2 that consume nothing and need no I/O (encoding, issuer, MAC,
+    /// expiry): meant for the runtime worker, so floods of made-up challenges never reach the
+    /// blocking pool. A refusal is counted for `source`.
+    pub fn precheck(
+        &self,
+        token: &str,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> Result<(), LoginRefusal> {
+        self.challenges.precheck(token, unix(now)).map_err(|r| {
+            let r = LoginRefusal::from(r);
+            self.refused(source, &r, now);
+            r
+        })
+    }
+
+    /// Whether [`redeem`](LoginService::redeem) waits for a shared record (the store): then
+    /// call it off the runtime's workers, after [`precheck`](LoginService::precheck).
+    pub fn redeem_blocks(&self) -> bool {
+        self.challenges.has_shared_record()
+    }
+
     /// Step 2: the challenge of a login with context `ctx`, accepted and consumed. Constant
-    /// cost and no I/O: meant for the runtime worker, so floods of made-up challenges never
-    /// reach the blocking pool. A refusal is counted for `source`.
+    /// cost, and no I/O unless the challenges have a shared record
+    /// ([`redeem_blocks`](LoginService::redeem_blocks)). A refusal is counted for `source`.
     pub fn redeem(
         &self,
         token: &str,

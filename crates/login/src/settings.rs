@@ -60,9 +60,46 @@ pub struct XuaSettings {
     /// authentication mode are checked (README, "Trust policy for assertion signers").
     #[serde(default)]
     pub org_seal_registry: OrgSealRegistryMode,
+    /// Where validated assertion IDs and redeemed login challenges are recorded: `memory`
+    /// (this process; assertion IDs refilled from the audit log at start) or `store` (the store,
+    /// shared by every node on it, durable before each answer). Unset: `memory` on the embedded
+    /// store, `store` on a store shared by several nodes, where `memory` is refused
+    /// ([`XuaSettings::replay_record_for`]; ARCHITECTURE.md, "Across nodes, single use is a claim
+    /// in the store").
+    #[serde(default)]
+    pub replay_record: Option<ReplayRecord>,
+}
+
+/// `xua.replay_record`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayRecord {
+    /// In this process (assertion IDs refilled from the local audit log at start).
+    #[default]
+    Memory,
+    /// In the store, shared by every node on it.
+    Store,
 }
 
 impl XuaSettings {
+    /// The replay record to use on a store that is (`shared_store`) or is not shared by several
+    /// nodes: the configured one, else `store` on a shared store and `memory` otherwise. On a
+    /// shared store `memory` is refused: an assertion ID or a challenge used on one node would
+    /// be accepted again by another.
+    pub fn replay_record_for(&self, shared_store: bool) -> Result<ReplayRecord, String> {
+        match (self.replay_record, shared_store) {
+            (Some(ReplayRecord::Memory), true) => Err(
+                "xua.replay_record = \"memory\" cannot be used with a store shared by several nodes: \
+                 an assertion or a login challenge used on one node would be accepted again on \
+                 another; remove the setting or set it to \"store\""
+                    .into(),
+            ),
+            (Some(r), _) => Ok(r),
+            (None, true) => Ok(ReplayRecord::Store),
+            (None, false) => Ok(ReplayRecord::Memory),
+        }
+    }
+
     /// The values out of range, named as the configuration writes them (`xua.<field>`).
     pub fn check(&self) -> Result<(), String> {
         if !matches!(self.algorithm.as_str(), "p256" | "rsa2048" | "rsa3072") {
@@ -162,6 +199,7 @@ impl Default for XuaSettings {
             refusal_audit_seconds: default_refusal_audit(),
             homologation: default_homologation(),
             replay_capacity: default_replay_capacity(),
+            replay_record: None,
             org_seal_registry: OrgSealRegistryMode::default(),
         }
     }
@@ -213,5 +251,21 @@ mod tests {
             ..XuaSettings::default()
         };
         assert_eq!(ihe.check(), Ok(()));
+    }
+
+    #[test]
+    fn the_replay_record_follows_the_store_and_memory_is_refused_on_a_shared_one() {
+        use ReplayRecord::{Memory, Store};
+        let with = |r| XuaSettings {
+            replay_record: r,
+            ..XuaSettings::default()
+        };
+        assert_eq!(with(None).replay_record_for(false), Ok(Memory));
+        assert_eq!(with(None).replay_record_for(true), Ok(Store));
+        assert_eq!(with(Some(Store)).replay_record_for(false), Ok(Store));
+        assert_eq!(with(Some(Store)).replay_record_for(true), Ok(Store));
+        assert_eq!(with(Some(Memory)).replay_record_for(false), Ok(Memory));
+        let e = with(Some(Memory)).replay_record_for(true).unwrap_err();
+        assert!(e.contains("xua.replay_record"), "{e}");
     }
 }

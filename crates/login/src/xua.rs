@@ -20,7 +20,8 @@ use cps_xua::{
     ValidatedAssertion, Validator, ValidatorConfig, VihfClaims,
 };
 
-use crate::settings::{OrgSealRegistryMode, XuaSettings};
+use crate::settings::{OrgSealRegistryMode, ReplayRecord, XuaSettings};
+use crate::single_use::StoreReplayCache;
 
 /// The profile of certificates that sign assertions.
 pub const SEAL_PROFILE: &str = "org-cachet";
@@ -156,8 +157,11 @@ impl RevocationCheck for StoreRevocation {
 pub struct XuaService {
     issuer: AssertionIssuer,
     validator: Validator,
-    /// The validator's replay cache, refilled from the audit log at start.
+    /// The validator's in-memory replay cache, refilled from the audit log at start: the whole
+    /// record, or the "seen here" filter in front of the store's ([`StoreReplayCache`]).
     replay: Arc<InMemoryReplayCache>,
+    /// The store's shared record, when `xua.replay_record = "store"`.
+    shared: Option<Arc<StoreReplayCache>>,
     /// How long after its validation an assertion ID must still be refused: its whole validity
     /// (at most the configured one) plus the clock skew on both of its ends.
     replay_window: Duration,
@@ -244,6 +248,19 @@ impl XuaService {
                 OrgSealRegistryMode::NotHeld => OrgSealRegistry::NotHeld,
             },
         );
+        // The appliance resolves the setting for its store backend
+        // (`XuaSettings::replay_record_for`); unset means the embedded store's default here.
+        let shared = match x.replay_record.unwrap_or_default() {
+            ReplayRecord::Memory => None,
+            ReplayRecord::Store => Some(Arc::new(StoreReplayCache::new(
+                ca.store().clone(),
+                replay.clone(),
+            ))),
+        };
+        let replay_cache: Arc<dyn cps_xua::ReplayCache> = match &shared {
+            Some(s) => s.clone(),
+            None => replay.clone(),
+        };
         let validator = Validator::new(
             ValidatorConfig {
                 clock_skew: skew,
@@ -257,12 +274,13 @@ impl XuaService {
             Arc::new(trust),
             Arc::new(StoreRevocation::new(ca.store().clone(), issuer_subjects)),
             Arc::new(policy),
-            replay.clone(),
+            replay_cache,
         );
         Ok(XuaService {
             issuer,
             validator,
             replay,
+            shared,
             replay_window: validity + 2 * skew,
             seal_sha256,
             rng: ring::rand::SystemRandom::new(),
@@ -274,6 +292,13 @@ impl XuaService {
     /// restart does not reopen them to replay. Returns how many were remembered.
     pub fn remember_validated(&self, log: &AuditLog, now: SystemTime) -> Result<usize, String> {
         remember_validated(log, &*self.replay, self.replay_window, now)
+    }
+
+    /// The store's shared replay record, when validations go through it (then
+    /// [`validate`](XuaService::validate) waits for the store: call it off the runtime's
+    /// workers).
+    pub fn shared_replay(&self) -> Option<&Arc<StoreReplayCache>> {
+        self.shared.as_ref()
     }
 
     /// SHA-256 of the seal certificate (DER): the identity login signatures are bound to. Every

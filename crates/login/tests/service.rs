@@ -79,9 +79,54 @@ struct Fx {
     card: SoftwareSigner,
     card_der: Vec<u8>,
     card_serial: Vec<u8>,
+    settings: XuaSettings,
+    seal_signer: Arc<dyn Signer>,
+    seal_chain: Vec<Vec<u8>>,
 }
 
 fn fx(now: SystemTime) -> Fx {
+    fx_with(now, XuaSettings::default())
+}
+
+/// The settings of nodes that share their replay record and used challenges through the store.
+fn shared() -> XuaSettings {
+    XuaSettings {
+        replay_record: Some(cps_login::ReplayRecord::Store),
+        ..XuaSettings::default()
+    }
+}
+
+/// A login service for `xua` with the challenge secret every node of the tests holds.
+fn login_service(
+    ca: &Arc<CaService>,
+    xua: &Arc<XuaService>,
+    settings: &XuaSettings,
+    counted: &Arc<Mutex<Vec<(IpAddr, String)>>>,
+) -> LoginService {
+    let challenges = Challenges::derive(
+        &SoftwareMacKey::new("login-challenge", b"test secret"),
+        xua.seal_sha256(),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let challenges = match settings.replay_record.unwrap_or_default() {
+        cps_login::ReplayRecord::Memory => challenges,
+        cps_login::ReplayRecord::Store => {
+            challenges.with_shared_record(Arc::new(cps_login::StoreNonces::new(ca.store().clone())))
+        }
+    };
+    let sink = counted.clone();
+    LoginService::new(
+        ca.clone(),
+        xua.clone(),
+        Arc::new(OneProfessional),
+        challenges,
+        "test".into(),
+        Arc::new(move |source, code: &str, _now| sink.lock().push((source, code.to_owned()))),
+    )
+}
+
+fn fx_with(now: SystemTime, settings: XuaSettings) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
     let ca = Arc::new(cps_ca::hierarchy::software_ca(store.clone(), unix(now) - 86_400).unwrap());
@@ -111,12 +156,13 @@ fn fx(now: SystemTime) -> Fx {
         seal.der.clone(),
         ca.authority("organisations").unwrap().cert_der.clone(),
     ];
+    let seal_signer: Arc<dyn Signer> = Arc::new(seal_key);
     let xua = Arc::new(
         XuaService::new(
-            &XuaSettings::default(),
+            &settings,
             Seal {
-                signer: Arc::new(seal_key),
-                chain,
+                signer: seal_signer.clone(),
+                chain: chain.clone(),
             },
             &ca,
             Arc::new(NoRegistry),
@@ -145,22 +191,8 @@ fn fx(now: SystemTime) -> Fx {
         )
         .unwrap();
 
-    let challenges = Challenges::derive(
-        &SoftwareMacKey::new("login-challenge", b"test secret"),
-        xua.seal_sha256(),
-        Duration::from_secs(120),
-    )
-    .unwrap();
     let counted = Arc::new(Mutex::new(Vec::new()));
-    let sink = counted.clone();
-    let login = LoginService::new(
-        ca.clone(),
-        xua.clone(),
-        Arc::new(OneProfessional),
-        challenges,
-        "test".into(),
-        Arc::new(move |source, code: &str, _now| sink.lock().push((source, code.to_owned()))),
-    );
+    let login = login_service(&ca, &xua, &settings, &counted);
     Fx {
         _dir: dir,
         store,
@@ -172,12 +204,34 @@ fn fx(now: SystemTime) -> Fx {
         card,
         card_der: card_rec.der,
         card_serial: card_rec.serial,
+        settings,
+        seal_signer,
+        seal_chain: chain,
     }
 }
 
 type Outcome = Result<Result<cps_login::LoginResult, LoginRefusal>, cps_ca::CaError>;
 
 impl Fx {
+    /// Another node over the same store and HSM keys (the seal, the challenge secret): a new
+    /// XUA service and login service, with nothing in memory (as after a restart).
+    fn another_node(&self) -> (Arc<XuaService>, LoginService) {
+        let xua = Arc::new(
+            XuaService::new(
+                &self.settings,
+                Seal {
+                    signer: self.seal_signer.clone(),
+                    chain: self.seal_chain.clone(),
+                },
+                &self.ca,
+                Arc::new(NoRegistry),
+            )
+            .unwrap(),
+        );
+        let login = login_service(&self.ca, &xua, &self.settings, &self.counted);
+        (xua, login)
+    }
+
     /// A challenge for `ctx`, signed by `sign`, redeemed and logged in with.
     fn attempt(
         &self,
@@ -328,4 +382,120 @@ fn the_live_state_of_the_card_and_the_seal_is_seen_by_the_next_login_and_validat
         .unwrap();
     let e = fx.xua.validate(ok.assertion.as_bytes(), now).unwrap_err();
     assert!(format!("{e:?}").to_lowercase().contains("revoked"), "{e:?}");
+}
+
+fn is_replay(r: &Result<cps_xua::ValidatedAssertion, cps_xua::Refusal>) -> bool {
+    matches!(r, Err(e) if e.code == cps_xua::RefusalCode::Replayed)
+}
+
+#[test]
+fn with_the_record_in_the_store_an_assertion_accepted_by_one_node_is_a_replay_on_every_other() {
+    let now = SystemTime::now();
+    let fx = fx_with(now, shared());
+    let (node_b, _) = fx.another_node();
+    let ctx = LoginContext::default();
+    let one = fx
+        .attempt(&ctx, &|m| fx.card_sign(m), now)
+        .unwrap()
+        .unwrap();
+    let two = fx
+        .attempt(&ctx, &|m| fx.card_sign(m), now)
+        .unwrap()
+        .unwrap();
+
+    // Accepted by A: refused on B, and on a node started afterwards (empty memory).
+    assert!(fx.xua.validate(one.assertion.as_bytes(), now).is_ok());
+    assert!(is_replay(&node_b.validate(one.assertion.as_bytes(), now)));
+    let (restarted, _) = fx.another_node();
+    assert!(is_replay(
+        &restarted.validate(one.assertion.as_bytes(), now)
+    ));
+    assert!(is_replay(&fx.xua.validate(one.assertion.as_bytes(), now)));
+
+    // Accepted by B first: refused on A.
+    assert!(node_b.validate(two.assertion.as_bytes(), now).is_ok());
+    assert!(is_replay(&fx.xua.validate(two.assertion.as_bytes(), now)));
+    assert!(fx.xua.shared_replay().unwrap().stats().claims >= 2);
+}
+
+#[test]
+fn with_memory_records_nodes_do_not_share_them() {
+    // The contrast: the default record is per process, which is why clusters need the store's.
+    let now = SystemTime::now();
+    let fx = fx(now);
+    let (node_b, _) = fx.another_node();
+    let ok = fx
+        .attempt(&LoginContext::default(), &|m| fx.card_sign(m), now)
+        .unwrap()
+        .unwrap();
+    assert!(fx.xua.validate(ok.assertion.as_bytes(), now).is_ok());
+    assert!(node_b.validate(ok.assertion.as_bytes(), now).is_ok());
+    assert!(fx.xua.shared_replay().is_none());
+}
+
+#[test]
+fn racing_validations_of_one_assertion_on_two_nodes_accept_it_once() {
+    let now = SystemTime::now();
+    let fx = fx_with(now, shared());
+    let (node_b, _) = fx.another_node();
+    for _ in 0..5 {
+        let ok = fx
+            .attempt(&LoginContext::default(), &|m| fx.card_sign(m), now)
+            .unwrap()
+            .unwrap();
+        let accepted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            for node in [&fx.xua, &node_b, &fx.xua, &node_b] {
+                let (accepted, a) = (&accepted, &ok.assertion);
+                sc.spawn(move || {
+                    let r = node.validate(a.as_bytes(), now);
+                    if r.is_ok() {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        assert!(is_replay(&r), "{r:?}");
+                    }
+                });
+            }
+        });
+        assert_eq!(accepted.into_inner(), 1);
+    }
+}
+
+#[test]
+fn with_the_record_in_the_store_a_challenge_redeemed_on_one_node_is_refused_on_every_other() {
+    let now = SystemTime::now();
+    let fx = fx_with(now, shared());
+    let (_, login_b) = fx.another_node();
+    let ctx = LoginContext::default();
+    // Issued by A, redeemed and logged in on B.
+    let ch = fx.login.challenge("urn:dmp", &ctx, now).unwrap();
+    let message = base64::engine::general_purpose::STANDARD
+        .decode(&ch.challenge)
+        .unwrap();
+    let redeemed = login_b
+        .redeem(&ch.challenge_id, &ctx, source(), now)
+        .unwrap();
+    let ok = login_b
+        .login(
+            &redeemed,
+            &fx.card_der,
+            &fx.card_sign(&message),
+            &ctx,
+            source(),
+            now,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.idnat_ps, IDNAT);
+    // Refused on A, on B again, and on a node started afterwards.
+    let (_, restarted) = fx.another_node();
+    for node in [&fx.login, &login_b, &restarted] {
+        let refusal = node
+            .redeem(&ch.challenge_id, &ctx, source(), now)
+            .unwrap_err();
+        assert_eq!(refusal.code, "used_challenge");
+        // The checks without I/O still pass: only the record knows it was used.
+        assert!(node.precheck(&ch.challenge_id, source(), now).is_ok());
+        assert!(node.redeem_blocks());
+    }
 }

@@ -108,6 +108,17 @@ impl InMemoryReplayCache {
     }
 }
 
+impl InMemoryReplayCache {
+    /// Whether `id` is held and not expired at `now`, without recording anything: the fast
+    /// "already seen here" probe in front of a shared record.
+    pub fn contains(&self, id: &str, now: SystemTime) -> bool {
+        let now = to_millis(now);
+        let key = key_of(id);
+        let shard = self.shards[usize::from(key[0]) % SHARDS].lock();
+        shard.map.get(&key).is_some_and(|&e| e > now)
+    }
+}
+
 impl ReplayCache for InMemoryReplayCache {
     fn check_and_insert(
         &self,
@@ -160,6 +171,11 @@ mod tests {
             c.check_and_insert("_a", t(20_000), t(15_000)),
             Err(ReplayError::Replayed)
         );
+        // The probe records nothing and follows the same expiry.
+        assert!(c.contains("_a", t(19_999)));
+        assert!(!c.contains("_a", t(20_000)));
+        assert!(!c.contains("_never", t(0)));
+        assert_eq!(c.check_and_insert("_never", t(30_000), t(0)), Ok(()));
     }
 
     #[test]

@@ -154,6 +154,18 @@ pub enum RefusalCode {
 }
 
 impl RefusalCode {
+    /// Whether this is no verdict on the assertion but a source of the validator that did not
+    /// answer (revocation state, registry, replay record): the same assertion may be presented
+    /// again, and a service answers "unavailable" (HTTP 503), not "refused".
+    pub fn is_unavailable(self) -> bool {
+        matches!(
+            self,
+            RefusalCode::RevocationUnavailable
+                | RefusalCode::RegistryUnavailable
+                | RefusalCode::ReplayCacheUnavailable
+        )
+    }
+
     /// The stable machine code.
     pub fn as_str(self) -> &'static str {
         use RefusalCode::*;

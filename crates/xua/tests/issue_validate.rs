@@ -380,6 +380,23 @@ fn revocation_and_replay_sources_fail_closed() {
     v.verify(a.xml.as_bytes(), corpus_now()).unwrap();
     let e = v.validate(a.xml.as_bytes(), corpus_now()).unwrap_err();
     assert_eq!(e.code, RefusalCode::ReplayCacheUnavailable, "{e}");
+    // No verdict on the assertion (a service answers 503 and it may be presented again), unlike
+    // a replay or any check of the assertion itself.
+    assert!(e.code.is_unavailable());
+    for code in [
+        RefusalCode::RevocationUnavailable,
+        RefusalCode::RegistryUnavailable,
+    ] {
+        assert!(code.is_unavailable(), "{code:?}");
+    }
+    for code in [
+        RefusalCode::Replayed,
+        RefusalCode::SignerRevoked,
+        RefusalCode::BadSignature,
+        RefusalCode::Expired,
+    ] {
+        assert!(!code.is_unavailable(), "{code:?}");
+    }
 }
 
 #[test]

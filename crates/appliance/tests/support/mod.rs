@@ -127,6 +127,11 @@ fn router(state: &ApiState, disk: &Arc<DiskGuard>) -> Router {
 impl InProcess {
     /// A fresh appliance (call it inside a Tokio runtime: the audit writer is a task).
     pub fn new() -> InProcess {
+        InProcess::with_xua(cps_login::XuaSettings::default())
+    }
+
+    /// A fresh appliance with these `[xua]` settings (e.g. the replay record in the store).
+    pub fn with_xua(xua_settings: cps_login::XuaSettings) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let disk = Arc::new(Mutex::new(guard(dir.path(), 0)));
         let sled = SledStore::open(dir.path().join("store")).unwrap();
@@ -241,7 +246,7 @@ impl InProcess {
         ];
         let xua = Arc::new(
             cps_login::XuaService::new(
-                &cps_login::XuaSettings::default(),
+                &xua_settings,
                 cps_login::Seal {
                     signer: Arc::new(seal_key),
                     chain,
@@ -258,6 +263,12 @@ impl InProcess {
             xua.seal_sha256(),
             std::time::Duration::from_secs(120),
         );
+        let challenges = match xua_settings.replay_record.unwrap_or_default() {
+            cps_login::ReplayRecord::Memory => challenges,
+            cps_login::ReplayRecord::Store => {
+                challenges.with_shared_record(Arc::new(cps_login::StoreNonces::new(store.clone())))
+            }
+        };
         let login = Arc::new(cps_appliance::login::LoginService::new(
             ca.core().clone(),
             xua.clone(),
@@ -290,6 +301,14 @@ impl InProcess {
             issuers,
             dir,
         }
+    }
+
+    /// The XUA service (issues with the appliance's seal, validates behind the API).
+    pub fn xua(&self) -> Arc<cps_login::XuaService> {
+        self.state
+            .xua
+            .clone()
+            .expect("the harness has an XUA service")
     }
 
     /// The disk is below its reserve from now on: a guard whose reserve no disk has.

