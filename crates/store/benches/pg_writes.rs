@@ -16,7 +16,13 @@ use cps_testkit::postgres::Postgres;
 #[path = "../tests/support/fixture.rs"]
 mod fixture;
 
-fn writes(stores: &[Arc<PgStore>], writers: usize, duration: Duration, next_id: &Arc<AtomicU64>) {
+fn writes(
+    stores: &[Arc<PgStore>],
+    writers: usize,
+    duration: Duration,
+    next_id: &Arc<AtomicU64>,
+    report: bool,
+) {
     let start = Instant::now();
     let deadline = start + duration;
     let threads: Vec<_> = (0..writers)
@@ -44,6 +50,9 @@ fn writes(stores: &[Arc<PgStore>], writers: usize, duration: Duration, next_id: 
     let secs = start.elapsed().as_secs_f64();
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    if !report {
+        return;
+    }
     println!(
         "| commit | {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms |",
         stores.len(),
@@ -116,14 +125,15 @@ fn main() {
         8,
         Duration::from_secs(1),
         &next_id,
+        false,
     );
     println!("| operation | store instances | threads | operations | per second | p50 | p99 |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for writers in [1, 8, 32] {
-        writes(std::slice::from_ref(&a), writers, duration, &next_id);
+        writes(std::slice::from_ref(&a), writers, duration, &next_id, true);
     }
     for writers in [8, 32] {
-        writes(&[a.clone(), b.clone()], writers, duration, &next_id);
+        writes(&[a.clone(), b.clone()], writers, duration, &next_id, true);
     }
     for readers in [1, 8] {
         version_reads(&a, readers, duration);
