@@ -1481,16 +1481,36 @@ impl GroupRead {
                 s.started += 1;
                 let mine = s.started;
                 drop(s);
-                let answer = query();
-                let mut s = self.state.lock();
-                s.running = false;
-                s.finished = mine;
-                s.answer = answer;
-                self.done.notify_all();
-                return answer;
+                // Should the query panic, the next caller leads a new one instead of every
+                // caller waiting for ever.
+                let mut guard = Leader {
+                    group: self,
+                    mine,
+                    answer: None,
+                };
+                guard.answer = query();
+                return guard.answer;
             }
             self.done.wait(&mut s);
         }
+    }
+}
+
+/// The caller running a group read's query; publishes its answer (or, after a panic, no
+/// answer) when dropped.
+struct Leader<'a> {
+    group: &'a GroupRead,
+    mine: u64,
+    answer: Option<u64>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let mut s = self.group.state.lock();
+        s.running = false;
+        s.finished = self.mine;
+        s.answer = self.answer;
+        self.group.done.notify_all();
     }
 }
 
