@@ -50,12 +50,13 @@ pub fn ensure_cachet(
 }
 
 /// Where validated assertion IDs and redeemed login challenges are recorded, for this store
-/// backend (`xua.replay_record`). The embedded store is not shared between nodes; a backend
-/// shared by several nodes passes `true` (and then refuses `memory`).
+/// backend (`xua.replay_record`). The embedded store is not shared between nodes; PostgreSQL
+/// is, and then `memory` is refused.
 pub fn replay_record(config: &Config) -> Result<cps_login::ReplayRecord, ApplianceError> {
+    let shared = config.store.backend == crate::config::StoreBackend::Postgres;
     config
         .xua
-        .replay_record_for(false)
+        .replay_record_for(shared)
         .map_err(ApplianceError::Refused)
 }
 
