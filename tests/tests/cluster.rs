@@ -185,3 +185,161 @@ fn a_revocation_and_a_validation_on_one_node_hold_on_the_other() {
     }
     let _ = &t.stack;
 }
+
+/// The acknowledged operations of one load thread.
+#[derive(Default)]
+struct Acked {
+    serials: Vec<String>,
+    validated: Vec<PathBuf>,
+    before_kill: usize,
+    after_kill: usize,
+}
+
+#[test]
+fn a_database_failover_under_load_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let mut primary = Postgres::start();
+    primary.create_database("cps");
+    let standby = Postgres::standby_of(&primary);
+    let url = format!(
+        "postgresql://postgres@{},{}/cps?target_session_attrs=read-write&connect_timeout=2",
+        primary.host_port(),
+        standby.host_port()
+    );
+    let (stack, _sim, reader) = PcscStack::with_blank_card("cluster-failover");
+    let home_a = first_node(&stack, &url);
+    let app_a = Appliance::start(&home_a);
+    let home_b = joined_node(&stack, &home_a, "b");
+    let app_b = Appliance::start(&home_b);
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_path_buf();
+    let card = enrol_card(&home_a, &dir, &reader);
+    assert_success(
+        &home_a.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
+        "operator add",
+    );
+    copy_dir(&home_a.join("operator"), &home_b.join("operator"));
+
+    let killed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let count = |acked: &Mutex<Acked>, killed: &AtomicBool| {
+        let mut a = acked.lock().unwrap();
+        if killed.load(Ordering::SeqCst) {
+            a.after_kill += 1;
+        } else {
+            a.before_kill += 1;
+        }
+    };
+    std::thread::scope(|s| {
+        // Issuance, alternating between the nodes.
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let home = if i % 2 == 0 { &home_a } else { &home_b };
+                let tag = format!("load{i}");
+                let csr = openssl_csr(&dir, &tag, "p256");
+                let pem = dir.join(format!("{tag}.pem"));
+                let out = issue_org(
+                    home,
+                    &csr,
+                    &pem,
+                    "org-tls-client",
+                    &format!("31875127510{i:04}"),
+                    "client.clinique.example",
+                    &[],
+                );
+                if out.status.success() {
+                    acked.lock().unwrap().serials.push(serial_of(&pem));
+                    count(&acked, &killed);
+                }
+            }
+        });
+        // Card logins on a, validations on b.
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let f = dir.join(format!("v{i}.xml"));
+                if !card_login(&home_a, &reader, &card.pin, &f).status.success() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                let Ok((code, v)) = std::panic::catch_unwind(|| validate(&home_b, &app_b, &f))
+                else {
+                    continue;
+                };
+                if code == 200 && v["valid"] == true {
+                    acked.lock().unwrap().validated.push(f);
+                    count(&acked, &killed);
+                }
+            }
+        });
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(10));
+        primary.kill9();
+        killed.store(true, Ordering::SeqCst);
+        let killed_at = Instant::now();
+        standby.promote();
+        eprintln!(
+            "primary killed at {:?}, standby promoted {:?} later",
+            killed_at - t0,
+            killed_at.elapsed()
+        );
+        std::thread::sleep(Duration::from_secs(30).saturating_sub(t0.elapsed()));
+        stop.store(true, Ordering::SeqCst);
+    });
+    let acked = acked.lock().unwrap();
+    eprintln!(
+        "acknowledged: {} issuances, {} validations ({} before the kill, {} after)",
+        acked.serials.len(),
+        acked.validated.len(),
+        acked.before_kill,
+        acked.after_kill
+    );
+    assert!(acked.before_kill >= 5, "too little load before the kill");
+    // The nodes answer again without a restart: an issuance on each.
+    for (home, tag) in [(&home_a, "after-a"), (&home_b, "after-b")] {
+        let csr = openssl_csr(&dir, tag, "p256");
+        let pem = dir.join(format!("{tag}.pem"));
+        wait_for(
+            "an issuance after the failover",
+            Duration::from_secs(60),
+            || {
+                issue_org(
+                    home,
+                    &csr,
+                    &pem,
+                    "org-tls-client",
+                    "318751275199999",
+                    "client.clinique.example",
+                    &[],
+                )
+                .status
+                .success()
+                .then_some(())
+            },
+        );
+    }
+    // Every acknowledged operation is on the promoted standby.
+    let db = cps_store::PgStore::open(&standby.url_of("cps"), cps_store::PgOptions::default())
+        .unwrap();
+    use cps_store::Store;
+    for serial in &acked.serials {
+        assert!(
+            db.get_certificate("organisations", &hex_bytes(serial))
+                .unwrap()
+                .is_some(),
+            "acknowledged certificate {serial} lost in the failover"
+        );
+    }
+    for f in &acked.validated {
+        replayed(&home_a, &app_a, f, "an acknowledged validation, on a");
+        replayed(&home_b, &app_b, f, "an acknowledged validation, on b");
+    }
+    drop((app_a, app_b));
+}
