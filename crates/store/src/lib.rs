@@ -12,7 +12,7 @@
 //! | `revoked_certificates` | (issuer, serial) | [`RevokedEntry`] (a partial index in SQL) |
 //! | `blocked_keys` | spki_sha256 | [`BlockedKey`] |
 //! | `counters` | name | u64 |
-//! | `audit` | seq | [`AuditRecord`] |
+//! | `audit` | seq | [`AuditRecord`] (with the node that committed it: [`NodeStore`]) |
 //! | `meta` | key | bytes |
 //! | `records` | (table, key) | bytes: the named tables of higher layers (professionals, cards, nodes...) |
 //!
@@ -61,6 +61,7 @@ mod error;
 mod group_commit;
 mod keys;
 mod model;
+mod node;
 mod sled_store;
 
 pub use error::StoreError;
@@ -70,6 +71,7 @@ pub use model::{
     CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
     MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
+pub use node::{MAX_NODE_ID_LEN, NodeStore, valid_node_id};
 pub use sled_store::{FlushPolicy, SledStore, WriteGate};
 
 /// One record of a named table: (key, value).

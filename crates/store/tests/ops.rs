@@ -35,6 +35,7 @@ fn audit(n: u64) -> AuditRecord {
         actor: "tester".into(),
         outcome: "success".into(),
         detail: serde_json::json!({ "n": n }),
+        node: None,
     }
 }
 

@@ -629,6 +629,7 @@ mod tests {
             actor: "operator:svc".into(),
             outcome: "success".into(),
             detail: serde_json::json!({ "n": i }),
+            node: None,
         }
     }
 
