@@ -437,7 +437,11 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
 
     // Durable records before anything is published.
     let store_path = config.resolve(home, &config.store.path);
-    let store = SledStore::open(&store_path)?;
+    // As this node: the ceremony's audit record names it.
+    let store = cps_store::NodeStore::new(
+        std::sync::Arc::new(SledStore::open(&store_path)?),
+        &config.node_id(),
+    )?;
     let mut batch = WriteBatch::new();
     for (e, der) in &out {
         let p = parse_certificate(der)?;

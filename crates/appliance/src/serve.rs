@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cps_hsm::Hsm;
-use cps_store::{SledStore, Store};
+use cps_store::{NodeStore, SledStore, Store};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 
@@ -30,6 +30,8 @@ use crate::identity::PeerCertificate;
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
+    /// This node's id (`[cluster] node_id`).
+    pub node: String,
     pub hsm: Arc<Hsm>,
     pub store: Arc<dyn Store>,
     pub ca: Arc<CaService>,
@@ -57,7 +59,9 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let disk = crate::disk::for_home(home, config);
     let sled = SledStore::open(config.resolve(home, &config.store.path))?;
     sled.set_write_gate(disk.write_gate())?;
-    let store: Arc<dyn Store> = Arc::new(sled);
+    // Every service sees the store as this node: the audit records it commits name the node.
+    let node = config.node_id();
+    let store: Arc<dyn Store> = Arc::new(NodeStore::new(Arc::new(sled), &node)?);
     let clock = SigningClock::from_config(&config.time, Some(store.clone()));
     let ca = Arc::new(CaService::open(
         home,
@@ -78,8 +82,9 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
             cps_enrol::Registry::new(store.clone()),
         )),
     )?);
-    let cards = crate::enrolment::card_service(&hsm, ca.clone())?;
-    // An enrolment interrupted by a crash is finished or rolled back before anything else.
+    let cards = crate::enrolment::card_service(&hsm, ca.clone(), &node)?;
+    // An enrolment of this node interrupted by a crash is rolled back before anything else
+    // (another node's enrolments are that node's: it may be driving them right now).
     match cards.recover_interrupted("appliance", crate::clock::unix_now()) {
         Ok(report) => tracing::info!(?report, "interrupted enrolments recovered"),
         Err(e) => tracing::error!(error = %e, "recovering interrupted enrolments failed"),
@@ -118,6 +123,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         ca_certs.insert(id, der);
     }
     Ok(AppState {
+        node,
         hsm,
         store,
         ca,
@@ -167,6 +173,7 @@ async fn health(State(st): State<AppState>) -> Response {
     let ok = hsm_ok && store_ok && store_failure.is_none() && clock.trusted && disk_ok;
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
+        "node": st.node,
         "hsm": if hsm_ok { "ok" } else { "unreachable" },
         "store": match (store_ok, &store_failure) {
             (false, _) => "failing",
@@ -671,13 +678,14 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
             .collect(),
     );
     let api_app = crate::authz::router(ApiState {
+        node: state.node.clone(),
         identities: Arc::new(crate::identity::https_identities(state.store.clone())),
         ca: state.ca.clone(),
         nodes,
         xua: Some(state.xua.clone()),
         login: Some(state.login.clone()),
         cards: Some(state.cards.clone()),
-        jobs: cps_enrol::Jobs::new(crate::clock::unix_now),
+        jobs: cps_enrol::Jobs::for_node(&state.node, crate::clock::unix_now),
         audit_log: Some(atna.log.clone()),
         audit_writer: atna.writer(),
     })

@@ -264,6 +264,7 @@ impl InProcess {
             Arc::new(|_, _, _| {}),
         ));
         let state = ApiState {
+            node: "test-node".into(),
             identities: Arc::new(cps_appliance::identity::https_identities(store.clone())),
             ca: ca.clone(),
             nodes: cps_appliance::nodes::Nodes::new(store.clone()),
