@@ -437,11 +437,9 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
 
     // Durable records before anything is published.
     let store_path = config.resolve(home, &config.store.path);
-    // As this node: the ceremony's audit record names it.
-    let store = cps_store::NodeStore::new(
-        std::sync::Arc::new(SledStore::open(&store_path)?),
-        &config.node_id(),
-    )?;
+    // The ceremony runs before any node: its audit record names none, and the first node that
+    // starts forwards it into its log (`cps_trail::cluster::adopt_legacy`).
+    let store = SledStore::open(&store_path)?;
     let mut batch = WriteBatch::new();
     for (e, der) in &out {
         let p = parse_certificate(der)?;

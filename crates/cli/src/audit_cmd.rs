@@ -42,6 +42,11 @@ pub enum AuditCommand {
         as_operator: String,
     },
     /// Search the repository (through the running appliance; role auditor or ca-operator).
+    ///
+    /// The repository is this node's log: its own records and what other ATNA nodes sent it.
+    /// In a cluster each node keeps its own log; to search every node's records in one place,
+    /// make the nodes send to one repository (`[[audit.destinations]]`): each node's messages
+    /// name it in their AuditSourceID (`<audit.source_id>/<node id>`, `--source`).
     Events {
         /// Unix seconds, inclusive.
         #[arg(long)]
@@ -65,6 +70,9 @@ pub enum AuditCommand {
         /// Sending node (certificate subject).
         #[arg(long)]
         node: Option<String>,
+        /// AuditSourceID, e.g. `cps-trust/node-a` for the records of the cluster node `node-a`.
+        #[arg(long)]
+        source: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Operator credential.
@@ -233,6 +241,7 @@ pub fn events(api: &ApiClient, cmd: AuditCommand) -> CliResult {
         patient,
         outcome,
         node,
+        source,
         limit,
         ..
     } = cmd
@@ -253,6 +262,7 @@ pub fn events(api: &ApiClient, cmd: AuditCommand) -> CliResult {
             ("patient", patient),
             ("outcome", outcome.map(|v| v.to_string())),
             ("node", node),
+            ("source", source),
         ] {
             if let Some(v) = v {
                 q.append_pair(k, &v);

@@ -854,18 +854,30 @@ fn crash_mid_enrolment(f: &Fixture, cards: &cps_enrol::CardService, n: u64, guid
     let probe = SimCard::blank(guid.wrapping_add(100));
     let probe_id = f.add(n + 1000, "10");
     cards
-        .enrol(&mut probe.piv(), &req(&probe_id), ACTOR, NOW, &mut no_progress())
+        .enrol(
+            &mut probe.piv(),
+            &req(&probe_id),
+            ACTOR,
+            NOW,
+            &mut no_progress(),
+        )
         .unwrap();
     let card = SimCard::blank(guid);
     card.fail_after(probe.count() * 4 / 5);
     let mut id = None;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        cards.enrol(&mut card.piv(), &req(&idnat), ACTOR, NOW, &mut |p: &Progress| {
-            id = Some(p.enrolment.clone());
-            if let StepState::Failed(_) = p.state {
-                panic!("simulated crash");
-            }
-        })
+        cards.enrol(
+            &mut card.piv(),
+            &req(&idnat),
+            ACTOR,
+            NOW,
+            &mut |p: &Progress| {
+                id = Some(p.enrolment.clone());
+                if let StepState::Failed(_) = p.state {
+                    panic!("simulated crash");
+                }
+            },
+        )
     }));
     assert!(r.is_err(), "the simulated crash happened");
     id.unwrap()
@@ -888,7 +900,10 @@ fn recovery_at_start_rolls_back_this_node_s_enrolments_only() {
     assert_eq!(node_of(&of_b).as_deref(), Some("node-b"));
     assert_eq!(node_of(&before_nodes), None);
     let orphans = f.orphan_certificates().len();
-    assert_eq!(orphans, 6, "three interrupted enrolments, two certificates each");
+    assert_eq!(
+        orphans, 6,
+        "three interrupted enrolments, two certificates each"
+    );
 
     // node-a restarts.
     let a = f.restarted(config()).with_node("node-a");
@@ -898,17 +913,35 @@ fn recovery_at_start_rolls_back_this_node_s_enrolments_only() {
     let mut expected = vec![of_a.clone(), before_nodes.clone()];
     expected.sort();
     assert_eq!(aborted, expected);
-    assert_eq!(report.other_nodes, vec![(of_b.clone(), "node-b".to_owned())]);
+    assert_eq!(
+        report.other_nodes,
+        vec![(of_b.clone(), "node-b".to_owned())]
+    );
     let b_rec = a.enrolment(&of_b).unwrap().unwrap();
-    assert!(matches!(b_rec.status, EnrolmentStatus::Running), "{:?}", b_rec.status);
-    assert_eq!(f.orphan_certificates().len(), 2, "node-b's certificates are still valid");
+    assert!(
+        matches!(b_rec.status, EnrolmentStatus::Running),
+        "{:?}",
+        b_rec.status
+    );
+    assert_eq!(
+        f.orphan_certificates().len(),
+        2,
+        "node-b's certificates are still valid"
+    );
     let e = a.abort(&of_b, "no", ACTOR, NOW + 61).unwrap_err();
     assert!(
         matches!(&e, EnrolError::EnrolmentState { reason, .. } if reason.contains("node 'node-b'")),
         "{e}"
     );
     let e = a
-        .resume(&of_b, &mut SimCard::blank(121).piv(), None, ACTOR, NOW + 61, &mut no_progress())
+        .resume(
+            &of_b,
+            &mut SimCard::blank(121).piv(),
+            None,
+            ACTOR,
+            NOW + 61,
+            &mut no_progress(),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("node 'node-b'"), "{e}");
 

@@ -4,11 +4,12 @@
 //!
 //! * [`register`]: each node records itself in [`NODES`] when its trail starts, so that
 //!   `audit verify` can name every node whose log the store holds anchors of;
-//! * [`adopt_legacy`]: a store written before nodes existed holds one log's cursor and anchors
-//!   under keys without a node, and records without a node. The first node that starts on it
-//!   takes them over, once (a conditional write: of two nodes starting together, one wins):
-//!   the old cursor and latest anchor are copied to its own keys in the same batch, and from
-//!   then on the records, hourly anchors and lost anchors without a node are read as its own.
+//! * [`adopt_legacy`]: records without a node (those of a store written before nodes existed,
+//!   and the key ceremony's, which runs before any node) and a store's old cursor and anchors,
+//!   kept under keys without a node. The first node that starts on the store takes them over,
+//!   once (a conditional write: of two nodes starting together, one wins): the old cursor and
+//!   latest anchor are copied to its own keys in the same batch, and from then on the records,
+//!   hourly anchors and lost anchors without a node are read as its own.
 
 use cps_store::{Expect, Store, StoreError, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
