@@ -271,7 +271,7 @@ impl InProcess {
             xua: Some(xua),
             login: Some(login),
             cards: Some(cards.clone()),
-            jobs: cps_enrol::Jobs::new(cps_appliance::clock::unix_now),
+            jobs: cps_enrol::Jobs::for_node("test-node", cps_appliance::clock::unix_now),
             audit_log: Some(audit_log.clone()),
             audit_writer,
         };
