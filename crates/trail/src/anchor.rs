@@ -167,11 +167,21 @@ pub fn anchor_set(
     key_ids: &[[u8; 32]],
 ) -> Result<AnchorSet, String> {
     let err = |e: cps_store::StoreError| e.to_string();
-    let latest = match store.get_meta(&latest_key(node)).map_err(err)? {
+    // The anchors kept without a node are this node's if it took them over, or anyone's while
+    // no node has (a store from before nodes that no node has served since: its one log is
+    // the one being verified).
+    let legacy = match crate::cluster::legacy_owner(store)? {
+        Some(owner) => owner == node,
+        None => true,
+    };
+    let mut latest = store.get_meta(&latest_key(node)).map_err(err)?;
+    if latest.is_none() && legacy {
+        latest = store.get_meta(ANCHOR_META).map_err(err)?;
+    }
+    let latest = match latest {
         Some(v) => Some(parse::<AnchorRecord>("latest anchor", &v)?),
         None => None,
     };
-    let legacy = crate::cluster::legacy_owner(store)?.as_deref() == Some(node);
     let mut prefixes = vec![node_prefix(node)];
     if legacy {
         prefixes.push(LEGACY_PREFIX.to_vec());

@@ -425,6 +425,11 @@ mod tests {
             )
             .unwrap();
 
+        // Before any node has started on it, `audit verify` checks the old anchors.
+        let set = anchor_set(shared.as_ref(), "node-a", &[]).unwrap();
+        assert_eq!(set.latest.map(|l| l.seq), Some(cp.seq));
+        assert_eq!(set.history.len(), 1);
+
         let atna_a = a.start("node-a").await;
         let atna_b = b.start("node-b").await;
         assert_eq!(
@@ -464,6 +469,7 @@ mod tests {
         assert!(set.history.iter().any(|h| h.seq == cp.seq), "{set:?}");
         assert!(a.verify(shared.as_ref(), "node-a").anchors >= 2);
         let set_b = anchor_set(shared.as_ref(), "node-b", &[]).unwrap();
+        assert!(set_b.latest.is_some_and(|l| l.head != hex::encode(cp.head)));
         assert!(
             set_b
                 .history
