@@ -130,7 +130,7 @@ try {
   await page.check(`input[name=structure_id][value="${structure}"]`);
   await page.check(`input[name=reader][value="${reader}"]`);
   await shot(page, 'enrol-form');
-  await Promise.all([page.waitForURL(/\/console\/jobs\/[0-9a-f]+$/), page.click('#enrol-form button[type=submit]')]);
+  await Promise.all([page.waitForURL(/\/console\/jobs\/[0-9a-z._-]+$/), page.click('#enrol-form button[type=submit]')]);
   const jobUrl = page.url();
   console.log(`job page ${jobUrl}`);
   const stepStates = () => page.$$eval('ol.steps li[data-step]',

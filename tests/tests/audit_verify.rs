@@ -586,3 +586,73 @@ fn an_old_home_is_certified_and_a_revoked_checkpoint_certificate_is_honoured() {
         ],
     );
 }
+
+/// Sets `[cluster] node_id` (added once, then replaced).
+fn set_node(home: &Home, node: &str) {
+    let cfg = home.config_text();
+    if cfg.contains("\n[cluster]\n") {
+        home.set_config_value("node_id", &format!("\"{node}\""));
+    } else {
+        home.set_config_text(&format!("{cfg}\n[cluster]\nnode_id = \"{node}\"\n"));
+    }
+}
+
+/// Two nodes of one store. sled lets one process at a time open it, so the two node ids take
+/// turns on one home (node-b's log continues the same directory). `/health` names the node;
+/// `audit verify` checks this node's log against this node's anchors and lists the other node
+/// with its latest anchor and how to check it; the other node's log verifies from a copy with
+/// `--node`; without a copy it says where that log is; node-b's anchors are not in node-a's
+/// log, so a copy of the wrong log is refused.
+#[test]
+fn audit_verify_checks_one_node_and_reports_every_node_of_the_store() {
+    let (home, mut app) = Appliance::fresh();
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    app.daemon.stop(Duration::from_secs(10));
+    set_checkpoints(&home, 4, 10);
+    set_node(&home, "node-a");
+    let mut app = Appliance::start(&home);
+    let (code, body) = http_get(&app.http, "/health").unwrap();
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (code, health["node"].as_str()),
+        (200, Some("node-a")),
+        "{health}"
+    );
+    issue_certs(&home, d, "a", 3);
+    verified(&home, &[], &["node node-a", "audit log intact"]);
+    app.daemon.stop(Duration::from_secs(10));
+    let copy_a = copy_log(&home);
+
+    set_node(&home, "node-b");
+    let mut app = Appliance::start(&home);
+    issue_certs(&home, d, "b", 3);
+    // Running: the anchors of both nodes through the API.
+    let reports = [
+        "node node-b",
+        "audit log intact",
+        "node node-a (host",
+        "`cps-trust audit verify --node node-a --dir <copy of its audit/log>`",
+    ];
+    wait_for("node-b's anchors", Duration::from_secs(30), || {
+        let out = home.cps(&["audit", "verify"]);
+        (out.status.success() && text(&out.stdout).contains("latest anchor: checkpoint"))
+            .then_some(())
+    });
+    verified(&home, &[], &reports);
+    app.daemon.stop(Duration::from_secs(10));
+    // Stopped: from the store.
+    verified(&home, &[], &reports);
+    let a = copy_a.path().to_str().unwrap();
+    verified(
+        &home,
+        &["--node", "node-a", "--dir", a],
+        &["node node-a", "audit log intact", "node node-b (host"],
+    );
+    let out = home.cps(&["audit", "verify", "--node", "node-a"]);
+    assert_one_line_error(&out, &["node-a", "on that node's machine", "--dir"]);
+    let out = home.cps(&["audit", "verify", "--node", "node-b", "--dir", a]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = home.cps(&["audit", "verify", "--node", "no such node!"]);
+    assert_one_line_error(&out, &["not a node id"]);
+}

@@ -150,7 +150,10 @@ fn a_revocation_and_a_validation_on_one_node_hold_on_the_other() {
         "revoke on b",
     );
     let answer = ocsp_query(home_a, app_a, "organisations", &[&cert], &[]);
-    assert!(answer.contains(": revoked"), "node a after b's revocation: {answer}");
+    assert!(
+        answer.contains(": revoked"),
+        "node a after b's revocation: {answer}"
+    );
     let answer = ocsp_query(home_b, app_b, "organisations", &[&cert], &[]);
     assert!(answer.contains(": revoked"), "node b: {answer}");
 
@@ -326,8 +329,8 @@ fn a_database_failover_under_load_loses_nothing_acknowledged() {
         );
     }
     // Every acknowledged operation is on the promoted standby.
-    let db = cps_store::PgStore::open(&standby.url_of("cps"), cps_store::PgOptions::default())
-        .unwrap();
+    let db =
+        cps_store::PgStore::open(&standby.url_of("cps"), cps_store::PgOptions::default()).unwrap();
     use cps_store::Store;
     for serial in &acked.serials {
         assert!(

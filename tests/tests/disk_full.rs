@@ -122,6 +122,7 @@ fn the_store_surfaces_enospc_as_errors_and_keeps_what_it_acknowledged() {
         actor: "t".into(),
         outcome: "success".into(),
         detail: serde_json::json!({ "i": i, "pad": "p".repeat(8000) }),
+        node: None,
     };
     let mut acked = 0u64;
     let err = loop {

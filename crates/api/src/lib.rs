@@ -291,9 +291,26 @@ pub struct KeyCertificateView {
     pub revocation_time: Option<i64>,
 }
 
+/// A node of the cluster: it runs a trail on the shared store and keeps its own audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNodeView {
+    /// Its `[cluster] node_id`.
+    pub node: String,
+    /// Its host name in its audit messages.
+    pub host: String,
+    /// When its trail last started, Unix seconds.
+    pub started_at: i64,
+}
+
 /// The audit log's anchors and the certificates of the keys asked about (`audit verify`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AnchorSetView {
+    /// The node whose log these anchors are of (each node of a cluster keeps its own log).
+    #[serde(default)]
+    pub node: String,
+    /// Every node the store knows.
+    #[serde(default)]
+    pub nodes: Vec<ClusterNodeView>,
     pub latest: Option<AnchorView>,
     pub history: Vec<AnchorView>,
     pub lost: Vec<LostAnchorView>,

@@ -30,6 +30,8 @@ pub struct ClientCert(pub Option<Arc<crate::identity::PeerCertificate>>);
 
 #[derive(Clone)]
 pub struct ApiState {
+    /// This node's id (`[cluster] node_id`).
+    pub node: String,
     /// The per-request check of client certificates.
     pub identities: Arc<crate::identity::Identities>,
     pub ca: Arc<CaService>,
@@ -337,6 +339,8 @@ pub struct CheckpointQuery {
     /// Comma-separated key ids (SHA-256 of a SubjectPublicKeyInfo, hex): the store's
     /// certificates of these keys are returned too.
     pub keys: Option<String>,
+    /// Whose log's anchors (each node of a cluster keeps its own log); default: this node.
+    pub node: Option<String>,
 }
 
 /// Key ids one request may ask about.
@@ -375,18 +379,26 @@ pub(crate) async fn audit_checkpoints(
             format!("at most {MAX_CHECKPOINT_KEYS} key ids"),
         ));
     }
+    let node = q.node.unwrap_or_else(|| st.node.clone());
+    if !cps_store::valid_node_id(&node) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "node: not a node id (letters, digits, '.', '-', '_')",
+        ));
+    }
     let store = st.ca.store().clone();
-    let set =
-        tokio::task::spawn_blocking(move || crate::audit_anchor::anchor_set(store.as_ref(), &ids))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot read the audit anchors");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error (see the appliance log)",
-                )
-            })?;
+    let set = tokio::task::spawn_blocking(move || {
+        crate::audit_anchor::anchor_set(store.as_ref(), &node, &ids)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot read the audit anchors");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the appliance log)",
+        )
+    })?;
     Ok(Json(cps_api::AnchorSetView::from(&set)))
 }
 

@@ -220,7 +220,17 @@ pub async fn job(
     let view = st
         .jobs
         .peek(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}'")))?;
+        .ok_or_else(|| match st.jobs.elsewhere(&id) {
+            // Jobs run where the card reader is, and live in that node's memory.
+            Some(node) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "job '{id}' runs on node '{node}', not on this node ('{}'): ask that node",
+                    st.node
+                ),
+            ),
+            None => ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}'")),
+        })?;
     // The initial PIN/PUK go only to the certificate that started the enrolment, once it has
     // finished (a finished job never changes again, so this view and the secrets agree).
     // Their delivery is audited before they leave (503 and still held if it cannot be).

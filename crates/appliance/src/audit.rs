@@ -155,6 +155,7 @@ pub async fn start(
         settings: &config.audit,
         syslog_tls: &config.listen.syslog_tls,
         host: host_name(config),
+        node: config.node_id(),
         log_dir: home.join(LOG_DIR),
         queue_dir: home.join(QUEUE_DIR),
         checkpoint,
@@ -181,17 +182,43 @@ pub fn open_store(home: &Path, config: &Config) -> Result<cps_trail::verify::Sto
     }
 }
 
-/// `audit verify`: the log `dir` (default `<home>/audit/log`) against `root` (default
-/// `<home>/ca/root.pem`) and the anchors of `source`.
+/// `audit verify`: the log of node `node` (default: this node) in `dir` (default
+/// `<home>/audit/log`, this node's own) against `root` (default `<home>/ca/root.pem`) and that
+/// node's anchors in `source`. Another node's log is on its machine: verified from a copy of
+/// it, given as `dir`.
 pub fn verify(
     home: &Path,
     config: &Config,
+    node: Option<String>,
     dir: Option<PathBuf>,
     root: Option<PathBuf>,
     source: &dyn cps_trail::verify::AnchorSource,
 ) -> Result<cps_trail::verify::Verified, cps_trail::verify::NotVerified> {
+    let this = config.node_id();
+    let node = node.unwrap_or_else(|| this.clone());
+    if !cps_store::valid_node_id(&node) {
+        return Err(cps_trail::verify::NotVerified {
+            root_fingerprint: None,
+            message: format!("'{node}' is not a node id"),
+            refused: false,
+        });
+    }
+    let log_dir = match dir {
+        Some(d) => d,
+        None if node == this => home.join(LOG_DIR),
+        None => {
+            return Err(cps_trail::verify::NotVerified {
+                root_fingerprint: None,
+                message: format!(
+                    "the log of node '{node}' is on that node's machine, not in this home (node '{this}'): copy its audit/log directory here and give it with --dir"
+                ),
+                refused: false,
+            });
+        }
+    };
     let input = cps_trail::verify::VerifyInput {
-        log_dir: dir.unwrap_or_else(|| home.join(LOG_DIR)),
+        node,
+        log_dir,
         root: root.unwrap_or_else(|| home.join("ca/root.pem")),
         ca_bundle: home.join("ca/ca-bundle.pem"),
         policy: cps_atna::CheckpointPolicy {

@@ -107,7 +107,7 @@ impl CaService {
                     .iter()
                     .map(|p| p.to_string())
                     .collect(),
-                node_id: node_id(),
+                node_id: config.node_id(),
                 crl_lease_secs: i64::from(config.ca.crl_lease_seconds),
                 crl_shards: config
                     .ca
@@ -199,16 +199,6 @@ impl CaService {
 
 /// This node's id as the holder of the CRL signer lease: the host name, or `node-1`.
 // When the `[cluster] node_id` setting is present, it is the one to use here.
-fn node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    if host.is_empty() || host.len() > 64 {
-        "node-1".into()
-    } else {
-        host.to_owned()
-    }
-}
-
 /// Profiles the issuance API refuses: certificates only the appliance makes for its own keys.
 /// (A checkpoint certificate for any other key would let its holder sign audit checkpoints that
 /// `audit verify` accepts.)

@@ -436,6 +436,8 @@ fn init_inner(home: &Path, config: &Config, now: i64) -> Result<InitReport, Appl
     check_chain(&out)?;
 
     // Durable records before anything is published.
+    // The ceremony runs before any node: its audit record names none, and the first node that
+    // starts forwards it into its log (`cps_trail::cluster::adopt_legacy`).
     let store = crate::store::open(home, config, None)?;
     if store.get_meta("hierarchy")?.is_some() || store.audit_len()? > 0 {
         return Err(ApplianceError::Refused(

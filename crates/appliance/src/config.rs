@@ -32,6 +32,53 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditSection,
     pub ca: CaSection,
+    #[serde(default, skip_serializing_if = "ClusterSection::is_default")]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: this node among the nodes that share one store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's id (`[cluster] node_id = "…"`): in every audit record it commits, its audit
+    /// log's anchors, its enrolments and jobs, its audit messages and `/health`. Default: the
+    /// host name ([`default_node_id`]); give each node of a cluster its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+impl ClusterSection {
+    fn is_default(&self) -> bool {
+        self.node_id.is_none()
+    }
+}
+
+/// The host name as a node id: lower case, every character a node id cannot hold replaced by
+/// `-`, at most [`cps_store::MAX_NODE_ID_LEN`] characters; `node` if nothing is left.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    node_id_from_host(host.trim())
+}
+
+fn node_id_from_host(host: &str) -> String {
+    let id: String = host
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(cps_store::MAX_NODE_ID_LEN)
+        .collect();
+    if cps_store::valid_node_id(&id) {
+        id
+    } else {
+        "node".into()
+    }
 }
 
 /// IHE ATNA: the `[audit]` section is the trail's own settings.
@@ -486,6 +533,7 @@ impl Config {
             time: TimeSection::default(),
             xua: XuaSection::default(),
             audit: AuditSection::default(),
+            cluster: ClusterSection::default(),
             ca: CaSection {
                 crl_validity_hours: default_crl_validity_hours(),
                 ocsp_validity_hours: default_ocsp_validity_hours(),
@@ -506,6 +554,14 @@ impl Config {
 
     /// Every check that needs no HSM. `home` resolves relative paths.
     pub fn validate(&self, home: &Path) -> Result<(), ConfigError> {
+        if let Some(id) = &self.cluster.node_id
+            && !cps_store::valid_node_id(id)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.node_id '{id}' must be 1 to {} letters, digits, '.', '-' or '_', starting with a letter or a digit",
+                cps_store::MAX_NODE_ID_LEN
+            )));
+        }
         let url = &self.appliance.public_base_url;
         if !(url.starts_with("http://") || url.starts_with("https://"))
             || url.ends_with('/')
@@ -735,6 +791,12 @@ impl Config {
         Ok(())
     }
 
+    /// This node's id: `[cluster] node_id`, else derived from the host name. The one place
+    /// that says which node this process is.
+    pub fn node_id(&self) -> String {
+        self.cluster.node_id.clone().unwrap_or_else(default_node_id)
+    }
+
     pub fn resolve(&self, home: &Path, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -789,6 +851,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[cluster] node_id` names the node; without it the host name does, made a valid id;
+    /// an id that cannot be one is refused by `validate`.
+    #[test]
+    fn node_id_from_the_setting_or_the_host_name() {
+        let c = Config::embedded_default();
+        assert_eq!(c.node_id(), default_node_id());
+        assert!(cps_store::valid_node_id(&c.node_id()));
+        assert!(!c.to_toml().contains("[cluster]"));
+        let text = format!("{}\n[cluster]\nnode_id = \"node-a\"\n", c.to_toml());
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.node_id(), "node-a");
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = c.clone();
+        bad.cluster.node_id = Some("node a".into());
+        let e = bad.validate(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("cluster.node_id 'node a'"), "{e}");
+        assert_eq!(
+            node_id_from_host("Web-01.Example.ORG"),
+            "web-01.example.org"
+        );
+        assert_eq!(node_id_from_host("--x y"), "x-y");
+        assert_eq!(node_id_from_host(""), "node");
+        assert_eq!(node_id_from_host(&"h".repeat(100)).len(), 63);
+    }
 
     #[test]
     fn default_round_trips_through_toml() {

@@ -16,7 +16,11 @@ pub const CARD_MASTER_LABEL: &str = "card-master";
 /// The card service of the appliance: registry and cards in our store, certificates from our
 /// CA, per-card management keys derived from a non-extractable HSM secret (created on first
 /// start).
-pub fn card_service(hsm: &Hsm, ca: Arc<CaService>) -> Result<Arc<CardService>, ApplianceError> {
+pub fn card_service(
+    hsm: &Hsm,
+    ca: Arc<CaService>,
+    node: &str,
+) -> Result<Arc<CardService>, ApplianceError> {
     let master = match hsm.mac_key(CARD_MASTER_LABEL) {
         Ok(k) => k,
         Err(cps_hsm::HsmError::KeyNotFound { .. }) => {
@@ -29,12 +33,15 @@ pub fn card_service(hsm: &Hsm, ca: Arc<CaService>) -> Result<Arc<CardService>, A
         Err(e) => return Err(e.into()),
     };
     let store = ca.store().clone();
-    Ok(Arc::new(CardService::new(
-        store,
-        ca.core().clone(),
-        cps_enrol::CardSecrets::new(Arc::new(master)),
-        CardServiceConfig::default(),
-    )))
+    Ok(Arc::new(
+        CardService::new(
+            store,
+            ca.core().clone(),
+            cps_enrol::CardSecrets::new(Arc::new(master)),
+            CardServiceConfig::default(),
+        )
+        .with_node(node),
+    ))
 }
 
 /// Login's view of the registry: the card carrying the certificate and its professional.

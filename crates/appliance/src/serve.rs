@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cps_hsm::Hsm;
-use cps_store::Store;
+use cps_store::{NodeStore, Store};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 
@@ -30,6 +30,8 @@ use crate::identity::PeerCertificate;
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
+    /// This node's id (`[cluster] node_id`).
+    pub node: String,
     pub hsm: Arc<Hsm>,
     pub store: Arc<dyn Store>,
     pub ca: Arc<CaService>,
@@ -59,7 +61,12 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let hsm = open_checked_hsm(home, config)?;
     // Every commit goes through the disk guard: nothing reaches the disk below the reserve.
     let disk = crate::disk::for_home(home, config);
-    let store: Arc<dyn Store> = crate::store::open(home, config, Some(&disk))?;
+    // Every service sees the store as this node: the audit records it commits name the node.
+    let node = config.node_id();
+    let store: Arc<dyn Store> = Arc::new(NodeStore::new(
+        crate::store::open(home, config, Some(&disk))?,
+        &node,
+    )?);
     // Other nodes commit to this store (a shared database): caches of certificate state check
     // the store's version after each request arrived.
     let shared = config.store.backend == crate::config::StoreBackend::Postgres;
@@ -84,8 +91,9 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
             cps_enrol::Registry::new(store.clone()),
         )),
     )?);
-    let cards = crate::enrolment::card_service(&hsm, ca.clone())?;
-    // An enrolment interrupted by a crash is finished or rolled back before anything else.
+    let cards = crate::enrolment::card_service(&hsm, ca.clone(), &node)?;
+    // An enrolment of this node interrupted by a crash is rolled back before anything else
+    // (another node's enrolments are that node's: it may be driving them right now).
     match cards.recover_interrupted("appliance", crate::clock::unix_now()) {
         Ok(report) => tracing::info!(?report, "interrupted enrolments recovered"),
         Err(e) => tracing::error!(error = %e, "recovering interrupted enrolments failed"),
@@ -131,6 +139,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         ca_certs.insert(id, der);
     }
     Ok(AppState {
+        node,
         hsm,
         store,
         ca,
@@ -183,6 +192,7 @@ async fn health(State(st): State<AppState>) -> Response {
     let ok = hsm_ok && store_ok && store_failure.is_none() && clock.trusted && disk_ok;
     let body = serde_json::json!({
         "status": if ok { "ok" } else { "degraded" },
+        "node": st.node,
         "hsm": if hsm_ok { "ok" } else { "unreachable" },
         "store": match (store_ok, &store_failure) {
             (false, _) => "failing",
@@ -718,6 +728,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
             .collect(),
     );
     let api_app = crate::authz::router(ApiState {
+        node: state.node.clone(),
         identities: Arc::new(
             crate::identity::https_identities(state.store.clone()).with_fresh(state.fresh.clone()),
         ),
@@ -726,7 +737,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         xua: Some(state.xua.clone()),
         login: Some(state.login.clone()),
         cards: Some(state.cards.clone()),
-        jobs: cps_enrol::Jobs::new(crate::clock::unix_now),
+        jobs: cps_enrol::Jobs::for_node(&state.node, crate::clock::unix_now),
         audit_log: Some(atna.log.clone()),
         audit_writer: atna.writer(),
     })

@@ -586,6 +586,14 @@ const CA: &[Bad] = &[
 const AUDIT: &[Bad] = &[
     (
         "GET",
+        "/api/v1/audit/checkpoints?node=-x",
+        None,
+        "",
+        400,
+        "not a node id",
+    ),
+    (
+        "GET",
         "/api/v1/audit/checkpoints?keys=zz",
         None,
         "",
@@ -672,6 +680,15 @@ const REGISTRY: &[Bad] = &[
     ),
     ("POST", "/api/v1/cards/enrol", JSON, "{}", 400, ""),
     ("GET", "/api/v1/jobs/00000000", None, "", 404, "no job"),
+    // A job of another node of the cluster: that node is named.
+    (
+        "GET",
+        "/api/v1/jobs/node-b.0123456789abcdef",
+        None,
+        "",
+        404,
+        "runs on node 'node-b', not on this node ('test-node')",
+    ),
 ];
 
 /// Bad input, route family by route family: malformed JSON, unknown fields, oversized bodies,

@@ -822,6 +822,7 @@ mod tests {
                 "idnat_ps": "810002813839", "structure_id": "s", "certificates": [],
                 "management_key": { "kind": "default" },
             }),
+            node: None,
         };
         let msg = to_dicom(&ctx(), &rec);
         assert!(
@@ -847,6 +848,7 @@ mod tests {
             actor: "".into(),
             outcome: "failure".into(),
             detail: serde_json::json!({ "odd": "<&>\"'", "nested": { "x": [1, 2] } }),
+            node: None,
         };
         let xml = fallback_alert(&ctx, &rec).to_xml().unwrap();
         assert!(xml.contains("node.enroll"), "{xml}");

@@ -535,6 +535,7 @@ impl AuditEvent {
             detail: serde_json::to_value(self).unwrap_or_else(
                 |e| serde_json::json!({ "event": "unencodable", "error": e.to_string() }),
             ),
+            node: None,
         }
     }
 
@@ -983,6 +984,7 @@ mod tests {
             actor: "operator:alice".into(),
             outcome: outcome.into(),
             detail,
+            node: None,
         };
         let cases = [
             old(

@@ -233,6 +233,7 @@ fn main() {
                 actor: "bench".into(),
                 outcome: "success".into(),
                 detail: serde_json::Value::Null,
+                node: None,
             }));
             store.commit(batch).unwrap();
         }

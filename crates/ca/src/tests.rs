@@ -836,6 +836,7 @@ fn operators_are_certified_once_with_their_writes_in_the_same_commit() {
                 actor: "admin".into(),
                 outcome: "success".into(),
                 detail: serde_json::json!({ "serial": issued.serial_hex }),
+                node: None,
             })]
         })
         .unwrap();

@@ -19,7 +19,16 @@ pub enum AuditCommand {
     /// present; no records without a checkpoint or beyond what the last checkpoint allows.
     /// Names the first problem (what is missing) and exits 3; 0 only when intact. Works with the
     /// appliance stopped (reads the store) or running (asks it, as an operator).
+    ///
+    /// Each node of a cluster keeps its own log, anchored in the shared store under its id:
+    /// this checks one node's log (this node's, or `--node <id> --dir <copy of its log>`) and
+    /// lists every node the store knows, with its latest anchor; it also exits 3 if the store
+    /// says any node's log was cut back.
     Verify {
+        /// The node whose log to check (default: this home's `[cluster] node_id`). Another
+        /// node's log is on its machine: give a copy of its `audit/log` directory with --dir.
+        #[arg(long)]
+        node: Option<String>,
         /// Log directory (default: <home>/audit/log), e.g. a copy of it.
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -33,6 +42,11 @@ pub enum AuditCommand {
         as_operator: String,
     },
     /// Search the repository (through the running appliance; role auditor or ca-operator).
+    ///
+    /// The repository is this node's log: its own records and what other ATNA nodes sent it.
+    /// In a cluster each node keeps its own log; to search every node's records in one place,
+    /// make the nodes send to one repository (`[[audit.destinations]]`): each node's messages
+    /// name it in their AuditSourceID (`<audit.source_id>/<node id>`, `--source`).
     Events {
         /// Unix seconds, inclusive.
         #[arg(long)]
@@ -56,6 +70,9 @@ pub enum AuditCommand {
         /// Sending node (certificate subject).
         #[arg(long)]
         node: Option<String>,
+        /// AuditSourceID, e.g. `cps-trust/node-a` for the records of the cluster node `node-a`.
+        #[arg(long)]
+        source: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Operator credential.
@@ -72,12 +89,12 @@ impl AnchorSource for ApiAnchors {
         "the store (through the running appliance)".into()
     }
 
-    fn fetch(&self, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
+    fn fetch(&self, node: &str, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
         let keys: Vec<String> = key_ids.iter().map(hex::encode).collect();
         // The API's wire type (`cps_api::AnchorSetView`) has the same shape as the verifier's
         // own `AnchorSet`, read directly.
         self.0.get(&format!(
-            "/api/v1/audit/checkpoints?keys={}",
+            "/api/v1/audit/checkpoints?node={node}&keys={}",
             keys.join(",")
         ))
     }
@@ -86,6 +103,7 @@ impl AnchorSource for ApiAnchors {
 pub fn verify(
     home: &Path,
     config: &Config,
+    node: Option<String>,
     dir: Option<PathBuf>,
     root: Option<PathBuf>,
     as_operator: &str,
@@ -104,10 +122,11 @@ pub fn verify(
             "root certificate SHA-256 {fp} (compare it with the fingerprint recorded at the key ceremony)"
         )
     };
-    match cps_appliance::audit::verify(home, config, dir, root, source) {
+    match cps_appliance::audit::verify(home, config, node, dir, root, source) {
         Ok(v) => {
             let r = &v.report;
             emitln(&root_line(&v.root_fingerprint));
+            emitln(&format!("node {}", v.node));
             emitln(&format!("root subject {}", v.root_subject));
             for c in &v.certificates {
                 emitln(&format!("checkpoints signed by {c}"));
@@ -144,7 +163,7 @@ pub fn verify(
                 r.last_checkpoint_seq,
                 r.anchors,
             ));
-            Ok(ExitCode::SUCCESS)
+            other_nodes(&v, source)
         }
         Err(e) => {
             if let Some(fp) = &e.root_fingerprint {
@@ -163,6 +182,55 @@ pub fn verify(
     }
 }
 
+/// After one node's log verified: every other node the store knows, with its latest anchor and
+/// how to verify its log (on its machine). Exits 3 if the store holds a lost anchor of any.
+fn other_nodes(v: &cps_appliance::audit_verify::Verified, source: &dyn AnchorSource) -> CliResult {
+    let mut cut_back = Vec::new();
+    for n in v.nodes.iter().filter(|n| n.node != v.node) {
+        let set = source.fetch(&n.node, &[]).map_err(|e| {
+            (
+                EXIT_FAILURE,
+                format!("cannot read the anchors of node {}: {e}", n.node),
+            )
+        })?;
+        let latest = match &set.latest {
+            Some(a) => format!(
+                "latest anchor: checkpoint of record {}, anchored at {}",
+                a.seq,
+                cps_appliance::rfc3339(a.anchored_at)
+            ),
+            None => "no anchor yet".into(),
+        };
+        emitln(&format!(
+            "node {} (host {}, started {}): {latest}; its log is on its machine, not checked here: verify a copy with `cps-trust audit verify --node {} --dir <copy of its audit/log>`",
+            n.node,
+            n.host,
+            cps_appliance::rfc3339(n.started_at),
+            n.node
+        ));
+        if let Some(l) = set.lost.first() {
+            cut_back.push(format!(
+                "node {}: at its start at {} its log did not hold the checkpoint of record {} (anchored at {})",
+                n.node,
+                cps_appliance::rfc3339(l.found_at),
+                l.anchor.seq,
+                cps_appliance::rfc3339(l.anchor.anchored_at)
+            ));
+        }
+    }
+    if cut_back.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err((
+            EXIT_REFUSED,
+            format!(
+                "the audit log of another node was cut back, deleted or replaced while it was stopped: {}",
+                cut_back.join("; ")
+            ),
+        ))
+    }
+}
+
 pub fn events(api: &ApiClient, cmd: AuditCommand) -> CliResult {
     let AuditCommand::Events {
         from,
@@ -173,6 +241,7 @@ pub fn events(api: &ApiClient, cmd: AuditCommand) -> CliResult {
         patient,
         outcome,
         node,
+        source,
         limit,
         ..
     } = cmd
@@ -193,6 +262,7 @@ pub fn events(api: &ApiClient, cmd: AuditCommand) -> CliResult {
             ("patient", patient),
             ("outcome", outcome.map(|v| v.to_string())),
             ("node", node),
+            ("source", source),
         ] {
             if let Some(v) = v {
                 q.append_pair(k, &v);

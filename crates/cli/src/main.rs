@@ -430,13 +430,14 @@ fn run(cli: Cli) -> CliResult {
         Command::Audit {
             command:
                 audit_cmd::AuditCommand::Verify {
+                    node,
                     dir,
                     root,
                     as_operator,
                 },
         } => {
             let config = load_config(&home)?;
-            audit_cmd::verify(&home, &config, dir, root, &as_operator)
+            audit_cmd::verify(&home, &config, node, dir, root, &as_operator)
         }
         Command::Audit { command } => {
             let config = load_config(&home)?;

@@ -96,6 +96,7 @@ fn readers() -> Result<Vec<(String, bool)>, String> {
 #[test]
 fn home_escapes_readers_and_unfinished_enrolments() {
     let open = [Enrolment {
+        node: None,
         id: h(),
         kind: EnrolmentKind::New,
         card_serial: h(),

@@ -330,6 +330,7 @@ mod tests {
                 actor: "t".into(),
                 outcome: "success".into(),
                 detail: serde_json::json!({}),
+                node: None,
             }))
         };
         let e = store.commit(rec()).unwrap_err();

@@ -86,12 +86,16 @@ struct Job {
 }
 
 /// The jobs of this process (in memory: a restart ends them, and an interrupted enrolment is
-/// then rolled back by the card service's recovery).
+/// then rolled back by the card service's recovery). On a node of a cluster a job's id starts
+/// with the node's id (`<node>.<16 hex digits>`): a job runs where the card reader is, and
+/// another node asked about it says which node that is ([`Jobs::elsewhere`]).
 #[derive(Clone)]
 pub struct Jobs {
     inner: Arc<Mutex<HashMap<String, Job>>>,
     /// The time (Unix seconds) the jobs' operations are recorded at.
     now: fn() -> i64,
+    /// This node's id, when the jobs run on a node of a cluster.
+    node: Option<String>,
 }
 
 const MAX_JOBS: usize = 1000;
@@ -102,14 +106,37 @@ impl Jobs {
         Jobs {
             inner: Arc::default(),
             now,
+            node: None,
         }
+    }
+
+    /// No jobs yet, on node `node` of a cluster: the ids of its jobs name it.
+    pub fn for_node(node: &str, now: fn() -> i64) -> Jobs {
+        Jobs {
+            node: Some(node.to_owned()),
+            ..Jobs::new(now)
+        }
+    }
+
+    /// The node that runs job `id`, if that is another node than this one (the id names it).
+    pub fn elsewhere<'a>(&self, id: &'a str) -> Option<&'a str> {
+        let (node, rest) = id.rsplit_once('.')?;
+        let mine = self.node.as_deref()?;
+        (rest.len() == 16
+            && rest.bytes().all(|b| b.is_ascii_hexdigit())
+            && node != mine
+            && cps_store::valid_node_id(node))
+        .then_some(node)
     }
 
     fn create(&self, kind: &str, actor: &str, owner: Owner) -> String {
         use ring::rand::SecureRandom;
         let mut id = [0u8; 8];
         let _ = ring::rand::SystemRandom::new().fill(&mut id);
-        let id = hex::encode(id);
+        let id = match &self.node {
+            Some(node) => format!("{node}.{}", hex::encode(id)),
+            None => hex::encode(id),
+        };
         let mut map = self.inner.lock();
         if map.len() >= MAX_JOBS {
             map.retain(|_, j| j.view.status == "running");
@@ -529,6 +556,29 @@ mod tests {
             Ok(None)
         ));
         assert_eq!(store.audit_len().unwrap(), 1, "one delivery, one record");
+    }
+
+    /// On a node, a job's id names the node; another node recognises it as not its own and
+    /// names the node that runs it; an unknown id of its own, or a malformed one, is nobody's.
+    #[test]
+    fn job_ids_name_their_node() {
+        let a = Jobs::for_node("node-a", fixed_clock);
+        let b = Jobs::for_node("node-b", fixed_clock);
+        let id = a.create("import", "operator:x", [1; 32]);
+        assert!(id.starts_with("node-a."), "{id}");
+        assert!(a.peek(&id).is_some());
+        assert_eq!(a.elsewhere(&id), None);
+        assert!(b.peek(&id).is_none());
+        assert_eq!(b.elsewhere(&id), Some("node-a"));
+        for other in [
+            "node-b.0123456789abcdef",
+            "0123456789abcdef",
+            "x.y",
+            "node a.0123456789abcdef",
+        ] {
+            assert_eq!(b.elsewhere(other), None, "{other}");
+        }
+        assert_eq!(Jobs::new(fixed_clock).elsewhere(&id), None);
     }
 
     #[test]

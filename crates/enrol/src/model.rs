@@ -649,6 +649,10 @@ impl EnrolmentStatus {
 pub struct Enrolment {
     /// Identifier (16 hex digits).
     pub id: String,
+    /// The node that drives it (the one whose reader holds the card): only that node resumes,
+    /// aborts or recovers it. `None` in enrolments written before nodes existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// New card, replacement or renewal.
     pub kind: EnrolmentKind,
     /// Card serial (CHUID GUID, upper-case hex).

@@ -145,6 +145,8 @@ pub struct RecoveryReport {
     pub aborted: Vec<String>,
     /// Revocations done or still pending.
     pub revocations: RevocationReport,
+    /// Open enrolments left alone because another node drives them: (id, node).
+    pub other_nodes: Vec<(String, String)>,
 }
 
 /// Card enrolment and lifecycle over the registry, the CA and the HSM master key.
@@ -157,6 +159,8 @@ pub struct CardService {
     pub(crate) rng: ring::rand::SystemRandom,
     /// Enrolments a call of this process is driving right now.
     running: Mutex<HashSet<String>>,
+    /// The node this service runs on, when several share the store ([`CardService::with_node`]).
+    node: Option<String>,
 }
 
 impl std::fmt::Debug for CardService {
@@ -234,6 +238,30 @@ impl CardService {
             config,
             rng: ring::rand::SystemRandom::new(),
             running: Mutex::new(HashSet::new()),
+            node: None,
+        }
+    }
+
+    /// The same service on node `node` of a cluster: its enrolments are recorded as this
+    /// node's, and it resumes, aborts and recovers no other node's (the card is in that
+    /// node's reader, and that node may be driving the enrolment right now).
+    #[must_use]
+    pub fn with_node(mut self, node: &str) -> CardService {
+        self.node = Some(node.to_owned());
+        self
+    }
+
+    /// The node this service runs on, if it was given one.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// Whether `rec` belongs to another node than this one. Enrolments written before nodes
+    /// existed, and services without a node, belong to everyone (a single node).
+    fn foreign<'a>(&self, rec: &'a Enrolment) -> Option<&'a str> {
+        match (&rec.node, &self.node) {
+            (Some(theirs), Some(mine)) if theirs != mine => Some(theirs),
+            _ => None,
         }
     }
 
@@ -467,6 +495,7 @@ impl CardService {
         let id = hex::encode_upper(self.random(8)?);
         let rec = Enrolment {
             id: id.clone(),
+            node: self.node.clone(),
             kind,
             card_serial: serial.clone(),
             token_id: format!(
@@ -1434,6 +1463,14 @@ impl CardService {
                 ),
             });
         }
+        if let Some(node) = self.foreign(&rec) {
+            return Err(EnrolError::EnrolmentState {
+                id: id.into(),
+                reason: format!(
+                    "it belongs to node '{node}', whose reader holds the card: resume or abort it there (a node that is gone for good rolls it back when a node started with its node_id starts)"
+                ),
+            });
+        }
         if self.running.lock().contains(id) {
             return Err(EnrolError::EnrolmentState {
                 id: id.into(),
@@ -1592,12 +1629,18 @@ impl CardService {
         Ok((rec, report))
     }
 
-    /// At appliance start: aborts every enrolment left open by a previous process (none can
-    /// be running yet), revoking what they issued, and retries pending revocations.
+    /// At appliance start: aborts every enrolment of this node left open by a previous process
+    /// (none can be running yet), revoking what they issued, and retries pending revocations.
+    /// Other nodes' enrolments are left alone: they may be driving them right now. An
+    /// enrolment another node aborts meanwhile (one from before nodes existed) is skipped.
     pub fn recover_interrupted(&self, actor: &str, now: i64) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
         for rec in self.open_enrolments()? {
             if self.running.lock().contains(&rec.id) {
+                continue;
+            }
+            if let Some(node) = self.foreign(&rec) {
+                report.other_nodes.push((rec.id.clone(), node.to_owned()));
                 continue;
             }
             let (rec, raw): (Enrolment, Vec<u8>) =
@@ -1615,7 +1658,11 @@ impl CardService {
                 _ => continue,
             };
             let id = rec.id.clone();
-            let (_, r) = self.abort_loaded(rec, raw, &reason, actor, now)?;
+            let (_, r) = match self.abort_loaded(rec, raw, &reason, actor, now) {
+                Ok(x) => x,
+                Err(EnrolError::Stale(_)) => continue,
+                Err(e) => return Err(e),
+            };
             report.aborted.push(id);
             report.revocations.merge(r);
         }
@@ -1659,6 +1706,7 @@ impl CardService {
         piv.verify_pin(holder_pin)?;
         let rec = Enrolment {
             id: hex::encode_upper(self.random(8)?),
+            node: self.node.clone(),
             kind: EnrolmentKind::Renewal,
             card_serial: card.serial.clone(),
             token_id: card.token_id.clone(),

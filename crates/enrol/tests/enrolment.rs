@@ -846,3 +846,109 @@ fn revocations_wait_in_the_outbox_while_the_ca_is_down() {
     }
     let _ = down;
 }
+
+/// Enrols on `cards` and crashes (a panic inside the write to the card, as a killed process):
+/// the enrolment stays open, its certificates valid. Returns the enrolment's id.
+fn crash_mid_enrolment(f: &Fixture, cards: &cps_enrol::CardService, n: u64, guid: u8) -> String {
+    let idnat = f.add(n, "10");
+    let probe = SimCard::blank(guid.wrapping_add(100));
+    let probe_id = f.add(n + 1000, "10");
+    cards
+        .enrol(
+            &mut probe.piv(),
+            &req(&probe_id),
+            ACTOR,
+            NOW,
+            &mut no_progress(),
+        )
+        .unwrap();
+    let card = SimCard::blank(guid);
+    card.fail_after(probe.count() * 4 / 5);
+    let mut id = None;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cards.enrol(
+            &mut card.piv(),
+            &req(&idnat),
+            ACTOR,
+            NOW,
+            &mut |p: &Progress| {
+                id = Some(p.enrolment.clone());
+                if let StepState::Failed(_) = p.state {
+                    panic!("simulated crash");
+                }
+            },
+        )
+    }));
+    assert!(r.is_err(), "the simulated crash happened");
+    id.unwrap()
+}
+
+/// Two nodes over one store: a node restarting rolls back its own interrupted enrolment and
+/// one from before nodes existed, and leaves the other node's alone (that node may be driving
+/// it right now): not aborted, its certificates still valid, and refused to be resumed or
+/// aborted from here with the owning node named. The owning node recovers it at its start.
+#[test]
+fn recovery_at_start_rolls_back_this_node_s_enrolments_only() {
+    let f = Fixture::new();
+    let a = f.restarted(config()).with_node("node-a");
+    let b = f.restarted(config()).with_node("node-b");
+    let of_a = crash_mid_enrolment(&f, &a, 20, 120);
+    let of_b = crash_mid_enrolment(&f, &b, 21, 121);
+    let before_nodes = crash_mid_enrolment(&f, &f.cards, 22, 122);
+    let node_of = |id: &str| f.cards.enrolment(id).unwrap().unwrap().node;
+    assert_eq!(node_of(&of_a).as_deref(), Some("node-a"));
+    assert_eq!(node_of(&of_b).as_deref(), Some("node-b"));
+    assert_eq!(node_of(&before_nodes), None);
+    let orphans = f.orphan_certificates().len();
+    assert_eq!(
+        orphans, 6,
+        "three interrupted enrolments, two certificates each"
+    );
+
+    // node-a restarts.
+    let a = f.restarted(config()).with_node("node-a");
+    let report = a.recover_interrupted("system", NOW + 60).unwrap();
+    let mut aborted = report.aborted.clone();
+    aborted.sort();
+    let mut expected = vec![of_a.clone(), before_nodes.clone()];
+    expected.sort();
+    assert_eq!(aborted, expected);
+    assert_eq!(
+        report.other_nodes,
+        vec![(of_b.clone(), "node-b".to_owned())]
+    );
+    let b_rec = a.enrolment(&of_b).unwrap().unwrap();
+    assert!(
+        matches!(b_rec.status, EnrolmentStatus::Running),
+        "{:?}",
+        b_rec.status
+    );
+    assert_eq!(
+        f.orphan_certificates().len(),
+        2,
+        "node-b's certificates are still valid"
+    );
+    let e = a.abort(&of_b, "no", ACTOR, NOW + 61).unwrap_err();
+    assert!(
+        matches!(&e, EnrolError::EnrolmentState { reason, .. } if reason.contains("node 'node-b'")),
+        "{e}"
+    );
+    let e = a
+        .resume(
+            &of_b,
+            &mut SimCard::blank(121).piv(),
+            None,
+            ACTOR,
+            NOW + 61,
+            &mut no_progress(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("node 'node-b'"), "{e}");
+
+    // node-b restarts: its own enrolment is rolled back now.
+    let b = f.restarted(config()).with_node("node-b");
+    let report = b.recover_interrupted("system", NOW + 120).unwrap();
+    assert_eq!(report.aborted, vec![of_b.clone()]);
+    assert!(report.other_nodes.is_empty());
+    assert!(f.orphan_certificates().is_empty());
+}

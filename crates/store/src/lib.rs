@@ -14,7 +14,7 @@
 //! | `revoked_certificates` | (issuer, serial) | [`RevokedEntry`] (a partial index in SQL) |
 //! | `blocked_keys` | spki_sha256 | [`BlockedKey`] |
 //! | `counters` | name | u64 |
-//! | `audit` | seq | [`AuditRecord`] |
+//! | `audit` | seq | [`AuditRecord`] (with the node that committed it: [`NodeStore`]) |
 //! | `meta` | key | bytes |
 //! | `records` | (table, key) | bytes: the named tables of higher layers (professionals, cards, nodes...) |
 //! | `claims` | (table, key) | expiry: single-use keys ([`Store::claim`]), with an index by expiry |
@@ -69,6 +69,7 @@ mod fresh;
 mod group_commit;
 mod keys;
 mod model;
+mod node;
 mod pg_store;
 mod sled_store;
 
@@ -80,6 +81,7 @@ pub use model::{
     CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
     MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
+pub use node::{MAX_NODE_ID_LEN, NodeStore, valid_node_id};
 pub use pg_store::{PG_SCHEMA_VERSION, PgOptions, PgStore};
 pub use sled_store::{FlushPolicy, SledStore, WriteGate};
 

@@ -96,6 +96,11 @@ pub struct AuditRecord {
     pub outcome: String,
     /// Event-specific details.
     pub detail: serde_json::Value,
+    /// The cluster node that committed it (its `[cluster] node_id`); `None` in records written
+    /// before nodes existed, and in records not yet stamped ([`crate::NodeStore`] stamps every
+    /// record its node commits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// An audit record with the sequence number the store gave it (1, 2, 3... with no gap).

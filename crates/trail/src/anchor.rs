@@ -1,9 +1,10 @@
 //! Anchors of the audit log's checkpoints outside the log directory.
 //!
 //! Every checkpoint the log signs is handed (through [`AnchorSink`]) to one thread that
-//! * commits it to the store: the latest under the meta key [`ANCHOR_META`], plus the first
-//!   checkpoint of each hour in the named table [`ANCHOR_HISTORY`] (about 24 small records a
-//!   day);
+//! * commits it to the store, under the node whose log it is (each node of a cluster keeps its
+//!   own log): the latest under the meta key [`latest_key`] (`atna.checkpoint.<node>`), plus
+//!   the first checkpoint of each hour in the named table [`ANCHOR_HISTORY`] (key: node, 0,
+//!   seq, time; about 24 small records a day);
 //! * sends it to every configured ATNA destination as a DICOM audit message
 //!   ([`cps_atna::events::audit_checkpoint`]) through the durable outgoing queue (when several
 //!   are waiting, the newest only: it covers the others).
@@ -12,7 +13,12 @@
 //! the destinations. At start, the appliance checks that the log holds the latest anchored
 //! checkpoint; if not (the log was cut back, deleted or replaced while the appliance was
 //! stopped), the anchor is kept in [`ANCHOR_LOST`] with an audited alarm, so that the next
-//! checkpoints do not overwrite the evidence and `audit verify` keeps reporting it.
+//! checkpoints do not overwrite the evidence and `audit verify` keeps reporting it. The check
+//! compares this node's log with this node's anchor only.
+//!
+//! A store written before nodes existed holds one node's anchors under the old keys
+//! ([`ANCHOR_META`], history and lost keys without a node). The first node that starts on it
+//! takes them over ([`crate::cluster::adopt_legacy`]): they are read as that node's.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -24,12 +30,32 @@ use cps_atna::{AuditLog, Auditor, Checkpoint, CheckpointSink};
 use cps_store::{Expect, Store, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 
-/// Meta key of the latest anchored checkpoint.
+/// Meta key of the latest anchored checkpoint of a store written before nodes existed (see
+/// [`latest_key`]).
 pub const ANCHOR_META: &str = "atna.checkpoint";
-/// Named table of anchored checkpoints, one per hour (key: seq ‖ time, big-endian).
+/// Named table of anchored checkpoints, one per hour and node (key: node ‖ 0 ‖ seq ‖ time,
+/// big-endian; before nodes existed: seq ‖ time).
 pub const ANCHOR_HISTORY: &str = "atna.checkpoints";
-/// Named table of anchors the log no longer held at a start (key: the time found, Unix µs).
+/// Named table of anchors a node's log no longer held at a start (key: node ‖ 0 ‖ the time
+/// found, Unix µs; before nodes existed: the time alone).
 pub const ANCHOR_LOST: &str = "atna.anchors.lost";
+
+/// Meta key of node `node`'s latest anchored checkpoint.
+pub fn latest_key(node: &str) -> String {
+    format!("{ANCHOR_META}.{node}")
+}
+
+/// The key prefix of node `node`'s entries in [`ANCHOR_HISTORY`] and [`ANCHOR_LOST`]. Node ids
+/// start with a letter or a digit, so no prefix is one of another's, and keys written before
+/// nodes existed (a big-endian number below 2^56: a zero first byte) are nobody's prefix.
+pub fn node_prefix(node: &str) -> Vec<u8> {
+    let mut k = node.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// The prefix of entries written before nodes existed: their first byte is zero.
+const LEGACY_PREFIX: &[u8] = &[0];
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -112,10 +138,16 @@ pub struct KeyCertificate {
     pub revocation_time: Option<i64>,
 }
 
-/// Everything `audit verify` needs from the store: `GET /api/v1/audit/checkpoints` returns it
-/// as JSON.
+/// Everything `audit verify` needs from the store about one node's log: `GET
+/// /api/v1/audit/checkpoints` returns it as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnchorSet {
+    /// The node whose anchors these are.
+    #[serde(default)]
+    pub node: String,
+    /// Every node the store knows (each keeps its own log), this one included.
+    #[serde(default)]
+    pub nodes: Vec<crate::cluster::NodeRecord>,
     pub latest: Option<AnchorRecord>,
     pub history: Vec<AnchorRecord>,
     pub lost: Vec<LostAnchor>,
@@ -127,27 +159,50 @@ fn parse<T: for<'a> Deserialize<'a>>(what: &str, v: &[u8]) -> Result<T, String> 
     serde_json::from_slice(v).map_err(|e| format!("{what} in the store: {e}"))
 }
 
-/// Read every anchor, and the certificates of `key_ids` (raw SHA-256 of SPKIs).
-pub fn anchor_set(store: &dyn Store, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
+/// Read every anchor of node `node`'s log (those of a store written before nodes existed too,
+/// if `node` took them over), and the certificates of `key_ids` (raw SHA-256 of SPKIs).
+pub fn anchor_set(
+    store: &dyn Store,
+    node: &str,
+    key_ids: &[[u8; 32]],
+) -> Result<AnchorSet, String> {
     let err = |e: cps_store::StoreError| e.to_string();
-    let latest = match store.get_meta(ANCHOR_META).map_err(err)? {
+    // The anchors kept without a node are this node's if it took them over, or anyone's while
+    // no node has (a store from before nodes that no node has served since: its one log is
+    // the one being verified).
+    let legacy = match crate::cluster::legacy_owner(store)? {
+        Some(owner) => owner == node,
+        None => true,
+    };
+    let mut latest = store.get_meta(&latest_key(node)).map_err(err)?;
+    if latest.is_none() && legacy {
+        latest = store.get_meta(ANCHOR_META).map_err(err)?;
+    }
+    let latest = match latest {
         Some(v) => Some(parse::<AnchorRecord>("latest anchor", &v)?),
         None => None,
     };
+    let mut prefixes = vec![node_prefix(node)];
+    if legacy {
+        prefixes.push(LEGACY_PREFIX.to_vec());
+    }
     let scan = |table: &str| -> Result<Vec<Vec<u8>>, String> {
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = store
-                .scan_records(table, b"", after.as_deref(), 1000)
-                .map_err(err)?;
-            let done = page.len() < 1000;
-            after = page.last().map(|(k, _)| k.clone());
-            out.extend(page.into_iter().map(|(_, v)| v));
-            if done {
-                return Ok(out);
+        for prefix in &prefixes {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = store
+                    .scan_records(table, prefix, after.as_deref(), 1000)
+                    .map_err(err)?;
+                let done = page.len() < 1000;
+                after = page.last().map(|(k, _)| k.clone());
+                out.extend(page.into_iter().map(|(_, v)| v));
+                if done {
+                    break;
+                }
             }
         }
+        Ok(out)
     };
     let history = scan(ANCHOR_HISTORY)?
         .iter()
@@ -157,6 +212,7 @@ pub fn anchor_set(store: &dyn Store, key_ids: &[[u8; 32]]) -> Result<AnchorSet, 
         .iter()
         .map(|v| parse("lost anchor", v))
         .collect::<Result<Vec<LostAnchor>, _>>()?;
+    let nodes = crate::cluster::nodes(store)?;
     let mut certificates = Vec::new();
     for id in key_ids {
         for rec in store.certificates_by_spki(id).map_err(err)? {
@@ -178,6 +234,8 @@ pub fn anchor_set(store: &dyn Store, key_ids: &[[u8; 32]]) -> Result<AnchorSet, 
         }
     }
     Ok(AnchorSet {
+        node: node.to_owned(),
+        nodes,
         latest,
         history,
         lost,
@@ -233,19 +291,22 @@ impl Anchorer {
         Arc::new(AnchorSink(self.tx.clone()))
     }
 
-    /// Start anchoring into `store` and, when configured, the destinations.
+    /// Start anchoring node `node`'s checkpoints into `store` and, when configured, the
+    /// destinations.
     pub fn start(
         &mut self,
         store: Arc<dyn Store>,
+        node: &str,
         destinations: Option<Destinations>,
     ) -> std::io::Result<()> {
+        let node = node.to_owned();
         let Some(rx) = self.rx.take() else {
             return Ok(());
         };
         self.thread = Some(
             std::thread::Builder::new()
                 .name("atna-anchor".into())
-                .spawn(move || run(rx, store, destinations))?,
+                .spawn(move || run(rx, store, &node, destinations))?,
         );
         Ok(())
     }
@@ -280,13 +341,14 @@ fn hour(time_us: i64) -> i64 {
     time_us.div_euclid(3_600_000_000)
 }
 
-fn history_key(c: &Checkpoint) -> Vec<u8> {
-    let mut k = c.seq.to_be_bytes().to_vec();
+fn history_key(node: &str, c: &Checkpoint) -> Vec<u8> {
+    let mut k = node_prefix(node);
+    k.extend_from_slice(&c.seq.to_be_bytes());
     k.extend_from_slice(&c.time.to_be_bytes());
     k
 }
 
-fn run(rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>, dest: Option<Destinations>) {
+fn run(rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>, node: &str, dest: Option<Destinations>) {
     let mut to_store: Vec<Checkpoint> = Vec::new();
     let mut to_send: Vec<Checkpoint> = Vec::new();
     let mut flushes: Vec<mpsc::Sender<()>> = Vec::new();
@@ -320,7 +382,7 @@ fn run(rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>, dest: Option<Destinations
                 match serde_json::to_vec(&AnchorRecord::of(latest, now)) {
                     Ok(v) => {
                         batch = batch.with(WriteOp::PutMeta {
-                            key: ANCHOR_META.into(),
+                            key: latest_key(node),
                             value: v,
                         })
                     }
@@ -334,7 +396,7 @@ fn run(rx: mpsc::Receiver<Msg>, store: Arc<dyn Store>, dest: Option<Destinations
                     if let Ok(v) = serde_json::to_vec(&AnchorRecord::of(c, now)) {
                         batch = batch.with(WriteOp::PutRecord {
                             table: ANCHOR_HISTORY.into(),
-                            key: history_key(c),
+                            key: history_key(node, c),
                             value: v,
                             expect: Expect::Any,
                         });
@@ -390,11 +452,19 @@ fn send(d: &Destinations, cps: &[Checkpoint]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// At start: the log must hold the latest anchored checkpoint. If it does not, keep the anchor
-/// as lost (the next checkpoints would replace it) with an audit record, and raise the alarm.
-/// Returns the lost anchor, if any.
-pub fn check_at_start(store: &dyn Store, log: &AuditLog) -> Result<Option<LostAnchor>, String> {
-    let Some(v) = store.get_meta(ANCHOR_META).map_err(|e| e.to_string())? else {
+/// At start: node `node`'s log must hold node `node`'s latest anchored checkpoint (the other
+/// nodes' logs are on their machines). If it does not, keep the anchor as lost (the next
+/// checkpoints would replace it) with an audit record, and raise the alarm. Returns the lost
+/// anchor, if any.
+pub fn check_at_start(
+    store: &dyn Store,
+    node: &str,
+    log: &AuditLog,
+) -> Result<Option<LostAnchor>, String> {
+    let Some(v) = store
+        .get_meta(&latest_key(node))
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
     let anchor: AnchorRecord = parse("latest anchor", &v)?;
@@ -427,7 +497,7 @@ pub fn check_at_start(store: &dyn Store, log: &AuditLog) -> Result<Option<LostAn
             WriteBatch::new()
                 .with(WriteOp::PutRecord {
                     table: ANCHOR_LOST.into(),
-                    key: now_us.to_be_bytes().to_vec(),
+                    key: [node_prefix(node), now_us.to_be_bytes().to_vec()].concat(),
                     value,
                     expect: Expect::Absent,
                 })
@@ -435,7 +505,7 @@ pub fn check_at_start(store: &dyn Store, log: &AuditLog) -> Result<Option<LostAn
         )
         .map_err(|e| e.to_string())?;
     let msg = format!(
-        "the audit log {} does not hold the checkpoint of record {} anchored in the store at {}: it was cut back, deleted or replaced while the appliance was stopped (the anchor is kept; `cps-trust audit verify` reports it)",
+        "the audit log {} of node {node} does not hold the checkpoint of record {} anchored in the store at {}: it was cut back, deleted or replaced while the appliance was stopped (the anchor is kept; `cps-trust audit verify` reports it)",
         log.dir().display(),
         anchor.seq,
         cps_ct::rfc3339(anchor.anchored_at)
@@ -481,25 +551,27 @@ mod tests {
             },
         )
         .unwrap();
-        anchorer.start(store.clone(), None).unwrap();
+        anchorer.start(store.clone(), "n1", None).unwrap();
         for i in 1..=7 {
             log.append_blocking(vec![rec(i)]).unwrap();
         }
         log.checkpoint_blocking().unwrap();
         anchorer.flusher().flush();
-        let set = anchor_set(store.as_ref(), &[]).unwrap();
+        let set = anchor_set(store.as_ref(), "n1", &[]).unwrap();
         let latest = set.latest.unwrap();
         assert_eq!(latest.seq, 7);
         assert_eq!(latest.checkpoint().unwrap(), log.last_checkpoint().unwrap());
         assert_eq!(set.history.len(), 1, "{:?}", set.history);
         assert!(set.lost.is_empty());
-        assert_eq!(check_at_start(store.as_ref(), &log).unwrap(), None);
+        assert_eq!(check_at_start(store.as_ref(), "n1", &log).unwrap(), None);
 
         // Another (empty) log in its place: the anchor is kept as lost, with an audit record.
         let other = AuditLog::open(&dir.path().join("other"), None, LogOptions::default()).unwrap();
-        let lost = check_at_start(store.as_ref(), &other).unwrap().unwrap();
+        let lost = check_at_start(store.as_ref(), "n1", &other)
+            .unwrap()
+            .unwrap();
         assert_eq!((lost.anchor.seq, lost.log_records), (7, 0));
-        let set = anchor_set(store.as_ref(), &[]).unwrap();
+        let set = anchor_set(store.as_ref(), "n1", &[]).unwrap();
         assert_eq!(set.lost, vec![lost]);
         let last = store.audit_len().unwrap();
         let audit = store.audit_range(last, 1).unwrap();
@@ -533,7 +605,7 @@ mod tests {
         store
             .commit(WriteBatch::new().with(WriteOp::InsertCertificate(record)))
             .unwrap();
-        let set = anchor_set(&store, &[id, [8u8; 32]]).unwrap();
+        let set = anchor_set(&store, "n1", &[id, [8u8; 32]]).unwrap();
         assert_eq!(set.certificates.len(), 1);
         let c = &set.certificates[0];
         assert_eq!(

@@ -11,6 +11,7 @@
 //!   forwarder, `AuditWriter`, the repository and sender started from [`TrailSettings`];
 //! * [`anchor`]: each checkpoint anchored in the store and sent to the destinations; the
 //!   start-time check;
+//! * [`cluster`]: several nodes over one store, each with its own log, cursor and anchors;
 //! * [`verify`]: `audit verify`, checkpoint keys trusted by their chain to the root;
 //! * [`nodes`]: the ATNA node allowlist; [`refusals`]: refusal tallies of unauthenticated peers.
 //!
@@ -19,6 +20,7 @@
 //! [`trail::WriteGuard`].
 
 pub mod anchor;
+pub mod cluster;
 pub mod nodes;
 pub mod refusals;
 pub mod settings;

@@ -2,8 +2,9 @@
 //! outgoing queue.
 //!
 //! * **Outgoing**: every security event is first an [`AuditRecord`] committed in the store with
-//!   the change it describes (durable before acknowledged). The forwarder follows the store's
-//!   audit table from a persisted cursor, turns each record into a DICOM audit message
+//!   the change it describes (durable before acknowledged), naming the node that committed it.
+//!   The forwarder follows the store's audit table from this node's persisted cursor, takes
+//!   this node's records only (each node of a cluster keeps its own log), turns each into a DICOM audit message
 //!   ([`cps_atna::mapping::to_dicom`]), appends it to the appliance's own tamper-evident log, and
 //!   enqueues it in the durable queue that the [`cps_atna::Sender`] delivers to every configured
 //!   repository over mutual TLS (the appliance's own node certificate, given by the caller). A
@@ -42,7 +43,6 @@ use crate::CHECKPOINT_CERTS;
 use crate::nodes::Nodes;
 use crate::settings::TrailSettings;
 
-const CURSOR_META: &str = "atna.forwarded";
 /// How long the forwarder waits before asking a guard that refused again.
 const GUARD_RETRY: Duration = Duration::from_secs(1);
 
@@ -295,6 +295,10 @@ pub struct Start<'a> {
     pub syslog_tls: &'a str,
     /// The appliance's host name in its messages.
     pub host: String,
+    /// This node's id (`[cluster] node_id`): whose records the forwarder takes, whose anchors
+    /// the log's checkpoints are, and the `AuditSourceID` of its messages
+    /// (`<audit.source_id>/<node>`).
+    pub node: String,
     /// The log and the outgoing queue directories.
     pub log_dir: PathBuf,
     pub queue_dir: PathBuf,
@@ -337,7 +341,12 @@ pub async fn start(s: Start<'_>) -> Result<Atna, TrailError> {
     };
     let log = AuditLog::open(&log_dir, Some(s.checkpoint), options)
         .map_err(|e| TrailError::Start(format!("audit log {}: {e}", log_dir.display())))?;
-    crate::anchor::check_at_start(store.as_ref(), &log)
+    let node = s.node;
+    let legacy = crate::cluster::adopt_legacy(store.as_ref(), &node)
+        .map_err(|e| TrailError::Start(format!("audit state of the store: {e}")))?;
+    crate::cluster::register(store.as_ref(), &node, &s.host, cps_ct::unix_now())
+        .map_err(|e| TrailError::Start(format!("registering node {node}: {e}")))?;
+    crate::anchor::check_at_start(store.as_ref(), &node, &log)
         .map_err(|e| TrailError::Start(format!("audit log anchors: {e}")))?;
 
     let mut tasks = Vec::new();
@@ -426,7 +435,7 @@ pub async fn start(s: Start<'_>) -> Result<Atna, TrailError> {
         )
     };
     let ctx = AuditContext {
-        source_id: a.source_id.clone(),
+        source_id: format!("{}/{node}", a.source_id),
         site_id: None,
         host: s.host,
     };
@@ -434,15 +443,20 @@ pub async fn start(s: Start<'_>) -> Result<Atna, TrailError> {
     let destinations = (!a.destinations.is_empty()).then(|| crate::anchor::Destinations {
         auditor: auditor.clone(),
         ctx: ctx.clone(),
-        log_id: format!("urn:cps-trust:{}:audit-log", ctx.source_id),
+        log_id: format!("urn:cps-trust:{}:{node}:audit-log", a.source_id),
     });
     anchorer
-        .start(store.clone(), destinations)
+        .start(store.clone(), &node, destinations)
         .map_err(|e| io(&log_dir, e))?;
     let trail = Arc::new(
         Trail::new(auditor, log.clone(), ctx, !a.destinations.is_empty()).guarded(guard.clone()),
     );
-    tasks.push(tokio::spawn(forward(store, trail.clone(), guard)));
+    tasks.push(tokio::spawn(forward(
+        store,
+        Mine { node, legacy },
+        trail.clone(),
+        guard,
+    )));
     Ok(Atna {
         log,
         repository,
@@ -546,11 +560,31 @@ impl AuditWriter {
     }
 }
 
-/// Follows the store's audit table: each record becomes a DICOM message in the local log and
-/// in the outgoing queue; the cursor is persisted after both. Waits while the disk is full.
-async fn forward(store: Arc<dyn Store>, trail: Arc<Trail>, guard: Arc<dyn WriteGuard>) {
+/// Which of the store's audit records are this node's.
+#[derive(Clone)]
+struct Mine {
+    node: String,
+    /// This node took over a store written before nodes existed: records without a node are
+    /// its own too.
+    legacy: bool,
+}
+
+impl Mine {
+    fn owns(&self, record: &AuditRecord) -> bool {
+        match &record.node {
+            Some(n) => *n == self.node,
+            None => self.legacy,
+        }
+    }
+}
+
+/// Follows the store's audit table: each record of this node becomes a DICOM message in the
+/// local log and in the outgoing queue; the node's cursor is persisted after both (it passes
+/// the other nodes' records by). Waits while the disk is full.
+async fn forward(store: Arc<dyn Store>, mine: Mine, trail: Arc<Trail>, guard: Arc<dyn WriteGuard>) {
+    let cursor_key = crate::cluster::cursor_key(&mine.node);
     let mut cursor = store
-        .get_meta(CURSOR_META)
+        .get_meta(&cursor_key)
         .ok()
         .flatten()
         .and_then(|v| String::from_utf8(v).ok())
@@ -578,8 +612,13 @@ async fn forward(store: Arc<dyn Store>, trail: Arc<Trail>, guard: Arc<dyn WriteG
             continue;
         }
         let work = {
-            let (store, trail) = (store.clone(), trail.clone());
-            move || forward_batch(&*store, &trail, entries)
+            let (store, trail, mine, key) = (
+                store.clone(),
+                trail.clone(),
+                mine.clone(),
+                cursor_key.clone(),
+            );
+            move || forward_batch(&*store, &trail, &mine, &key, entries)
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(last)) => {
@@ -604,14 +643,20 @@ async fn forward(store: Arc<dyn Store>, trail: Arc<Trail>, guard: Arc<dyn WriteG
 fn forward_batch(
     store: &dyn Store,
     trail: &Trail,
+    mine: &Mine,
+    cursor_key: &str,
     entries: Vec<cps_store::AuditEntry>,
 ) -> Result<u64, String> {
     let last = entries.last().map_or(0, |e| e.seq);
-    let records: Vec<AuditRecord> = entries.into_iter().map(|e| e.record).collect();
+    let records: Vec<AuditRecord> = entries
+        .into_iter()
+        .map(|e| e.record)
+        .filter(|r| mine.owns(r))
+        .collect();
     trail.write(&records)?;
     store
         .commit(WriteBatch::new().with(WriteOp::PutMeta {
-            key: CURSOR_META.into(),
+            key: cursor_key.into(),
             value: last.to_string().into_bytes(),
         }))
         .map_err(|e| format!("audit cursor: {e}"))?;
@@ -629,6 +674,7 @@ mod tests {
             actor: "operator:svc".into(),
             outcome: "success".into(),
             detail: serde_json::json!({ "n": i }),
+            node: None,
         }
     }
 
@@ -816,8 +862,9 @@ mod tests {
     async fn records_committed_in_the_store_reach_the_log_once() {
         use cps_hsm::{KeyAlgorithm, SoftwareSigner};
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
+        let shared: Arc<dyn Store> =
             Arc::new(cps_store::SledStore::open(dir.path().join("store")).unwrap());
+        let store: Arc<dyn Store> = Arc::new(cps_store::NodeStore::new(shared, "n1").unwrap());
         let settings = TrailSettings {
             repository: false,
             ..TrailSettings::default()
@@ -829,6 +876,7 @@ mod tests {
                 settings: &settings,
                 syslog_tls: "127.0.0.1:0",
                 host: "cps-trust.localhost".into(),
+                node: "n1".into(),
                 log_dir: dir.path().join("log"),
                 queue_dir: dir.path().join("queue"),
                 checkpoint: signer,
@@ -865,7 +913,7 @@ mod tests {
         .await;
         let cursor = || {
             store
-                .get_meta(CURSOR_META)
+                .get_meta(&crate::cluster::cursor_key("n1"))
                 .unwrap()
                 .map(|v| String::from_utf8(v).unwrap())
         };

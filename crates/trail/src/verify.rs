@@ -27,8 +27,9 @@ use cps_ct::rfc3339;
 pub trait AnchorSource {
     /// For messages: "the store", "the running appliance".
     fn name(&self) -> String;
-    /// The anchors and the store's certificates of `key_ids`.
-    fn fetch(&self, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String>;
+    /// Node `node`'s anchors, every node the store knows, and the store's certificates of
+    /// `key_ids`.
+    fn fetch(&self, node: &str, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String>;
 }
 
 /// The store, opened directly (the appliance is stopped).
@@ -38,8 +39,8 @@ impl AnchorSource for StoreAnchors {
     fn name(&self) -> String {
         "the store".into()
     }
-    fn fetch(&self, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
-        crate::anchor::anchor_set(self.0.as_ref(), key_ids)
+    fn fetch(&self, node: &str, key_ids: &[[u8; 32]]) -> Result<AnchorSet, String> {
+        crate::anchor::anchor_set(self.0.as_ref(), node, key_ids)
     }
 }
 
@@ -69,6 +70,10 @@ pub fn open_store(path: &Path) -> Result<StoreAccess, String> {
 /// What was verified.
 #[derive(Debug)]
 pub struct Verified {
+    /// The node whose log it is.
+    pub node: String,
+    /// Every node the store knows (each keeps its own log; see [`VerifyInput::node`]).
+    pub nodes: Vec<crate::cluster::NodeRecord>,
     /// SHA-256 of the root certificate, hex.
     pub root_fingerprint: String,
     pub root_subject: String,
@@ -203,6 +208,10 @@ fn judge(
 /// What `audit verify` reads.
 #[derive(Debug, Clone)]
 pub struct VerifyInput {
+    /// The node whose log `log_dir` is: its anchors are the ones checked. The log of this
+    /// machine's node is in its home; another node's log is on its machine, and is verified
+    /// from a copy of its directory with that node's id.
+    pub node: String,
     /// The log directory.
     pub log_dir: PathBuf,
     /// The root certificate (PEM) checkpoint keys must chain to.
@@ -256,7 +265,7 @@ pub fn verify(input: &VerifyInput, source: &dyn AnchorSource) -> Result<Verified
 
     // The anchors first, then the files: a checkpoint is in checkpoints.log before it is
     // anchored, so a log being written cannot look cut back.
-    let anchors = source.fetch(&key_ids).map_err(|e| {
+    let anchors = source.fetch(&input.node, &key_ids).map_err(|e| {
         failure(
             &fp,
             format!(
@@ -363,6 +372,8 @@ pub fn verify(input: &VerifyInput, source: &dyn AnchorSource) -> Result<Verified
         Ok(report) => {
             let used: Vec<String> = report.keys_used.clone();
             Ok(Verified {
+                node: input.node.clone(),
+                nodes: anchors.nodes.clone(),
                 root_fingerprint,
                 root_subject,
                 certificates: used,

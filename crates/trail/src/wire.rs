@@ -67,12 +67,30 @@ impl From<&crate::anchor::AnchorRecord> for w::AnchorView {
 impl From<&crate::anchor::AnchorSet> for w::AnchorSetView {
     fn from(r: &crate::anchor::AnchorSet) -> w::AnchorSetView {
         let crate::anchor::AnchorSet {
+            node,
+            nodes,
             latest,
             history,
             lost,
             certificates,
         } = r;
         w::AnchorSetView {
+            node: node.clone(),
+            nodes: nodes
+                .iter()
+                .map(|n| {
+                    let crate::cluster::NodeRecord {
+                        node,
+                        host,
+                        started_at,
+                    } = n.clone();
+                    w::ClusterNodeView {
+                        node,
+                        host,
+                        started_at,
+                    }
+                })
+                .collect(),
             latest: latest.as_ref().map(Into::into),
             history: history.iter().map(Into::into).collect(),
             lost: lost
@@ -151,6 +169,12 @@ mod tests {
             checkpoint: "AA==".into(),
         };
         let set = crate::anchor::AnchorSet {
+            node: "n1".into(),
+            nodes: vec![crate::cluster::NodeRecord {
+                node: "n1".into(),
+                host: "h".into(),
+                started_at: 7,
+            }],
             latest: Some(a.clone()),
             history: vec![a.clone()],
             lost: vec![crate::anchor::LostAnchor {

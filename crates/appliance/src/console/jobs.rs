@@ -133,9 +133,17 @@ pub(crate) async fn enrol(
 }
 
 fn job_not_found(ctx: &Ctx, id: &str) -> ConsoleError {
-    ctx.error(ConsoleError::not_found(format!(
-        "There is no job '{id}' on this appliance (jobs end with the appliance process)."
-    )))
+    // Jobs run where the card reader is, and live in that node's memory.
+    let message = match ctx.st.jobs.elsewhere(id) {
+        Some(node) => format!(
+            "Job '{id}' runs on node '{node}', not on this node ('{}'): open it on that node.",
+            ctx.st.node
+        ),
+        None => format!(
+            "There is no job '{id}' on this appliance (jobs end with the appliance process)."
+        ),
+    };
+    ctx.error(ConsoleError::not_found(message))
 }
 
 /// `GET /console/jobs/{id}`: live progress while running, the outcome after.

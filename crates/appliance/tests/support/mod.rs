@@ -278,13 +278,14 @@ impl InProcess {
             Arc::new(|_, _, _| {}),
         ));
         let state = ApiState {
+            node: "test-node".into(),
             identities: Arc::new(cps_appliance::identity::https_identities(store.clone())),
             ca: ca.clone(),
             nodes: cps_appliance::nodes::Nodes::new(store.clone()),
             xua: Some(xua),
             login: Some(login),
             cards: Some(cards.clone()),
-            jobs: cps_enrol::Jobs::new(cps_appliance::clock::unix_now),
+            jobs: cps_enrol::Jobs::for_node("test-node", cps_appliance::clock::unix_now),
             audit_log: Some(audit_log.clone()),
             audit_writer,
         };

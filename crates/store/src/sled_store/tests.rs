@@ -150,6 +150,7 @@ fn corrupt_values_are_errors_not_panics() {
         actor: "a".into(),
         outcome: "o".into(),
         detail: serde_json::Value::Null,
+        node: None,
     }));
     assert_corrupt(store.commit(with_audit.with(set)), dir.path());
     assert_eq!(store.audit_len().unwrap(), 0);

@@ -40,6 +40,7 @@ pub fn audit(n: u64) -> AuditRecord {
         actor: "tester".into(),
         outcome: "success".into(),
         detail: serde_json::json!({ "n": n }),
+        node: None,
     }
 }
 

@@ -59,6 +59,7 @@ pub fn audit(id: u64) -> AuditRecord {
         actor: "crash-test".into(),
         outcome: "success".into(),
         detail: serde_json::json!({ "id": id, "serial": format!("{:x}", id) }),
+        node: None,
     }
 }
 
