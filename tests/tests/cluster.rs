@@ -84,7 +84,7 @@ fn kill9(app: &mut Appliance) {
 }
 
 struct TwoNodes {
-    _pg: Postgres,
+    pg: Postgres,
     stack: PcscStack,
     _sim: cps_trust_tests::pcsc::Simulator,
     reader: String,
@@ -94,15 +94,20 @@ struct TwoNodes {
 }
 
 fn two_nodes(label: &str) -> TwoNodes {
+    two_nodes_with(label, |_| {})
+}
+
+fn two_nodes_with(label: &str, configure: impl FnOnce(&Home)) -> TwoNodes {
     let pg = Postgres::start();
     let url = pg.create_database("cps");
     let (stack, sim, reader) = PcscStack::with_blank_card(label);
     let home_a = first_node(&stack, &url);
+    configure(&home_a);
     let app_a = Appliance::start(&home_a);
     let home_b = joined_node(&stack, &home_a, "b");
     let app_b = Appliance::start(&home_b);
     TwoNodes {
-        _pg: pg,
+        pg,
         stack,
         _sim: sim,
         reader,
@@ -348,4 +353,130 @@ fn a_database_failover_under_load_loses_nothing_acknowledged() {
         replayed(&home_b, &app_b, f, "an acknowledged validation, on b");
     }
     drop((app_a, app_b));
+}
+
+/// The number of a DER CRL (openssl's reading of it) and a digest of its bytes.
+fn crl_number(der: &[u8], dir: &Path) -> (u64, Vec<u8>) {
+    let f = dir.join("served.crl");
+    std::fs::write(&f, der).unwrap();
+    let out = std::process::Command::new(peer("openssl"))
+        .args(["crl", "-inform", "DER", "-noout", "-crlnumber", "-in"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let t = text(&out.stdout);
+    let hex = t
+        .trim()
+        .strip_prefix("crlNumber=")
+        .unwrap_or_else(|| panic!("no CRL number: {t}{}", text(&out.stderr)));
+    let n = u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap();
+    (n, der.to_vec())
+}
+
+fn lease(url: &str) -> serde_json::Value {
+    use cps_store::Store;
+    let db = cps_store::PgStore::open(url, cps_store::PgOptions::default()).unwrap();
+    db.get_record("crl-lease", b"crl-signer")
+        .unwrap()
+        .map(|v| serde_json::from_slice(&v).unwrap())
+        .unwrap_or_default()
+}
+
+#[test]
+fn crl_numbers_never_go_back_and_never_repeat_across_a_paused_leader() {
+    let t = two_nodes_with("cluster-crl", |home| {
+        // A short signer lease, so that a paused leader loses it within the test.
+        let cfg = home
+            .config_text()
+            .replacen("[ca]\n", "[ca]\ncrl_lease_seconds = 5\n", 1);
+        home.set_config_text(&cfg);
+    });
+    let url = t.pg.url_of("cps");
+    let dir = t.dir.path().to_path_buf();
+    let nodes = [&t.a, &t.b];
+    // (node, number, bytes) of every CRL served, in order.
+    let mut seen: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+    let fetch = |i: usize, seen: &mut Vec<(usize, u64, Vec<u8>)>| {
+        let (code, der) = http_get(&nodes[i].1.http, "/crl/organisations.crl").unwrap();
+        assert_eq!(code, 200, "node {i}: {}", text(&der));
+        let (n, bytes) = crl_number(&der, &dir);
+        seen.push((i, n, bytes));
+    };
+    let revoke_one = |round: usize, via: &Home| {
+        let csr = openssl_csr(&dir, &format!("r{round}"), "p256");
+        let pem = dir.join(format!("r{round}.pem"));
+        assert_success(
+            &issue_org(
+                via,
+                &csr,
+                &pem,
+                "org-tls-client",
+                &format!("3187512751{round:05}"),
+                "client.clinique.example",
+                &[],
+            ),
+            "issue",
+        );
+        assert_success(
+            &via.revoke("organisations", &serial_of(&pem), "superseded"),
+            "revoke",
+        );
+    };
+    for i in [0, 1, 0, 1] {
+        fetch(i, &mut seen);
+    }
+    let first = lease(&url);
+    let mut epochs = vec![first["epoch"].as_u64().unwrap_or(0)];
+    for round in 0..3 {
+        // Who signs now; pause it longer than its lease.
+        let holder = lease(&url)["holder"].as_str().unwrap_or("a").to_owned();
+        let (leader, other) = if holder == "b" { (1, 0) } else { (0, 1) };
+        let pid = nodes[leader].1.daemon.pid().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        revoke_one(round, &nodes[other].0);
+        std::thread::sleep(Duration::from_secs(7));
+        // The other node takes the lease and signs a CRL with the revocation.
+        for _ in 0..3 {
+            fetch(other, &mut seen);
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status();
+        for i in [leader, other, leader, other, leader] {
+            fetch(i, &mut seen);
+        }
+        epochs.push(lease(&url)["epoch"].as_u64().unwrap_or(0));
+    }
+    // What each node serves never goes back.
+    for i in 0..2 {
+        let numbers: Vec<u64> = seen.iter().filter(|s| s.0 == i).map(|s| s.1).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] <= w[1]),
+            "node {i} served CRL numbers {numbers:?}"
+        );
+    }
+    // No two different CRLs share a number, whoever signed them.
+    let mut by_number: std::collections::HashMap<u64, &Vec<u8>> = Default::default();
+    for (_, n, bytes) in &seen {
+        if let Some(prev) = by_number.insert(*n, bytes) {
+            assert_eq!(prev, bytes, "two different CRLs numbered {n}");
+        }
+    }
+    // The lease changed hands while its holder was paused, and the CRLs moved on.
+    assert!(
+        epochs.windows(2).any(|w| w[1] > w[0]),
+        "the lease never changed hands: epochs {epochs:?}"
+    );
+    let max = seen.iter().map(|s| s.1).max().unwrap();
+    let min = seen.iter().map(|s| s.1).min().unwrap();
+    assert!(
+        max >= min + 3,
+        "numbers {min}..{max}: the revocations were not published"
+    );
 }
