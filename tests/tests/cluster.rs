@@ -53,6 +53,15 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 /// `POST /api/v1/xua/validate` on `app` as the `svc` operator of `home`: status and body.
 fn validate(home: &Home, app: &Appliance, file: &Path) -> (u16, serde_json::Value) {
+    try_validate(home, app, file).unwrap_or_else(|(code, body)| panic!("{code}: {body}"))
+}
+
+/// The same; no JSON answer (e.g. the node is down) is `Err`.
+fn try_validate(
+    home: &Home,
+    app: &Appliance,
+    file: &Path,
+) -> Result<(u16, serde_json::Value), (u16, String)> {
     let (code, body) = curl(&[
         "--cacert",
         home.join("ca/root.pem").to_str().unwrap(),
@@ -66,8 +75,10 @@ fn validate(home: &Home, app: &Appliance, file: &Path) -> (u16, serde_json::Valu
         &format!("@{}", file.display()),
         &format!("https://{}/api/v1/xua/validate", app.https),
     ]);
-    let v = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{code}: {}", text(&body)));
-    (code, v)
+    match serde_json::from_slice(&body) {
+        Ok(v) => Ok((code, v)),
+        Err(_) => Err((code, text(&body))),
+    }
 }
 
 fn replayed(home: &Home, app: &Appliance, file: &Path, what: &str) {
@@ -206,12 +217,106 @@ struct Acked {
     after_kill: usize,
 }
 
-#[test]
-fn a_database_failover_under_load_loses_nothing_acknowledged() {
+/// 30 s of mixed load: issuance alternating over `issuers`, card logins on the `login` node and
+/// validations on the `validator` node; `event` runs after 10 s. What was acknowledged, counted
+/// before and after the event.
+fn mixed_load(
+    issuers: &[&Home],
+    login: (&Home, &str, &str),
+    validator: (&Home, &Appliance),
+    dir: &Path,
+    event: impl FnOnce(),
+) -> Acked {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
+    let killed = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let acked = Mutex::new(Acked::default());
+    let count = || {
+        let mut a = acked.lock().unwrap();
+        if killed.load(Ordering::SeqCst) {
+            a.after_kill += 1;
+        } else {
+            a.before_kill += 1;
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let home = issuers[i % issuers.len()];
+                let tag = format!("load{i}");
+                let csr = openssl_csr(dir, &tag, "p256");
+                let pem = dir.join(format!("{tag}.pem"));
+                let out = issue_org(
+                    home,
+                    &csr,
+                    &pem,
+                    "org-tls-client",
+                    &format!("31875127510{i:04}"),
+                    "client.clinique.example",
+                    &[],
+                );
+                if out.status.success() {
+                    acked.lock().unwrap().serials.push(serial_of(&pem));
+                    count();
+                }
+            }
+        });
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let f = dir.join(format!("v{i}.xml"));
+                if !card_login(login.0, login.1, login.2, &f).status.success() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                let Ok((code, v)) = try_validate(validator.0, validator.1, &f) else {
+                    continue;
+                };
+                if code == 200 && v["valid"] == true {
+                    acked.lock().unwrap().validated.push(f);
+                    count();
+                }
+            }
+        });
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(10));
+        event();
+        killed.store(true, Ordering::SeqCst);
+        eprintln!("event at {:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_secs(30).saturating_sub(t0.elapsed()));
+        stop.store(true, Ordering::SeqCst);
+    });
+    acked.into_inner().unwrap()
+}
+
+/// Every acknowledged certificate is in the database, every acknowledged validation a replay on
+/// each of `nodes`.
+fn all_acknowledged_found(url: &str, acked: &Acked, nodes: &[(&Home, &Appliance)]) {
+    use cps_store::Store;
+    let db = cps_store::PgStore::open(url, cps_store::PgOptions::default()).unwrap();
+    for serial in &acked.serials {
+        assert!(
+            db.get_certificate("organisations", &hex_bytes(serial))
+                .unwrap()
+                .is_some(),
+            "acknowledged certificate {serial} lost"
+        );
+    }
+    for f in &acked.validated {
+        for (home, app) in nodes {
+            replayed(home, app, f, "an acknowledged validation");
+        }
+    }
+}
+
+#[test]
+fn a_database_failover_under_load_loses_nothing_acknowledged() {
     let mut primary = Postgres::start();
     primary.create_database("cps");
     let standby = Postgres::standby_of(&primary);
@@ -234,77 +339,18 @@ fn a_database_failover_under_load_loses_nothing_acknowledged() {
     );
     copy_dir(&home_a.join("operator"), &home_b.join("operator"));
 
-    let killed = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let count = |acked: &Mutex<Acked>, killed: &AtomicBool| {
-        let mut a = acked.lock().unwrap();
-        if killed.load(Ordering::SeqCst) {
-            a.after_kill += 1;
-        } else {
-            a.before_kill += 1;
-        }
-    };
-    std::thread::scope(|s| {
-        // Issuance, alternating between the nodes.
-        s.spawn(|| {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let home = if i % 2 == 0 { &home_a } else { &home_b };
-                let tag = format!("load{i}");
-                let csr = openssl_csr(&dir, &tag, "p256");
-                let pem = dir.join(format!("{tag}.pem"));
-                let out = issue_org(
-                    home,
-                    &csr,
-                    &pem,
-                    "org-tls-client",
-                    &format!("31875127510{i:04}"),
-                    "client.clinique.example",
-                    &[],
-                );
-                if out.status.success() {
-                    acked.lock().unwrap().serials.push(serial_of(&pem));
-                    count(&acked, &killed);
-                }
-            }
-        });
-        // Card logins on a, validations on b.
-        s.spawn(|| {
-            let mut i = 0;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let f = dir.join(format!("v{i}.xml"));
-                if !card_login(&home_a, &reader, &card.pin, &f).status.success() {
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-                let Ok((code, v)) = std::panic::catch_unwind(|| validate(&home_b, &app_b, &f))
-                else {
-                    continue;
-                };
-                if code == 200 && v["valid"] == true {
-                    acked.lock().unwrap().validated.push(f);
-                    count(&acked, &killed);
-                }
-            }
-        });
-        let t0 = Instant::now();
-        std::thread::sleep(Duration::from_secs(10));
-        primary.kill9();
-        killed.store(true, Ordering::SeqCst);
-        let killed_at = Instant::now();
-        standby.promote();
-        eprintln!(
-            "primary killed at {:?}, standby promoted {:?} later",
-            killed_at - t0,
-            killed_at.elapsed()
-        );
-        std::thread::sleep(Duration::from_secs(30).saturating_sub(t0.elapsed()));
-        stop.store(true, Ordering::SeqCst);
-    });
-    let acked = acked.lock().unwrap();
+    let acked = mixed_load(
+        &[&home_a, &home_b],
+        (&home_a, &reader, &card.pin),
+        (&home_b, &app_b),
+        &dir,
+        || {
+            primary.kill9();
+            let t = std::time::Instant::now();
+            standby.promote();
+            eprintln!("standby promoted {:?} after the kill", t.elapsed());
+        },
+    );
     eprintln!(
         "acknowledged: {} issuances, {} validations ({} before the kill, {} after)",
         acked.serials.len(),
@@ -337,21 +383,11 @@ fn a_database_failover_under_load_loses_nothing_acknowledged() {
         );
     }
     // Every acknowledged operation is on the promoted standby.
-    let db =
-        cps_store::PgStore::open(&standby.url_of("cps"), cps_store::PgOptions::default()).unwrap();
-    use cps_store::Store;
-    for serial in &acked.serials {
-        assert!(
-            db.get_certificate("organisations", &hex_bytes(serial))
-                .unwrap()
-                .is_some(),
-            "acknowledged certificate {serial} lost in the failover"
-        );
-    }
-    for f in &acked.validated {
-        replayed(&home_a, &app_a, f, "an acknowledged validation, on a");
-        replayed(&home_b, &app_b, f, "an acknowledged validation, on b");
-    }
+    all_acknowledged_found(
+        &standby.url_of("cps"),
+        &acked,
+        &[(&home_a, &app_a), (&home_b, &app_b)],
+    );
     drop((app_a, app_b));
 }
 
@@ -478,5 +514,49 @@ fn crl_numbers_never_go_back_and_never_repeat_across_a_paused_leader() {
     assert!(
         max >= min + 3,
         "numbers {min}..{max}: the revocations were not published"
+    );
+}
+
+#[test]
+fn a_node_killed_under_load_loses_nothing_acknowledged_and_the_other_carries_on() {
+    let mut t = two_nodes("cluster-node-kill");
+    let dir = t.dir.path().to_path_buf();
+    let card = enrol_card(&t.a.0, &dir, &t.reader);
+    assert_success(
+        &t.a.0
+            .cps(&["operator", "add", "--name", "svc", "--role", "service"]),
+        "operator add",
+    );
+    copy_dir(&t.a.0.join("operator"), &t.b.0.join("operator"));
+    // Issuance on both nodes, logins on b (the card's reader is shared by the machine), and
+    // validations on a; node a is killed with SIGKILL after 10 s.
+    let pid = t.a.1.daemon.pid().to_string();
+    let acked = mixed_load(
+        &[&t.a.0, &t.b.0],
+        (&t.b.0, &t.reader, &card.pin),
+        (&t.a.0, &t.a.1),
+        &dir,
+        || {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+        },
+    );
+    eprintln!(
+        "acknowledged: {} issuances, {} validations ({} before the kill, {} after)",
+        acked.serials.len(),
+        acked.validated.len(),
+        acked.before_kill,
+        acked.after_kill
+    );
+    assert!(acked.before_kill >= 5, "too little load before the kill");
+    // b carried on alone: issuances kept being acknowledged after a was gone.
+    assert!(acked.after_kill >= 5, "node b did not carry on");
+    let _ = t.a.1.daemon.child.wait();
+    t.a.1 = Appliance::start(&t.a.0);
+    all_acknowledged_found(
+        &t.pg.url_of("cps"),
+        &acked,
+        &[(&t.a.0, &t.a.1), (&t.b.0, &t.b.1)],
     );
 }
