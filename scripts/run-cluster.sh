@@ -49,7 +49,6 @@ if [ ! -d "$dir/pg-primary" ]; then
 wal_level = replica
 fsync = on
 synchronous_commit = on
-synchronous_standby_names = 'standby'
 EOF
 fi
 start_pg "$dir/pg-primary" $primary_port "$dir/pg-primary.log"
@@ -61,6 +60,10 @@ if [ ! -d "$dir/pg-standby" ]; then
     >>"$dir/pg-standby/postgresql.auto.conf"
 fi
 start_pg "$dir/pg-standby" $standby_port "$dir/pg-standby.log"
+# From now on the primary acknowledges a commit once the standby has it on disk (set after the
+# standby exists: a primary waiting for an absent standby would acknowledge nothing).
+as_pg psql -h 127.0.0.1 -p $primary_port -U postgres -qc "ALTER SYSTEM SET synchronous_standby_names = 'standby'"
+as_pg psql -h 127.0.0.1 -p $primary_port -U postgres -qtAc "SELECT pg_reload_conf()" >/dev/null
 
 # Node a: the key ceremony writes the hierarchy into the database; node b joins from a's home.
 if [ ! -f "$dir/node-a/cps-trust.toml" ]; then
