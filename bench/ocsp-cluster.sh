@@ -28,8 +28,9 @@ cleanup() {
 trap cleanup EXIT
 
 cd "$repo"
-cargo build -q --release -p cps-trust
-bin="$repo/target/release/cps-trust"
+# CPS_TRUST_BIN: another build of the appliance (to compare two builds); else this checkout's.
+if [ -z "${CPS_TRUST_BIN:-}" ]; then cargo build -q --release -p cps-trust; fi
+bin=${CPS_TRUST_BIN:-$repo/target/release/cps-trust}
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
