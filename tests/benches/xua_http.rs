@@ -508,80 +508,81 @@ fn bench_validate_http(
 ) {
     let tls = tls_config(home, Some("svc"));
     let server_pid = app.daemon.pid().to_string();
-    let (elapsed, lat, statuses, cpu_client, cpu_server, cpu_server_drain, cpu_pg) = rt.block_on(async {
-        let mut cs = Vec::new();
-        for _ in 0..conns {
-            cs.push(Conn::open(&app.https, tls.clone()).await);
-        }
-        // Warm up each connection with a refused document (no assertion consumed).
-        for c in &mut cs {
-            let (st, _) = c
-                .post("/api/v1/xua/validate", "application/xml", b"<x/>")
-                .await;
-            assert_eq!(st, 422);
-        }
-        let next = Arc::new(AtomicUsize::new(0));
-        let (c0, s0, p0) = (cpu_secs("self"), cpu_secs(&server_pid), pg_cpu_secs(pg));
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for mut c in cs {
-            let next = next.clone();
-            let assertions = assertions.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= assertions.len() {
-                        break;
+    let (elapsed, lat, statuses, cpu_client, cpu_server, cpu_server_drain, cpu_pg) =
+        rt.block_on(async {
+            let mut cs = Vec::new();
+            for _ in 0..conns {
+                cs.push(Conn::open(&app.https, tls.clone()).await);
+            }
+            // Warm up each connection with a refused document (no assertion consumed).
+            for c in &mut cs {
+                let (st, _) = c
+                    .post("/api/v1/xua/validate", "application/xml", b"<x/>")
+                    .await;
+                assert_eq!(st, 422);
+            }
+            let next = Arc::new(AtomicUsize::new(0));
+            let (c0, s0, p0) = (cpu_secs("self"), cpu_secs(&server_pid), pg_cpu_secs(pg));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for mut c in cs {
+                let next = next.clone();
+                let assertions = assertions.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= assertions.len() {
+                            break;
+                        }
+                        let t = Instant::now();
+                        let (st, body) = c
+                            .post("/api/v1/xua/validate", "application/xml", &assertions[i])
+                            .await;
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        if st == 200 {
+                            assert!(memchr_valid(&body), "{}", String::from_utf8_lossy(&body));
+                        } else if !statuses.contains_key(&st) {
+                            eprintln!("HTTP {st}: {}", String::from_utf8_lossy(&body));
+                        }
+                        *statuses.entry(st).or_default() += 1;
                     }
-                    let t = Instant::now();
-                    let (st, body) = c
-                        .post("/api/v1/xua/validate", "application/xml", &assertions[i])
-                        .await;
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
-                    if st == 200 {
-                        assert!(memchr_valid(&body), "{}", String::from_utf8_lossy(&body));
-                    } else if !statuses.contains_key(&st) {
-                        eprintln!("HTTP {st}: {}", String::from_utf8_lossy(&body));
-                    }
-                    *statuses.entry(st).or_default() += 1;
+                    (lat, statuses, c)
+                }));
+            }
+            let mut lat = Vec::new();
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            let mut keep = Vec::new();
+            for t in tasks {
+                let (l, s, c) = t.await.unwrap();
+                lat.extend(l);
+                for (k, v) in s {
+                    *statuses.entry(k).or_default() += v;
                 }
-                (lat, statuses, c)
-            }));
-        }
-        let mut lat = Vec::new();
-        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-        let mut keep = Vec::new();
-        for t in tasks {
-            let (l, s, c) = t.await.unwrap();
-            lat.extend(l);
-            for (k, v) in s {
-                *statuses.entry(k).or_default() += v;
+                keep.push(c);
             }
-            keep.push(c);
-        }
-        let elapsed = start.elapsed();
-        let (c1, s1) = (cpu_secs("self"), cpu_secs(&server_pid));
-        let p1 = pg_cpu_secs(pg);
-        // Whatever the audit trail still has to write after the last answer is counted too.
-        let mut last = s1;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = cpu_secs(&server_pid);
-            if now - last < 0.05 {
-                break;
+            let elapsed = start.elapsed();
+            let (c1, s1) = (cpu_secs("self"), cpu_secs(&server_pid));
+            let p1 = pg_cpu_secs(pg);
+            // Whatever the audit trail still has to write after the last answer is counted too.
+            let mut last = s1;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = cpu_secs(&server_pid);
+                if now - last < 0.05 {
+                    break;
+                }
+                last = now;
             }
-            last = now;
-        }
-        // Each assertion is accepted once: the first one again is a replay.
-        let (st, body) = keep[0]
-            .post("/api/v1/xua/validate", "application/xml", &assertions[0])
-            .await;
-        assert_eq!(st, 422, "{}", String::from_utf8_lossy(&body));
-        assert!(String::from_utf8_lossy(&body).contains("replay"));
-        (elapsed, lat, statuses, c1 - c0, s1 - s0, last - s0, p1 - p0)
-    });
+            // Each assertion is accepted once: the first one again is a replay.
+            let (st, body) = keep[0]
+                .post("/api/v1/xua/validate", "application/xml", &assertions[0])
+                .await;
+            assert_eq!(st, 422, "{}", String::from_utf8_lossy(&body));
+            assert!(String::from_utf8_lossy(&body).contains("replay"));
+            (elapsed, lat, statuses, c1 - c0, s1 - s0, last - s0, p1 - p0)
+        });
     let n = assertions.len() as f64;
     let ok = statuses.get(&200).copied().unwrap_or(0);
     println!(
