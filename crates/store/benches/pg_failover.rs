@@ -7,7 +7,8 @@
 //! primary, promotes the standby at once (`pg_promote`, as an operator or a failover manager
 //! would; the time it takes to *decide* to promote is not part of this number), and records when
 //! the first commit after the kill is acknowledged, and how many commits were acknowledged before
-//! the kill. Run: `cargo bench -p cps-store --bench pg_failover` (env `FAILOVER_ROUNDS`, default 5).
+//! the kill. Run: `cargo bench -p cps-store --bench pg_failover` (env `FAILOVER_ROUNDS`, default 5;
+//! `FAILOVER_RETRY_MS` sets the standby's `wal_retrieve_retry_interval`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +34,21 @@ fn round(seed: u64) -> Round {
     primary.create_database("cps");
     drop(PgStore::open(&primary.url_of("cps"), PgOptions::default()).unwrap());
     let standby = Postgres::standby_of(&primary);
+    // FAILOVER_RETRY_MS: the standby's `wal_retrieve_retry_interval` (default 5 s: how long its
+    // startup process may sleep after losing the primary before it looks again, promotion
+    // request included).
+    if let Some(ms) = std::env::var("FAILOVER_RETRY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        standby
+            .psql(
+                "postgres",
+                &format!("ALTER SYSTEM SET wal_retrieve_retry_interval = '{ms}ms'"),
+            )
+            .unwrap();
+        standby.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    }
     let url = format!(
         "postgresql://postgres@{},{}/cps?target_session_attrs=read-write&connect_timeout=2",
         primary.host_port(),
