@@ -21,7 +21,9 @@
 //! `64,256` shares the assertions out between runs), `CLIENT_THREADS` (1 load-generator thread),
 //! `PARTS` (`login,floor,validate,in_process`: what runs), `CPS_TRUST_BIN` (another build of the
 //! appliance, to compare two builds in one session), `REPLAY_RECORD` (`memory`, the default on
-//! sled, or `store`: `xua.replay_record`).
+//! sled, or `store`: `xua.replay_record`), `STORE` (`postgres`: the appliance is initialised with
+//! `--store-url` on a fresh PostgreSQL 15 started by the run, so the replay record is the shared
+//! one in the database; PostgreSQL's own CPU per validation is printed too).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +59,30 @@ fn cpu_secs(pid: &str) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by PostgreSQL: the postmaster `pid`, its running children
+/// (backends, WAL writer...) and the ones that ended.
+fn pg_cpu_secs(pid: Option<u32>) -> f64 {
+    let Some(root) = pid else {
+        return 0.0;
+    };
+    let mut ticks = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if p == root {
+            ticks += n(11) + n(12) + n(13) + n(14);
+        } else if n(1) as u32 == root {
+            ticks += n(11) + n(12);
+        }
+    }
+    ticks / 100.0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -420,17 +446,18 @@ fn bench_http_floor(
     home: &Home,
     assertions: &Arc<Vec<Vec<u8>>>,
     conns: usize,
+    pg: Option<u32>,
 ) {
     let tls = tls_config(home, Some("floor"));
     let server_pid = app.daemon.pid().to_string();
     let n = assertions.len();
-    let (elapsed, cpu_client, cpu_server) = rt.block_on(async {
+    let (elapsed, cpu_client, cpu_server, cpu_pg) = rt.block_on(async {
         let mut cs = Vec::new();
         for _ in 0..conns {
             cs.push(Conn::open(&app.https, tls.clone()).await);
         }
         let next = Arc::new(AtomicUsize::new(0));
-        let (c0, s0) = (cpu_secs("self"), cpu_secs(&server_pid));
+        let (c0, s0, p0) = (cpu_secs("self"), cpu_secs(&server_pid), pg_cpu_secs(pg));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for mut c in cs {
@@ -452,16 +479,22 @@ fn bench_http_floor(
             t.await.unwrap();
         }
         let elapsed = start.elapsed();
-        (elapsed, cpu_secs("self") - c0, cpu_secs(&server_pid) - s0)
+        (
+            elapsed,
+            cpu_secs("self") - c0,
+            cpu_secs(&server_pid) - s0,
+            pg_cpu_secs(pg) - p0,
+        )
     });
     println!(
         "HTTP floor (same bodies and route, no `service` role: 403 before validation and audit), {conns} connections:"
     );
     println!(
-        "  {:.0} requests/s; CPU per request: server {:.1} µs, load generator {:.1} µs",
+        "  {:.0} requests/s; CPU per request: server {:.1} µs, load generator {:.1} µs, PostgreSQL {:.1} µs",
         n as f64 / elapsed.as_secs_f64(),
         cpu_server / n as f64 * 1e6,
-        cpu_client / n as f64 * 1e6
+        cpu_client / n as f64 * 1e6,
+        cpu_pg / n as f64 * 1e6
     );
 }
 
@@ -471,82 +504,85 @@ fn bench_validate_http(
     home: &Home,
     assertions: &Arc<Vec<Vec<u8>>>,
     conns: usize,
+    pg: Option<u32>,
 ) {
     let tls = tls_config(home, Some("svc"));
     let server_pid = app.daemon.pid().to_string();
-    let (elapsed, lat, statuses, cpu_client, cpu_server, cpu_server_drain) = rt.block_on(async {
-        let mut cs = Vec::new();
-        for _ in 0..conns {
-            cs.push(Conn::open(&app.https, tls.clone()).await);
-        }
-        // Warm up each connection with a refused document (no assertion consumed).
-        for c in &mut cs {
-            let (st, _) = c
-                .post("/api/v1/xua/validate", "application/xml", b"<x/>")
-                .await;
-            assert_eq!(st, 422);
-        }
-        let next = Arc::new(AtomicUsize::new(0));
-        let (c0, s0) = (cpu_secs("self"), cpu_secs(&server_pid));
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for mut c in cs {
-            let next = next.clone();
-            let assertions = assertions.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= assertions.len() {
-                        break;
+    let (elapsed, lat, statuses, cpu_client, cpu_server, cpu_server_drain, cpu_pg) =
+        rt.block_on(async {
+            let mut cs = Vec::new();
+            for _ in 0..conns {
+                cs.push(Conn::open(&app.https, tls.clone()).await);
+            }
+            // Warm up each connection with a refused document (no assertion consumed).
+            for c in &mut cs {
+                let (st, _) = c
+                    .post("/api/v1/xua/validate", "application/xml", b"<x/>")
+                    .await;
+                assert_eq!(st, 422);
+            }
+            let next = Arc::new(AtomicUsize::new(0));
+            let (c0, s0, p0) = (cpu_secs("self"), cpu_secs(&server_pid), pg_cpu_secs(pg));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for mut c in cs {
+                let next = next.clone();
+                let assertions = assertions.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= assertions.len() {
+                            break;
+                        }
+                        let t = Instant::now();
+                        let (st, body) = c
+                            .post("/api/v1/xua/validate", "application/xml", &assertions[i])
+                            .await;
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        if st == 200 {
+                            assert!(memchr_valid(&body), "{}", String::from_utf8_lossy(&body));
+                        } else if !statuses.contains_key(&st) {
+                            eprintln!("HTTP {st}: {}", String::from_utf8_lossy(&body));
+                        }
+                        *statuses.entry(st).or_default() += 1;
                     }
-                    let t = Instant::now();
-                    let (st, body) = c
-                        .post("/api/v1/xua/validate", "application/xml", &assertions[i])
-                        .await;
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
-                    if st == 200 {
-                        assert!(memchr_valid(&body), "{}", String::from_utf8_lossy(&body));
-                    } else if !statuses.contains_key(&st) {
-                        eprintln!("HTTP {st}: {}", String::from_utf8_lossy(&body));
-                    }
-                    *statuses.entry(st).or_default() += 1;
+                    (lat, statuses, c)
+                }));
+            }
+            let mut lat = Vec::new();
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            let mut keep = Vec::new();
+            for t in tasks {
+                let (l, s, c) = t.await.unwrap();
+                lat.extend(l);
+                for (k, v) in s {
+                    *statuses.entry(k).or_default() += v;
                 }
-                (lat, statuses, c)
-            }));
-        }
-        let mut lat = Vec::new();
-        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-        let mut keep = Vec::new();
-        for t in tasks {
-            let (l, s, c) = t.await.unwrap();
-            lat.extend(l);
-            for (k, v) in s {
-                *statuses.entry(k).or_default() += v;
+                keep.push(c);
             }
-            keep.push(c);
-        }
-        let elapsed = start.elapsed();
-        let (c1, s1) = (cpu_secs("self"), cpu_secs(&server_pid));
-        // Whatever the audit trail still has to write after the last answer is counted too.
-        let mut last = s1;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = cpu_secs(&server_pid);
-            if now - last < 0.05 {
-                break;
+            let elapsed = start.elapsed();
+            let (c1, s1) = (cpu_secs("self"), cpu_secs(&server_pid));
+            let p1 = pg_cpu_secs(pg);
+            // Whatever the audit trail still has to write after the last answer is counted too.
+            let mut last = s1;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = cpu_secs(&server_pid);
+                if now - last < 0.05 {
+                    break;
+                }
+                last = now;
             }
-            last = now;
-        }
-        // Each assertion is accepted once: the first one again is a replay.
-        let (st, body) = keep[0]
-            .post("/api/v1/xua/validate", "application/xml", &assertions[0])
-            .await;
-        assert_eq!(st, 422, "{}", String::from_utf8_lossy(&body));
-        assert!(String::from_utf8_lossy(&body).contains("replay"));
-        (elapsed, lat, statuses, c1 - c0, s1 - s0, last - s0)
-    });
+            // Each assertion is accepted once: the first one again is a replay.
+            let (st, body) = keep[0]
+                .post("/api/v1/xua/validate", "application/xml", &assertions[0])
+                .await;
+            assert_eq!(st, 422, "{}", String::from_utf8_lossy(&body));
+            assert!(String::from_utf8_lossy(&body).contains("replay"));
+            (elapsed, lat, statuses, c1 - c0, s1 - s0, last - s0, p1 - p0)
+        });
     let n = assertions.len() as f64;
     let ok = statuses.get(&200).copied().unwrap_or(0);
     println!(
@@ -562,10 +598,11 @@ fn bench_validate_http(
     );
     println!("  {}", summary("latency", lat));
     println!(
-        "  CPU per validation: server {:.1} µs during the run, {:.1} µs with the audit drain; load generator {:.1} µs",
+        "  CPU per validation: server {:.1} µs during the run, {:.1} µs with the audit drain; load generator {:.1} µs; PostgreSQL {:.1} µs",
         cpu_server / n * 1e6,
         cpu_server_drain / n * 1e6,
-        cpu_client / n * 1e6
+        cpu_client / n * 1e6,
+        cpu_pg / n * 1e6
     );
 }
 
@@ -630,15 +667,44 @@ fn main() {
         std::env::set_var("SOFTHSM2_CONF", home.softhsm_conf());
     }
     // REPLAY_RECORD=store: validated assertion IDs recorded in the store (what a cluster uses).
-    let replay_record = std::env::var("REPLAY_RECORD").unwrap_or_else(|_| "memory".into());
-    let (home, app) = Appliance::fresh_configured(home, |h| {
-        h.set_config_text(&h.config_text().replacen(
-            "[xua]\n",
-            &format!("[xua]\nreplay_record = \"{replay_record}\"\n"),
-            1,
-        ))
-    });
-    println!("replay record: {replay_record}");
+    // Unset: the backend's default (`memory` on sled, the shared `store` on PostgreSQL).
+    let replay_record = std::env::var("REPLAY_RECORD").ok();
+    let configure = |h: &Home| {
+        if let Some(r) = &replay_record {
+            h.set_config_text(&h.config_text().replacen(
+                "[xua]\n",
+                &format!("[xua]\nreplay_record = \"{r}\"\n"),
+                1,
+            ))
+        }
+    };
+    // STORE=postgres: the appliance's store is a fresh PostgreSQL 15 (`init --store-url`).
+    let postgres = std::env::var("STORE")
+        .is_ok_and(|s| s == "postgres")
+        .then(cps_testkit::postgres::Postgres::start);
+    let (home, app) = match &postgres {
+        None => Appliance::fresh_configured(home, configure),
+        Some(pg) => {
+            let url = pg.create_database("cps");
+            assert_success(
+                &home.cps(&["init", "--store-url", &url, "--time-source", "declared"]),
+                "cps-trust init --store-url",
+            );
+            configure(&home);
+            let app = Appliance::start(&home);
+            (home, app)
+        }
+    };
+    let pg_pid = postgres.as_ref().and_then(|pg| pg.pid());
+    println!(
+        "store: {}; replay record: {}",
+        if postgres.is_some() {
+            "PostgreSQL 15"
+        } else {
+            "sled"
+        },
+        replay_record.as_deref().unwrap_or("the backend's default")
+    );
     let pin = enrol_card(&home, &dir, &reader).pin;
     assert_success(
         &home.cps(&["operator", "add", "--name", "svc", "--role", "service"]),
@@ -680,13 +746,14 @@ fn main() {
             &home,
             &sample,
             conns.first().copied().unwrap_or(64),
+            pg_pid,
         );
     }
     if part("validate") {
         let share = assertions.len() / conns.len().max(1);
         for (k, &c) in conns.iter().enumerate() {
             let share = Arc::new(assertions[k * share..(k + 1) * share].to_vec());
-            bench_validate_http(&rt, &app, &home, &share, c);
+            bench_validate_http(&rt, &app, &home, &share, c, pg_pid);
         }
     }
     if part("in_process") {

@@ -13,6 +13,13 @@
 //!
 //! Run: `cargo bench -p cps-ca --features software --bench ca` (args: `[seconds] [threads]
 //! [softhsm|software]`, default 5, 8 and softhsm).
+//!
+//! `STORE=postgres` puts the store on a fresh PostgreSQL 15 started for the run
+//! (`cps_testkit::postgres::Postgres`, `fsync = on`, no standby) instead of sled; the operations
+//! are the same. `CRL_SIZES=100000` (comma-separated, default `100000,1000000`, empty for none)
+//! chooses the CRL rows. Next to the throughput the bench prints the CPU time used per
+//! certificate by this process and, on PostgreSQL, by the server's processes (from
+//! `/proc/<pid>/stat`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,8 +29,10 @@ use std::time::{Duration, Instant};
 use cps_ca::{CaConfig, CaService, IssueRequest, OpenGate, SubjectRequest};
 use cps_hsm::{Hsm, HsmConfig, KeyAlgorithm, PinSource, Signer, SoftwareSigner};
 use cps_store::{
-    AuditRecord, CertStatus, CertificateRecord, SledStore, Store, WriteBatch, WriteOp,
+    AuditRecord, CertStatus, CertificateRecord, PgOptions, PgStore, SledStore, Store, WriteBatch,
+    WriteOp,
 };
+use cps_testkit::postgres::Postgres;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "31415926";
@@ -33,6 +42,63 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times.
+fn ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (pid, ppid, utime + stime, cutime + cstime) of every process.
+fn proc_stats() -> Vec<(u32, u32, u64, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces) end with ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // state=0 ppid=1 ... utime=11 stime=12 cutime=13 cstime=14
+        out.push((pid, n(1) as u32, n(11) + n(12), n(13) + n(14)));
+    }
+    out
+}
+
+/// CPU seconds used so far by process `root` and its children (running ones, and the ones that
+/// ended and were waited for).
+fn tree_cpu(root: u32) -> f64 {
+    let stats = proc_stats();
+    let mut ticks = 0;
+    for (pid, ppid, own, children) in &stats {
+        if *pid == root {
+            ticks += own + children;
+        } else if *ppid == root {
+            ticks += own;
+        }
+    }
+    ticks as f64 / ticks_per_sec()
+}
+
+/// CPU seconds used so far by this process (all threads).
+fn own_cpu() -> f64 {
+    let me = std::process::id();
+    proc_stats()
+        .iter()
+        .find(|(pid, ..)| *pid == me)
+        .map(|(_, _, own, _)| *own as f64 / ticks_per_sec())
+        .unwrap_or(0.0)
 }
 
 fn csr() -> Vec<u8> {
@@ -102,7 +168,24 @@ fn main() {
     let profiles = cps_pki::profile::builtin_profiles();
     let base = "http://127.0.0.1:8080";
     let h = cps_ca::hierarchy::build(&profiles, root, keys, base, now()).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("store")).unwrap());
+    let postgres = std::env::var("STORE").is_ok_and(|s| s == "postgres");
+    let pg = postgres.then(Postgres::start);
+    let store: Arc<dyn Store> = match &pg {
+        Some(pg) => Arc::new(
+            PgStore::open(
+                &pg.create_database("ca_bench"),
+                PgOptions {
+                    pool_size: threads.max(1),
+                    ..PgOptions::default()
+                },
+            )
+            .unwrap(),
+        ),
+        None => Arc::new(SledStore::open(dir.path().join("store")).unwrap()),
+    };
+    let backend = if postgres { "PostgreSQL 15" } else { "sled" };
+    let pg_pid = pg.as_ref().and_then(Postgres::pid);
+    let pg_cpu = || pg_pid.map(tree_cpu).unwrap_or(0.0);
     let ca = Arc::new(CaService::new(
         h.authorities,
         store.clone(),
@@ -123,6 +206,7 @@ fn main() {
     let pool: Arc<Vec<Vec<u8>>> = Arc::new((0..20_000).map(|_| csr()).collect());
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let (cpu0, pg0) = (own_cpu(), pg_cpu());
     let t0 = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -161,23 +245,39 @@ fn main() {
         .flat_map(|h| h.join().unwrap())
         .collect();
     let elapsed = t0.elapsed().as_secs_f64();
+    let (cpu1, pg1) = (own_cpu(), pg_cpu());
     lat.sort();
     let p = |q: f64| {
         lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
             .map(|d| d.as_secs_f64() * 1e3)
             .unwrap_or(0.0)
     };
+    let per = |cpu: f64| cpu * 1e6 / lat.len().max(1) as f64;
     println!(
-        "| issuance (CSR → durable record → certificate) | threads | certificates | certificates/s | p50 | p99 |"
+        "| issuance (CSR → durable record → certificate) | store | threads | certificates | certificates/s | p50 | p99 | bench process CPU / cert | PostgreSQL CPU / cert |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| org-tls-client, P-256 CA key in {where_} | {threads} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+        "| org-tls-client, P-256 CA key in {where_} | {backend} | {threads} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0} µs | {} |",
         lat.len(),
         lat.len() as f64 / elapsed,
         p(0.5),
-        p(0.99)
+        p(0.99),
+        per(cpu1 - cpu0),
+        if postgres {
+            format!("{:.0} µs", per(pg1 - pg0))
+        } else {
+            "—".into()
+        }
     );
+    let sizes: Vec<u64> = std::env::var("CRL_SIZES")
+        .unwrap_or_else(|_| "100000,1000000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        return;
+    }
 
     // CRLs: fill the store with revoked certificates in large batches, then time generation.
     // One real certificate of `personnes` is the template (the ceremony used to leave one).
@@ -200,10 +300,10 @@ fn main() {
         )
         .unwrap();
     println!();
-    println!("| CRL entries | read from store + encode + sign ({where_}) | CRL size |");
+    println!("| CRL entries | read from {backend} + encode + sign ({where_}) | CRL size |");
     println!("|---|---|---|");
     let mut added = 0u64;
-    for target in [100_000u64, 1_000_000] {
+    for target in sizes {
         while added < target {
             let mut batch = WriteBatch::new();
             for _ in 0..2000 {

@@ -439,11 +439,17 @@ impl PgStore {
     }
 
     fn query_version(&self) -> Result<u64, StoreError> {
+        // A cached prepared statement: one round trip per read (a query by text is a parse
+        // round trip and an execute round trip, and a parse and plan in the server, each time).
         let v: i64 = self.read(|c| async move {
-            match c
-                .query_one("SELECT version FROM certificates_version", &[])
+            let stmt = match c
+                .prepare_cached("SELECT version FROM certificates_version")
                 .await
             {
+                Ok(stmt) => stmt,
+                Err(e) => return Err((c, e)),
+            };
+            match c.query_one(&stmt, &[]).await {
                 Ok(row) => Ok(row.get(0)),
                 Err(e) => Err((c, e)),
             }
