@@ -223,6 +223,7 @@ impl Postgres {
                  hot_standby = on\n\
                  max_connections = 60\n\
                  shared_buffers = 32MB\n\
+                 wal_retrieve_retry_interval = 100ms\n\
                  logging_collector = off\n",
                 self.port,
                 self.socket_dir().display()
