@@ -221,8 +221,10 @@ pub async fn login_tls(
 pub async fn validate(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
+    version: Option<Extension<crate::authz::RequestVersion>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let version = version.and_then(|Extension(v)| v.0);
     let xua = st.xua.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -238,7 +240,8 @@ pub async fn validate(
     // store's batched claim: off the worker, so that many validations share one claim.
     let r = if xua.shared_replay().is_some() {
         let (xua, body) = (xua.clone(), body.clone());
-        run_blocking(move || xua.validate(&body, now)).await?
+        run_blocking(move || cps_login::at_store_version(version, || xua.validate(&body, now)))
+            .await?
     } else {
         xua.validate(&body, now)
     };

@@ -37,7 +37,7 @@ pub use service::{
 };
 pub use settings::{OrgSealRegistryMode, ReplayRecord, XuaSettings};
 pub use single_use::{ClaimBatcher, StoreNonces, StoreReplayCache};
-pub use xua::{SEAL_PROFILE, Seal, XuaError, XuaService};
+pub use xua::{SEAL_PROFILE, Seal, XuaError, XuaService, at_store_version};
 
 /// Unix seconds of a time: the project's one time helper (`cps-ct`).
 pub(crate) use cps_ct::unix;
