@@ -84,7 +84,7 @@ use crate::model::{
     CertificateRecord, CommitReceipt, Expect, MAX_RECORD_KEY_LEN, RevokedEntry, WriteBatch,
     WriteOp,
 };
-use crate::sled_store::{Prepared, prepare};
+use crate::sled_store::{Prepared, check_expect, prepare};
 use crate::{RecordRow, Store};
 
 /// Version of the SQL schema this build writes. A database with a higher version is refused.
@@ -919,23 +919,6 @@ async fn apply(client: &mut Object, ops: &[Op]) -> Result<CommitReceipt, TxError
         committing: true,
     })?;
     Ok(receipt)
-}
-
-fn check_expect(expect: &Expect, current: Option<&[u8]>, what: &str) -> Result<(), StoreError> {
-    let ok = match (expect, current) {
-        (Expect::Any, _) => true,
-        (Expect::Absent, None) | (Expect::Present, Some(_)) => true,
-        (Expect::Value(want), Some(have)) => want[..] == *have,
-        _ => false,
-    };
-    if ok {
-        return Ok(());
-    }
-    Err(StoreError::Conflict(match (expect, current) {
-        (Expect::Absent, Some(_)) => format!("{what} already exists"),
-        (_, None) => format!("{what} does not exist"),
-        _ => format!("{what} was changed concurrently"),
-    }))
 }
 
 async fn put_record(

@@ -143,8 +143,12 @@ pub(crate) enum Prepared {
     },
 }
 
-/// Checks an expectation against the current value of a record.
-fn check_expect(expect: &Expect, current: Option<&[u8]>, what: &str) -> Result<(), StoreError> {
+/// Checks an expectation against the current value of a record (both backends).
+pub(crate) fn check_expect(
+    expect: &Expect,
+    current: Option<&[u8]>,
+    what: &str,
+) -> Result<(), StoreError> {
     let ok = match (expect, current) {
         (Expect::Any, _) => true,
         (Expect::Absent, None) | (Expect::Present, Some(_)) => true,

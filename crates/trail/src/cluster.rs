@@ -156,31 +156,8 @@ mod tests {
     use crate::anchor::{AnchorRecord, anchor_set, latest_key};
     use crate::nodes::Nodes;
     use crate::settings::TrailSettings;
-    use crate::trail::{Atna, Start, WriteGuard, start};
-
-    struct Room(tokio::sync::watch::Sender<Option<String>>);
-
-    impl WriteGuard for Room {
-        fn check_now(&self) -> Result<(), String> {
-            Ok(())
-        }
-        fn admit(&self) -> Result<(), String> {
-            Ok(())
-        }
-        fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<String>> {
-            self.0.subscribe()
-        }
-    }
-
-    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-        for _ in 0..1500 {
-            if done() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("{what} did not happen within 30 s");
-    }
+    use crate::trail::tests::{Room, eventually};
+    use crate::trail::{Atna, Start, start};
 
     fn event(idnat: &str) -> cps_audit::AuditEvent {
         cps_audit::AuditEvent::AssertionValidated {

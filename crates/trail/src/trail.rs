@@ -664,7 +664,7 @@ fn forward_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn record(i: usize) -> AuditRecord {
@@ -829,7 +829,7 @@ mod tests {
     }
 
     /// A guard that always admits.
-    struct Room(tokio::sync::watch::Sender<Option<String>>);
+    pub(crate) struct Room(pub(crate) tokio::sync::watch::Sender<Option<String>>);
 
     impl WriteGuard for Room {
         fn check_now(&self) -> Result<(), String> {
@@ -844,7 +844,7 @@ mod tests {
     }
 
     /// Polls `done` every 20 ms for up to 30 s (the forwarder runs on its own schedule).
-    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    pub(crate) async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         for _ in 0..1500 {
             if done() {
                 return;
