@@ -176,6 +176,55 @@ fn a_revocation_and_a_validation_on_one_node_hold_on_the_other() {
         assert!(answer.contains(": revoked"), "node b ({extra:?}): {answer}");
     }
 
+    // A console form shown by a is accepted by b (the form-token key comes from the shared HSM):
+    // the console needs no sticky session.
+    let admin = |app: &Appliance, extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "--cacert".into(),
+            home_a.join("ca/root.pem").to_str().unwrap().to_owned(),
+            "--cert".into(),
+            home_a
+                .join("operator/admin-cert.pem")
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            "--key".into(),
+            home_a
+                .join("operator/admin-key.pem")
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("https://{}/console/professionals/new", app.https));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args)
+    };
+    let (code, page) = admin(app_a, &[]);
+    assert_eq!(code, 200, "{}", text(&page));
+    let page = text(&page);
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no form token in:\n{page}"))
+        .to_owned();
+    let form = format!(
+        "csrf={token}&idnat_ps=810003456786&surname=LE+GALL&given_names=Jean&profession_code=21\
+         &savoir_faire=&act0_structure_id=P290001234&act0_structure_name=PHARMACIE+DU+PORT\
+         &act0_secteur=SA33&act1_structure_id=&act1_structure_name=&act1_secteur="
+    );
+    let (code, body) = admin(
+        app_b,
+        &[
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            "--data",
+            &form,
+        ],
+    );
+    assert_eq!(code, 303, "b refused a's form: {}", text(&body));
+
     // A card enrolled through a, an assertion from a login on a: valid once, on either node.
     let card = enrol_card(home_a, &dir, &t.reader);
     assert_success(

@@ -30,6 +30,8 @@ pub struct ClientCert(pub Option<Arc<crate::identity::PeerCertificate>>);
 
 #[derive(Clone)]
 pub struct ApiState {
+    /// The console's form-token key; `None`: a random one for this process.
+    pub console_key: Option<[u8; 32]>,
     /// This node's id (`[cluster] node_id`).
     pub node: String,
     /// The per-request check of client certificates.

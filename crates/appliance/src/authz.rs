@@ -288,7 +288,9 @@ pub fn router(state: ApiState) -> Router {
     r.merge(openapi::swagger_ui())
         .route_layer(middleware::from_fn_with_state(state.clone(), enforce))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
-        .layer(axum::Extension(Arc::new(console::Console::new())))
+        .layer(axum::Extension(Arc::new(console::Console::new(
+            state.console_key,
+        ))))
         .with_state(state)
 }
 

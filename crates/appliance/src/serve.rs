@@ -52,6 +52,8 @@ pub struct AppState {
     /// nodes, the OCSP cache is checked against it before each answer.
     pub fresh: Arc<cps_store::FreshVersion>,
     pub ocsp_fresh: Option<Arc<crate::cluster::OcspFreshness>>,
+    /// The console's form-token key (the same on every node sharing the HSM).
+    pub console_key: [u8; 32],
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -100,8 +102,17 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     }
     // The challenge MAC key is derived once from a non-extractable HSM secret (every node
     // sharing the HSM derives the same one); challenges are bound to the seal certificate.
+    let hsm_secret = crate::login::challenge_key(&hsm)?;
+    // The console's form-token key, derived from the same HSM secret: every node of a cluster
+    // accepts the forms another node showed (no sticky session needed for the console).
+    let console_key = {
+        use cps_hsm::MacKey;
+        hsm_secret
+            .hmac_sha256(b"cps-trust console form tokens v1")
+            .map_err(ApplianceError::from)?
+    };
     let challenges = cps_login::challenge::Challenges::derive(
-        &crate::login::challenge_key(&hsm)?,
+        &hsm_secret,
         xua.seal_sha256(),
         Duration::from_secs(u64::from(config.xua.challenge_seconds)),
     )?;
@@ -152,6 +163,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         login_refusals,
         cards,
         disk,
+        console_key,
         ocsp_fresh: shared.then(|| Arc::new(crate::cluster::OcspFreshness::new(fresh.clone()))),
         fresh,
     })
@@ -729,6 +741,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     );
     let api_app = crate::authz::router(ApiState {
         node: state.node.clone(),
+        console_key: Some(state.console_key),
         identities: Arc::new(
             crate::identity::https_identities(state.store.clone()).with_fresh(state.fresh.clone()),
         ),

@@ -1,10 +1,11 @@
 //! Anti-forgery tokens for the console's forms.
 //!
 //! A token is bound to the operator's client certificate (its SHA-256 fingerprint) and to a
-//! time window: `<window>.<HMAC-SHA256(key, purpose ‖ fingerprint ‖ window)>`, the key being
-//! random per appliance process. A token is accepted during the window it was made in and the
-//! next one, so a form stays usable for at least [`WINDOW_SECS`] seconds. A restart of the
-//! appliance invalidates every token (pages are simply reloaded).
+//! time window: `<window>.<HMAC-SHA256(key, purpose ‖ fingerprint ‖ window)>`. The appliance
+//! derives the key from its HSM secret, so every node sharing the HSM accepts the forms another
+//! node showed ([`CsrfKey::random`] is a key for one process). A token is accepted during the
+//! window it was made in and the next one, so a form stays usable for at least [`WINDOW_SECS`]
+//! seconds.
 //!
 //! Time is a parameter: nothing here reads the clock or the random generator except
 //! [`CsrfKey::random`].
@@ -59,7 +60,7 @@ impl CsrfKey {
         Ok(CsrfKey::from_bytes(&k))
     }
 
-    /// A key from fixed bytes (tests).
+    /// A key from given bytes (derived from an HSM secret, or fixed in tests).
     pub fn from_bytes(k: &[u8]) -> CsrfKey {
         CsrfKey {
             key: hmac::Key::new(hmac::HMAC_SHA256, k),

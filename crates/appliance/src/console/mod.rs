@@ -65,13 +65,17 @@ pub(crate) struct Console {
 }
 
 impl Console {
-    pub(crate) fn new() -> Console {
-        let csrf = match csrf::CsrfKey::random() {
-            Ok(k) => Some(k),
-            Err(_) => {
-                tracing::error!("system random generator failed: console forms are disabled");
-                None
-            }
+    /// The console with its form-token key (`None`: a random key for this process).
+    pub(crate) fn new(key: Option<[u8; 32]>) -> Console {
+        let csrf = match key {
+            Some(k) => Some(csrf::CsrfKey::from_bytes(&k)),
+            None => match csrf::CsrfKey::random() {
+                Ok(k) => Some(k),
+                Err(_) => {
+                    tracing::error!("system random generator failed: console forms are disabled");
+                    None
+                }
+            },
         };
         Console {
             csrf,

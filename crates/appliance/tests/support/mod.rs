@@ -278,6 +278,7 @@ impl InProcess {
             Arc::new(|_, _, _| {}),
         ));
         let state = ApiState {
+            console_key: None,
             node: "test-node".into(),
             identities: Arc::new(cps_appliance::identity::https_identities(store.clone())),
             ca: ca.clone(),
