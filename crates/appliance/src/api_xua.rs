@@ -221,7 +221,7 @@ pub async fn login_tls(
 pub async fn validate(
     State(st): State<ApiState>,
     Extension(op): Extension<Operator>,
-    version: Option<Extension<crate::authz::RequestVersion>>,
+    version: Option<Extension<crate::identity::RequestVersion>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let version = version.and_then(|Extension(v)| v.0);

@@ -392,11 +392,6 @@ fn check_forgery(route: &Route, req: &Request) -> Result<(), (StatusCode, String
     }
 }
 
-/// The store's certificates version read for this request after it arrived (requests with a
-/// client certificate): caches of certificate state used by the handler may rely on it.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestVersion(pub Option<u64>);
-
 /// The one authorization middleware of the HTTPS listener (see the module documentation).
 pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
     // The certificates version is read after the request arrived (with other nodes on the store,
@@ -411,7 +406,8 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
         None
     };
     if has_cert {
-        req.extensions_mut().insert(RequestVersion(version));
+        req.extensions_mut()
+            .insert(crate::identity::RequestVersion(version));
     }
     match admit(&st, &mut req, version) {
         Ok(surface) => {

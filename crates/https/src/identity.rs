@@ -257,6 +257,12 @@ impl Identities {
     }
 }
 
+/// The store's certificates version read for a request after it arrived (requests with a client
+/// certificate; the authorization layer puts it in the request's extensions): caches of
+/// certificate state used by the handler may rely on it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestVersion(pub Option<u64>);
+
 /// SHA-256 of a client certificate (DER): two different certificates never share it, whatever
 /// operator name or roles they carry.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
