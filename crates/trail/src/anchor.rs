@@ -30,9 +30,6 @@ use cps_atna::{AuditLog, Auditor, Checkpoint, CheckpointSink};
 use cps_store::{Expect, Store, WriteBatch, WriteOp};
 use serde::{Deserialize, Serialize};
 
-/// Meta key of the latest anchored checkpoint of a store written before nodes existed (see
-/// [`latest_key`]).
-pub const ANCHOR_META: &str = "atna.checkpoint";
 /// Named table of anchored checkpoints, one per hour and node (key: node ‖ 0 ‖ seq ‖ time,
 /// big-endian; before nodes existed: seq ‖ time).
 pub const ANCHOR_HISTORY: &str = "atna.checkpoints";
@@ -40,10 +37,8 @@ pub const ANCHOR_HISTORY: &str = "atna.checkpoints";
 /// found, Unix µs; before nodes existed: the time alone).
 pub const ANCHOR_LOST: &str = "atna.anchors.lost";
 
-/// Meta key of node `node`'s latest anchored checkpoint.
-pub fn latest_key(node: &str) -> String {
-    format!("{ANCHOR_META}.{node}")
-}
+// The meta keys of the latest anchor are the store's per-node keys (`cluster`).
+pub use crate::cluster::{ANCHOR_META, latest_key};
 
 /// The key prefix of node `node`'s entries in [`ANCHOR_HISTORY`] and [`ANCHOR_LOST`]. Node ids
 /// start with a letter or a digit, so no prefix is one of another's, and keys written before

@@ -1,6 +1,6 @@
 //! Several nodes over one store: each node keeps its own hash-chained log, forwards only the
 //! audit records it committed (every record names its node, [`cps_store::NodeStore`]) and
-//! anchors its own checkpoints under its own keys ([`crate::anchor::latest_key`]).
+//! anchors its own checkpoints under its own keys ([`latest_key`]).
 //!
 //! * [`register`]: each node records itself in [`NODES`] when its trail starts, so that
 //!   `audit verify` can name every node whose log the store holds anchors of;
@@ -88,6 +88,15 @@ pub fn nodes(store: &dyn Store) -> Result<Vec<NodeRecord>, String> {
     }
 }
 
+/// Meta key of the latest anchored checkpoint of a store written before nodes existed (see
+/// [`latest_key`]).
+pub const ANCHOR_META: &str = "atna.checkpoint";
+
+/// Meta key of node `node`'s latest anchored checkpoint.
+pub fn latest_key(node: &str) -> String {
+    format!("{ANCHOR_META}.{node}")
+}
+
 /// The node that took over the state of a store written before nodes existed, if one did.
 pub fn legacy_owner(store: &dyn Store) -> Result<Option<String>, String> {
     Ok(store
@@ -103,7 +112,7 @@ pub fn adopt_legacy(store: &dyn Store, node: &str) -> Result<bool, String> {
         return Ok(owner == node);
     }
     let old_cursor = store.get_meta(LEGACY_CURSOR).map_err(err)?;
-    let old_anchor = store.get_meta(crate::anchor::ANCHOR_META).map_err(err)?;
+    let old_anchor = store.get_meta(ANCHOR_META).map_err(err)?;
     let old_records = store
         .audit_range(1, 1)
         .map_err(err)?
@@ -120,7 +129,7 @@ pub fn adopt_legacy(store: &dyn Store, node: &str) -> Result<bool, String> {
     });
     for (old, new) in [
         (old_cursor, cursor_key(node)),
-        (old_anchor, crate::anchor::latest_key(node)),
+        (old_anchor, latest_key(node)),
     ] {
         if let Some(v) = old
             && store.get_meta(&new).map_err(err)?.is_none()
@@ -153,7 +162,7 @@ mod tests {
     use cps_store::{AuditRecord, NodeStore, Store, WriteBatch, WriteOp};
 
     use super::*;
-    use crate::anchor::{AnchorRecord, anchor_set, latest_key};
+    use crate::anchor::{AnchorRecord, anchor_set};
     use crate::nodes::Nodes;
     use crate::settings::TrailSettings;
     use crate::trail::tests::{Room, eventually};
@@ -390,7 +399,7 @@ mod tests {
                         value: b"1".to_vec(),
                     })
                     .with(WriteOp::PutMeta {
-                        key: crate::anchor::ANCHOR_META.into(),
+                        key: ANCHOR_META.into(),
                         value: anchor.clone(),
                     })
                     .with(WriteOp::PutRecord {
