@@ -73,6 +73,14 @@ const SHARED_FILES: &[&str] = &["softhsm2.conf", "secrets", "ca", "tls", "xua"];
 /// its listening addresses. Refuses a non-empty target and a source whose store is not shared.
 pub fn join(req: &JoinRequest<'_>) -> Result<Vec<std::path::PathBuf>, String> {
     use crate::config::CONFIG_FILE;
+    if !cps_store::valid_node_id(req.node_id) {
+        return Err(format!(
+            "node id '{}' must be 1 to {} letters, digits, '.', '-' or '_', starting with a \
+             letter or a digit",
+            req.node_id,
+            cps_store::MAX_NODE_ID_LEN
+        ));
+    }
     let src_cfg = req.from.join(CONFIG_FILE);
     let text =
         std::fs::read_to_string(&src_cfg).map_err(|e| format!("{}: {e}", src_cfg.display()))?;
@@ -132,6 +140,9 @@ pub fn join(req: &JoinRequest<'_>) -> Result<Vec<std::path::PathBuf>, String> {
     let out = toml::to_string(&doc).map_err(|e| e.to_string())?;
     let config: crate::config::Config =
         toml::from_str(&out).map_err(|e| format!("the new configuration: {e}"))?;
+    config
+        .validate(req.from)
+        .map_err(|e| format!("the new node's configuration: {e}"))?;
     std::fs::create_dir_all(req.to).map_err(|e| format!("{}: {e}", req.to.display()))?;
     let mut written = Vec::new();
     for name in SHARED_FILES {
@@ -170,4 +181,60 @@ fn copy_tree(src: &std::path::Path, dst: &std::path::Path) -> Result<(), String>
         std::fs::copy(src, dst).map_err(|e| format!("{}: {e}", dst.display()))?;
     }
     std::fs::set_permissions(dst, meta.permissions()).map_err(|e| format!("{}: {e}", dst.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(
+        from: &'a std::path::Path,
+        to: &'a std::path::Path,
+        id: &'a str,
+    ) -> JoinRequest<'a> {
+        JoinRequest {
+            from,
+            to,
+            node_id: id,
+            listen: [
+                ("http", None),
+                ("https", None),
+                ("syslog_tls", None),
+                ("ntp", None),
+            ],
+        }
+    }
+
+    #[test]
+    fn join_refuses_bad_input_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&from).unwrap();
+        // No configuration at the source.
+        assert!(join(&request(&from, &to, "b")).is_err());
+        // A bad node id.
+        let e = join(&request(&from, &to, "../b")).unwrap_err();
+        assert!(e.contains("node id"), "{e}");
+        // A home on the embedded store is one machine's.
+        let mut cfg = crate::config::Config::embedded_default();
+        std::fs::write(from.join(crate::config::CONFIG_FILE), cfg.to_toml()).unwrap();
+        let e = join(&request(&from, &to, "b")).unwrap_err();
+        assert!(e.contains("backend = \"postgres\""), "{e}");
+        // Malformed TOML.
+        std::fs::write(from.join(crate::config::CONFIG_FILE), "[store\nbackend=").unwrap();
+        assert!(join(&request(&from, &to, "b")).is_err());
+        // A non-empty target.
+        cfg.store.backend = crate::config::StoreBackend::Postgres;
+        cfg.store.url = Some("postgresql://cps@db/cps".into());
+        std::fs::write(from.join(crate::config::CONFIG_FILE), cfg.to_toml()).unwrap();
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::write(to.join("x"), "x").unwrap();
+        let e = join(&request(&from, &to, "b")).unwrap_err();
+        assert!(e.contains("not empty"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(&to).unwrap().count(),
+            1,
+            "nothing written"
+        );
+    }
 }
