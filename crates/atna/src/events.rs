@@ -14,6 +14,8 @@
 //! | assertion validated | 110114 User Authentication | 110143 Authentication Decision + `assertion-validated` | E | 0 |
 //! | assertion refused | 110114 User Authentication | 110143 Authentication Decision + `assertion-refused` | E | 4, or 8 for a forged or replayed one |
 //! | break-glass access | 110113 Security Alert | 110127 Emergency Override Started + the purpose of use (TRE_R248 `bris_de_glace`) | E | 0 |
+//! | document signature made (IHE DSG) | 113031 Signed Manifest | `urn:ihe:iti:dsg` Document Digital Signature (IHE Transactions) | C | 0 |
+//! | document signature verified / refused | 110007 Report Verification | `urn:ihe:iti:dsg` | R | 0, or 4 / 8 when refused |
 //! | audit log checkpoint signed | 110113 Security Alert | `audit-checkpoint` | E | 0 |
 //!
 //! Local codes use the code system name [`LOCAL_CODE_SYSTEM`]. Why these choices: DICOM has no
@@ -734,6 +736,82 @@ fn patient(id: &str) -> ParticipantObject {
         details: Vec::new(),
     }
 }
+
+/// What a document signature event (IHE DSG) is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureAct {
+    /// A signature was made: 113031 "Signed Manifest", action C.
+    Signed,
+    /// A signature was verified (or refused): 110007 "Report Verification", action R.
+    Verified,
+}
+
+/// A document signature made or verified (IHE ITI TF-3 DSG): `requester` asked for it, `signer`
+/// is who signed (a seal's subject or a professional's IdNat_PS, when known), and each signed
+/// document is a participant object by its uniqueId (type 2 system object, role 3 report,
+/// ID type RFC-3881 9 "Report Number").
+pub fn document_signature(
+    ctx: &AuditContext,
+    now: OffsetDateTime,
+    act: SignatureAct,
+    requester: &str,
+    signer: Option<&Person>,
+    documents: &[String],
+    outcome: EventOutcome,
+    description: Option<String>,
+) -> AuditMessage {
+    let (id, action) = match act {
+        SignatureAct::Signed => (
+            CodedValue::dcm("113031", "Signed Manifest"),
+            EventAction::Create,
+        ),
+        SignatureAct::Verified => (
+            CodedValue::dcm("110007", "Report Verification"),
+            EventAction::Read,
+        ),
+    };
+    let mut participants = vec![
+        ActiveParticipant::new(requester, true)
+            .with_role(CodedValue::dcm("110153", "Source Role ID"))
+            .with_access_point(requester),
+    ];
+    if let Some(s) = signer
+        && s.id != requester
+    {
+        participants.push(s.participant(false, None));
+    }
+    participants.push(ctx.appliance());
+    AuditMessage {
+        event: event(
+            id,
+            vec![CodedValue::new(
+                DSG_EVENT_TYPE,
+                "IHE Transactions",
+                "Document Digital Signature",
+            )],
+            action,
+            now,
+            outcome,
+            description,
+        ),
+        participants,
+        source: ctx.source(),
+        objects: documents
+            .iter()
+            .map(|d| ParticipantObject {
+                id: d.clone(),
+                id_type: CodedValue::new("9", "RFC-3881", "Report Number"),
+                object_type: Some(ObjectType::SystemObject),
+                role: Some(ObjectRole::Report),
+                name: Some(d.clone()),
+                details: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// The EventTypeCode of document signature events (IHE DSG).
+pub const DSG_EVENT_TYPE: &str = "urn:ihe:iti:dsg";
 
 /// The purpose of use (access mode) of a request, e.g. TRE_R248 `bris_de_glace`.
 pub fn purpose_of_use(code: &str) -> CodedValue {

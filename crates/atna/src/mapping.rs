@@ -505,6 +505,67 @@ pub fn event_message(
                 serious,
             )
         }
+        E::DocumentsSigned {
+            signer,
+            signer_kind,
+            structure_id,
+            policy,
+            purpose,
+            documents,
+        } => events::document_signature(
+            ctx,
+            now,
+            events::SignatureAct::Signed,
+            &who.id,
+            Some(&Person::id(signer.as_str())),
+            documents,
+            O::Success,
+            Some(format!(
+                "{policy} signature by a {signer_kind}{}, purpose {purpose}",
+                structure_id
+                    .as_deref()
+                    .map(|s| format!(" of structure {s}"))
+                    .unwrap_or_default()
+            )),
+        ),
+        E::SignatureVerified {
+            signer,
+            signing_time,
+            policy,
+            purpose,
+            documents,
+        } => events::document_signature(
+            ctx,
+            now,
+            events::SignatureAct::Verified,
+            &who.id,
+            Some(&Person::id(signer.as_str())),
+            documents,
+            O::Success,
+            Some(format!(
+                "{policy} signature, purpose {purpose}, signed at {signing_time}"
+            )),
+        ),
+        E::SignatureRefused {
+            code,
+            reason,
+            documents,
+        } => events::document_signature(
+            ctx,
+            now,
+            events::SignatureAct::Verified,
+            &who.id,
+            None,
+            documents,
+            // A refusal for an input that does not even parse is minor; anything else (a
+            // changed document, a forged or wrapped signature, a revoked signer) is serious.
+            if matches!(code.as_str(), "malformed" | "too_large") {
+                O::MinorFailure
+            } else {
+                O::SeriousFailure
+            },
+            Some(format!("{code}: {reason}")),
+        ),
         E::NodeEnrolled {
             node: n,
             certificate,
@@ -721,6 +782,9 @@ mod tests {
             E::BreakGlass { .. } => ("110113", &["110127", "bris_de_glace"], &["Patient", "User"]),
             E::AssertionValidated { .. } => ("110114", &["110143", "assertion-validated"], CARD),
             E::AssertionRefused { .. } => ("110114", &["110143", "assertion-refused"], &[]),
+            E::DocumentsSigned { .. } => ("113031", &["urn:ihe:iti:dsg"], &["Report"]),
+            E::SignatureVerified { .. } => ("110007", &["urn:ihe:iti:dsg"], &["Report"]),
+            E::SignatureRefused { .. } => ("110007", &["urn:ihe:iti:dsg"], &["Report"]),
             E::NodeEnrolled { .. } => ("110113", &["110135", "node-enrolled"], CERT),
             E::NodeRemoved { .. } => ("110113", &["110135", "node-removed"], CERT),
             E::SyslogPeersRefused(_) => ("110113", &["110126"], &[]),

@@ -381,6 +381,38 @@ pub enum AuditEvent {
     /// `xua.validate`, failure.
     AssertionRefused { code: String, reason: String },
 
+    // --- Document signatures (IHE DSG) ---
+    /// `dsg.sign`: a document signature was made (a structure seal, or a professional's card
+    /// through the appliance's timestamp and validation data).
+    DocumentsSigned {
+        /// The signer: the seal certificate's subject, or the professional's IdNat_PS.
+        signer: String,
+        /// `seal` or `professional`.
+        signer_kind: String,
+        structure_id: Option<String>,
+        /// `detached` or `enveloping`.
+        policy: String,
+        /// The commitment type (ASTM E1762 OID).
+        purpose: String,
+        /// The signed documents' uniqueIds.
+        documents: Vec<String>,
+    },
+    /// `dsg.verify`, success.
+    SignatureVerified {
+        signer: String,
+        /// The proven signing time (the timestamp's), Unix seconds.
+        signing_time: i64,
+        policy: String,
+        purpose: String,
+        documents: Vec<String>,
+    },
+    /// `dsg.verify`, failure.
+    SignatureRefused {
+        code: String,
+        reason: String,
+        documents: Vec<String>,
+    },
+
     // --- Nodes and the audit trail ---
     /// `node.enroll`: a node joined the allowlist.
     NodeEnrolled { node: String, certificate: String },
@@ -468,6 +500,8 @@ impl AuditEvent {
             AssertionIssued { .. } => "xua.issue",
             BreakGlass { .. } => "xua.break_glass",
             AssertionValidated { .. } | AssertionRefused { .. } => "xua.validate",
+            DocumentsSigned { .. } => "dsg.sign",
+            SignatureVerified { .. } | SignatureRefused { .. } => "dsg.verify",
             NodeEnrolled { .. } => "node.enroll",
             NodeRemoved { .. } => "node.remove",
             SyslogPeersRefused(_) => "atna.refused",
@@ -488,6 +522,7 @@ impl AuditEvent {
             | LoginRefused { .. }
             | LoginsRefused(_)
             | AssertionRefused { .. }
+            | SignatureRefused { .. }
             | SyslogPeersRefused(_)
             | AnchorMissing { .. }
             | ClockUntrusted { .. }
@@ -518,6 +553,8 @@ impl AuditEvent {
             | AssertionIssued { .. }
             | BreakGlass { .. }
             | AssertionValidated { .. }
+            | DocumentsSigned { .. }
+            | SignatureVerified { .. }
             | NodeEnrolled { .. }
             | NodeRemoved { .. }
             | ClockTrusted { .. } => "success",
@@ -615,6 +652,9 @@ pub const VARIANTS: &[&str] = &[
     "BreakGlass",
     "AssertionValidated",
     "AssertionRefused",
+    "DocumentsSigned",
+    "SignatureVerified",
+    "SignatureRefused",
     "NodeEnrolled",
     "NodeRemoved",
     "SyslogPeersRefused",
@@ -659,6 +699,9 @@ fn legacy_variant(kind: &str, outcome: &str) -> Option<&'static str> {
         "xua.break_glass" => "BreakGlass",
         "xua.validate" if ok => "AssertionValidated",
         "xua.validate" => "AssertionRefused",
+        "dsg.sign" => "DocumentsSigned",
+        "dsg.verify" if ok => "SignatureVerified",
+        "dsg.verify" => "SignatureRefused",
         "node.enroll" => "NodeEnrolled",
         "node.remove" => "NodeRemoved",
         "atna.refused" => "SyslogPeersRefused",
@@ -885,6 +928,26 @@ pub fn examples() -> Vec<AuditEvent> {
         AssertionRefused {
             code: s("bad_signature"),
             reason: s("the signature does not verify"),
+        },
+        DocumentsSigned {
+            signer: s("CN=Clinique XUA, OU=10B0152872"),
+            signer_kind: s("seal"),
+            structure_id: Some(s("10B0152872")),
+            policy: s("detached"),
+            purpose: s("1.2.840.10065.1.12.1.1"),
+            documents: vec![s("1.2.250.1.999.1.1"), s("1.2.250.1.999.1.2")],
+        },
+        SignatureVerified {
+            signer: s("810002813839"),
+            signing_time: 1_790_000_000,
+            policy: s("enveloping"),
+            purpose: s("1.2.840.10065.1.12.1.1"),
+            documents: vec![s("1.2.250.1.999.1.1")],
+        },
+        SignatureRefused {
+            code: s("document_digest"),
+            reason: s("document 1.2.250.1.999.1.1 does not match its digest"),
+            documents: vec![s("1.2.250.1.999.1.1")],
         },
         NodeEnrolled {
             node: s("dmp-registry"),
