@@ -599,8 +599,11 @@ fn admit(st: &ApiState, req: &mut Request, version: Option<u64>) -> Result<Surfa
 
 /// README's role table: every operator route and the roles allowed.
 pub fn role_table_markdown() -> String {
-    let mut out = String::from(
-        "| route | what | ca-operator | ra-officer | auditor | service |\n|---|---|---|---|---|---|\n",
+    let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    let mut out = format!(
+        "| route | what | {} |\n|---|---|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
     );
     for r in ROUTES {
         let Who::Operator(roles) = r.who else {

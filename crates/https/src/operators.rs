@@ -36,16 +36,20 @@ pub enum Role {
     RaOfficer,
     /// Reads: certificates, registry, cards, nodes, the audit trail.
     Auditor,
-    /// A network service: validates assertions (each ID once).
+    /// A network service: validates assertions (each ID once) and document signatures.
     Service,
+    /// A document source (software feeding the record): has documents signed by the seals of the
+    /// structures it is bound to (`[[dsg.seals]]`), and verifies signatures.
+    Signer,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::CaOperator,
         Role::RaOfficer,
         Role::Auditor,
         Role::Service,
+        Role::Signer,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Role {
             Role::RaOfficer => "ra-officer",
             Role::Auditor => "auditor",
             Role::Service => "service",
+            Role::Signer => "signer",
         }
     }
 
@@ -71,6 +76,7 @@ pub const ROLES: &[&str] = &[
     Role::RaOfficer.as_str(),
     Role::Auditor.as_str(),
     Role::Service.as_str(),
+    Role::Signer.as_str(),
 ];
 /// The roles of the first operator created by `init`.
 pub const ALL_ROLES: &[&str] = &[
