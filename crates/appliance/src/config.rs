@@ -34,6 +34,109 @@ pub struct Config {
     pub ca: CaSection,
     #[serde(default, skip_serializing_if = "ClusterSection::is_default")]
     pub cluster: ClusterSection,
+    #[serde(default, skip_serializing_if = "DsgSection::is_default")]
+    pub dsg: DsgSection,
+}
+
+/// `[dsg]`: document signatures (IHE DSG) by structure seals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DsgSection {
+    /// The structure seals (`[[dsg.seals]]`): which key signs for which structure, and which
+    /// `signer` operators may have it sign. A structure without a seal here cannot sign.
+    #[serde(default)]
+    pub seals: Vec<DsgSeal>,
+}
+
+impl DsgSection {
+    fn is_default(&self) -> bool {
+        self.seals.is_empty()
+    }
+
+    /// The seal of a structure.
+    pub fn seal_for(&self, structure_id: &str) -> Option<&DsgSeal> {
+        self.seals.iter().find(|s| s.structure_id == structure_id)
+    }
+}
+
+/// One structure's seal: an HSM key with an `org-cachet` certificate whose subject names the
+/// structure (made at the first start), and the operators allowed to have documents signed by it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DsgSeal {
+    /// The structure's identifier (struct_IdNat): the seal certificate's `OU`.
+    pub structure_id: String,
+    /// The structure's name (raison sociale): the certificate's `O`.
+    pub organisation: String,
+    /// Its department (`ST`).
+    pub state: String,
+    /// HSM label of the key; default `dsg-seal-<structure_id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_label: Option<String>,
+    /// `p256` (default), `rsa2048` or `rsa3072`.
+    #[serde(default = "default_seal_algorithm")]
+    pub algorithm: String,
+    /// Names of the `signer` operators this seal signs for (nobody else may use it).
+    pub signers: Vec<String>,
+}
+
+fn default_seal_algorithm() -> String {
+    "p256".into()
+}
+
+impl Config {
+    fn validate_dsg(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let mut structures = std::collections::HashSet::new();
+        let mut labels = std::collections::HashSet::new();
+        labels.insert(self.xua.key_label.clone());
+        for seal in &self.dsg.seals {
+            let id = &seal.structure_id;
+            if id.is_empty()
+                || id.len() > 64
+                || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return bad(format!(
+                    "dsg.seals: structure_id '{id}' must be 1 to 64 letters, digits or '-'"
+                ));
+            }
+            if !structures.insert(id.clone()) {
+                return bad(format!("dsg.seals: structure {id} has two seals"));
+            }
+            let label = seal.label();
+            if label.is_empty() || label.len() > 64 || !labels.insert(label.clone()) {
+                return bad(format!(
+                    "dsg.seals: key label '{label}' of structure {id} is empty, too long or already used by another key"
+                ));
+            }
+            if !matches!(seal.algorithm.as_str(), "p256" | "rsa2048" | "rsa3072") {
+                return bad(format!(
+                    "dsg.seals: algorithm '{}' of structure {id}: use p256, rsa2048 or rsa3072",
+                    seal.algorithm
+                ));
+            }
+            if seal.organisation.trim().is_empty() || seal.state.trim().is_empty() {
+                return bad(format!(
+                    "dsg.seals: structure {id} needs its organisation and state"
+                ));
+            }
+            if seal.signers.is_empty() || seal.signers.iter().any(|s| s.trim().is_empty()) {
+                return bad(format!(
+                    "dsg.seals: structure {id} lists no signer operator (nobody could use the seal)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DsgSeal {
+    /// The HSM label of the seal's key.
+    pub fn label(&self) -> String {
+        self.key_label
+            .clone()
+            .unwrap_or_else(|| format!("dsg-seal-{}", self.structure_id))
+    }
 }
 
 /// `[cluster]`: this node among the nodes that share one store.
@@ -534,6 +637,7 @@ impl Config {
             xua: XuaSection::default(),
             audit: AuditSection::default(),
             cluster: ClusterSection::default(),
+            dsg: DsgSection::default(),
             ca: CaSection {
                 crl_validity_hours: default_crl_validity_hours(),
                 ocsp_validity_hours: default_ocsp_validity_hours(),
@@ -554,6 +658,7 @@ impl Config {
 
     /// Every check that needs no HSM. `home` resolves relative paths.
     pub fn validate(&self, home: &Path) -> Result<(), ConfigError> {
+        self.validate_dsg()?;
         if let Some(id) = &self.cluster.node_id
             && !cps_store::valid_node_id(id)
         {
@@ -876,6 +981,43 @@ mod tests {
         assert_eq!(node_id_from_host("--x y"), "x-y");
         assert_eq!(node_id_from_host(""), "node");
         assert_eq!(node_id_from_host(&"h".repeat(100)).len(), 63);
+    }
+
+    #[test]
+    fn dsg_seals_parse_and_bad_ones_are_refused() {
+        let c = Config::embedded_default();
+        assert!(!c.to_toml().contains("[dsg]"));
+        let text = format!(
+            "{}\n[[dsg.seals]]\nstructure_id = \"10B0152872\"\norganisation = \"Clinique\"\nstate = \"75\"\nsigners = [\"dpi\"]\n",
+            c.to_toml()
+        );
+        let c = Config::parse(&text).unwrap();
+        let seal = c.dsg.seal_for("10B0152872").unwrap();
+        assert_eq!(seal.label(), "dsg-seal-10B0152872");
+        assert_eq!(seal.algorithm, "p256");
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(c.validate_dsg().is_ok());
+        let refused = |f: &dyn Fn(&mut Config), what: &str| {
+            let mut bad = c.clone();
+            f(&mut bad);
+            let err = bad.validate(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        };
+        refused(&|b| b.dsg.seals[0].signers.clear(), "no signer");
+        refused(&|b| b.dsg.seals.push(b.dsg.seals[0].clone()), "two seals");
+        refused(
+            &|b| b.dsg.seals[0].structure_id = "a b".into(),
+            "structure_id",
+        );
+        refused(
+            &|b| b.dsg.seals[0].algorithm = "ed25519".into(),
+            "algorithm",
+        );
+        refused(
+            &|b| b.dsg.seals[0].key_label = Some(b.xua.key_label.clone()),
+            "already used",
+        );
     }
 
     #[test]
