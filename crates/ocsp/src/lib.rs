@@ -64,6 +64,7 @@ mod encode;
 mod get;
 mod oids;
 mod parse;
+pub mod request;
 
 use std::sync::Arc;
 

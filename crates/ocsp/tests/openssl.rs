@@ -420,3 +420,42 @@ fn pkilint_accepts_error_responses() {
     let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(text.contains("malformedrequest (1)"), "{text}");
 }
+
+/// `cps_ocsp::request::request_for` builds, byte for byte, the request `openssl ocsp -sha256
+/// -no_nonce` builds for the same certificate, and our responder answers it.
+#[test]
+fn our_request_is_the_one_openssl_builds() {
+    let env = Env::new();
+    let r = env.responder(NotIssuedPolicy::Unknown);
+    let ca = env
+        .pki
+        .cas
+        .iter()
+        .find(|c| c.id == "organisations")
+        .expect("organisations CA");
+    let req = env.request(
+        "ours.der",
+        &[
+            "-issuer",
+            "organisations.pem",
+            "-no_nonce",
+            "-sha256",
+            "-cert",
+            "organisations-ee0.pem",
+        ],
+    );
+    let ours = cps_ocsp::request::request_for(&ca.cert_der, &ca.ee[0].serial).unwrap();
+    assert_eq!(hex::encode(&ours), hex::encode(&req));
+    let reply = r.respond(&ours, env.pki.now);
+    let (status, basic) = decode(&reply.der);
+    assert_eq!(status, 0, "{:?}", reply.detail);
+    assert_eq!(basic.unwrap().tbs_response_data.responses.len(), 1);
+    // Another certificate's serial gives another request.
+    let other = cps_ocsp::request::request_for(&ca.cert_der, &ca.ee[1].serial).unwrap();
+    assert_ne!(other, ours);
+    assert_eq!(
+        cps_ocsp::request::request_for(&ca.cert_der, &[]),
+        Err(cps_ocsp::request::RequestError::Serial)
+    );
+    assert!(cps_ocsp::request::request_for(b"not a certificate", &[1]).is_err());
+}
