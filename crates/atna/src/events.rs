@@ -750,6 +750,7 @@ pub enum SignatureAct {
 /// is who signed (a seal's subject or a professional's IdNat_PS, when known), and each signed
 /// document is a participant object by its uniqueId (type 2 system object, role 3 report,
 /// ID type RFC-3881 9 "Report Number").
+#[allow(clippy::too_many_arguments)]
 pub fn document_signature(
     ctx: &AuditContext,
     now: OffsetDateTime,
