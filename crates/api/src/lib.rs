@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod dsg;
 mod registry;
+pub use dsg::*;
 pub use registry::*;
 
 /// The error body of every refusal of the API.
