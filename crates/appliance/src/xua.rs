@@ -16,7 +16,7 @@ use crate::error::ApplianceError;
 /// Where the seal certificate is kept (PEM: seal certificate, then its issuing CA).
 pub const CACHET_FILE: &str = "xua/cachet.pem";
 
-fn key_algorithm(name: &str) -> KeyAlgorithm {
+pub(crate) fn key_algorithm(name: &str) -> KeyAlgorithm {
     match name {
         "rsa2048" => KeyAlgorithm::Rsa2048,
         "rsa3072" => KeyAlgorithm::Rsa3072,
