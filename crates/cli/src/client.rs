@@ -100,6 +100,31 @@ impl ApiClient {
         Err(format!("{} {error}{code}", status.as_u16()))
     }
 
+    /// POST JSON to a route whose refusals carry a verdict body (422 as well as 200): the status
+    /// and the body as `T`; other refusals as [`Self::handle`] reports them.
+    pub fn post_verdict<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(u16, T), String> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send();
+        match resp {
+            Ok(r) if r.status().as_u16() == 422 => {
+                let body = r
+                    .bytes()
+                    .map_err(|e| format!("reading the appliance's answer: {e}"))?;
+                serde_json::from_slice(&body)
+                    .map(|v| (422, v))
+                    .map_err(|e| format!("unexpected answer from the appliance (422): {e}"))
+            }
+            other => self.handle(other).map(|v| (200, v)),
+        }
+    }
+
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         self.handle(self.http.get(format!("{}{path}", self.base)).send())
     }

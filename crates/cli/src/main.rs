@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod card_cmd;
+mod dsg_cmd;
 mod issuance_cmd;
 mod login_cmd;
 mod node_cmd;
@@ -101,6 +102,15 @@ enum Command {
         as_operator: String,
         #[command(subcommand)]
         command: login_cmd::XuaCommand,
+    },
+    /// Document signatures (IHE DSG, XAdES-X-L): sign with a structure's seal, verify.
+    Dsg {
+        /// Operator credential used to make the request (role `signer` to sign; `signer` or
+        /// `service` to verify).
+        #[arg(long = "as", default_value = "admin")]
+        as_operator: String,
+        #[command(subcommand)]
+        command: dsg_cmd::DsgCommand,
     },
     /// The audit record repository: verify its tamper-evident log, search it.
     Audit {
@@ -447,6 +457,14 @@ fn run(cli: Cli) -> CliResult {
             };
             let api = client::ApiClient::new(&home, &config, &operator).map_err(fail)?;
             audit_cmd::events(&api, command)
+        }
+        Command::Dsg {
+            as_operator,
+            command,
+        } => {
+            let config = load_config(&home)?;
+            let api = client::ApiClient::new(&home, &config, &as_operator).map_err(fail)?;
+            dsg_cmd::run(&api, command)
         }
         Command::Login(args) => {
             let config = load_config(&home)?;

@@ -1,0 +1,180 @@
+//! `cps-trust dsg`: document signatures (IHE DSG) — a structure seal signs through the appliance,
+//! and signatures are verified by it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::Subcommand;
+use cps_api::{DsgDocument, DsgSignRequest, DsgSignature, DsgVerification, DsgVerifyRequest};
+
+use crate::client::ApiClient;
+use crate::{CliResult, EXIT_REFUSED, emitln, fail, pretty};
+
+#[derive(Subcommand)]
+pub enum DsgCommand {
+    /// Have a structure's seal sign documents (role `signer`, bound to the structure): a
+    /// detached manifest over the documents, or an enveloping signature over one. The signature
+    /// carries the appliance's timestamp, the certificates and their OCSP answers (XAdES-X-L).
+    Sign {
+        /// The structure whose seal signs (struct_IdNat).
+        #[arg(long)]
+        structure: String,
+        /// The commitment type: author, co-author, review, verification, validation, consent,
+        /// source, addendum, modification, administrative… (ASTM E1762), or its OID.
+        #[arg(long, default_value = "author")]
+        purpose: String,
+        /// One enveloping signature over the only document (default: a detached manifest).
+        #[arg(long)]
+        enveloping: bool,
+        /// The submission set's uniqueId, signed with the documents (detached only).
+        #[arg(long)]
+        submission_set: Option<String>,
+        /// A document: `UNIQUE_ID=FILE` (its MIME type with `UNIQUE_ID=FILE;MIME`, default
+        /// text/xml). Repeat for each document.
+        #[arg(long = "document", required = true)]
+        documents: Vec<String>,
+        /// Send only each document's SHA-256, not the document (detached only).
+        #[arg(long)]
+        digests_only: bool,
+        /// Write the signature here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a signature with the appliance: prints the signer, the proven signing time, the
+    /// purpose and each document's result, or the precise reason it is refused (exit 3).
+    Verify {
+        /// The signature (XML).
+        #[arg(long)]
+        signature: PathBuf,
+        /// A signed document: `UNIQUE_ID=FILE`. Repeat for each document of a detached signature.
+        #[arg(long = "document")]
+        documents: Vec<String>,
+        /// Also check the signer certificate's status now (a revocation dated before the signing
+        /// time refuses the signature).
+        #[arg(long)]
+        live: bool,
+    },
+}
+
+/// `UNIQUE_ID=FILE[;MIME]`.
+pub(crate) struct DocumentArg {
+    pub unique_id: String,
+    pub path: PathBuf,
+    pub mime_type: Option<String>,
+}
+
+pub(crate) fn parse_document(arg: &str) -> Result<DocumentArg, (u8, String)> {
+    let (id, rest) = arg
+        .split_once('=')
+        .filter(|(id, f)| !id.is_empty() && !f.is_empty())
+        .ok_or_else(|| fail(format!("--document '{arg}': expected UNIQUE_ID=FILE")))?;
+    let (file, mime) = match rest.rsplit_once(';') {
+        Some((f, m)) if m.contains('/') => (f, Some(m.to_owned())),
+        _ => (rest, None),
+    };
+    Ok(DocumentArg {
+        unique_id: id.to_owned(),
+        path: PathBuf::from(file),
+        mime_type: mime,
+    })
+}
+
+pub(crate) fn read(p: &std::path::Path) -> Result<Vec<u8>, (u8, String)> {
+    std::fs::read(p).map_err(|e| fail(format!("{}: {e}", p.display())))
+}
+
+fn wire_documents(args: &[String], digests_only: bool) -> Result<Vec<DsgDocument>, (u8, String)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    args.iter()
+        .map(|a| {
+            let d = parse_document(a)?;
+            let bytes = read(&d.path)?;
+            Ok(DsgDocument {
+                unique_id: d.unique_id,
+                mime_type: d.mime_type,
+                content: (!digests_only).then(|| b64.encode(&bytes)),
+                sha256: digests_only.then(|| hex::encode(ring_sha256(&bytes))),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn ring_sha256(b: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .to_vec()
+}
+
+pub fn run(api: &ApiClient, cmd: DsgCommand) -> CliResult {
+    match cmd {
+        DsgCommand::Sign {
+            structure,
+            purpose,
+            enveloping,
+            submission_set,
+            documents,
+            digests_only,
+            out,
+        } => {
+            let body = DsgSignRequest {
+                structure_id: structure,
+                policy: Some(if enveloping { "enveloping" } else { "detached" }.into()),
+                purpose,
+                submission_set,
+                documents: wire_documents(&documents, digests_only)?,
+            };
+            let s: DsgSignature = api
+                .post("/api/v1/dsg/sign", &body)
+                .map_err(|e| (EXIT_REFUSED, format!("signature refused: {e}")))?;
+            write_out(out, &s.signature)?;
+            eprintln!(
+                "signed by {} at {} ({}, purpose {})",
+                s.signer,
+                cps_appliance::rfc3339(s.signing_time),
+                s.policy,
+                s.purpose
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DsgCommand::Verify {
+            signature,
+            documents,
+            live,
+        } => {
+            let xml = String::from_utf8(read(&signature)?)
+                .map_err(|_| fail(format!("{}: not UTF-8", signature.display())))?;
+            let body = DsgVerifyRequest {
+                signature: xml,
+                documents: wire_documents(&documents, false)?,
+                live_status: live,
+            };
+            let (status, v): (u16, DsgVerification) = api
+                .post_verdict("/api/v1/dsg/verify", &body)
+                .map_err(fail)?;
+            emitln(&pretty(&v));
+            if v.valid && status == 200 {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err((
+                    EXIT_REFUSED,
+                    format!(
+                        "signature refused: {} [{}]",
+                        v.error.unwrap_or_default(),
+                        v.code.unwrap_or_default()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+pub(crate) fn write_out(out: Option<PathBuf>, text: &str) -> Result<(), (u8, String)> {
+    match out {
+        Some(p) => std::fs::write(&p, text).map_err(|e| fail(format!("{}: {e}", p.display()))),
+        None => {
+            emitln(text);
+            Ok(())
+        }
+    }
+}
