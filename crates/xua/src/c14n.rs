@@ -1,5 +1,12 @@
 //! Exclusive XML Canonicalization 1.0 without comments
-//! (<http://www.w3.org/2001/10/xml-exc-c14n#>) over a `roxmltree` subtree.
+//! (<http://www.w3.org/2001/10/xml-exc-c14n#>) and Canonical XML 1.1 with or without comments
+//! (<http://www.w3.org/2006/12/xml-c14n11>) over a `roxmltree` subtree.
+//!
+//! Canonical XML 1.1 of a subtree renders every namespace in scope at its apex (not only the
+//! visibly utilised ones), and gives the apex the `xml:lang` and `xml:space` it inherits from
+//! the ancestors that are left out (`xml:id` is not inherited). `xml:base` would need the URI
+//! fix-up of the specification: a subtree with `xml:base` on its apex or an ancestor is refused
+//! rather than half-implemented.
 //!
 //! The canonical form is written from the parsed data model, never copied from the input bytes:
 //! element and attribute names with the prefixes the document used, namespace declarations only
@@ -48,6 +55,45 @@ impl InclusivePrefixes {
     }
 }
 
+/// The canonicalisation algorithm of [`canonicalize_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode<'p> {
+    /// Exclusive XML Canonicalization 1.0 without comments, with an `InclusiveNamespaces` list.
+    Exclusive(&'p InclusivePrefixes),
+    /// Canonical XML 1.1 (inclusive), comments kept when `with_comments`.
+    Inclusive11 {
+        /// `#WithComments`.
+        with_comments: bool,
+    },
+}
+
+/// Canonicalise the subtree rooted at `apex` with `mode`, leaving out `exclude` and its
+/// descendants, appending the octets to `out`.
+pub fn canonicalize_mode(
+    apex: Node<'_, '_>,
+    exclude: Option<Node<'_, '_>>,
+    mode: Mode<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), C14nError> {
+    run(apex, exclude, mode, out, &mut Scratch::new())
+}
+
+/// Canonical XML 1.1 of the subtree rooted at `apex`, leaving out `exclude` and its descendants.
+pub fn canonicalize_11(
+    apex: Node<'_, '_>,
+    exclude: Option<Node<'_, '_>>,
+    with_comments: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), C14nError> {
+    run(
+        apex,
+        exclude,
+        Mode::Inclusive11 { with_comments },
+        out,
+        &mut Scratch::new(),
+    )
+}
+
 /// Canonicalise the subtree rooted at `apex` (an element), leaving out `exclude` and its
 /// descendants, appending the octets to `out`.
 pub fn canonicalize(
@@ -91,6 +137,16 @@ pub(crate) fn canonicalize_with<'a, 'i: 'a>(
     out: &mut Vec<u8>,
     scratch: &mut Scratch<'a>,
 ) -> Result<(), C14nError> {
+    run(apex, exclude, Mode::Exclusive(inclusive), out, scratch)
+}
+
+fn run<'a, 'i: 'a>(
+    apex: Node<'a, 'i>,
+    exclude: Option<Node<'_, '_>>,
+    mode: Mode<'a>,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch<'a>,
+) -> Result<(), C14nError> {
     if !apex.is_element() {
         return Err(C14nError(
             "the apex of a canonicalised subtree must be an element".into(),
@@ -106,6 +162,34 @@ pub(crate) fn canonicalize_with<'a, 'i: 'a>(
     } = scratch;
     rendered.clear();
     marks.clear();
+    let mut inherited: [Option<(&'static str, &'a str)>; 2] = [None, None];
+    if let Mode::Inclusive11 { .. } = mode {
+        for n in apex.ancestors().filter(|n| n.is_element()) {
+            if n.attribute((ns::XML, "base")).is_some() {
+                return Err(C14nError(
+                    "xml:base on a canonicalised subtree or its ancestors is not supported".into(),
+                ));
+            }
+        }
+        for (i, (local, qname)) in [("lang", "xml:lang"), ("space", "xml:space")]
+            .into_iter()
+            .enumerate()
+        {
+            if apex.attribute((ns::XML, local)).is_none() {
+                inherited[i] = apex
+                    .ancestors()
+                    .skip(1)
+                    .find_map(|a| a.attribute((ns::XML, local)))
+                    .map(|v| (qname, v));
+            }
+        }
+    }
+    let with_comments = matches!(
+        mode,
+        Mode::Inclusive11 {
+            with_comments: true
+        }
+    );
     let mut walk = traverse(apex);
     while let Some(edge) = walk.next() {
         match edge {
@@ -119,8 +203,10 @@ pub(crate) fn canonicalize_with<'a, 'i: 'a>(
                     NodeType::Element => {
                         let (qname, prefix) = element_qname(n, input)?;
                         marks.push((rendered.len(), qname));
+                        let inherit: &[Option<(&'static str, &'a str)>] =
+                            if n == apex { &inherited } else { &[] };
                         open_element(
-                            n, qname, prefix, input, inclusive, rendered, decls, attrs, out,
+                            n, qname, prefix, input, mode, inherit, rendered, decls, attrs, out,
                         )?;
                     }
                     NodeType::Text => escape_text(n.text().unwrap_or(""), out),
@@ -134,6 +220,11 @@ pub(crate) fn canonicalize_with<'a, 'i: 'a>(
                             }
                             out.extend_from_slice(b"?>");
                         }
+                    }
+                    NodeType::Comment if with_comments => {
+                        out.extend_from_slice(b"<!--");
+                        out.extend_from_slice(n.text().unwrap_or("").as_bytes());
+                        out.extend_from_slice(b"-->");
                     }
                     NodeType::Comment | NodeType::Root => {}
                 }
@@ -259,7 +350,8 @@ fn open_element<'a, 'i: 'a>(
     qname: &'i str,
     elem_prefix: &'i str,
     input: &'i str,
-    inclusive: &'a InclusivePrefixes,
+    mode: Mode<'a>,
+    inherit: &[Option<(&'static str, &'a str)>],
     rendered: &mut Vec<(&'a str, &'a str)>,
     decls: &mut Vec<(&'a str, &'a str)>,
     attrs: &mut Vec<(&'a str, &'a str, &'a str, &'a str)>,
@@ -296,15 +388,35 @@ fn open_element<'a, 'i: 'a>(
         attrs.push((uri, a.name(), aq, a.value()));
     }
 
-    for p in inclusive.prefixes() {
-        if p == "#default" {
-            consider("", n.default_namespace().unwrap_or(""), rendered, decls);
-        } else if p != "xml"
-            && let Some(uri) = n.lookup_namespace_uri(Some(p.as_str()))
-            && uri != ns::XML
-        {
-            consider(p.as_str(), uri, rendered, decls);
+    match mode {
+        Mode::Exclusive(inclusive) => {
+            for p in inclusive.prefixes() {
+                if p == "#default" {
+                    consider("", n.default_namespace().unwrap_or(""), rendered, decls);
+                } else if p != "xml"
+                    && let Some(uri) = n.lookup_namespace_uri(Some(p.as_str()))
+                    && uri != ns::XML
+                {
+                    consider(p.as_str(), uri, rendered, decls);
+                }
+            }
         }
+        Mode::Inclusive11 { .. } => {
+            // Every namespace in scope, and the default one even when empty (an empty default
+            // under a rendered non-empty one is an undeclaration, `xmlns=""`).
+            consider("", n.default_namespace().unwrap_or(""), rendered, decls);
+            for d in n.namespaces() {
+                if let Some(p) = d.name()
+                    && p != "xml"
+                    && d.uri() != ns::XML
+                {
+                    consider(p, d.uri(), rendered, decls);
+                }
+            }
+        }
+    }
+    for &(qname, value) in inherit.iter().flatten() {
+        attrs.push((ns::XML, &qname[4..], qname, value));
     }
 
     decls.sort_unstable_by(|a, b| a.0.cmp(b.0));

@@ -37,6 +37,7 @@ pub mod c14n;
 mod issue;
 mod model;
 pub mod ns;
+pub mod parse;
 mod policy;
 mod replay;
 mod time;

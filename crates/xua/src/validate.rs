@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use cps_pki::IdNatPs;
-use roxmltree::{Document, Node, NodeType, ParsingOptions};
+use roxmltree::{Document, Node, NodeType};
 
 use crate::alg::{XmlDigestAlgorithm, XmlSignatureAlgorithm};
 use crate::c14n::{Edge, InclusivePrefixes, Scratch, canonicalize_with, traverse};
@@ -646,58 +646,25 @@ impl Validator {
     pub fn verify(&self, input: &[u8], now: SystemTime) -> Result<ValidatedAssertion, Refusal> {
         use RefusalCode as C;
         let cfg = &self.config;
-        if input.len() > cfg.max_bytes {
-            return refuse(
-                C::TooLarge,
-                format!("{} bytes (limit {})", input.len(), cfg.max_bytes),
-            );
-        }
-        let text = std::str::from_utf8(input)
-            .or_else(|e| refuse(C::MalformedXml, format!("not UTF-8: {e}")))?;
-        if let Some(decl) = input.strip_prefix(b"<?xml") {
-            let end = memchr::memmem::find(decl, b"?>").unwrap_or(decl.len());
-            let decl = String::from_utf8_lossy(&decl[..end]).to_ascii_lowercase();
-            if let Some((_, rest)) = decl.split_once("encoding") {
-                let value = rest
-                    .trim_start_matches([' ', '\t', '\n', '\r', '='])
-                    .trim_start_matches(['"', '\'']);
-                if !value.starts_with("utf-8") {
-                    return refuse(C::MalformedXml, "only UTF-8 documents are accepted");
-                }
-            }
-        }
-        // One pass over the input for `<!` (which a usual assertion does not contain at all),
-        // rather than one search per keyword.
-        if memchr::memmem::find_iter(input, b"<!").any(|i| {
-            let rest = &input[i + 2..];
-            rest.starts_with(b"DOCTYPE") || rest.starts_with(b"ENTITY")
-        }) {
-            return refuse(
-                C::DtdForbidden,
-                "document type declarations are not accepted",
-            );
-        }
-        let doc = Document::parse_with_options(
-            text,
-            ParsingOptions {
-                allow_dtd: false,
-                nodes_limit: cfg.max_nodes,
-                ..ParsingOptions::default()
-            },
-        )
-        .map_err(|e| {
-            use roxmltree::Error as E;
+        let limits = crate::parse::Limits {
+            max_bytes: cfg.max_bytes,
+            max_depth: cfg.max_depth,
+            max_nodes: cfg.max_nodes,
+        };
+        let doc = crate::parse::parse_unchecked_depth(input, &limits).map_err(|e| {
+            use crate::parse::ParseRefusal as P;
             let code = match e {
-                E::DtdDetected | E::EntityReferenceLoop(_) | E::UnknownEntityReference(..) => {
-                    C::DtdForbidden
-                }
-                E::NodesLimitReached => C::TooManyNodes,
-                _ => C::MalformedXml,
+                P::TooLarge(..) => C::TooLarge,
+                P::TooDeep(_) => C::TooDeep,
+                P::TooManyNodes(_) => C::TooManyNodes,
+                P::DtdForbidden => C::DtdForbidden,
+                P::Malformed(_) => C::MalformedXml,
             };
-            Refusal {
-                code,
-                message: e.to_string(),
-            }
+            let message = match e {
+                P::Malformed(m) => m,
+                e => e.to_string(),
+            };
+            Refusal { code, message }
         })?;
 
         // --- Document shape, in one pass. ---
