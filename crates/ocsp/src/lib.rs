@@ -62,9 +62,11 @@
 mod cache;
 mod encode;
 mod get;
+mod longterm;
 mod oids;
 mod parse;
 pub mod request;
+mod response;
 
 use std::sync::Arc;
 
@@ -73,10 +75,18 @@ use cps_hsm::{SigFormat, SignatureAlgorithm, Signer};
 use der::{Decode, Encode};
 
 pub use get::decode_get_request;
+pub use longterm::{
+    Evidence, LiveStatus, LongTermPolicy, LongTermQuery, LongTermRefusal, LongTermValid, decide,
+};
+pub use parse::CertIdHash;
+pub use response::{
+    CertId, OcspResponse, ResponderId, ResponseError, ResponseLimits, SignedBy, SingleCertStatus,
+    SingleResponse, VerifiedResponse, parse_response,
+};
 
 use cache::{Cache, Cached};
 use encode::{Single, SingleStatus};
-use parse::{CertIdHash, CertIdRef, ParsedRequest};
+use parse::{CertIdRef, ParsedRequest};
 
 /// RFC 5280 `CRLReason` (value 7 is unused): the same type the CRLs use.
 pub use cps_pki::crl::RevocationReason as CrlReason;

@@ -37,7 +37,7 @@ pub(crate) struct Malformed {
 }
 
 impl Malformed {
-    fn new(what: &'static str) -> Self {
+    pub(crate) fn new(what: &'static str) -> Self {
         Malformed { what, der: None }
     }
 }
@@ -51,9 +51,9 @@ impl std::fmt::Display for Malformed {
     }
 }
 
-type Result<T> = std::result::Result<T, Malformed>;
+pub(crate) type Result<T> = std::result::Result<T, Malformed>;
 
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn ctx(self, what: &'static str) -> Result<T>;
 }
 
@@ -168,36 +168,36 @@ pub(crate) const MAX_NONCE_LEN: usize = 32;
 /// A thin wrapper over `der`'s reader giving TLVs with tag checks. Each TLV's header is
 /// decoded once by `der` (strict DER: minimal definite lengths, valid tags) and its value
 /// borrowed from the input.
-struct Cursor<'a> {
+pub(crate) struct Cursor<'a> {
     input: &'a [u8],
     r: SliceReader<'a>,
 }
 
-const fn ctx(number: u32) -> Tag {
+pub(crate) const fn ctx(number: u32) -> Tag {
     Tag::ContextSpecific {
         constructed: true,
         number: TagNumber(number),
     }
 }
 
-fn offset(l: der::Length) -> Result<usize> {
+pub(crate) fn offset(l: der::Length) -> Result<usize> {
     usize::try_from(l).ctx("length")
 }
 
 impl<'a> Cursor<'a> {
-    fn new(input: &'a [u8]) -> Result<Self> {
+    pub(crate) fn new(input: &'a [u8]) -> Result<Self> {
         Ok(Cursor {
             input,
             r: SliceReader::new(input).ctx("input too long")?,
         })
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.r.is_finished()
     }
 
     /// Next TLV: (whole TLV, tag, value).
-    fn tlv(&mut self, what: &'static str) -> Result<(&'a [u8], Tag, &'a [u8])> {
+    pub(crate) fn tlv(&mut self, what: &'static str) -> Result<(&'a [u8], Tag, &'a [u8])> {
         let start = offset(self.r.position())?;
         let header = Header::decode(&mut self.r).ctx(what)?;
         let value = self.r.read_slice(header.length()).ctx(what)?;
@@ -210,12 +210,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// Next TLV, which must carry `tag`; returns its value.
-    fn expect(&mut self, tag: Tag, what: &'static str) -> Result<&'a [u8]> {
+    pub(crate) fn expect(&mut self, tag: Tag, what: &'static str) -> Result<&'a [u8]> {
         self.expect_raw(tag, what).map(|(_, v)| v)
     }
 
     /// Like [`Cursor::expect`] but also returns the whole TLV.
-    fn expect_raw(&mut self, tag: Tag, what: &'static str) -> Result<(&'a [u8], &'a [u8])> {
+    pub(crate) fn expect_raw(
+        &mut self,
+        tag: Tag,
+        what: &'static str,
+    ) -> Result<(&'a [u8], &'a [u8])> {
         let (raw, t, value) = self.tlv(what)?;
         if t != tag {
             return Err(Malformed::new(what));
@@ -224,7 +228,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next TLV if it carries `tag`, else nothing is consumed.
-    fn optional(&mut self, tag: Tag, what: &'static str) -> Result<Option<&'a [u8]>> {
+    pub(crate) fn optional(&mut self, tag: Tag, what: &'static str) -> Result<Option<&'a [u8]>> {
         if self.is_empty() {
             return Ok(None);
         }
@@ -234,17 +238,17 @@ impl<'a> Cursor<'a> {
         self.expect(tag, what).map(Some)
     }
 
-    fn peek_is(&self, tag: Tag) -> bool {
+    pub(crate) fn peek_is(&self, tag: Tag) -> bool {
         !self.is_empty() && Tag::peek(&self.r).is_ok_and(|t| t == tag)
     }
 
-    fn finish(self, what: &'static str) -> Result<()> {
+    pub(crate) fn finish(self, what: &'static str) -> Result<()> {
         self.r.finish().ctx(what)
     }
 }
 
 /// Content of an EXPLICIT tag: exactly one TLV of type `tag`; returns its value.
-fn explicit<'a>(content: &'a [u8], tag: Tag, what: &'static str) -> Result<&'a [u8]> {
+pub(crate) fn explicit<'a>(content: &'a [u8], tag: Tag, what: &'static str) -> Result<&'a [u8]> {
     let mut c = Cursor::new(content)?;
     let v = c.expect(tag, what)?;
     c.finish(what)?;
@@ -252,7 +256,7 @@ fn explicit<'a>(content: &'a [u8], tag: Tag, what: &'static str) -> Result<&'a [
 }
 
 /// A syntactically valid OID content: non-empty, minimal sub-identifiers, last octet final.
-fn check_oid(bytes: &[u8], what: &'static str) -> Result<()> {
+pub(crate) fn check_oid(bytes: &[u8], what: &'static str) -> Result<()> {
     let mut start = true;
     for b in bytes {
         if start && *b == 0x80 {
@@ -362,7 +366,7 @@ fn check_nonce(extn_value: &[u8]) -> Result<()> {
 
 /// Walk `Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension` (content of the SEQUENCE),
 /// refusing duplicates; `f(raw TLV, oid content, critical, extnValue content)`.
-fn for_each_extension<'a>(
+pub(crate) fn for_each_extension<'a>(
     list: &'a [u8],
     mut f: impl FnMut(&'a [u8], &'a [u8], bool, &'a [u8]) -> Result<()>,
 ) -> Result<()> {
@@ -418,7 +422,11 @@ fn parse_single_request(content: &[u8]) -> Result<CertIdRef<'_>> {
         })?;
     }
     r.finish("trailing fields in Request")?;
+    parse_cert_id(raw, cert_id)
+}
 
+/// A CertID: `raw` is the whole TLV, `cert_id` its content.
+pub(crate) fn parse_cert_id<'a>(raw: &'a [u8], cert_id: &'a [u8]) -> Result<CertIdRef<'a>> {
     let mut c = Cursor::new(cert_id)?;
     let alg = c.expect(Tag::Sequence, "CertID.hashAlgorithm")?;
     let name_hash = c.expect(Tag::OctetString, "CertID.issuerNameHash")?;

@@ -57,8 +57,9 @@ pub use policy::{
 pub use replay::{InMemoryReplayCache, ReplayCache, ReplayError};
 pub use time::{format_datetime, parse_datetime};
 pub use trust::{
-    EKU_DOCUMENT_SIGNING, EkuPolicy, RevocationCheck, RevocationStatus, SignerCertificate,
-    StaticRevocationList, TrustError, TrustStore,
+    EKU_CLIENT_AUTH, EKU_DOCUMENT_SIGNING, EKU_OCSP_SIGNING, EKU_SERVER_AUTH, EKU_TIME_STAMPING,
+    EkuPolicy, PathError, RevocationCheck, RevocationStatus, SignerCertificate, SignerRequirement,
+    StaticRevocationList, TrustError, TrustStore, VerifiedPath,
 };
 pub use validate::{
     CommentPolicy, Refusal, RefusalCode, ValidatedAssertion, Validator, ValidatorConfig,

@@ -33,6 +33,147 @@ pub enum EkuPolicy {
     Required(&'static [u8]),
 }
 
+/// DER content of `id-kp-timeStamping` (1.3.6.1.5.5.7.3.8), the EKU of a time-stamping
+/// authority's certificate (RFC 3161 §2.3).
+pub const EKU_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
+/// DER content of `id-kp-clientAuth` (1.3.6.1.5.5.7.3.2).
+pub const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+/// DER content of `id-kp-serverAuth` (1.3.6.1.5.5.7.3.1).
+pub const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+/// DER content of `id-kp-OCSPSigning` (1.3.6.1.5.5.7.3.9).
+pub const EKU_OCSP_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x09];
+
+/// The extended key usages a [`SignerRequirement`] can name (webpki wants them `'static`).
+const KNOWN_EKUS: [&[u8]; 5] = [
+    EKU_DOCUMENT_SIGNING,
+    EKU_TIME_STAMPING,
+    EKU_CLIENT_AUTH,
+    EKU_SERVER_AUTH,
+    EKU_OCSP_SIGNING,
+];
+
+/// What a signer certificate must be, beyond a valid path, for one kind of signature: taken
+/// from the certificate profile it is issued under ([`SignerRequirement::from_profile`]), so
+/// that the verifier asks exactly what the CA writes.
+///
+/// * `org-cachet` (structure seal): EKU documentSigning, keyUsage digitalSignature and
+///   nonRepudiation, its policy OID.
+/// * `cps-sign` (professional signature): **no** EKU extension (the profile writes none; any
+///   EKU, such as the clientAuth of `cps-auth`, is refused), keyUsage nonRepudiation, its
+///   policy OID.
+/// * a TSA: EKU timeStamping ([`SignerRequirement::extended_key_usage`], or its profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerRequirement {
+    name: String,
+    /// `Some`: the EKU extension must list it; `None`: the certificate must carry no EKU.
+    eku: Option<&'static [u8]>,
+    /// Signature key usages that must all be asserted (digitalSignature, nonRepudiation).
+    key_usages: Vec<cps_pki::ext::Usage>,
+    /// Certificate policy OIDs (dotted) that must all be present.
+    policies: Vec<String>,
+}
+
+impl SignerRequirement {
+    /// What `profile` writes: its EKU (exactly one, or none), the signature bits of its key
+    /// usage and its policies.
+    pub fn from_profile(profile: &cps_pki::profile::Profile) -> Result<Self, TrustError> {
+        use cps_pki::ext::Usage;
+        let err = |r: &str| TrustError::Requirement(format!("profile '{}': {r}", profile.name));
+        let eku = match &profile.extended_key_usage {
+            None => None,
+            Some((purposes, _)) => match purposes.as_slice() {
+                [one] => Some(
+                    KNOWN_EKUS
+                        .into_iter()
+                        .find(|k| *k == one.as_bytes())
+                        .ok_or_else(|| err("its extended key usage is not a signing purpose"))?,
+                ),
+                _ => return Err(err("exactly one extended key usage is supported")),
+            },
+        };
+        let key_usages: Vec<Usage> = profile
+            .key_usages
+            .iter()
+            .copied()
+            .filter(|u| matches!(u, Usage::DigitalSignature | Usage::NonRepudiation))
+            .collect();
+        if key_usages.is_empty() {
+            return Err(err("its key usage allows no signature"));
+        }
+        Ok(SignerRequirement {
+            name: profile.name.clone(),
+            eku,
+            key_usages,
+            policies: profile
+                .policies
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+        })
+    }
+
+    /// Only an extended key usage (one of the `EKU_*` constants of this module).
+    pub fn extended_key_usage(name: &str, eku: &'static [u8]) -> Self {
+        SignerRequirement {
+            name: name.to_owned(),
+            eku: Some(eku),
+            key_usages: vec![],
+            policies: vec![],
+        }
+    }
+
+    /// The name the refusals use (the profile's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A signer certificate whose path to an anchor was verified at a given time
+/// ([`TrustStore::verify_path_at`]).
+#[derive(Debug, Clone)]
+pub struct VerifiedPath {
+    /// The signer's certificate.
+    pub signer: SignerCertificate,
+    /// The certificate that issued the signer's (the first intermediate, or the anchor): the
+    /// issuer its revocation status is asked of.
+    pub issuer: Vec<u8>,
+    /// The intermediates of the path, the signer's issuer first (without the anchor).
+    pub intermediates: Vec<Vec<u8>>,
+    /// Start of the interval (Unix seconds) in which every certificate of the path is valid.
+    pub valid_from: i64,
+    /// End of that interval (Unix seconds, inclusive).
+    pub valid_until: i64,
+}
+
+/// Why a path was refused by [`TrustStore::verify_path_at`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// A certificate cannot be read.
+    #[error("{0}")]
+    Malformed(String),
+    /// No path to an anchor of the store.
+    #[error("{0}")]
+    Untrusted(String),
+    /// A certificate of the path is expired or not yet valid at the time asked.
+    #[error("{0}")]
+    Expired(String),
+    /// The signer certificate is not one of the kind required (EKU, key usage, policy, CA).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<TrustProblem> for PathError {
+    fn from(p: TrustProblem) -> Self {
+        match p {
+            TrustProblem::Malformed(m) => PathError::Malformed(m),
+            TrustProblem::Untrusted(m) => PathError::Untrusted(m),
+            TrustProblem::Expired(m) => PathError::Expired(m),
+            TrustProblem::KeyUsage(m) => PathError::Usage(m),
+        }
+    }
+}
+
 /// A verified signer certificate, as the validator reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignerCertificate {
@@ -192,6 +333,9 @@ pub enum TrustError {
     /// A certificate could not be parsed.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// A [`SignerRequirement`] cannot be made from a profile.
+    #[error("signer requirement: {0}")]
+    Requirement(String),
 }
 
 /// Why a signer certificate was refused.
@@ -325,6 +469,96 @@ impl TrustStore {
         certs: &[Vec<u8>],
         now: SystemTime,
     ) -> Result<VerifiedSigner, TrustProblem> {
+        let usage = match self.eku {
+            EkuPolicy::RequiredIfPresent(oid) => KeyUsage::required_if_present(oid),
+            EkuPolicy::Required(oid) => KeyUsage::required(oid),
+        };
+        self.build_path(certs, now, usage, "signing assertions")
+            .map(|(v, _)| v)
+    }
+
+    /// The path of `certs` (the signer's certificate first, then any intermediates it came
+    /// with; the store's intermediates complete it) to one of the store's anchors, valid at
+    /// `at` (Unix seconds), for a signer of the kind `req` describes. This is the path check of
+    /// long-term signatures: `at` is the time the signature is proven to exist (its
+    /// timestamp), not now. Not cached.
+    pub fn verify_path_at(
+        &self,
+        certs: &[Vec<u8>],
+        at: i64,
+        req: &SignerRequirement,
+    ) -> Result<VerifiedPath, PathError> {
+        let when = u64::try_from(at)
+            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+            .map_err(|_| PathError::Malformed(format!("time {at} before 1970")))?;
+        // webpki checks a required EKU (and the EKUs of intermediates); without one, any EKU
+        // present on the signer is refused below.
+        let usage = KeyUsage::required_if_present(req.eku.unwrap_or(EKU_DOCUMENT_SIGNING));
+        let purpose = format!("{} signatures", req.name);
+        let (v, issuer) = self.build_path(certs, when, usage, &purpose)?;
+        let usage_err = |what: String| {
+            PathError::Usage(format!(
+                "the signer certificate is not a '{}' certificate: {what}",
+                req.name
+            ))
+        };
+        let leaf = certs
+            .first()
+            .ok_or_else(|| PathError::Malformed("no certificate".into()))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| PathError::Malformed(format!("signer certificate: {e}")))?;
+        let eku = parsed
+            .extended_key_usage()
+            .map_err(|e| PathError::Malformed(format!("extendedKeyUsage: {e}")))?;
+        match (req.eku, eku) {
+            (None, Some(_)) => return Err(usage_err("it has an extended key usage".into())),
+            (Some(_), None) => return Err(usage_err("it has no extended key usage".into())),
+            _ => {}
+        }
+        let ku = parsed
+            .key_usage()
+            .map_err(|e| PathError::Malformed(format!("keyUsage: {e}")))?;
+        for u in &req.key_usages {
+            let set = ku.as_ref().is_some_and(|k| match u {
+                cps_pki::ext::Usage::DigitalSignature => k.value.digital_signature(),
+                cps_pki::ext::Usage::NonRepudiation => k.value.non_repudiation(),
+                _ => false,
+            });
+            if !set {
+                return Err(usage_err(format!("its key usage lacks {u:?}")));
+            }
+        }
+        let mut policies = Vec::new();
+        for e in parsed.extensions() {
+            if let x509_parser::extensions::ParsedExtension::CertificatePolicies(p) =
+                e.parsed_extension()
+            {
+                policies.extend(p.iter().map(|i| i.policy_id.to_id_string()));
+            }
+        }
+        if let Some(missing) = req.policies.iter().find(|p| !policies.contains(*p)) {
+            return Err(usage_err(format!(
+                "it lacks the certificate policy {missing}"
+            )));
+        }
+        Ok(VerifiedPath {
+            signer: v.cert,
+            issuer,
+            intermediates: v.chain,
+            valid_from: v.valid_from_ms.div_euclid(1000),
+            valid_until: v.valid_until_ms.div_euclid(1000) - 1,
+        })
+    }
+
+    /// Path validation with webpki for `usage`, then the checks every signer certificate
+    /// passes; also returns the certificate that issued the signer's.
+    fn build_path(
+        &self,
+        certs: &[Vec<u8>],
+        now: SystemTime,
+        usage: KeyUsage,
+        purpose: &str,
+    ) -> Result<(VerifiedSigner, Vec<u8>), TrustProblem> {
         let leaf_der = certs
             .first()
             .ok_or_else(|| TrustProblem::Malformed("no certificate in KeyInfo".into()))?;
@@ -345,10 +579,6 @@ impl TrustStore {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_secs();
-        let usage = match self.eku {
-            EkuPolicy::RequiredIfPresent(oid) => KeyUsage::required_if_present(oid),
-            EkuPolicy::Required(oid) => KeyUsage::required(oid),
-        };
         let algs = &[
             webpki::ring::ECDSA_P256_SHA256,
             webpki::ring::ECDSA_P256_SHA384,
@@ -375,14 +605,27 @@ impl TrustStore {
                 webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
                     TrustProblem::Expired(format!("signer certificate path: {e}"))
                 }
-                webpki::Error::RequiredEkuNotFoundContext(_) => TrustProblem::KeyUsage(
-                    "the signer certificate's extended key usage does not allow signing assertions"
-                        .into(),
-                ),
+                webpki::Error::RequiredEkuNotFoundContext(_) => TrustProblem::KeyUsage(format!(
+                    "the signer certificate's extended key usage does not allow {purpose}"
+                )),
                 other => TrustProblem::Untrusted(format!(
                     "signer certificate does not chain to a trusted anchor: {other}"
                 )),
             })?;
+        // The certificate that issued the signer's: the first intermediate, else the anchor.
+        let issuer = match path.intermediate_certificates().next() {
+            Some(i) => i.der().as_ref().to_vec(),
+            None => self
+                .anchors
+                .iter()
+                .find(|a| {
+                    webpki::anchor_from_trusted_cert(a).is_ok_and(|t| {
+                        t.subject_public_key_info == path.anchor().subject_public_key_info
+                    })
+                })
+                .map(|a| a.as_ref().to_vec())
+                .ok_or_else(|| TrustProblem::Untrusted("the path's anchor is unknown".into()))?,
+        };
         // Validity window of the path actually built (leaf and intermediates).
         let (mut from, mut until) = validity_ms(leaf_der)?;
         let mut used = Vec::new();
@@ -406,9 +649,9 @@ impl TrustStore {
                 ));
         }
         if parsed.is_ca() {
-            return Err(TrustProblem::KeyUsage(
-                "a CA certificate cannot sign assertions".into(),
-            ));
+            return Err(TrustProblem::KeyUsage(format!(
+                "a CA certificate cannot be used for {purpose}"
+            )));
         }
         let spki = parsed.public_key();
         let key_bytes = spki.subject_public_key.data.to_vec();
@@ -454,13 +697,16 @@ impl TrustStore {
             }
         };
         let cert = SignerCertificate::from_der(leaf_der).map_err(TrustProblem::Malformed)?;
-        Ok(VerifiedSigner {
-            cert,
-            chain: used,
-            valid_from_ms: from,
-            valid_until_ms: until,
-            key,
-        })
+        Ok((
+            VerifiedSigner {
+                cert,
+                chain: used,
+                valid_from_ms: from,
+                valid_until_ms: until,
+                key,
+            },
+            issuer,
+        ))
     }
 }
 
