@@ -311,7 +311,7 @@ impl Authority {
             &oids::MESSAGE_DIGEST,
             &tlv(asn1::OCTET_STRING, &self.digest.digest(tst_info)),
         );
-        let mut attrs = vec![content_type, message_digest, self.ess_attribute.clone()];
+        let mut attrs = [content_type, message_digest, self.ess_attribute.clone()];
         attrs.sort();
         let attrs = attrs.concat();
         let signature = signer.sign(self.signature, &tlv(asn1::SET, &attrs), SigFormat::Der)?;
