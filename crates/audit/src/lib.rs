@@ -381,6 +381,21 @@ pub enum AuditEvent {
     /// `xua.validate`, failure.
     AssertionRefused { code: String, reason: String },
 
+    // --- Time-stamping authority ---
+    /// `tsa.stamp`: a time-stamp token (RFC 3161) was issued.
+    TimestampIssued {
+        /// The token's serial number, hexadecimal.
+        serial: String,
+        /// The TSA policy (dotted OID).
+        policy: String,
+        /// The imprint's hash algorithm (`sha256`...).
+        hash: String,
+        /// The time-stamped hash, hexadecimal.
+        imprint: String,
+        /// The token's genTime (Unix seconds).
+        gen_time: i64,
+    },
+
     // --- Nodes and the audit trail ---
     /// `node.enroll`: a node joined the allowlist.
     NodeEnrolled { node: String, certificate: String },
@@ -468,6 +483,7 @@ impl AuditEvent {
             AssertionIssued { .. } => "xua.issue",
             BreakGlass { .. } => "xua.break_glass",
             AssertionValidated { .. } | AssertionRefused { .. } => "xua.validate",
+            TimestampIssued { .. } => "tsa.stamp",
             NodeEnrolled { .. } => "node.enroll",
             NodeRemoved { .. } => "node.remove",
             SyslogPeersRefused(_) => "atna.refused",
@@ -518,6 +534,7 @@ impl AuditEvent {
             | AssertionIssued { .. }
             | BreakGlass { .. }
             | AssertionValidated { .. }
+            | TimestampIssued { .. }
             | NodeEnrolled { .. }
             | NodeRemoved { .. }
             | ClockTrusted { .. } => "success",
@@ -615,6 +632,7 @@ pub const VARIANTS: &[&str] = &[
     "BreakGlass",
     "AssertionValidated",
     "AssertionRefused",
+    "TimestampIssued",
     "NodeEnrolled",
     "NodeRemoved",
     "SyslogPeersRefused",
@@ -659,6 +677,7 @@ fn legacy_variant(kind: &str, outcome: &str) -> Option<&'static str> {
         "xua.break_glass" => "BreakGlass",
         "xua.validate" if ok => "AssertionValidated",
         "xua.validate" => "AssertionRefused",
+        "tsa.stamp" => "TimestampIssued",
         "node.enroll" => "NodeEnrolled",
         "node.remove" => "NodeRemoved",
         "atna.refused" => "SyslogPeersRefused",
@@ -885,6 +904,13 @@ pub fn examples() -> Vec<AuditEvent> {
         AssertionRefused {
             code: s("bad_signature"),
             reason: s("the signature does not verify"),
+        },
+        TimestampIssued {
+            serial: s("00c0ffee00112233445566778899aabb"),
+            policy: s("1.3.6.1.4.1.32473.4.1"),
+            hash: s("sha256"),
+            imprint: s("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+            gen_time: 1_790_000_000,
         },
         NodeEnrolled {
             node: s("dmp-registry"),
