@@ -566,6 +566,42 @@ pub fn event_message(
             },
             Some(format!("{code}: {reason}")),
         ),
+        // A token is the appliance's own signature over a time statement, like an audit log
+        // checkpoint: a Security Alert (110113) with a local type code, action Create (the
+        // token is made), and the token as a security-resource object. DCM CID 401 has no
+        // type for a signature; 113031 "Signed Manifest" is for DSG manifests, not tokens.
+        E::TimestampIssued {
+            serial,
+            policy,
+            hash,
+            imprint,
+            gen_time,
+        } => events::security_alert_about(
+            ctx,
+            now,
+            vec![local("timestamp-issued", "Time-stamp token issued")],
+            A::Create,
+            O::Success,
+            Some(format!("RFC 3161 token {serial} under policy {policy}")),
+            Some(&who),
+            vec![ParticipantObject {
+                id: serial.clone(),
+                id_type: local("tsa-token-serial", "Time-stamp token serial number"),
+                object_type: Some(ObjectType::SystemObject),
+                role: Some(ObjectRole::SecurityResource),
+                name: Some(policy.clone()),
+                details: vec![
+                    crate::model::ObjectDetail {
+                        kind: hash.clone(),
+                        value: imprint.clone().into_bytes(),
+                    },
+                    crate::model::ObjectDetail {
+                        kind: "genTime".into(),
+                        value: gen_time.to_string().into_bytes(),
+                    },
+                ],
+            }],
+        ),
         E::NodeEnrolled {
             node: n,
             certificate,
@@ -785,6 +821,7 @@ mod tests {
             E::DocumentsSigned { .. } => ("113031", &["urn:ihe:iti:dsg"], &["Report"]),
             E::SignatureVerified { .. } => ("110007", &["urn:ihe:iti:dsg"], &["Report"]),
             E::SignatureRefused { .. } => ("110007", &["urn:ihe:iti:dsg"], &["Report"]),
+            E::TimestampIssued { .. } => ("110113", &["timestamp-issued"], CERT),
             E::NodeEnrolled { .. } => ("110113", &["110135", "node-enrolled"], CERT),
             E::NodeRemoved { .. } => ("110113", &["110135", "node-removed"], CERT),
             E::SyslogPeersRefused(_) => ("110113", &["110126"], &[]),

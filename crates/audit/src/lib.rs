@@ -412,6 +412,20 @@ pub enum AuditEvent {
         reason: String,
         documents: Vec<String>,
     },
+    // --- Time-stamping authority ---
+    /// `tsa.stamp`: a time-stamp token (RFC 3161) was issued.
+    TimestampIssued {
+        /// The token's serial number, hexadecimal.
+        serial: String,
+        /// The TSA policy (dotted OID).
+        policy: String,
+        /// The imprint's hash algorithm (`sha256`...).
+        hash: String,
+        /// The time-stamped hash, hexadecimal.
+        imprint: String,
+        /// The token's genTime (Unix seconds).
+        gen_time: i64,
+    },
 
     // --- Nodes and the audit trail ---
     /// `node.enroll`: a node joined the allowlist.
@@ -502,6 +516,7 @@ impl AuditEvent {
             AssertionValidated { .. } | AssertionRefused { .. } => "xua.validate",
             DocumentsSigned { .. } => "dsg.sign",
             SignatureVerified { .. } | SignatureRefused { .. } => "dsg.verify",
+            TimestampIssued { .. } => "tsa.stamp",
             NodeEnrolled { .. } => "node.enroll",
             NodeRemoved { .. } => "node.remove",
             SyslogPeersRefused(_) => "atna.refused",
@@ -555,6 +570,7 @@ impl AuditEvent {
             | AssertionValidated { .. }
             | DocumentsSigned { .. }
             | SignatureVerified { .. }
+            | TimestampIssued { .. }
             | NodeEnrolled { .. }
             | NodeRemoved { .. }
             | ClockTrusted { .. } => "success",
@@ -655,6 +671,7 @@ pub const VARIANTS: &[&str] = &[
     "DocumentsSigned",
     "SignatureVerified",
     "SignatureRefused",
+    "TimestampIssued",
     "NodeEnrolled",
     "NodeRemoved",
     "SyslogPeersRefused",
@@ -702,6 +719,7 @@ fn legacy_variant(kind: &str, outcome: &str) -> Option<&'static str> {
         "dsg.sign" => "DocumentsSigned",
         "dsg.verify" if ok => "SignatureVerified",
         "dsg.verify" => "SignatureRefused",
+        "tsa.stamp" => "TimestampIssued",
         "node.enroll" => "NodeEnrolled",
         "node.remove" => "NodeRemoved",
         "atna.refused" => "SyslogPeersRefused",
@@ -948,6 +966,13 @@ pub fn examples() -> Vec<AuditEvent> {
             code: s("document_digest"),
             reason: s("document 1.2.250.1.999.1.1 does not match its digest"),
             documents: vec![s("1.2.250.1.999.1.1")],
+        },
+        TimestampIssued {
+            serial: s("00c0ffee00112233445566778899aabb"),
+            policy: s("1.3.6.1.4.1.32473.4.1"),
+            hash: s("sha256"),
+            imprint: s("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+            gen_time: 1_790_000_000,
         },
         NodeEnrolled {
             node: s("dmp-registry"),

@@ -70,6 +70,7 @@ pub const BUILTIN_PROFILE_FILES: &[(&str, &str)] = &[
         "audit-checkpoint.toml",
         include_str!("../../../certs/audit-checkpoint.toml"),
     ),
+    ("tsa.toml", include_str!("../../../certs/tsa.toml")),
 ];
 
 /// Errors of profile loading. Each names the file and the problem.
@@ -895,6 +896,7 @@ crl = true
             "org-cachet",
             "node-tls",
             "audit-checkpoint",
+            "tsa",
         ] {
             assert!(b.get(name).is_some(), "{name}");
         }

@@ -763,7 +763,21 @@ fn organisation_certificates_from_openssl_requests() {
         let (ok, _) = verify_with(&pki, ca, &pem, &["-purpose", purpose]);
         assert!(!ok, "a checkpoint certificate must not pass as {purpose}");
     }
+    // Time-stamping authority: timeStamping only, critical (RFC 3161 §2.3); openssl accepts it
+    // for time stamping and for no TLS or S/MIME purpose.
+    let pem = software("tsa", "cps-trust TSA", 35);
+    let t = text_of(&pem);
+    assert!(t.contains("X509v3 Extended Key Usage: critical"), "{t}");
+    assert!(t.contains("Time Stamping"), "{t}");
+    assert!(t.contains("Digital Signature"), "{t}");
+    let (ok, out) = verify_with(&pki, ca, &pem, &["-purpose", "timestampsign"]);
+    assert!(ok, "a TSA certificate must pass as timestampsign: {out}");
+    for purpose in ["sslclient", "sslserver", "smimesign", "codesign"] {
+        let (ok, _) = verify_with(&pki, ca, &pem, &["-purpose", purpose]);
+        assert!(!ok, "a TSA certificate must not pass as {purpose}");
+    }
     for (prof, pem_name) in [
+        ("tsa", "tsa"),
         ("org-tls-server", "org-tls-server-rsa"),
         ("org-tls-client", "org-tls-client"),
         ("org-cachet", "org-cachet"),
