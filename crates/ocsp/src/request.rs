@@ -32,6 +32,23 @@ pub enum RequestError {
 /// The DER `OCSPRequest` asking the status of the certificate `serial` (big-endian, as in the
 /// certificate) issued by `issuer_der`. No nonce: the appliance's answers may come from its cache.
 pub fn request_for(issuer_der: &[u8], serial: &[u8]) -> Result<Vec<u8>, RequestError> {
+    build(issuer_der, serial, None)
+}
+
+/// The same request with a nonce extension (RFC 8954): the responder signs a fresh answer
+/// (`thisUpdate` now) instead of serving a pre-signed one, and echoes the nonce.
+pub fn request_with_nonce(
+    issuer_der: &[u8],
+    serial: &[u8],
+    nonce: &[u8],
+) -> Result<Vec<u8>, RequestError> {
+    if nonce.is_empty() || nonce.len() > 32 {
+        return Err(RequestError::Encode("a nonce is 1 to 32 bytes".into()));
+    }
+    build(issuer_der, serial, Some(nonce))
+}
+
+fn build(issuer_der: &[u8], serial: &[u8], nonce: Option<&[u8]>) -> Result<Vec<u8>, RequestError> {
     let issuer =
         Certificate::from_der(issuer_der).map_err(|e| RequestError::Issuer(e.to_string()))?;
     let serial = strip_leading_zeros(serial);
@@ -72,7 +89,17 @@ pub fn request_for(issuer_der: &[u8], serial: &[u8]) -> Result<Vec<u8>, RequestE
     let cert_id = seq(&[&alg, &name_hash, &key_hash, &serial]);
     let request = seq(&[&cert_id]);
     let request_list = seq(&[&request]);
-    let tbs = seq(&[&request_list]);
+    let tbs = match nonce {
+        None => seq(&[&request_list]),
+        Some(n) => {
+            // requestExtensions [2] EXPLICIT Extensions { Extension { id-pkix-ocsp-nonce,
+            // extnValue OCTET STRING { OCTET STRING nonce } } }
+            let value = tlv(0x04, &tlv(0x04, n));
+            let ext = seq(&[&oids::NONCE.to_der().map_err(enc)?, &value]);
+            let exts = tlv(0xA2, &seq(&[&ext]));
+            seq(&[&request_list, &exts])
+        }
+    };
     Ok(seq(&[&tbs]))
 }
 

@@ -458,4 +458,22 @@ fn our_request_is_the_one_openssl_builds() {
         Err(cps_ocsp::request::RequestError::Serial)
     );
     assert!(cps_ocsp::request::request_for(b"not a certificate", &[1]).is_err());
+    // With a nonce: openssl reads it, and our responder signs a fresh answer echoing it.
+    let nonced =
+        cps_ocsp::request::request_with_nonce(&ca.cert_der, &ca.ee[0].serial, &[7u8; 16]).unwrap();
+    std::fs::write(env.path("nonced.der"), &nonced).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["ocsp", "-req_text", "-reqin"])
+        .arg(env.path("nonced.der"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("OCSP Nonce"),
+        "{text}"
+    );
+    let reply = r.respond(&nonced, env.pki.now);
+    assert!(!reply.from_cache);
+    let nonce_ext = hex::encode([&[0x04, 0x10][..], &[7u8; 16]].concat());
+    assert!(hex::encode(&reply.der).contains(&nonce_ext), "nonce echoed");
 }
