@@ -260,6 +260,8 @@ impl Refusal {
     }
 }
 
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
 fn structure<T>(m: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal::Structure(m.into()))
 }
@@ -588,10 +590,19 @@ fn verify_parsed(
                 ));
             }
             (_, [t]) if c14n11(t).is_some() => c14n(target, false)?,
+            // No transform: XML-DSig's default, Canonical XML 1.0, which differs from 1.1
+            // only by the `xml:` attributes a subtree inherits; accepted when there are none.
             (_, []) => {
-                return Err(Refusal::UnsupportedAlgorithm(
-                    "a reference without a c14n 1.1 transform".into(),
-                ));
+                if target
+                    .ancestors()
+                    .skip(1)
+                    .any(|a| a.attributes().any(|at| at.namespace() == Some(XML_NS)))
+                {
+                    return Err(Refusal::UnsupportedAlgorithm(
+                        "a reference without transform under inherited xml: attributes".into(),
+                    ));
+                }
+                c14n(target, false)?
             }
             (_, ts) => return Err(Refusal::UnsupportedAlgorithm(ts.join(" "))),
         };
