@@ -442,6 +442,18 @@ fn verify_parsed(
             ));
         }
     }
+    // One SignedProperties in the whole document: a second one (wrapped, moved, copied) is
+    // a wrapping attempt whatever its ID.
+    if doc
+        .descendants()
+        .filter(|n| is(*n, ns::XADES, "SignedProperties"))
+        .count()
+        != 1
+    {
+        return Err(Refusal::SignedPropertiesNotBound(
+            "not exactly one SignedProperties".into(),
+        ));
+    }
     // Exactly one QualifyingProperties targeting this signature; at most one manifest.
     let mut qp = None;
     let mut manifest = None;
@@ -458,6 +470,10 @@ fn verify_parsed(
                 if manifest.replace(c).is_some() {
                     return structure("more than one Manifest");
                 }
+            } else if is(c, ns::XADES, "SignedProperties") {
+                return Err(Refusal::SignedPropertiesNotBound(
+                    "SignedProperties outside QualifyingProperties".into(),
+                ));
             } else {
                 return structure(format!("unexpected {} in ds:Object", c.tag_name().name()));
             }
@@ -472,7 +488,11 @@ fn verify_parsed(
     let qp_kids = kids(qp)?;
     let signed_props = match qp_kids.first() {
         Some(sp) if is(*sp, ns::XADES, "SignedProperties") => *sp,
-        _ => return structure("QualifyingProperties must start with SignedProperties"),
+        _ => {
+            return Err(Refusal::SignedPropertiesNotBound(
+                "QualifyingProperties does not start with SignedProperties".into(),
+            ));
+        }
     };
     let unsigned_props = match &qp_kids[1..] {
         [] => None,
