@@ -260,6 +260,8 @@ impl Refusal {
     }
 }
 
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
 fn structure<T>(m: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal::Structure(m.into()))
 }
@@ -440,6 +442,18 @@ fn verify_parsed(
             ));
         }
     }
+    // One SignedProperties in the whole document: a second one (wrapped, moved, copied) is
+    // a wrapping attempt whatever its ID.
+    if doc
+        .descendants()
+        .filter(|n| is(*n, ns::XADES, "SignedProperties"))
+        .count()
+        != 1
+    {
+        return Err(Refusal::SignedPropertiesNotBound(
+            "not exactly one SignedProperties".into(),
+        ));
+    }
     // Exactly one QualifyingProperties targeting this signature; at most one manifest.
     let mut qp = None;
     let mut manifest = None;
@@ -456,6 +470,10 @@ fn verify_parsed(
                 if manifest.replace(c).is_some() {
                     return structure("more than one Manifest");
                 }
+            } else if is(c, ns::XADES, "SignedProperties") {
+                return Err(Refusal::SignedPropertiesNotBound(
+                    "SignedProperties outside QualifyingProperties".into(),
+                ));
             } else {
                 return structure(format!("unexpected {} in ds:Object", c.tag_name().name()));
             }
@@ -470,7 +488,11 @@ fn verify_parsed(
     let qp_kids = kids(qp)?;
     let signed_props = match qp_kids.first() {
         Some(sp) if is(*sp, ns::XADES, "SignedProperties") => *sp,
-        _ => return structure("QualifyingProperties must start with SignedProperties"),
+        _ => {
+            return Err(Refusal::SignedPropertiesNotBound(
+                "QualifyingProperties does not start with SignedProperties".into(),
+            ));
+        }
     };
     let unsigned_props = match &qp_kids[1..] {
         [] => None,
@@ -588,10 +610,19 @@ fn verify_parsed(
                 ));
             }
             (_, [t]) if c14n11(t).is_some() => c14n(target, false)?,
+            // No transform: XML-DSig's default, Canonical XML 1.0, which differs from 1.1
+            // only by the `xml:` attributes a subtree inherits; accepted when there are none.
             (_, []) => {
-                return Err(Refusal::UnsupportedAlgorithm(
-                    "a reference without a c14n 1.1 transform".into(),
-                ));
+                if target
+                    .ancestors()
+                    .skip(1)
+                    .any(|a| a.attributes().any(|at| at.namespace() == Some(XML_NS)))
+                {
+                    return Err(Refusal::UnsupportedAlgorithm(
+                        "a reference without transform under inherited xml: attributes".into(),
+                    ));
+                }
+                c14n(target, false)?
             }
             (_, ts) => return Err(Refusal::UnsupportedAlgorithm(ts.join(" "))),
         };

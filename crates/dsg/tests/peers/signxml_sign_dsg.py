@@ -41,9 +41,9 @@ class DsgSigner(XAdESSigner):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.signed_data_object_properties_annotators.append(self.add_commitment)
-        # Before the XAdES annotator digests anything: type the manifest reference and
-        # place the manifest inside the signature.
-        self.signature_annotators.insert(0, self.place_manifest)
+        # After KeyInfo, before the XAdES annotator digests anything: type the manifest
+        # reference and place the manifest inside the signature.
+        self.signature_annotators.insert(1, self.place_manifest)
 
     def place_manifest(self, sig_root, signing_settings):
         ref = sig_root.find(f"{{{DS_NS}}}SignedInfo/{{{DS_NS}}}Reference")
