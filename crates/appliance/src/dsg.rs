@@ -124,3 +124,470 @@ fn open_seal(
         signers: seal.signers.clone(),
     })
 }
+
+/// Where signature timestamps come from (the appliance's TSA, in process).
+pub type Stamper = Arc<dyn cps_dsg::TimestampSource + Send + Sync>;
+
+/// Why a signature request is refused (before or while signing).
+#[derive(Debug, thiserror::Error)]
+pub enum SignRefusal {
+    /// The caller may not use that seal.
+    #[error("{0}")]
+    Forbidden(SealRefusal),
+    /// The request does not describe a signature we can make.
+    #[error("{0}")]
+    Invalid(String),
+    /// The clock is not trusted, the HSM or the TSA failed: nothing was signed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Document signatures: structure seals sign (with the TSA's timestamp and the long-term
+/// values), and any DSG signature is verified against our root.
+pub struct DsgService {
+    seals: Seals,
+    ca: Arc<CaService>,
+    ocsp: Arc<cps_ocsp::Responder>,
+    tsa: Option<Stamper>,
+    trust: cps_xua::TrustStore,
+    /// The kinds of document signer: a structure seal (`org-cachet`), a professional's card
+    /// signature key (`cps-sign`).
+    signers: Vec<cps_xua::SignerRequirement>,
+    tsa_requirement: Option<cps_xua::SignerRequirement>,
+    rng: ring::rand::SystemRandom,
+}
+
+/// A signature made, with what its audit record says.
+pub struct Signed {
+    pub xml: Vec<u8>,
+    pub signer: String,
+    pub signing_time: i64,
+    pub policy: cps_dsg::Policy,
+    pub purpose: cps_dsg::Purpose,
+    pub documents: Vec<String>,
+    pub structure_id: String,
+}
+
+/// Profiles of the certificates that may sign documents.
+pub const DOCUMENT_SIGNER_PROFILES: &[&str] = &["org-cachet", "cps-sign"];
+/// Profile of the time-stamping authority's certificate.
+pub const TSA_PROFILE: &str = "tsa";
+
+impl DsgService {
+    pub fn new(
+        seals: Seals,
+        ca: Arc<CaService>,
+        ocsp: Arc<cps_ocsp::Responder>,
+        tsa: Option<Stamper>,
+    ) -> Result<DsgService, ApplianceError> {
+        let refused = |e: &dyn std::fmt::Display| ApplianceError::Refused(format!("dsg: {e}"));
+        let root = ca
+            .authority("root")
+            .map(|a| a.cert_der.clone())
+            .ok_or_else(|| refused(&"no root CA"))?;
+        let issuing = ca
+            .authorities()
+            .filter(|a| a.id != "root")
+            .map(|a| a.cert_der.clone())
+            .collect();
+        let trust = cps_xua::TrustStore::new(
+            vec![root],
+            issuing,
+            cps_xua::EkuPolicy::RequiredIfPresent(cps_xua::EKU_DOCUMENT_SIGNING),
+        )
+        .map_err(|e| refused(&e))?;
+        let requirement = |name: &str| {
+            ca.profiles()
+                .get(name)
+                .map(cps_xua::SignerRequirement::from_profile)
+        };
+        let signers = DOCUMENT_SIGNER_PROFILES
+            .iter()
+            .filter_map(|p| requirement(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refused(&e))?;
+        let tsa_requirement = requirement(TSA_PROFILE)
+            .transpose()
+            .map_err(|e| refused(&e))?;
+        Ok(DsgService {
+            seals,
+            ca,
+            ocsp,
+            tsa,
+            trust,
+            signers,
+            tsa_requirement,
+            rng: ring::rand::SystemRandom::new(),
+        })
+    }
+
+    /// Have `structure_id`'s seal sign for `operator`.
+    pub fn sign(
+        &self,
+        operator: &str,
+        req: &cps_api::DsgSignRequest,
+        now: i64,
+    ) -> Result<Signed, SignRefusal> {
+        use base64::Engine;
+        let seal = self
+            .seals
+            .for_caller(&req.structure_id, operator)
+            .map_err(SignRefusal::Forbidden)?;
+        let tsa = self.tsa.as_ref().ok_or_else(|| {
+            SignRefusal::Unavailable("the time-stamping authority is not enabled".into())
+        })?;
+        let invalid = |m: String| SignRefusal::Invalid(m);
+        let purpose = cps_dsg::Purpose::from_identifier(&req.purpose).ok_or_else(|| {
+            invalid(format!(
+                "purpose '{}': not an ASTM E1762 commitment type",
+                req.purpose
+            ))
+        })?;
+        let policy = match req.policy.as_deref().unwrap_or("detached") {
+            "detached" => cps_dsg::Policy::Detached,
+            "enveloping" => cps_dsg::Policy::Enveloping,
+            other => return Err(invalid(format!("policy '{other}': detached or enveloping"))),
+        };
+        if req.documents.is_empty() || req.documents.len() > MAX_DOCUMENTS {
+            return Err(invalid(format!(
+                "1 to {MAX_DOCUMENTS} documents per signature"
+            )));
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        // Decoded documents (or digests), kept alive for the borrowed request.
+        let mut contents: Vec<(Option<Vec<u8>>, Option<[u8; 32]>)> = Vec::new();
+        for d in &req.documents {
+            let content = d
+                .content
+                .as_deref()
+                .map(|c| b64.decode(c))
+                .transpose()
+                .map_err(|_| invalid(format!("document {}: content is not base64", d.unique_id)))?;
+            let digest = d
+                .sha256
+                .as_deref()
+                .map(|h| {
+                    hex::decode(h)
+                        .ok()
+                        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "document {}: sha256 is not 64 hexadecimal digits",
+                                d.unique_id
+                            ))
+                        })
+                })
+                .transpose()?;
+            match (&content, &digest) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(format!(
+                        "document {}: give its content or its sha256, one of them",
+                        d.unique_id
+                    )));
+                }
+                (None, Some(_)) if policy == cps_dsg::Policy::Enveloping => {
+                    return Err(invalid(
+                        "an enveloping signature needs the document itself".into(),
+                    ));
+                }
+                _ => {}
+            }
+            contents.push((content, digest));
+        }
+        let documents: Vec<cps_dsg::SignedDocument<'_>> = req
+            .documents
+            .iter()
+            .zip(&contents)
+            .map(|(d, (content, digest))| cps_dsg::SignedDocument {
+                unique_id: &d.unique_id,
+                digest: match (content, digest) {
+                    (Some(c), _) => cps_dsg::DocumentDigest::Bytes(c),
+                    (None, Some(h)) => cps_dsg::DocumentDigest::Sha256(h),
+                    (None, None) => cps_dsg::DocumentDigest::Bytes(&[]),
+                },
+                mime_type: mime_of(d),
+            })
+            .collect();
+        let content = match policy {
+            cps_dsg::Policy::Detached => cps_dsg::Content::Detached {
+                submission_set: req.submission_set.as_deref(),
+                documents: &documents,
+            },
+            cps_dsg::Policy::Enveloping => {
+                if documents.len() != 1 || req.submission_set.is_some() {
+                    return Err(invalid(
+                        "an enveloping signature is over exactly one document, without a submission set"
+                            .into(),
+                    ));
+                }
+                cps_dsg::Content::Enveloping {
+                    document: contents[0].0.as_deref().unwrap_or_default(),
+                    mime_type: mime_of(&req.documents[0]),
+                }
+            }
+        };
+        // The seal's chain up to the root (CertificateValues), and fresh OCSP answers for the
+        // seal certificate (RevocationValues; nonce: signed now, never a pre-signed one).
+        let mut chain = seal.chain.clone();
+        if let Some(root) = self.ca.authority("root") {
+            chain.push(root.cert_der.clone());
+        }
+        let ocsp = self
+            .ocsp_values(&seal.chain, now)
+            .map_err(SignRefusal::Unavailable)?;
+        let id = format!("S{}", hex::encode(self.random::<12>()?));
+        let xml = cps_dsg::sign(
+            &cps_dsg::Seal {
+                signer: seal.signer.as_ref(),
+                chain: &chain,
+            },
+            &cps_dsg::SignRequest {
+                content,
+                purpose,
+                signing_time: now,
+                id: &id,
+                ocsp_responses: &ocsp,
+            },
+            tsa.as_ref(),
+        )
+        .map_err(|e| match e {
+            cps_dsg::SignError::Invalid(m) => SignRefusal::Invalid(m),
+            e => SignRefusal::Unavailable(e.to_string()),
+        })?;
+        Ok(Signed {
+            xml,
+            signer: seal.subject.clone(),
+            signing_time: now,
+            policy,
+            purpose,
+            documents: req
+                .submission_set
+                .iter()
+                .chain(req.documents.iter().map(|d| &d.unique_id))
+                .cloned()
+                .collect(),
+            structure_id: seal.structure_id.clone(),
+        })
+    }
+
+    fn random<const N: usize>(&self) -> Result<[u8; N], SignRefusal> {
+        use ring::rand::SecureRandom;
+        let mut b = [0u8; N];
+        self.rng
+            .fill(&mut b)
+            .map_err(|_| SignRefusal::Unavailable("no randomness".into()))?;
+        Ok(b)
+    }
+
+    /// Fresh OCSP answers of our responder for each certificate of `chain` but its last (each
+    /// issued by the next).
+    fn ocsp_values(&self, chain: &[Vec<u8>], now: i64) -> Result<Vec<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        for pair in chain.windows(2) {
+            let (cert, issuer) = (&pair[0], &pair[1]);
+            let serial = cps_pki::parse_certificate(cert)
+                .map_err(|e| e.to_string())?
+                .serial
+                .as_bytes()
+                .to_vec();
+            let nonce = self.random::<16>().map_err(|e| e.to_string())?;
+            let req = cps_ocsp::request::request_with_nonce(issuer, &serial, &nonce)
+                .map_err(|e| e.to_string())?;
+            let reply = self.ocsp.respond(&req, now);
+            if reply.status != cps_ocsp::ResponseStatusKind::Successful {
+                return Err(format!(
+                    "the OCSP responder did not answer for the signing certificate: {}",
+                    reply.detail.unwrap_or_default()
+                ));
+            }
+            out.push(reply.der.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Verify a signature (and the documents it signs); `live`: also the signer's status now.
+    pub fn verify(
+        &self,
+        xml: &[u8],
+        documents: &[cps_dsg::SuppliedDocument<'_>],
+        live: bool,
+    ) -> Result<cps_dsg::Verified, cps_dsg::Refusal> {
+        let checks = Checks { dsg: self, live };
+        let ctx = cps_dsg::VerifyContext {
+            limits: cps_dsg::VerifyContext::DEFAULT_LIMITS,
+            timestamps: &checks,
+            paths: &checks,
+            revocation: &checks,
+            max_skew_secs: MAX_SKEW_SECS,
+        };
+        cps_dsg::verify(xml, documents, &ctx)
+    }
+
+    /// The status of a certificate of our CA as the store records it now.
+    fn live_status(&self, cert: &[u8], issuer: &[u8]) -> Result<cps_ocsp::LiveStatus, String> {
+        let ca = self
+            .ca
+            .authorities()
+            .find(|a| a.cert_der == issuer)
+            .ok_or("the certificate's issuer is not a CA of this appliance")?;
+        let serial = cps_pki::parse_certificate(cert)
+            .map_err(|e| e.to_string())?
+            .serial
+            .as_bytes()
+            .to_vec();
+        let rec = self
+            .ca
+            .store()
+            .get_certificate(&ca.id, &serial)
+            .map_err(|e| format!("the store did not answer: {e}"))?
+            .ok_or("this appliance's CA never issued the certificate")?;
+        Ok(match rec.status {
+            cps_store::CertStatus::Valid => cps_ocsp::LiveStatus::Good,
+            cps_store::CertStatus::Revoked {
+                time,
+                reason,
+                invalidity_date,
+            } => cps_ocsp::LiveStatus::Revoked {
+                time,
+                reason: cps_ocsp::CrlReason::from_code(reason),
+                invalidity_date,
+            },
+        })
+    }
+}
+
+fn mime_of(d: &cps_api::DsgDocument) -> &str {
+    d.mime_type.as_deref().unwrap_or("text/xml")
+}
+
+/// Most documents in one signature.
+pub const MAX_DOCUMENTS: usize = 1000;
+/// How much later than the timestamp a signer's claimed `SigningTime` may be, seconds.
+pub const MAX_SKEW_SECS: i64 = 300;
+
+/// The checks a verification asks of the appliance: the TSA's token and path, the signer's
+/// path, revocation at the signing time.
+struct Checks<'a> {
+    dsg: &'a DsgService,
+    live: bool,
+}
+
+impl cps_dsg::TimestampCheck for Checks<'_> {
+    fn check(&self, token: &[u8], covered: &[u8]) -> Result<i64, cps_dsg::TimestampRefusal> {
+        use cps_dsg::TimestampRefusal as R;
+        let t = cps_tsa::verify_token(token).map_err(|e| R::Invalid(e.to_string()))?;
+        if t.hash == cps_tsa::HashAlg::Sha1 {
+            return Err(R::Invalid("a SHA-1 message imprint".into()));
+        }
+        if t.hash.digest(covered) != t.imprint {
+            return Err(R::NotCovering);
+        }
+        let req = self
+            .dsg
+            .tsa_requirement
+            .as_ref()
+            .ok_or_else(|| R::Untrusted("no TSA profile on this appliance".into()))?;
+        let mut certs = vec![t.signer_certificate.clone()];
+        certs.extend(
+            t.certificates
+                .iter()
+                .filter(|c| **c != t.signer_certificate)
+                .cloned(),
+        );
+        let path = self
+            .dsg
+            .trust
+            .verify_path_at(&certs, t.gen_time, req)
+            .map_err(|e| R::Untrusted(e.to_string()))?;
+        // Our own TSA's certificate: its status is what our store says.
+        match self.dsg.live_status(&t.signer_certificate, &path.issuer) {
+            Ok(cps_ocsp::LiveStatus::Good) => Ok(t.gen_time),
+            Ok(cps_ocsp::LiveStatus::Revoked {
+                time,
+                reason,
+                invalidity_date,
+            }) => {
+                let from = match (reason, invalidity_date) {
+                    (Some(cps_ocsp::CrlReason::KeyCompromise), Some(d)) => time.min(d),
+                    _ => time,
+                };
+                if from <= t.gen_time || reason == Some(cps_ocsp::CrlReason::KeyCompromise) {
+                    Err(R::Untrusted(format!(
+                        "the TSA certificate is revoked ({reason:?}) since {from}"
+                    )))
+                } else {
+                    Ok(t.gen_time)
+                }
+            }
+            Err(e) => Err(R::Untrusted(e)),
+        }
+    }
+}
+
+impl cps_dsg::PathCheck for Checks<'_> {
+    fn check(&self, signer: &[u8], intermediates: &[&[u8]], at: i64) -> Result<(), String> {
+        let certs: Vec<Vec<u8>> = std::iter::once(signer)
+            .chain(intermediates.iter().copied())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut why = Vec::new();
+        for req in &self.dsg.signers {
+            match self.dsg.trust.verify_path_at(&certs, at, req) {
+                Ok(_) => return Ok(()),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err(why.join("; "))
+    }
+}
+
+impl cps_dsg::RevocationDecision for Checks<'_> {
+    fn check(
+        &self,
+        signer: &[u8],
+        intermediates: &[&[u8]],
+        ocsp_responses: &[&[u8]],
+        at: i64,
+    ) -> Result<(), cps_dsg::RevocationRefusal> {
+        use cps_dsg::RevocationRefusal as R;
+        let certs: Vec<Vec<u8>> = std::iter::once(signer)
+            .chain(intermediates.iter().copied())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let issuer = self
+            .dsg
+            .signers
+            .iter()
+            .find_map(|req| self.dsg.trust.verify_path_at(&certs, at, req).ok())
+            .map(|p| p.issuer)
+            .ok_or_else(|| R::Unknown("no valid path for the signer".into()))?;
+        let live = if self.live {
+            Some(self.dsg.live_status(signer, &issuer).map_err(R::Unknown)?)
+        } else {
+            None
+        };
+        let embedded: Vec<Vec<u8>> = ocsp_responses.iter().map(|r| r.to_vec()).collect();
+        cps_ocsp::decide(
+            &cps_ocsp::LongTermQuery {
+                proof_time: at,
+                certificate: signer,
+                issuer: &issuer,
+                embedded: &embedded,
+                live,
+            },
+            &cps_ocsp::LongTermPolicy::default(),
+        )
+        .map(|_| ())
+        .map_err(|e| match e {
+            cps_ocsp::LongTermRefusal::RevokedBeforeProof {
+                effective_time,
+                reason,
+                ..
+            } => R::Revoked {
+                reason: reason.map_or_else(|| "unspecified".into(), |r| format!("{r:?}")),
+                revoked_at: effective_time,
+            },
+            other => R::Unknown(other.to_string()),
+        })
+    }
+}
