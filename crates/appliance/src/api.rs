@@ -48,6 +48,8 @@ pub struct ApiState {
     pub audit_log: Option<cps_atna::AuditLog>,
     /// Batched durable audit records for high-rate requests (assertion validation).
     pub audit_writer: crate::audit::AuditWriter,
+    /// Document signatures (absent when not configured).
+    pub dsg: Option<Arc<crate::dsg::DsgService>>,
 }
 
 /// One error shape for the whole API: a status and a message for the caller. Internal details

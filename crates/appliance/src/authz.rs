@@ -113,6 +113,8 @@ const AUDIT: &[Role] = &[Role::Auditor, Role::CaOperator];
 const REG_READ: &[Role] = &[Role::RaOfficer, Role::Auditor];
 const REG_WRITE: &[Role] = &[Role::RaOfficer];
 const SERVICE: &[Role] = &[Role::Service];
+const SIGNER: &[Role] = &[Role::Signer];
+const VERIFIER: &[Role] = &[Role::Service, Role::Signer];
 const ANY_OPERATOR: &[Role] = &Role::ALL;
 
 macro_rules! route {
@@ -179,6 +181,13 @@ pub static ROUTES: &[Route] = &[
         Some(|| post(crate::api_xua::login_tls))),
     route!(POST "/api/v1/xua/validate", Operator(SERVICE), Write(XML), Api, false,
         "validate an assertion (each ID once)", Some(|| post(crate::api_xua::validate))),
+    // --- API: document signatures (IHE DSG).
+    route!(POST "/api/v1/dsg/sign", Operator(SIGNER), Write(JSON), Api, false,
+        "sign documents with a structure's seal (the structures the signer is bound to)",
+        Some(|| post(crate::api_dsg::sign)), crate::api_dsg::MAX_DSG_BODY),
+    route!(POST "/api/v1/dsg/verify", Operator(VERIFIER), Write(JSON), Api, false,
+        "verify a document signature", Some(|| post(crate::api_dsg::verify)),
+        crate::api_dsg::MAX_DSG_BODY),
     // --- API: registry and cards.
     route!(GET "/api/v1/professionals", Operator(REG_READ), Read, Api, false,
         "search the registry", Some(|| get(crate::api_enrol::search))),
@@ -687,12 +696,21 @@ mod tests {
             who(Method::POST, "/api/v1/xua/validate"),
             Who::Operator(&[Role::Service])
         );
-        // No write is open to auditors or services but validation.
+        // Signing with a seal: signers only; verifying: services and signers.
+        assert_eq!(
+            who(Method::POST, "/api/v1/dsg/sign"),
+            Who::Operator(&[Role::Signer])
+        );
+        // No write is open to auditors; to services and signers only validation, signature
+        // verification and (signers) signing.
         for r in ROUTES {
             if let (Who::Operator(roles), Forgery::Write(_) | Forgery::Form) = (r.who, r.forgery) {
                 assert!(!roles.contains(&Role::Auditor), "{}", r.path);
-                if r.path != "/api/v1/xua/validate" {
+                if !["/api/v1/xua/validate", "/api/v1/dsg/verify"].contains(&r.path) {
                     assert!(!roles.contains(&Role::Service), "{}", r.path);
+                }
+                if !["/api/v1/dsg/sign", "/api/v1/dsg/verify"].contains(&r.path) {
+                    assert!(!roles.contains(&Role::Signer), "{}", r.path);
                 }
             }
         }

@@ -237,7 +237,7 @@ impl DsgService {
             SignRefusal::Unavailable("the time-stamping authority is not enabled".into())
         })?;
         let invalid = |m: String| SignRefusal::Invalid(m);
-        let purpose = cps_dsg::Purpose::from_identifier(&req.purpose).ok_or_else(|| {
+        let purpose = cps_dsg::Purpose::parse(&req.purpose).ok_or_else(|| {
             invalid(format!(
                 "purpose '{}': not an ASTM E1762 commitment type",
                 req.purpose

@@ -42,6 +42,7 @@ pub mod disk;
 
 // HTTPS surface.
 pub mod api;
+pub mod api_dsg;
 pub mod api_enrol;
 pub mod api_xua;
 pub mod authz;

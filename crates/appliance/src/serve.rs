@@ -54,6 +54,8 @@ pub struct AppState {
     pub ocsp_fresh: Option<Arc<crate::cluster::OcspFreshness>>,
     /// The console's form-token key (the same on every node sharing the HSM).
     pub console_key: [u8; 32],
+    /// Document signatures: the structure seals and the verifier.
+    pub dsg: Arc<crate::dsg::DsgService>,
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -132,6 +134,12 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         config.xua.homologation.clone(),
         crate::login::counted_in(login_refusals.clone()),
     ));
+    let dsg = Arc::new(crate::dsg::DsgService::new(
+        crate::dsg::Seals::open(home, config, &hsm, &ca, clock.clone())?,
+        ca.clone(),
+        ocsp.clone(),
+        None,
+    )?);
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
     let ids = std::iter::once("root".to_string()).chain(
@@ -164,6 +172,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         cards,
         disk,
         console_key,
+        dsg,
         ocsp_fresh: shared.then(|| Arc::new(crate::cluster::OcspFreshness::new(fresh.clone()))),
         fresh,
     })
@@ -753,6 +762,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         jobs: cps_enrol::Jobs::for_node(&state.node, crate::clock::unix_now),
         audit_log: Some(atna.log.clone()),
         audit_writer: atna.writer(),
+        dsg: Some(state.dsg.clone()),
     })
     // While the disk is below its reserve, state-changing requests answer 503 (reads go on).
     .layer(axum::middleware::from_fn_with_state(

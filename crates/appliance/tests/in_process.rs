@@ -41,7 +41,9 @@ fn well_formed(forgery: Forgery) -> (Vec<(&'static str, &'static str)>, &'static
 /// Routes whose service this harness does not build: the card readers (PC/SC). An authorized
 /// call reaches the handler,
 /// which says the service is unavailable (503), as an appliance without them does.
-const NOT_WIRED: &[&str] = &["/api/v1/readers"];
+/// Routes whose service this harness does not build (no reader; no OCSP responder or TSA for
+/// document signatures, covered end to end in `tests/tests/dsg.rs`): 503 from their handler.
+const NOT_WIRED: &[&str] = &["/api/v1/readers", "/api/v1/dsg/sign", "/api/v1/dsg/verify"];
 
 async fn call(app: &InProcess, who: Option<&Caller>, method: &Method, path: &str) -> Reply {
     let route = ROUTES

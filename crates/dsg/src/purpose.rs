@@ -108,6 +108,40 @@ impl Purpose {
         }
     }
 
+    /// The short keyword of the command line and the API (`author`, `co-author`, `review`...).
+    pub fn keyword(self) -> &'static str {
+        const KEYWORDS: [&str; 18] = [
+            "author",
+            "co-author",
+            "co-participant",
+            "transcriptionist",
+            "verification",
+            "validation",
+            "consent",
+            "signature-witness",
+            "event-witness",
+            "identity-witness",
+            "consent-witness",
+            "interpreter",
+            "review",
+            "source",
+            "addendum",
+            "modification",
+            "administrative",
+            "timestamp",
+        ];
+        KEYWORDS[usize::from(self.code()) - 1]
+    }
+
+    /// Recognise a keyword ([`Purpose::keyword`]), `urn:oid:1.2.840.10065.1.12.1.N` or the bare
+    /// OID.
+    pub fn parse(s: &str) -> Option<Purpose> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.keyword() == s)
+            .or_else(|| Self::from_identifier(s))
+    }
+
     /// Recognise `urn:oid:1.2.840.10065.1.12.1.N` (or the bare OID).
     pub fn from_identifier(s: &str) -> Option<Purpose> {
         let oid = s.strip_prefix("urn:oid:").unwrap_or(s);
@@ -135,6 +169,14 @@ impl Policy {
         match self {
             Policy::Detached => "urn:ihe:iti:dsg:detached:2014",
             Policy::Enveloping => "urn:ihe:iti:dsg:enveloping:2014",
+        }
+    }
+
+    /// `detached` or `enveloping`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Detached => "detached",
+            Policy::Enveloping => "enveloping",
         }
     }
 
@@ -167,6 +209,8 @@ mod tests {
             assert_eq!(p.code() as usize, i + 1);
             assert_eq!(Purpose::from_identifier(&p.urn()), Some(*p));
             assert_eq!(Purpose::from_identifier(&p.oid()), Some(*p));
+            assert_eq!(Purpose::parse(p.keyword()), Some(*p));
+            assert_eq!(Purpose::parse(&p.oid()), Some(*p));
         }
         assert_eq!(Purpose::Source.urn(), "urn:oid:1.2.840.10065.1.12.1.14");
         for bad in [

@@ -218,6 +218,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Per-document results of a refusal about the documents (empty otherwise).
+    pub fn documents(&self) -> &[DocumentResult] {
+        match self {
+            Refusal::DocumentDigestMismatch(d)
+            | Refusal::DocumentMissing(d)
+            | Refusal::DocumentNotSigned(d) => d,
+            _ => &[],
+        }
+    }
+
     /// The stable snake_case code.
     pub fn code(&self) -> &'static str {
         match self {

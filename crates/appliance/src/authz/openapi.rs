@@ -40,6 +40,8 @@ pub const MUTUAL_TLS: &str = "mutualTLS";
         crate::api_xua::login,
         crate::api_xua::login_tls,
         crate::api_xua::validate,
+        crate::api_dsg::sign,
+        crate::api_dsg::verify,
         crate::api_enrol::search,
         crate::api_enrol::create_professional,
         crate::api_enrol::import,

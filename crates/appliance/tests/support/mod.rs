@@ -289,6 +289,7 @@ impl InProcess {
             jobs: cps_enrol::Jobs::for_node("test-node", cps_appliance::clock::unix_now),
             audit_log: Some(audit_log.clone()),
             audit_writer,
+            dsg: None,
         };
         let router = Mutex::new(router(&state, &disk.lock().unwrap()));
         InProcess {
