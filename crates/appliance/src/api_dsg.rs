@@ -16,7 +16,6 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 
 use crate::api::{ApiError, ApiState};
 use crate::api_xua::{json_body, run_blocking};
@@ -122,53 +121,21 @@ pub async fn verify(
 ) -> Result<Response, ApiError> {
     let dsg = service(&st)?;
     let req: cps_api::DsgVerifyRequest = json_body(&body)?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    // The supplied documents, decoded (content or digest).
-    let mut docs: Vec<(String, Result<Vec<u8>, [u8; 32]>)> = Vec::new();
-    for d in &req.documents {
-        let v = match (&d.content, &d.sha256) {
-            (Some(c), None) => Ok(b64.decode(c).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("document {}: content is not base64", d.unique_id),
-                )
-            })?),
-            (None, Some(h)) => Err(hex::decode(h)
-                .ok()
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "document {}: sha256 is not 64 hexadecimal digits",
-                            d.unique_id
-                        ),
-                    )
-                })?),
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "document {}: give its content or its sha256, one of them",
-                        d.unique_id
-                    ),
-                ));
-            }
-        };
-        docs.push((d.unique_id.clone(), v));
-    }
+    let docs = req
+        .documents
+        .iter()
+        .map(|d| crate::dsg::DocumentInput::decode(d).map(|c| (d.unique_id.clone(), c)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let names: Vec<String> = docs.iter().map(|(id, _)| id.clone()).collect();
     let live = req.live_status;
     let xml = req.signature.into_bytes();
     let verdict = run_blocking(move || {
         let supplied: Vec<cps_dsg::SuppliedDocument<'_>> = docs
             .iter()
-            .map(|(id, v)| cps_dsg::SuppliedDocument {
+            .map(|(id, c)| cps_dsg::SuppliedDocument {
                 unique_id: id,
-                content: match v {
-                    Ok(bytes) => cps_dsg::DocumentDigest::Bytes(bytes),
-                    Err(h) => cps_dsg::DocumentDigest::Sha256(h),
-                },
+                content: c.digest(),
             })
             .collect();
         dsg.verify(&xml, &supplied, live)

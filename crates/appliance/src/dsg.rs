@@ -228,7 +228,6 @@ impl DsgService {
         req: &cps_api::DsgSignRequest,
         now: i64,
     ) -> Result<Signed, SignRefusal> {
-        use base64::Engine;
         let seal = self
             .seals
             .for_caller(&req.structure_id, operator)
@@ -253,58 +252,28 @@ impl DsgService {
                 "1 to {MAX_DOCUMENTS} documents per signature"
             )));
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        // Decoded documents (or digests), kept alive for the borrowed request.
-        let mut contents: Vec<(Option<Vec<u8>>, Option<[u8; 32]>)> = Vec::new();
-        for d in &req.documents {
-            let content = d
-                .content
-                .as_deref()
-                .map(|c| b64.decode(c))
-                .transpose()
-                .map_err(|_| invalid(format!("document {}: content is not base64", d.unique_id)))?;
-            let digest = d
-                .sha256
-                .as_deref()
-                .map(|h| {
-                    hex::decode(h)
-                        .ok()
-                        .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                        .ok_or_else(|| {
-                            invalid(format!(
-                                "document {}: sha256 is not 64 hexadecimal digits",
-                                d.unique_id
-                            ))
-                        })
-                })
-                .transpose()?;
-            match (&content, &digest) {
-                (Some(_), Some(_)) | (None, None) => {
-                    return Err(invalid(format!(
-                        "document {}: give its content or its sha256, one of them",
-                        d.unique_id
-                    )));
-                }
-                (None, Some(_)) if policy == cps_dsg::Policy::Enveloping => {
-                    return Err(invalid(
-                        "an enveloping signature needs the document itself".into(),
-                    ));
-                }
-                _ => {}
-            }
-            contents.push((content, digest));
+        let contents = req
+            .documents
+            .iter()
+            .map(DocumentInput::decode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        if policy == cps_dsg::Policy::Enveloping
+            && contents
+                .iter()
+                .any(|c| matches!(c, DocumentInput::Digest(_)))
+        {
+            return Err(invalid(
+                "an enveloping signature needs the document itself".into(),
+            ));
         }
         let documents: Vec<cps_dsg::SignedDocument<'_>> = req
             .documents
             .iter()
             .zip(&contents)
-            .map(|(d, (content, digest))| cps_dsg::SignedDocument {
+            .map(|(d, c)| cps_dsg::SignedDocument {
                 unique_id: &d.unique_id,
-                digest: match (content, digest) {
-                    (Some(c), _) => cps_dsg::DocumentDigest::Bytes(c),
-                    (None, Some(h)) => cps_dsg::DocumentDigest::Sha256(h),
-                    (None, None) => cps_dsg::DocumentDigest::Bytes(&[]),
-                },
+                digest: c.digest(),
                 mime_type: mime_of(d),
             })
             .collect();
@@ -320,8 +289,11 @@ impl DsgService {
                             .into(),
                     ));
                 }
+                let DocumentInput::Content(document) = &contents[0] else {
+                    return Err(invalid("an enveloping signature needs the document".into()));
+                };
                 cps_dsg::Content::Enveloping {
-                    document: contents[0].0.as_deref().unwrap_or_default(),
+                    document,
                     mime_type: mime_of(&req.documents[0]),
                 }
             }
@@ -453,6 +425,41 @@ impl DsgService {
                 invalidity_date,
             },
         })
+    }
+}
+
+/// A document of a request: its bytes (base64 on the wire) or its SHA-256 (hex).
+pub enum DocumentInput {
+    Content(Vec<u8>),
+    Digest([u8; 32]),
+}
+
+impl DocumentInput {
+    /// Exactly one of `content` and `sha256`, well formed; otherwise why not.
+    pub fn decode(d: &cps_api::DsgDocument) -> Result<DocumentInput, String> {
+        use base64::Engine;
+        let id = &d.unique_id;
+        match (&d.content, &d.sha256) {
+            (Some(c), None) => base64::engine::general_purpose::STANDARD
+                .decode(c)
+                .map(DocumentInput::Content)
+                .map_err(|_| format!("document {id}: content is not base64")),
+            (None, Some(h)) => hex::decode(h)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .map(DocumentInput::Digest)
+                .ok_or_else(|| format!("document {id}: sha256 is not 64 hexadecimal digits")),
+            _ => Err(format!(
+                "document {id}: give its content or its sha256, one of them"
+            )),
+        }
+    }
+
+    pub fn digest(&self) -> cps_dsg::DocumentDigest<'_> {
+        match self {
+            DocumentInput::Content(c) => cps_dsg::DocumentDigest::Bytes(c),
+            DocumentInput::Digest(h) => cps_dsg::DocumentDigest::Sha256(h),
+        }
     }
 }
 
