@@ -33,6 +33,7 @@ pub mod login;
 pub mod ocsp;
 /// Operators and their credentials (`cps-https`), at their appliance path.
 pub use cps_https::operators;
+pub mod tsa;
 pub mod xua;
 
 // Background work.
