@@ -31,6 +31,8 @@ pub struct Config {
     pub xua: XuaSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub tsa: TsaSection,
     pub ca: CaSection,
     #[serde(default, skip_serializing_if = "ClusterSection::is_default")]
     pub cluster: ClusterSection,
@@ -136,6 +138,102 @@ impl DsgSeal {
         self.key_label
             .clone()
             .unwrap_or_else(|| format!("dsg-seal-{}", self.structure_id))
+    }
+}
+
+/// `[tsa]`: the time-stamping authority (RFC 3161, `POST /tsa` on the public listener). Its key
+/// is made in the HSM at the first start and certified by the organisations CA (`tsa`
+/// profile); the certificate's subject is the organisation of `[xua]`, CN "<organisation> TSA".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TsaSection {
+    /// Serve `POST /tsa` (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// HSM label of the TSA key (default `tsa`).
+    #[serde(default = "default_tsa_key_label")]
+    pub key_label: String,
+    /// Its algorithm: `p256` (default), `p384`, `rsa2048`, `rsa3072`.
+    #[serde(default = "default_tsa_algorithm")]
+    pub algorithm: String,
+    /// The TSA policy OID written in every token (`TSTInfo.policy`); a query asking for another
+    /// policy is refused (`unacceptedPolicy`).
+    #[serde(default = "default_tsa_policy")]
+    pub policy: String,
+    /// The accuracy stated in tokens is the clock's maximum error bound, and at least this many
+    /// milliseconds (default 0: the clock's bound alone).
+    #[serde(default)]
+    pub min_accuracy_ms: u32,
+    /// Name the TSA (its certificate's subject) in every token (`TSTInfo.tsa`, default true).
+    #[serde(default = "default_true")]
+    pub include_name: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_tsa_key_label() -> String {
+    "tsa".into()
+}
+
+fn default_tsa_algorithm() -> String {
+    "p256".into()
+}
+
+/// Under the project's example arc, next to the certificate policies (1.3.6.1.4.1.32473.1) and
+/// the audit checkpoint purpose (…3.1).
+fn default_tsa_policy() -> String {
+    "1.3.6.1.4.1.32473.4.1".into()
+}
+
+impl Default for TsaSection {
+    fn default() -> Self {
+        TsaSection {
+            enabled: true,
+            key_label: default_tsa_key_label(),
+            algorithm: default_tsa_algorithm(),
+            policy: default_tsa_policy(),
+            min_accuracy_ms: 0,
+            include_name: true,
+        }
+    }
+}
+
+impl TsaSection {
+    /// The key algorithm (`algorithm`), checked.
+    pub fn key_algorithm(&self) -> Result<cps_hsm::KeyAlgorithm, ConfigError> {
+        match cps_hsm::KeyAlgorithm::from_name(&self.algorithm) {
+            Some(a) if a != cps_hsm::KeyAlgorithm::Rsa4096 => Ok(a),
+            _ => Err(ConfigError::Invalid(format!(
+                "tsa.algorithm '{}' must be p256, p384, rsa2048 or rsa3072",
+                self.algorithm
+            ))),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.key_algorithm()?;
+        if self.key_label.is_empty()
+            || self.key_label.len() > 64
+            || !self
+                .key_label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tsa.key_label '{}' must be 1-64 letters, digits, '-' or '_'",
+                self.key_label
+            )));
+        }
+        DottedOid::parse(&self.policy)
+            .map_err(|e| ConfigError::Invalid(format!("tsa.policy: {e}")))?;
+        if self.min_accuracy_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "tsa.min_accuracy_ms must be at most 60000".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -636,6 +734,7 @@ impl Config {
             listen: ListenSection::default(),
             time: TimeSection::default(),
             xua: XuaSection::default(),
+            tsa: TsaSection::default(),
             audit: AuditSection::default(),
             cluster: ClusterSection::default(),
             dsg: DsgSection::default(),
@@ -737,6 +836,7 @@ impl Config {
             ));
         }
         self.xua.check().map_err(ConfigError::Invalid)?;
+        self.tsa.check()?;
         match (self.store.backend, &self.store.url) {
             (StoreBackend::Sled, Some(_)) => {
                 return Err(ConfigError::Invalid(

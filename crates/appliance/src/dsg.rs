@@ -128,6 +128,19 @@ fn open_seal(
 /// Where signature timestamps come from (the appliance's TSA, in process).
 pub type Stamper = Arc<dyn cps_dsg::TimestampSource + Send + Sync>;
 
+/// The appliance's own TSA as the signer's timestamp source: a SHA-256 imprint of the
+/// canonical `ds:SignatureValue`, stamped and audited in process.
+pub struct InProcessTsa(pub Arc<crate::tsa::TsaService>);
+
+impl cps_dsg::TimestampSource for InProcessTsa {
+    fn timestamp(&self, data: &[u8]) -> Result<Vec<u8>, cps_dsg::BoxError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, data);
+        self.0
+            .stamp(cps_tsa::HashAlg::Sha256, digest.as_ref(), "service:dsg")
+            .map_err(|e| e.to_string().into())
+    }
+}
+
 /// Why a signature request is refused (before or while signing).
 #[derive(Debug, thiserror::Error)]
 pub enum SignRefusal {

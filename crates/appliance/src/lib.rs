@@ -34,6 +34,7 @@ pub mod ocsp;
 /// Operators and their credentials (`cps-https`), at their appliance path.
 pub use cps_https::operators;
 pub mod dsg;
+pub mod tsa;
 pub mod xua;
 
 // Background work.

@@ -42,6 +42,8 @@ pub struct AppState {
     /// Counters of the NTP server, once it runs.
     pub ntp_stats: Option<cps_ct::StatsHandle>,
     pub xua: Arc<crate::xua::XuaService>,
+    /// The time-stamping authority (`None` when `[tsa] enabled = false`).
+    pub tsa: Option<Arc<crate::tsa::TsaService>>,
     pub login: Arc<crate::login::LoginService>,
     /// Refused logins of peers that proved nothing, counted by `login` (flushed by `serve`).
     pub login_refusals: Arc<crate::refusals::Refusals>,
@@ -95,6 +97,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
             cps_enrol::Registry::new(store.clone()),
         )),
     )?);
+    let tsa = crate::tsa::TsaService::open(home, config, &hsm, &ca, clock.clone())?;
     let cards = crate::enrolment::card_service(&hsm, ca.clone(), &node)?;
     // An enrolment of this node interrupted by a crash is rolled back before anything else
     // (another node's enrolments are that node's: it may be driving them right now).
@@ -138,7 +141,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         crate::dsg::Seals::open(home, config, &hsm, &ca, clock.clone())?,
         ca.clone(),
         ocsp.clone(),
-        None,
+        tsa.clone().map(|t| Arc::new(crate::dsg::InProcessTsa(t)) as crate::dsg::Stamper),
     )?);
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);
@@ -167,6 +170,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         home: home.to_path_buf(),
         ntp_stats: None,
         xua,
+        tsa,
         login,
         login_refusals,
         cards,
@@ -195,6 +199,10 @@ pub fn public_router(state: AppState) -> Router {
         .route("/crl/{ca}/{file}", get(crl_shard_file))
         .route("/ocsp", axum::routing::post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
+        .route(
+            "/tsa",
+            axum::routing::post(tsa_post).layer(axum::extract::DefaultBodyLimit::max(TSA_MAX_BODY)),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
         .with_state(state)
 }
@@ -386,6 +394,57 @@ async fn serve_crl(st: AppState, ca: String, part: Option<u16>) -> Response {
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response(),
     }
+}
+
+/// The largest `POST /tsa` body read (a query is under 300 bytes; `cps_tsa::MAX_QUERY_LEN`
+/// refuses anything over 1 KiB with `badRequest`, and so does a larger body here).
+const TSA_MAX_BODY: usize = 4096;
+
+/// RFC 3161 §3.4 over HTTP: `application/timestamp-query` in, `application/timestamp-reply`
+/// out. Every refusal is a `TimeStampResp` (status rejection, one failure bit, no token).
+async fn tsa_post(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let reply = |status: StatusCode, der: Vec<u8>| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/timestamp-reply")],
+            der,
+        )
+            .into_response()
+    };
+    let Some(tsa) = st.tsa.clone() else {
+        return (StatusCode::NOT_FOUND, "no time-stamping authority here\n").into_response();
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.split(';').next().map(str::trim) != Some("application/timestamp-query") {
+        return reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            cps_tsa::rejection(
+                cps_tsa::FailInfo::BadRequest,
+                "Content-Type must be application/timestamp-query",
+            ),
+        );
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return reply(
+                e.status(),
+                cps_tsa::rejection(cps_tsa::FailInfo::BadRequest, "the query is too large"),
+            );
+        }
+    };
+    let a = tsa.respond(&body, "tsa:http").await;
+    reply(
+        StatusCode::from_u16(a.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        a.der,
+    )
 }
 
 /// OCSP over POST (RFC 6960 appendix A.1).
@@ -725,6 +784,10 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         anchors,
     )
     .await?;
+    // Time-stamp tokens are audited through the same batching writer as validations.
+    if let Some(tsa) = &state.tsa {
+        tsa.attach_audit(atna.writer());
+    }
     // Before any validation is answered: the assertions validated before this start stay
     // refused as replays (fail closed: no start without them).
     let remembered = {
