@@ -141,7 +141,8 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         crate::dsg::Seals::open(home, config, &hsm, &ca, clock.clone())?,
         ca.clone(),
         ocsp.clone(),
-        tsa.clone().map(|t| Arc::new(crate::dsg::InProcessTsa(t)) as crate::dsg::Stamper),
+        tsa.clone()
+            .map(|t| Arc::new(crate::dsg::InProcessTsa(t)) as crate::dsg::Stamper),
     )?);
     let mut ca_certs = HashMap::new();
     let dir: PathBuf = home.join(CA_DIR);

@@ -241,6 +241,10 @@ enum CertCommand {
         serial: String,
         #[arg(long, default_value = "unspecified")]
         reason: String,
+        /// When the key is known to have been compromised (RFC 5280 invalidity date), Unix
+        /// seconds; for keyCompromise, a signature timestamped after it is refused.
+        #[arg(long)]
+        invalidity_date: Option<i64>,
     },
 }
 
@@ -861,13 +865,18 @@ fn cert(api: &client::ApiClient, command: CertCommand) -> CliResult {
             }
             emit(&out);
         }
-        CertCommand::Revoke { ca, serial, reason } => {
+        CertCommand::Revoke {
+            ca,
+            serial,
+            reason,
+            invalidity_date,
+        } => {
             let c: cps_api::CertificateView = api
                 .post(
                     &format!("/api/v1/certificates/{ca}/{serial}/revoke"),
                     &cps_api::RevokeRequest {
                         reason,
-                        invalidity_date: None,
+                        invalidity_date,
                     },
                 )
                 .map_err(fail)?;
