@@ -27,6 +27,8 @@ pub use keys::{KeyAlgorithm, PublicKey};
 pub use pcsc_transport::{Pcsc, PcscCard, ReaderInfo};
 pub use piv::{CardSummary, ManagementKey, MgmtAlgorithm, PinStatus, Piv, Slot};
 pub use signer::{CardSigner, CardSignerError, SignCertificateRule};
+/// The PIN holder [`CardSigner::open`] takes (zeroed when dropped).
+pub use zeroize::Zeroizing;
 
 /// Sends a raw command APDU, returns the raw response APDU (data ‖ SW1 SW2).
 pub trait Transport {
