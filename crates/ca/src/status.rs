@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cps_ocsp::{CertStatusAnswer, CrlReason, Responder, StatusError, StatusSource};
+use cps_ocsp::{CertStatusAnswer, CrlReason, LiveStatus, Responder, StatusError, StatusSource};
 use cps_store::{CertStatus, Store};
 
 use crate::StatusListener;
@@ -23,6 +23,34 @@ impl StatusSource for StoreStatus {
                 },
             }),
             // Fail closed: no status, no "good".
+            Err(e) => Err(StatusError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+impl StoreStatus {
+    /// The live status of a certificate for the long-term decision (`cps_ocsp::decide`), with
+    /// the invalidity date the revocation recorded; `None` when the store does not hold it (not
+    /// ours). A store that does not answer is an error (never "good").
+    pub fn live_status(
+        &self,
+        issuer_id: &str,
+        serial: &[u8],
+    ) -> Result<Option<LiveStatus>, StatusError> {
+        match self.0.get_certificate(issuer_id, serial) {
+            Ok(None) => Ok(None),
+            Ok(Some(rec)) => Ok(Some(match rec.status {
+                CertStatus::Valid => LiveStatus::Good,
+                CertStatus::Revoked {
+                    time,
+                    reason,
+                    invalidity_date,
+                } => LiveStatus::Revoked {
+                    time,
+                    reason: CrlReason::from_code(reason),
+                    invalidity_date,
+                },
+            })),
             Err(e) => Err(StatusError::Unavailable(e.to_string())),
         }
     }

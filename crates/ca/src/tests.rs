@@ -784,6 +784,45 @@ fn nothing_is_signed_while_the_gate_is_closed() {
 }
 
 #[test]
+fn live_status_for_the_long_term_decision() {
+    let f = fx();
+    let status = StoreStatus(f.store.clone());
+    let good = f.issue();
+    let compromised = f.issue();
+    assert_eq!(
+        status.live_status("personnes", &good.serial).unwrap(),
+        Some(cps_ocsp::LiveStatus::Good)
+    );
+    f.ca.revoke(
+        "personnes",
+        &compromised.serial,
+        RevocationReason::KeyCompromise,
+        Some(NOW - 3600),
+        "o",
+        NOW + 5,
+    )
+    .unwrap();
+    assert_eq!(
+        status
+            .live_status("personnes", &compromised.serial)
+            .unwrap(),
+        Some(cps_ocsp::LiveStatus::Revoked {
+            time: NOW + 5,
+            reason: Some(CrlReason::KeyCompromise),
+            invalidity_date: Some(NOW - 3600),
+        })
+    );
+    assert_eq!(
+        status.live_status("personnes", &[0x7f, 0x01]).unwrap(),
+        None
+    );
+    assert_eq!(
+        status.live_status("organisations", &good.serial).unwrap(),
+        None
+    );
+}
+
+#[test]
 fn status_as_the_ocsp_responder_sees_it() {
     let f = fx();
     let status = StoreStatus(f.store.clone());

@@ -6,6 +6,8 @@
 //!   object, PIN/PUK, management key, key generation, signatures), with command and response
 //!   chaining and status words mapped to actionable [`CardError`]s.
 //! * [`keys`]: card public keys (SPKI DER/PEM, signature verification with ring).
+//! * [`signer`]: [`CardSigner`], the professional's `cps-sign` key (slot 9C) as a
+//!   `cps_hsm::Signer`, with the PIN verified before each signature.
 //!
 //! Works with any PIV card: the project's simulator (`firmware-sim`) behind pcscd + vpcd, or a
 //! physical card in a physical reader.
@@ -16,6 +18,7 @@ pub mod identity;
 pub mod keys;
 pub mod pcsc_transport;
 pub mod piv;
+pub mod signer;
 pub use cps_iso7816::tlv;
 
 pub use error::{CardError, Result};
@@ -23,6 +26,9 @@ pub use identity::CpsIdentity;
 pub use keys::{KeyAlgorithm, PublicKey};
 pub use pcsc_transport::{Pcsc, PcscCard, ReaderInfo};
 pub use piv::{CardSummary, ManagementKey, MgmtAlgorithm, PinStatus, Piv, Slot};
+pub use signer::{CardSigner, CardSignerError, SignCertificateRule};
+/// The PIN holder [`CardSigner::open`] takes (zeroed when dropped).
+pub use zeroize::Zeroizing;
 
 /// Sends a raw command APDU, returns the raw response APDU (data ‖ SW1 SW2).
 pub trait Transport {

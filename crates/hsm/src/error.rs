@@ -48,6 +48,10 @@ pub enum HsmError {
     #[error("signing refused: {0}")]
     SigningRefused(String),
 
+    /// A smart card refused or failed the operation (wrong PIN, blocked PIN, card error).
+    #[error("smart card: {0}")]
+    Card(String),
+
     #[error("login to token '{label}' failed: {rv}{}", hint_suffix(*.rv_hint))]
     Login {
         label: String,

@@ -191,6 +191,11 @@ pub trait Signer: Send + Sync {
     ) -> Result<Vec<u8>, HsmError>;
 }
 
+/// The algorithm of the key in a DER `SubjectPublicKeyInfo` (EC P-256 / P-384, RSA 2048 to 4096).
+pub fn key_algorithm_of_spki(spki_der: &[u8]) -> Result<KeyAlgorithm, HsmError> {
+    encoding::parse_spki(spki_der).map(|s| s.algorithm)
+}
+
 /// Verify a signature with `ring`, against a DER `SubjectPublicKeyInfo`. Used by tests and by the
 /// appliance's own round-trip checks (a key proves it works once after generation).
 pub fn verify_signature(

@@ -8,6 +8,11 @@
 //! [`StatusSource`] (the store); signing goes through each issuer's delegated OCSP signer
 //! ([`cps_hsm::Signer`]).
 //!
+//! The relying side lives here too: [`parse_response`] / [`OcspResponse::verify`] /
+//! [`VerifiedResponse::status_of`] read a response back (the evidence a long-term signature
+//! embeds), and [`decide`] says whether a certificate was good at a given time from such
+//! responses and an optional live status (`longterm.rs` states the rules).
+//!
 //! # Behaviour
 //!
 //! * **Parsing** is strict DER (`der` 0.8), bounded by [`ResponderConfig::max_request_bytes`] and

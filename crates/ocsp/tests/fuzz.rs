@@ -185,3 +185,69 @@ impl FromDerHelper for x509_ocsp::OcspRequest {
         <Self as x509_cert_02::der::Decode>::from_der(der).unwrap()
     }
 }
+
+/// Responses read back (`parse_response` → `verify` → `status_of`, and `decide`), mutated:
+/// never a panic, and nothing changed still verifies.
+#[test]
+fn mutated_responses_never_panic_and_never_verify() {
+    use cps_ocsp::{LongTermPolicy, LongTermQuery, ResponseLimits, decide, parse_response};
+    let now = 1_800_000_000;
+    let pki = build_pki(now, 3);
+    let (r, _) = responder(&pki, config(NotIssuedPolicy::Unknown));
+    let a = &pki.cas[0];
+    let seeds: Vec<(usize, Vec<u8>)> = [(0usize, None), (1, Some(&[0x42u8; 16][..]))]
+        .into_iter()
+        .map(|(n, nonce)| {
+            let req = request(
+                vec![cert_id(&a.cert_der, &a.ee[n].serial, Hash::Sha256, false)],
+                nonce,
+            );
+            (n, r.respond(&req, now).der.to_vec())
+        })
+        .collect();
+    let original: Vec<_> = seeds
+        .iter()
+        .map(|(n, der)| {
+            parse_response(der, &ResponseLimits::default())
+                .unwrap()
+                .verify(&a.cert_der)
+                .unwrap()
+                .status_of(&a.ee[*n].cert_der)
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    let iterations: usize = std::env::var("CPS_OCSP_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut still_valid = 0usize;
+    for i in 0..iterations {
+        let k = i % seeds.len();
+        let (n, der) = &seeds[k];
+        let m = mutate(&mut rng, der);
+        let verified = parse_response(&m, &ResponseLimits::default())
+            .and_then(|p| p.verify(&a.cert_der))
+            .and_then(|v| v.status_of(&a.ee[*n].cert_der).cloned());
+        if let Ok(s) = verified {
+            // Only the mutations that left the bytes as they were: every byte of a response is
+            // signed, or checked (the responder certificate), or strict DER framing.
+            still_valid += 1;
+            assert_eq!(m, *der, "a changed response still verifies");
+            assert_eq!(s, original[k], "a mutation changed a verified status");
+        }
+        let embedded = [m];
+        let _ = decide(
+            &LongTermQuery {
+                proof_time: now,
+                certificate: &a.ee[*n].cert_der,
+                issuer: &a.cert_der,
+                embedded: &embedded,
+                live: None,
+            },
+            &LongTermPolicy::default(),
+        );
+    }
+    eprintln!("{iterations} mutated responses, {still_valid} still verified");
+}

@@ -277,3 +277,52 @@ fn a_foreign_anchor_is_refused() {
         Err(PathError::Untrusted(_))
     ));
 }
+
+#[test]
+fn a_signer_issued_by_the_anchor_itself_names_the_anchor_as_its_issuer() {
+    let pki = Pki::new();
+    let mut under_root = profile("org-cachet");
+    under_root.issuers = vec!["root".into()];
+    let seal = pki.issue(&under_root, "root", ORG);
+    let v = pki
+        .store()
+        .verify_path_at(
+            std::slice::from_ref(&seal),
+            NOW + 60,
+            &requirement("org-cachet"),
+        )
+        .unwrap();
+    assert_eq!(v.issuer, pki.root());
+    assert!(v.intermediates.is_empty());
+}
+
+#[test]
+fn requirements_come_only_from_signing_profiles() {
+    // Two EKUs, an EKU that is not a signing purpose, no signature key usage.
+    let mut two = profile("org-cachet");
+    two.extended_key_usage = Some((
+        vec![
+            const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.36"),
+            const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8"),
+        ],
+        false,
+    ));
+    let mut odd = profile("org-cachet");
+    odd.extended_key_usage = Some((
+        vec![const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4")],
+        false,
+    ));
+    let mut no_signature = profile("cps-sign");
+    no_signature.key_usages = vec![cps_pki::ext::Usage::KeyEncipherment];
+    for p in [two, odd, no_signature] {
+        assert!(
+            matches!(
+                SignerRequirement::from_profile(&p),
+                Err(cps_xua::TrustError::Requirement(_))
+            ),
+            "{}",
+            p.name
+        );
+    }
+    assert_eq!(requirement("cps-sign").name(), "cps-sign");
+}
