@@ -420,24 +420,10 @@ impl DsgService {
             .serial
             .as_bytes()
             .to_vec();
-        let rec = self
-            .ca
-            .store()
-            .get_certificate(&ca.id, &serial)
+        cps_ca::StoreStatus(self.ca.store().clone())
+            .live_status(&ca.id, &serial)
             .map_err(|e| format!("the store did not answer: {e}"))?
-            .ok_or("this appliance's CA never issued the certificate")?;
-        Ok(match rec.status {
-            cps_store::CertStatus::Valid => cps_ocsp::LiveStatus::Good,
-            cps_store::CertStatus::Revoked {
-                time,
-                reason,
-                invalidity_date,
-            } => cps_ocsp::LiveStatus::Revoked {
-                time,
-                reason: cps_ocsp::CrlReason::from_code(reason),
-                invalidity_date,
-            },
-        })
+            .ok_or_else(|| "this appliance's CA never issued the certificate".to_owned())
     }
 }
 
