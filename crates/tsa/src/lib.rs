@@ -20,7 +20,7 @@ mod query;
 mod verify;
 
 pub use issue::{Accuracy, Authority, Granted, Outcome, Response, StampContext};
-pub use query::{MAX_NONCE_LEN, MAX_QUERY_LEN, TimeStampQuery, parse_query};
+pub use query::{MAX_NONCE_LEN, MAX_QUERY_LEN, TimeStampQuery, build_query, parse_query};
 pub use verify::{ParsedResponse, TimestampToken, TokenError, parse_response, verify_token};
 
 use const_oid::ObjectIdentifier;

@@ -155,3 +155,24 @@ fn message_imprint(value: &[u8]) -> Result<(HashAlg, Vec<u8>), Refusal> {
     }
     Ok((hash, hashed.value.to_vec()))
 }
+
+/// A DER `TimeStampReq` (what a client sends): version 1, the imprint of `digest` under `hash`
+/// (parameters NULL, as openssl writes them), the `nonce` (content octets of a positive
+/// INTEGER, leading zeros stripped) when given, and `certReq` when `cert_req` (the token then
+/// carries the TSA certificate).
+pub fn build_query(hash: HashAlg, digest: &[u8], nonce: Option<&[u8]>, cert_req: bool) -> Vec<u8> {
+    let alg = asn1::cons(
+        asn1::SEQUENCE,
+        &[&crate::oids::der(&hash.oid()), &[0x05, 0x00]],
+    );
+    let imprint = asn1::cons(asn1::SEQUENCE, &[&alg, &asn1::tlv(0x04, digest)]);
+    let mut parts: Vec<Vec<u8>> = vec![asn1::tlv(0x02, &[1]), imprint];
+    if let Some(n) = nonce {
+        parts.push(asn1::tlv(0x02, &asn1::unsigned_integer_content(n)));
+    }
+    if cert_req {
+        parts.push(vec![0x01, 0x01, 0xFF]);
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    asn1::cons(asn1::SEQUENCE, &refs)
+}

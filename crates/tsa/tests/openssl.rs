@@ -645,3 +645,38 @@ fn forged_tokens_are_refused() {
     // A response is not a token.
     assert!(verify_token(&cps_tsa::granted(&token)).is_err());
 }
+
+/// `build_query` writes, byte for byte, the query `openssl ts -query -cert -no_nonce` writes for
+/// the same digest; with a nonce it parses back with the nonce, and openssl reads it.
+#[test]
+fn our_query_is_the_one_openssl_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = [0x5Au8; 32];
+    let hex_digest = hex::encode(digest);
+    ok(
+        dir.path(),
+        &[
+            "ts",
+            "-query",
+            "-digest",
+            &hex_digest,
+            "-sha256",
+            "-cert",
+            "-no_nonce",
+            "-out",
+            "q.tsq",
+        ],
+    );
+    let theirs = std::fs::read(dir.path().join("q.tsq")).unwrap();
+    let ours = cps_tsa::build_query(cps_tsa::HashAlg::Sha256, &digest, None, true);
+    assert_eq!(hex::encode(&ours), hex::encode(&theirs));
+    let nonce = [0x80u8, 1, 2, 3, 4, 5, 6, 7];
+    let with_nonce = cps_tsa::build_query(cps_tsa::HashAlg::Sha256, &digest, Some(&nonce), false);
+    let q = cps_tsa::parse_query(&with_nonce).unwrap();
+    assert_eq!(q.imprint, digest);
+    assert!(!q.cert_req);
+    assert_eq!(q.nonce.as_deref(), Some(&[&[0u8][..], &nonce].concat()[..]));
+    std::fs::write(dir.path().join("n.tsq"), &with_nonce).unwrap();
+    let text = ok(dir.path(), &["ts", "-query", "-in", "n.tsq", "-text"]);
+    assert!(text.contains("Nonce: 0x8001020304050607"), "{text}");
+}
