@@ -13,13 +13,25 @@ use crate::{CliResult, EXIT_REFUSED, emitln, fail, pretty};
 
 #[derive(Subcommand)]
 pub enum DsgCommand {
-    /// Have a structure's seal sign documents (role `signer`, bound to the structure): a
-    /// detached manifest over the documents, or an enveloping signature over one. The signature
-    /// carries the appliance's timestamp, the certificates and their OCSP answers (XAdES-X-L).
+    /// Sign documents: a detached manifest over them, or an enveloping signature over one;
+    /// with the appliance's timestamp, the certificates and their OCSP answers (XAdES-X-L).
+    /// With `--structure`: the structure's seal signs in the appliance (role `signer`, bound to
+    /// the structure). With `--pin`/`--pin-env` (and `--reader`): the professional's card
+    /// signs here with its `cps-sign` key (slot 9C), the PIN verified for the signature.
     Sign {
         /// The structure whose seal signs (struct_IdNat).
+        #[arg(long, required_unless_present_any = ["pin", "pin_env"], conflicts_with_all = ["pin", "pin_env", "reader"])]
+        structure: Option<String>,
+        /// Card signature: the reader (or a unique part of its name); default the only reader
+        /// holding a card.
         #[arg(long)]
-        structure: String,
+        reader: Option<String>,
+        /// Card signature: the card's PIN (prefer --pin-env on shared machines).
+        #[arg(long, conflicts_with = "pin_env")]
+        pin: Option<String>,
+        /// Card signature: the name of an environment variable holding the PIN.
+        #[arg(long)]
+        pin_env: Option<String>,
         /// The commitment type: author, co-author, review, verification, validation, consent,
         /// source, addendum, modification, administrative… (ASTM E1762), or its OID.
         #[arg(long, default_value = "author")]
@@ -35,7 +47,7 @@ pub enum DsgCommand {
         #[arg(long = "document", required = true)]
         documents: Vec<String>,
         /// Send only each document's SHA-256, not the document (detached only).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["pin", "pin_env"])]
         digests_only: bool,
         /// Write the signature here instead of standard output.
         #[arg(long, short)]
@@ -106,17 +118,56 @@ pub(crate) fn ring_sha256(b: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-pub fn run(api: &ApiClient, cmd: DsgCommand) -> CliResult {
+/// Run a `dsg` command: `api` is made on demand (a card signature needs no operator).
+pub fn run(
+    config: &cps_appliance::config::Config,
+    api: impl FnOnce() -> Result<ApiClient, (u8, String)>,
+    cmd: DsgCommand,
+) -> CliResult {
     match cmd {
         DsgCommand::Sign {
-            structure,
+            structure: None,
+            reader,
+            pin,
+            pin_env,
+            purpose,
+            enveloping,
+            submission_set,
+            documents,
+            out,
+            ..
+        } => {
+            let pin = match (pin, pin_env) {
+                (Some(p), _) => p,
+                (None, Some(var)) => {
+                    std::env::var(&var).map_err(|_| fail(format!("${var} is not set")))?
+                }
+                (None, None) => return Err(fail("give the PIN with --pin or --pin-env")),
+            };
+            crate::dsg_card::sign(
+                config,
+                crate::dsg_card::CardSignArgs {
+                    reader,
+                    pin: zeroize::Zeroizing::new(pin),
+                    purpose,
+                    enveloping,
+                    submission_set,
+                    documents,
+                    out,
+                },
+            )
+        }
+        DsgCommand::Sign {
+            structure: Some(structure),
             purpose,
             enveloping,
             submission_set,
             documents,
             digests_only,
             out,
+            ..
         } => {
+            let api = api()?;
             let body = DsgSignRequest {
                 structure_id: structure,
                 policy: Some(if enveloping { "enveloping" } else { "detached" }.into()),
@@ -142,6 +193,7 @@ pub fn run(api: &ApiClient, cmd: DsgCommand) -> CliResult {
             documents,
             live,
         } => {
+            let api = api()?;
             let xml = String::from_utf8(read(&signature)?)
                 .map_err(|_| fail(format!("{}: not UTF-8", signature.display())))?;
             let body = DsgVerifyRequest {

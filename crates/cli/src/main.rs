@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod card_cmd;
+mod dsg_card;
 mod dsg_cmd;
 mod issuance_cmd;
 mod login_cmd;
@@ -467,8 +468,8 @@ fn run(cli: Cli) -> CliResult {
             command,
         } => {
             let config = load_config(&home)?;
-            let api = client::ApiClient::new(&home, &config, &as_operator).map_err(fail)?;
-            dsg_cmd::run(&api, command)
+            let api = || client::ApiClient::new(&home, &config, &as_operator).map_err(fail);
+            dsg_cmd::run(&config, api, command)
         }
         Command::Login(args) => {
             let config = load_config(&home)?;
