@@ -139,6 +139,28 @@ fn openssl_time_stamps_verify_and_hostile_queries_are_refused() {
     assert!(t.contains("X509v3 Extended Key Usage: critical"), "{t}");
     assert!(t.contains("Time Stamping"), "{t}");
 
+    // The issuance API refuses the profile: only the appliance's own key is a TSA.
+    let csr = cps_trust_tests::openssl_csr(d, "outsider", "p256");
+    let out = cps_trust_tests::issue_org(
+        &home,
+        &csr,
+        &d.join("outsider.pem"),
+        "tsa",
+        "outsider",
+        "outsider TSA",
+        &[],
+    );
+    assert!(
+        !out.status.success(),
+        "a tsa certificate for an outside key"
+    );
+    assert!(
+        text(&out.stderr).contains("reserved for the appliance's own key"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!d.join("outsider.pem").exists());
+
     let mut serials = Vec::new();
     for extra in [&["-sha256"][..], &["-sha256", "-no_nonce"], &["-sha512"]] {
         serials.push(stamp_and_verify(&home, &app, d, extra));
