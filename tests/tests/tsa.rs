@@ -139,6 +139,28 @@ fn openssl_time_stamps_verify_and_hostile_queries_are_refused() {
     assert!(t.contains("X509v3 Extended Key Usage: critical"), "{t}");
     assert!(t.contains("Time Stamping"), "{t}");
 
+    // The issuance API refuses the profile: only the appliance's own key is a TSA.
+    let csr = cps_trust_tests::openssl_csr(d, "outsider", "p256");
+    let out = cps_trust_tests::issue_org(
+        &home,
+        &csr,
+        &d.join("outsider.pem"),
+        "tsa",
+        "outsider",
+        "outsider TSA",
+        &[],
+    );
+    assert!(
+        !out.status.success(),
+        "a tsa certificate for an outside key"
+    );
+    assert!(
+        text(&out.stderr).contains("reserved for the appliance's own key"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!d.join("outsider.pem").exists());
+
     let mut serials = Vec::new();
     for extra in [&["-sha256"][..], &["-sha256", "-no_nonce"], &["-sha512"]] {
         serials.push(stamp_and_verify(&home, &app, d, extra));
@@ -265,24 +287,41 @@ fn openssl_time_stamps_verify_and_hostile_queries_are_refused() {
     assert_eq!(code, 200);
     serials.push(stamp_and_verify(&home, &app, d, &["-sha256"]));
 
-    // Every token is in the audit trail.
+    // Every token is in the audit trail (a DICOM message per token, the serial as its object),
+    // and no refusal is.
+    wait_for("the tokens' audit records", Duration::from_secs(15), || {
+        let out = home.cps(&[
+            "audit",
+            "events",
+            "--event-type",
+            "timestamp-issued",
+            "--limit",
+            "1000",
+        ]);
+        (text(&out.stdout).lines().count() == serials.len()).then_some(())
+    });
+    let log = records_log(&home.path);
     for serial in &serials {
-        wait_for("the token's audit record", Duration::from_secs(15), || {
-            let out = home.cps(&[
-                "audit",
-                "events",
-                "--event-type",
-                "timestamp-issued",
-                "--limit",
-                "1000",
-            ]);
-            text(&out.stdout)
-                .to_ascii_lowercase()
-                .contains(serial.as_str())
-                .then_some(())
-        });
+        assert!(
+            log.windows(serial.len()).any(|w| w == serial.as_bytes()),
+            "token {serial} not in the audit log"
+        );
     }
     app.daemon.stop(Duration::from_secs(10));
+}
+
+/// The bytes of every `records.log` (the audit repository's log) under `dir`.
+fn records_log(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(records_log(&p));
+        } else if p.file_name().is_some_and(|n| n == "records.log") {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
 }
 
 /// Switch a home to the kernel's clock state with a zero tolerance: the clock is not trusted

@@ -201,8 +201,9 @@ impl CaService {
 // When the `[cluster] node_id` setting is present, it is the one to use here.
 /// Profiles the issuance API refuses: certificates only the appliance makes for its own keys.
 /// (A checkpoint certificate for any other key would let its holder sign audit checkpoints that
-/// `audit verify` accepts.)
-pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[CHECKPOINT_PROFILE];
+/// `audit verify` accepts; a `tsa` certificate would let it sign time-stamp tokens that chain to
+/// our root as if this appliance had made them.)
+pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[CHECKPOINT_PROFILE, crate::tsa::TSA_PROFILE];
 
 /// The certificate profile of the audit checkpoint key (`certs/audit-checkpoint.toml`).
 pub use cps_trail::CHECKPOINT_PROFILE;

@@ -42,8 +42,11 @@ pub struct AppState {
     /// Counters of the NTP server, once it runs.
     pub ntp_stats: Option<cps_ct::StatsHandle>,
     pub xua: Arc<crate::xua::XuaService>,
-    /// The time-stamping authority (`None` when `[tsa] enabled = false`).
+    /// The time-stamping authority (`None` when `[tsa] enabled = false`, or when its key could
+    /// not be certified at this start because the clock was not trusted).
     pub tsa: Option<Arc<crate::tsa::TsaService>>,
+    /// `[tsa] enabled`.
+    tsa_enabled: bool,
     pub login: Arc<crate::login::LoginService>,
     /// Refused logins of peers that proved nothing, counted by `login` (flushed by `serve`).
     pub login_refusals: Arc<crate::refusals::Refusals>,
@@ -97,7 +100,17 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
             cps_enrol::Registry::new(store.clone()),
         )),
     )?);
-    let tsa = crate::tsa::TsaService::open(home, config, &hsm, &ca, clock.clone())?;
+    // A TSA key not yet certified while the clock is untrusted (an appliance upgraded, then
+    // started with a bad clock) does not stop the rest: `/tsa` answers systemFailure until a
+    // start with a trusted clock certifies it.
+    let tsa = match crate::tsa::TsaService::open(home, config, &hsm, &ca, clock.clone()) {
+        Ok(t) => t,
+        Err(e) if !clock.evaluate().is_trusted() => {
+            tracing::error!(error = %e, "the time-stamping authority is unavailable until a start with a trusted clock");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let cards = crate::enrolment::card_service(&hsm, ca.clone(), &node)?;
     // An enrolment of this node interrupted by a crash is rolled back before anything else
     // (another node's enrolments are that node's: it may be driving them right now).
@@ -172,6 +185,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         ntp_stats: None,
         xua,
         tsa,
+        tsa_enabled: config.tsa.enabled,
         login,
         login_refusals,
         cards,
@@ -417,6 +431,15 @@ async fn tsa_post(
             .into_response()
     };
     let Some(tsa) = st.tsa.clone() else {
+        if st.tsa_enabled {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                cps_tsa::rejection(
+                    cps_tsa::FailInfo::SystemFailure,
+                    "the time-stamping authority is not available",
+                ),
+            );
+        }
         return (StatusCode::NOT_FOUND, "no time-stamping authority here\n").into_response();
     };
     let ct = headers
