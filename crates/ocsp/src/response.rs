@@ -510,64 +510,99 @@ impl OcspResponse {
     /// (issued by that CA, id-kp-OCSPSigning, valid at producedAt).
     pub fn verify(self, issuer_der: &[u8]) -> Result<VerifiedResponse, ResponseError> {
         let issuer = IssuerKeys::from_der(issuer_der)?;
-        let (signer_spki, signed_by) = if issuer.named_by(&self.responder) {
-            (issuer.spki.clone(), SignedBy::Issuer)
-        } else {
-            let (cert_der, cert) = self
-                .certs
-                .iter()
-                .filter_map(|d| x509_cert::Certificate::from_der(d).ok().map(|c| (d, c)))
-                .find(|(_, c)| {
-                    let tbs = c.tbs_certificate();
-                    match &self.responder {
-                        ResponderId::ByName(n) => tbs.subject().to_der().is_ok_and(|s| s == *n),
-                        ResponderId::ByKey(k) => {
-                            CertIdHash::Sha1
-                                .digest(
-                                    tbs.subject_public_key_info().subject_public_key.raw_bytes(),
-                                )
-                                .as_ref()
-                                == k
-                        }
-                    }
-                })
-                .ok_or(ResponseError::UnknownResponder)?;
-            let tbs = cert.tbs_certificate();
-            let unauthorized = |s: &str| ResponseError::UnauthorizedResponder(s.to_owned());
-            if tbs.issuer().to_der().ok().as_deref() != Some(issuer.subject_der.as_slice()) {
-                return Err(unauthorized("not issued by this issuer (name)"));
-            }
-            cps_pki::verify_issued_by(cert_der, &issuer.spki)
-                .map_err(|_| unauthorized("not signed by this issuer's key"))?;
-            if !has_ocsp_signing(&cert) {
-                return Err(unauthorized("no extendedKeyUsage id-kp-OCSPSigning"));
-            }
-            let v = tbs.validity();
-            let secs = |t: &x509_cert::time::Time| {
-                i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+        if issuer.named_by(&self.responder) {
+            self.check_signature(&issuer.spki)?;
+            return Ok(VerifiedResponse {
+                response: self,
+                issuer,
+                signed_by: SignedBy::Issuer,
+            });
+        }
+        // Every certificate the ResponderID names is a candidate: `certs` is outside the signed
+        // data, so a certificate put in front of the responder's (same name, or the same key
+        // certified by someone else) must not hide it. The first candidate the issuer
+        // authorised and whose key verifies the signature is the signer.
+        let mut first_error = None;
+        for cert_der in &self.certs {
+            let Ok(cert) = x509_cert::Certificate::from_der(cert_der) else {
+                continue;
             };
-            if self.produced_at < secs(&v.not_before) || self.produced_at > secs(&v.not_after) {
-                return Err(unauthorized("not valid when the response was produced"));
+            if !self.names(&cert) {
+                continue;
             }
-            let spki = tbs
-                .subject_public_key_info()
-                .to_der()
-                .map_err(der_err("responder certificate"))?;
-            (spki, SignedBy::Delegated(cert_der.clone()))
+            match self
+                .authorised(&cert, cert_der, &issuer)
+                .and_then(|spki| self.check_signature(&spki))
+            {
+                Ok(()) => {
+                    let signed_by = SignedBy::Delegated(cert_der.clone());
+                    return Ok(VerifiedResponse {
+                        response: self,
+                        issuer,
+                        signed_by,
+                    });
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(ResponseError::UnknownResponder))
+    }
+
+    /// Whether the ResponderID names `cert`.
+    fn names(&self, cert: &x509_cert::Certificate) -> bool {
+        let tbs = cert.tbs_certificate();
+        match &self.responder {
+            ResponderId::ByName(n) => tbs.subject().to_der().is_ok_and(|s| s == *n),
+            ResponderId::ByKey(k) => {
+                CertIdHash::Sha1
+                    .digest(tbs.subject_public_key_info().subject_public_key.raw_bytes())
+                    .as_ref()
+                    == k
+            }
+        }
+    }
+
+    /// A delegated responder certificate (RFC 6960 §4.2.2.2): issued by the issuer (name and
+    /// signature), id-kp-OCSPSigning, valid at producedAt. Its SPKI.
+    fn authorised(
+        &self,
+        cert: &x509_cert::Certificate,
+        cert_der: &[u8],
+        issuer: &IssuerKeys,
+    ) -> Result<Vec<u8>, ResponseError> {
+        let tbs = cert.tbs_certificate();
+        let unauthorized = |s: &str| ResponseError::UnauthorizedResponder(s.to_owned());
+        if tbs.issuer().to_der().ok().as_deref() != Some(issuer.subject_der.as_slice()) {
+            return Err(unauthorized("not issued by this issuer (name)"));
+        }
+        cps_pki::verify_issued_by(cert_der, &issuer.spki)
+            .map_err(|_| unauthorized("not signed by this issuer's key"))?;
+        if !has_ocsp_signing(cert) {
+            return Err(unauthorized("no extendedKeyUsage id-kp-OCSPSigning"));
+        }
+        let v = tbs.validity();
+        let secs = |t: &x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
         };
+        if self.produced_at < secs(&v.not_before) || self.produced_at > secs(&v.not_after) {
+            return Err(unauthorized("not valid when the response was produced"));
+        }
+        tbs.subject_public_key_info()
+            .to_der()
+            .map_err(der_err("responder certificate"))
+    }
+
+    fn check_signature(&self, spki: &[u8]) -> Result<(), ResponseError> {
         cps_hsm::verify_signature(
-            &signer_spki,
+            spki,
             self.signature_algorithm,
             &self.tbs,
             &self.signature,
             cps_hsm::SigFormat::Der,
         )
-        .map_err(|_| ResponseError::BadSignature)?;
-        Ok(VerifiedResponse {
-            response: self,
-            issuer,
-            signed_by,
-        })
+        .map_err(|_| ResponseError::BadSignature)
     }
 }
 
