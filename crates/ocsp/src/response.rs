@@ -13,7 +13,8 @@
 //!   extension, an unknown CertStatus or revocation reason are refused.
 //! * [`OcspResponse::verify`]: who signed. The issuer's own key (the ResponderID names the
 //!   issuer), or a delegated responder: a certificate among `certs` that the ResponderID names,
-//!   issued by that issuer (name and signature), carrying id-kp-OCSPSigning and valid at
+//!   issued by that issuer (name and signature), carrying id-kp-OCSPSigning and
+//!   id-pkix-ocsp-nocheck (its own status cannot be checked from the evidence) and valid at
 //!   `producedAt` (RFC 6960 §4.2.2.2). Any other signer is refused, whatever it says.
 //! * [`VerifiedResponse::status_of`]: the SingleResponse whose CertID names the certificate
 //!   (SHA-1, SHA-256, SHA-384 or SHA-512 CertIDs; the certificate must name the issuer).
@@ -194,6 +195,9 @@ fn prim(number: u32) -> Tag {
     }
 }
 
+/// id-pkix-ocsp-nocheck
+const OCSP_NOCHECK: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
 /// id-ce-invalidityDate
 const INVALIDITY_DATE: &[u8] = &[0x55, 0x1d, 0x18];
 /// id-ce-cRLReasons (a CRL entry extension some responders repeat as a single extension)
@@ -581,6 +585,19 @@ impl OcspResponse {
             .map_err(|_| unauthorized("not signed by this issuer's key"))?;
         if !has_ocsp_signing(cert) {
             return Err(unauthorized("no extendedKeyUsage id-kp-OCSPSigning"));
+        }
+        // RFC 6960 §4.2.2.2.1: without id-pkix-ocsp-nocheck the responder's own certificate
+        // would need revocation data of its own, which no embedded evidence carries.
+        if !cert
+            .tbs_certificate()
+            .extensions()
+            .into_iter()
+            .flatten()
+            .any(|e| e.extn_id == OCSP_NOCHECK)
+        {
+            return Err(unauthorized(
+                "no id-pkix-ocsp-nocheck (its own revocation status is unknown)",
+            ));
         }
         let v = tbs.validity();
         let secs = |t: &x509_cert::time::Time| {
