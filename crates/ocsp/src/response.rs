@@ -13,7 +13,8 @@
 //!   extension, an unknown CertStatus or revocation reason are refused.
 //! * [`OcspResponse::verify`]: who signed. The issuer's own key (the ResponderID names the
 //!   issuer), or a delegated responder: a certificate among `certs` that the ResponderID names,
-//!   issued by that issuer (name and signature), carrying id-kp-OCSPSigning and valid at
+//!   issued by that issuer (name and signature), carrying id-kp-OCSPSigning and
+//!   id-pkix-ocsp-nocheck (its own status cannot be checked from the evidence) and valid at
 //!   `producedAt` (RFC 6960 §4.2.2.2). Any other signer is refused, whatever it says.
 //! * [`VerifiedResponse::status_of`]: the SingleResponse whose CertID names the certificate
 //!   (SHA-1, SHA-256, SHA-384 or SHA-512 CertIDs; the certificate must name the issuer).
@@ -194,6 +195,9 @@ fn prim(number: u32) -> Tag {
     }
 }
 
+/// id-pkix-ocsp-nocheck
+const OCSP_NOCHECK: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
 /// id-ce-invalidityDate
 const INVALIDITY_DATE: &[u8] = &[0x55, 0x1d, 0x18];
 /// id-ce-cRLReasons (a CRL entry extension some responders repeat as a single extension)
@@ -510,64 +514,112 @@ impl OcspResponse {
     /// (issued by that CA, id-kp-OCSPSigning, valid at producedAt).
     pub fn verify(self, issuer_der: &[u8]) -> Result<VerifiedResponse, ResponseError> {
         let issuer = IssuerKeys::from_der(issuer_der)?;
-        let (signer_spki, signed_by) = if issuer.named_by(&self.responder) {
-            (issuer.spki.clone(), SignedBy::Issuer)
-        } else {
-            let (cert_der, cert) = self
-                .certs
-                .iter()
-                .filter_map(|d| x509_cert::Certificate::from_der(d).ok().map(|c| (d, c)))
-                .find(|(_, c)| {
-                    let tbs = c.tbs_certificate();
-                    match &self.responder {
-                        ResponderId::ByName(n) => tbs.subject().to_der().is_ok_and(|s| s == *n),
-                        ResponderId::ByKey(k) => {
-                            CertIdHash::Sha1
-                                .digest(
-                                    tbs.subject_public_key_info().subject_public_key.raw_bytes(),
-                                )
-                                .as_ref()
-                                == k
-                        }
-                    }
-                })
-                .ok_or(ResponseError::UnknownResponder)?;
-            let tbs = cert.tbs_certificate();
-            let unauthorized = |s: &str| ResponseError::UnauthorizedResponder(s.to_owned());
-            if tbs.issuer().to_der().ok().as_deref() != Some(issuer.subject_der.as_slice()) {
-                return Err(unauthorized("not issued by this issuer (name)"));
-            }
-            cps_pki::verify_issued_by(cert_der, &issuer.spki)
-                .map_err(|_| unauthorized("not signed by this issuer's key"))?;
-            if !has_ocsp_signing(&cert) {
-                return Err(unauthorized("no extendedKeyUsage id-kp-OCSPSigning"));
-            }
-            let v = tbs.validity();
-            let secs = |t: &x509_cert::time::Time| {
-                i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+        if issuer.named_by(&self.responder) {
+            self.check_signature(&issuer.spki)?;
+            return Ok(VerifiedResponse {
+                response: self,
+                issuer,
+                signed_by: SignedBy::Issuer,
+            });
+        }
+        // Every certificate the ResponderID names is a candidate: `certs` is outside the signed
+        // data, so a certificate put in front of the responder's (same name, or the same key
+        // certified by someone else) must not hide it. The first candidate the issuer
+        // authorised and whose key verifies the signature is the signer.
+        let mut first_error = None;
+        for cert_der in &self.certs {
+            let Ok(cert) = x509_cert::Certificate::from_der(cert_der) else {
+                continue;
             };
-            if self.produced_at < secs(&v.not_before) || self.produced_at > secs(&v.not_after) {
-                return Err(unauthorized("not valid when the response was produced"));
+            if !self.names(&cert) {
+                continue;
             }
-            let spki = tbs
-                .subject_public_key_info()
-                .to_der()
-                .map_err(der_err("responder certificate"))?;
-            (spki, SignedBy::Delegated(cert_der.clone()))
+            match self
+                .authorised(&cert, cert_der, &issuer)
+                .and_then(|spki| self.check_signature(&spki))
+            {
+                Ok(()) => {
+                    let signed_by = SignedBy::Delegated(cert_der.clone());
+                    return Ok(VerifiedResponse {
+                        response: self,
+                        issuer,
+                        signed_by,
+                    });
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(ResponseError::UnknownResponder))
+    }
+
+    /// Whether the ResponderID names `cert`.
+    fn names(&self, cert: &x509_cert::Certificate) -> bool {
+        let tbs = cert.tbs_certificate();
+        match &self.responder {
+            ResponderId::ByName(n) => tbs.subject().to_der().is_ok_and(|s| s == *n),
+            ResponderId::ByKey(k) => {
+                CertIdHash::Sha1
+                    .digest(tbs.subject_public_key_info().subject_public_key.raw_bytes())
+                    .as_ref()
+                    == k
+            }
+        }
+    }
+
+    /// A delegated responder certificate (RFC 6960 §4.2.2.2): issued by the issuer (name and
+    /// signature), id-kp-OCSPSigning, valid at producedAt. Its SPKI.
+    fn authorised(
+        &self,
+        cert: &x509_cert::Certificate,
+        cert_der: &[u8],
+        issuer: &IssuerKeys,
+    ) -> Result<Vec<u8>, ResponseError> {
+        let tbs = cert.tbs_certificate();
+        let unauthorized = |s: &str| ResponseError::UnauthorizedResponder(s.to_owned());
+        if tbs.issuer().to_der().ok().as_deref() != Some(issuer.subject_der.as_slice()) {
+            return Err(unauthorized("not issued by this issuer (name)"));
+        }
+        cps_pki::verify_issued_by(cert_der, &issuer.spki)
+            .map_err(|_| unauthorized("not signed by this issuer's key"))?;
+        if !has_ocsp_signing(cert) {
+            return Err(unauthorized("no extendedKeyUsage id-kp-OCSPSigning"));
+        }
+        // RFC 6960 §4.2.2.2.1: without id-pkix-ocsp-nocheck the responder's own certificate
+        // would need revocation data of its own, which no embedded evidence carries.
+        if !cert
+            .tbs_certificate()
+            .extensions()
+            .into_iter()
+            .flatten()
+            .any(|e| e.extn_id == OCSP_NOCHECK)
+        {
+            return Err(unauthorized(
+                "no id-pkix-ocsp-nocheck (its own revocation status is unknown)",
+            ));
+        }
+        let v = tbs.validity();
+        let secs = |t: &x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
         };
+        if self.produced_at < secs(&v.not_before) || self.produced_at > secs(&v.not_after) {
+            return Err(unauthorized("not valid when the response was produced"));
+        }
+        tbs.subject_public_key_info()
+            .to_der()
+            .map_err(der_err("responder certificate"))
+    }
+
+    fn check_signature(&self, spki: &[u8]) -> Result<(), ResponseError> {
         cps_hsm::verify_signature(
-            &signer_spki,
+            spki,
             self.signature_algorithm,
             &self.tbs,
             &self.signature,
             cps_hsm::SigFormat::Der,
         )
-        .map_err(|_| ResponseError::BadSignature)?;
-        Ok(VerifiedResponse {
-            response: self,
-            issuer,
-            signed_by,
-        })
+        .map_err(|_| ResponseError::BadSignature)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Responses made by `openssl ocsp` acting as the responder (over files: `-index`, `-reqin`,
 //! `-respout`), read by our parser: delegated signer by name and by key hash, the CA as the
 //! signer, revoked with a reason and a compromise time (invalidityDate), unknown; a signer
-//! without id-kp-OCSPSigning and a foreign CA with the same name are refused.
+//! without id-kp-OCSPSigning or without id-pkix-ocsp-nocheck, and a foreign CA with the same
+//! name, are refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,8 @@ fn run(dir: &Path, args: &[&str]) {
 fn make_ca(dir: &Path, name: &str) {
     std::fs::write(
         dir.join("ext.cnf"),
-        "[o]\nextendedKeyUsage=OCSPSigning\nkeyUsage=critical,digitalSignature\n\
+        "[o]\nextendedKeyUsage=OCSPSigning\nkeyUsage=critical,digitalSignature\nnoCheck=ignored\n\
+         [n]\nextendedKeyUsage=OCSPSigning\nkeyUsage=critical,digitalSignature\n\
          [e]\nkeyUsage=critical,digitalSignature\n",
     )
     .unwrap();
@@ -61,6 +63,7 @@ fn make_ca(dir: &Path, name: &str) {
     run(dir, &args);
     for (leaf, serial, ext) in [
         ("ocsp", "0x1001", "o"),
+        ("ocsp-nocheck-less", "0x1002", "n"),
         ("ee", "0x2002", "e"),
         ("other", "0x3003", "e"),
         ("stranger", "0x4004", "e"),
@@ -240,6 +243,12 @@ fn openssl_responses_from_unauthorised_signers_are_refused() {
     assert!(matches!(
         parse_response(&der, &limits()).unwrap().verify(&ca),
         Err(ResponseError::UnauthorizedResponder(_))
+    ));
+    // A delegated responder of this CA without id-pkix-ocsp-nocheck.
+    let der = env.respond("ca-other.pem", "-sha256", "ca-ocsp-nocheck-less", &[]);
+    assert!(matches!(
+        parse_response(&der, &limits()).unwrap().verify(&ca),
+        Err(ResponseError::UnauthorizedResponder(m)) if m.contains("nocheck")
     ));
     // A foreign CA with the same name and an OCSP signer of its own.
     let foreign = tempfile::tempdir().unwrap();

@@ -221,3 +221,70 @@ fn malformed_truncated_and_oversized_input_is_refused() {
         Err(ResponseError::Malformed(_))
     ));
 }
+
+/// `certs` is outside the signed data: a certificate put in front of the responder's, naming the
+/// same key but certified by someone else, neither hides the responder nor is taken for it.
+#[test]
+fn a_decoy_certificate_in_front_of_the_responder_is_passed_over() {
+    use cps_hsm::{SignatureAlgorithm, Signer};
+    use x509_cert_02::der::{Decode, Encode};
+    let pki = build_pki(1_800_000_000, 1);
+    let foreign = build_pki(1_800_000_000, 1);
+    let ca = &pki.cas[0];
+    // The responder's key, certified for OCSP signing by a foreign CA of the same name.
+    let fca = &foreign.cas[0];
+    let fkid = cps_pki::parse_certificate(&fca.cert_der)
+        .unwrap()
+        .subject_key_id
+        .unwrap();
+    let decoy = cps_pki::issue_certificate(
+        &cps_pki::CertificateParams {
+            serial: cps_pki::serial_from_random(rand::random()),
+            subject: cps_pki::DistinguishedName::parse("CN=Decoy, O=cps-trust, C=FR").unwrap(),
+            subject_public_key: ca.ocsp_key.public_key_der().to_vec(),
+            not_before: pki.now - 3600,
+            not_after: pki.now + 86_400,
+            extensions: cps_pki::hierarchy::ocsp_signer(
+                ca.ocsp_key.public_key_der(),
+                &fkid,
+                &[],
+                &Default::default(),
+            )
+            .unwrap(),
+        },
+        &cps_pki::Issuer {
+            name: &cps_pki::parse_certificate(&fca.cert_der).unwrap().subject,
+            signer: fca.key.as_ref(),
+            signature: SignatureAlgorithm::EcdsaSha256,
+        },
+    )
+    .unwrap();
+    let der = answer(&pki, 0, 0, Hash::Sha1, None);
+    let with_decoy = |first: bool| {
+        let mut r = x509_ocsp::OcspResponse::from_der(&der).unwrap();
+        let bytes = r.response_bytes.as_mut().unwrap();
+        let mut basic = x509_ocsp::BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+        let d = x509_cert_02::Certificate::from_der(&decoy).unwrap();
+        let certs = basic.certs.get_or_insert_with(Vec::new);
+        if first {
+            certs.insert(0, d);
+        } else {
+            *certs = vec![d];
+        }
+        bytes.response =
+            x509_cert_02::der::asn1::OctetString::new(basic.to_der().unwrap()).unwrap();
+        r.to_der().unwrap()
+    };
+    let v = parse_response(&with_decoy(true), &limits())
+        .unwrap()
+        .verify(&ca.cert_der)
+        .unwrap();
+    assert_eq!(v.signed_by, SignedBy::Delegated(ca.ocsp_cert_der.clone()));
+    // The decoy alone: refused, although its key made the signature.
+    assert!(matches!(
+        parse_response(&with_decoy(false), &limits())
+            .unwrap()
+            .verify(&ca.cert_der),
+        Err(ResponseError::UnauthorizedResponder(_))
+    ));
+}
