@@ -850,3 +850,199 @@ fn hostile_requests_get_clear_errors_and_the_appliance_stays_healthy() {
     );
     assert_eq!(code, 200, "{body}");
 }
+
+/// signxml's XAdESSigner (the crate test's script) signs a detached DSG manifest over `docs`
+/// with `key` and its `chain`.
+fn signxml_sign(key: &Path, chain: &Path, out: &Path, purpose: &str, docs: &[(String, PathBuf)]) {
+    let mut cmd = Command::new(python());
+    cmd.arg(peer_script("signxml_sign_dsg.py"))
+        .arg(key)
+        .arg(chain)
+        .arg(out)
+        .arg(purpose);
+    for (u, p) in docs {
+        cmd.arg(format!("{u}={}", p.display()));
+    }
+    assert_success(&cmd.output().unwrap(), "signxml XAdESSigner");
+}
+
+#[test]
+fn signxml_signatures_extended_with_our_tsa_and_ocsp_verify_and_are_refused_once_changed() {
+    let (home, app) =
+        Appliance::fresh_configured(Home::new(), |h| add_seals(h, &[(SEAL_A, &["alice"])]));
+    add_operator(&home, "svc", "service");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let docs = documents(d, 10);
+
+    // A seal key made by openssl, certified by our CA (org-cachet).
+    let csr = openssl_csr(d, "ext", "p256");
+    let cert = d.join("ext.pem");
+    assert_success(
+        &issue_org(
+            &home,
+            &csr,
+            &cert,
+            "org-cachet",
+            "structure:ext",
+            "Cachet externe",
+            &[],
+        ),
+        "cert issue org-cachet",
+    );
+    let org_ca = home.join("ca/organisations.pem");
+    let chain = d.join("chain.pem");
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&org_ca).unwrap(),
+    )
+    .unwrap();
+    let theirs = d.join("signxml.xml");
+    signxml_sign(&d.join("ext.key"), &chain, &theirs, VERIFICATION, &docs);
+    let xml = std::fs::read_to_string(&theirs).unwrap();
+
+    // The long-term values, as a signer's software adds them: our TSA's token over the canonical
+    // SignatureValue (openssl ts -query, POST /tsa), the chain, our OCSP answer (openssl ocsp).
+    std::fs::write(d.join("sv.c14n"), canonical_signature_value(&xml)).unwrap();
+    let (ok, out) = openssl(
+        d,
+        &[
+            "ts", "-query", "-data", "sv.c14n", "-sha256", "-cert", "-out", "q.tsq",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (code, reply) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/timestamp-query",
+        "--data-binary",
+        &format!("@{}", d.join("q.tsq").display()),
+        &format!("http://{}/tsa", app.http),
+    ]);
+    assert_eq!(code, 200, "{}", text(&reply));
+    std::fs::write(d.join("r.tsr"), &reply).unwrap();
+    let (ok, out) = openssl(
+        d,
+        &[
+            "ts",
+            "-reply",
+            "-in",
+            "r.tsr",
+            "-token_out",
+            "-out",
+            "tok.der",
+        ],
+    );
+    assert!(ok, "{out}");
+    let ocsp = ocsp_query(
+        &home,
+        &app,
+        "organisations",
+        &[&cert],
+        &["-respout", d.join("ocsp.der").to_str().unwrap()],
+    );
+    assert!(ocsp.contains(": good"), "{ocsp}");
+    let der_of = |pem: &Path| {
+        let out = Command::new(peer("openssl"))
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(pem)
+            .output()
+            .unwrap();
+        B64.encode(out.stdout)
+    };
+    let certs: String = [
+        cert.as_path(),
+        org_ca.as_path(),
+        home.join("ca/root.pem").as_path(),
+    ]
+    .iter()
+    .map(|p| {
+        format!(
+            "<xades:EncapsulatedX509Certificate>{}</xades:EncapsulatedX509Certificate>",
+            der_of(p)
+        )
+    })
+    .collect();
+    let unsigned = format!(
+        "<xades:UnsignedProperties><xades:UnsignedSignatureProperties><xades:SignatureTimeStamp><ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2006/12/xml-c14n11\"/><xades:EncapsulatedTimeStamp>{}</xades:EncapsulatedTimeStamp></xades:SignatureTimeStamp><xades:CertificateValues>{certs}</xades:CertificateValues><xades:RevocationValues><xades:OCSPValues><xades:EncapsulatedOCSPValue>{}</xades:EncapsulatedOCSPValue></xades:OCSPValues></xades:RevocationValues></xades:UnsignedSignatureProperties></xades:UnsignedProperties>",
+        B64.encode(std::fs::read(d.join("tok.der")).unwrap()),
+        B64.encode(std::fs::read(d.join("ocsp.der")).unwrap()),
+    );
+    let extended = xml.replacen(
+        "</xades:QualifyingProperties>",
+        &format!("{unsigned}</xades:QualifyingProperties>"),
+        1,
+    );
+    assert_ne!(extended, xml, "signxml's QualifyingProperties not found");
+    let sig = d.join("extended.xml");
+    std::fs::write(&sig, &extended).unwrap();
+
+    let v = assert_valid(&home, "svc", &sig, &docs, false);
+    assert_eq!(
+        v["purpose"],
+        VERIFICATION.trim_start_matches("urn:oid:"),
+        "{v:#}"
+    );
+    assert_eq!(v["policy"], "detached", "{v:#}");
+    assert!(
+        v["signer"].as_str().unwrap().contains("Cachet externe"),
+        "{v:#}"
+    );
+    assert_valid(&home, "svc", &sig, &docs, true);
+
+    // A changed document, SignedProperties, manifest: each refused with its own code.
+    let changed = d.join("changed.xml");
+    std::fs::write(&changed, b"<ClinicalDocument>autre</ClinicalDocument>\n").unwrap();
+    let mut docs_changed = docs.clone();
+    docs_changed[7].1 = changed;
+    assert_refused(
+        &home,
+        "svc",
+        &sig,
+        &docs_changed,
+        false,
+        "document_digest_mismatch",
+    );
+    let write = |name: &str, s: String| {
+        assert_ne!(s, extended, "{name}: nothing changed");
+        let p = d.join(name);
+        std::fs::write(&p, s).unwrap();
+        p
+    };
+    let sp = write("sp.xml", extended.replacen(VERIFICATION, AUTHOR, 1));
+    assert_refused(
+        &home,
+        "svc",
+        &sp,
+        &docs,
+        false,
+        "signed_properties_digest_mismatch",
+    );
+    let digest0 = B64.encode(sha256(&std::fs::read(&docs[0].1).unwrap()));
+    let other = B64.encode(sha256(b"another document"));
+    let manifest = write("manifest.xml", extended.replacen(&digest0, &other, 1));
+    assert_refused(
+        &home,
+        "svc",
+        &manifest,
+        &docs,
+        false,
+        "manifest_digest_mismatch",
+    );
+}
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    let out = Command::new(peer("openssl"))
+        .args(["dgst", "-sha256", "-binary"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    out.stdout
+}
