@@ -493,11 +493,18 @@ fn every_profile_issued_by_the_appliance_passes_pkilint() {
     let checkpoint_pem = dir.path().join("audit-checkpoint.pem");
     std::fs::write(&checkpoint_pem, leaf).unwrap();
     issued.push((checkpoint_pem, "organisations"));
+    // And its time-stamping certificate (profile `tsa`, also the appliance's own).
+    let own = std::fs::read_to_string(home.join("tsa/tsa.pem")).unwrap();
+    let leaf = &own[..own.find("-----END CERTIFICATE-----").unwrap() + 26];
+    let tsa_pem = dir.path().join("tsa.pem");
+    std::fs::write(&tsa_pem, leaf).unwrap();
+    issued.push((tsa_pem, "organisations"));
     // With explicit policy: each end-entity policy is certified by its issuing CA.
     for (profile, policy) in [
         ("cps-auth", "1.3.6.1.4.1.32473.1.1.1"),
         ("org-tls-server", "1.3.6.1.4.1.32473.1.2.2"),
         ("audit-checkpoint", "1.3.6.1.4.1.32473.1.2.4"),
+        ("tsa", "1.3.6.1.4.1.32473.1.2.5"),
     ] {
         let (pem, ca) = issued
             .iter()

@@ -203,7 +203,10 @@ impl CaService {
 /// (A checkpoint certificate for any other key would let its holder sign audit checkpoints that
 /// `audit verify` accepts; a `tsa` certificate would let it sign time-stamp tokens that chain to
 /// our root as if this appliance had made them.)
-pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[CHECKPOINT_PROFILE, crate::tsa::TSA_PROFILE];
+pub const APPLIANCE_ONLY_PROFILES: &[&str] = &[CHECKPOINT_PROFILE, TSA_PROFILE];
+
+/// The certificate profile of the time-stamping key (`certs/tsa.toml`, see [`crate::tsa`]).
+pub const TSA_PROFILE: &str = "tsa";
 
 /// The certificate profile of the audit checkpoint key (`certs/audit-checkpoint.toml`).
 pub use cps_trail::CHECKPOINT_PROFILE;

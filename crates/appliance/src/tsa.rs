@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::ApplianceError;
 
 /// The certificate profile of the TSA key.
-pub const TSA_PROFILE: &str = "tsa";
+pub use crate::ca::TSA_PROFILE;
 /// Where the TSA certificate is kept (PEM: TSA certificate, then its issuing CA).
 pub const TSA_FILE: &str = "tsa/tsa.pem";
 

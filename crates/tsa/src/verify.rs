@@ -64,6 +64,8 @@ pub enum TokenError {
     BadSignature,
     #[error("signer certificate: {0}")]
     Certificate(String),
+    #[error("the TSTInfo names another TSA than the signer certificate's subject")]
+    TsaNameMismatch,
     #[error("the signer certificate is not a TSA certificate: {0}")]
     NotTsaCertificate(&'static str),
 }
@@ -290,7 +292,14 @@ pub fn verify_token(token_der: &[u8]) -> Result<TimestampToken, TokenError> {
 
     tsa_certificate(&signer_cert)?;
 
-    let mut token = tst_info_fields(tst_info)?;
+    let (mut token, tsa_name) = tst_info_fields(tst_info)?;
+    // RFC 3161 §2.4.2: a TSA name, when present, is one of the signer certificate's names.
+    if let Some(name) = tsa_name {
+        let general_name = asn1::single(name, asn1::ctx_cons(4)).ok();
+        if general_name.map(|n| n.value) != Some(signer_info.subject.as_slice()) {
+            return Err(TokenError::TsaNameMismatch);
+        }
+    }
     token.signer_certificate = signer_cert;
     token.certificates = certificates;
     Ok(token)
@@ -462,7 +471,8 @@ fn verify_signature(
         .map_err(|_| TokenError::BadSignature)
 }
 
-fn tst_info_fields(der: &[u8]) -> Result<TimestampToken, TokenError> {
+/// The fields of a TSTInfo, and the content of its `tsa [0]` element if present.
+fn tst_info_fields(der: &[u8]) -> Result<(TimestampToken, Option<&[u8]>), TokenError> {
     let m = malformed("TSTInfo");
     let t = asn1::single(der, asn1::SEQUENCE).map_err(&m)?;
     let mut r = Reader::new(t.value);
@@ -507,10 +517,10 @@ fn tst_info_fields(der: &[u8]) -> Result<TimestampToken, TokenError> {
         }
         None => None,
     };
-    r.optional(asn1::ctx_cons(0)).map_err(&m)?; // tsa
+    let tsa = r.optional(asn1::ctx_cons(0)).map_err(&m)?.map(|t| t.value);
     r.optional(asn1::ctx_cons(1)).map_err(&m)?; // extensions
     r.finish().map_err(&m)?;
-    Ok(TimestampToken {
+    let token = TimestampToken {
         gen_time,
         hash,
         imprint,
@@ -519,7 +529,8 @@ fn tst_info_fields(der: &[u8]) -> Result<TimestampToken, TokenError> {
         nonce,
         signer_certificate: Vec::new(),
         certificates: Vec::new(),
-    })
+    };
+    Ok((token, tsa))
 }
 
 /// A parsed `TimeStampResp` (the token, if any, is not verified here).
