@@ -183,8 +183,6 @@ pub struct Signed {
 
 /// Profiles of the certificates that may sign documents.
 pub const DOCUMENT_SIGNER_PROFILES: &[&str] = &["org-cachet", "cps-sign"];
-/// Profile of the time-stamping authority's certificate.
-pub const TSA_PROFILE: &str = "tsa";
 
 impl DsgService {
     pub fn new(
@@ -219,7 +217,7 @@ impl DsgService {
             .filter_map(|p| requirement(p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| refused(&e))?;
-        let tsa_requirement = requirement(TSA_PROFILE)
+        let tsa_requirement = requirement(crate::ca::TSA_PROFILE)
             .transpose()
             .map_err(|e| refused(&e))?;
         Ok(DsgService {
