@@ -86,6 +86,21 @@ fn default_seal_algorithm() -> String {
     "p256".into()
 }
 
+/// An HSM key label of the configuration: 1 to 64 letters, digits, `-` or `_`.
+fn check_key_label(what: &str, label: &str) -> Result<(), ConfigError> {
+    if label.is_empty()
+        || label.len() > 64
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: key_label '{label}' must be 1-64 letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
 impl Config {
     fn validate_dsg(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
@@ -106,9 +121,10 @@ impl Config {
                 return bad(format!("dsg.seals: structure {id} has two seals"));
             }
             let label = seal.label();
-            if label.is_empty() || label.len() > 64 || !labels.insert(label.clone()) {
+            check_key_label(&format!("dsg.seals ({id})"), &label)?;
+            if !labels.insert(label.clone()) {
                 return bad(format!(
-                    "dsg.seals: key label '{label}' of structure {id} is empty, too long or already used by another key"
+                    "dsg.seals: key label '{label}' of structure {id} is already used by another key"
                 ));
             }
             if !matches!(seal.algorithm.as_str(), "p256" | "rsa2048" | "rsa3072") {
@@ -214,18 +230,7 @@ impl TsaSection {
 
     fn check(&self) -> Result<(), ConfigError> {
         self.key_algorithm()?;
-        if self.key_label.is_empty()
-            || self.key_label.len() > 64
-            || !self
-                .key_label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ConfigError::Invalid(format!(
-                "tsa.key_label '{}' must be 1-64 letters, digits, '-' or '_'",
-                self.key_label
-            )));
-        }
+        check_key_label("tsa", &self.key_label)?;
         DottedOid::parse(&self.policy)
             .map_err(|e| ConfigError::Invalid(format!("tsa.policy: {e}")))?;
         if self.min_accuracy_ms > 60_000 {
@@ -605,18 +610,7 @@ impl CaKeyConfig {
     }
 
     fn validate(&self, what: &str) -> Result<(), ConfigError> {
-        if self.key_label.is_empty()
-            || self.key_label.len() > 64
-            || !self
-                .key_label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ConfigError::Invalid(format!(
-                "{what}: key_label '{}' must be 1-64 letters, digits, '-' or '_'",
-                self.key_label
-            )));
-        }
+        check_key_label(what, &self.key_label)?;
         self.signature_algorithm()?;
         self.subject_name()?;
         self.policy_oids()?;

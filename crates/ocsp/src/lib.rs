@@ -331,7 +331,7 @@ fn unix(t: &x509_cert::time::Time) -> i64 {
     i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
 }
 
-fn has_ocsp_signing_eku(cert: &x509_cert::Certificate) -> bool {
+pub(crate) fn has_ocsp_signing_eku(cert: &x509_cert::Certificate) -> bool {
     cert.tbs_certificate()
         .extensions()
         .into_iter()

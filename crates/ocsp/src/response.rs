@@ -488,18 +488,6 @@ impl IssuerKeys {
     }
 }
 
-fn has_ocsp_signing(cert: &x509_cert::Certificate) -> bool {
-    cert.tbs_certificate()
-        .extensions()
-        .into_iter()
-        .flatten()
-        .filter(|e| e.extn_id == oids::EXT_KEY_USAGE)
-        .any(|e| {
-            x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
-                .is_ok_and(|eku| eku.0.contains(&oids::KP_OCSP_SIGNING))
-        })
-}
-
 impl OcspResponse {
     pub fn responder(&self) -> &ResponderId {
         &self.responder
@@ -583,7 +571,7 @@ impl OcspResponse {
         }
         cps_pki::verify_issued_by(cert_der, &issuer.spki)
             .map_err(|_| unauthorized("not signed by this issuer's key"))?;
-        if !has_ocsp_signing(cert) {
+        if !crate::has_ocsp_signing_eku(cert) {
             return Err(unauthorized("no extendedKeyUsage id-kp-OCSPSigning"));
         }
         // RFC 6960 §4.2.2.2.1: without id-pkix-ocsp-nocheck the responder's own certificate
