@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use cps_card::{CardSigner, Pcsc, Piv, SignCertificateRule};
 use zeroize::Zeroizing;
 
-use crate::dsg_cmd::{DocumentArg, parse_document, read, write_out};
+use crate::dsg_files::{DocumentArg, parse_document, read, write_out};
 use crate::{CliResult, EXIT_REFUSED, fail};
 
 /// The appliance's public listener (plain HTTP: everything asked is public or signed).

@@ -5,6 +5,7 @@ mod audit_cmd;
 mod card_cmd;
 mod dsg_card;
 mod dsg_cmd;
+mod dsg_files;
 mod issuance_cmd;
 mod login_cmd;
 mod node_cmd;
