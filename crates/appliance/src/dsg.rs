@@ -167,8 +167,15 @@ pub struct DsgService {
     /// signature key (`cps-sign`).
     signers: Vec<cps_xua::SignerRequirement>,
     tsa_requirement: Option<cps_xua::SignerRequirement>,
+    /// Paths already validated, with the interval they hold for (a path's signatures do not
+    /// change; its validity interval is checked on every use): each verification would
+    /// otherwise verify the same CA signatures again (RSA, most of its CPU).
+    paths: parking_lot::Mutex<HashMap<[u8; 32], Arc<cps_xua::VerifiedPath>>>,
     rng: ring::rand::SystemRandom,
 }
+
+/// Most validated paths remembered (the cache is emptied when full).
+const MAX_CACHED_PATHS: usize = 4096;
 
 /// A signature made, with what its audit record says.
 pub struct Signed {
@@ -228,6 +235,7 @@ impl DsgService {
             trust,
             signers,
             tsa_requirement,
+            paths: parking_lot::Mutex::new(HashMap::new()),
             rng: ring::rand::SystemRandom::new(),
         })
     }
@@ -406,6 +414,55 @@ impl DsgService {
         cps_dsg::verify(xml, documents, &ctx)
     }
 
+    /// The path of `certs` (the signer's first) at `at` for the signer kind `kind` (its index
+    /// in `requirements`, which the key names too): from the cache when a path validated before
+    /// holds at `at`.
+    fn path_at(
+        &self,
+        certs: &[Vec<u8>],
+        at: i64,
+        kind: u8,
+        req: &cps_xua::SignerRequirement,
+    ) -> Result<Arc<cps_xua::VerifiedPath>, cps_xua::PathError> {
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+        h.update(&[kind]);
+        for c in certs {
+            h.update(&(c.len() as u64).to_be_bytes());
+            h.update(c);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(h.finish().as_ref());
+        if let Some(p) = self.paths.lock().get(&key)
+            && p.valid_from <= at
+            && at <= p.valid_until
+        {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(self.trust.verify_path_at(certs, at, req)?);
+        let mut cache = self.paths.lock();
+        if cache.len() >= MAX_CACHED_PATHS {
+            cache.clear();
+        }
+        cache.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// The signer's path at `at`, for the first document-signer kind it fits.
+    fn signer_path_at(
+        &self,
+        certs: &[Vec<u8>],
+        at: i64,
+    ) -> Result<Arc<cps_xua::VerifiedPath>, String> {
+        let mut why = Vec::new();
+        for (i, req) in self.signers.iter().enumerate() {
+            match self.path_at(certs, at, i as u8, req) {
+                Ok(p) => return Ok(p),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err(why.join("; "))
+    }
+
     /// The status of a certificate of our CA as the store records it now.
     fn live_status(&self, cert: &[u8], issuer: &[u8]) -> Result<cps_ocsp::LiveStatus, String> {
         let ca = self
@@ -500,8 +557,7 @@ impl cps_dsg::TimestampCheck for Checks<'_> {
         );
         let path = self
             .dsg
-            .trust
-            .verify_path_at(&certs, t.gen_time, req)
+            .path_at(&certs, t.gen_time, u8::MAX, req)
             .map_err(|e| R::Untrusted(e.to_string()))?;
         // Our own TSA's certificate: its status is what our store says.
         match self.dsg.live_status(&t.signer_certificate, &path.issuer) {
@@ -534,14 +590,7 @@ impl cps_dsg::PathCheck for Checks<'_> {
             .chain(intermediates.iter().copied())
             .map(<[u8]>::to_vec)
             .collect();
-        let mut why = Vec::new();
-        for req in &self.dsg.signers {
-            match self.dsg.trust.verify_path_at(&certs, at, req) {
-                Ok(_) => return Ok(()),
-                Err(e) => why.push(e.to_string()),
-            }
-        }
-        Err(why.join("; "))
+        self.dsg.signer_path_at(&certs, at).map(|_| ())
     }
 }
 
@@ -560,11 +609,9 @@ impl cps_dsg::RevocationDecision for Checks<'_> {
             .collect();
         let issuer = self
             .dsg
-            .signers
-            .iter()
-            .find_map(|req| self.dsg.trust.verify_path_at(&certs, at, req).ok())
-            .map(|p| p.issuer)
-            .ok_or_else(|| R::Unknown("no valid path for the signer".into()))?;
+            .signer_path_at(&certs, at)
+            .map(|p| p.issuer.clone())
+            .map_err(|e| R::Unknown(format!("no valid path for the signer: {e}")))?;
         let live = if self.live {
             Some(self.dsg.live_status(signer, &issuer).map_err(R::Unknown)?)
         } else {
