@@ -136,17 +136,18 @@ impl FailInfo {
         }
     }
 
+    /// Every failure this authority reports.
+    pub const ALL: [FailInfo; 6] = [
+        FailInfo::BadAlg,
+        FailInfo::BadRequest,
+        FailInfo::BadDataFormat,
+        FailInfo::UnacceptedPolicy,
+        FailInfo::UnacceptedExtension,
+        FailInfo::SystemFailure,
+    ];
+
     pub(crate) fn from_bit(bit: u8) -> Option<FailInfo> {
-        [
-            FailInfo::BadAlg,
-            FailInfo::BadRequest,
-            FailInfo::BadDataFormat,
-            FailInfo::UnacceptedPolicy,
-            FailInfo::UnacceptedExtension,
-            FailInfo::SystemFailure,
-        ]
-        .into_iter()
-        .find(|f| f.bit() == bit)
+        Self::ALL.into_iter().find(|f| f.bit() == bit)
     }
 
     /// The DER `BIT STRING` with only this bit set (named bit list: trailing zeros removed).
@@ -243,14 +244,7 @@ mod tests {
 
     #[test]
     fn rejection_round_trip() {
-        for f in [
-            FailInfo::BadAlg,
-            FailInfo::BadRequest,
-            FailInfo::BadDataFormat,
-            FailInfo::UnacceptedPolicy,
-            FailInfo::UnacceptedExtension,
-            FailInfo::SystemFailure,
-        ] {
+        for f in FailInfo::ALL {
             let r = parse_response(&rejection(f, "no")).unwrap();
             assert_eq!(r.status, 2);
             assert_eq!(r.fail_info, vec![f]);
