@@ -20,6 +20,8 @@ APT_PACKAGES=(
   sslscan testssl.sh chromium fonts-liberation
   # the shared store of a cluster (the tests start their own servers; nothing runs as a service)
   postgresql-15 postgresql-client-15
+  # the monitoring peer: the tests start their own prometheus (and promtool) on a loopback port
+  prometheus
 )
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 

@@ -418,6 +418,32 @@ pub async fn enforce(State(st): State<ApiState>, mut req: Request, next: Next) -
         req.extensions_mut()
             .insert(crate::identity::RequestVersion(version));
     }
+    // The route pattern (an `authz::ROUTES` path), never the concrete path: bounded labels.
+    let timed = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| (req.method().as_str().to_owned(), m.as_str().to_owned()));
+    let started = std::time::Instant::now();
+    let resp = enforce_timed(st, req, next, version).await;
+    if let Some((method, route)) = timed {
+        metrics::histogram!(
+            crate::metrics::HTTP_REQUEST_SECONDS,
+            "method" => method,
+            "route" => route,
+            "status" => resp.status().as_str().to_owned(),
+        )
+        .record(started.elapsed().as_secs_f64());
+    }
+    resp
+}
+
+/// [`enforce`] once the request's certificates version is known.
+async fn enforce_timed(
+    st: ApiState,
+    mut req: Request,
+    next: Next,
+    version: Option<u64>,
+) -> Response {
     match admit(&st, &mut req, version) {
         Ok(surface) => {
             let resp = next.run(req).await;

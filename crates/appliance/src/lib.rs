@@ -54,6 +54,7 @@ pub mod identity;
 
 // Commands.
 pub mod ceremony;
+pub mod metrics;
 pub mod serve;
 pub mod store;
 

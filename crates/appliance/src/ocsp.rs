@@ -6,6 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use cps_ca::Invalidator;
+
+/// Counter of OCSP responses, by response status and cache (`hit`, `miss`).
+pub const RESPONSES: &str = "cps_ocsp_responses_total";
+
+/// Counts one OCSP answer.
+pub fn count(reply: &cps_ocsp::OcspReply) {
+    let cache = if reply.from_cache { "hit" } else { "miss" };
+    metrics::counter!(RESPONSES, "status" => reply.status.name(), "cache" => cache).increment(1);
+}
 use cps_ca::StoreStatus;
 use cps_hsm::{Hsm, Signer};
 use cps_ocsp::{IssuerEntry, NotIssuedPolicy, Responder, ResponderConfig};

@@ -61,6 +61,8 @@ pub struct AppState {
     pub console_key: [u8; 32],
     /// Document signatures: the structure seals and the verifier.
     pub dsg: Arc<crate::dsg::DsgService>,
+    /// notAfter of the appliance's own certificates (`cps_certificate_expiry_seconds`).
+    pub expiries: Arc<crate::metrics::Expiries>,
 }
 
 /// Everything `serve` needs, opened and checked. Fails closed: no HSM, an unsafe key or an
@@ -72,10 +74,12 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
     let disk = crate::disk::for_home(home, config);
     // Every service sees the store as this node: the audit records it commits name the node.
     let node = config.node_id();
-    let store: Arc<dyn Store> = Arc::new(NodeStore::new(
-        crate::store::open(home, config, Some(&disk))?,
-        &node,
-    )?);
+    // Each durable audit record is counted once, after its commit (see `crate::metrics`).
+    let mut node_store = NodeStore::new(crate::store::open(home, config, Some(&disk))?, &node)?;
+    if crate::metrics::handle().is_some() {
+        node_store = node_store.with_audit_observer(crate::metrics::audit_observer());
+    }
+    let store: Arc<dyn Store> = Arc::new(node_store);
     // Other nodes commit to this store (a shared database): caches of certificate state check
     // the store's version after each request arrived.
     let shared = config.store.backend == crate::config::StoreBackend::Postgres;
@@ -158,6 +162,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
             .map(|t| Arc::new(crate::dsg::InProcessTsa(t)) as crate::dsg::Stamper),
     )?);
     let mut ca_certs = HashMap::new();
+    let mut expiries = crate::metrics::Expiries::default();
     let dir: PathBuf = home.join(CA_DIR);
     let ids = std::iter::once("root".to_string()).chain(
         config
@@ -172,6 +177,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
             path: p.clone(),
             reason: e.to_string(),
         })?;
+        expiries.add(&id, &der);
         ca_certs.insert(id, der);
     }
     Ok(AppState {
@@ -192,6 +198,7 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         disk,
         console_key,
         dsg,
+        expiries: Arc::new(expiries),
         ocsp_fresh: shared.then(|| Arc::new(crate::cluster::OcspFreshness::new(fresh.clone()))),
         fresh,
     })
@@ -334,6 +341,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+    }
+    st.expiries.render(now(), &mut out);
+    if let Some(h) = crate::metrics::handle() {
+        out.push_str(&h.render());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -519,6 +530,7 @@ async fn ocsp_answer(st: &AppState, der: &[u8], get: bool) -> Response {
         Ok(()) => st.ocsp.respond(der, now),
         Err(why) => cps_ocsp::OcspReply::try_later(why),
     };
+    crate::ocsp::count(&reply);
     if let Some(d) = &reply.detail {
         tracing::debug!(status = reply.status.name(), detail = %d, "OCSP");
     }
@@ -754,6 +766,8 @@ async fn refresh_crls(ca: Arc<CaService>, disk: Arc<crate::disk::DiskGuard>) {
 /// Run until SIGINT or SIGTERM.
 pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     let mut state = open(home, config)?;
+    // Histogram buckets drained between scrapes (the task ends with the process).
+    let _metrics_upkeep = crate::metrics::spawn_upkeep();
     let ntp_task = match config.time.serve_ntp {
         true => {
             let server = ntp_server(&state, config).await?;

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 pub use cps_store::AuditRecord;
 use serde::{Deserialize, Serialize};
 
+pub mod metrics;
+
 /// A certificate named by its issuing CA id and serial (upper-case hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateId {

@@ -33,6 +33,9 @@ pub mod wire;
 
 pub use cps_pki::crl::RevocationReason;
 pub use error::CaError;
+
+/// Counter of CRLs signed, by CA (through the `metrics` facade).
+pub const CRL_GENERATIONS: &str = "cps_crl_generations_total";
 pub use service::{CaAuthority, CaConfig, CaService, OperatorIssued};
 pub use status::{Invalidator, StoreStatus};
 

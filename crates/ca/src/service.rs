@@ -842,7 +842,7 @@ impl CaService {
         // A sharded CA's CRLs are partitioned: each names its own URL (its own one too).
         let url = self.crl_url(ca, part);
         let dp = (self.config.shards(ca) > 1).then_some(url.as_str());
-        Ok(build_crl(
+        let crl = build_crl(
             &CrlParams {
                 issuer: &auth.name,
                 issuer_key_id: &auth.key_id,
@@ -854,7 +854,9 @@ impl CaService {
             },
             auth.key.as_ref(),
             auth.signature,
-        )?)
+        )?;
+        metrics::counter!(crate::CRL_GENERATIONS, "ca" => ca.to_owned()).increment(1);
+        Ok(crl)
     }
 }
 

@@ -21,6 +21,7 @@
 mod encoding;
 mod error;
 mod mac;
+pub mod metrics;
 mod pin;
 mod pkcs11;
 mod software;

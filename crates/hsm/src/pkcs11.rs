@@ -1018,6 +1018,21 @@ impl Signer for HsmKey {
         message: &[u8],
         format: SigFormat,
     ) -> Result<Vec<u8>, HsmError> {
+        let started = std::time::Instant::now();
+        let signed = self.sign_in_token(alg, message, format);
+        crate::metrics::signed(&self.label, started.elapsed(), signed.is_ok());
+        signed
+    }
+}
+
+impl HsmKey {
+    /// [`Signer::sign`], untimed.
+    fn sign_in_token(
+        &self,
+        alg: SignatureAlgorithm,
+        message: &[u8],
+        format: SigFormat,
+    ) -> Result<Vec<u8>, HsmError> {
         if !alg.fits(self.algorithm) {
             return Err(HsmError::AlgorithmMismatch {
                 key: self.algorithm,

@@ -81,7 +81,7 @@ pub use model::{
     CertificateRecord, CommitReceipt, Expect, MAX_NAME_LEN, MAX_RECORD_KEY_LEN, MAX_SERIAL_LEN,
     MAX_VALUE_LEN, RevokedEntry, WriteBatch, WriteOp,
 };
-pub use node::{MAX_NODE_ID_LEN, NodeStore, valid_node_id};
+pub use node::{AuditObserver, MAX_NODE_ID_LEN, NodeStore, valid_node_id};
 pub use pg_store::{PG_SCHEMA_VERSION, PgOptions, PgStore};
 pub use sled_store::{FlushPolicy, SledStore, WriteGate};
 

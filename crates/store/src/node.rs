@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use crate::{
-    AuditEntry, BlockedKey, CertCursor, CertificatePage, CertificateRecord, CommitReceipt,
-    RecordRow, RevokedEntry, Store, StoreError, WriteBatch, WriteOp,
+    AuditEntry, AuditRecord, BlockedKey, CertCursor, CertificatePage, CertificateRecord,
+    CommitReceipt, RecordRow, RevokedEntry, Store, StoreError, WriteBatch, WriteOp,
 };
 
 /// Longest node id.
@@ -34,7 +34,12 @@ pub fn valid_node_id(id: &str) -> bool {
 pub struct NodeStore {
     inner: Arc<dyn Store>,
     node: String,
+    observer: Option<AuditObserver>,
 }
+
+/// Called with each audit record once the batch that wrote it is committed (the service
+/// counters of the appliance are counted there: one place, after durability).
+pub type AuditObserver = Arc<dyn Fn(&AuditRecord) + Send + Sync>;
 
 impl NodeStore {
     /// `inner` as node `node` uses it. Refuses an id [`valid_node_id`] refuses.
@@ -47,7 +52,14 @@ impl NodeStore {
         Ok(NodeStore {
             inner,
             node: node.to_owned(),
+            observer: None,
         })
+    }
+
+    /// This store, calling `observer` with each audit record it commits, after the commit.
+    pub fn with_audit_observer(mut self, observer: AuditObserver) -> NodeStore {
+        self.observer = Some(observer);
+        self
     }
 
     /// The node's id.
@@ -75,7 +87,21 @@ impl Store for NodeStore {
                 other => other,
             })
             .collect();
-        self.inner.commit(ops.into())
+        let Some(observer) = &self.observer else {
+            return self.inner.commit(ops.into());
+        };
+        let records: Vec<AuditRecord> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::AppendAudit(rec) => Some(rec.clone()),
+                _ => None,
+            })
+            .collect();
+        let receipt = self.inner.commit(ops.into())?;
+        for rec in &records {
+            observer(rec);
+        }
+        Ok(receipt)
     }
     fn get_certificate(
         &self,
@@ -194,6 +220,30 @@ mod tests {
                 .map(|n| n.map(str::to_owned))
                 .to_vec()
         );
+    }
+
+    /// The observer sees each committed audit record once, stamped with the node, after the
+    /// commit (the record is already readable from the store).
+    #[test]
+    fn the_observer_sees_committed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (s, store) = (seen.clone(), shared.clone());
+        let a = NodeStore::new(shared.clone(), "node-a")
+            .unwrap()
+            .with_audit_observer(Arc::new(move |r: &AuditRecord| {
+                let stored = store.audit_range(1, 10).unwrap().len();
+                s.lock().push((r.node.clone(), stored));
+            }));
+        a.commit(
+            WriteBatch::new()
+                .with(WriteOp::AppendAudit(rec(None)))
+                .with(WriteOp::AppendAudit(rec(None))),
+        )
+        .unwrap();
+        let node = Some("node-a".to_owned());
+        assert_eq!(*seen.lock(), vec![(node.clone(), 2), (node, 2)]);
     }
 
     #[test]
