@@ -763,6 +763,14 @@ async fn refresh_crls(ca: Arc<CaService>, disk: Arc<crate::disk::DiskGuard>) {
     }
 }
 
+/// A writer straight into the trail whose records are counted as the store's are.
+fn counted_writer(atna: &crate::audit::Atna) -> crate::audit::AuditWriter {
+    match crate::metrics::handle() {
+        Some(_) => atna.writer_observed(crate::metrics::audit_observer()),
+        None => atna.writer(),
+    }
+}
+
 /// Run until SIGINT or SIGTERM.
 pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     let mut state = open(home, config)?;
@@ -824,7 +832,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     .await?;
     // Time-stamp tokens are audited through the same batching writer as validations.
     if let Some(tsa) = &state.tsa {
-        tsa.attach_audit(atna.writer());
+        tsa.attach_audit(counted_writer(&atna));
     }
     // Before any validation is answered: the assertions validated before this start stay
     // refused as replays (fail closed: no start without them).
@@ -862,7 +870,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         cards: Some(state.cards.clone()),
         jobs: cps_enrol::Jobs::for_node(&state.node, crate::clock::unix_now),
         audit_log: Some(atna.log.clone()),
-        audit_writer: atna.writer(),
+        audit_writer: counted_writer(&atna),
         dsg: Some(state.dsg.clone()),
     })
     // While the disk is below its reserve, state-changing requests answer 503 (reads go on).

@@ -268,6 +268,19 @@ impl Atna {
         }))
     }
 
+    /// [`Atna::writer`], calling `observer` with each record once it is durable (as
+    /// [`cps_store::NodeStore::with_audit_observer`] does for the records the store commits).
+    pub fn writer_observed(&self, observer: cps_store::AuditObserver) -> AuditWriter {
+        let trail = self.trail.clone();
+        AuditWriter::spawn(Arc::new(move |records: Vec<AuditRecord>| {
+            trail.write(&records)?;
+            for r in &records {
+                observer(r);
+            }
+            Ok(())
+        }))
+    }
+
     pub async fn shutdown(self) {
         for t in &self.tasks {
             t.abort();
