@@ -17,7 +17,9 @@ fn promtool(args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("promtool (scripts/install-deps.sh installs it)");
+    let mut child = cmd
+        .spawn()
+        .expect("promtool (scripts/install-deps.sh installs it)");
     let mut input = child.stdin.take().unwrap();
     if let Some(b) = stdin {
         input.write_all(b).unwrap();
@@ -39,7 +41,10 @@ fn promtool_accepts_the_alerting_rules_and_the_scrape_config() {
         &[
             "check",
             "config",
-            repo_root().join("monitoring/prometheus.yml").to_str().unwrap(),
+            repo_root()
+                .join("monitoring/prometheus.yml")
+                .to_str()
+                .unwrap(),
         ],
         None,
     );
@@ -145,7 +150,9 @@ fn prometheus_scrapes_the_scenario_counts() {
     std::fs::write(d.join("data.txt"), b"CDA document\n").unwrap();
     let out = Command::new(peer("openssl"))
         .current_dir(d)
-        .args(["ts", "-query", "-data", "data.txt", "-cert", "-out", "q.tsq"])
+        .args([
+            "ts", "-query", "-data", "data.txt", "-cert", "-out", "q.tsq",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -156,7 +163,10 @@ fn prometheus_scrapes_the_scenario_counts() {
     let (code, exposition) = http_get(&app.http, "/metrics").unwrap();
     assert_eq!(code, 200);
     let (ok, lint) = promtool(&["check", "metrics"], Some(&exposition));
-    assert!(ok && lint.trim().is_empty(), "promtool check metrics:\n{lint}");
+    assert!(
+        ok && lint.trim().is_empty(),
+        "promtool check metrics:\n{lint}"
+    );
     let exposition = text(&exposition);
     // No serial (nor any other identifier of the scenario) in a label.
     for pem in &pems {
