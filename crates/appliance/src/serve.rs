@@ -180,6 +180,32 @@ pub fn open(home: &Path, config: &Config) -> Result<AppState, ApplianceError> {
         expiries.add(&id, &der);
         ca_certs.insert(id, der);
     }
+    // The appliance's own end-entity certificates (each file's first certificate), made or
+    // renewed by now: TLS server, XUA seal, TSA, audit checkpoint and node, each DSG seal.
+    let mut own: Vec<(String, PathBuf)> = [
+        ("tls-server", "tls/server.pem"),
+        ("xua-seal", crate::xua::CACHET_FILE),
+        ("tsa", "tsa/tsa.pem"),
+        ("audit-checkpoint", "audit/checkpoint.pem"),
+        ("audit-node", "audit/node.pem"),
+    ]
+    .into_iter()
+    .map(|(n, f)| (n.to_owned(), home.join(f)))
+    .collect();
+    own.extend(config.dsg.seals.iter().map(|s| {
+        (
+            format!("dsg-seal-{}", s.structure_id),
+            home.join(format!("dsg/{}.pem", s.structure_id)),
+        )
+    }));
+    for (name, path) in own {
+        if let Some(der) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|pem| cps_pki::pem_certificates(&pem).into_iter().next())
+        {
+            expiries.add(&name, &der);
+        }
+    }
     Ok(AppState {
         node,
         hsm,
