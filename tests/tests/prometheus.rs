@@ -237,11 +237,22 @@ fn prometheus_scrapes_the_scenario_counts() {
     );
     // The appliance's own certificates: the root expires in more than 30 days.
     assert!(q(r#"cps_certificate_expiry_seconds{certificate="root"}"#).unwrap() > 30.0 * 86400.0);
+    // The audit trail's repository counters are exported (nothing was sent to it, nothing refused).
+    assert_eq!(
+        q(r#"cps_audit_messages_received_total{transport="tls"}"#),
+        Some(0.0)
+    );
+    assert_eq!(q("cps_audit_connections_refused_total"), Some(0.0));
     // The appliance's own end-entity certificates too (made at init or at the first start).
     for own in ["tls-server", "xua-seal", "tsa"] {
-        let left = q(&format!(r#"cps_certificate_expiry_seconds{{certificate="{own}"}}"#))
-            .unwrap_or_else(|| panic!("no expiry of {own}"));
-        assert!(left > 30.0 * 86400.0 && left < 4.0 * 366.0 * 86400.0, "{own}: {left}");
+        let left = q(&format!(
+            r#"cps_certificate_expiry_seconds{{certificate="{own}"}}"#
+        ))
+        .unwrap_or_else(|| panic!("no expiry of {own}"));
+        assert!(
+            left > 30.0 * 86400.0 && left < 4.0 * 366.0 * 86400.0,
+            "{own}: {left}"
+        );
     }
     assert_eq!(q("cps_clock_trusted"), Some(1.0));
     // No alert fires on a healthy appliance after the scenario.

@@ -66,6 +66,35 @@ fn describe() {
         "OCSP responses, by certificate status and cache (hit, miss, none for errors)."
     );
     metrics::describe_counter!(cps_ca::CRL_GENERATIONS, "CRLs generated, by CA.");
+    for (name, help) in [
+        (
+            AUDIT_RECEIVED,
+            "Audit messages the repository stored, by transport.",
+        ),
+        (
+            AUDIT_RECEIVED_UNPARSED,
+            "Audit messages the repository stored unparsed.",
+        ),
+        (
+            AUDIT_CONNECTIONS_REFUSED,
+            "syslog-TLS connections the repository refused.",
+        ),
+        (
+            AUDIT_UDP_DROPPED,
+            "UDP audit messages dropped while the log could not take them.",
+        ),
+        (AUDIT_SENT, "Audit messages delivered, by destination."),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    metrics::describe_gauge!(
+        AUDIT_QUEUE_DEPTH,
+        "Durable audit messages not yet delivered, by destination."
+    );
+    metrics::describe_gauge!(
+        AUDIT_DESTINATION_CONNECTED,
+        "1 while the sender is connected to the destination."
+    );
 }
 
 /// The store's audit observer: each durable audit record counted once.
@@ -115,3 +144,38 @@ impl Expiries {
         }
     }
 }
+
+/// The audit trail's own counters as metrics (called every few seconds by `serve`): messages the
+/// repository stored and refused, and per destination what the sender delivered, how many
+/// durable messages still wait, and whether it is connected. Destination names come from the
+/// configuration (bounded).
+pub fn export_trail(atna: &crate::audit::Atna) {
+    if let Some(r) = &atna.repository {
+        let s = r.stats();
+        metrics::counter!(AUDIT_RECEIVED, "transport" => "tls")
+            .absolute(s.messages.saturating_sub(s.udp_messages));
+        metrics::counter!(AUDIT_RECEIVED, "transport" => "udp").absolute(s.udp_messages);
+        metrics::counter!(AUDIT_RECEIVED_UNPARSED).absolute(s.parse_errors);
+        metrics::counter!(AUDIT_CONNECTIONS_REFUSED).absolute(s.refused);
+        metrics::counter!(AUDIT_UDP_DROPPED).absolute(s.udp_dropped);
+    }
+    if let Some(sender) = &atna.sender {
+        let last = sender.queue().last_seq();
+        for (destination, st) in sender.status() {
+            metrics::counter!(AUDIT_SENT, "destination" => destination.clone())
+                .absolute(st.delivered);
+            metrics::gauge!(AUDIT_QUEUE_DEPTH, "destination" => destination.clone())
+                .set(last.saturating_sub(st.delivered) as f64);
+            metrics::gauge!(AUDIT_DESTINATION_CONNECTED, "destination" => destination)
+                .set(if st.connected { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+pub const AUDIT_RECEIVED: &str = "cps_audit_messages_received_total";
+pub const AUDIT_RECEIVED_UNPARSED: &str = "cps_audit_messages_received_unparsed_total";
+pub const AUDIT_CONNECTIONS_REFUSED: &str = "cps_audit_connections_refused_total";
+pub const AUDIT_UDP_DROPPED: &str = "cps_audit_udp_messages_dropped_total";
+pub const AUDIT_SENT: &str = "cps_audit_messages_sent_total";
+pub const AUDIT_QUEUE_DEPTH: &str = "cps_audit_queue_depth";
+pub const AUDIT_DESTINATION_CONNECTED: &str = "cps_audit_destination_connected";

@@ -932,7 +932,16 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
     ));
     let state_store = state.store.clone();
     let http_task = tokio::spawn(serve_plain(http, public_router(state)));
-    shutdown_signal().await;
+    // Until asked to stop: the audit trail's counters exported every few seconds.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => crate::metrics::export_trail(&atna),
+        }
+    }
     tracing::info!("shutting down");
     tls_task.abort();
     http_task.abort();
