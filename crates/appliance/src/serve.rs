@@ -856,9 +856,11 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         anchors,
     )
     .await?;
-    // Time-stamp tokens are audited through the same batching writer as validations.
+    // One batching writer for every record that skips the store (validations, time-stamp
+    // tokens, document signatures): one flush covers them all.
+    let writer = counted_writer(&atna);
     if let Some(tsa) = &state.tsa {
-        tsa.attach_audit(counted_writer(&atna));
+        tsa.attach_audit(writer.clone());
     }
     // Before any validation is answered: the assertions validated before this start stay
     // refused as replays (fail closed: no start without them).
@@ -896,7 +898,7 @@ pub async fn run(home: &Path, config: &Config) -> Result<(), ApplianceError> {
         cards: Some(state.cards.clone()),
         jobs: cps_enrol::Jobs::for_node(&state.node, crate::clock::unix_now),
         audit_log: Some(atna.log.clone()),
-        audit_writer: counted_writer(&atna),
+        audit_writer: writer,
         dsg: Some(state.dsg.clone()),
     })
     // While the disk is below its reserve, state-changing requests answer 503 (reads go on).
